@@ -1,0 +1,21 @@
+# Set-up and everyday commands. Each target installs what the build needs
+# (cmake and libclang for HiGHS) if the machine lacks it.
+.PHONY: deps demo test lint bench
+
+deps:
+	@./scripts/deps.sh
+
+demo: deps
+	cargo run --release -- gen --sites 12 --workloads 80 --seed 7 --out target/demo-instance.json
+	cargo run --release -- solve --instance target/demo-instance.json --out target/demo-placement.json --time-limit 30
+	cargo run --release -- verify --instance target/demo-instance.json --placement target/demo-placement.json > /dev/null
+
+test: deps
+	cargo test --all-targets
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+bench: deps
+	cargo bench --bench exact_solver

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Bring what HiGHS's build needs: cmake and libclang (for bindgen).
+# Uses Debian packages when run as root, else PyPI wheels in the user's site.
+set -euo pipefail
+have_libclang() {
+  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || [ -n "${LIBCLANG_PATH:-}" ]
+}
+if command -v cmake >/dev/null 2>&1 && have_libclang; then
+  exit 0
+fi
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "deps: installing cmake and libclang-dev from Debian" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq cmake libclang-dev >/dev/null
+else
+  echo "deps: not root; installing cmake and libclang from PyPI" >&2
+  python3 -m pip install --user --quiet cmake libclang
+  echo "deps: set CMAKE=\$(python3 -c 'import cmake,os;print(os.path.join(cmake.CMAKE_BIN_DIR,\"cmake\"))')" >&2
+  echo "deps: and LIBCLANG_PATH=\$(python3 -c 'import clang,os;print(os.path.join(os.path.dirname(clang.__file__),\"native\"))')" >&2
+fi

@@ -1,0 +1,355 @@
+//! Explanations: for each workload left (partly) unplaced, what stopped each
+//! site from taking one more replica, in words an operator understands; and
+//! per site, which constraints bind. Reads the [`Problem`]'s rules; computes
+//! nothing the problem builder does not already define. Pure.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::physics::PowerLimit;
+use crate::problem::{Ineligible, Problem, EPS};
+
+/// Kinds of reasons a site could not take a replica.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CauseKind {
+    Latency,
+    Unreachable,
+    Hardware,
+    Pinned,
+    Forbidden,
+    /// One replica is larger than the site's whole capacity of a resource.
+    TooBig,
+    /// The resource is used up by what is placed there.
+    Resource,
+    PowerCap,
+    Cooling,
+    Inlet,
+    Spread,
+    FailureDomain,
+    AntiAffinity,
+    Affinity,
+    MoveLimit,
+    /// Room exists, but placing it costs more than leaving it unplaced.
+    Cost,
+}
+
+impl From<PowerLimit> for CauseKind {
+    fn from(p: PowerLimit) -> Self {
+        match p {
+            PowerLimit::PowerCap => CauseKind::PowerCap,
+            PowerLimit::Cooling => CauseKind::Cooling,
+            PowerLimit::Inlet => CauseKind::Inlet,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Cause {
+    pub site: String,
+    pub kind: CauseKind,
+    pub text: String,
+}
+
+/// Why a workload is not (fully) placed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct UnplacedExplanation {
+    pub workload: String,
+    pub unplaced: u32,
+    pub replicas: u32,
+    pub priority: u32,
+    pub causes: Vec<Cause>,
+    /// The causes in one paragraph.
+    pub text: String,
+}
+
+impl UnplacedExplanation {
+    pub fn kinds(&self) -> Vec<CauseKind> {
+        let mut k: Vec<CauseKind> = self.causes.iter().map(|c| c.kind).collect();
+        k.sort();
+        k.dedup();
+        k
+    }
+}
+
+/// What binds at a site under a placement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SiteBinding {
+    pub site: String,
+    /// e.g. `cpu_cores`, `power cap`, `cooling capacity`, `inlet temperature limit`.
+    pub binding: Vec<String>,
+}
+
+/// Share of a limit at which it counts as binding.
+const BINDING_SHARE: f64 = 0.995;
+
+/// Explain every unplaced replica of an indexed placement.
+pub fn unplaced(p: &Problem, x: &[Vec<(usize, u32)>]) -> Vec<UnplacedExplanation> {
+    let load = Load::of(p, x);
+    let mut out = Vec::new();
+    for (wi, w) in p.workloads.iter().enumerate() {
+        let placed: u32 = x[wi].iter().map(|(_, n)| n).sum();
+        if placed >= w.replicas {
+            continue;
+        }
+        let causes: Vec<Cause> = (0..p.sites.len())
+            .map(|si| cause(p, &load, x, wi, si))
+            .collect();
+        let text = summarize(p, wi, w.replicas - placed, &causes);
+        out.push(UnplacedExplanation {
+            workload: w.id.clone(),
+            unplaced: w.replicas - placed,
+            replicas: w.replicas,
+            priority: w.priority,
+            causes,
+            text,
+        });
+    }
+    out
+}
+
+/// The binding constraints of every site under a placement.
+pub fn binding(p: &Problem, x: &[Vec<(usize, u32)>]) -> Vec<SiteBinding> {
+    let load = Load::of(p, x);
+    p.sites
+        .iter()
+        .enumerate()
+        .map(|(si, s)| {
+            let mut binding: Vec<String> = p
+                .resources
+                .iter()
+                .enumerate()
+                .filter(|(r, _)| {
+                    s.capacity[*r] > 0.0 && load.used[si][*r] >= BINDING_SHARE * s.capacity[*r]
+                })
+                .map(|(_, name)| name.clone())
+                .collect();
+            if s.dynamic_kw_limit <= EPS
+                || load.dynamic_kw[si] >= BINDING_SHARE * s.dynamic_kw_limit
+            {
+                binding.push(s.physics.binding.describe().to_string());
+            }
+            SiteBinding {
+                site: s.id.clone(),
+                binding,
+            }
+        })
+        .collect()
+}
+
+struct Load {
+    used: Vec<Vec<f64>>,
+    dynamic_kw: Vec<f64>,
+    moves: u64,
+}
+
+impl Load {
+    fn of(p: &Problem, x: &[Vec<(usize, u32)>]) -> Load {
+        let mut used = vec![vec![0.0; p.resources.len()]; p.sites.len()];
+        let mut dynamic_kw = vec![0.0; p.sites.len()];
+        let mut moves = 0;
+        for (wi, sites) in x.iter().enumerate() {
+            let w = &p.workloads[wi];
+            for &(si, n) in sites {
+                for (r, d) in w.demand.iter().enumerate() {
+                    used[si][r] += d * n as f64;
+                }
+                dynamic_kw[si] += p.replica_dynamic_kw(wi, si) * n as f64;
+                moves += n.saturating_sub(w.current_at(si)) as u64;
+            }
+        }
+        Load {
+            used,
+            dynamic_kw,
+            moves,
+        }
+    }
+}
+
+fn count(x: &[Vec<(usize, u32)>], wi: usize, si: usize) -> u32 {
+    x[wi].iter().find(|(s, _)| *s == si).map_or(0, |(_, n)| *n)
+}
+
+/// The first reason site `si` could not take one more replica of `wi`.
+fn cause(p: &Problem, load: &Load, x: &[Vec<(usize, u32)>], wi: usize, si: usize) -> Cause {
+    let site = &p.sites[si];
+    let w = &p.workloads[wi];
+    let make = |kind: CauseKind, text: String| Cause {
+        site: site.id.clone(),
+        kind,
+        text,
+    };
+    if let Some(reason) = p.ineligible(wi, si) {
+        let kind = match &reason {
+            Ineligible::Latency { .. } => CauseKind::Latency,
+            Ineligible::Unreachable { .. } => CauseKind::Unreachable,
+            Ineligible::Hardware { .. } => CauseKind::Hardware,
+            Ineligible::NotPinned => CauseKind::Pinned,
+            Ineligible::Forbidden => CauseKind::Forbidden,
+            Ineligible::TooBig { .. } => CauseKind::TooBig,
+            Ineligible::TooHot { binding, .. } => (*binding).into(),
+        };
+        return make(kind, reason.describe(&site.name));
+    }
+    let here = count(x, wi, si);
+    let max_count = w
+        .candidates
+        .iter()
+        .find(|c| c.site == si)
+        .map_or(0, |c| c.max_count);
+    if let Some(g) = p.anti_affinity_groups.iter().find(|(_, m)| m.contains(&wi)) {
+        let taken = g.1.iter().map(|&o| count(x, o, si)).sum::<u32>();
+        if taken >= 1 {
+            return make(
+                CauseKind::AntiAffinity,
+                format!(
+                    "{} already runs a replica of anti-affinity group {:?}",
+                    site.name, g.0
+                ),
+            );
+        }
+    }
+    for (r, d) in w.demand.iter().enumerate() {
+        let free = site.capacity[r] - load.used[si][r];
+        if *d > 0.0 && *d > free * (1.0 + EPS) + EPS {
+            return make(
+                CauseKind::Resource,
+                format!(
+                    "{} is out of {}: one replica needs {}, {} free",
+                    site.name,
+                    p.resources[r],
+                    round2(*d),
+                    round2(free.max(0.0))
+                ),
+            );
+        }
+    }
+    let need_kw = p.replica_dynamic_kw(wi, si);
+    let free_kw = site.dynamic_kw_limit - load.dynamic_kw[si];
+    if need_kw > free_kw * (1.0 + EPS) + EPS {
+        let binding = site.physics.binding;
+        let what = match binding {
+            PowerLimit::PowerCap => format!(
+                "{} is at its {:.0} kW power cap (PUE {:.2} at {:.1} °C)",
+                site.name, site.power_cap_kw, site.physics.pue, site.physics.ambient_c
+            ),
+            PowerLimit::Cooling => format!(
+                "{} is at its cooling capacity ({:.1} kW at {:.1} °C ambient)",
+                site.name, site.physics.cooling_kw, site.physics.ambient_c
+            ),
+            PowerLimit::Inlet => format!(
+                "{} is at its inlet limit (predicted inlet would pass {:.1} °C at {:.1} °C ambient)",
+                site.name, site.physics.inlet_limit_c, site.physics.ambient_c
+            ),
+        };
+        return make(
+            binding.into(),
+            format!(
+                "{what}: one replica needs {need_kw:.3} kW, {:.3} kW left",
+                free_kw.max(0.0)
+            ),
+        );
+    }
+    if here >= max_count {
+        return make(
+            CauseKind::Spread,
+            format!(
+                "{} already holds the most replicas allowed on one site ({max_count})",
+                site.name
+            ),
+        );
+    }
+    if let (Some(k), Some(d)) = (w.max_per_failure_domain, site.failure_domain) {
+        let in_domain: u32 = x[wi]
+            .iter()
+            .filter(|(s, _)| p.sites[*s].failure_domain == Some(d))
+            .map(|(_, n)| n)
+            .sum();
+        if in_domain >= k {
+            return make(
+                CauseKind::FailureDomain,
+                format!(
+                    "failure domain {} of {} already holds {k} replica(s)",
+                    p.failure_domains[d], site.name
+                ),
+            );
+        }
+    }
+    if let Some((g, _)) = p.affinity_groups.iter().find(|(_, m)| m.contains(&wi)) {
+        return make(
+            CauseKind::Affinity,
+            format!(
+                "{} cannot host the whole affinity group {g:?} together",
+                site.name
+            ),
+        );
+    }
+    let is_move = here >= w.current_at(si);
+    if is_move && p.max_moves.is_some_and(|k| load.moves >= k as u64) {
+        return make(
+            CauseKind::MoveLimit,
+            format!(
+                "moving a replica to {} would exceed the limit of {} moves",
+                site.name,
+                p.max_moves.unwrap_or(0)
+            ),
+        );
+    }
+    make(
+        CauseKind::Cost,
+        format!(
+            "{} has room, but a replica there costs more than leaving it unplaced",
+            site.name
+        ),
+    )
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn summarize(p: &Problem, wi: usize, unplaced: u32, causes: &[Cause]) -> String {
+    let w = &p.workloads[wi];
+    let mut groups: BTreeMap<CauseKind, Vec<&Cause>> = BTreeMap::new();
+    for c in causes {
+        groups.entry(c.kind).or_default().push(c);
+    }
+    let mut parts = Vec::new();
+    for (kind, list) in groups {
+        let head = match kind {
+            CauseKind::Latency | CauseKind::Unreachable => "out of latency reach",
+            CauseKind::Hardware | CauseKind::Pinned | CauseKind::Forbidden | CauseKind::TooBig => {
+                "not allowed or too small"
+            }
+            CauseKind::Resource => "within reach but full",
+            CauseKind::PowerCap => "within reach but at their power cap",
+            CauseKind::Cooling => "within reach but at their cooling capacity",
+            CauseKind::Inlet => "within reach but at their inlet temperature limit",
+            CauseKind::Spread
+            | CauseKind::FailureDomain
+            | CauseKind::AntiAffinity
+            | CauseKind::Affinity => "ruled out by placement rules",
+            CauseKind::MoveLimit => "ruled out by the move limit",
+            CauseKind::Cost => "not worth it",
+        };
+        let shown: Vec<&str> = list.iter().take(3).map(|c| c.text.as_str()).collect();
+        let more = if list.len() > 3 {
+            format!(" and {} more", list.len() - 3)
+        } else {
+            String::new()
+        };
+        parts.push(format!("{head}: {}{more}", shown.join("; ")));
+    }
+    format!(
+        "{} of {} replicas of {} unplaced (priority {}). {}.",
+        unplaced,
+        w.replicas,
+        w.id,
+        w.priority,
+        parts.join(". ")
+    )
+}

@@ -1,0 +1,406 @@
+//! The instance: everything the optimizer is told about the fleet, as the
+//! user writes it (JSON or YAML). Plain data with serde and a JSON Schema;
+//! no logic beyond parsing. Semantic checks live in `validate`, derived
+//! quantities in `physics`, `topology` and `problem`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::server_models::ServerModel;
+
+/// A whole planning instance.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Instance {
+    /// Free-form name, shown in reports.
+    #[serde(default)]
+    pub name: String,
+    /// Extra server power models, beside the built-in SPECpower catalogue
+    /// (`models/servers.json`). A name here overrides a built-in one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_models: Vec<ServerModel>,
+    pub sites: Vec<Site>,
+    pub network: Network,
+    pub regions: Vec<Region>,
+    pub workloads: Vec<Workload>,
+    #[serde(default)]
+    pub objective: ObjectiveWeights,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A micro data center.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub id: String,
+    /// Network node the site is attached to; defaults to the site id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Human name (a city, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub lat: f64,
+    pub lon: f64,
+    /// Failure domain (power feed, metro, …); replicas may be spread across them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_domain: Option<String>,
+    /// Resource capacities, e.g. `cpu_cores`, `memory_gib`, `gpus`.
+    pub capacity: BTreeMap<String, f64>,
+    /// Fraction of each resource held back (0 ≤ f < 1); missing resources keep none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reserve_fraction: BTreeMap<String, f64>,
+    /// Hardware features offered (e.g. `gpu-a100`, `nvme`, `sgx`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hardware: Vec<String>,
+    pub servers: ServerFleet,
+    pub power: PowerSpec,
+    pub cooling: CoolingSpec,
+    pub thermal: ThermalSpec,
+    pub energy: EnergySpec,
+    pub ambient: AmbientSpec,
+}
+
+impl Site {
+    /// The network node this site hangs off.
+    pub fn node_id(&self) -> &str {
+        self.node.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// The servers of a site, all of one model.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFleet {
+    /// Name of a server model (`edgeplan models` lists the built-in ones).
+    pub model: String,
+    pub count: u32,
+}
+
+/// Electrical limits and efficiency.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PowerSpec {
+    /// Facility power cap (utility feed / UPS), kW.
+    pub cap_kw: f64,
+    /// PUE at or below the free-cooling limit.
+    pub pue_min: f64,
+    /// PUE at the maximum ambient temperature.
+    pub pue_max: f64,
+    /// IT power with no workload, kW; defaults to servers × the model's idle watts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_kw: Option<f64>,
+}
+
+/// Cooling plant and how it derates with ambient temperature.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CoolingSpec {
+    /// Heat the plant removes at or below the free-cooling limit, kW.
+    pub nominal_kw: f64,
+    /// Fraction of nominal capacity left at `max_ambient_c` (0 < f ≤ 1).
+    pub derate_min: f64,
+    /// Ambient up to which free cooling works at full capacity and minimum PUE, °C.
+    pub free_cooling_limit_c: f64,
+    /// Ambient at which PUE reaches `pue_max` and cooling `derate_min`, °C.
+    pub max_ambient_c: f64,
+    /// Fraction of every limit left when the air is outside the class's
+    /// humidity envelope (0 < f ≤ 1).
+    #[serde(default = "default_humidity_derate")]
+    pub humidity_derate: f64,
+}
+
+fn default_humidity_derate() -> f64 {
+    0.8
+}
+
+/// ASHRAE TC 9.9 equipment class.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub enum AshraeClass {
+    A1,
+    A2,
+    A3,
+    A4,
+}
+
+/// Rack inlet temperature model: `inlet_c = supply_c + recirc_c_per_kw · it_kw / racks`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ThermalSpec {
+    /// Equipment class; gives the allowable inlet limit (A1 32, A2 35, A3 40, A4 45 °C).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ashrae_class: Option<AshraeClass>,
+    /// Explicit inlet limit, °C; overrides the class limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inlet_limit_c: Option<f64>,
+    /// Safety margin below the limit, °C.
+    #[serde(default = "default_margin_c")]
+    pub margin_c: f64,
+    /// Supply air set point, °C.
+    #[serde(default = "default_supply_setpoint_c")]
+    pub supply_setpoint_c: f64,
+    /// Under free cooling, supply is at least ambient + approach, °C.
+    #[serde(default = "default_approach_c")]
+    pub approach_c: f64,
+    /// Inlet rise per kW of IT power per rack (heat recirculation), °C/kW.
+    pub recirc_c_per_kw: f64,
+    pub racks: u32,
+}
+
+fn default_margin_c() -> f64 {
+    2.0
+}
+fn default_supply_setpoint_c() -> f64 {
+    18.0
+}
+fn default_approach_c() -> f64 {
+    3.0
+}
+
+/// Electricity price and carbon intensity.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EnergySpec {
+    pub price_per_kwh: Price,
+    /// Grid carbon intensity, gCO2/kWh.
+    pub carbon_g_per_kwh: f64,
+}
+
+/// A flat price, or a time series (as on a spot market).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(untagged)]
+pub enum Price {
+    Flat(f64),
+    Series(Vec<PricePoint>),
+}
+
+/// Price from `hour` (hours from now) until the next point.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PricePoint {
+    pub hour: f64,
+    pub price_per_kwh: f64,
+}
+
+/// Outside air at the site: the current reading and a forecast.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AmbientSpec {
+    pub current_c: f64,
+    /// Hourly forecast from now, °C; the worst value within the horizon drives the limits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forecast_c: Vec<f64>,
+    /// Current dew point, °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dew_point_c: Option<f64>,
+    /// Current relative humidity, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub humidity_pct: Option<f64>,
+}
+
+/// The network: nodes (sites' and users' attachment points) and links.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub nodes: Vec<Node>,
+    pub links: Vec<Link>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub id: String,
+}
+
+/// An undirected link.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Link {
+    pub a: String,
+    pub b: String,
+    pub rtt_ms: f64,
+    pub bandwidth_gbps: f64,
+}
+
+/// Where users are.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    pub id: String,
+    pub node: String,
+}
+
+/// A demand: `replicas` identical instances of one service.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    pub id: String,
+    pub replicas: u32,
+    /// Resources per replica, by the names sites use.
+    pub resources: BTreeMap<String, f64>,
+    /// Expected CPU utilisation of the replica's cores (0–1); sets its power.
+    #[serde(default = "default_utilization")]
+    pub utilization: f64,
+    /// Where the traffic comes from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traffic: Vec<Traffic>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<Slo>,
+    /// At most this many replicas on one site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_site: Option<u32>,
+    /// At most this many replicas in one failure domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_failure_domain: Option<u32>,
+    /// Workloads sharing an anti-affinity group put at most one replica, all of them together, on a site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity_group: Option<String>,
+    /// Workloads sharing an affinity group run on exactly the same set of sites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_group: Option<String>,
+    /// If not empty, only these sites.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pinned_sites: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forbidden_sites: Vec<String>,
+    /// Hardware features a site must offer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hardware: Vec<String>,
+    /// Higher is more important; the unplaced penalty scales with it.
+    #[serde(default = "default_priority")]
+    pub priority: u32,
+    /// State moved with a replica on migration, GiB.
+    #[serde(default)]
+    pub state_gib: f64,
+    /// Where its replicas run today: site id → replicas.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub current: BTreeMap<String, u32>,
+}
+
+fn default_utilization() -> f64 {
+    0.5
+}
+fn default_priority() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Traffic {
+    pub region: String,
+    /// Relative share of the workload's traffic (> 0).
+    pub weight: f64,
+}
+
+/// "`percentile` % of traffic within `rtt_ms`".
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    pub rtt_ms: f64,
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+}
+
+fn default_percentile() -> f64 {
+    95.0
+}
+
+/// Weights of the objective terms; every term is a cost per hour.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectiveWeights {
+    /// Multiplier on the energy bill (currency/h).
+    pub energy: f64,
+    /// Price of carbon, currency per tonne CO2.
+    pub carbon_per_tonne: f64,
+    /// Cost per replica per ms of traffic-weighted mean RTT, per hour.
+    pub latency_per_ms: f64,
+    /// Cost of moving one replica.
+    pub migration_per_move: f64,
+    /// Cost per GiB of state moved.
+    pub migration_per_gib: f64,
+    /// Cost per site of a fully used thermal headroom (IT kW / thermal limit kW).
+    pub thermal_risk: f64,
+    /// Cost of one unplaced replica per unit of priority.
+    pub unplaced_per_priority: f64,
+}
+
+impl Default for ObjectiveWeights {
+    fn default() -> Self {
+        Self {
+            energy: 1.0,
+            carbon_per_tonne: 80.0,
+            latency_per_ms: 0.00005,
+            migration_per_move: 0.01,
+            migration_per_gib: 0.0005,
+            thermal_risk: 0.05,
+            unplaced_per_priority: 1000.0,
+        }
+    }
+}
+
+/// Limits on change and the planning horizon.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// At most this many replicas change site (a replica started where none ran counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_moves: Option<u32>,
+    /// Hours over which forecasts are read; the worst ambient in it sets the limits.
+    pub horizon_hours: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_moves: None,
+            horizon_hours: 24,
+        }
+    }
+}
+
+/// Parse an instance from JSON or YAML text; type errors carry their path.
+pub fn parse(text: &str, format: Format) -> Result<Instance> {
+    match format {
+        Format::Json => {
+            let de = &mut serde_json::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(|e| Error::Parse {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })
+        }
+        Format::Yaml => {
+            let de = serde_yaml::Deserializer::from_str(text);
+            serde_path_to_error::deserialize(de).map_err(|e| Error::Parse {
+                path: e.path().to_string(),
+                message: e.inner().to_string(),
+            })
+        }
+    }
+}
+
+/// File format, from the extension (`.yaml`/`.yml` are YAML, anything else JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+impl Format {
+    pub fn from_path(path: &Path) -> Format {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("yaml" | "yml") => Format::Yaml,
+            _ => Format::Json,
+        }
+    }
+}
+
+/// The JSON Schema of the instance format.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(Instance);
+    serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
+}

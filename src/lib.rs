@@ -1,0 +1,22 @@
+//! edgeplan: workload-aware placement across fleets of micro data centers.
+//!
+//! Pure core (values in, values out): [`instance`], [`validate`],
+//! [`server_models`], [`topology`], [`physics`], [`problem`], [`milp`],
+//! [`solver`], [`explain`], [`verify`], [`gen`]. The binary's CLI is the shell.
+
+pub mod error;
+pub mod explain;
+pub mod gen;
+pub mod instance;
+pub mod milp;
+pub mod physics;
+pub mod placement;
+pub mod problem;
+pub mod report;
+pub mod server_models;
+pub mod solver;
+pub mod topology;
+pub mod validate;
+pub mod verify;
+
+pub use error::{Error, Result};

@@ -1,0 +1,255 @@
+//! The `edgeplan` command line: a thin shell over the library (file I/O,
+//! argument parsing, exit codes, timing). No placement logic lives here.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use edgeplan::gen::{generate, GenOptions};
+use edgeplan::instance::{self, Format, Instance};
+use edgeplan::milp::Milp;
+use edgeplan::placement::Placement;
+use edgeplan::problem::Problem;
+use edgeplan::report::SolveReport;
+use edgeplan::solver::{solve, SolveOptions};
+use edgeplan::validate::validate;
+use edgeplan::verify::verify;
+
+#[derive(Parser)]
+#[command(
+    name = "edgeplan",
+    version,
+    about = "Workload-aware placement for fleets of micro data centers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check an instance file; lists every problem with its path.
+    Validate { file: PathBuf },
+    /// Print the JSON Schema of the instance format.
+    Schema,
+    /// List the built-in server power models.
+    Models,
+    /// Solve the exact placement model.
+    Solve {
+        #[arg(long)]
+        instance: PathBuf,
+        /// Where to write the placement JSON (stdout if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seconds before returning the best placement found.
+        #[arg(long, default_value_t = 60.0)]
+        time_limit: f64,
+        /// Relative gap at which to stop.
+        #[arg(long)]
+        gap: Option<f64>,
+        /// HiGHS random seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u32,
+    },
+    /// Check a placement against an instance; lists every violation.
+    Verify {
+        #[arg(long)]
+        instance: PathBuf,
+        /// A placement, or the output of `solve`.
+        #[arg(long)]
+        placement: PathBuf,
+    },
+    /// Write the exact MILP in a standard format.
+    Export {
+        #[arg(long)]
+        instance: PathBuf,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Mps)]
+        format: ExportFormat,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Generate a realistic instance from the shipped real data.
+    Gen {
+        #[arg(long, default_value_t = 12)]
+        sites: usize,
+        #[arg(long, default_value_t = 60)]
+        workloads: usize,
+        /// Add workloads until this many replicas (overrides --workloads).
+        #[arg(long)]
+        replicas: Option<usize>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Share of the fleet's CPU the demand uses.
+        #[arg(long, default_value_t = 0.75)]
+        load: f64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    Mps,
+    Lp,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("EDGEPLAN_LOG"))
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn write_out(out: Option<&Path>, text: &str) -> Result<()> {
+    match out {
+        Some(p) => fs::write(p, text).with_context(|| format!("cannot write {}", p.display())),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
+
+/// Parse and validate; every problem is printed before failing.
+fn load(path: &Path) -> Result<Instance> {
+    let inst = instance::parse(&read(path)?, Format::from_path(path))
+        .with_context(|| format!("{} is not a valid instance", path.display()))?;
+    let issues = validate(&inst);
+    if !issues.is_empty() {
+        for i in &issues {
+            eprintln!("{}: {i}", path.display());
+        }
+        bail!("{} has {} problem(s)", path.display(), issues.len());
+    }
+    Ok(inst)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { file } => {
+            load(&file)?;
+            eprintln!("{}: valid", file.display());
+        }
+        Command::Schema => println!(
+            "{}",
+            serde_json::to_string_pretty(&instance::json_schema())?
+        ),
+        Command::Models => {
+            for m in edgeplan::server_models::builtin().values() {
+                println!(
+                    "{:<24} {:>3} cores  idle {:>6.1} W  full {:>6.1} W  {} ({})",
+                    m.name,
+                    m.cores,
+                    m.watts[0],
+                    m.watts[10],
+                    m.system,
+                    m.spec_result_id.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        Command::Solve {
+            instance,
+            out,
+            time_limit,
+            gap,
+            seed,
+        } => {
+            let inst = load(&instance)?;
+            let problem = Problem::build(&inst)?;
+            let started = Instant::now();
+            let solved = solve(
+                &problem,
+                &SolveOptions {
+                    time_limit_s: Some(time_limit),
+                    relative_gap: gap,
+                    threads: None,
+                    seed,
+                },
+            )?;
+            let elapsed = started.elapsed().as_secs_f64();
+            let report = SolveReport::new(&problem, &solved);
+            write_out(
+                out.as_deref(),
+                &(serde_json::to_string_pretty(&report)? + "\n"),
+            )?;
+            eprint!("{}", report.summary());
+            eprintln!("  solved in {elapsed:.2} s");
+        }
+        Command::Verify {
+            instance,
+            placement,
+        } => {
+            let inst = load(&instance)?;
+            let p: Placement = serde_json::from_str(&read(&placement)?)
+                .with_context(|| format!("{} is not a placement", placement.display()))?;
+            let report = verify(&inst, &p);
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.feasible {
+                for v in &report.violations {
+                    eprintln!("violation [{}] {}", v.rule, v.message);
+                }
+                eprintln!("{} violation(s)", report.violations.len());
+                return Ok(ExitCode::FAILURE);
+            }
+            eprintln!("feasible; objective {:.4}/h", report.objective.total);
+        }
+        Command::Export {
+            instance,
+            format,
+            out,
+        } => {
+            let inst = load(&instance)?;
+            let problem = Problem::build(&inst)?;
+            let milp = Milp::build(&problem);
+            let name = if inst.name.is_empty() {
+                "edgeplan"
+            } else {
+                &inst.name
+            };
+            let text = match format {
+                ExportFormat::Mps => milp.to_mps(name),
+                ExportFormat::Lp => milp.to_lp(name),
+            };
+            write_out(out.as_deref(), &text)?;
+            eprintln!("{} columns, {} rows", milp.columns.len(), milp.rows.len());
+        }
+        Command::Gen {
+            sites,
+            workloads,
+            replicas,
+            seed,
+            load: share,
+            out,
+        } => {
+            let inst = generate(&GenOptions {
+                sites,
+                workloads,
+                replicas,
+                seed,
+                load: share,
+            })
+            .map_err(anyhow::Error::msg)?;
+            let text = match out.as_deref().map(Format::from_path) {
+                Some(Format::Yaml) => serde_yaml::to_string(&inst)?,
+                _ => serde_json::to_string_pretty(&inst)? + "\n",
+            };
+            write_out(out.as_deref(), &text)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

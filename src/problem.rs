@@ -1,0 +1,668 @@
+//! The problem builder: turns an instance into indexed, solver-ready data —
+//! effective capacities, the effective IT-power limit per site, latency
+//! eligibility, per-replica cost coefficients — and evaluates a placement
+//! against exactly those coefficients (the objective the MILP minimises).
+//! Every rule lives here once; the MILP, explanations and validation read it.
+//! Pure: no I/O.
+
+use std::collections::{BTreeMap, HashMap};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::instance::{Instance, ObjectiveWeights, Workload};
+use crate::physics::{PowerLimit, SitePhysics};
+use crate::placement::Placement;
+use crate::server_models::{catalogue_with, ServerModel};
+use crate::topology::Topology;
+
+/// Relative slack for comparisons of sums against limits.
+pub const EPS: f64 = 1e-9;
+
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub name: String,
+    /// Resource names, in index order.
+    pub resources: Vec<String>,
+    pub sites: Vec<SiteModel>,
+    pub workloads: Vec<WorkloadModel>,
+    pub failure_domains: Vec<String>,
+    /// Workload indices per anti-affinity group: at most one replica of the group per site.
+    pub anti_affinity_groups: Vec<(String, Vec<usize>)>,
+    /// Workload indices per affinity group: the same set of sites for all.
+    pub affinity_groups: Vec<(String, Vec<usize>)>,
+    pub weights: ObjectiveWeights,
+    pub max_moves: Option<u32>,
+    /// Region → site RTT, kept for explanations.
+    pub topology: Topology,
+    /// Per workload: (region index, weight / total weight).
+    traffic: Vec<Vec<(usize, f64)>>,
+    site_index: HashMap<String, usize>,
+    hardware: Vec<Vec<String>>,
+    site_servers: Vec<ServerModel>,
+    instance_workloads: Vec<Workload>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteModel {
+    pub id: String,
+    pub name: String,
+    pub physics: SitePhysics,
+    /// Capacity per resource after the reserve.
+    pub capacity: Vec<f64>,
+    pub failure_domain: Option<usize>,
+    pub carbon_g_per_kwh: f64,
+    /// Energy cost per IT kWh (weights.energy × PUE × price).
+    pub energy_cost_per_it_kwh: f64,
+    /// Carbon cost per IT kWh (carbon price × PUE × intensity).
+    pub carbon_cost_per_it_kwh: f64,
+    /// Thermal-risk cost per IT kW (weight / thermal limit).
+    pub thermal_cost_per_it_kw: f64,
+    /// IT kW available to workloads: the effective limit less idle power.
+    pub dynamic_kw_limit: f64,
+    pub power_cap_kw: f64,
+    /// Inlet rise per IT kW (recirculation per rack / racks), °C/kW.
+    pub inlet_c_per_it_kw: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkloadModel {
+    pub id: String,
+    pub replicas: u32,
+    /// Per replica, by resource index.
+    pub demand: Vec<f64>,
+    pub priority: u32,
+    pub state_gib: f64,
+    /// Cost of one replica started on a site where it did not run.
+    pub move_cost: f64,
+    /// Cost of one replica left unplaced.
+    pub unplaced_cost: f64,
+    pub max_per_failure_domain: Option<u32>,
+    /// (site, replicas) today.
+    pub current: Vec<(usize, u32)>,
+    /// Sites that may host it, with per-replica figures.
+    pub candidates: Vec<Candidate>,
+}
+
+impl WorkloadModel {
+    pub fn current_at(&self, site: usize) -> u32 {
+        self.current
+            .iter()
+            .find(|(s, _)| *s == site)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+/// A site that may host a workload, and what one replica there costs.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub site: usize,
+    /// Upper bound on replicas there (spread, anti-affinity, capacity).
+    pub max_count: u32,
+    pub dynamic_kw: f64,
+    pub mean_rtt_ms: f64,
+    pub energy_cost: f64,
+    pub carbon_cost: f64,
+    pub latency_cost: f64,
+    pub thermal_cost: f64,
+}
+
+impl Candidate {
+    /// Cost per hour of one replica here (moves and unplacement aside).
+    pub fn cost(&self) -> f64 {
+        self.energy_cost + self.carbon_cost + self.latency_cost + self.thermal_cost
+    }
+}
+
+/// Why a site can never host a workload, whatever else runs there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Ineligible {
+    /// Too little of the traffic is within the SLO's RTT.
+    Latency {
+        within_pct: f64,
+        needed_pct: f64,
+        rtt_ms: f64,
+    },
+    /// A traffic region has no network path to the site.
+    Unreachable {
+        region: String,
+    },
+    Hardware {
+        missing: String,
+    },
+    NotPinned,
+    Forbidden,
+    /// One replica needs more of a resource than the site has.
+    TooBig {
+        resource: String,
+        need: f64,
+        capacity: f64,
+    },
+    /// One replica's power does not fit under the site's effective limit.
+    TooHot {
+        need_kw: f64,
+        available_kw: f64,
+        binding: PowerLimit,
+    },
+}
+
+impl Ineligible {
+    pub fn describe(&self, site: &str) -> String {
+        match self {
+            Ineligible::Latency { within_pct, needed_pct, rtt_ms } => format!(
+                "{site} is out of latency reach ({within_pct:.0} % of traffic within {rtt_ms} ms, the SLO needs {needed_pct} %)"
+            ),
+            Ineligible::Unreachable { region } => {
+                format!("{site} has no network path to region {region}")
+            }
+            Ineligible::Hardware { missing } => format!("{site} lacks hardware {missing:?}"),
+            Ineligible::NotPinned => format!("{site} is not among its pinned sites"),
+            Ineligible::Forbidden => format!("{site} is forbidden to it"),
+            Ineligible::TooBig { resource, need, capacity } => format!(
+                "{site} has {capacity} {resource} in all, one replica needs {need}"
+            ),
+            Ineligible::TooHot { need_kw, available_kw, binding } => format!(
+                "{site} has {available_kw:.2} kW under its {} even when empty, one replica needs {need_kw:.2} kW",
+                binding.describe()
+            ),
+        }
+    }
+}
+
+impl Problem {
+    pub fn build(inst: &Instance) -> Result<Problem> {
+        let models = catalogue_with(&inst.server_models);
+        let horizon = inst.limits.horizon_hours;
+        let mut resources: Vec<String> = inst
+            .sites
+            .iter()
+            .flat_map(|s| s.capacity.keys().cloned())
+            .chain(
+                inst.workloads
+                    .iter()
+                    .flat_map(|w| w.resources.keys().cloned()),
+            )
+            .collect();
+        resources.sort();
+        resources.dedup();
+        let mut domains: Vec<String> = inst
+            .sites
+            .iter()
+            .filter_map(|s| s.failure_domain.clone())
+            .collect();
+        domains.sort();
+        domains.dedup();
+        let w = &inst.objective;
+
+        let mut sites = Vec::with_capacity(inst.sites.len());
+        let mut site_models = Vec::with_capacity(inst.sites.len());
+        for s in &inst.sites {
+            let model = models
+                .get(&s.servers.model)
+                .ok_or_else(|| Error::UnknownServerModel {
+                    name: s.servers.model.clone(),
+                    known: models.keys().cloned().collect::<Vec<_>>().join(", "),
+                })?;
+            let physics = SitePhysics::of(s, model, horizon);
+            let capacity = resources
+                .iter()
+                .map(|r| {
+                    let cap = s.capacity.get(r).copied().unwrap_or(0.0);
+                    cap * (1.0 - s.reserve_fraction.get(r).copied().unwrap_or(0.0))
+                })
+                .collect();
+            let thermal_limit = physics.thermal_limit_kw();
+            sites.push(SiteModel {
+                id: s.id.clone(),
+                name: s.name.clone().unwrap_or_else(|| s.id.clone()),
+                capacity,
+                failure_domain: s
+                    .failure_domain
+                    .as_ref()
+                    .and_then(|d| domains.iter().position(|x| x == d)),
+                carbon_g_per_kwh: s.energy.carbon_g_per_kwh,
+                energy_cost_per_it_kwh: w.energy * physics.pue * physics.price_per_kwh,
+                carbon_cost_per_it_kwh: w.carbon_per_tonne
+                    * physics.pue
+                    * s.energy.carbon_g_per_kwh
+                    / 1e6,
+                thermal_cost_per_it_kw: if thermal_limit.is_finite() && thermal_limit > 0.0 {
+                    w.thermal_risk / thermal_limit
+                } else {
+                    0.0
+                },
+                dynamic_kw_limit: (physics.it_limit_kw - physics.idle_kw).max(0.0),
+                power_cap_kw: s.power.cap_kw,
+                inlet_c_per_it_kw: s.thermal.recirc_c_per_kw / s.thermal.racks.max(1) as f64,
+                physics,
+            });
+            site_models.push(model.clone());
+        }
+        let site_index: HashMap<String, usize> = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        let region_index: HashMap<&str, usize> = inst
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.as_str(), i))
+            .collect();
+        let topology = Topology::build(inst);
+
+        let traffic: Vec<Vec<(usize, f64)>> = inst
+            .workloads
+            .iter()
+            .map(|wl| {
+                let total: f64 = wl.traffic.iter().map(|t| t.weight).sum();
+                wl.traffic
+                    .iter()
+                    .filter_map(|t| Some((*region_index.get(t.region.as_str())?, t.weight / total)))
+                    .collect()
+            })
+            .collect();
+
+        let mut problem = Problem {
+            name: inst.name.clone(),
+            resources,
+            sites,
+            workloads: Vec::new(),
+            failure_domains: domains,
+            anti_affinity_groups: groups(inst, |w| w.anti_affinity_group.as_deref()),
+            affinity_groups: groups(inst, |w| w.affinity_group.as_deref()),
+            weights: w.clone(),
+            max_moves: inst.limits.max_moves,
+            topology,
+            traffic,
+            site_index,
+            hardware: inst.sites.iter().map(|s| s.hardware.clone()).collect(),
+            site_servers: site_models,
+            instance_workloads: inst.workloads.clone(),
+        };
+        let in_anti_group: Vec<bool> = inst
+            .workloads
+            .iter()
+            .map(|w| w.anti_affinity_group.is_some())
+            .collect();
+        for (wi, wl) in inst.workloads.iter().enumerate() {
+            let demand: Vec<f64> = problem
+                .resources
+                .iter()
+                .map(|r| wl.resources.get(r).copied().unwrap_or(0.0))
+                .collect();
+            let mut candidates = Vec::new();
+            for (si, site) in problem.sites.iter().enumerate() {
+                let dynamic_kw = problem.replica_dynamic_kw(wi, si);
+                if problem.static_reason(wi, si, &demand, dynamic_kw).is_some() {
+                    continue;
+                }
+                let mut max_count = wl.replicas.min(wl.max_per_site.unwrap_or(u32::MAX));
+                if in_anti_group[wi] {
+                    max_count = max_count.min(1);
+                }
+                for (r, d) in demand.iter().enumerate() {
+                    if *d > 0.0 {
+                        max_count =
+                            max_count.min(((site.capacity[r] / d) * (1.0 + EPS)).floor() as u32);
+                    }
+                }
+                if dynamic_kw > 0.0 {
+                    max_count = max_count
+                        .min(((site.dynamic_kw_limit / dynamic_kw) * (1.0 + EPS)).floor() as u32);
+                }
+                if max_count == 0 {
+                    continue;
+                }
+                let mean_rtt_ms = problem.mean_rtt_ms(wi, si);
+                candidates.push(Candidate {
+                    site: si,
+                    max_count,
+                    dynamic_kw,
+                    mean_rtt_ms,
+                    energy_cost: dynamic_kw * site.energy_cost_per_it_kwh,
+                    carbon_cost: dynamic_kw * site.carbon_cost_per_it_kwh,
+                    latency_cost: w.latency_per_ms * mean_rtt_ms,
+                    thermal_cost: dynamic_kw * site.thermal_cost_per_it_kw,
+                });
+            }
+            let current = wl
+                .current
+                .iter()
+                .filter_map(|(s, n)| Some((*problem.site_index.get(s)?, *n)))
+                .filter(|(_, n)| *n > 0)
+                .collect();
+            problem.workloads.push(WorkloadModel {
+                id: wl.id.clone(),
+                replicas: wl.replicas,
+                demand,
+                priority: wl.priority,
+                state_gib: wl.state_gib,
+                move_cost: w.migration_per_move + w.migration_per_gib * wl.state_gib,
+                unplaced_cost: w.unplaced_per_priority * wl.priority as f64,
+                max_per_failure_domain: wl.max_per_failure_domain,
+                current,
+                candidates,
+            });
+        }
+        Ok(problem)
+    }
+
+    pub fn site_index(&self, id: &str) -> Option<usize> {
+        self.site_index.get(id).copied()
+    }
+
+    /// Traffic-weighted mean RTT from a workload's regions to a site (0 without traffic).
+    pub fn mean_rtt_ms(&self, wi: usize, si: usize) -> f64 {
+        self.traffic[wi]
+            .iter()
+            .map(|(r, share)| share * self.topology.rtt_ms[*r][si])
+            .sum()
+    }
+
+    /// Dynamic kW of one replica of workload `wi` on site `si`'s servers.
+    pub fn replica_dynamic_kw(&self, wi: usize, si: usize) -> f64 {
+        let wl = &self.instance_workloads[wi];
+        let cores = wl.resources.get("cpu_cores").copied().unwrap_or(0.0);
+        self.site_servers[si].replica_dynamic_kw(cores, wl.utilization)
+    }
+
+    /// Why site `si` can never host workload `wi`, or `None` if it may.
+    pub fn ineligible(&self, wi: usize, si: usize) -> Option<Ineligible> {
+        let wl = &self.workloads[wi];
+        if wl.candidates.iter().any(|c| c.site == si) {
+            return None;
+        }
+        self.static_reason(wi, si, &wl.demand, self.replica_dynamic_kw(wi, si))
+    }
+
+    fn static_reason(
+        &self,
+        wi: usize,
+        si: usize,
+        demand: &[f64],
+        dynamic_kw: f64,
+    ) -> Option<Ineligible> {
+        let wl = &self.instance_workloads[wi];
+        let site = &self.sites[si];
+        if wl.forbidden_sites.contains(&site.id) {
+            return Some(Ineligible::Forbidden);
+        }
+        if !wl.pinned_sites.is_empty() && !wl.pinned_sites.contains(&site.id) {
+            return Some(Ineligible::NotPinned);
+        }
+        if let Some(missing) = wl.hardware.iter().find(|h| !self.hardware[si].contains(h)) {
+            return Some(Ineligible::Hardware {
+                missing: missing.clone(),
+            });
+        }
+        for (ri, _) in self.traffic[wi].iter() {
+            if !self.topology.rtt_ms[*ri][si].is_finite() {
+                return Some(Ineligible::Unreachable {
+                    region: region_name(&self.instance_workloads[wi], *ri, &self.traffic[wi]),
+                });
+            }
+        }
+        if let Some(slo) = &wl.slo {
+            let within: f64 = self.traffic[wi]
+                .iter()
+                .filter(|(r, _)| self.topology.rtt_ms[*r][si] <= slo.rtt_ms)
+                .map(|(_, share)| share)
+                .sum();
+            if within * 100.0 + 1e-6 < slo.percentile {
+                return Some(Ineligible::Latency {
+                    // + 0.0 turns an empty sum's -0.0 into 0.0 for display.
+                    within_pct: within * 100.0 + 0.0,
+                    needed_pct: slo.percentile,
+                    rtt_ms: slo.rtt_ms,
+                });
+            }
+        }
+        for (r, d) in demand.iter().enumerate() {
+            if *d > site.capacity[r] * (1.0 + EPS) {
+                return Some(Ineligible::TooBig {
+                    resource: self.resources[r].clone(),
+                    need: *d,
+                    capacity: site.capacity[r],
+                });
+            }
+        }
+        if dynamic_kw > site.dynamic_kw_limit * (1.0 + EPS) {
+            return Some(Ineligible::TooHot {
+                need_kw: dynamic_kw,
+                available_kw: site.dynamic_kw_limit,
+                binding: site.physics.binding,
+            });
+        }
+        None
+    }
+
+    /// One line on why no site can host workload `wi` (for validation).
+    pub fn ineligibility_summary(&self, wi: usize) -> String {
+        let mut by_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (si, site) in self.sites.iter().enumerate() {
+            let text = match self.ineligible(wi, si) {
+                Some(reason) => reason.describe(&site.name),
+                None => format!("{} cannot fit even one replica", site.name),
+            };
+            let key = text
+                .split_once(' ')
+                .map_or(String::new(), |(_, rest)| rest.to_string());
+            by_kind.entry(key).or_default().push(text);
+        }
+        by_kind
+            .into_values()
+            .map(|v| {
+                if v.len() > 3 {
+                    format!("{}; and {} more sites alike", v[0], v.len() - 1)
+                } else {
+                    v.join("; ")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// Turn an external placement into per-workload (site, count) lists.
+    pub fn index_placement(&self, placement: &Placement) -> Result<Vec<Vec<(usize, u32)>>> {
+        let wl_index: HashMap<&str, usize> = self
+            .workloads
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.id.as_str(), i))
+            .collect();
+        let mut out = vec![Vec::new(); self.workloads.len()];
+        for (wid, sites) in &placement.assignments {
+            let wi = *wl_index
+                .get(wid.as_str())
+                .ok_or_else(|| Error::Placement(format!("unknown workload {wid:?}")))?;
+            for (sid, n) in sites {
+                let si = self.site_index(sid).ok_or_else(|| {
+                    Error::Placement(format!("workload {wid:?}: unknown site {sid:?}"))
+                })?;
+                if *n > 0 {
+                    out[wi].push((si, *n));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The external form of an indexed placement.
+    pub fn placement_of(&self, x: &[Vec<(usize, u32)>]) -> Placement {
+        let mut assignments = BTreeMap::new();
+        for (wi, sites) in x.iter().enumerate() {
+            let m: BTreeMap<String, u32> = sites
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| (self.sites[*s].id.clone(), *n))
+                .collect();
+            if !m.is_empty() {
+                assignments.insert(self.workloads[wi].id.clone(), m);
+            }
+        }
+        Placement { assignments }
+    }
+
+    /// The objective terms and per-site figures of an indexed placement, with
+    /// the very coefficients the MILP uses. Pairs that are not candidates are
+    /// priced as if they were (the verifier flags them as violations).
+    pub fn evaluate(&self, x: &[Vec<(usize, u32)>]) -> Evaluation {
+        let mut it_dynamic_kw = vec![0.0; self.sites.len()];
+        let mut used = vec![vec![0.0; self.resources.len()]; self.sites.len()];
+        let mut terms = ObjectiveTerms::default();
+        let mut moves = 0u64;
+        let mut unplaced = 0u64;
+        for (wi, sites) in x.iter().enumerate() {
+            let wl = &self.workloads[wi];
+            let mut placed = 0u32;
+            for &(si, n) in sites {
+                placed += n;
+                let c = self.candidate_or_priced(wi, si);
+                let nf = n as f64;
+                terms.energy += nf * c.energy_cost;
+                terms.carbon += nf * c.carbon_cost;
+                terms.latency += nf * c.latency_cost;
+                terms.thermal += nf * c.thermal_cost;
+                it_dynamic_kw[si] += nf * c.dynamic_kw;
+                for (r, d) in wl.demand.iter().enumerate() {
+                    used[si][r] += nf * d;
+                }
+                let m = n.saturating_sub(wl.current_at(si)) as u64;
+                moves += m;
+                terms.migration += m as f64 * wl.move_cost;
+            }
+            let u = wl.replicas.saturating_sub(placed) as u64;
+            unplaced += u;
+            terms.unplaced += u as f64 * wl.unplaced_cost;
+        }
+        let mut sites = Vec::with_capacity(self.sites.len());
+        for (si, s) in self.sites.iter().enumerate() {
+            terms.energy += s.physics.idle_kw * s.energy_cost_per_it_kwh;
+            terms.carbon += s.physics.idle_kw * s.carbon_cost_per_it_kwh;
+            terms.thermal += s.physics.idle_kw * s.thermal_cost_per_it_kw;
+            let it_kw = s.physics.idle_kw + it_dynamic_kw[si];
+            sites.push(self.site_kpi(si, it_kw, &used[si]));
+        }
+        terms.total = terms.energy
+            + terms.carbon
+            + terms.latency
+            + terms.migration
+            + terms.thermal
+            + terms.unplaced;
+        Evaluation {
+            objective: terms,
+            sites,
+            moves,
+            unplaced_replicas: unplaced,
+        }
+    }
+
+    fn candidate_or_priced(&self, wi: usize, si: usize) -> Candidate {
+        if let Some(c) = self.workloads[wi].candidates.iter().find(|c| c.site == si) {
+            return c.clone();
+        }
+        let site = &self.sites[si];
+        let dynamic_kw = self.replica_dynamic_kw(wi, si);
+        let mean_rtt_ms = self.mean_rtt_ms(wi, si);
+        Candidate {
+            site: si,
+            max_count: 0,
+            dynamic_kw,
+            mean_rtt_ms,
+            energy_cost: dynamic_kw * site.energy_cost_per_it_kwh,
+            carbon_cost: dynamic_kw * site.carbon_cost_per_it_kwh,
+            latency_cost: self.weights.latency_per_ms * mean_rtt_ms,
+            thermal_cost: dynamic_kw * site.thermal_cost_per_it_kw,
+        }
+    }
+
+    fn site_kpi(&self, si: usize, it_kw: f64, used: &[f64]) -> SiteKpi {
+        let s = &self.sites[si];
+        let p = &s.physics;
+        let utilization = self
+            .resources
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| s.capacity[*r] > 0.0)
+            .map(|(r, name)| (name.clone(), used[r] / s.capacity[r]))
+            .collect();
+        SiteKpi {
+            site: s.id.clone(),
+            utilization,
+            it_kw,
+            it_limit_kw: p.it_limit_kw,
+            facility_kw: it_kw * p.pue,
+            power_cap_kw: s.power_cap_kw,
+            inlet_c: p.supply_c + s.inlet_c_per_it_kw * it_kw,
+            inlet_limit_c: p.inlet_limit_c,
+            cooling_kw: p.cooling_kw,
+            cooling_headroom_kw: p.cooling_kw - it_kw,
+            binding: p.binding,
+            ambient_c: p.ambient_c,
+            pue: p.pue,
+        }
+    }
+}
+
+fn region_name(wl: &Workload, region_index: usize, traffic: &[(usize, f64)]) -> String {
+    traffic
+        .iter()
+        .position(|(r, _)| *r == region_index)
+        .and_then(|k| wl.traffic.get(k))
+        .map_or_else(|| format!("#{region_index}"), |t| t.region.clone())
+}
+
+fn groups(inst: &Instance, key: impl Fn(&Workload) -> Option<&str>) -> Vec<(String, Vec<usize>)> {
+    let mut map: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, w) in inst.workloads.iter().enumerate() {
+        if let Some(g) = key(w) {
+            map.entry(g.to_string()).or_default().push(i);
+        }
+    }
+    map.into_iter().collect()
+}
+
+/// The objective, term by term (all per hour).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ObjectiveTerms {
+    pub total: f64,
+    pub energy: f64,
+    pub carbon: f64,
+    pub latency: f64,
+    pub migration: f64,
+    pub thermal: f64,
+    pub unplaced: f64,
+}
+
+/// Per-site figures of a placement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SiteKpi {
+    pub site: String,
+    /// Used / available (after reserve), per resource.
+    pub utilization: BTreeMap<String, f64>,
+    pub it_kw: f64,
+    pub it_limit_kw: f64,
+    pub facility_kw: f64,
+    pub power_cap_kw: f64,
+    /// Predicted max rack inlet, °C.
+    pub inlet_c: f64,
+    /// Inlet limit less margin, °C.
+    pub inlet_limit_c: f64,
+    pub cooling_kw: f64,
+    pub cooling_headroom_kw: f64,
+    /// The physical limit that caps IT power at this site.
+    pub binding: PowerLimit,
+    pub ambient_c: f64,
+    pub pue: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Evaluation {
+    pub objective: ObjectiveTerms,
+    pub sites: Vec<SiteKpi>,
+    pub moves: u64,
+    pub unplaced_replicas: u64,
+}

@@ -1,0 +1,97 @@
+//! The result of a solve as users read it: the placement with its objective
+//! terms, bound and gap, per-site KPIs, explanations; JSON for machines and a
+//! short summary for people. Assembles values computed elsewhere.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::explain::{self, SiteBinding, UnplacedExplanation};
+use crate::placement::Placement;
+use crate::problem::{ObjectiveTerms, Problem, SiteKpi};
+use crate::solver::{SolveStatus, Solved};
+
+/// What `edgeplan solve` writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SolveReport {
+    pub instance: String,
+    pub status: SolveStatus,
+    #[serde(flatten)]
+    pub placement: Placement,
+    pub objective: ObjectiveTerms,
+    /// Proven lower bound on the objective.
+    pub bound: f64,
+    /// (objective − bound) / |objective|.
+    pub gap: f64,
+    pub moves: u64,
+    pub unplaced_replicas: u64,
+    pub sites: Vec<SiteKpi>,
+    pub binding: Vec<SiteBinding>,
+    pub unplaced: Vec<UnplacedExplanation>,
+}
+
+impl SolveReport {
+    pub fn new(problem: &Problem, solved: &Solved) -> SolveReport {
+        let eval = problem.evaluate(&solved.x);
+        SolveReport {
+            instance: problem.name.clone(),
+            status: solved.status,
+            placement: problem.placement_of(&solved.x),
+            bound: solved.bound.min(eval.objective.total),
+            gap: crate::solver::relative_gap(eval.objective.total, solved.bound),
+            objective: eval.objective,
+            moves: eval.moves,
+            unplaced_replicas: eval.unplaced_replicas,
+            sites: eval.sites,
+            binding: explain::binding(problem, &solved.x),
+            unplaced: explain::unplaced(problem, &solved.x),
+        }
+    }
+
+    /// A few lines for a terminal.
+    pub fn summary(&self) -> String {
+        let placed: u32 = self
+            .placement
+            .assignments
+            .values()
+            .flat_map(|m| m.values())
+            .sum();
+        let o = &self.objective;
+        let mut s = format!(
+            "{}: {:?}, objective {:.4}/h (bound {:.4}, gap {:.3} %)\n  energy {:.4} · carbon {:.4} · latency {:.4} · migration {:.4} · thermal {:.4} · unplaced {:.1}\n  {} replicas placed, {} unplaced, {} moves\n",
+            if self.instance.is_empty() { "instance" } else { &self.instance },
+            self.status,
+            o.total,
+            self.bound,
+            self.gap * 100.0,
+            o.energy,
+            o.carbon,
+            o.latency,
+            o.migration,
+            o.thermal,
+            o.unplaced,
+            placed,
+            self.unplaced_replicas,
+            self.moves
+        );
+        let hot: Vec<String> = self
+            .binding
+            .iter()
+            .filter(|b| !b.binding.is_empty())
+            .take(8)
+            .map(|b| format!("{} ({})", b.site, b.binding.join(", ")))
+            .collect();
+        if !hot.is_empty() {
+            s.push_str(&format!("  binding: {}\n", hot.join("; ")));
+        }
+        for u in self.unplaced.iter().take(5) {
+            s.push_str(&format!("  {}\n", u.text));
+        }
+        if self.unplaced.len() > 5 {
+            s.push_str(&format!(
+                "  … and {} more workloads with unplaced replicas\n",
+                self.unplaced.len() - 5
+            ));
+        }
+        s
+    }
+}

@@ -1,0 +1,216 @@
+//! On random tiny instances the solver's objective equals the best placement
+//! found by enumerating every assignment, each judged by the independent
+//! verifier; and the verifier accepts the solver's placement.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use edgeplan::instance::*;
+use edgeplan::placement::Placement;
+use edgeplan::verify::verify;
+
+use crate::common::*;
+
+#[derive(Debug, Clone)]
+struct Tiny {
+    sites: Vec<(f64, f64, f64, f64, f64)>, // cpu, price, cap_kw, ambient, recirc
+    workloads: Vec<(u32, f64, f64, u32, bool, u32)>, // replicas, cores, util, priority, spread, current site mask
+    rtt: Vec<f64>,
+    slo_ms: Option<f64>,
+    max_moves: Option<u32>,
+    anti: bool,
+    affinity: bool,
+    cheap_unplaced: bool,
+}
+
+fn tiny() -> impl Strategy<Value = Tiny> {
+    (
+        prop::collection::vec(
+            (
+                5.0..40.0f64,
+                0.05..0.4f64,
+                0.5..4.0f64,
+                10.0..38.0f64,
+                0.0..6.0f64,
+            ),
+            2..=3,
+        ),
+        prop::collection::vec(
+            (
+                1u32..=3,
+                2.0..12.0f64,
+                0.1..1.0f64,
+                1u32..=5,
+                any::<bool>(),
+                0u32..8,
+            ),
+            1..=3,
+        ),
+        prop::collection::vec(1.0..40.0f64, 3),
+        prop::option::of(5.0..35.0f64),
+        prop::option::of(0u32..3),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(sites, workloads, rtt, slo_ms, max_moves, anti, affinity, cheap_unplaced)| Tiny {
+                sites,
+                workloads,
+                rtt,
+                slo_ms,
+                max_moves,
+                anti,
+                affinity,
+                cheap_unplaced,
+            },
+        )
+}
+
+fn build(t: &Tiny) -> Instance {
+    let ids = ["a", "b", "c"];
+    let sites: Vec<Site> = t
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, &(cpu, price, cap, ambient, recirc))| {
+            let mut s = site(ids[i], cpu.round(), price);
+            s.power.cap_kw = cap;
+            s.power.pue_max = 1.5;
+            s.ambient.current_c = ambient;
+            s.cooling.nominal_kw = 3.0;
+            s.cooling.derate_min = 0.6;
+            s.thermal.recirc_c_per_kw = recirc;
+            s.energy.carbon_g_per_kwh = 100.0 * (i + 1) as f64;
+            s
+        })
+        .collect();
+    let n = sites.len();
+    let workloads: Vec<Workload> = t
+        .workloads
+        .iter()
+        .enumerate()
+        .map(|(k, &(replicas, cores, util, priority, spread, mask))| {
+            let mut w = workload(&format!("w{k}"), replicas, cores.round());
+            w.utilization = util;
+            w.priority = priority;
+            w.state_gib = 2.0;
+            if spread {
+                w.max_per_site = Some(1);
+            }
+            w.traffic = vec![Traffic {
+                region: "users-a".into(),
+                weight: 1.0,
+            }];
+            if k == 0 {
+                w.slo = t.slo_ms.map(|ms| Slo {
+                    rtt_ms: ms,
+                    percentile: 95.0,
+                });
+            }
+            // Current placement: one replica on each site in the mask, up to replicas.
+            let mut left = replicas;
+            for (i, id) in ids.iter().enumerate().take(n) {
+                if mask & (1 << i) != 0 && left > 0 {
+                    w.current.insert((*id).into(), 1);
+                    left -= 1;
+                }
+            }
+            if t.anti && k < 2 {
+                w.anti_affinity_group = Some("anti".into());
+            }
+            if t.affinity && k >= 1 {
+                w.affinity_group = Some("aff".into());
+            }
+            w
+        })
+        .collect();
+    let links: Vec<(&str, &str, f64)> =
+        (1..n).map(|i| (ids[i - 1], ids[i], t.rtt[i - 1])).collect();
+    let mut inst = instance(sites, workloads, &links);
+    inst.objective = ObjectiveWeights {
+        energy: 1.0,
+        carbon_per_tonne: 50.0,
+        latency_per_ms: 0.001,
+        migration_per_move: 0.02,
+        migration_per_gib: 0.01,
+        thermal_risk: 0.05,
+        unplaced_per_priority: if t.cheap_unplaced { 0.03 } else { 100.0 },
+    };
+    inst.limits.max_moves = t.max_moves;
+    inst
+}
+
+/// Every way to spread each workload's replicas (0..=replicas in all) over the sites.
+fn all_placements(inst: &Instance) -> Vec<Placement> {
+    let ids: Vec<&str> = inst.sites.iter().map(|s| s.id.as_str()).collect();
+    let mut per_workload: Vec<Vec<BTreeMap<String, u32>>> = Vec::new();
+    for w in &inst.workloads {
+        let mut options = Vec::new();
+        let mut counts = vec![0u32; ids.len()];
+        loop {
+            if counts.iter().sum::<u32>() <= w.replicas {
+                options.push(
+                    ids.iter()
+                        .zip(&counts)
+                        .filter(|(_, n)| **n > 0)
+                        .map(|(id, n)| (id.to_string(), *n))
+                        .collect(),
+                );
+            }
+            // Odometer over 0..=replicas per site.
+            let mut i = 0;
+            while i < counts.len() {
+                counts[i] += 1;
+                if counts[i] <= w.replicas {
+                    break;
+                }
+                counts[i] = 0;
+                i += 1;
+            }
+            if i == counts.len() {
+                break;
+            }
+        }
+        per_workload.push(options);
+    }
+    let mut out = vec![Placement::default()];
+    for (w, options) in inst.workloads.iter().zip(per_workload) {
+        let mut next = Vec::with_capacity(out.len() * options.len());
+        for p in &out {
+            for o in &options {
+                let mut q = p.clone();
+                if !o.is_empty() {
+                    q.assignments.insert(w.id.clone(), o.clone());
+                }
+                next.push(q);
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn solver_matches_brute_force(t in tiny()) {
+        let inst = build(&t);
+        // Skip the rare draw where validation rejects the instance (a workload nobody can host).
+        prop_assume!(edgeplan::validate::validate(&inst).is_empty());
+        let (_, solved, _, _) = solve_and_verify(&inst);
+        let best = all_placements(&inst)
+            .iter()
+            .map(|p| verify(&inst, p))
+            .filter(|r| r.feasible)
+            .map(|r| r.objective.total)
+            .fold(f64::INFINITY, f64::min);
+        prop_assert!(best.is_finite(), "leaving everything unplaced is always feasible");
+        prop_assert!(
+            (solved.objective - best).abs() <= 1e-6 * best.abs().max(1.0),
+            "solver {} vs brute force {}", solved.objective, best
+        );
+    }
+}

@@ -1,0 +1,141 @@
+//! The binary end to end: gen → validate → solve → verify → export, and bad
+//! input on the command line.
+
+use std::process::Command;
+
+fn edgeplan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn gen_solve_verify_export_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = dir.path().join("fleet.yaml");
+    let out = dir.path().join("placement.json");
+    let i = inst.to_str().unwrap();
+    let o = out.to_str().unwrap();
+    let g = edgeplan(&[
+        "gen",
+        "--sites",
+        "10",
+        "--workloads",
+        "40",
+        "--seed",
+        "5",
+        "--out",
+        i,
+    ]);
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    assert!(edgeplan(&["validate", i]).status.success());
+    let s = edgeplan(&["solve", "--instance", i, "--out", o, "--time-limit", "20"]);
+    let stderr = String::from_utf8_lossy(&s.stderr);
+    assert!(s.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("objective") && stderr.contains("replicas placed"),
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    for key in [
+        "assignments",
+        "objective",
+        "bound",
+        "gap",
+        "sites",
+        "binding",
+        "unplaced",
+    ] {
+        assert!(report.get(key).is_some(), "solve output lacks {key}");
+    }
+    let site = &report["sites"][0];
+    for key in [
+        "utilization",
+        "it_kw",
+        "facility_kw",
+        "power_cap_kw",
+        "inlet_c",
+        "inlet_limit_c",
+        "cooling_headroom_kw",
+    ] {
+        assert!(site.get(key).is_some(), "site KPIs lack {key}");
+    }
+    let v = edgeplan(&["verify", "--instance", i, "--placement", o]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let mps = edgeplan(&["export", "--instance", i, "--format", "mps"]);
+    assert!(mps.status.success());
+    assert!(String::from_utf8_lossy(&mps.stdout).contains("ENDATA"));
+}
+
+#[test]
+fn verify_rejects_an_overfull_placement() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = dir.path().join("fleet.json");
+    let i = inst.to_str().unwrap();
+    assert!(
+        edgeplan(&["gen", "--sites", "4", "--workloads", "10", "--out", i])
+            .status
+            .success()
+    );
+    let fleet: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&inst).unwrap()).unwrap();
+    let wl = fleet["workloads"][0]["id"].as_str().unwrap();
+    let site = fleet["sites"][0]["id"].as_str().unwrap();
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        format!(r#"{{"assignments": {{"{wl}": {{"{site}": 1000}}}}}}"#),
+    )
+    .unwrap();
+    let v = edgeplan(&[
+        "verify",
+        "--instance",
+        i,
+        "--placement",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!v.status.success());
+    let stderr = String::from_utf8_lossy(&v.stderr);
+    assert!(
+        stderr.contains("violation [replicas]") && stderr.contains("violation [capacity]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn validate_lists_problems_with_paths_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = dir.path().join("fleet.json");
+    let i = inst.to_str().unwrap();
+    assert!(
+        edgeplan(&["gen", "--sites", "3", "--workloads", "5", "--out", i])
+            .status
+            .success()
+    );
+    let text = std::fs::read_to_string(&inst).unwrap();
+    let mut fleet: serde_json::Value = serde_json::from_str(&text).unwrap();
+    fleet["workloads"][2]["slo"]["rtt_ms"] = serde_json::json!(-3.0);
+    fleet["sites"][1]["id"] = fleet["sites"][0]["id"].clone();
+    std::fs::write(&inst, serde_json::to_string(&fleet).unwrap()).unwrap();
+    let v = edgeplan(&["validate", i]);
+    assert!(!v.status.success());
+    let stderr = String::from_utf8_lossy(&v.stderr);
+    assert!(
+        stderr.contains("workloads[2].slo.rtt_ms: must be > 0, got -3"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("sites[1].id: duplicate id"), "{stderr}");
+    let s = edgeplan(&["solve", "--instance", i]);
+    assert!(!s.status.success(), "solve refuses an invalid instance");
+}
+
+#[test]
+fn schema_describes_the_instance() {
+    let s = edgeplan(&["schema"]);
+    assert!(s.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(schema["title"], "Instance");
+    assert!(schema["properties"]["workloads"].is_object());
+}

@@ -1,0 +1,9 @@
+//! One integration-test crate (one link of the big binary): modules by topic.
+
+mod bad_input;
+mod brute_force;
+mod cli;
+mod common;
+mod explanations;
+mod export;
+mod known_optimum;
