@@ -67,7 +67,12 @@ fn cities() -> Vec<City> {
     rows(CITIES)
         .map(|r| City {
             name: r[0].to_string(),
-            continent: r[2].to_string(),
+            // The source says "Eurasia"; prices and grids differ, so split at the Urals' longitude.
+            continent: match (r[2], num(r[4]) < 40.0) {
+                ("Eurasia", true) => "Europe".to_string(),
+                ("Eurasia", false) => "Asia".to_string(),
+                (other, _) => other.to_string(),
+            },
             lat: num(r[3]),
             lon: num(r[4]),
             population: num(r[5]),
