@@ -391,7 +391,9 @@ fn set_slos(inst: &mut Instance, rng: &mut ChaCha8Rng) {
         let total: f64 = w.traffic.iter().map(|t| t.weight).sum();
         let region_of = |id: &str| inst.regions.iter().position(|r| r.id == id);
         // The RTT each site needs to serve `percentile` % of the traffic.
-        let mut needed: Vec<f64> = (0..inst.sites.len())
+        let sites = &inst.sites;
+        let mut needed: Vec<f64> = (0..sites.len())
+            .filter(|&si| w.hardware.iter().all(|h| sites[si].hardware.contains(h)))
             .map(|si| {
                 let mut by_rtt: Vec<(f64, f64)> = w
                     .traffic

@@ -149,6 +149,19 @@ pub enum Ineligible {
 }
 
 impl Ineligible {
+    /// A short stable name of the kind of reason.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Ineligible::Latency { .. } => "latency",
+            Ineligible::Unreachable { .. } => "unreachable",
+            Ineligible::Hardware { .. } => "hardware",
+            Ineligible::NotPinned => "pinned",
+            Ineligible::Forbidden => "forbidden",
+            Ineligible::TooBig { .. } => "too_big",
+            Ineligible::TooHot { .. } => "too_hot",
+        }
+    }
+
     pub fn describe(&self, site: &str) -> String {
         match self {
             Ineligible::Latency { within_pct, needed_pct, rtt_ms } => format!(
@@ -439,26 +452,25 @@ impl Problem {
         None
     }
 
-    /// One line on why no site can host workload `wi` (for validation).
+    /// One line on why no site can host workload `wi` (for validation):
+    /// reasons grouped by kind, a few sites named per kind.
     pub fn ineligibility_summary(&self, wi: usize) -> String {
-        let mut by_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut by_kind: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
         for (si, site) in self.sites.iter().enumerate() {
-            let text = match self.ineligible(wi, si) {
-                Some(reason) => reason.describe(&site.name),
-                None => format!("{} cannot fit even one replica", site.name),
+            let (kind, text) = match self.ineligible(wi, si) {
+                Some(reason) => (reason.kind_name(), reason.describe(&site.name)),
+                None => ("room", format!("{} cannot fit even one replica", site.name)),
             };
-            let key = text
-                .split_once(' ')
-                .map_or(String::new(), |(_, rest)| rest.to_string());
-            by_kind.entry(key).or_default().push(text);
+            by_kind.entry(kind).or_default().push(text);
         }
         by_kind
             .into_values()
             .map(|v| {
+                let shown = v.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
                 if v.len() > 3 {
-                    format!("{}; and {} more sites alike", v[0], v.len() - 1)
+                    format!("{shown}; and {} more sites alike", v.len() - 3)
                 } else {
-                    v.join("; ")
+                    shown
                 }
             })
             .collect::<Vec<_>>()

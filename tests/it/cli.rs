@@ -139,3 +139,21 @@ fn schema_describes_the_instance() {
     assert_eq!(schema["title"], "Instance");
     assert!(schema["properties"]["workloads"].is_object());
 }
+
+#[test]
+fn shipped_example_is_valid_and_solves_feasibly() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/three-cities.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("p.json");
+    let o = out.to_str().unwrap();
+    assert!(edgeplan(&["validate", example]).status.success());
+    let s = edgeplan(&["solve", "--instance", example, "--out", o]);
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    let v = edgeplan(&["verify", "--instance", example, "--placement", o]);
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    // Analytics may not run in Frankfurt (forbidden) nor more than 4 per failure domain.
+    assert!(report["assignments"]["analytics"].get("fra").is_none());
+    assert!(report["moves"].as_u64().unwrap() <= 10);
+}
