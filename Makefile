@@ -11,7 +11,7 @@ demo: deps
 	cargo run --release -- verify --instance target/demo-instance.json --placement target/demo-placement.json > /dev/null
 
 test: deps
-	cargo test --all-targets
+	cargo test
 
 lint: deps
 	cargo fmt --all -- --check

@@ -193,7 +193,13 @@ fn all_placements(inst: &Instance) -> Vec<Placement> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    // A fixed seed keeps CI deterministic (change it locally to hunt further).
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20_261_122),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn solver_matches_brute_force(t in tiny()) {

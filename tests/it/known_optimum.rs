@@ -135,3 +135,30 @@ fn spread_and_anti_affinity_hold() {
     assert_close(solved.objective, 1000.6, "objective");
     assert_eq!(placement.replicas_of("w"), 3);
 }
+
+#[test]
+fn spot_price_series_and_humid_air_shape_the_answer() {
+    // A's spot price is 0.05 for hours 0–11 and 0.25 for 12–23: mean 0.15 over
+    // the 24 h horizon. B costs a flat 0.20. Two replicas of 5 cores at u = 1:
+    // 0.5 kW each. A's 1 kW cap would take both (0.15 $/h), but its air is at
+    // 95 % RH, outside the A2 envelope (≤ 80 %), so every limit is × 0.8:
+    // 0.8 kW, one replica. Optimum: 0.5 × 0.15 + 0.5 × 0.20 = 0.175 $/h.
+    let mut a = site("a", 100.0, 0.0);
+    a.energy.price_per_kwh = edgeplan::instance::Price::Series(vec![
+        edgeplan::instance::PricePoint {
+            hour: 0.0,
+            price_per_kwh: 0.05,
+        },
+        edgeplan::instance::PricePoint {
+            hour: 12.0,
+            price_per_kwh: 0.25,
+        },
+    ]);
+    a.power.cap_kw = 1.0;
+    a.ambient.humidity_pct = Some(95.0);
+    let b = site("b", 100.0, 0.20);
+    let inst = instance(vec![a, b], vec![workload("w", 2, 5.0)], &[("a", "b", 5.0)]);
+    let (_, solved, placement, _) = solve_and_verify(&inst);
+    assert_close(solved.objective, 0.175, "objective");
+    assert_eq!(placement.assignments["w"]["a"], 1);
+}
