@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::physics::PowerLimit;
-use crate::problem::{Ineligible, Problem, EPS};
+use crate::problem::{Ineligible, Problem, Shortfall, EPS};
 
 /// Kinds of reasons a site could not take a replica.
 #[derive(
@@ -213,46 +213,12 @@ fn cause(p: &Problem, load: &Load, x: &[Vec<(usize, u32)>], wi: usize, si: usize
             );
         }
     }
-    for (r, d) in w.demand.iter().enumerate() {
-        let free = site.capacity[r] - load.used[si][r];
-        if *d > 0.0 && *d > free * (1.0 + EPS) + EPS {
-            return make(
-                CauseKind::Resource,
-                format!(
-                    "{} is out of {}: one replica needs {}, {} free",
-                    site.name,
-                    p.resources[r],
-                    round2(*d),
-                    round2(free.max(0.0))
-                ),
-            );
-        }
-    }
-    let need_kw = p.replica_dynamic_kw(wi, si);
-    let free_kw = site.dynamic_kw_limit - load.dynamic_kw[si];
-    if need_kw > free_kw * (1.0 + EPS) + EPS {
-        let binding = site.physics.binding;
-        let what = match binding {
-            PowerLimit::PowerCap => format!(
-                "{} is at its {:.0} kW power cap (PUE {:.2} at {:.1} °C)",
-                site.name, site.power_cap_kw, site.physics.pue, site.physics.ambient_c
-            ),
-            PowerLimit::Cooling => format!(
-                "{} is at its cooling capacity ({:.1} kW at {:.1} °C ambient)",
-                site.name, site.physics.cooling_kw, site.physics.ambient_c
-            ),
-            PowerLimit::Inlet => format!(
-                "{} is at its inlet limit (predicted inlet would pass {:.1} °C at {:.1} °C ambient)",
-                site.name, site.physics.inlet_limit_c, site.physics.ambient_c
-            ),
+    if let Err(short) = p.room_for(wi, si, &load.used[si], load.dynamic_kw[si]) {
+        let kind = match &short {
+            Shortfall::Resource { .. } => CauseKind::Resource,
+            Shortfall::Power { binding, .. } => (*binding).into(),
         };
-        return make(
-            binding.into(),
-            format!(
-                "{what}: one replica needs {need_kw:.3} kW, {:.3} kW left",
-                free_kw.max(0.0)
-            ),
-        );
+        return make(kind, short.describe(p, si));
     }
     if here >= max_count {
         return make(
@@ -306,10 +272,6 @@ fn cause(p: &Problem, load: &Load, x: &[Vec<(usize, u32)>], wi: usize, si: usize
             site.name
         ),
     )
-}
-
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
 }
 
 fn summarize(p: &Problem, wi: usize, unplaced: u32, causes: &[Cause]) -> String {

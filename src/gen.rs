@@ -151,8 +151,10 @@ pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
         .collect();
 
     // Demand first, so that capacity can be sized to the target load.
+    // Edge-sized VMs: up to 16 cores and 64 GiB.
     let vms: Vec<(f64, f64, f64)> = rows(VM_SIZES)
         .map(|r| (num(r[1]), num(r[2]), num(r[4])))
+        .filter(|(cores, mem, _)| *cores <= 16.0 && *mem <= 64.0)
         .collect();
     let diurnal: Vec<f64> = rows(AZURE_CPU).map(|r| num(r[1])).collect();
     let weather: Vec<(f64, f64)> = rows(WEATHER).map(|r| (num(r[1]), num(r[2]))).collect();
@@ -236,6 +238,7 @@ pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
                 .unwrap_or(&1),
             state_gib: round2(mem * rng.random_range(0.1..1.0)),
             current: BTreeMap::new(),
+            disruption_allowed: false,
         });
         k += 1;
     }
@@ -386,14 +389,16 @@ fn set_slos(inst: &mut Instance, rng: &mut ChaCha8Rng) {
     let Ok(problem) = Problem::build(inst) else {
         return;
     };
+    let mut unhostable = Vec::new();
     for (wi, w) in inst.workloads.iter_mut().enumerate() {
         let percentile = if rng.random_bool(0.5) { 95.0 } else { 90.0 };
         let total: f64 = w.traffic.iter().map(|t| t.weight).sum();
         let region_of = |id: &str| inst.regions.iter().position(|r| r.id == id);
         // The RTT each site needs to serve `percentile` % of the traffic.
-        let sites = &inst.sites;
-        let mut needed: Vec<f64> = (0..sites.len())
-            .filter(|&si| w.hardware.iter().all(|h| sites[si].hardware.contains(h)))
+        // Only sites that could host it at all (hardware, size, power); the
+        // problem was built before any SLO, so latency plays no part yet.
+        let mut needed: Vec<f64> = (0..inst.sites.len())
+            .filter(|&si| problem.ineligible(wi, si).is_none())
             .map(|si| {
                 let mut by_rtt: Vec<(f64, f64)> = w
                     .traffic
@@ -423,10 +428,17 @@ fn set_slos(inst: &mut Instance, rng: &mut ChaCha8Rng) {
         } else {
             1
         };
+        if needed.is_empty() {
+            unhostable.push(wi);
+            continue;
+        }
         let k = (rng.random_range(2..=6) + spread).min(needed.len()) - 1;
         let rtt_ms = ((needed[k].max(5.0) / 5.0).ceil() * 5.0).min(500.0);
-        let _ = wi;
         w.slo = Some(Slo { rtt_ms, percentile });
+    }
+    // A VM no site of this fleet can hold at all is left out of it.
+    for wi in unhostable.into_iter().rev() {
+        inst.workloads.remove(wi);
     }
 }
 

@@ -279,6 +279,10 @@ pub struct Workload {
     /// Where its replicas run today: site id → replicas.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub current: BTreeMap<String, u32>,
+    /// May a replica be stopped before its replacement runs (break-before-make)?
+    /// Otherwise migrations are make-before-break.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disruption_allowed: bool,
 }
 
 fn default_utilization() -> f64 {
@@ -352,6 +356,17 @@ pub struct Limits {
     pub max_moves: Option<u32>,
     /// Hours over which forecasts are read; the worst ambient in it sets the limits.
     pub horizon_hours: u32,
+    /// Migration plans: steps in flight at once, fleet-wide.
+    pub max_in_flight: u32,
+    /// Migration plans: steps arriving at one site at once.
+    pub max_in_per_site: u32,
+    /// Migration plans: steps leaving one site at once.
+    pub max_out_per_site: u32,
+    /// Share of a link's bandwidth one migration uses (0 < f ≤ 1); at most
+    /// ⌊1/f⌋ migrations cross a link at once.
+    pub migration_bandwidth_share: f64,
+    /// Fixed time of every step (start, health check, cut-over), seconds.
+    pub step_overhead_s: f64,
 }
 
 impl Default for Limits {
@@ -359,6 +374,11 @@ impl Default for Limits {
         Self {
             max_moves: None,
             horizon_hours: 24,
+            max_in_flight: 64,
+            max_in_per_site: 4,
+            max_out_per_site: 4,
+            migration_bandwidth_share: 0.25,
+            step_overhead_s: 30.0,
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Pure core (values in, values out): [`instance`], [`validate`],
 //! [`server_models`], [`topology`], [`physics`], [`problem`], [`milp`],
-//! [`solver`], [`explain`], [`verify`], [`gen`]. The binary's CLI is the shell.
+//! [`solver`], [`explain`], [`plan`], [`verify`], [`gen`]. The binary's CLI is the shell.
 
 pub mod error;
 pub mod explain;
@@ -11,6 +11,7 @@ pub mod instance;
 pub mod milp;
 pub mod physics;
 pub mod placement;
+pub mod plan;
 pub mod problem;
 pub mod report;
 pub mod server_models;

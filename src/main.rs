@@ -54,6 +54,27 @@ enum Command {
         /// HiGHS random seed.
         #[arg(long, default_value_t = 0)]
         seed: u32,
+        /// Also plan the migration from today's placement and write it here.
+        #[arg(long)]
+        plan_out: Option<PathBuf>,
+    },
+    /// Plan the migration from today's placement to a target placement.
+    Plan {
+        #[arg(long)]
+        instance: PathBuf,
+        /// A placement, or the output of `solve`.
+        #[arg(long)]
+        target: PathBuf,
+        /// Where to write the plan JSON (stdout if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Replay a plan against an instance: safety at every wave, limits, end state, staleness.
+    VerifyPlan {
+        #[arg(long)]
+        instance: PathBuf,
+        #[arg(long)]
+        plan: PathBuf,
     },
     /// Check a placement against an instance; lists every violation.
     Verify {
@@ -168,6 +189,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             time_limit,
             gap,
             seed,
+            plan_out,
         } => {
             let inst = load(&instance)?;
             let problem = Problem::build(&inst)?;
@@ -189,6 +211,60 @@ fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             eprint!("{}", report.summary());
             eprintln!("  solved in {elapsed:.2} s");
+            if let Some(path) = plan_out {
+                let plan = edgeplan::plan::plan(&inst, &problem, &report.placement)?;
+                fs::write(&path, serde_json::to_string_pretty(&plan)? + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                eprint!("{}", plan.summary());
+            }
+        }
+        Command::Plan {
+            instance,
+            target,
+            out,
+        } => {
+            let inst = load(&instance)?;
+            let problem = Problem::build(&inst)?;
+            let target: Placement = serde_json::from_str(&read(&target)?)
+                .with_context(|| format!("{} is not a placement", target.display()))?;
+            let plan = edgeplan::plan::plan(&inst, &problem, &target)?;
+            write_out(
+                out.as_deref(),
+                &(serde_json::to_string_pretty(&plan)? + "\n"),
+            )?;
+            eprint!("{}", plan.summary());
+        }
+        Command::VerifyPlan { instance, plan } => {
+            let inst = load(&instance)?;
+            let plan: edgeplan::plan::Plan = serde_json::from_str(&read(&plan)?)
+                .with_context(|| format!("{} is not a plan", plan.display()))?;
+            let report = edgeplan::verify::verify_plan(&inst, &plan);
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            for v in &report.violations {
+                eprintln!("violation [{}] {}", v.rule, v.message);
+            }
+            if report.stale {
+                eprintln!(
+                    "the instance changed since the plan was made: {}",
+                    if report.valid {
+                        "the plan still holds"
+                    } else {
+                        "the plan is superseded"
+                    }
+                );
+            }
+            if !report.valid {
+                eprintln!("{} violation(s)", report.violations.len());
+                return Ok(ExitCode::FAILURE);
+            }
+            eprintln!(
+                "plan is safe at every wave{}",
+                if report.reaches_target {
+                    " and reaches its target"
+                } else {
+                    "; it stops short of its target (see blocked)"
+                }
+            );
         }
         Command::Verify {
             instance,

@@ -79,6 +79,8 @@ pub struct WorkloadModel {
     /// Cost of one replica left unplaced.
     pub unplaced_cost: f64,
     pub max_per_failure_domain: Option<u32>,
+    /// Break-before-make allowed (see `Workload::disruption_allowed`).
+    pub disruption_allowed: bool,
     /// (site, replicas) today.
     pub current: Vec<(usize, u32)>,
     /// Sites that may host it, with per-replica figures.
@@ -356,11 +358,93 @@ impl Problem {
                 move_cost: w.migration_per_move + w.migration_per_gib * wl.state_gib,
                 unplaced_cost: w.unplaced_per_priority * wl.priority as f64,
                 max_per_failure_domain: wl.max_per_failure_domain,
+                disruption_allowed: wl.disruption_allowed,
                 current,
                 candidates,
             });
         }
         Ok(problem)
+    }
+
+    /// The one capacity rule: may site `si`, with `used` resources and
+    /// `dynamic_kw` of workload power, take one more replica of `wi`?
+    pub fn room_for(
+        &self,
+        wi: usize,
+        si: usize,
+        used: &[f64],
+        dynamic_kw: f64,
+    ) -> std::result::Result<(), Shortfall> {
+        let site = &self.sites[si];
+        for (r, d) in self.workloads[wi].demand.iter().enumerate() {
+            let free = site.capacity[r] - used[r];
+            if *d > 0.0 && *d > free + EPS * site.capacity[r].max(1.0) {
+                return Err(Shortfall::Resource {
+                    resource: r,
+                    need: *d,
+                    free,
+                });
+            }
+        }
+        let need_kw = self.replica_dynamic_kw(wi, si);
+        let free_kw = site.dynamic_kw_limit - dynamic_kw;
+        if need_kw > 0.0 && need_kw > free_kw + EPS * site.dynamic_kw_limit.max(1.0) {
+            return Err(Shortfall::Power {
+                binding: site.physics.binding,
+                need_kw,
+                free_kw,
+            });
+        }
+        Ok(())
+    }
+
+    /// KPIs of an indexed placement (moves counted against today's placement).
+    pub fn kpis(&self, x: &[Vec<(usize, u32)>]) -> Kpis {
+        let eval = self.evaluate(x);
+        let mut k = Kpis {
+            moves: eval.moves,
+            unplaced_replicas: eval.unplaced_replicas,
+            min_inlet_headroom_c: f64::INFINITY,
+            min_cooling_headroom_kw: f64::INFINITY,
+            ..Kpis::default()
+        };
+        for (si, s) in eval.sites.iter().enumerate() {
+            k.energy_cost_per_h += s.facility_kw * self.sites[si].physics.price_per_kwh;
+            k.carbon_kg_per_h += s.facility_kw * self.sites[si].carbon_g_per_kwh / 1000.0;
+            k.min_inlet_headroom_c = k.min_inlet_headroom_c.min(s.inlet_limit_c - s.inlet_c);
+            k.min_cooling_headroom_kw = k.min_cooling_headroom_kw.min(s.cooling_headroom_kw);
+            if s.power_cap_kw > 0.0 {
+                k.max_power_use = k.max_power_use.max(s.facility_kw / s.power_cap_kw);
+            }
+        }
+        let mut rtt_sum = 0.0;
+        for (wi, sites) in x.iter().enumerate() {
+            for &(si, n) in sites {
+                k.placed_replicas += n as u64;
+                rtt_sum += n as f64 * self.mean_rtt_ms(wi, si);
+                if matches!(
+                    self.ineligible(wi, si),
+                    Some(Ineligible::Latency { .. } | Ineligible::Unreachable { .. })
+                ) {
+                    k.slo_violations += n as u64;
+                }
+            }
+        }
+        if k.placed_replicas > 0 {
+            k.mean_latency_ms = rtt_sum / k.placed_replicas as f64;
+        }
+        if !k.min_inlet_headroom_c.is_finite() {
+            k.min_inlet_headroom_c = 0.0;
+        }
+        if !k.min_cooling_headroom_kw.is_finite() {
+            k.min_cooling_headroom_kw = 0.0;
+        }
+        k
+    }
+
+    /// Today's placement, indexed.
+    pub fn current_placement(&self) -> Vec<Vec<(usize, u32)>> {
+        self.workloads.iter().map(|w| w.current.clone()).collect()
     }
 
     pub fn site_index(&self, id: &str) -> Option<usize> {
@@ -635,6 +719,89 @@ fn groups(inst: &Instance, key: impl Fn(&Workload) -> Option<&str>) -> Vec<(Stri
         }
     }
     map.into_iter().collect()
+}
+
+/// What a site lacks to take one more replica.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shortfall {
+    Resource {
+        resource: usize,
+        need: f64,
+        free: f64,
+    },
+    Power {
+        binding: PowerLimit,
+        need_kw: f64,
+        free_kw: f64,
+    },
+}
+
+impl Shortfall {
+    pub fn describe(&self, p: &Problem, si: usize) -> String {
+        let site = &p.sites[si];
+        match self {
+            Shortfall::Resource {
+                resource,
+                need,
+                free,
+            } => format!(
+                "{} is out of {}: one replica needs {}, {} free",
+                site.name,
+                p.resources[*resource],
+                round2(*need),
+                round2(free.max(0.0))
+            ),
+            Shortfall::Power {
+                binding,
+                need_kw,
+                free_kw,
+            } => {
+                let what = match binding {
+                    PowerLimit::PowerCap => format!(
+                        "{} is at its {:.0} kW power cap (PUE {:.2} at {:.1} °C)",
+                        site.name, site.power_cap_kw, site.physics.pue, site.physics.ambient_c
+                    ),
+                    PowerLimit::Cooling => format!(
+                        "{} is at its cooling capacity ({:.1} kW at {:.1} °C ambient)",
+                        site.name, site.physics.cooling_kw, site.physics.ambient_c
+                    ),
+                    PowerLimit::Inlet => format!(
+                        "{} is at its inlet limit (predicted inlet would pass {:.1} °C at {:.1} °C ambient)",
+                        site.name, site.physics.inlet_limit_c, site.physics.ambient_c
+                    ),
+                };
+                format!(
+                    "{what}: one replica needs {need_kw:.3} kW, {:.3} kW left",
+                    free_kw.max(0.0)
+                )
+            }
+        }
+    }
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// The efficacy indicators operators judge a placement (and a plan) by.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Kpis {
+    /// Facility energy bill, currency per hour.
+    pub energy_cost_per_h: f64,
+    pub carbon_kg_per_h: f64,
+    /// Traffic-weighted mean RTT per placed replica, ms.
+    pub mean_latency_ms: f64,
+    /// Replicas on sites that miss their latency SLO.
+    pub slo_violations: u64,
+    /// Smallest (inlet limit − predicted inlet) over sites, °C.
+    pub min_inlet_headroom_c: f64,
+    pub min_cooling_headroom_kw: f64,
+    /// Largest facility power / cap over sites.
+    pub max_power_use: f64,
+    pub placed_replicas: u64,
+    pub unplaced_replicas: u64,
+    /// Replicas started where they did not run.
+    pub moves: u64,
 }
 
 /// The objective, term by term (all per hour).

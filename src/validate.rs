@@ -140,6 +140,23 @@ fn structural(inst: &Instance, c: &mut Checker) {
     let site_ids: HashSet<&str> = inst.sites.iter().map(|s| s.id.as_str()).collect();
     let region_ids: HashSet<&str> = inst.regions.iter().map(|r| r.id.as_str()).collect();
     let mut offered: HashSet<&str> = HashSet::new();
+    let l = &inst.limits;
+    for (name, v) in [
+        ("max_in_flight", l.max_in_flight),
+        ("max_in_per_site", l.max_in_per_site),
+        ("max_out_per_site", l.max_out_per_site),
+    ] {
+        if v == 0 {
+            c.push(format!("limits.{name}"), "must be > 0, got 0");
+        }
+    }
+    if !(l.migration_bandwidth_share > 0.0 && l.migration_bandwidth_share <= 1.0) {
+        c.push(
+            "limits.migration_bandwidth_share",
+            format!("must be within (0, 1], got {}", l.migration_bandwidth_share),
+        );
+    }
+    c.non_negative("limits.step_overhead_s", l.step_overhead_s);
 
     for (i, s) in inst.sites.iter().enumerate() {
         let p = format!("sites[{i}]");

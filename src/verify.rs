@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::instance::{AshraeClass, Instance, Price, Site};
 use crate::placement::Placement;
+use crate::plan::Plan;
 use crate::problem::ObjectiveTerms;
 use crate::server_models::{catalogue_with, ServerModel};
 
@@ -196,6 +197,105 @@ fn rtt_from(adj: &[Vec<(usize, f64)>], from: usize) -> Vec<f64> {
     dist
 }
 
+/// Resources used and IT kW per site for (workload, site, replicas) counts.
+fn site_loads<'a>(
+    inst: &'a Instance,
+    checks: &[Option<SiteCheck>],
+    counts: &[(usize, usize, u32)],
+) -> (Vec<BTreeMap<&'a str, f64>>, Vec<f64>) {
+    let mut used: Vec<BTreeMap<&str, f64>> = vec![BTreeMap::new(); inst.sites.len()];
+    let mut it_kw: Vec<f64> = checks
+        .iter()
+        .map(|c| c.as_ref().map_or(0.0, |c| c.idle_kw))
+        .collect();
+    for &(wi, si, n) in counts {
+        let w = &inst.workloads[wi];
+        for (r, amount) in &w.resources {
+            *used[si].entry(r.as_str()).or_default() += amount * n as f64;
+        }
+        let cores = w.resources.get("cpu_cores").copied().unwrap_or(0.0);
+        if let Some(c) = &checks[si] {
+            it_kw[si] += n as f64 * cores / c.cores_per_server
+                * (interpolate(&c.watts, w.utilization) - c.watts[0])
+                / 1000.0;
+        }
+    }
+    (used, it_kw)
+}
+
+/// Capacity, power cap, cooling and inlet of one site under a load.
+fn site_limits(
+    site: &Site,
+    check: Option<&SiteCheck>,
+    used: &BTreeMap<&str, f64>,
+    it: f64,
+) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let mut bad = |rule: &str, message: String| {
+        v.push(Violation {
+            rule: rule.to_string(),
+            item: site.id.clone(),
+            message,
+        })
+    };
+    for (r, amount) in used {
+        let cap = site.capacity.get(*r).copied().unwrap_or(0.0)
+            * (1.0 - site.reserve_fraction.get(*r).copied().unwrap_or(0.0));
+        if *amount > cap + TOL * cap.max(1.0) {
+            bad(
+                "capacity",
+                format!("{}: {r} used {amount}, available {cap}", site.id),
+            );
+        }
+    }
+    let Some(c) = check else {
+        bad(
+            "server_model",
+            format!("{}: unknown server model {:?}", site.id, site.servers.model),
+        );
+        return v;
+    };
+    // Idle power alone over a limit is the site's state, not the placement's fault.
+    if it <= c.idle_kw + TOL {
+        return v;
+    }
+    let facility = it * c.pue;
+    if facility > c.factor * site.power.cap_kw + TOL {
+        bad(
+            "power_cap",
+            format!(
+                "{}: facility {facility:.3} kW over cap {} kW × {}",
+                site.id, site.power.cap_kw, c.factor
+            ),
+        );
+    }
+    if it > c.factor * c.cooling_kw + TOL {
+        bad(
+            "cooling",
+            format!(
+                "{}: heat {it:.3} kW over cooling {:.3} kW at {:.1} °C",
+                site.id,
+                c.factor * c.cooling_kw,
+                c.ambient_c
+            ),
+        );
+    }
+    let rise = site.thermal.recirc_c_per_kw * it / site.thermal.racks as f64;
+    let allowed_rise = c.factor * (c.inlet_max_c - c.supply_c).max(0.0);
+    if rise > allowed_rise + TOL {
+        bad(
+            "inlet",
+            format!(
+                "{}: predicted inlet {:.2} °C over limit {:.2} °C",
+                site.id,
+                c.supply_c + rise,
+                c.supply_c + allowed_rise
+            ),
+        );
+    }
+    v
+}
+
 /// Check a placement against an instance.
 pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
     let mut v: Vec<Violation> = Vec::new();
@@ -262,11 +362,7 @@ pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
         .map(|(i, w)| (w.id.as_str(), i))
         .collect();
 
-    let mut used: Vec<BTreeMap<&str, f64>> = vec![BTreeMap::new(); inst.sites.len()];
-    let mut it_kw: Vec<f64> = checks
-        .iter()
-        .map(|c| c.as_ref().map_or(0.0, |c| c.idle_kw))
-        .collect();
+    let mut placed_counts: Vec<(usize, usize, u32)> = Vec::new();
     let mut obj = ObjectiveTerms::default();
     let mut moves = 0u64;
     let mut unplaced_total = 0u64;
@@ -375,16 +471,7 @@ pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
             if let Some(d) = &site.failure_domain {
                 *per_domain.entry(d.as_str()).or_default() += n;
             }
-            for (r, amount) in &w.resources {
-                *used[si].entry(r.as_str()).or_default() += amount * n as f64;
-            }
-            let cores = w.resources.get("cpu_cores").copied().unwrap_or(0.0);
-            let dyn_kw = checks[si].as_ref().map_or(0.0, |c| {
-                n as f64 * cores / c.cores_per_server
-                    * (interpolate(&c.watts, w.utilization) - c.watts[0])
-                    / 1000.0
-            });
-            it_kw[si] += dyn_kw;
+            placed_counts.push((workloads[w.id.as_str()], si, n));
             obj.latency += n as f64 * w8.latency_per_ms * mean;
             let cur = w.current.get(sid).copied().unwrap_or(0);
             if n > cur {
@@ -460,67 +547,14 @@ pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
         }
     }
     // Site limits and site-level objective terms.
+    let (used, it_kw) = site_loads(inst, &checks, &placed_counts);
     for (si, site) in inst.sites.iter().enumerate() {
-        for (r, amount) in &used[si] {
-            let cap = site.capacity.get(*r).copied().unwrap_or(0.0)
-                * (1.0 - site.reserve_fraction.get(*r).copied().unwrap_or(0.0));
-            if *amount > cap + TOL * cap.max(1.0) {
-                bad(
-                    "capacity",
-                    &site.id,
-                    format!("{}: {r} used {amount}, available {cap}", site.id),
-                );
-            }
-        }
+        v.extend(site_limits(site, checks[si].as_ref(), &used[si], it_kw[si]));
         let Some(c) = &checks[si] else {
-            bad(
-                "server_model",
-                &site.id,
-                format!("{}: unknown server model {:?}", site.id, site.servers.model),
-            );
             continue;
         };
         let it = it_kw[si];
         let facility = it * c.pue;
-        // Idle power alone over a limit is the site's state, not the placement's fault.
-        if it > c.idle_kw + TOL {
-            if facility > c.factor * site.power.cap_kw + TOL {
-                bad(
-                    "power_cap",
-                    &site.id,
-                    format!(
-                        "{}: facility {facility:.3} kW over cap {} kW × {}",
-                        site.id, site.power.cap_kw, c.factor
-                    ),
-                );
-            }
-            if it > c.factor * c.cooling_kw + TOL {
-                bad(
-                    "cooling",
-                    &site.id,
-                    format!(
-                        "{}: heat {it:.3} kW over cooling {:.3} kW at {:.1} °C",
-                        site.id,
-                        c.factor * c.cooling_kw,
-                        c.ambient_c
-                    ),
-                );
-            }
-            let rise = site.thermal.recirc_c_per_kw * it / site.thermal.racks as f64;
-            let allowed_rise = c.factor * (c.inlet_max_c - c.supply_c).max(0.0);
-            if rise > allowed_rise + TOL {
-                bad(
-                    "inlet",
-                    &site.id,
-                    format!(
-                        "{}: predicted inlet {:.2} °C over limit {:.2} °C",
-                        site.id,
-                        c.supply_c + rise,
-                        c.supply_c + allowed_rise
-                    ),
-                );
-            }
-        }
         let price = price_over(&site.energy.price_per_kwh, inst.limits.horizon_hours);
         obj.energy += w8.energy * facility * price;
         obj.carbon += w8.carbon_per_tonne * facility * site.energy.carbon_g_per_kwh / 1e6;
@@ -542,5 +576,339 @@ pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
         objective: obj,
         moves,
         unplaced_replicas: unplaced_total,
+    }
+}
+
+/// What `verify_plan` found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PlanReport {
+    /// No violation at any wave.
+    pub valid: bool,
+    /// The instance differs from the one the plan was made from.
+    pub stale: bool,
+    /// Replaying the plan ends at its target.
+    pub reaches_target: bool,
+    pub violations: Vec<Violation>,
+}
+
+/// Replay a plan from the instance's current placement and check, for each
+/// wave, the worst case of any order its steps may run in (every step holds
+/// its target, no source released yet) against every site limit, plus the
+/// concurrency limits, dependencies, routes and the end state.
+pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
+    let mut v: Vec<Violation> = Vec::new();
+    macro_rules! bad {
+        ($rule:expr, $item:expr, $msg:expr) => {
+            v.push(Violation {
+                rule: $rule.to_string(),
+                item: $item,
+                message: $msg,
+            })
+        };
+    }
+    let models = catalogue_with(&inst.server_models);
+    let checks: Vec<Option<SiteCheck>> = inst
+        .sites
+        .iter()
+        .map(|s| site_check(inst, &models, s))
+        .collect();
+    let site_ix: HashMap<&str, usize> = inst
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let wl_ix: HashMap<&str, usize> = inst
+        .workloads
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.id.as_str(), i))
+        .collect();
+    let limits = &inst.limits;
+    let per_link = ((1.0 / limits.migration_bandwidth_share).floor() as u32).max(1);
+
+    // Own graph for route checks.
+    let mut node_ix: HashMap<&str, usize> = HashMap::new();
+    for l in &inst.network.links {
+        for id in [l.a.as_str(), l.b.as_str()] {
+            let n = node_ix.len();
+            node_ix.entry(id).or_insert(n);
+        }
+    }
+    for s in &inst.sites {
+        let n = node_ix.len();
+        node_ix.entry(s.node_id()).or_insert(n);
+    }
+    let mut adj = vec![Vec::new(); node_ix.len()];
+    for l in &inst.network.links {
+        let (a, b) = (node_ix[l.a.as_str()], node_ix[l.b.as_str()]);
+        adj[a].push((b, l.rtt_ms));
+        adj[b].push((a, l.rtt_ms));
+    }
+
+    let mut counts: HashMap<(usize, usize), u32> = HashMap::new();
+    for (wi, w) in inst.workloads.iter().enumerate() {
+        for (sid, n) in &w.current {
+            match site_ix.get(sid.as_str()) {
+                Some(&si) => *counts.entry((wi, si)).or_default() += n,
+                None => bad!(
+                    "unknown_site",
+                    w.id.clone(),
+                    format!("current placement names unknown site {sid:?}")
+                ),
+            }
+        }
+    }
+    let mut wave_of_step: HashMap<usize, usize> = HashMap::new();
+    for w in &plan.waves {
+        for &s in &w.steps {
+            if wave_of_step.insert(s, w.index).is_some() {
+                bad!(
+                    "plan",
+                    format!("step {s}"),
+                    format!("step {s} appears in more than one wave")
+                );
+            }
+        }
+    }
+    if wave_of_step.len() != plan.steps.len() {
+        bad!(
+            "plan",
+            "waves".into(),
+            format!(
+                "{} steps but {} placed in waves",
+                plan.steps.len(),
+                wave_of_step.len()
+            )
+        );
+    }
+    let mut makespan = 0.0;
+    for (k, wave) in plan.waves.iter().enumerate() {
+        let label = format!("wave {k}");
+        makespan += wave.duration_s;
+        let mut in_count: HashMap<usize, u32> = HashMap::new();
+        let mut out_count: HashMap<usize, u32> = HashMap::new();
+        let mut link_count: HashMap<usize, u32> = HashMap::new();
+        let mut leaving: HashMap<(usize, usize), u32> = HashMap::new();
+        let mut arriving: Vec<(usize, usize, u32)> = Vec::new();
+        let mut receiving: Vec<usize> = Vec::new();
+        if wave.steps.len() > limits.max_in_flight as usize {
+            bad!(
+                "max_in_flight",
+                label.clone(),
+                format!(
+                    "{label}: {} steps, at most {} in flight",
+                    wave.steps.len(),
+                    limits.max_in_flight
+                )
+            );
+        }
+        for &sid in &wave.steps {
+            let Some(step) = plan.steps.get(sid) else {
+                bad!(
+                    "plan",
+                    label.clone(),
+                    format!("{label}: unknown step {sid}")
+                );
+                continue;
+            };
+            let Some(&wi) = wl_ix.get(step.workload.as_str()) else {
+                bad!(
+                    "unknown_workload",
+                    step.workload.clone(),
+                    format!("step {sid}: unknown workload")
+                );
+                continue;
+            };
+            if step.duration_s > wave.duration_s + TOL {
+                bad!(
+                    "timing",
+                    format!("step {sid}"),
+                    format!(
+                        "step {sid} lasts {} s, longer than its wave",
+                        step.duration_s
+                    )
+                );
+            }
+            for d in &step.depends_on {
+                if wave_of_step.get(d).is_none_or(|w| *w >= k) {
+                    bad!(
+                        "dependency",
+                        format!("step {sid}"),
+                        format!("step {sid} depends on step {d}, which is not in an earlier wave")
+                    );
+                }
+            }
+            let from = step.from.as_deref().map(|f| site_ix.get(f).copied());
+            let to = step.to.as_deref().map(|t| site_ix.get(t).copied());
+            if matches!(from, Some(None)) || matches!(to, Some(None)) {
+                bad!(
+                    "unknown_site",
+                    format!("step {sid}"),
+                    format!("step {sid} names an unknown site")
+                );
+                continue;
+            }
+            if let Some(Some(f)) = from {
+                *out_count.entry(f).or_default() += 1;
+                *leaving.entry((wi, f)).or_default() += 1;
+            }
+            if let Some(Some(t)) = to {
+                *in_count.entry(t).or_default() += 1;
+                arriving.push((wi, t, 1));
+                receiving.push(t);
+            }
+            if let (Some(Some(f)), Some(Some(t))) = (from, to) {
+                // The declared links must form a shortest path between the two sites.
+                let (a, b) = (
+                    node_ix[inst.sites[f].node_id()],
+                    node_ix[inst.sites[t].node_id()],
+                );
+                let mut at = a;
+                let mut rtt = 0.0;
+                let mut ok = true;
+                for &l in &step.links {
+                    let Some(link) = inst.network.links.get(l) else {
+                        ok = false;
+                        break;
+                    };
+                    let (x, y) = (node_ix[link.a.as_str()], node_ix[link.b.as_str()]);
+                    at = if x == at {
+                        y
+                    } else if y == at {
+                        x
+                    } else {
+                        ok = false;
+                        break;
+                    };
+                    rtt += link.rtt_ms;
+                    *link_count.entry(l).or_default() += 1;
+                }
+                let shortest = rtt_from(&adj, a)[b];
+                if !ok || at != b || rtt > shortest + 1e-6 * shortest.max(1.0) {
+                    bad!(
+                        "route",
+                        format!("step {sid}"),
+                        format!(
+                            "step {sid}: its links are not a shortest path from {} to {}",
+                            inst.sites[f].id, inst.sites[t].id
+                        )
+                    );
+                }
+            }
+        }
+        for (&s, &n) in &in_count {
+            if n > limits.max_in_per_site {
+                bad!(
+                    "max_in_per_site",
+                    inst.sites[s].id.clone(),
+                    format!(
+                        "{label}: {n} steps arrive at {}, at most {}",
+                        inst.sites[s].id, limits.max_in_per_site
+                    )
+                );
+            }
+        }
+        for (&s, &n) in &out_count {
+            if n > limits.max_out_per_site {
+                bad!(
+                    "max_out_per_site",
+                    inst.sites[s].id.clone(),
+                    format!(
+                        "{label}: {n} steps leave {}, at most {}",
+                        inst.sites[s].id, limits.max_out_per_site
+                    )
+                );
+            }
+        }
+        for (&l, &n) in &link_count {
+            if n > per_link {
+                bad!(
+                    "link",
+                    format!("link {l}"),
+                    format!("{label}: {n} migrations share link {l}, at most {per_link}")
+                );
+            }
+        }
+        for (&(wi, f), &n) in &leaving {
+            let have = counts.get(&(wi, f)).copied().unwrap_or(0);
+            if n > have {
+                bad!(
+                    "source",
+                    inst.workloads[wi].id.clone(),
+                    format!(
+                        "{label}: {n} replicas of {} leave {}, which runs {have}",
+                        inst.workloads[wi].id, inst.sites[f].id
+                    )
+                );
+            }
+        }
+        // Worst case: everything arriving is held, nothing leaving is released yet.
+        let mut worst: Vec<(usize, usize, u32)> =
+            counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
+        worst.extend(arriving.iter().copied());
+        let (used, it_kw) = site_loads(inst, &checks, &worst);
+        receiving.sort_unstable();
+        receiving.dedup();
+        for s in receiving {
+            for mut x in site_limits(&inst.sites[s], checks[s].as_ref(), &used[s], it_kw[s]) {
+                x.message = format!("{label} (all steps in flight): {}", x.message);
+                v.push(x);
+            }
+        }
+        for (&(wi, f), &n) in &leaving {
+            let c = counts.entry((wi, f)).or_default();
+            if *c < n {
+                bad!(
+                    "source",
+                    inst.workloads[wi].id.clone(),
+                    format!("{label}: replica missing at {}", inst.sites[f].id)
+                );
+            }
+            *c = c.saturating_sub(n);
+        }
+        for &(wi, t, n) in &arriving {
+            *counts.entry((wi, t)).or_default() += n;
+        }
+    }
+    if (makespan - plan.makespan_s).abs() > 1e-6 * makespan.max(1.0) {
+        bad!(
+            "timing",
+            "plan".into(),
+            format!(
+                "makespan {} s is not the sum of its waves, {makespan} s",
+                plan.makespan_s
+            )
+        );
+    }
+    let mut end = Placement::default();
+    for (&(wi, si), &n) in &counts {
+        if n > 0 {
+            end.assignments
+                .entry(inst.workloads[wi].id.clone())
+                .or_default()
+                .insert(inst.sites[si].id.clone(), n);
+        }
+    }
+    if end != plan.reached {
+        bad!(
+            "end_state",
+            "plan".into(),
+            "replaying the plan does not end where it says it does".into()
+        );
+    }
+    let reaches_target = end == plan.target;
+    if !reaches_target && plan.blocked.is_empty() {
+        bad!(
+            "end_state",
+            "plan".into(),
+            "the plan stops short of its target but reports nothing blocked".into()
+        );
+    }
+    PlanReport {
+        valid: v.is_empty(),
+        stale: plan.state_hash != crate::plan::state_hash(inst),
+        reaches_target,
+        violations: v,
     }
 }

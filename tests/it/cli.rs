@@ -30,7 +30,19 @@ fn gen_solve_verify_export_pipeline() {
     ]);
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
     assert!(edgeplan(&["validate", i]).status.success());
-    let s = edgeplan(&["solve", "--instance", i, "--out", o, "--time-limit", "20"]);
+    let plan_path = dir.path().join("plan.json");
+    let pp = plan_path.to_str().unwrap();
+    let s = edgeplan(&[
+        "solve",
+        "--instance",
+        i,
+        "--out",
+        o,
+        "--time-limit",
+        "20",
+        "--plan-out",
+        pp,
+    ]);
     let stderr = String::from_utf8_lossy(&s.stderr);
     assert!(s.status.success(), "{stderr}");
     assert!(
@@ -64,6 +76,25 @@ fn gen_solve_verify_export_pipeline() {
     }
     let v = edgeplan(&["verify", "--instance", i, "--placement", o]);
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    assert!(
+        stderr.contains("plan:") && stderr.contains("waves"),
+        "{stderr}"
+    );
+    let vp = edgeplan(&["verify-plan", "--instance", i, "--plan", pp]);
+    assert!(
+        vp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&vp.stderr)
+    );
+    let p2 = edgeplan(&["plan", "--instance", i, "--target", o]);
+    assert!(p2.status.success());
+    let replanned: serde_json::Value = serde_json::from_slice(&p2.stdout).unwrap();
+    let planned: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan_path).unwrap()).unwrap();
+    assert_eq!(
+        replanned, planned,
+        "plan from the solve output equals solve --plan-out"
+    );
     let mps = edgeplan(&["export", "--instance", i, "--format", "mps"]);
     assert!(mps.status.success());
     assert!(String::from_utf8_lossy(&mps.stdout).contains("ENDATA"));

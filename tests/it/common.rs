@@ -95,6 +95,7 @@ pub fn workload(id: &str, replicas: u32, cores: f64) -> Workload {
         priority: 1,
         state_gib: 0.0,
         current: BTreeMap::new(),
+        disruption_allowed: false,
     }
 }
 

@@ -7,3 +7,4 @@ mod common;
 mod explanations;
 mod export;
 mod known_optimum;
+mod plan;
