@@ -18,4 +18,5 @@ lint: deps
 	cargo clippy --all-targets -- -D warnings
 
 bench: deps
+	cargo bench --bench planner
 	cargo bench --bench exact_solver

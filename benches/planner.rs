@@ -40,6 +40,7 @@ fn fleet() -> (Instance, Placement) {
                 pue_min: 1.2,
                 pue_max: 1.6,
                 idle_kw: None,
+                calibration: 1.0,
             },
             cooling: CoolingSpec {
                 nominal_kw: 15.0,
@@ -134,13 +135,16 @@ fn bench(c: &mut Criterion) {
     let (inst, target) = fleet();
     let problem = Problem::build(&inst).expect("problem");
     let p = plan(&inst, &problem, &target).expect("plan");
+    let check = edgeplan::verify::verify_plan(&inst, &p);
     eprintln!(
-        "planner/{MOVES}x{SITES}: {} steps in {} waves, makespan {:.0} s, {} blocked",
+        "planner/{MOVES}x{SITES}: {} steps in {} waves, makespan {:.0} s, {} blocked, verify_plan valid: {}",
         p.steps.len(),
         p.waves.len(),
         p.makespan_s,
-        p.blocked.len()
+        p.blocked.len(),
+        check.valid
     );
+    assert!(check.valid, "{:?}", check.violations);
     let mut group = c.benchmark_group("planner");
     group.sample_size(10);
     group.bench_function(format!("{MOVES}_moves_{SITES}_sites"), |b| {

@@ -116,7 +116,16 @@ def weather():
             w.writerow([h, r["dry_bulb_c"], r["dew_point_c"]])
 
 
+def weather_seattle():
+    with open("data/weather_seattle_2010_hourly.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["hour", "temp_c"])  # converted from °F
+        for h, r in enumerate(csv.DictReader(open(f"{SRC}/weather_seattle_2010_hourly_f.csv"))):
+            w.writerow([h, round((float(r["temp"]) - 32) * 5 / 9, 2)])
+
+
 servers()
+weather_seattle()
 cities_and_rtt()
 vm_sizes()
 diurnal()

@@ -330,6 +330,7 @@ pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
                 pue_min,
                 pue_max,
                 idle_kw: None,
+                calibration: 1.0,
             },
             cooling: CoolingSpec {
                 nominal_kw: round1(it_full_kw * rng.random_range(0.9..1.3)),

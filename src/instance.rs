@@ -91,9 +91,22 @@ pub struct PowerSpec {
     pub pue_min: f64,
     /// PUE at the maximum ambient temperature.
     pub pue_max: f64,
-    /// IT power with no workload, kW; defaults to servers × the model's idle watts.
+    /// IT power with no workload, kW; defaults to servers × the model's idle
+    /// watts × `calibration`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_kw: Option<f64>,
+    /// Measured / modelled power of this site's servers (from telemetry);
+    /// scales the server curve.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub calibration: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }
 
 /// Cooling plant and how it derates with ambient temperature.

@@ -2,10 +2,13 @@
 //!
 //! Pure core (values in, values out): [`instance`], [`validate`],
 //! [`server_models`], [`topology`], [`physics`], [`problem`], [`milp`],
-//! [`solver`], [`explain`], [`plan`], [`verify`], [`gen`]. The binary's CLI is the shell.
+//! [`solver`], [`explain`], [`plan`], [`verify`], [`gen`], [`telemetry`],
+//! [`forecast`], [`effective`]. The binary's CLI is the shell.
 
+pub mod effective;
 pub mod error;
 pub mod explain;
+pub mod forecast;
 pub mod gen;
 pub mod instance;
 pub mod milp;
@@ -16,6 +19,7 @@ pub mod problem;
 pub mod report;
 pub mod server_models;
 pub mod solver;
+pub mod telemetry;
 pub mod topology;
 pub mod validate;
 pub mod verify;

@@ -93,6 +93,24 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Apply sensor telemetry to an instance: sanity checks, fitted thermal and
+    /// power models, ambient and demand forecasts → the effective instance.
+    Telemetry {
+        #[arg(long)]
+        instance: PathBuf,
+        /// CSV with columns timestamp_s,sensor,site,rack,kind,unit,value.
+        #[arg(long)]
+        readings: PathBuf,
+        /// The time to evaluate at (Unix s); defaults to the newest reading.
+        #[arg(long)]
+        now: Option<f64>,
+        /// Where to write the effective instance (stdout if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where to write the report (fits, forecasts, fallbacks, rejections) as JSON.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Generate a realistic instance from the shipped real data.
     Gen {
         #[arg(long, default_value_t = 12)]
@@ -158,6 +176,53 @@ fn load(path: &Path) -> Result<Instance> {
         bail!("{} has {} problem(s)", path.display(), issues.len());
     }
     Ok(inst)
+}
+
+/// One CSV row of telemetry.
+#[derive(serde::Deserialize)]
+struct Row {
+    timestamp_s: f64,
+    sensor: String,
+    site: String,
+    rack: Option<String>,
+    kind: edgeplan::telemetry::SensorKind,
+    unit: String,
+    value: f64,
+}
+
+/// Ingest a readings CSV; malformed rows are reported by line and skipped.
+fn read_telemetry(
+    inst: &Instance,
+    path: &Path,
+) -> Result<(edgeplan::telemetry::TelemetryState, u64)> {
+    let mut state = edgeplan::telemetry::TelemetryState::new(Default::default());
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut malformed = 0u64;
+    let sites: std::collections::HashSet<&str> = inst.sites.iter().map(|s| s.id.as_str()).collect();
+    for (i, row) in reader.deserialize::<Row>().enumerate() {
+        match row {
+            Ok(r) => {
+                let reading = edgeplan::telemetry::Reading {
+                    sensor: r.sensor,
+                    site: r.site,
+                    rack: r.rack.filter(|s| !s.is_empty()),
+                    kind: r.kind,
+                    unit: r.unit,
+                    value: r.value,
+                    timestamp_s: r.timestamp_s,
+                };
+                let _ = state.ingest(&reading, |s| sites.contains(s));
+            }
+            Err(e) => {
+                malformed += 1;
+                if malformed <= 5 {
+                    eprintln!("{}: line {}: {e}", path.display(), i + 2);
+                }
+            }
+        }
+    }
+    Ok((state, malformed))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -303,6 +368,56 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             write_out(out.as_deref(), &text)?;
             eprintln!("{} columns, {} rows", milp.columns.len(), milp.rows.len());
+        }
+        Command::Telemetry {
+            instance,
+            readings,
+            now,
+            out,
+            report,
+        } => {
+            let inst = load(&instance)?;
+            let (state, malformed) = read_telemetry(&inst, &readings)?;
+            let now_s =
+                now.unwrap_or_else(|| state.sensors.values().map(|s| s.last_s).fold(0.0, f64::max));
+            let (effective, rep) = edgeplan::effective::effective_instance(
+                &inst,
+                &state,
+                now_s,
+                &edgeplan::effective::EffectiveOptions::default(),
+            );
+            let issues = validate(&effective);
+            if !issues.is_empty() {
+                for i in &issues {
+                    eprintln!("effective instance: {i}");
+                }
+                bail!("telemetry makes the instance invalid; nothing written");
+            }
+            write_out(
+                out.as_deref(),
+                &(serde_json::to_string_pretty(&effective)? + "\n"),
+            )?;
+            if let Some(path) = report {
+                fs::write(&path, serde_json::to_string_pretty(&rep)? + "\n")
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            eprintln!(
+                "telemetry: {} readings accepted, {} rejected, {malformed} malformed",
+                rep.accepted,
+                rep.rejected.values().sum::<u64>()
+            );
+            for (reason, n) in &rep.rejected {
+                eprintln!("  rejected {n}: {reason}");
+            }
+            for s in &rep.sites {
+                eprintln!(
+                    "  {}: IT limit {:.2} → {:.2} kW at {:.1} °C (ambient {:?}, recirculation {:?} {:.3} °C/kW, calibration {:.3})",
+                    s.site, s.it_limit_kw_declared, s.it_limit_kw, s.ambient_c, s.ambient_source, s.recirc_source, s.recirc_c_per_kw, s.calibration
+                );
+                for n in &s.notes {
+                    eprintln!("    {n}");
+                }
+            }
         }
         Command::Gen {
             sites,

@@ -67,10 +67,9 @@ impl SitePhysics {
         } else {
             site.cooling.humidity_derate
         };
-        let idle_kw = site
-            .power
-            .idle_kw
-            .unwrap_or(site.servers.count as f64 * server.idle_watts() / 1000.0);
+        let idle_kw = site.power.idle_kw.unwrap_or(
+            site.servers.count as f64 * server.idle_watts() / 1000.0 * site.power.calibration,
+        );
         let it_kw_by_power_cap = humidity_factor * site.power.cap_kw / pue;
         let it_kw_by_cooling = humidity_factor * cooling_kw;
         let it_kw_by_inlet = if site.thermal.recirc_c_per_kw > 0.0 {

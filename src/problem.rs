@@ -41,6 +41,7 @@ pub struct Problem {
     site_index: HashMap<String, usize>,
     hardware: Vec<Vec<String>>,
     site_servers: Vec<ServerModel>,
+    site_calibration: Vec<f64>,
     instance_workloads: Vec<Workload>,
 }
 
@@ -295,6 +296,7 @@ impl Problem {
             site_index,
             hardware: inst.sites.iter().map(|s| s.hardware.clone()).collect(),
             site_servers: site_models,
+            site_calibration: inst.sites.iter().map(|s| s.power.calibration).collect(),
             instance_workloads: inst.workloads.clone(),
         };
         let in_anti_group: Vec<bool> = inst
@@ -463,7 +465,7 @@ impl Problem {
     pub fn replica_dynamic_kw(&self, wi: usize, si: usize) -> f64 {
         let wl = &self.instance_workloads[wi];
         let cores = wl.resources.get("cpu_cores").copied().unwrap_or(0.0);
-        self.site_servers[si].replica_dynamic_kw(cores, wl.utilization)
+        self.site_servers[si].replica_dynamic_kw(cores, wl.utilization) * self.site_calibration[si]
     }
 
     /// Why site `si` can never host workload `wi`, or `None` if it may.

@@ -212,6 +212,12 @@ fn structural(inst: &Instance, c: &mut Checker) {
                 ),
             );
         }
+        c.within(
+            &format!("{p}.power.calibration"),
+            s.power.calibration,
+            0.1,
+            10.0,
+        );
         if let Some(idle) = s.power.idle_kw {
             c.non_negative(&format!("{p}.power.idle_kw"), idle);
         }

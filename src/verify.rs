@@ -46,6 +46,7 @@ struct SiteCheck {
     idle_kw: f64,
     cores_per_server: f64,
     watts: Vec<f64>,
+    calibration: f64,
 }
 
 fn interpolate(watts: &[f64], u: f64) -> f64 {
@@ -101,10 +102,10 @@ fn site_check(
         } else {
             c.humidity_derate
         },
-        idle_kw: site
-            .power
-            .idle_kw
-            .unwrap_or_else(|| site.servers.count as f64 * model.watts[0] / 1000.0),
+        idle_kw: site.power.idle_kw.unwrap_or_else(|| {
+            site.servers.count as f64 * model.watts[0] / 1000.0 * site.power.calibration
+        }),
+        calibration: site.power.calibration,
         cores_per_server: model.cores as f64,
         watts: model.watts.clone(),
     })
@@ -217,7 +218,8 @@ fn site_loads<'a>(
         if let Some(c) = &checks[si] {
             it_kw[si] += n as f64 * cores / c.cores_per_server
                 * (interpolate(&c.watts, w.utilization) - c.watts[0])
-                / 1000.0;
+                / 1000.0
+                * c.calibration;
         }
     }
     (used, it_kw)

@@ -188,3 +188,64 @@ fn shipped_example_is_valid_and_solves_feasibly() {
     assert!(report["assignments"]["analytics"].get("fra").is_none());
     assert!(report["moves"].as_u64().unwrap() <= 10);
 }
+
+#[test]
+fn telemetry_command_writes_the_effective_instance() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/three-cities.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("readings.csv");
+    let mut text = String::from("timestamp_s,sensor,site,rack,kind,unit,value\n");
+    for h in 0..72 {
+        let temp = 30.0 + 6.0 * (std::f64::consts::TAU * (h as f64 - 9.0) / 24.0).sin();
+        text.push_str(&format!(
+            "{},fra-amb,fra,,ambient,C,{temp:.2}\n",
+            1_700_000_000 + 3600 * h
+        ));
+    }
+    text.push_str("1700300000,ghost,atlantis,,ambient,C,20\n");
+    text.push_str("not-a-number,x,fra,,ambient,C,20\n");
+    std::fs::write(&csv, text).unwrap();
+    let out = dir.path().join("effective.json");
+    let report = dir.path().join("report.json");
+    let t = edgeplan(&[
+        "telemetry",
+        "--instance",
+        example,
+        "--readings",
+        csv.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&t.stderr);
+    assert!(t.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("72 readings accepted, 1 rejected, 1 malformed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rejected 1: unknown site") && stderr.contains("line 75"),
+        "{stderr}"
+    );
+    let eff: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let forecast = eff["sites"][0]["ambient"]["forecast_c"].as_array().unwrap();
+    assert_eq!(forecast.len(), 8, "one value per hour of the 8 h horizon");
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(rep["sites"][0]["ambient_source"], "telemetry");
+    assert!(
+        rep["sites"][0]["it_limit_kw"].as_f64().unwrap()
+            < rep["sites"][0]["it_limit_kw_declared"].as_f64().unwrap()
+    );
+    assert!(edgeplan(&[
+        "solve",
+        "--instance",
+        out.to_str().unwrap(),
+        "--time-limit",
+        "10"
+    ])
+    .status
+    .success());
+}

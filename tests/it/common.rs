@@ -46,6 +46,7 @@ pub fn site(id: &str, cpu: f64, price: f64) -> Site {
             pue_min: 1.0,
             pue_max: 1.0,
             idle_kw: Some(0.0),
+            calibration: 1.0,
         },
         cooling: CoolingSpec {
             nominal_kw: 1000.0,

@@ -8,3 +8,4 @@ mod explanations;
 mod export;
 mod known_optimum;
 mod plan;
+mod telemetry;

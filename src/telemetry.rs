@@ -1,0 +1,405 @@
+//! Telemetry state: readings from site sensors pass sanity checks, then feed
+//! bounded per-sensor windows (last value, EWMA, percentiles over the last
+//! samples), hourly series for forecasts, and paired samples for the fitted
+//! thermal and power models. Memory is bounded by the number of sensors,
+//! not the number of samples. Pure: time arrives with the readings and the
+//! queries (`now_s`), never from a clock.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// What a sensor measures (the role of the reading, with its canonical unit).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SensorKind {
+    /// Outside air at the site, °C (°F accepted).
+    Ambient,
+    /// Relative humidity of the outside air, %.
+    Humidity,
+    /// Rack inlet air, °C (°F accepted); needs `rack`.
+    Inlet,
+    /// Supply air from the cooling plant, °C (°F accepted).
+    Supply,
+    /// IT power of one rack, kW (W accepted); needs `rack`.
+    RackPower,
+    /// IT power of the whole site, kW (W accepted).
+    SitePower,
+    /// Mean CPU utilisation of the site's servers, 0–1 (% accepted).
+    Utilization,
+    /// CPU utilisation of one workload's replicas, 0–1 (% accepted); `sensor` is the workload id.
+    WorkloadUtilization,
+}
+
+/// One reading, shaped like a Synse reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Reading {
+    pub sensor: String,
+    pub site: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+    pub kind: SensorKind,
+    pub unit: String,
+    pub value: f64,
+    /// Seconds since the Unix epoch.
+    pub timestamp_s: f64,
+}
+
+/// Why a reading was rejected.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    NotFinite,
+    UnknownSite,
+    UnknownUnit,
+    MissingRack,
+    OutOfRange,
+    Duplicate,
+    OutOfOrder,
+    ImpossibleJump,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            Rejection::NotFinite => "value is NaN or infinite",
+            Rejection::UnknownSite => "unknown site",
+            Rejection::UnknownUnit => "unit does not fit the sensor kind",
+            Rejection::MissingRack => "rack sensor without a rack",
+            Rejection::OutOfRange => "outside the physical range",
+            Rejection::Duplicate => "duplicate timestamp for this sensor",
+            Rejection::OutOfOrder => "older than the sensor's last reading",
+            Rejection::ImpossibleJump => "changes faster than physically possible",
+        };
+        f.write_str(s)
+    }
+}
+
+/// Thresholds of the sanity checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct SanityLimits {
+    pub min_temperature_c: f64,
+    pub max_temperature_c: f64,
+    pub max_power_kw: f64,
+    /// Fastest believable temperature change, °C per second.
+    pub max_temperature_rate_c_per_s: f64,
+    /// A sensor silent this long is stale.
+    pub stale_after_s: f64,
+}
+
+impl Default for SanityLimits {
+    fn default() -> Self {
+        Self {
+            min_temperature_c: -60.0,
+            max_temperature_c: 80.0,
+            max_power_kw: 10_000.0,
+            max_temperature_rate_c_per_s: 0.2,
+            stale_after_s: 600.0,
+        }
+    }
+}
+
+/// Samples kept per sensor for percentiles.
+pub const WINDOW: usize = 256;
+/// Hourly points kept per series (two weeks).
+pub const HOURS_KEPT: usize = 24 * 14;
+/// Readings of different sensors this close in time count as simultaneous.
+pub const PAIR_WINDOW_S: f64 = 30.0;
+/// Paired samples kept per rack for the thermal fit.
+pub const PAIRS_KEPT: usize = 2048;
+
+/// A sensor's bounded state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorState {
+    pub site: String,
+    pub rack: Option<String>,
+    pub kind: SensorKind,
+    pub last: f64,
+    pub last_s: f64,
+    pub ewma: f64,
+    pub count: u64,
+    window: VecDeque<f64>,
+}
+
+impl SensorState {
+    /// The `q`-quantile (0–1) of the last [`WINDOW`] samples.
+    pub fn quantile(&self, q: f64) -> f64 {
+        let mut v: Vec<f64> = self.window.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            return self.last;
+        }
+        let i = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+        v[i]
+    }
+}
+
+/// An hourly series built from readings (mean per hour), bounded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HourlySeries {
+    /// (hour index since epoch, mean) — consecutive hours; gaps repeat the last value.
+    pub points: VecDeque<(i64, f64)>,
+    current: Option<(i64, f64, u32)>,
+}
+
+impl HourlySeries {
+    fn add(&mut self, t_s: f64, v: f64) {
+        let hour = (t_s / 3600.0).floor() as i64;
+        match &mut self.current {
+            Some((h, sum, n)) if *h == hour => {
+                *sum += v;
+                *n += 1;
+            }
+            Some((h, sum, n)) if hour > *h => {
+                let (h, mean) = (*h, *sum / *n as f64);
+                self.push(h, mean);
+                self.current = Some((hour, v, 1));
+            }
+            Some(_) => {} // older hour: already closed
+            None => self.current = Some((hour, v, 1)),
+        }
+    }
+
+    fn push(&mut self, hour: i64, mean: f64) {
+        if let Some(&(last_h, last_v)) = self.points.back() {
+            for h in last_h + 1..hour {
+                self.points.push_back((h, last_v));
+            }
+        }
+        self.points.push_back((hour, mean));
+        while self.points.len() > HOURS_KEPT {
+            self.points.pop_front();
+        }
+    }
+
+    /// Closed hours plus the hour in progress.
+    pub fn values(&self) -> Vec<f64> {
+        let mut v: Vec<f64> = self.points.iter().map(|p| p.1).collect();
+        if let Some((_, sum, n)) = self.current {
+            v.push(sum / n as f64);
+        }
+        v
+    }
+}
+
+/// All telemetry of a fleet.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetryState {
+    pub limits: SanityLimits,
+    pub sensors: HashMap<String, SensorState>,
+    pub accepted: u64,
+    pub rejected: BTreeMap<Rejection, u64>,
+    /// Site → hourly ambient.
+    pub ambient_hourly: HashMap<String, HourlySeries>,
+    /// Workload → hourly utilisation.
+    pub demand_hourly: HashMap<String, HourlySeries>,
+    /// (site, rack) → recent (rack kW, inlet − supply °C) pairs.
+    pub thermal_pairs: HashMap<(String, String), VecDeque<(f64, f64)>>,
+    /// Site → recent (utilisation, site IT kW) pairs.
+    pub power_pairs: HashMap<String, VecDeque<(f64, f64)>>,
+}
+
+/// Convert to the kind's canonical unit, or `None` if the unit does not fit.
+fn canonical(kind: SensorKind, unit: &str, v: f64) -> Option<f64> {
+    let u = unit.trim().to_ascii_lowercase();
+    use SensorKind::*;
+    match kind {
+        Ambient | Inlet | Supply => match u.as_str() {
+            "c" | "°c" | "celsius" => Some(v),
+            "f" | "°f" | "fahrenheit" => Some((v - 32.0) * 5.0 / 9.0),
+            _ => None,
+        },
+        Humidity => matches!(u.as_str(), "%" | "pct" | "percent").then_some(v),
+        RackPower | SitePower => match u.as_str() {
+            "kw" => Some(v),
+            "w" => Some(v / 1000.0),
+            _ => None,
+        },
+        Utilization | WorkloadUtilization => match u.as_str() {
+            "" | "ratio" | "fraction" => Some(v),
+            "%" | "pct" | "percent" => Some(v / 100.0),
+            _ => None,
+        },
+    }
+}
+
+impl TelemetryState {
+    pub fn new(limits: SanityLimits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
+    }
+
+    /// Check and take one reading; a rejected reading changes nothing but its counter.
+    pub fn ingest(
+        &mut self,
+        r: &Reading,
+        known_site: impl Fn(&str) -> bool,
+    ) -> Result<(), Rejection> {
+        let result = self.check(r, &known_site).map(|v| self.take(r, v));
+        match result {
+            Ok(()) => self.accepted += 1,
+            Err(e) => *self.rejected.entry(e).or_default() += 1,
+        }
+        result
+    }
+
+    fn check(&self, r: &Reading, known_site: &impl Fn(&str) -> bool) -> Result<f64, Rejection> {
+        if !r.value.is_finite() || !r.timestamp_s.is_finite() {
+            return Err(Rejection::NotFinite);
+        }
+        if !known_site(&r.site) {
+            return Err(Rejection::UnknownSite);
+        }
+        let v = canonical(r.kind, &r.unit, r.value).ok_or(Rejection::UnknownUnit)?;
+        use SensorKind::*;
+        if matches!(r.kind, Inlet | RackPower) && r.rack.as_deref().is_none_or(str::is_empty) {
+            return Err(Rejection::MissingRack);
+        }
+        let l = &self.limits;
+        let in_range = match r.kind {
+            Ambient | Inlet | Supply => (l.min_temperature_c..=l.max_temperature_c).contains(&v),
+            Humidity => (0.0..=100.0).contains(&v),
+            RackPower | SitePower => (0.0..=l.max_power_kw).contains(&v),
+            Utilization | WorkloadUtilization => (0.0..=1.0).contains(&v),
+        };
+        if !in_range {
+            return Err(Rejection::OutOfRange);
+        }
+        if let Some(s) = self.sensors.get(&r.sensor) {
+            if r.timestamp_s == s.last_s {
+                return Err(Rejection::Duplicate);
+            }
+            if r.timestamp_s < s.last_s {
+                return Err(Rejection::OutOfOrder);
+            }
+            if matches!(r.kind, Ambient | Inlet | Supply) {
+                let rate = (v - s.last).abs() / (r.timestamp_s - s.last_s);
+                if rate > l.max_temperature_rate_c_per_s {
+                    return Err(Rejection::ImpossibleJump);
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    fn take(&mut self, r: &Reading, v: f64) {
+        let s = self
+            .sensors
+            .entry(r.sensor.clone())
+            .or_insert_with(|| SensorState {
+                site: r.site.clone(),
+                rack: r.rack.clone(),
+                kind: r.kind,
+                last: v,
+                last_s: r.timestamp_s,
+                ewma: v,
+                count: 0,
+                window: VecDeque::with_capacity(WINDOW),
+            });
+        s.last = v;
+        s.last_s = r.timestamp_s;
+        s.ewma = if s.count == 0 {
+            v
+        } else {
+            0.1 * v + 0.9 * s.ewma
+        };
+        s.count += 1;
+        if s.window.len() == WINDOW {
+            s.window.pop_front();
+        }
+        s.window.push_back(v);
+        match r.kind {
+            SensorKind::Ambient => self
+                .ambient_hourly
+                .entry(r.site.clone())
+                .or_default()
+                .add(r.timestamp_s, v),
+            SensorKind::WorkloadUtilization => self
+                .demand_hourly
+                .entry(r.sensor.clone())
+                .or_default()
+                .add(r.timestamp_s, v),
+            SensorKind::Inlet => self.pair_thermal(r),
+            SensorKind::SitePower | SensorKind::Utilization => self.pair_power(&r.site),
+            SensorKind::Supply | SensorKind::Humidity | SensorKind::RackPower => {}
+        }
+    }
+
+    /// Latest fresh reading of a kind at a site (rack-level kinds: any rack).
+    pub fn latest(&self, site: &str, kind: SensorKind, rack: Option<&str>) -> Option<&SensorState> {
+        self.sensors
+            .values()
+            .filter(|s| {
+                s.site == site && s.kind == kind && (rack.is_none() || s.rack.as_deref() == rack)
+            })
+            .max_by(|a, b| a.last_s.total_cmp(&b.last_s))
+    }
+
+    /// On an inlet reading: a pair with the rack's power and the supply air,
+    /// if both were read within [`PAIR_WINDOW_S`] of it.
+    fn pair_thermal(&mut self, r: &Reading) {
+        let Some(rack) = r.rack.as_deref() else {
+            return;
+        };
+        let (Some(inlet), Some(power), Some(supply)) = (
+            self.latest(&r.site, SensorKind::Inlet, Some(rack)),
+            self.latest(&r.site, SensorKind::RackPower, Some(rack)),
+            self.latest(&r.site, SensorKind::Supply, None),
+        ) else {
+            return;
+        };
+        if (power.last_s - inlet.last_s).abs() > PAIR_WINDOW_S
+            || (supply.last_s - inlet.last_s).abs() > PAIR_WINDOW_S
+        {
+            return;
+        }
+        let pair = (power.last, inlet.last - supply.last);
+        let q = self
+            .thermal_pairs
+            .entry((r.site.clone(), rack.to_string()))
+            .or_default();
+        if q.len() == PAIRS_KEPT {
+            q.pop_front();
+        }
+        q.push_back(pair);
+    }
+
+    fn pair_power(&mut self, site: &str) {
+        let (Some(u), Some(p)) = (
+            self.latest(site, SensorKind::Utilization, None),
+            self.latest(site, SensorKind::SitePower, None),
+        ) else {
+            return;
+        };
+        if (u.last_s - p.last_s).abs() > PAIR_WINDOW_S {
+            return;
+        }
+        let pair = (u.last, p.last);
+        let q = self.power_pairs.entry(site.to_string()).or_default();
+        if q.len() == PAIRS_KEPT {
+            q.pop_front();
+        }
+        q.push_back(pair);
+    }
+
+    /// Sensors of a site that have gone silent by `now_s`.
+    pub fn stale_sensors(&self, site: &str, now_s: f64) -> Vec<(&str, SensorKind)> {
+        let mut v: Vec<(&str, SensorKind)> = self
+            .sensors
+            .iter()
+            .filter(|(_, s)| s.site == site && now_s - s.last_s > self.limits.stale_after_s)
+            .map(|(id, s)| (id.as_str(), s.kind))
+            .collect();
+        v.sort();
+        v
+    }
+}

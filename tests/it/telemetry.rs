@@ -1,0 +1,321 @@
+//! Telemetry to effective capacity: sanity rejections, fitted models against
+//! a known truth, fallbacks, forecasts on real weather, and a heat wave that
+//! moves load.
+
+use edgeplan::effective::{effective_instance, fit_line, EffectiveOptions, Source};
+use edgeplan::forecast::{backtest_mae, HoltWinters};
+use edgeplan::telemetry::{Reading, Rejection, SensorKind, TelemetryState};
+
+use crate::common::*;
+
+fn reading(
+    sensor: &str,
+    site: &str,
+    rack: Option<&str>,
+    kind: SensorKind,
+    unit: &str,
+    value: f64,
+    t: f64,
+) -> Reading {
+    Reading {
+        sensor: sensor.into(),
+        site: site.into(),
+        rack: rack.map(Into::into),
+        kind,
+        unit: unit.into(),
+        value,
+        timestamp_s: t,
+    }
+}
+
+fn known(s: &str) -> bool {
+    s == "a" || s == "b"
+}
+
+#[test]
+fn every_rejection_class_is_counted() {
+    let mut t = TelemetryState::default();
+    use SensorKind::*;
+    let ok = reading("amb", "a", None, Ambient, "C", 20.0, 1000.0);
+    assert_eq!(t.ingest(&ok, known), Ok(()));
+    let cases = [
+        (
+            reading("x", "a", None, Ambient, "C", f64::NAN, 1.0),
+            Rejection::NotFinite,
+        ),
+        (
+            reading("x", "mars", None, Ambient, "C", 20.0, 1.0),
+            Rejection::UnknownSite,
+        ),
+        (
+            reading("x", "a", None, Ambient, "kelvin", 290.0, 1.0),
+            Rejection::UnknownUnit,
+        ),
+        (
+            reading("x", "a", None, Inlet, "C", 25.0, 1.0),
+            Rejection::MissingRack,
+        ),
+        (
+            reading("x", "a", Some("r1"), Inlet, "C", 300.0, 1.0),
+            Rejection::OutOfRange,
+        ),
+        (
+            reading("x", "a", None, SitePower, "kW", -5.0, 1.0),
+            Rejection::OutOfRange,
+        ),
+        (
+            reading("amb", "a", None, Ambient, "C", 20.5, 1000.0),
+            Rejection::Duplicate,
+        ),
+        (
+            reading("amb", "a", None, Ambient, "C", 20.5, 900.0),
+            Rejection::OutOfOrder,
+        ),
+        (
+            reading("amb", "a", None, Ambient, "C", 45.0, 1010.0),
+            Rejection::ImpossibleJump,
+        ),
+    ];
+    for (r, why) in &cases {
+        assert_eq!(t.ingest(r, known), Err(*why), "{r:?}");
+    }
+    assert_eq!(t.accepted, 1);
+    assert_eq!(t.rejected[&Rejection::OutOfRange], 2);
+    assert_eq!(t.rejected.values().sum::<u64>(), cases.len() as u64);
+    // Rejected readings changed nothing.
+    assert_eq!(t.sensors["amb"].last, 20.0);
+    // °F is converted.
+    assert_eq!(
+        t.ingest(
+            &reading("amb", "a", None, Ambient, "F", 69.8, 1600.0),
+            known
+        ),
+        Ok(())
+    );
+    assert!((t.sensors["amb"].last - 21.0).abs() < 1e-9);
+}
+
+/// Rack telemetry from a known truth: inlet = supply + 0.5 + 0.8 · rack kW + noise.
+fn thermal_truth(t: &mut TelemetryState, samples: usize) {
+    let mut x: u64 = 12345;
+    let mut noise = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.6
+    };
+    for k in 0..samples {
+        let ts = 10_000.0 + 60.0 * k as f64;
+        let kw = 2.0 + 6.0 * ((k * 7919) % 100) as f64 / 100.0;
+        let supply = 20.0 + (k % 5) as f64 * 0.1;
+        t.ingest(
+            &reading("sup", "a", None, SensorKind::Supply, "C", supply, ts),
+            known,
+        )
+        .unwrap();
+        t.ingest(
+            &reading("pw1", "a", Some("r1"), SensorKind::RackPower, "kW", kw, ts),
+            known,
+        )
+        .unwrap();
+        let inlet = supply + 0.5 + 0.8 * kw + noise();
+        t.ingest(
+            &reading("in1", "a", Some("r1"), SensorKind::Inlet, "C", inlet, ts),
+            known,
+        )
+        .unwrap();
+    }
+}
+
+fn two_sites() -> edgeplan::instance::Instance {
+    let mut a = site("a", 100.0, 0.1);
+    a.thermal.recirc_c_per_kw = 1.5;
+    instance(
+        vec![a, site("b", 100.0, 0.2)],
+        vec![workload("w", 4, 10.0)],
+        &[("a", "b", 5.0)],
+    )
+}
+
+#[test]
+fn thermal_fit_recovers_the_truth_within_five_percent() {
+    let mut t = TelemetryState::default();
+    thermal_truth(&mut t, 400);
+    let pairs: Vec<(f64, f64)> = t.thermal_pairs.values().flatten().copied().collect();
+    let fit = fit_line(pairs).unwrap();
+    assert!((fit.slope - 0.8).abs() / 0.8 < 0.05, "{fit:?}");
+    assert!((fit.intercept - 0.5).abs() < 0.25, "{fit:?}");
+    assert!(fit.r2 > 0.9, "{fit:?}");
+    let (eff, rep) = effective_instance(
+        &two_sites(),
+        &t,
+        10_000.0 + 60.0 * 400.0,
+        &EffectiveOptions::default(),
+    );
+    assert_eq!(rep.sites[0].recirc_source, Source::Telemetry);
+    assert!((eff.sites[0].thermal.recirc_c_per_kw - 0.8).abs() / 0.8 < 0.05);
+    assert!(
+        eff.sites[0].thermal.margin_c > 2.0,
+        "the offset eats into the margin"
+    );
+}
+
+#[test]
+fn too_little_data_keeps_the_declared_model_and_says_so() {
+    let mut t = TelemetryState::default();
+    thermal_truth(&mut t, 10);
+    let (eff, rep) = effective_instance(
+        &two_sites(),
+        &t,
+        10_000.0 + 600.0,
+        &EffectiveOptions::default(),
+    );
+    assert_eq!(rep.sites[0].recirc_source, Source::Declared);
+    assert_eq!(eff.sites[0].thermal.recirc_c_per_kw, 1.5);
+    assert!(
+        rep.sites[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("declared coefficients (only")),
+        "{:?}",
+        rep.sites[0].notes
+    );
+}
+
+#[test]
+fn power_calibration_from_measured_site_power() {
+    // The toy server draws 1 + u kW; the site measures 20 % more.
+    let mut t = TelemetryState::default();
+    for k in 0..60 {
+        let ts = 1000.0 + 60.0 * k as f64;
+        let u = 0.2 + 0.6 * (k % 10) as f64 / 10.0;
+        t.ingest(
+            &reading(
+                "util",
+                "a",
+                None,
+                SensorKind::Utilization,
+                "%",
+                u * 100.0,
+                ts,
+            ),
+            known,
+        )
+        .unwrap();
+        t.ingest(
+            &reading(
+                "pdu",
+                "a",
+                None,
+                SensorKind::SitePower,
+                "W",
+                1.2 * (1000.0 + 1000.0 * u),
+                ts,
+            ),
+            known,
+        )
+        .unwrap();
+    }
+    let (eff, rep) = effective_instance(
+        &two_sites(),
+        &t,
+        1000.0 + 3600.0,
+        &EffectiveOptions::default(),
+    );
+    assert_eq!(rep.sites[0].calibration_source, Source::Telemetry);
+    assert!(
+        (eff.sites[0].power.calibration - 1.2).abs() < 0.01,
+        "{}",
+        eff.sites[0].power.calibration
+    );
+}
+
+#[test]
+fn a_stale_ambient_sensor_makes_the_site_conservative() {
+    let mut t = TelemetryState::default();
+    t.ingest(
+        &reading("amb", "a", None, SensorKind::Ambient, "C", 22.0, 1000.0),
+        known,
+    )
+    .unwrap();
+    let base = two_sites();
+    let (fresh, _) = effective_instance(&base, &t, 1100.0, &EffectiveOptions::default());
+    let (stale, rep) = effective_instance(&base, &t, 1000.0 + 3600.0, &EffectiveOptions::default());
+    assert_eq!(rep.sites[0].ambient_source, Source::Conservative);
+    assert_eq!(rep.sites[0].stale_sensors, vec!["amb".to_string()]);
+    assert!(stale.sites[0].ambient.current_c >= 22.0 + 3.0);
+    assert!(stale.sites[0].ambient.current_c > fresh.sites[0].ambient.current_c);
+    assert!(rep.sites[0].it_limit_kw <= rep.sites[0].it_limit_kw_declared);
+}
+
+fn series(text: &str, column: usize) -> Vec<f64> {
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(column)?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn six_hour_forecast_beats_persistence_on_real_weather() {
+    let greensboro = series(include_str!("../../data/weather_greensboro_hourly.csv"), 1);
+    let seattle = series(
+        include_str!("../../data/weather_seattle_2010_hourly.csv"),
+        1,
+    );
+    for (name, s) in [("Greensboro TMY3", greensboro), ("Seattle 2010", seattle)] {
+        assert!(s.len() > 8000);
+        let (hw, last) = backtest_mae(&HoltWinters::default(), &s, 6).unwrap();
+        eprintln!("{name}: 6 h ahead MAE Holt-Winters {hw:.2} °C, persistence {last:.2} °C");
+        assert!(hw < last, "{name}: {hw} vs {last}");
+    }
+}
+
+#[test]
+fn a_heat_wave_lowers_capacity_and_moves_load_away() {
+    // Site a is cheaper; its cooling (4 kW nominal, half left at 40 °C, free
+    // cooling to 20 °C) holds all four 1 kW replicas at the declared 15 °C.
+    let mut inst = two_sites();
+    inst.sites[0].thermal.recirc_c_per_kw = 0.0;
+    inst.sites[0].cooling.nominal_kw = 4.0;
+    inst.sites[0].cooling.derate_min = 0.5;
+    inst.workloads[0].current.insert("a".into(), 4);
+    let (_, solved, placement, _) = solve_and_verify(&inst);
+    assert_eq!(placement.assignments["w"]["a"], 4, "{:?}", solved.x);
+
+    // Three days of a building heat wave at a: 28 ± 8 °C, rising.
+    let mut t = TelemetryState::default();
+    for h in 0..72 {
+        let temp =
+            28.0 + 8.0 * (std::f64::consts::TAU * (h as f64 - 9.0) / 24.0).sin() + h as f64 / 12.0;
+        t.ingest(
+            &reading(
+                "amb",
+                "a",
+                None,
+                SensorKind::Ambient,
+                "C",
+                temp,
+                3600.0 * h as f64,
+            ),
+            known,
+        )
+        .unwrap();
+    }
+    let (hot, rep) = effective_instance(&inst, &t, 3600.0 * 71.0, &EffectiveOptions::default());
+    assert_eq!(rep.sites[0].ambient_source, Source::Telemetry);
+    assert!(rep.sites[0].ambient_c > 35.0, "{}", rep.sites[0].ambient_c);
+    assert!(
+        rep.sites[0].it_limit_kw < rep.sites[0].it_limit_kw_declared - 1.0,
+        "{:?}",
+        rep.sites[0]
+    );
+    let (problem, solved, placement, _) = solve_and_verify(&hot);
+    let on_a = placement.assignments["w"].get("a").copied().unwrap_or(0);
+    assert!((1..4).contains(&on_a), "{placement:?}");
+    assert_eq!(
+        placement.replicas_of("w"),
+        4,
+        "nothing is dropped: b takes the rest"
+    );
+    assert_eq!(problem.kpis(&solved.x).slo_violations, 0);
+}
