@@ -14,6 +14,8 @@ pub enum Error {
     Placement(String),
     #[error("solver: {0}")]
     Solver(String),
+    #[error("telemetry archive {0}")]
+    Archive(String),
 }
 
 fn render_issues(issues: &[Issue]) -> String {

@@ -3,8 +3,10 @@
 //! Pure core (values in, values out): [`instance`], [`validate`],
 //! [`server_models`], [`topology`], [`physics`], [`problem`], [`milp`],
 //! [`solver`], [`explain`], [`plan`], [`verify`], [`gen`], [`telemetry`],
-//! [`forecast`], [`effective`]. The binary's CLI is the shell.
+//! [`forecast`], [`effective`], [`whatif`]. The shell: the binary's CLI,
+//! [`archive`] and [`tables`] (Parquet / CSV / JSON files).
 
+pub mod archive;
 pub mod effective;
 pub mod error;
 pub mod explain;
@@ -19,9 +21,11 @@ pub mod problem;
 pub mod report;
 pub mod server_models;
 pub mod solver;
+pub mod tables;
 pub mod telemetry;
 pub mod topology;
 pub mod validate;
 pub mod verify;
+pub mod whatif;
 
 pub use error::{Error, Result};

@@ -98,9 +98,13 @@ enum Command {
     Telemetry {
         #[arg(long)]
         instance: PathBuf,
-        /// CSV with columns timestamp_s,sensor,site,rack,kind,unit,value.
+        /// CSV with columns timestamp_s,sensor,site,rack,kind,unit,value, or a
+        /// Parquet archive written by `--archive`.
         #[arg(long)]
         readings: PathBuf,
+        /// Also write the accepted readings to this Parquet file.
+        #[arg(long)]
+        archive: Option<PathBuf>,
         /// The time to evaluate at (Unix s); defaults to the newest reading.
         #[arg(long)]
         now: Option<f64>,
@@ -110,6 +114,20 @@ enum Command {
         /// Where to write the report (fits, forecasts, fallbacks, rejections) as JSON.
         #[arg(long)]
         report: Option<PathBuf>,
+    },
+    /// Run what-if scenarios in parallel and compare their KPIs.
+    Whatif {
+        /// Scenario file (YAML or JSON).
+        #[arg(long)]
+        scenarios: PathBuf,
+        /// Where to write the KPI table; the per-site table goes beside it (`NAME-sites.EXT`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum)]
+        format: Option<TableFormatArg>,
+        /// One scenario at a time (the results are identical).
+        #[arg(long)]
+        sequential: bool,
     },
     /// Generate a realistic instance from the shipped real data.
     Gen {
@@ -128,6 +146,13 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TableFormatArg {
+    Csv,
+    Parquet,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -190,30 +215,31 @@ struct Row {
     value: f64,
 }
 
-/// Ingest a readings CSV; malformed rows are reported by line and skipped.
-fn read_telemetry(
-    inst: &Instance,
-    path: &Path,
-) -> Result<(edgeplan::telemetry::TelemetryState, u64)> {
-    let mut state = edgeplan::telemetry::TelemetryState::new(Default::default());
+/// Readings from a CSV file or a Parquet archive (by extension); malformed
+/// rows are reported (the first few by line) and counted.
+fn read_readings(path: &Path) -> Result<(Vec<edgeplan::telemetry::Reading>, u64)> {
+    if path.extension().and_then(|e| e.to_str()) == Some("parquet") {
+        let (readings, errors) = edgeplan::archive::read(path)?;
+        for e in errors.iter().take(5) {
+            eprintln!("{e}");
+        }
+        return Ok((readings, errors.len() as u64));
+    }
     let mut reader =
         csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut readings = Vec::new();
     let mut malformed = 0u64;
-    let sites: std::collections::HashSet<&str> = inst.sites.iter().map(|s| s.id.as_str()).collect();
     for (i, row) in reader.deserialize::<Row>().enumerate() {
         match row {
-            Ok(r) => {
-                let reading = edgeplan::telemetry::Reading {
-                    sensor: r.sensor,
-                    site: r.site,
-                    rack: r.rack.filter(|s| !s.is_empty()),
-                    kind: r.kind,
-                    unit: r.unit,
-                    value: r.value,
-                    timestamp_s: r.timestamp_s,
-                };
-                let _ = state.ingest(&reading, |s| sites.contains(s));
-            }
+            Ok(r) => readings.push(edgeplan::telemetry::Reading {
+                sensor: r.sensor,
+                site: r.site,
+                rack: r.rack.filter(|s| !s.is_empty()),
+                kind: r.kind,
+                unit: r.unit,
+                value: r.value,
+                timestamp_s: r.timestamp_s,
+            }),
             Err(e) => {
                 malformed += 1;
                 if malformed <= 5 {
@@ -222,7 +248,26 @@ fn read_telemetry(
             }
         }
     }
-    Ok((state, malformed))
+    Ok((readings, malformed))
+}
+
+/// Ingest readings; returns the state, the accepted readings and the malformed count.
+fn read_telemetry(
+    inst: &Instance,
+    path: &Path,
+) -> Result<(
+    edgeplan::telemetry::TelemetryState,
+    Vec<edgeplan::telemetry::Reading>,
+    u64,
+)> {
+    let (readings, malformed) = read_readings(path)?;
+    let mut state = edgeplan::telemetry::TelemetryState::new(Default::default());
+    let sites: std::collections::HashSet<&str> = inst.sites.iter().map(|s| s.id.as_str()).collect();
+    let accepted = readings
+        .into_iter()
+        .filter(|r| state.ingest(r, |s| sites.contains(s)).is_ok())
+        .collect();
+    Ok((state, accepted, malformed))
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -372,12 +417,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Telemetry {
             instance,
             readings,
+            archive,
             now,
             out,
             report,
         } => {
             let inst = load(&instance)?;
-            let (state, malformed) = read_telemetry(&inst, &readings)?;
+            let (state, accepted, malformed) = read_telemetry(&inst, &readings)?;
+            if let Some(path) = &archive {
+                edgeplan::archive::write(path, &accepted)?;
+                eprintln!("archived {} readings to {}", accepted.len(), path.display());
+            }
             let now_s =
                 now.unwrap_or_else(|| state.sensors.values().map(|s| s.last_s).fold(0.0, f64::max));
             let (effective, rep) = edgeplan::effective::effective_instance(
@@ -417,6 +467,84 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for n in &s.notes {
                     eprintln!("    {n}");
                 }
+            }
+        }
+        Command::Whatif {
+            scenarios,
+            out,
+            format,
+            sequential,
+        } => {
+            use edgeplan::tables::TableFormat;
+            use edgeplan::whatif::{apply, expand, parse, run};
+            let file = parse(&read(&scenarios)?)
+                .map_err(|i| anyhow::anyhow!("{}: {i}", scenarios.display()))?;
+            let base_path = scenarios
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(&file.base);
+            let base = load(&base_path)?;
+            let list = match expand(&file) {
+                Ok(l) => l,
+                Err(issues) => {
+                    for i in &issues {
+                        eprintln!("{}: {i}", scenarios.display());
+                    }
+                    bail!("{} has {} problem(s)", scenarios.display(), issues.len());
+                }
+            };
+            // Check every scenario before running any.
+            let issues: Vec<_> = list
+                .iter()
+                .filter_map(|s| apply(&base, s, &format!("scenario {:?}", s.name)).err())
+                .flatten()
+                .collect();
+            if !issues.is_empty() {
+                for i in &issues {
+                    eprintln!("{}: {i}", scenarios.display());
+                }
+                bail!("{} has {} problem(s)", scenarios.display(), issues.len());
+            }
+            let bar = indicatif::ProgressBar::new(list.len() as u64 + 1);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} scenarios {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let started = Instant::now();
+            let results = run(
+                &base,
+                &list,
+                &SolveOptions {
+                    time_limit_s: Some(file.time_limit_s),
+                    relative_gap: None,
+                    threads: Some(1),
+                    seed: file.seed,
+                },
+                !sequential,
+                &|| bar.inc(1),
+            )?;
+            bar.finish_and_clear();
+            eprint!("{}", edgeplan::whatif::comparison_table(&results));
+            eprintln!(
+                "{} scenarios in {:.1} s",
+                results.len(),
+                started.elapsed().as_secs_f64()
+            );
+            if let Some(path) = out {
+                let fmt = match format {
+                    Some(TableFormatArg::Csv) => TableFormat::Csv,
+                    Some(TableFormatArg::Parquet) => TableFormat::Parquet,
+                    Some(TableFormatArg::Json) => TableFormat::Json,
+                    None => match path.extension().and_then(|e| e.to_str()) {
+                        Some("parquet") => TableFormat::Parquet,
+                        Some("json") => TableFormat::Json,
+                        _ => TableFormat::Csv,
+                    },
+                };
+                let sites = edgeplan::tables::write(&path, &results, fmt)?;
+                eprintln!("wrote {} and {}", path.display(), sites.display());
+            } else {
+                println!("{}", serde_json::to_string_pretty(&results)?);
             }
         }
         Command::Gen {

@@ -444,6 +444,29 @@ impl Problem {
         k
     }
 
+    /// Traffic-weighted `q`-quantile of the RTT users see, over every placed
+    /// replica and each of its traffic regions, ms.
+    pub fn latency_quantile_ms(&self, x: &[Vec<(usize, u32)>], q: f64) -> f64 {
+        let mut samples: Vec<(f64, f64)> = Vec::new();
+        for (wi, sites) in x.iter().enumerate() {
+            for &(si, n) in sites {
+                for &(r, share) in &self.traffic[wi] {
+                    samples.push((self.topology.rtt_ms[r][si], share * n as f64));
+                }
+            }
+        }
+        samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total: f64 = samples.iter().map(|s| s.1).sum();
+        let mut acc = 0.0;
+        for (rtt, w) in &samples {
+            acc += w;
+            if acc >= q * total - 1e-12 {
+                return *rtt;
+            }
+        }
+        0.0
+    }
+
     /// Today's placement, indexed.
     pub fn current_placement(&self) -> Vec<Vec<(usize, u32)>> {
         self.workloads.iter().map(|w| w.current.clone()).collect()

@@ -198,6 +198,22 @@ fn rtt_from(adj: &[Vec<(usize, f64)>], from: usize) -> Vec<f64> {
     dist
 }
 
+fn site_checks(inst: &Instance) -> Vec<Option<SiteCheck>> {
+    let models = catalogue_with(&inst.server_models);
+    inst.sites
+        .iter()
+        .map(|s| site_check(inst, &models, s))
+        .collect()
+}
+
+fn workload_index(inst: &Instance) -> HashMap<&str, usize> {
+    inst.workloads
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.id.as_str(), i))
+        .collect()
+}
+
 /// Resources used and IT kW per site for (workload, site, replicas) counts.
 fn site_loads<'a>(
     inst: &'a Instance,
@@ -351,18 +367,8 @@ pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
         .enumerate()
         .map(|(i, s)| (s.id.as_str(), (i, s)))
         .collect();
-    let models = catalogue_with(&inst.server_models);
-    let checks: Vec<Option<SiteCheck>> = inst
-        .sites
-        .iter()
-        .map(|s| site_check(inst, &models, s))
-        .collect();
-    let workloads: HashMap<&str, usize> = inst
-        .workloads
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (w.id.as_str(), i))
-        .collect();
+    let checks = site_checks(inst);
+    let workloads = workload_index(inst);
 
     let mut placed_counts: Vec<(usize, usize, u32)> = Vec::new();
     let mut obj = ObjectiveTerms::default();
@@ -608,24 +614,14 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
             })
         };
     }
-    let models = catalogue_with(&inst.server_models);
-    let checks: Vec<Option<SiteCheck>> = inst
-        .sites
-        .iter()
-        .map(|s| site_check(inst, &models, s))
-        .collect();
+    let checks = site_checks(inst);
     let site_ix: HashMap<&str, usize> = inst
         .sites
         .iter()
         .enumerate()
         .map(|(i, s)| (s.id.as_str(), i))
         .collect();
-    let wl_ix: HashMap<&str, usize> = inst
-        .workloads
-        .iter()
-        .enumerate()
-        .map(|(i, w)| (w.id.as_str(), i))
-        .collect();
+    let wl_ix = workload_index(inst);
     let limits = &inst.limits;
     let per_link = ((1.0 / limits.migration_bandwidth_share).floor() as u32).max(1);
 

@@ -207,6 +207,7 @@ fn telemetry_command_writes_the_effective_instance() {
     std::fs::write(&csv, text).unwrap();
     let out = dir.path().join("effective.json");
     let report = dir.path().join("report.json");
+    let archive = dir.path().join("raw.parquet");
     let t = edgeplan(&[
         "telemetry",
         "--instance",
@@ -217,6 +218,8 @@ fn telemetry_command_writes_the_effective_instance() {
         out.to_str().unwrap(),
         "--report",
         report.to_str().unwrap(),
+        "--archive",
+        archive.to_str().unwrap(),
     ]);
     let stderr = String::from_utf8_lossy(&t.stderr);
     assert!(t.status.success(), "{stderr}");
@@ -248,4 +251,44 @@ fn telemetry_command_writes_the_effective_instance() {
     ])
     .status
     .success());
+}
+
+#[test]
+fn whatif_writes_kpi_tables() {
+    let scenarios = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/what-if.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["csv", "parquet", "json"] {
+        let out = dir.path().join(format!("results.{ext}"));
+        let w = edgeplan(&[
+            "whatif",
+            "--scenarios",
+            scenarios,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&w.stderr);
+        assert!(w.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("paris-outage") && stderr.contains("energy/h"),
+            "{stderr}"
+        );
+        assert!(out.exists() && dir.path().join(format!("results-sites.{ext}")).exists());
+    }
+    let csv = std::fs::read_to_string(dir.path().join("results.csv")).unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        1 + 11,
+        "header, base and ten scenarios"
+    );
+    assert!(csv.starts_with("scenario,status,objective,gap,energy_cost_per_h"));
+    let parquet = std::fs::File::open(dir.path().join("results.parquet")).unwrap();
+    use polars::prelude::{ParquetReader, SerReader};
+    let df = ParquetReader::new(parquet).finish().unwrap();
+    assert_eq!(df.height(), 11);
+    let sites = std::fs::read_to_string(dir.path().join("results-sites.csv")).unwrap();
+    assert_eq!(
+        sites.lines().count(),
+        1 + 11 * 3 + 1,
+        "three sites per scenario, four in the new-site one"
+    );
 }

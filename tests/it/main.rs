@@ -9,3 +9,4 @@ mod export;
 mod known_optimum;
 mod plan;
 mod telemetry;
+mod whatif;

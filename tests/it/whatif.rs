@@ -1,0 +1,135 @@
+//! What-if: scenarios perturb the base, re-solve from its placement, and
+//! report KPIs; sweeps expand; bad scenarios are named; parallel equals
+//! sequential.
+
+use edgeplan::instance::{parse, Format, Instance};
+use edgeplan::solver::SolveOptions;
+use edgeplan::whatif::{apply, comparison_table, expand, run, ScenarioFile};
+
+fn example() -> Instance {
+    let text = include_str!("../../examples/three-cities.yaml");
+    parse(text, Format::Yaml).unwrap()
+}
+
+fn file() -> ScenarioFile {
+    edgeplan::whatif::parse(include_str!("../../examples/what-if.yaml")).unwrap()
+}
+
+fn options() -> SolveOptions {
+    SolveOptions {
+        time_limit_s: Some(20.0),
+        relative_gap: Some(0.0),
+        threads: Some(1),
+        seed: 1,
+    }
+}
+
+#[test]
+fn sweeps_expand_into_one_scenario_per_value() {
+    let list = expand(&file()).unwrap();
+    assert_eq!(list.len(), 6 + 4);
+    assert_eq!(list[6].name, "milan-power-cap=1");
+    assert_eq!(list[9].name, "milan-power-cap=0.4");
+    let mut bad = file();
+    bad.sweeps[0].field = "nonsense".into();
+    let issues = expand(&bad).unwrap_err();
+    assert_eq!(issues[0].path, "sweeps[0].field");
+}
+
+#[test]
+fn bad_perturbations_are_named() {
+    let base = example();
+    let file = edgeplan::whatif::parse(
+        "base: b.yaml\nscenarios:\n - name: x\n   perturbations:\n    - site_outage: { site: atlantis }\n    - cooling_loss: { site: fra, fraction: 1.5 }\n    - cut_link: { a: fra, b: lon }\n",
+    )
+    .unwrap();
+    let scenario = &file.scenarios[0];
+    let issues = apply(&base, scenario, "scenarios[0]").unwrap_err();
+    let text: Vec<String> = issues.iter().map(|i| i.to_string()).collect();
+    assert!(
+        text.contains(&"scenarios[0].perturbations[0]: unknown site \"atlantis\"".to_string()),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(
+            &"scenarios[0].perturbations[1].cooling_loss.fraction: must be within 0..1, got 1.5"
+                .to_string()
+        ),
+        "{text:?}"
+    );
+    assert!(
+        text.contains(
+            &"scenarios[0].perturbations[2]: no link between \"fra\" and \"lon\"".to_string()
+        ),
+        "{text:?}"
+    );
+    let issue = edgeplan::whatif::parse(
+        "base: x.yaml\nscenarios:\n  - name: y\n    perturbations:\n      - meteor_strike: {}\n",
+    )
+    .unwrap_err();
+    assert_eq!(issue.path, "scenarios[0].perturbations[0]");
+    assert!(issue.message.contains("meteor_strike"), "{issue}");
+}
+
+#[test]
+fn scenarios_change_the_kpis_they_should() {
+    let base = example();
+    let list = expand(&file()).unwrap();
+    let results = run(&base, &list, &options(), true, &|| ()).unwrap();
+    assert_eq!(results.len(), 1 + list.len());
+    let by = |name: &str| results.iter().find(|r| r.scenario == name).unwrap();
+    let b = by("base");
+    assert_eq!(b.moves, 0, "the base is where every scenario starts");
+    let outage = by("paris-outage");
+    assert!(outage.sites.iter().find(|s| s.site == "par").unwrap().it_kw <= b.sites[1].it_kw);
+    assert!(outage.moves > 0 && outage.plan_steps > 0);
+    let price = by("spot-price-triples-tonight");
+    assert!(
+        (price.energy_cost_per_h - 3.0 * b.energy_cost_per_h).abs() < 0.25 * b.energy_cost_per_h,
+        "{} vs {}",
+        price.energy_cost_per_h,
+        b.energy_cost_per_h
+    );
+    let heat = by("frankfurt-loses-half-its-cooling-in-a-heat-wave");
+    let fra = |r: &edgeplan::whatif::ScenarioResult| {
+        r.sites
+            .iter()
+            .find(|s| s.site == "fra")
+            .unwrap()
+            .it_limit_kw
+    };
+    assert!(fra(heat) < fra(b));
+    let growth = by("paris-demand-grows-40-percent");
+    assert!(
+        growth.placed_replicas + growth.unplaced_replicas > b.placed_replicas + b.unplaced_replicas
+    );
+    let caps: Vec<f64> = ["1", "0.8", "0.6", "0.4"]
+        .iter()
+        .map(|v| {
+            by(&format!("milan-power-cap={v}"))
+                .sites
+                .iter()
+                .find(|s| s.site == "mil")
+                .unwrap()
+                .it_limit_kw
+        })
+        .collect();
+    assert!(caps.windows(2).all(|w| w[1] <= w[0] + 1e-9), "{caps:?}");
+    let table = comparison_table(&results);
+    assert!(
+        table.lines().count() == results.len() + 1 && table.contains("paris-outage"),
+        "{table}"
+    );
+}
+
+#[test]
+fn parallel_and_sequential_runs_give_identical_tables() {
+    let base = example();
+    let list = expand(&file()).unwrap();
+    let a = run(&base, &list, &options(), true, &|| ()).unwrap();
+    let b = run(&base, &list, &options(), false, &|| ()).unwrap();
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
+}
