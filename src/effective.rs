@@ -6,6 +6,7 @@
 //! what-if and reports alike. Falls back to declared values until enough data
 //! has arrived, and to conservative values when sensors go stale. Pure.
 
+use polars::prelude::{df, ChunkAgg};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -51,27 +52,29 @@ pub struct LineFit {
     pub samples: usize,
 }
 
-/// Ordinary least squares; `None` for fewer than 3 points or no spread in x.
+/// Ordinary least squares on a polars frame of the points; `None` for fewer
+/// than 3 points or no spread in x.
 pub fn fit_line(points: impl IntoIterator<Item = (f64, f64)>) -> Option<LineFit> {
-    let pts: Vec<(f64, f64)> = points.into_iter().collect();
-    let n = pts.len();
+    let (xs, ys): (Vec<f64>, Vec<f64>) = points.into_iter().unzip();
+    let n = xs.len();
     if n < 3 {
         return None;
     }
-    let mx = pts.iter().map(|p| p.0).sum::<f64>() / n as f64;
-    let my = pts.iter().map(|p| p.1).sum::<f64>() / n as f64;
-    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let syy: f64 = pts.iter().map(|p| (p.1 - my).powi(2)).sum();
+    let frame = df!("x" => xs, "y" => ys).ok()?;
+    let x = frame.column("x").ok()?.f64().ok()?.clone();
+    let y = frame.column("y").ok()?.f64().ok()?.clone();
+    let (mx, my) = (x.mean()?, y.mean()?);
+    let dx = &x - mx;
+    let dy = &y - my;
+    let sxx = (&dx * &dx).sum()?;
     if sxx <= 1e-12 {
         return None;
     }
-    let slope = sxy / sxx;
+    let slope = (&dx * &dy).sum()? / sxx;
     let intercept = my - slope * mx;
-    let sse: f64 = pts
-        .iter()
-        .map(|p| (p.1 - intercept - slope * p.0).powi(2))
-        .sum();
+    let residuals = &(&y - &(&x * slope)) - intercept;
+    let sse = (&residuals * &residuals).sum()?;
+    let syy = (&dy * &dy).sum()?;
     Some(LineFit {
         intercept,
         slope,

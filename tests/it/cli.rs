@@ -285,6 +285,38 @@ fn whatif_writes_kpi_tables() {
     use polars::prelude::{ParquetReader, SerReader};
     let df = ParquetReader::new(parquet).finish().unwrap();
     assert_eq!(df.height(), 11);
+    let columns: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    for documented in [
+        "scenario",
+        "status",
+        "objective",
+        "gap",
+        "energy_cost_per_h",
+        "carbon_kg_per_h",
+        "mean_latency_ms",
+        "p95_latency_ms",
+        "slo_violations",
+        "placed_replicas",
+        "unplaced_replicas",
+        "unplaced_by_priority",
+        "moves",
+        "plan_steps",
+        "blocked_moves",
+        "makespan_s",
+        "min_inlet_headroom_c",
+        "min_cooling_headroom_kw",
+        "max_power_use",
+        "binding_sites",
+    ] {
+        assert!(
+            columns.contains(&documented.to_string()),
+            "{documented} missing from {columns:?}"
+        );
+    }
     let sites = std::fs::read_to_string(dir.path().join("results-sites.csv")).unwrap();
     assert_eq!(
         sites.lines().count(),

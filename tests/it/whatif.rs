@@ -133,3 +133,100 @@ fn parallel_and_sequential_runs_give_identical_tables() {
         serde_json::to_string(&b).unwrap()
     );
 }
+
+fn site_of<'a>(
+    r: &'a edgeplan::whatif::ScenarioResult,
+    id: &str,
+) -> &'a edgeplan::problem::SiteKpi {
+    r.sites.iter().find(|s| s.site == id).unwrap()
+}
+
+fn one(
+    name: &str,
+    yaml: &str,
+) -> (
+    edgeplan::whatif::ScenarioResult,
+    edgeplan::whatif::ScenarioResult,
+) {
+    let file = edgeplan::whatif::parse(&format!(
+        "base: x.yaml\nscenarios:\n  - name: {name}\n    perturbations:\n{yaml}"
+    ))
+    .unwrap();
+    let mut r = run(
+        &example(),
+        &expand(&file).unwrap(),
+        &options(),
+        false,
+        &|| (),
+    )
+    .unwrap();
+    let s = r.pop().unwrap();
+    (r.pop().unwrap(), s)
+}
+
+#[test]
+fn an_outage_leaves_nothing_on_the_site() {
+    let (base, out) = one("outage", "      - site_outage: { site: par }\n");
+    assert!(site_of(&base, "par").utilization["cpu_cores"] > 0.0);
+    assert_eq!(site_of(&out, "par").utilization["cpu_cores"], 0.0);
+}
+
+#[test]
+fn a_heat_wave_lowers_only_the_sites_it_covers() {
+    let (base, hot) = one("heat", "      - heat_wave: { sites: [mil], delta_c: 10 }\n");
+    assert!(site_of(&hot, "mil").it_limit_kw < site_of(&base, "mil").it_limit_kw);
+    for s in ["fra", "par"] {
+        assert_eq!(
+            site_of(&hot, s).it_limit_kw,
+            site_of(&base, s).it_limit_kw,
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn a_price_spike_shifts_load_away_where_latency_allows() {
+    let (base, spike) = one("spike", "      - price: { sites: [par], multiplier: 20 }\n");
+    assert!(site_of(&spike, "par").it_kw < site_of(&base, "par").it_kw);
+    assert_eq!(spike.slo_violations, 0);
+}
+
+#[test]
+fn a_growth_sweep_gives_monotone_unplaced_counts() {
+    let file = edgeplan::whatif::parse(
+        "base: x.yaml\nsweeps:\n  - name: growth\n    field: factor\n    values: [1, 1.5, 2, 3, 4]\n    perturbation: { demand_growth: { factor: 1 } }\n",
+    )
+    .unwrap();
+    let r = run(
+        &example(),
+        &expand(&file).unwrap(),
+        &options(),
+        true,
+        &|| (),
+    )
+    .unwrap();
+    let unplaced: Vec<u64> = r[1..].iter().map(|x| x.unplaced_replicas).collect();
+    assert!(unplaced.windows(2).all(|w| w[0] <= w[1]), "{unplaced:?}");
+    assert!(unplaced.last() > unplaced.first(), "{unplaced:?}");
+}
+
+#[test]
+fn a_new_site_absorbs_load() {
+    // Video transcoding doubles: 12 replicas need a GPU each, Frankfurt has 8.
+    // A second Frankfurt site (a copy of it) takes the rest.
+    let grow = "      - demand_growth: { factor: 2, workloads: [video-transcode] }\n";
+    let (base, without) = one("grow", grow);
+    let (_, with) = one(
+        "new",
+        &format!("{grow}      - new_site: {{ template: fra, id: fra-2 }}\n"),
+    );
+    assert!(without.unplaced_replicas > 0);
+    assert!(
+        with.unplaced_replicas < without.unplaced_replicas,
+        "{} vs {}",
+        with.unplaced_replicas,
+        without.unplaced_replicas
+    );
+    assert!(site_of(&with, "fra-2").utilization["gpus"] > 0.0);
+    assert!(base.sites.iter().all(|s| s.site != "fra-2"));
+}
