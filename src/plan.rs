@@ -569,53 +569,38 @@ fn break_deadlock(
                 best = Some((rtt, s));
             }
         }
-        if let Some((_, stage)) = best {
+        // Either a hop through staging, or stop-then-start: draft k becomes the
+        // first half, and the second half waits for it at the end of the queue.
+        let halves = match best {
+            Some((_, stage)) => Some((
+                (StepKind::Stage, Some(stage)),
+                (StepKind::Migrate, Some(stage)),
+            )),
+            None if p.workloads[d.wi].disruption_allowed => {
+                Some(((StepKind::Stop, None), (StepKind::Start, None)))
+            }
+            None => None,
+        };
+        if let Some(((first_kind, first_to), (second_kind, second_from))) = halves {
             let first = *next_id;
-            *next_id += 1;
             pending[k] = Draft {
                 id: first,
-                kind: StepKind::Stage,
-                to: Some(stage),
+                kind: first_kind,
+                to: first_to,
                 rewritten: true,
                 ..d.clone()
             };
-            let second = Draft {
-                id: *next_id,
+            pending.push(Draft {
+                id: first + 1,
                 wi: d.wi,
-                kind: StepKind::Migrate,
-                from: Some(stage),
+                kind: second_kind,
+                from: second_from,
                 to: Some(to),
                 after: vec![first],
                 rewritten: true,
                 goal: Some(to),
-            };
-            *next_id += 1;
-            // The second hop waits at the end of the queue.
-            pending.push(second);
-            return true;
-        }
-        if p.workloads[d.wi].disruption_allowed {
-            let stop = *next_id;
-            *next_id += 1;
-            pending[k] = Draft {
-                id: stop,
-                kind: StepKind::Stop,
-                to: None,
-                rewritten: true,
-                ..d.clone()
-            };
-            let start = Draft {
-                id: *next_id,
-                wi: d.wi,
-                kind: StepKind::Start,
-                from: None,
-                to: Some(to),
-                after: vec![stop],
-                rewritten: true,
-                goal: Some(to),
-            };
-            *next_id += 1;
-            pending.push(start);
+            });
+            *next_id += 2;
             return true;
         }
     }

@@ -795,28 +795,29 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
                 }
             }
         }
-        for (&s, &n) in &in_count {
-            if n > limits.max_in_per_site {
-                bad!(
-                    "max_in_per_site",
-                    inst.sites[s].id.clone(),
-                    format!(
-                        "{label}: {n} steps arrive at {}, at most {}",
-                        inst.sites[s].id, limits.max_in_per_site
-                    )
-                );
-            }
-        }
-        for (&s, &n) in &out_count {
-            if n > limits.max_out_per_site {
-                bad!(
-                    "max_out_per_site",
-                    inst.sites[s].id.clone(),
-                    format!(
-                        "{label}: {n} steps leave {}, at most {}",
-                        inst.sites[s].id, limits.max_out_per_site
-                    )
-                );
+        for (rule, counts, most, verb) in [
+            (
+                "max_in_per_site",
+                &in_count,
+                limits.max_in_per_site,
+                "arrive at",
+            ),
+            (
+                "max_out_per_site",
+                &out_count,
+                limits.max_out_per_site,
+                "leave",
+            ),
+        ] {
+            for (&s, &n) in counts {
+                if n > most {
+                    let id = &inst.sites[s].id;
+                    bad!(
+                        rule,
+                        id.clone(),
+                        format!("{label}: {n} steps {verb} {id}, at most {most}")
+                    );
+                }
             }
         }
         for (&l, &n) in &link_count {
