@@ -7,8 +7,10 @@ deps:
 
 demo: deps
 	cargo run --release -- gen --sites 12 --workloads 80 --seed 7 --out target/demo-instance.json
-	cargo run --release -- solve --instance target/demo-instance.json --out target/demo-placement.json --time-limit 30
+	cargo run --release -- solve --instance target/demo-instance.json --out target/demo-placement.json --plan-out target/demo-plan.json --time-limit 30
 	cargo run --release -- verify --instance target/demo-instance.json --placement target/demo-placement.json > /dev/null
+	cargo run --release -- verify-plan --instance target/demo-instance.json --plan target/demo-plan.json > /dev/null
+	cargo run --release -- whatif --scenarios examples/what-if.yaml --out target/demo-whatif.csv
 
 test: deps
 	cargo test
@@ -20,3 +22,4 @@ lint: deps
 bench: deps
 	cargo bench --bench planner
 	cargo bench --bench exact_solver
+	cargo bench --bench whatif
