@@ -85,6 +85,14 @@ impl Checker {
     }
 }
 
+/// Structural problems only (types, ranges, references, duplicates), without
+/// the costlier check for workloads no site could host.
+pub fn validate_structure(instance: &Instance) -> Vec<Issue> {
+    let mut c = Checker::default();
+    structural(instance, &mut c);
+    c.issues
+}
+
 /// All problems of an instance; empty when it is valid.
 pub fn validate(instance: &Instance) -> Vec<Issue> {
     let mut c = Checker::default();

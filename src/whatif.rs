@@ -17,7 +17,7 @@ use crate::plan::plan;
 use crate::problem::Problem;
 use crate::report::SolveReport;
 use crate::solver::{solve, SolveOptions};
-use crate::validate::{validate, Issue};
+use crate::validate::{validate_structure, Issue};
 
 /// A scenario file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -365,11 +365,7 @@ pub fn apply(base: &Instance, scenario: &Scenario, path: &str) -> Result<Instanc
     }
     // Structural problems only: a workload no site can host any more is a
     // finding of the scenario (unplaced), not an error.
-    issues.extend(
-        validate(&inst)
-            .into_iter()
-            .filter(|i| !i.message.starts_with("no site could ever host")),
-    );
+    issues.extend(validate_structure(&inst));
     if issues.is_empty() {
         Ok(inst)
     } else {
