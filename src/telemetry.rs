@@ -92,6 +92,10 @@ pub struct SanityLimits {
     pub max_temperature_rate_c_per_s: f64,
     /// A sensor silent this long is stale.
     pub stale_after_s: f64,
+    /// Samples per sensor kept for percentiles (bounded memory per sensor).
+    pub window_samples: usize,
+    /// Weight of the newest sample in the EWMA (0–1).
+    pub ewma_alpha: f64,
 }
 
 impl Default for SanityLimits {
@@ -102,11 +106,13 @@ impl Default for SanityLimits {
             max_power_kw: 10_000.0,
             max_temperature_rate_c_per_s: 0.2,
             stale_after_s: 600.0,
+            window_samples: WINDOW,
+            ewma_alpha: 0.1,
         }
     }
 }
 
-/// Samples kept per sensor for percentiles.
+/// Default samples kept per sensor for percentiles.
 pub const WINDOW: usize = 256;
 /// Hourly points kept per series (two weeks).
 pub const HOURS_KEPT: usize = 24 * 14;
@@ -139,6 +145,20 @@ impl SensorState {
         let i = ((v.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
         v[i]
     }
+}
+
+/// A site's state as its fresh sensors report it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SiteSummary {
+    /// EWMA of the warmest ambient sensor, °C.
+    pub ambient_c: Option<f64>,
+    pub humidity_pct: Option<f64>,
+    /// The hottest rack's 95th-percentile inlet over its window, °C.
+    pub max_inlet_p95_c: Option<f64>,
+    /// Sum of the racks' latest power, kW.
+    pub rack_power_kw: Option<f64>,
+    pub site_power_kw: Option<f64>,
+    pub stale_sensors: usize,
 }
 
 /// An hourly series built from readings (mean per hour), bounded.
@@ -303,17 +323,18 @@ impl TelemetryState {
                 last_s: r.timestamp_s,
                 ewma: v,
                 count: 0,
-                window: VecDeque::with_capacity(WINDOW),
+                window: VecDeque::new(),
             });
+        let (alpha, keep) = (self.limits.ewma_alpha, self.limits.window_samples.max(1));
         s.last = v;
         s.last_s = r.timestamp_s;
         s.ewma = if s.count == 0 {
             v
         } else {
-            0.1 * v + 0.9 * s.ewma
+            alpha * v + (1.0 - alpha) * s.ewma
         };
         s.count += 1;
-        if s.window.len() == WINDOW {
+        while s.window.len() >= keep {
             s.window.pop_front();
         }
         s.window.push_back(v);
@@ -389,6 +410,29 @@ impl TelemetryState {
             q.pop_front();
         }
         q.push_back(pair);
+    }
+
+    /// The site's state from its fresh sensors at `now_s`.
+    pub fn site_summary(&self, site: &str, now_s: f64) -> SiteSummary {
+        let fresh = |k: SensorKind| {
+            self.sensors.values().filter(move |s| {
+                s.site == site && s.kind == k && now_s - s.last_s <= self.limits.stale_after_s
+            })
+        };
+        SiteSummary {
+            ambient_c: fresh(SensorKind::Ambient).map(|s| s.ewma).reduce(f64::max),
+            humidity_pct: fresh(SensorKind::Humidity).map(|s| s.ewma).reduce(f64::max),
+            max_inlet_p95_c: fresh(SensorKind::Inlet)
+                .map(|s| s.quantile(0.95))
+                .reduce(f64::max),
+            rack_power_kw: fresh(SensorKind::RackPower)
+                .map(|s| s.last)
+                .reduce(|a, b| a + b),
+            site_power_kw: fresh(SensorKind::SitePower)
+                .map(|s| s.last)
+                .reduce(f64::max),
+            stale_sensors: self.stale_sensors(site, now_s).len(),
+        }
     }
 
     /// Sensors of a site that have gone silent by `now_s`.

@@ -319,3 +319,45 @@ fn a_heat_wave_lowers_capacity_and_moves_load_away() {
     );
     assert_eq!(problem.kpis(&solved.x).slo_violations, 0);
 }
+
+#[test]
+fn windows_are_bounded_and_configurable() {
+    let mut t = TelemetryState::new(edgeplan::telemetry::SanityLimits {
+        window_samples: 10,
+        ..Default::default()
+    });
+    for k in 0..1000 {
+        let ts = 60.0 * k as f64;
+        t.ingest(
+            &reading(
+                "in1",
+                "a",
+                Some("r1"),
+                SensorKind::Inlet,
+                "C",
+                20.0 + (k % 20) as f64 * 0.5,
+                ts,
+            ),
+            known,
+        )
+        .unwrap();
+        t.ingest(
+            &reading("pw1", "a", Some("r1"), SensorKind::RackPower, "kW", 3.0, ts),
+            known,
+        )
+        .unwrap();
+    }
+    let s = &t.sensors["in1"];
+    assert_eq!(s.count, 1000);
+    // The last ten samples are k = 990..999: 20 + (10..19) · 0.5 = 25.0 … 29.5.
+    assert_eq!(s.quantile(0.0), 25.0);
+    assert_eq!(s.quantile(1.0), 29.5);
+    let summary = t.site_summary("a", 60.0 * 999.0);
+    assert_eq!(summary.rack_power_kw, Some(3.0));
+    assert!(summary.max_inlet_p95_c.unwrap() >= 29.0);
+    assert_eq!(
+        t.site_summary("a", 60.0 * 999.0 + 3600.0).max_inlet_p95_c,
+        None,
+        "stale sensors are not reported as fresh"
+    );
+}
