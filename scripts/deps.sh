@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Bring what HiGHS's build needs: cmake and libclang (for bindgen).
+# Bring what the build and the tests need: cmake and libclang (for HiGHS's
+# bindgen), and grpcio + grpcio-tools (the Python client test).
 # Uses Debian packages when run as root, else PyPI wheels in the user's site.
 set -euo pipefail
+if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
+  echo "deps: installing grpcio and grpcio-tools from PyPI (Python client test)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --user grpcio grpcio-tools 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools
+fi
 have_libclang() {
   ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || [ -n "${LIBCLANG_PATH:-}" ]
 }

@@ -6,9 +6,12 @@
 //! [`forecast`], [`effective`], [`whatif`]. The shell: the binary's CLI,
 //! [`archive`] and [`tables`] (Parquet / CSV / JSON files).
 
+pub mod alarm;
+pub mod api;
 pub mod archive;
 pub mod effective;
 pub mod error;
+pub mod execution;
 pub mod explain;
 pub mod forecast;
 pub mod gen;
@@ -20,6 +23,7 @@ pub mod plan;
 pub mod problem;
 pub mod report;
 pub mod server_models;
+pub mod service;
 pub mod solver;
 pub mod tables;
 pub mod telemetry;

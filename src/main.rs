@@ -32,6 +32,56 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the gRPC service (inventory, telemetry, placement, dispatch).
+    Serve {
+        /// YAML file with the service's settings (see README); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (default 127.0.0.1:50051).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Directory of the database file (default ./edgeplan-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Provisioner endpoint, e.g. http://127.0.0.1:50052 (repeatable).
+        #[arg(long = "provisioner")]
+        provisioners: Vec<String>,
+        /// Re-plan on its own when a site crosses a threshold.
+        #[arg(long)]
+        continuous: bool,
+        /// Approve automatic plans without an operator.
+        #[arg(long)]
+        auto_approve: bool,
+        /// Ask provisioners to take this share of each step's modelled time.
+        #[arg(long)]
+        time_scale: Option<f64>,
+    },
+    /// Run the reference provisioner, which simulates executing plan steps.
+    ProvisionerSim {
+        #[arg(long, default_value = "127.0.0.1:50052")]
+        listen: std::net::SocketAddr,
+        /// Append every executed step here (and honour its keys after a restart).
+        #[arg(long)]
+        journal: Option<PathBuf>,
+        /// Steps of this workload fail (repeatable).
+        #[arg(long = "fail-workload")]
+        fail_workloads: Vec<String>,
+        /// Share of steps that fail at random.
+        #[arg(long, default_value_t = 0.0)]
+        fail_rate: f64,
+        /// Multiplier on each step's expected duration.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Register an instance file's fleet with a running service.
+    Push {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        server: String,
+        #[arg(long)]
+        instance: PathBuf,
+    },
     /// Check an instance file; lists every problem with its path.
     Validate { file: PathBuf },
     /// Print the JSON Schema of the instance format.
@@ -270,8 +320,120 @@ fn read_telemetry(
     Ok((state, accepted, malformed))
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            provisioners,
+            continuous,
+            auto_approve,
+            time_scale,
+        } => {
+            let mut cfg: edgeplan::service::Config = match &config {
+                Some(path) => {
+                    let text = read(path)?;
+                    let value: serde_json::Value = serde_yaml::from_str(&text)
+                        .with_context(|| format!("{} is not YAML", path.display()))?;
+                    serde_path_to_error::deserialize(value).map_err(|e| {
+                        anyhow::anyhow!("{}: {}: {}", path.display(), e.path(), e.inner())
+                    })?
+                }
+                None => edgeplan::service::Config::default(),
+            };
+            if let Some(l) = listen {
+                cfg.listen = l;
+            }
+            if let Some(d) = data_dir {
+                cfg.data_dir = d;
+            }
+            if !provisioners.is_empty() {
+                cfg.provisioners = provisioners;
+            }
+            cfg.continuous.enabled |= continuous;
+            cfg.continuous.auto_approve |= auto_approve;
+            if let Some(t) = time_scale {
+                cfg.dispatch.time_scale = t;
+            }
+            runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(cfg.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+                eprintln!(
+                    "edgeplan listening on {} (data in {})",
+                    listener.local_addr()?,
+                    cfg.data_dir.display()
+                );
+                edgeplan::service::serve_on(cfg, listener, shutdown_signal()).await
+            })?;
+        }
+        Command::ProvisionerSim {
+            listen,
+            journal,
+            fail_workloads,
+            fail_rate,
+            speed,
+            seed,
+        } => {
+            let cfg = edgeplan::service::provisioner_sim::SimConfig {
+                listen,
+                fail_workloads,
+                fail_rate,
+                seed,
+                journal,
+                speed,
+            };
+            runtime()?.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(cfg.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+                eprintln!("provisioner-sim listening on {}", listener.local_addr()?);
+                edgeplan::service::provisioner_sim::serve_on(cfg, listener, shutdown_signal()).await
+            })?;
+        }
+        Command::Push { server, instance } => {
+            let inst = load(&instance)?;
+            let version =
+                runtime()?.block_on(edgeplan::service::client::push_instance(&server, &inst))?;
+            eprintln!(
+                "pushed {} sites, {} links, {} regions, {} workloads; state version {version}",
+                inst.sites.len(),
+                inst.network.links.len(),
+                inst.regions.len(),
+                inst.workloads.len()
+            );
+        }
         Command::Validate { file } => {
             load(&file)?;
             eprintln!("{}: valid", file.display());

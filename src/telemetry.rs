@@ -33,6 +33,10 @@ pub enum SensorKind {
     Utilization,
     /// CPU utilisation of one workload's replicas, 0–1 (% accepted); `sensor` is the workload id.
     WorkloadUtilization,
+    /// Air volume through a rack or plant, m³/h (cfm accepted). Kept and shown, not modelled.
+    Airflow,
+    /// Fan speed, rpm. Kept and shown, not modelled.
+    FanSpeed,
 }
 
 /// One reading, shaped like a Synse reading.
@@ -121,8 +125,9 @@ pub const PAIR_WINDOW_S: f64 = 30.0;
 /// Paired samples kept per rack for the thermal fit.
 pub const PAIRS_KEPT: usize = 2048;
 
-/// A sensor's bounded state.
-#[derive(Debug, Clone, PartialEq)]
+/// A sensor's bounded state. The window is not stored (it refills in
+/// minutes); the rest is, so a restart keeps last values and EWMAs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SensorState {
     pub site: String,
     pub rack: Option<String>,
@@ -131,6 +136,7 @@ pub struct SensorState {
     pub last_s: f64,
     pub ewma: f64,
     pub count: u64,
+    #[serde(skip)]
     window: VecDeque<f64>,
 }
 
@@ -162,7 +168,7 @@ pub struct SiteSummary {
 }
 
 /// An hourly series built from readings (mean per hour), bounded.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HourlySeries {
     /// (hour index since epoch, mean) — consecutive hours; gaps repeat the last value.
     pub points: VecDeque<(i64, f64)>,
@@ -209,11 +215,15 @@ impl HourlySeries {
     }
 }
 
-/// All telemetry of a fleet.
-#[derive(Debug, Clone, Default)]
+/// All telemetry of a fleet. Serializes without the per-sensor windows and
+/// the fit pairs, which refill from new readings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TelemetryState {
     pub limits: SanityLimits,
     pub sensors: HashMap<String, SensorState>,
+    /// Site → its sensors' ids, so per-site lookups do not scan the fleet.
+    #[serde(skip)]
+    site_sensors: HashMap<String, Vec<String>>,
     pub accepted: u64,
     pub rejected: BTreeMap<Rejection, u64>,
     /// Site → hourly ambient.
@@ -221,8 +231,10 @@ pub struct TelemetryState {
     /// Workload → hourly utilisation.
     pub demand_hourly: HashMap<String, HourlySeries>,
     /// (site, rack) → recent (rack kW, inlet − supply °C) pairs.
+    #[serde(skip)]
     pub thermal_pairs: HashMap<(String, String), VecDeque<(f64, f64)>>,
     /// Site → recent (utilisation, site IT kW) pairs.
+    #[serde(skip)]
     pub power_pairs: HashMap<String, VecDeque<(f64, f64)>>,
 }
 
@@ -247,6 +259,12 @@ fn canonical(kind: SensorKind, unit: &str, v: f64) -> Option<f64> {
             "%" | "pct" | "percent" => Some(v / 100.0),
             _ => None,
         },
+        Airflow => match u.as_str() {
+            "m3/h" | "m³/h" => Some(v),
+            "cfm" => Some(v * 1.699_011),
+            _ => None,
+        },
+        FanSpeed => matches!(u.as_str(), "rpm").then_some(v),
     }
 }
 
@@ -256,6 +274,30 @@ impl TelemetryState {
             limits,
             ..Self::default()
         }
+    }
+
+    /// Rebuild the indexes of a deserialized state.
+    pub fn reindex(&mut self) {
+        self.site_sensors.clear();
+        let mut ids: Vec<&String> = self.sensors.keys().collect();
+        ids.sort();
+        for id in ids {
+            let site = &self.sensors[id].site;
+            self.site_sensors
+                .entry(site.clone())
+                .or_default()
+                .push(id.clone());
+        }
+    }
+
+    /// The sensors of one site.
+    fn at_site<'a>(&'a self, site: &str) -> impl Iterator<Item = (&'a str, &'a SensorState)> + 'a {
+        self.site_sensors
+            .get(site)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|id| self.sensors.get(id).map(|s| (id.as_str(), s)))
     }
 
     /// Check and take one reading; a rejected reading changes nothing but its counter.
@@ -290,6 +332,7 @@ impl TelemetryState {
             Humidity => (0.0..=100.0).contains(&v),
             RackPower | SitePower => (0.0..=l.max_power_kw).contains(&v),
             Utilization | WorkloadUtilization => (0.0..=1.0).contains(&v),
+            Airflow | FanSpeed => (0.0..=1e7).contains(&v),
         };
         if !in_range {
             return Err(Rejection::OutOfRange);
@@ -312,6 +355,12 @@ impl TelemetryState {
     }
 
     fn take(&mut self, r: &Reading, v: f64) {
+        if !self.sensors.contains_key(&r.sensor) {
+            self.site_sensors
+                .entry(r.site.clone())
+                .or_default()
+                .push(r.sensor.clone());
+        }
         let s = self
             .sensors
             .entry(r.sensor.clone())
@@ -351,17 +400,19 @@ impl TelemetryState {
                 .add(r.timestamp_s, v),
             SensorKind::Inlet => self.pair_thermal(r),
             SensorKind::SitePower | SensorKind::Utilization => self.pair_power(&r.site),
-            SensorKind::Supply | SensorKind::Humidity | SensorKind::RackPower => {}
+            SensorKind::Supply
+            | SensorKind::Humidity
+            | SensorKind::RackPower
+            | SensorKind::Airflow
+            | SensorKind::FanSpeed => {}
         }
     }
 
     /// Latest fresh reading of a kind at a site (rack-level kinds: any rack).
     pub fn latest(&self, site: &str, kind: SensorKind, rack: Option<&str>) -> Option<&SensorState> {
-        self.sensors
-            .values()
-            .filter(|s| {
-                s.site == site && s.kind == kind && (rack.is_none() || s.rack.as_deref() == rack)
-            })
+        self.at_site(site)
+            .map(|(_, s)| s)
+            .filter(|s| s.kind == kind && (rack.is_none() || s.rack.as_deref() == rack))
             .max_by(|a, b| a.last_s.total_cmp(&b.last_s))
     }
 
@@ -415,9 +466,9 @@ impl TelemetryState {
     /// The site's state from its fresh sensors at `now_s`.
     pub fn site_summary(&self, site: &str, now_s: f64) -> SiteSummary {
         let fresh = |k: SensorKind| {
-            self.sensors.values().filter(move |s| {
-                s.site == site && s.kind == k && now_s - s.last_s <= self.limits.stale_after_s
-            })
+            self.at_site(site)
+                .map(|(_, s)| s)
+                .filter(move |s| s.kind == k && now_s - s.last_s <= self.limits.stale_after_s)
         };
         SiteSummary {
             ambient_c: fresh(SensorKind::Ambient).map(|s| s.ewma).reduce(f64::max),
@@ -438,10 +489,9 @@ impl TelemetryState {
     /// Sensors of a site that have gone silent by `now_s`.
     pub fn stale_sensors(&self, site: &str, now_s: f64) -> Vec<(&str, SensorKind)> {
         let mut v: Vec<(&str, SensorKind)> = self
-            .sensors
-            .iter()
-            .filter(|(_, s)| s.site == site && now_s - s.last_s > self.limits.stale_after_s)
-            .map(|(id, s)| (id.as_str(), s.kind))
+            .at_site(site)
+            .filter(|(_, s)| now_s - s.last_s > self.limits.stale_after_s)
+            .map(|(id, s)| (id, s.kind))
             .collect();
         v.sort();
         v

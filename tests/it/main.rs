@@ -8,5 +8,6 @@ mod explanations;
 mod export;
 mod known_optimum;
 mod plan;
+mod service;
 mod telemetry;
 mod whatif;

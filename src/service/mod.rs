@@ -1,0 +1,395 @@
+//! The gRPC service (shell): inventory, telemetry, placement and plan
+//! dispatch around the pure core, with its state in an embedded database.
+//!
+//! One [`Shared`] value holds what the handlers and the background tasks
+//! (dispatcher, continuous re-planning, telemetry flusher) share. Writes take
+//! the state lock, commit to the store, then change memory, so memory never
+//! runs ahead of the disk. Locks are never held across an `.await`.
+
+pub mod client;
+pub mod continuous;
+pub mod dispatch;
+pub mod inventory;
+pub mod placement;
+pub mod provisioner_sim;
+pub mod store;
+pub mod telemetry;
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, Notify};
+use tonic::Status;
+
+use crate::api::pb;
+use crate::execution::Execution;
+use crate::instance::Instance;
+use crate::telemetry::{SanityLimits, TelemetryState};
+use crate::validate::Issue;
+use store::{Policy, Store};
+
+/// How the service runs. Every field has a default; a YAML file overrides
+/// them (`edgeplan serve --config FILE`), flags override the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the database file (`edgeplan.redb`) lives.
+    pub data_dir: PathBuf,
+    /// Provisioner endpoints (`http://host:port`); steps go to the first
+    /// that answers. Empty: approved plans wait.
+    pub provisioners: Vec<String>,
+    pub dispatch: DispatchConfig,
+    pub continuous: ContinuousConfig,
+    pub telemetry: SanityLimits,
+    /// Largest request message, bytes.
+    pub max_message_bytes: usize,
+    /// Most readings in one batch.
+    pub max_batch_readings: usize,
+    /// Most concurrent requests per connection.
+    pub max_concurrent_requests: usize,
+    /// Default solve time limit, seconds.
+    pub solve_time_limit_s: f64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("edgeplan-data"),
+            provisioners: Vec::new(),
+            dispatch: DispatchConfig::default(),
+            continuous: ContinuousConfig::default(),
+            telemetry: SanityLimits::default(),
+            max_message_bytes: 16 << 20,
+            max_batch_readings: 100_000,
+            max_concurrent_requests: 64,
+            solve_time_limit_s: 10.0,
+        }
+    }
+}
+
+/// How steps reach the provisioner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// A call's deadline: the step's expected duration × this factor …
+    pub timeout_factor: f64,
+    /// … plus this many seconds.
+    pub timeout_slack_s: f64,
+    /// Calls per step before it counts as failed (timeouts and transport errors).
+    pub max_attempts: u32,
+    /// First retry after this long; doubled each time.
+    pub backoff_initial_ms: u64,
+    /// Steps the provisioner is told to take this fraction of their modelled
+    /// time (simulations and tests run faster than real migrations).
+    pub time_scale: f64,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            timeout_factor: 3.0,
+            timeout_slack_s: 30.0,
+            max_attempts: 4,
+            backoff_initial_ms: 250,
+            time_scale: 1.0,
+        }
+    }
+}
+
+/// Re-planning on its own when telemetry or demand moves a site past a threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContinuousConfig {
+    pub enabled: bool,
+    /// How often sites are assessed, seconds.
+    pub interval_s: f64,
+    /// A site alarms when inlet headroom falls below this, °C …
+    pub min_inlet_headroom_c: f64,
+    /// … and clears only above it plus this, °C (hysteresis).
+    pub inlet_hysteresis_c: f64,
+    /// A site alarms when IT power exceeds this share of its effective limit …
+    pub max_power_use: f64,
+    /// … and clears only below it less this share.
+    pub power_hysteresis: f64,
+    /// Re-plan when replicas miss their latency SLO.
+    pub slo: bool,
+    /// At least this long between automatic plans, seconds.
+    pub min_interval_s: f64,
+    /// Approve automatic plans without an operator.
+    pub auto_approve: bool,
+    /// After a plan fails, plan again from the actual state.
+    pub replan_on_failure: bool,
+}
+
+impl Default for ContinuousConfig {
+    fn default() -> Self {
+        ContinuousConfig {
+            enabled: false,
+            interval_s: 5.0,
+            min_inlet_headroom_c: 1.0,
+            inlet_hysteresis_c: 1.0,
+            max_power_use: 0.95,
+            power_hysteresis: 0.05,
+            slo: true,
+            min_interval_s: 60.0,
+            auto_approve: false,
+            replan_on_failure: true,
+        }
+    }
+}
+
+/// The inventory and plans, as stored.
+pub struct State {
+    pub instance: Instance,
+    pub policy: Policy,
+    pub version: u64,
+    pub plans: BTreeMap<u64, Execution>,
+}
+
+impl State {
+    pub fn next_plan_id(&self) -> u64 {
+        self.plans.keys().next_back().map_or(1, |k| k + 1)
+    }
+}
+
+/// Telemetry and the site ids it accepts readings for.
+pub struct TelemetryHub {
+    pub state: TelemetryState,
+    pub sites: HashSet<String>,
+    /// Accepted readings not yet on disk.
+    pub dirty: bool,
+}
+
+/// A change to a plan, for `WatchPlan`.
+#[derive(Debug, Clone)]
+pub struct PlanChange {
+    pub plan_id: u64,
+    pub step: Option<usize>,
+}
+
+pub struct Shared {
+    pub config: Config,
+    pub store: Store,
+    state: Mutex<State>,
+    telemetry: Mutex<TelemetryHub>,
+    pub plan_changes: broadcast::Sender<PlanChange>,
+    /// Wakes the dispatcher (a plan was approved, a step finished).
+    pub dispatch_wake: Notify,
+    /// Wakes continuous mode (a plan ended).
+    pub replan_wake: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave half a write: memory is
+    // changed only after the store committed.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Open the data directory and read the stored state.
+    pub fn open(config: Config) -> anyhow::Result<Arc<Shared>> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store = Store::open(&config.data_dir.join("edgeplan.redb"))?;
+        let loaded = store.load()?;
+        let mut telemetry = match &loaded.telemetry {
+            Some(bytes) => serde_json::from_slice::<TelemetryState>(bytes)
+                .map_err(|e| anyhow::anyhow!("stored telemetry is corrupt: {e}"))?,
+            None => TelemetryState::default(),
+        };
+        telemetry.limits = config.telemetry.clone();
+        telemetry.reindex();
+        let sites = loaded.instance.sites.iter().map(|s| s.id.clone()).collect();
+        let policy = Policy {
+            name: loaded.instance.name.clone(),
+            objective: loaded.instance.objective.clone(),
+            limits: loaded.instance.limits.clone(),
+        };
+        let (plan_changes, _) = broadcast::channel(1024);
+        Ok(Arc::new(Shared {
+            config,
+            store,
+            state: Mutex::new(State {
+                instance: loaded.instance,
+                policy,
+                version: loaded.version,
+                plans: loaded.plans.into_iter().map(|e| (e.id, e)).collect(),
+            }),
+            telemetry: Mutex::new(TelemetryHub {
+                state: telemetry,
+                sites,
+                dirty: false,
+            }),
+            plan_changes,
+            dispatch_wake: Notify::new(),
+            replan_wake: Notify::new(),
+        }))
+    }
+
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    pub fn telemetry(&self) -> MutexGuard<'_, TelemetryHub> {
+        lock(&self.telemetry)
+    }
+
+    /// Write the telemetry state if readings arrived since the last write.
+    pub fn flush_telemetry(&self) -> Result<(), Status> {
+        let bytes = {
+            let mut hub = self.telemetry();
+            if !hub.dirty {
+                return Ok(());
+            }
+            hub.dirty = false;
+            serde_json::to_vec(&hub.state).map_err(|e| Status::internal(e.to_string()))?
+        };
+        self.store
+            .commit(&[store::Op::Telemetry(&bytes)])
+            .map_err(|e| {
+                self.telemetry().dirty = true;
+                Status::internal(format!("cannot store telemetry: {e}"))
+            })
+    }
+
+    pub fn notify_plan(&self, plan_id: u64, step: Option<usize>) {
+        let _ = self.plan_changes.send(PlanChange { plan_id, step });
+    }
+}
+
+/// Seconds since the Unix epoch (the shell's clock; the core gets time as a value).
+pub fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// INVALID_ARGUMENT listing the issues, with index paths (`sites[3]`)
+/// rewritten to ids (`sites[id=lisbon]`) so the caller sees its own names.
+pub fn invalid(issues: &[Issue], instance: &Instance) -> Status {
+    let lists: [(&str, Vec<&str>); 3] = [
+        (
+            "sites",
+            instance.sites.iter().map(|s| s.id.as_str()).collect(),
+        ),
+        (
+            "regions",
+            instance.regions.iter().map(|r| r.id.as_str()).collect(),
+        ),
+        (
+            "workloads",
+            instance.workloads.iter().map(|w| w.id.as_str()).collect(),
+        ),
+    ];
+    let rewrite = |path: &str| -> String {
+        for (name, ids) in &lists {
+            if let Some(rest) = path.strip_prefix(&format!("{name}[")) {
+                if let Some((idx, tail)) = rest.split_once(']') {
+                    if let Some(id) = idx.parse::<usize>().ok().and_then(|i| ids.get(i)) {
+                        return format!("{name}[id={id}]{tail}");
+                    }
+                }
+            }
+        }
+        if let Some(rest) = path.strip_prefix("network.links[") {
+            if let Some((idx, tail)) = rest.split_once(']') {
+                if let Some(l) = idx
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| instance.network.links.get(i))
+                {
+                    return format!("links[id={}]{tail}", store::link_key(l));
+                }
+            }
+        }
+        path.to_string()
+    };
+    let text: Vec<String> = issues
+        .iter()
+        .take(20)
+        .map(|i| format!("{}: {}", rewrite(&i.path), i.message))
+        .collect();
+    let more = issues.len().saturating_sub(20);
+    Status::invalid_argument(if more > 0 {
+        format!("{}; and {more} more", text.join("; "))
+    } else {
+        text.join("; ")
+    })
+}
+
+/// Start everything and serve until `shutdown` resolves.
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    serve_on(config, listener, shutdown).await
+}
+
+/// As [`serve`], on a bound listener (port 0 in tests).
+pub async fn serve_on(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let shared = Shared::open(config)?;
+    let addr = listener.local_addr()?;
+    let max = shared.config.max_message_bytes;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for name in [
+        "edgeplan.v1.Inventory",
+        "edgeplan.v1.Telemetry",
+        "edgeplan.v1.Placement",
+        "",
+    ] {
+        health_reporter
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let tasks = [
+        tokio::spawn(dispatch::run(shared.clone())),
+        tokio::spawn(continuous::run(shared.clone())),
+        tokio::spawn(telemetry::flusher(shared.clone())),
+    ];
+    tracing::info!(%addr, data_dir = %shared.config.data_dir.display(), "edgeplan serving");
+
+    let result = tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(shared.config.max_concurrent_requests)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            pb::inventory_server::InventoryServer::new(inventory::InventoryApi(shared.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::telemetry_server::TelemetryServer::new(telemetry::TelemetryApi(shared.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            pb::placement_server::PlacementServer::new(placement::PlacementApi(shared.clone()))
+                .max_decoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await;
+    for t in tasks {
+        t.abort();
+    }
+    shared.flush_telemetry().ok();
+    result.map_err(Into::into)
+}

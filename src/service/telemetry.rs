@@ -1,0 +1,209 @@
+//! The Telemetry service: batched Synse-shaped readings through the core's
+//! sanity checks into the telemetry state; the reply comes once the accepted
+//! readings are on disk. A watch streams each site's state.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Shared, TelemetryHub};
+use crate::api::convert;
+use crate::api::pb;
+
+pub struct TelemetryApi(pub Arc<Shared>);
+
+/// Rejected readings reported by example, at most this many per call.
+const EXAMPLES: usize = 100;
+
+#[derive(Default)]
+struct Tally {
+    accepted: u64,
+    rejected: u64,
+    by_reason: BTreeMap<String, u64>,
+    examples: Vec<pb::RejectedReading>,
+    batches: u64,
+}
+
+impl Tally {
+    fn reject(&mut self, batch: u64, index: usize, device_id: &str, reason: String) {
+        self.rejected += 1;
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(pb::RejectedReading {
+                batch,
+                index: index as u32,
+                device_id: device_id.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        *self.by_reason.entry(reason).or_default() += 1;
+    }
+}
+
+/// Take one batch under the telemetry lock.
+fn take_batch(hub: &mut TelemetryHub, batch_no: u64, batch: pb::ReadingBatch, tally: &mut Tally) {
+    let TelemetryHub {
+        state,
+        sites,
+        dirty,
+    } = hub;
+    for (i, r) in batch.readings.into_iter().enumerate() {
+        let kind = match convert::sensor_kind(r.device_type, r.placement) {
+            Ok(k) => k,
+            Err(why) => {
+                tally.reject(batch_no, i, &r.device_id, why.to_string());
+                continue;
+            }
+        };
+        if r.device_id.is_empty() {
+            tally.reject(batch_no, i, "", "device_id is required".into());
+            continue;
+        }
+        let reading = convert::reading_from_pb(r, kind);
+        match state.ingest(&reading, |s| sites.contains(s)) {
+            Ok(()) => {
+                tally.accepted += 1;
+                *dirty = true;
+            }
+            Err(why) => tally.reject(batch_no, i, &reading.sensor, why.to_string()),
+        }
+    }
+}
+
+/// Write accepted readings to disk every couple of seconds, so a stream
+/// that never ends still gets stored.
+pub async fn flusher(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || s.flush_telemetry()).await;
+    }
+}
+
+type SiteStream = Pin<Box<dyn Stream<Item = Result<pb::SiteStates, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::telemetry_server::Telemetry for TelemetryApi {
+    async fn ingest(
+        &self,
+        req: Request<Streaming<pb::ReadingBatch>>,
+    ) -> Result<Response<pb::IngestSummary>, Status> {
+        let mut stream = req.into_inner();
+        let max = self.0.config.max_batch_readings;
+        let mut tally = Tally::default();
+        while let Some(batch) = stream.message().await? {
+            let batch_no = tally.batches;
+            tally.batches += 1;
+            if batch.readings.len() > max {
+                return Err(Status::invalid_argument(format!(
+                    "batch {batch_no}: {} readings, at most {max} per batch",
+                    batch.readings.len()
+                )));
+            }
+            let shared = self.0.clone();
+            tally = tokio::task::spawn_blocking(move || {
+                take_batch(&mut shared.telemetry(), batch_no, batch, &mut tally);
+                tally
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        let shared = self.0.clone();
+        tokio::task::spawn_blocking(move || shared.flush_telemetry())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        self.0.replan_wake.notify_one();
+        Ok(Response::new(pb::IngestSummary {
+            accepted: tally.accepted,
+            rejected: tally.rejected,
+            rejected_by_reason: tally.by_reason.into_iter().collect(),
+            examples: tally.examples,
+            batches: tally.batches,
+        }))
+    }
+
+    type WatchSitesStream = SiteStream;
+
+    async fn watch_sites(
+        &self,
+        req: Request<pb::WatchSitesRequest>,
+    ) -> Result<Response<Self::WatchSitesStream>, Status> {
+        let req = req.into_inner();
+        let interval = Duration::from_millis(u64::from(req.interval_ms.max(100)));
+        let known: Vec<String> = self
+            .0
+            .state()
+            .instance
+            .sites
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
+        if let Some(unknown) = req.sites.iter().find(|s| !known.contains(s)) {
+            return Err(Status::not_found(format!(
+                "site {unknown} is not in the inventory"
+            )));
+        }
+        let shared = self.0.clone();
+        let wanted = req.sites;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let s = shared.clone();
+                let w = wanted.clone();
+                let states = tokio::task::spawn_blocking(move || site_states(&s, &w))
+                    .await
+                    .unwrap_or_else(|e| Err(Status::internal(e.to_string())));
+                if tx.send(states).await.is_err() {
+                    return; // the client went away
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Each wanted site's sensors and, from the current placement under the
+/// effective limits, its headroom.
+pub fn site_states(shared: &Shared, wanted: &[String]) -> Result<pb::SiteStates, Status> {
+    let view = super::placement::View::now(shared)?;
+    let hub = shared.telemetry();
+    let mut out = Vec::new();
+    for kpi in &view.eval.sites {
+        if !wanted.is_empty() && !wanted.contains(&kpi.site) {
+            continue;
+        }
+        let summary = hub.state.site_summary(&kpi.site, view.now_s);
+        let sensors = hub
+            .state
+            .sensors
+            .values()
+            .filter(|s| s.site == kpi.site)
+            .count() as u32;
+        out.push(pb::SiteState {
+            site: kpi.site.clone(),
+            ambient_c: summary.ambient_c,
+            humidity_pct: summary.humidity_pct,
+            max_inlet_c: summary.max_inlet_p95_c,
+            site_power_kw: summary.site_power_kw.or(summary.rack_power_kw),
+            utilization: hub
+                .state
+                .latest(&kpi.site, crate::telemetry::SensorKind::Utilization, None)
+                .map(|s| s.ewma),
+            fresh_sensors: sensors.saturating_sub(summary.stale_sensors as u32),
+            stale_sensors: summary.stale_sensors as u32,
+            it_kw: kpi.it_kw,
+            it_limit_kw: kpi.it_limit_kw,
+            inlet_headroom_c: kpi.inlet_limit_c - kpi.inlet_c,
+            power_headroom_kw: kpi.it_limit_kw - kpi.it_kw,
+            binding: format!("{:?}", kpi.binding).to_lowercase(),
+        });
+    }
+    Ok(pb::SiteStates { sites: out })
+}

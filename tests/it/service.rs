@@ -1,0 +1,820 @@
+//! The gRPC service over real loopback: the `edgeplan serve` and
+//! `edgeplan provisioner-sim` binaries started as a user would, driven
+//! through tonic clients (and a Python client).
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use edgeplan::api::pb;
+use edgeplan::api::pb::inventory_client::InventoryClient;
+use edgeplan::api::pb::placement_client::PlacementClient;
+use edgeplan::api::pb::telemetry_client::TelemetryClient;
+use edgeplan::gen::{generate, GenOptions};
+use edgeplan::instance::Instance;
+use edgeplan::service::client::push_instance;
+use tonic::Code;
+
+/// A child process, killed when dropped.
+struct Proc {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Start `edgeplan <args>` and wait for its "listening on ADDR" line.
+    fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+            .args(args)
+            .env("EDGEPLAN_LOG", "edgeplan=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edgeplan");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("edgeplan {args:?} exited before listening"))
+                .expect("read stderr");
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().expect("address").to_string();
+            }
+        };
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("  | {line}");
+            }
+        });
+        Proc { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// SIGKILL: no shutdown hook runs.
+    fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sim(journal: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "provisioner-sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--journal",
+        journal.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&args)
+}
+
+fn server(data: &Path, provisioner: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--provisioner",
+        provisioner,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&args)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn fleet(seed: u64) -> Instance {
+    generate(&GenOptions {
+        sites: 5,
+        workloads: 14,
+        replicas: None,
+        seed,
+        load: 0.6,
+    })
+    .expect("gen")
+}
+
+fn ambient_batch(inst: &Instance, now: f64, hot: Option<(&str, f64)>) -> pb::ReadingBatch {
+    pb::ReadingBatch {
+        readings: inst
+            .sites
+            .iter()
+            .map(|s| pb::Reading {
+                device_id: format!("{}/outside", s.id),
+                site: s.id.clone(),
+                rack: String::new(),
+                device_type: pb::DeviceType::Temperature as i32,
+                placement: pb::DevicePlacement::Outside as i32,
+                unit: "C".into(),
+                value: match hot {
+                    Some((id, t)) if id == s.id => t,
+                    _ => s.ambient.current_c,
+                },
+                timestamp_s: now,
+            })
+            .collect(),
+    }
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+async fn connect<T>(url: &str, make: impl Fn(tonic::transport::Channel) -> T) -> T {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    make(ch)
+}
+
+/// Watch a plan until it ends; returns its final summary and the step events seen.
+async fn watch_to_end(url: &str, plan_id: u64, limit: Duration) -> (pb::PlanSummary, usize) {
+    let mut placement = connect(url, PlacementClient::new).await;
+    let mut stream = placement
+        .watch_plan(pb::PlanRef { plan_id })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut last = None;
+    let mut step_events = 0;
+    let deadline = Instant::now() + limit;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline.into(), stream.message())
+        .await
+        .expect("plan did not end in time")
+    {
+        step_events += usize::from(ev.step.is_some());
+        last = ev.summary;
+    }
+    (last.expect("at least one event"), step_events)
+}
+
+/// Executions at the provisioner, by idempotency key.
+fn journal_counts(path: &Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let key = line.split('\t').next().unwrap().to_string();
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[test]
+fn register_solve_approve_dispatch_to_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.tsv");
+    let sim = sim(&journal, &[]);
+    let srv = server(
+        &dir.path().join("data"),
+        &sim.url(),
+        &["--time-scale", "0.002"],
+    );
+    let url = srv.url();
+    let inst = fleet(3);
+    rt().block_on(async {
+        // Health and reflection, as grpcurl would use them.
+        let mut health = connect(&url, tonic_health::pb::health_client::HealthClient::new).await;
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "edgeplan.v1.Placement".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            status.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        let services = reflection_list(&url).await;
+        for s in [
+            "edgeplan.v1.Inventory",
+            "edgeplan.v1.Telemetry",
+            "edgeplan.v1.Placement",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(services.contains(&s.to_string()), "{s} not in {services:?}");
+        }
+
+        let version = push_instance(&url, &inst).await.unwrap();
+        assert!(version >= 5, "one version per change, got {version}");
+        let mut telemetry = connect(&url, TelemetryClient::new).await;
+        let summary = telemetry
+            .ingest(tokio_stream::iter(vec![ambient_batch(
+                &inst,
+                now_s(),
+                None,
+            )]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(summary.accepted, inst.sites.len() as u64);
+        assert_eq!(summary.rejected, 0);
+
+        let mut placement = connect(&url, PlacementClient::new).await;
+        let solved = placement
+            .solve(pb::SolveRequest {
+                time_limit_s: Some(10.0),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let plan = solved.plan.clone().unwrap();
+        let steps = plan.steps.len();
+        assert!(steps > 0, "the generated placement should be improvable");
+        assert_eq!(
+            plan.summary.as_ref().unwrap().state,
+            pb::PlanState::Recommended as i32
+        );
+        // Nothing runs before approval.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(journal_counts(&journal).is_empty());
+
+        placement
+            .approve_plan(pb::PlanRef {
+                plan_id: solved.plan_id,
+            })
+            .await
+            .unwrap();
+        let (end, step_events) = watch_to_end(&url, solved.plan_id, Duration::from_secs(120)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+        assert_eq!(end.succeeded as usize, steps);
+        assert!(step_events >= 1);
+
+        // Each step ran exactly once at the provisioner.
+        let counts = journal_counts(&journal);
+        assert_eq!(counts.len(), steps);
+        assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+
+        // The inventory now holds the placement the plan reached.
+        let snapshot = connect(&url, InventoryClient::new)
+            .await
+            .get_inventory(pb::GetInventoryRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if plan.blocked.is_empty() {
+            let mut target: BTreeMap<(String, String), u32> = BTreeMap::new();
+            for a in &solved.placement {
+                target.insert((a.workload.clone(), a.site.clone()), a.replicas);
+            }
+            let mut now: BTreeMap<(String, String), u32> = BTreeMap::new();
+            for w in &snapshot.workloads {
+                for (site, n) in &w.current {
+                    if *n > 0 {
+                        now.insert((w.id.clone(), site.clone()), *n);
+                    }
+                }
+            }
+            assert_eq!(now, target);
+        }
+        // A second solve from the reached state finds nothing left to move.
+        let again = placement
+            .solve(pb::SolveRequest {
+                time_limit_s: Some(10.0),
+                dry_run: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.plan_id, 0, "a dry run stores nothing");
+        assert!(again.kpis_after.unwrap().moves <= again.kpis_before.unwrap().moves + steps as u64);
+    });
+}
+
+async fn reflection_list(url: &str) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut client = connect(url, ServerReflectionClient::new).await;
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    match resp.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+#[test]
+fn kill_9_mid_plan_resumes_without_running_a_step_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.tsv");
+    let data = dir.path().join("data");
+    let sim = sim(&journal, &[]);
+    let srv = server(&data, &sim.url(), &["--time-scale", "0.01"]);
+    let inst = fleet(5);
+    let runtime = rt();
+    let (plan_id, steps) = runtime.block_on(async {
+        push_instance(&srv.url(), &inst).await.unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let solved = placement
+            .solve(pb::SolveRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let steps = solved.plan.unwrap().steps.len();
+        assert!(steps >= 3, "need a plan with a few steps, got {steps}");
+        placement
+            .approve_plan(pb::PlanRef {
+                plan_id: solved.plan_id,
+            })
+            .await
+            .unwrap();
+        // Wait until some, not all, steps have succeeded.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let p = placement
+                .get_plan(pb::PlanRef {
+                    plan_id: solved.plan_id,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let s = p.summary.unwrap();
+            if s.succeeded >= 1 {
+                assert!(
+                    (s.succeeded as usize) < steps,
+                    "plan finished before the kill; slow the steps down"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "no step finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (solved.plan_id, steps)
+    });
+    srv.kill9();
+    let before_restart = journal_counts(&journal);
+    let srv = server(&data, &sim.url(), &["--time-scale", "0.01"]);
+    runtime.block_on(async {
+        let (end, _) = watch_to_end(&srv.url(), plan_id, Duration::from_secs(120)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+        assert_eq!(end.succeeded as usize, steps);
+    });
+    let counts = journal_counts(&journal);
+    assert_eq!(counts.len(), steps, "every step executed");
+    assert!(
+        counts.values().all(|&n| n == 1),
+        "a step ran twice: {counts:?}"
+    );
+    assert!(before_restart.len() < steps);
+}
+
+#[test]
+fn a_failed_step_holds_the_rest_and_fails_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.tsv");
+    let inst = fleet(3);
+    // Fail every step of every workload: the first wave fails, nothing after it starts.
+    let ids: Vec<String> = inst.workloads.iter().map(|w| w.id.clone()).collect();
+    let mut args = Vec::new();
+    for id in &ids {
+        args.push("--fail-workload");
+        args.push(id.as_str());
+    }
+    let sim = sim(&journal, &args);
+    let srv = server(
+        &dir.path().join("data"),
+        &sim.url(),
+        &["--time-scale", "0.001"],
+    );
+    rt().block_on(async {
+        push_instance(&srv.url(), &inst).await.unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let solved = placement
+            .solve(pb::SolveRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        placement
+            .approve_plan(pb::PlanRef {
+                plan_id: solved.plan_id,
+            })
+            .await
+            .unwrap();
+        let (end, _) = watch_to_end(&srv.url(), solved.plan_id, Duration::from_secs(60)).await;
+        assert_eq!(end.state, pb::PlanState::Failed as i32);
+        assert_eq!(end.succeeded, 0);
+        let view = placement
+            .get_plan(pb::PlanRef {
+                plan_id: solved.plan_id,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(view.error.contains("failed"), "{}", view.error);
+        let ran = journal_counts(&std::path::PathBuf::from(&journal)).len();
+        let pending = view
+            .steps
+            .iter()
+            .filter(|s| s.state == pb::StepState::Pending as i32)
+            .count();
+        assert!(ran >= 1);
+        assert_eq!(
+            view.steps.len(),
+            ran + pending,
+            "every step either ran (and failed) or was held"
+        );
+        // The inventory's placement did not change: nothing succeeded.
+        let snap = connect(&srv.url(), InventoryClient::new)
+            .await
+            .get_inventory(pb::GetInventoryRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        for (w, orig) in snap.workloads.iter().zip(&inst.workloads) {
+            let now: BTreeMap<String, u32> = w.current.clone().into_iter().collect();
+            assert_eq!(now, orig.current, "{}", w.id);
+        }
+    });
+}
+
+#[test]
+fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(&dir.path().join("data"), &sim.url(), &[]);
+    let inst = fleet(3);
+    rt().block_on(async {
+        let version = push_instance(&srv.url(), &inst).await.unwrap();
+        let mut inv = connect(&srv.url(), InventoryClient::new).await;
+
+        // A bad value: the field path names the site by id.
+        let mut bad = edgeplan::api::convert::site_to_pb(&inst.sites[1]);
+        bad.power.as_mut().unwrap().cap_kw = -5.0;
+        let err = inv
+            .upsert_sites(pb::UpsertSitesRequest { sites: vec![bad] })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message()
+                .contains(&format!("sites[id={}].power.cap_kw", inst.sites[1].id)),
+            "{}",
+            err.message()
+        );
+        // A missing part.
+        let mut partial = edgeplan::api::convert::site_to_pb(&inst.sites[0]);
+        partial.cooling = None;
+        let err = inv
+            .upsert_sites(pb::UpsertSitesRequest {
+                sites: vec![partial],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains("sites[0].cooling: required"),
+            "{}",
+            err.message()
+        );
+        // A workload naming an unknown region.
+        let mut w = edgeplan::api::convert::workload_to_pb(&inst.workloads[0]);
+        w.traffic[0].region = "atlantis".into();
+        let err = inv
+            .upsert_workloads(pb::UpsertWorkloadsRequest { workloads: vec![w] })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("atlantis"), "{}", err.message());
+        // Unknown ids.
+        let err = inv
+            .delete(pb::DeleteRequest {
+                kind: pb::EntityKind::Site as i32,
+                ids: vec!["nowhere".into()],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert!(err.message().contains("nowhere"));
+        // Still referenced.
+        let busy = inst
+            .workloads
+            .iter()
+            .find_map(|w| w.current.keys().next().cloned())
+            .unwrap();
+        let err = inv
+            .delete(pb::DeleteRequest {
+                kind: pb::EntityKind::Site as i32,
+                ids: vec![busy.clone()],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(err.message().contains(&busy));
+        // Nothing of that reached the store: same version, same sites.
+        let snap = inv
+            .get_inventory(pb::GetInventoryRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(snap.version, version);
+        assert_eq!(snap.sites.len(), inst.sites.len());
+        assert_eq!(
+            snap.sites[1].power.as_ref().unwrap().cap_kw,
+            inst.sites
+                .iter()
+                .find(|s| s.id == snap.sites[1].id)
+                .unwrap()
+                .power
+                .cap_kw
+        );
+
+        // Telemetry: every bad reading counted with its reason and named.
+        let mut tel = connect(&srv.url(), TelemetryClient::new).await;
+        let mut batch = ambient_batch(&inst, now_s(), None);
+        batch.readings[0].value = f64::NAN;
+        batch.readings[1].site = "nowhere".into();
+        batch.readings[2].unit = "parsecs".into();
+        batch.readings[3].device_type = pb::DeviceType::Unspecified as i32;
+        let s = tel
+            .ingest(tokio_stream::iter(vec![batch]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(s.rejected, 4);
+        assert_eq!(s.accepted, inst.sites.len() as u64 - 4);
+        let named: HashSet<u32> = s.examples.iter().map(|e| e.index).collect();
+        assert_eq!(named, HashSet::from([0, 1, 2, 3]));
+        assert!(s.rejected_by_reason.contains_key("unknown site"));
+        // An oversized batch is refused whole.
+        let huge = pb::ReadingBatch {
+            readings: vec![ambient_batch(&inst, now_s(), None).readings[0].clone(); 100_001],
+        };
+        let err = tel
+            .ingest(tokio_stream::iter(vec![huge]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains("at most 100000"),
+            "{}",
+            err.message()
+        );
+
+        // Plans: unknown id, superseded plan.
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let err = placement
+            .get_plan(pb::PlanRef { plan_id: 999 })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let first = placement
+            .solve(pb::SolveRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let second = placement
+            .solve(pb::SolveRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(second.plan_id > first.plan_id);
+        let err = placement
+            .approve_plan(pb::PlanRef {
+                plan_id: first.plan_id,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert!(err.message().contains("superseded"), "{}", err.message());
+        let err = placement
+            .solve(pb::SolveRequest {
+                time_limit_s: Some(-1.0),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("time_limit_s"));
+        let err = placement
+            .skip_step(pb::StepRef {
+                plan_id: second.plan_id,
+                step_id: 1_000_000,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+    });
+}
+
+#[test]
+fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(
+        &config,
+        "continuous:\n  enabled: true\n  interval_s: 0.2\n  min_interval_s: 0\n  auto_approve: true\n  slo: false\ndispatch:\n  time_scale: 0.001\n",
+    )
+    .unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(
+        &dir.path().join("data"),
+        &sim.url(),
+        &["--config", config.to_str().unwrap()],
+    );
+    // Cooling that loses most of its capacity in the heat: at 49 °C (past
+    // max_ambient_c) a site keeps 20 % of its nominal cooling.
+    let mut inst = fleet(7);
+    for s in &mut inst.sites {
+        s.cooling.derate_min = 0.2;
+    }
+    rt().block_on(async {
+        push_instance(&srv.url(), &inst).await.unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let settled = |plans: &[pb::PlanSummary]| {
+            plans.iter().all(|p| {
+                p.state != pb::PlanState::Approved as i32
+                    && p.state != pb::PlanState::Executing as i32
+            })
+        };
+        // Whatever the fleet asks for at first, let it run out.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let plans = placement
+                .list_plans(pb::ListPlansRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .plans;
+            if settled(&plans) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "initial plans never settled");
+        }
+        let before = placement
+            .list_plans(pb::ListPlansRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .plans
+            .len();
+        // The site using most of its power limit (as WatchSites tells) gets a heat wave.
+        let mut watch = connect(&srv.url(), TelemetryClient::new)
+            .await
+            .watch_sites(pb::WatchSitesRequest {
+                sites: vec![],
+                interval_ms: 100,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let states = watch.message().await.unwrap().unwrap().sites;
+        assert_eq!(states.len(), inst.sites.len());
+        let hot = states
+            .iter()
+            .max_by(|a, b| (a.it_kw / a.it_limit_kw).total_cmp(&(b.it_kw / b.it_limit_kw)))
+            .unwrap()
+            .site
+            .clone();
+        let snap = connect(&srv.url(), InventoryClient::new)
+            .await
+            .get_inventory(pb::GetInventoryRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let mut load: BTreeMap<String, u32> = BTreeMap::new();
+        for w in &snap.workloads {
+            for (s, n) in &w.current {
+                *load.entry(s.clone()).or_default() += n;
+            }
+        }
+        let mut tel = connect(&srv.url(), TelemetryClient::new).await;
+        tel.ingest(tokio_stream::iter(vec![ambient_batch(
+            &inst,
+            now_s(),
+            Some((&hot, 49.0)),
+        )]))
+        .await
+        .unwrap();
+        // A new plan, made on its own, naming the hot site, approved and run.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let plan = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let plans = placement
+                .list_plans(pb::ListPlansRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .plans;
+            if let Some(p) = plans.iter().skip(before).find(|p| p.reason.contains(&hot)) {
+                break p.clone();
+            }
+            assert!(Instant::now() < deadline, "no re-plan after the heat wave");
+        };
+        assert!(plan.reason.starts_with("continuous:"), "{}", plan.reason);
+        let (end, _) = watch_to_end(&srv.url(), plan.plan_id, Duration::from_secs(60)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+        // Load left the hot site.
+        let snap = connect(&srv.url(), InventoryClient::new)
+            .await
+            .get_inventory(pb::GetInventoryRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let after: u32 = snap
+            .workloads
+            .iter()
+            .filter_map(|w| w.current.get(&hot))
+            .sum();
+        assert!(after < load[&hot], "{hot}: {} → {after}", load[&hot]);
+        // Hysteresis: the alarm stays up, so no further plan follows by itself.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let plans = placement
+            .list_plans(pb::ListPlansRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .plans;
+        let hot_plans = plans
+            .iter()
+            .skip(before)
+            .filter(|p| p.reason.contains(&hot))
+            .count();
+        assert_eq!(hot_plans, 1, "{plans:?}");
+    });
+}
+
+#[test]
+fn python_client_runs_the_happy_path() {
+    let has_grpc = Command::new("python3")
+        .args(["-c", "import grpc, grpc_tools"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_grpc {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install grpcio and grpcio-tools (see .ci/run)"
+        );
+        eprintln!("skipping: pip install grpcio grpcio-tools to run the Python client");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let instance = dir.path().join("fleet.json");
+    std::fs::write(&instance, serde_json::to_string(&fleet(3)).unwrap()).unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(
+        &dir.path().join("data"),
+        &sim.url(),
+        &["--time-scale", "0.002"],
+    );
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("python3")
+        .arg(format!("{root}/clients/python/happy_path.py"))
+        .args([
+            "--server",
+            &srv.addr,
+            "--proto-dir",
+            &format!("{root}/proto"),
+        ])
+        .arg("--instance")
+        .arg(&instance)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("PLAN_STATE_SUCCEEDED"), "{stdout}");
+}
