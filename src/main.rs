@@ -75,6 +75,26 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Stream synthetic telemetry at a running service and report samples/s.
+    LoadTelemetry {
+        #[arg(long, default_value = "http://127.0.0.1:50051")]
+        server: String,
+        #[arg(long, default_value_t = 250)]
+        sites: usize,
+        #[arg(long, default_value_t = 18)]
+        racks_per_site: usize,
+        /// Readings per batch.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Concurrent Ingest streams.
+        #[arg(long, default_value_t = 2)]
+        streams: usize,
+        /// The server's pid, to sample its memory.
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
     /// Register an instance file's fleet with a running service.
     Push {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -421,6 +441,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("provisioner-sim listening on {}", listener.local_addr()?);
                 edgeplan::service::provisioner_sim::serve_on(cfg, listener, shutdown_signal()).await
             })?;
+        }
+        Command::LoadTelemetry {
+            server,
+            sites,
+            racks_per_site,
+            batch,
+            seconds,
+            streams,
+            server_pid,
+        } => {
+            let opts = edgeplan::service::load::LoadOptions {
+                server,
+                sites,
+                racks_per_site,
+                batch,
+                seconds,
+                streams,
+                server_pid,
+            };
+            let report = runtime()?.block_on(edgeplan::service::load::run(&opts))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprintln!(
+                "{} sensors: {} readings accepted ({} rejected) in {:.1} s = {:.0} samples/s; last ack {:.0} ms after the deadline",
+                report.sensors,
+                report.accepted,
+                report.rejected,
+                report.seconds,
+                report.samples_per_s,
+                report.ack_ms_max
+            );
+            if let (Some(first), Some(last)) =
+                (report.server_rss_mib.first(), report.server_rss_mib.last())
+            {
+                eprintln!(
+                    "server RSS {:.0} MiB at {:.0} s → {:.0} MiB at {:.0} s",
+                    first.1, first.0, last.1, last.0
+                );
+            }
         }
         Command::Push { server, instance } => {
             let inst = load(&instance)?;

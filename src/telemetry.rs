@@ -238,6 +238,14 @@ pub struct TelemetryState {
     pub power_pairs: HashMap<String, VecDeque<(f64, f64)>>,
 }
 
+/// The series under `key`, created on first use (no key allocation after that).
+fn series<'a>(map: &'a mut HashMap<String, HourlySeries>, key: &str) -> &'a mut HourlySeries {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), HourlySeries::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 /// Convert to the kind's canonical unit, or `None` if the unit does not fit.
 fn canonical(kind: SensorKind, unit: &str, v: f64) -> Option<f64> {
     let u = unit.trim().to_ascii_lowercase();
@@ -355,25 +363,29 @@ impl TelemetryState {
     }
 
     fn take(&mut self, r: &Reading, v: f64) {
+        // Look up before inserting: the hot path allocates no key.
         if !self.sensors.contains_key(&r.sensor) {
             self.site_sensors
                 .entry(r.site.clone())
                 .or_default()
                 .push(r.sensor.clone());
+            self.sensors.insert(
+                r.sensor.clone(),
+                SensorState {
+                    site: r.site.clone(),
+                    rack: r.rack.clone(),
+                    kind: r.kind,
+                    last: v,
+                    last_s: r.timestamp_s,
+                    ewma: v,
+                    count: 0,
+                    window: VecDeque::new(),
+                },
+            );
         }
-        let s = self
-            .sensors
-            .entry(r.sensor.clone())
-            .or_insert_with(|| SensorState {
-                site: r.site.clone(),
-                rack: r.rack.clone(),
-                kind: r.kind,
-                last: v,
-                last_s: r.timestamp_s,
-                ewma: v,
-                count: 0,
-                window: VecDeque::new(),
-            });
+        let Some(s) = self.sensors.get_mut(&r.sensor) else {
+            return;
+        };
         let (alpha, keep) = (self.limits.ewma_alpha, self.limits.window_samples.max(1));
         s.last = v;
         s.last_s = r.timestamp_s;
@@ -388,16 +400,10 @@ impl TelemetryState {
         }
         s.window.push_back(v);
         match r.kind {
-            SensorKind::Ambient => self
-                .ambient_hourly
-                .entry(r.site.clone())
-                .or_default()
-                .add(r.timestamp_s, v),
-            SensorKind::WorkloadUtilization => self
-                .demand_hourly
-                .entry(r.sensor.clone())
-                .or_default()
-                .add(r.timestamp_s, v),
+            SensorKind::Ambient => series(&mut self.ambient_hourly, &r.site).add(r.timestamp_s, v),
+            SensorKind::WorkloadUtilization => {
+                series(&mut self.demand_hourly, &r.sensor).add(r.timestamp_s, v)
+            }
             SensorKind::Inlet => self.pair_thermal(r),
             SensorKind::SitePower | SensorKind::Utilization => self.pair_power(&r.site),
             SensorKind::Supply

@@ -10,6 +10,7 @@ pub mod client;
 pub mod continuous;
 pub mod dispatch;
 pub mod inventory;
+pub mod load;
 pub mod placement;
 pub mod provisioner_sim;
 pub mod store;

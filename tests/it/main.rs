@@ -4,6 +4,7 @@ mod bad_input;
 mod brute_force;
 mod cli;
 mod common;
+mod execution;
 mod explanations;
 mod export;
 mod known_optimum;

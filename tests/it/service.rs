@@ -818,3 +818,18 @@ fn python_client_runs_the_happy_path() {
     );
     assert!(stdout.contains("PLAN_STATE_SUCCEEDED"), "{stdout}");
 }
+
+#[test]
+fn the_example_service_config_parses_and_unknown_keys_are_refused() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/serve.yaml"))
+        .unwrap();
+    let value: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let cfg: edgeplan::service::Config = serde_json::from_value(value).unwrap();
+    assert!(cfg.continuous.enabled);
+    assert_eq!(cfg.provisioners, vec!["http://127.0.0.1:50052".to_string()]);
+    let bad: serde_json::Value = serde_yaml::from_str("continuous:\n  enabeld: true\n").unwrap();
+    let err = serde_json::from_value::<edgeplan::service::Config>(bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("enabeld"), "{err}");
+}
