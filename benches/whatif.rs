@@ -84,7 +84,7 @@ fn main() {
         seed: 1,
     };
     let started = Instant::now();
-    let results = run(&base, &list, &options, true, &|| ()).expect("run");
+    let results = run(&base, &list, &options, true, &|_, _| ()).expect("run");
     let worst_gap = results.iter().map(|r| r.gap).fold(0.0, f64::max);
     eprintln!(
         "whatif/{}x10000x200: {} results in {:.1} s, worst gap {:.3} %",

@@ -741,7 +741,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     seed: file.seed,
                 },
                 !sequential,
-                &|| bar.inc(1),
+                &|_, _| bar.inc(1),
             )?;
             bar.finish_and_clear();
             eprint!("{}", edgeplan::whatif::comparison_table(&results));

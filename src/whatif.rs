@@ -406,18 +406,20 @@ pub struct ScenarioResult {
 }
 
 /// Run the base and every scenario (in parallel when `parallel`), each from
-/// the base placement. The first result is the base itself.
+/// the base placement. The first result is the base itself. `progress` hears
+/// of each result as it finishes, with its index (0 the base, then the
+/// scenarios' positions + 1).
 pub fn run(
     base: &Instance,
     scenarios: &[Scenario],
     options: &SolveOptions,
     parallel: bool,
-    progress: &(dyn Fn() + Sync),
+    progress: &(dyn Fn(usize, &ScenarioResult) + Sync),
 ) -> crate::Result<Vec<ScenarioResult>> {
     // The base placement: where every scenario (the base row included) starts.
     let base_problem = Problem::build(base)?;
     let base_placement = base_problem.placement_of(&solve(&base_problem, options)?.x);
-    let one = |s: &Scenario| -> crate::Result<ScenarioResult> {
+    let one = |index: usize, s: &Scenario| -> crate::Result<ScenarioResult> {
         let mut inst =
             apply(base, s, &format!("scenario {:?}", s.name)).map_err(crate::Error::Invalid)?;
         for w in &mut inst.workloads {
@@ -435,18 +437,29 @@ pub fn run(
         }
         let problem = Problem::build(&inst)?;
         let solved = solve(&problem, options)?;
-        let r = evaluate(&s.name, &inst, &problem, &solved);
-        progress();
-        r
+        let r = evaluate(&s.name, &inst, &problem, &solved)?;
+        progress(index, &r);
+        Ok(r)
     };
-    let base_result = one(&Scenario {
-        name: "base".into(),
-        perturbations: Vec::new(),
-    })?;
+    let base_result = one(
+        0,
+        &Scenario {
+            name: "base".into(),
+            perturbations: Vec::new(),
+        },
+    )?;
     let rest: Vec<crate::Result<ScenarioResult>> = if parallel {
-        scenarios.par_iter().map(one).collect()
+        scenarios
+            .par_iter()
+            .enumerate()
+            .map(|(i, s)| one(i + 1, s))
+            .collect()
     } else {
-        scenarios.iter().map(one).collect()
+        scenarios
+            .iter()
+            .enumerate()
+            .map(|(i, s)| one(i + 1, s))
+            .collect()
     };
     let mut out = vec![base_result];
     for r in rest {

@@ -15,6 +15,7 @@ pub mod placement;
 pub mod provisioner_sim;
 pub mod store;
 pub mod telemetry;
+pub mod whatif;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;

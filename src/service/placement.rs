@@ -248,6 +248,7 @@ fn deadline_s<T>(req: &Request<T>) -> Option<f64> {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PlanEvent, Status>> + Send>>;
+type WhatIfStream = Pin<Box<dyn Stream<Item = Result<pb::WhatIfResult, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::placement_server::Placement for PlacementApi {
@@ -342,6 +343,24 @@ impl pb::placement_server::Placement for PlacementApi {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map(Response::new)
+    }
+
+    type WhatIfStream = WhatIfStream;
+
+    async fn what_if(
+        &self,
+        req: Request<pb::WhatIfRequest>,
+    ) -> Result<Response<Self::WhatIfStream>, Status> {
+        let text = req.into_inner().scenarios;
+        let shared = self.0.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let job = tokio::task::spawn_blocking(move || super::whatif::start(&shared, &text, tx))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        tokio::task::spawn_blocking(job);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type WatchPlanStream = EventStream;

@@ -833,3 +833,66 @@ fn the_example_service_config_parses_and_unknown_keys_are_refused() {
         .to_string();
     assert!(err.contains("enabeld"), "{err}");
 }
+
+#[test]
+fn what_if_runs_on_the_live_state_and_streams_each_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(&dir.path().join("data"), &sim.url(), &[]);
+    let inst = fleet(3);
+    let (a, b) = (inst.sites[0].id.clone(), inst.sites[1].id.clone());
+    rt().block_on(async {
+        push_instance(&srv.url(), &inst).await.unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let doc = format!(
+            "base: live\ntime_limit_s: 5\nscenarios:\n  - name: {a}-outage\n    perturbations:\n      - site_outage: {{ site: {a} }}\n  - name: {b}-heat\n    perturbations:\n      - heat_wave: {{ sites: [{b}], delta_c: 10 }}\n"
+        );
+        let mut stream = placement
+            .what_if(pb::WhatIfRequest { scenarios: doc })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut got = Vec::new();
+        while let Some(r) = stream.message().await.unwrap() {
+            got.push(r);
+        }
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].index, 0, "the base comes first");
+        assert_eq!(got[0].scenario, "base");
+        assert!(got.iter().all(|r| r.total == 3));
+        let outage = got.iter().find(|r| r.scenario == format!("{a}-outage")).unwrap();
+        let row: serde_json::Value = serde_json::from_str(&outage.result_json).unwrap();
+        let site = row["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == a.as_str());
+        // An outage leaves nothing on the site: it is gone, or uses no resource.
+        assert!(
+            site.is_none_or(|s| s["utilization"]
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|u| u.as_f64().unwrap() == 0.0)),
+            "{site:?}"
+        );
+
+        // A file base, and an unknown site, are refused before anything runs.
+        let err = placement
+            .what_if(pb::WhatIfRequest {
+                scenarios: "base: fleet.yaml\nscenarios: []\n".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("base: live"), "{}", err.message());
+        let err = placement
+            .what_if(pb::WhatIfRequest {
+                scenarios: "base: live\nscenarios:\n  - name: x\n    perturbations:\n      - site_outage: { site: atlantis }\n".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("atlantis"), "{}", err.message());
+    });
+}

@@ -75,7 +75,7 @@ fn bad_perturbations_are_named() {
 fn scenarios_change_the_kpis_they_should() {
     let base = example();
     let list = expand(&file()).unwrap();
-    let results = run(&base, &list, &options(), true, &|| ()).unwrap();
+    let results = run(&base, &list, &options(), true, &|_, _| ()).unwrap();
     assert_eq!(results.len(), 1 + list.len());
     let by = |name: &str| results.iter().find(|r| r.scenario == name).unwrap();
     let b = by("base");
@@ -126,8 +126,8 @@ fn scenarios_change_the_kpis_they_should() {
 fn parallel_and_sequential_runs_give_identical_tables() {
     let base = example();
     let list = expand(&file()).unwrap();
-    let a = run(&base, &list, &options(), true, &|| ()).unwrap();
-    let b = run(&base, &list, &options(), false, &|| ()).unwrap();
+    let a = run(&base, &list, &options(), true, &|_, _| ()).unwrap();
+    let b = run(&base, &list, &options(), false, &|_, _| ()).unwrap();
     assert_eq!(
         serde_json::to_string(&a).unwrap(),
         serde_json::to_string(&b).unwrap()
@@ -157,7 +157,7 @@ fn one(
         &expand(&file).unwrap(),
         &options(),
         false,
-        &|| (),
+        &|_, _| (),
     )
     .unwrap();
     let s = r.pop().unwrap();
@@ -202,7 +202,7 @@ fn a_growth_sweep_gives_monotone_unplaced_counts() {
         &expand(&file).unwrap(),
         &options(),
         true,
-        &|| (),
+        &|_, _| (),
     )
     .unwrap();
     let unplaced: Vec<u64> = r[1..].iter().map(|x| x.unplaced_replicas).collect();

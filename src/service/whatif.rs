@@ -1,0 +1,88 @@
+//! `Placement.WhatIf`: the batch what-if of `edgeplan whatif`, on the live
+//! state (inventory as telemetry says it is) instead of a file, with each
+//! scenario's result streamed as it finishes.
+
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::placement::View;
+use super::Shared;
+use crate::api::pb;
+use crate::solver::SolveOptions;
+use crate::whatif::{apply, expand, parse, run, ScenarioResult};
+
+/// The base a scenario document must name to run on the live state.
+pub const LIVE: &str = "live";
+
+fn to_pb(index: usize, total: usize, r: &ScenarioResult) -> pb::WhatIfResult {
+    pb::WhatIfResult {
+        index: index as u32,
+        total: total as u32,
+        scenario: r.scenario.clone(),
+        status: r.status.clone(),
+        objective: r.objective,
+        energy_cost_per_h: r.energy_cost_per_h,
+        carbon_kg_per_h: r.carbon_kg_per_h,
+        mean_latency_ms: r.mean_latency_ms,
+        p95_latency_ms: r.p95_latency_ms,
+        slo_violations: r.slo_violations,
+        unplaced_replicas: r.unplaced_replicas,
+        moves: r.moves,
+        makespan_s: r.makespan_s,
+        min_inlet_headroom_c: r.min_inlet_headroom_c,
+        max_power_use: r.max_power_use,
+        binding_sites: r.binding_sites.clone(),
+        result_json: serde_json::to_string(r).unwrap_or_default(),
+    }
+}
+
+/// Check the document and every scenario against the live state, then run
+/// them, sending each result on `tx`. Errors before the first result come
+/// back as the call's status.
+pub fn start(
+    shared: &Shared,
+    text: &str,
+    tx: mpsc::Sender<Result<pb::WhatIfResult, Status>>,
+) -> Result<impl FnOnce() + Send + 'static, Status> {
+    let file = parse(text).map_err(|i| Status::invalid_argument(i.to_string()))?;
+    if file.base != LIVE {
+        return Err(Status::invalid_argument(format!(
+            "base: the service runs scenarios on its live state; write `base: {LIVE}`, got {:?}",
+            file.base
+        )));
+    }
+    let list = expand(&file).map_err(|issues| {
+        Status::invalid_argument(
+            issues
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let base = View::now(shared)?.effective;
+    let issues: Vec<String> = list
+        .iter()
+        .filter_map(|s| apply(&base, s, &format!("scenario {:?}", s.name)).err())
+        .flatten()
+        .map(|i| i.to_string())
+        .collect();
+    if !issues.is_empty() {
+        return Err(Status::invalid_argument(issues.join("; ")));
+    }
+    let options = SolveOptions {
+        time_limit_s: Some(file.time_limit_s),
+        relative_gap: None,
+        threads: Some(1),
+        seed: file.seed,
+    };
+    Ok(move || {
+        let total = list.len() + 1;
+        let sent = |i: usize, r: &ScenarioResult| {
+            let _ = tx.blocking_send(Ok(to_pb(i, total, r)));
+        };
+        if let Err(e) = run(&base, &list, &options, true, &sent) {
+            let _ = tx.blocking_send(Err(Status::internal(format!("what-if: {e}"))));
+        }
+    })
+}
