@@ -1,27 +1,36 @@
 #!/usr/bin/env bash
-# Bring what the build and the tests need: cmake and libclang (for HiGHS's
-# bindgen), and grpcio + grpcio-tools (the Python client test).
+# Bring what the build and the tests need:
+#  - cmake and libclang (HiGHS's build and bindgen),
+#  - grpcio + grpcio-tools (the Python client test),
+#  - chromium (the report's browser test; only where we may use apt).
 # Uses Debian packages when run as root, else PyPI wheels in the user's site.
 set -euo pipefail
+have_libclang() {
+  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || [ -n "${LIBCLANG_PATH:-}" ]
+}
+apt_ok() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+apt_packages=()
+if ! command -v cmake >/dev/null 2>&1 || ! have_libclang; then
+  if apt_ok; then
+    apt_packages+=(cmake libclang-dev)
+  else
+    echo "deps: not root; installing cmake and libclang from PyPI" >&2
+    python3 -m pip install --user --quiet cmake libclang
+    echo "deps: set CMAKE=\$(python3 -c 'import cmake,os;print(os.path.join(cmake.CMAKE_BIN_DIR,\"cmake\"))')" >&2
+    echo "deps: and LIBCLANG_PATH=\$(python3 -c 'import clang,os;print(os.path.join(os.path.dirname(clang.__file__),\"native\"))')" >&2
+  fi
+fi
+if ! command -v chromium >/dev/null 2>&1 && apt_ok; then
+  apt_packages+=(chromium)
+fi
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  echo "deps: installing ${apt_packages[*]} from Debian" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
 if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
   echo "deps: installing grpcio and grpcio-tools from PyPI (Python client test)" >&2
   python3 -m pip install --quiet --disable-pip-version-check --user grpcio grpcio-tools 2>/dev/null \
     || python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools
-fi
-have_libclang() {
-  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || [ -n "${LIBCLANG_PATH:-}" ]
-}
-if command -v cmake >/dev/null 2>&1 && have_libclang; then
-  exit 0
-fi
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  echo "deps: installing cmake and libclang-dev from Debian" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq cmake libclang-dev >/dev/null
-else
-  echo "deps: not root; installing cmake and libclang from PyPI" >&2
-  python3 -m pip install --user --quiet cmake libclang
-  echo "deps: set CMAKE=\$(python3 -c 'import cmake,os;print(os.path.join(cmake.CMAKE_BIN_DIR,\"cmake\"))')" >&2
-  echo "deps: and LIBCLANG_PATH=\$(python3 -c 'import clang,os;print(os.path.join(os.path.dirname(clang.__file__),\"native\"))')" >&2
 fi

@@ -315,3 +315,163 @@ fn summarize(p: &Problem, wi: usize, unplaced: u32, causes: &[Cause]) -> String 
         parts.join(". ")
     )
 }
+
+/// Why one step of a migration plan happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MoveExplanation {
+    pub step: usize,
+    pub workload: String,
+    pub text: String,
+}
+
+/// Why each step of a plan happens, in words: what a replica saves per hour
+/// at its destination, term by term; or that its source can no longer host
+/// it; or which limit binds at the source it leaves. `before` is the
+/// placement the plan starts from.
+pub fn moves(
+    p: &Problem,
+    before: &[Vec<(usize, u32)>],
+    steps: &[crate::plan::Step],
+) -> Vec<MoveExplanation> {
+    use crate::plan::StepKind;
+    let binds = binding(p, before);
+    let wi_of: BTreeMap<&str, usize> = p
+        .workloads
+        .iter()
+        .enumerate()
+        .map(|(i, w)| (w.id.as_str(), i))
+        .collect();
+    let mut out = Vec::with_capacity(steps.len());
+    for step in steps {
+        let Some(&wi) = wi_of.get(step.workload.as_str()) else {
+            continue;
+        };
+        let w = &p.workloads[wi];
+        let from = step.from.as_deref().and_then(|s| p.site_index(s));
+        let to = step.to.as_deref().and_then(|s| p.site_index(s));
+        let cand = |si: usize| w.candidates.iter().find(|c| c.site == si);
+        let name = |si: usize| p.sites[si].id.as_str();
+        let text = match (step.kind, from, to) {
+            (StepKind::Stage, Some(f), Some(t)) => format!(
+                "moves one replica of {} off {} through {} (staging): the sites it is going to and coming from are waiting on each other for room",
+                w.id, name(f), name(t)
+            ),
+            (_, Some(f), Some(t)) => match (cand(f), cand(t)) {
+                (None, _) => format!(
+                    "{} can no longer run at {}: {}",
+                    w.id,
+                    name(f),
+                    p.ineligible(wi, f)
+                        .map_or_else(|| "not a candidate".to_string(), |i| i.describe(name(f)))
+                ),
+                (Some(a), Some(b)) => {
+                    let terms = [
+                        (
+                            "energy",
+                            a.energy_cost - b.energy_cost,
+                            format!(
+                                "price {:.3} → {:.3} /kWh",
+                                p.sites[f].physics.price_per_kwh, p.sites[t].physics.price_per_kwh
+                            ),
+                        ),
+                        (
+                            "carbon",
+                            a.carbon_cost - b.carbon_cost,
+                            format!(
+                                "{:.0} → {:.0} gCO2/kWh",
+                                p.sites[f].carbon_g_per_kwh, p.sites[t].carbon_g_per_kwh
+                            ),
+                        ),
+                        (
+                            "latency",
+                            a.latency_cost - b.latency_cost,
+                            format!("mean RTT {:.1} → {:.1} ms", a.mean_rtt_ms, b.mean_rtt_ms),
+                        ),
+                        ("thermal risk", a.thermal_cost - b.thermal_cost, String::new()),
+                    ];
+                    let saving = a.cost() - b.cost();
+                    let src_binds = binds
+                        .get(f)
+                        .filter(|b| !b.binding.is_empty())
+                        .map(|b| b.binding.join(", "));
+                    if saving > EPS {
+                        // Terms too small to show at four decimals are left out.
+                        let mut parts: Vec<_> = terms.iter().filter(|t| t.1.abs() >= 5e-5).collect();
+                        parts.sort_by(|x, y| y.1.abs().total_cmp(&x.1.abs()));
+                        let detail: Vec<String> = parts
+                            .iter()
+                            .map(|(n, d, why)| {
+                                if why.is_empty() {
+                                    format!("{n} {d:+.4}")
+                                } else {
+                                    format!("{n} {d:+.4} ({why})")
+                                }
+                            })
+                            .collect();
+                        format!(
+                            "{} {} → {}: saves {:.4}/h per replica — {}",
+                            w.id,
+                            name(f),
+                            name(t),
+                            saving,
+                            detail.join(", ")
+                        )
+                    } else if let Some(b) = src_binds {
+                        format!(
+                            "{} {} → {}: costs {:.4}/h more per replica there, but {} is at its limit ({b}) and the room goes to where it is worth more",
+                            w.id,
+                            name(f),
+                            name(t),
+                            -saving,
+                            name(f)
+                        )
+                    } else {
+                        format!(
+                            "{} {} → {}: makes room at {} for replicas that gain more there",
+                            w.id,
+                            name(f),
+                            name(t),
+                            name(f)
+                        )
+                    }
+                }
+                (Some(_), None) => format!(
+                    "{} {} → {}: the destination is not a candidate (plan made on another instance?)",
+                    w.id,
+                    name(f),
+                    step.to.as_deref().unwrap_or("-")
+                ),
+            },
+            (StepKind::Start, None, Some(t)) => {
+                let placed: u32 = before[wi].iter().map(|(_, n)| n).sum();
+                if placed < w.replicas {
+                    format!(
+                        "starts a replica of {} at {}: it had {} of {} replicas placed",
+                        w.id,
+                        name(t),
+                        placed,
+                        w.replicas
+                    )
+                } else {
+                    format!(
+                        "starts {} at {}: the second half of a move that stops the replica first (disruption allowed)",
+                        w.id,
+                        name(t)
+                    )
+                }
+            }
+            (StepKind::Stop, Some(f), None) => format!(
+                "stops a replica of {} at {}: the target runs fewer there (or the first half of a stop-then-start move)",
+                w.id,
+                name(f)
+            ),
+            _ => format!("{} step on unknown sites", w.id),
+        };
+        out.push(MoveExplanation {
+            step: step.id,
+            workload: w.id.clone(),
+            text,
+        });
+    }
+    out
+}

@@ -17,6 +17,7 @@ pub mod forecast;
 pub mod gen;
 pub mod instance;
 pub mod milp;
+pub mod operator_report;
 pub mod physics;
 pub mod placement;
 pub mod plan;

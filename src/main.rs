@@ -95,6 +95,31 @@ enum Command {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+    /// Write the operator report: one self-contained HTML page, or Markdown.
+    Report {
+        /// The instance (with today's placement); or use --server.
+        #[arg(long, required_unless_present = "server")]
+        instance: Option<PathBuf>,
+        /// A placement (or `solve`'s output) to report on; default today's placement.
+        #[arg(long)]
+        placement: Option<PathBuf>,
+        /// A migration plan (`solve --plan-out` or `plan`).
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        /// What-if results: the JSON `edgeplan whatif` prints without --out.
+        #[arg(long)]
+        whatif: Option<PathBuf>,
+        /// Report on a running service's state (inventory, latest plan).
+        #[arg(long, conflicts_with = "instance")]
+        server: Option<String>,
+        #[arg(long, value_enum, default_value = "html")]
+        format: ReportFormat,
+        #[arg(long)]
+        title: Option<String>,
+        /// Where to write (stdout if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Register an instance file's fleet with a running service.
     Push {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
@@ -226,6 +251,12 @@ enum TableFormatArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ReportFormat {
+    Html,
+    Md,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum ExportFormat {
     Mps,
     Lp,
@@ -338,6 +369,39 @@ fn read_telemetry(
         .filter(|r| state.ingest(r, |s| sites.contains(s)).is_ok())
         .collect();
     Ok((state, accepted, malformed))
+}
+
+/// A running service's inventory (as an instance) and its latest plan that
+/// is not superseded.
+async fn fetch_live(url: &str) -> Result<(Instance, Option<edgeplan::plan::Plan>)> {
+    use edgeplan::api::pb;
+    let mut inv = pb::inventory_client::InventoryClient::connect(url.to_string()).await?;
+    let snap = inv
+        .get_inventory(pb::GetInventoryRequest {})
+        .await?
+        .into_inner();
+    let inst: Instance = serde_json::from_str(&snap.instance_json)?;
+    let mut placement = pb::placement_client::PlacementClient::connect(url.to_string()).await?;
+    let plans = placement
+        .list_plans(pb::ListPlansRequest {})
+        .await?
+        .into_inner()
+        .plans;
+    let latest = plans
+        .iter()
+        .rev()
+        .find(|p| p.state != pb::PlanState::Superseded as i32);
+    let plan = match latest {
+        Some(p) => {
+            let view = placement
+                .get_plan(pb::PlanRef { plan_id: p.plan_id })
+                .await?
+                .into_inner();
+            Some(serde_json::from_str(&view.plan_json)?)
+        }
+        None => None,
+    };
+    Ok((inst, plan))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -478,6 +542,70 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "server RSS {:.0} MiB at {:.0} s → {:.0} MiB at {:.0} s",
                     first.1, first.0, last.1, last.0
                 );
+            }
+        }
+        Command::Report {
+            instance,
+            placement,
+            plan,
+            whatif,
+            server,
+            format,
+            title,
+            out,
+        } => {
+            let (inst, live_plan) = match (&instance, &server) {
+                (Some(path), _) => (load(path)?, None),
+                (None, Some(url)) => runtime()?.block_on(fetch_live(url))?,
+                (None, None) => bail!("give --instance or --server"),
+            };
+            let problem = Problem::build(&inst)?;
+            let x = match &placement {
+                Some(path) => {
+                    let p: Placement = serde_json::from_str(&read(path)?)
+                        .with_context(|| format!("{} is not a placement", path.display()))?;
+                    problem.index_placement(&p)?
+                }
+                None => problem.current_placement(),
+            };
+            let plan: Option<edgeplan::plan::Plan> = match &plan {
+                Some(path) => Some(
+                    serde_json::from_str(&read(path)?)
+                        .with_context(|| format!("{} is not a plan", path.display()))?,
+                ),
+                None => live_plan,
+            };
+            let results: Option<Vec<edgeplan::whatif::ScenarioResult>> = match &whatif {
+                Some(path) => Some(serde_json::from_str(&read(path)?).with_context(|| {
+                    format!(
+                        "{} is not what-if results (edgeplan whatif's JSON)",
+                        path.display()
+                    )
+                })?),
+                None => None,
+            };
+            let title = title.unwrap_or_else(|| {
+                if inst.name.is_empty() {
+                    "edgeplan report".to_string()
+                } else {
+                    format!("edgeplan report: {}", inst.name)
+                }
+            });
+            let input = edgeplan::operator_report::ReportInput {
+                title: &title,
+                instance: &inst,
+                problem: &problem,
+                x: &x,
+                plan: plan.as_ref(),
+                whatif: results.as_deref(),
+            };
+            let text = match format {
+                ReportFormat::Html => edgeplan::operator_report::html(&input),
+                ReportFormat::Md => edgeplan::operator_report::markdown(&input),
+            };
+            write_out(out.as_deref(), &text)?;
+            if let Some(path) = &out {
+                eprintln!("report written to {}", path.display());
             }
         }
         Command::Push { server, instance } => {

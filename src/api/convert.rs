@@ -468,5 +468,6 @@ pub fn plan_to_pb(e: &Execution) -> pb::PlanView {
             .map(|b| format!("{}: {}", b.workload, b.reason))
             .collect(),
         error: e.error.clone(),
+        plan_json: serde_json::to_string(&e.plan).unwrap_or_default(),
     }
 }

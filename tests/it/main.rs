@@ -9,6 +9,7 @@ mod explanations;
 mod export;
 mod known_optimum;
 mod plan;
+mod report;
 mod service;
 mod telemetry;
 mod whatif;

@@ -1,0 +1,227 @@
+//! The operator report: content on a fixed instance, Markdown, the CLI, and
+//! a real browser (Debian's headless Chromium) rendering it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use edgeplan::gen::{generate, GenOptions};
+use edgeplan::operator_report::{html, markdown, ReportInput};
+use edgeplan::plan::plan;
+use edgeplan::problem::Problem;
+use edgeplan::solver::{solve, SolveOptions};
+
+struct Fixture {
+    inst: edgeplan::instance::Instance,
+    problem: Problem,
+    x: Vec<Vec<(usize, u32)>>,
+    plan: edgeplan::plan::Plan,
+}
+
+fn fixture() -> Fixture {
+    let inst = generate(&GenOptions {
+        sites: 8,
+        workloads: 40,
+        replicas: None,
+        seed: 11,
+        load: 0.8,
+    })
+    .unwrap();
+    let problem = Problem::build(&inst).unwrap();
+    let solved = solve(
+        &problem,
+        &SolveOptions {
+            time_limit_s: Some(20.0),
+            ..SolveOptions::default()
+        },
+    )
+    .unwrap();
+    let target = problem.placement_of(&solved.x);
+    let plan = plan(&inst, &problem, &target).unwrap();
+    Fixture {
+        inst,
+        problem,
+        x: solved.x,
+        plan,
+    }
+}
+
+fn input(f: &Fixture) -> ReportInput<'_> {
+    ReportInput {
+        title: "fixture",
+        instance: &f.inst,
+        problem: &f.problem,
+        x: &f.x,
+        plan: Some(&f.plan),
+        whatif: None,
+    }
+}
+
+#[test]
+fn the_page_shows_every_site_and_the_placements_numbers_and_is_self_contained() {
+    let f = fixture();
+    let page = html(&input(&f));
+    let kpis = f.problem.kpis(&f.x);
+    for s in &f.inst.sites {
+        assert!(page.contains(&s.id), "site {} missing", s.id);
+    }
+    assert!(page.contains(&format!("<b>{:.3}</b>", kpis.energy_cost_per_h)));
+    assert!(page.contains(&format!("<b>{}</b>", kpis.placed_replicas)));
+    assert!(page.contains(&format!("<b>{}</b>", kpis.unplaced_replicas)));
+    assert!(page.contains(&format!("<b>{}</b>", f.plan.steps.len())));
+    let eval = f.problem.evaluate(&f.x);
+    for s in &eval.sites {
+        assert!(page.contains(&format!("{:.2} / {:.2}", s.it_kw, s.it_limit_kw)));
+    }
+    // Five charts (map, headroom, latency, forecast, plan), from plotters.
+    assert!(page.matches("<svg").count() >= 5, "charts missing");
+    assert!(!page.contains("chart not drawn"));
+    // Nothing to fetch: no scripts, no external references.
+    assert!(!page.contains("<script"));
+    for attr in ["src=\"http", "href=\"http", "url(http", "@import"] {
+        assert!(!page.contains(attr), "external reference {attr}");
+    }
+    // Every move and every unplaced workload is explained.
+    assert!(page.matches("<li>step ").count() >= f.plan.steps.len());
+}
+
+#[test]
+fn markdown_carries_the_same_figures() {
+    let f = fixture();
+    let md = markdown(&input(&f));
+    let kpis = f.problem.kpis(&f.x);
+    assert!(md.contains(&format!("replicas placed: {}", kpis.placed_replicas)));
+    assert!(md.contains(&format!("energy {:.3}/h", kpis.energy_cost_per_h)));
+    for s in &f.inst.sites {
+        assert!(md.contains(&format!("| {} |", s.id)), "{}", s.id);
+    }
+    assert!(md.contains(&format!("plan: {} steps", f.plan.steps.len())));
+}
+
+fn edgeplan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("EDGEPLAN_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// Render a page headless; returns the screenshot path and Chromium's log.
+pub fn screenshot(browser: &Path, page: &Path, png: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1200,1800",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "chromium failed:\n{log}");
+    log
+}
+
+#[test]
+fn chromium_renders_the_report_without_errors() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install chromium (see .ci/run)"
+        );
+        eprintln!("skipping: no chromium (apt-get install chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let page = dir.path().join("report.html");
+    let out = edgeplan(&[
+        "report",
+        "--instance",
+        &format!("{root}/examples/three-cities.yaml"),
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let png = dir.path().join("report.png");
+    let log = screenshot(&browser, &page, &png);
+    // The page logged nothing to the console and fetched nothing.
+    for line in log.lines() {
+        assert!(
+            !line.contains("CONSOLE") && !line.contains("net::ERR") && !line.contains("Uncaught"),
+            "page error: {line}"
+        );
+    }
+    // The screenshot is a real page, not a blank one.
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let px = info.color_type.samples();
+    let pixels = &buf[..info.buffer_size()];
+    let mut colors = std::collections::HashSet::new();
+    let mut non_white = 0usize;
+    for p in pixels.chunks(px) {
+        colors.insert(p[..3].to_vec());
+        if p[..3].iter().any(|&c| c < 240) {
+            non_white += 1;
+        }
+    }
+    let total = pixels.len() / px;
+    assert!(colors.len() > 50, "only {} colours: blank?", colors.len());
+    assert!(
+        non_white * 20 > total,
+        "{non_white} of {total} pixels drawn: blank?"
+    );
+}
+
+#[test]
+fn the_cli_writes_html_and_markdown_and_names_a_bad_plan_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let inst = format!("{root}/examples/three-cities.yaml");
+    let md = edgeplan(&["report", "--instance", &inst, "--format", "md"]);
+    assert!(md.status.success());
+    let text = String::from_utf8_lossy(&md.stdout);
+    assert!(text.contains("| fra |"), "{text}");
+    let bad = dir.path().join("plan.json");
+    std::fs::write(&bad, "{\"steps\": 3}").unwrap();
+    let out = edgeplan(&[
+        "report",
+        "--instance",
+        &inst,
+        "--plan",
+        bad.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plan.json is not a plan"), "{err}");
+}
