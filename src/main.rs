@@ -32,6 +32,25 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// See edgeplan work: a real-city fleet, live telemetry, a heat wave and
+    /// a price spike, re-plans executed by a provisioner, an operator report.
+    Demo {
+        #[arg(long, default_value_t = 8)]
+        sites: usize,
+        #[arg(long, default_value_t = 40)]
+        workloads: usize,
+        /// Seconds the story runs (plus a few to finish and report).
+        #[arg(long, default_value_t = 90.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Where the operator report goes.
+        #[arg(long, default_value = "edgeplan-demo-report.html")]
+        report: PathBuf,
+        /// Keep the service's data here (default: a temporary directory, removed at the end).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Run the gRPC service (inventory, telemetry, placement, dispatch).
     Serve {
         /// YAML file with the service's settings (see README); flags override it.
@@ -436,6 +455,24 @@ async fn shutdown_signal() {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Demo {
+            sites,
+            workloads,
+            duration,
+            seed,
+            report,
+            data_dir,
+        } => {
+            let opts = edgeplan::service::demo::DemoOptions {
+                sites,
+                workloads,
+                duration_s: duration,
+                seed,
+                report,
+                data_dir,
+            };
+            runtime()?.block_on(edgeplan::service::demo::run(&opts))?;
+        }
         Command::Serve {
             config,
             listen,

@@ -123,13 +123,20 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
     if let Some(t) = options.threads {
         hm.set_option("threads", t.max(1) as i32);
     }
-    hm.set_solution(Some(&start_values), None, None, None);
+    // The warm start only helps; HiGHS may refuse it (it then starts cold),
+    // and a refused hint must not abort the solve.
+    if let Err(e) = hm.try_set_solution(Some(&start_values), None, None, None) {
+        tracing::debug!("HiGHS refused the greedy start: {e:?}");
+    }
     let solved = hm
         .try_solve()
         .map_err(|e| Error::Solver(format!("HiGHS failed: {e:?}")))?;
     let status = solved.status();
     let greedy_objective = milp.objective_at(&start_values);
-    let has_solution = solved.primal_solution_status() == highs::HighsSolutionStatus::Feasible;
+    // Read the raw info: the binding's accessor panics on "no status yet".
+    let has_solution = solved
+        .int_info_value(c"primal_solution_status")
+        .is_ok_and(|v| v == highs::HighsSolutionStatus::Feasible as i64);
     let (x, objective) = if has_solution {
         let values = solved.get_solution().columns().to_vec();
         let x = milp.placement_from(&values);

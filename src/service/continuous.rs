@@ -22,6 +22,8 @@ struct Memory {
     pending: Vec<String>,
     /// Failed plans already answered with a new plan.
     failures_seen: HashSet<u64>,
+    /// Inventory version last checked for a cheaper placement.
+    version_seen: u64,
 }
 
 pub async fn run(shared: Arc<Shared>) {
@@ -29,19 +31,22 @@ pub async fn run(shared: Arc<Shared>) {
     if !cfg.enabled {
         return;
     }
-    let failures_seen = shared
-        .state()
-        .plans
-        .values()
-        .filter(|e| e.state == PlanState::Failed)
-        .map(|e| e.id)
-        .collect();
-    let mut memory = Some(Memory {
-        alarms: Alarms::default(),
-        last_plan_s: f64::NEG_INFINITY,
-        pending: Vec::new(),
-        failures_seen,
-    });
+    let fresh = |shared: &Shared| {
+        let state = shared.state();
+        Memory {
+            alarms: Alarms::default(),
+            last_plan_s: f64::NEG_INFINITY,
+            pending: Vec::new(),
+            failures_seen: state
+                .plans
+                .values()
+                .filter(|e| e.state == PlanState::Failed)
+                .map(|e| e.id)
+                .collect(),
+            version_seen: state.version,
+        }
+    };
+    let mut memory = Some(fresh(&shared));
     let interval = Duration::from_secs_f64(cfg.interval_s.max(0.1));
     loop {
         tokio::select! {
@@ -49,13 +54,20 @@ pub async fn run(shared: Arc<Shared>) {
             _ = shared.replan_wake.notified() => {}
         }
         let s = shared.clone();
-        let Some(mut m) = memory.take() else { return };
-        memory = tokio::task::spawn_blocking(move || {
+        let mut m = memory.take().unwrap_or_else(|| fresh(&shared));
+        memory = match tokio::task::spawn_blocking(move || {
             tick(&s, &mut m);
             m
         })
         .await
-        .ok();
+        {
+            Ok(m) => Some(m),
+            Err(e) => {
+                // Keep watching; the alarms start afresh.
+                tracing::error!("continuous mode: assessment failed: {e}");
+                None
+            }
+        };
     }
 }
 
@@ -115,6 +127,13 @@ fn tick(shared: &Shared, m: &mut Memory) {
         tracing::info!("alarm: {}", alarm.text);
         m.pending.push(alarm.text);
     }
+    if cfg.min_gain > 0.0 && view.version != m.version_seen {
+        m.version_seen = view.version;
+        if let Some(why) = cheaper(shared, &view) {
+            tracing::info!("{why}");
+            m.pending.push(why);
+        }
+    }
     if m.pending.is_empty() {
         return;
     }
@@ -127,12 +146,49 @@ fn tick(shared: &Shared, m: &mut Memory) {
         time_limit_s: Some(shared.config.solve_time_limit_s),
         ..SolveOptions::default()
     };
-    match propose(shared, &options, false, &reason, cfg.auto_approve) {
+    match propose(shared, &options, false, &reason, cfg.auto_approve, true) {
         Ok(p) => {
-            tracing::info!(plan = ?p.plan_id, "{reason}");
+            match p.plan_id {
+                Some(id) => tracing::info!(plan = id, "{reason}"),
+                None => tracing::info!("nothing to move for: {reason}"),
+            }
             m.pending.clear();
             m.last_plan_s = now;
         }
         Err(e) => tracing::warn!("continuous re-plan failed: {}", e.message()),
     }
+}
+
+/// After an inventory change: does a solve beat today's placement by
+/// `min_gain` of its cost? Says by how much and which term moved most.
+fn cheaper(shared: &Shared, view: &View) -> Option<String> {
+    let options = SolveOptions {
+        time_limit_s: Some(shared.config.solve_time_limit_s.min(5.0)),
+        ..SolveOptions::default()
+    };
+    let solved = crate::solver::solve(&view.problem, &options).ok()?;
+    let now = &view.eval.objective;
+    let best = view.problem.evaluate(&solved.x).objective;
+    let gain = now.total - best.total;
+    if gain < shared.config.continuous.min_gain * now.total.abs().max(1e-9) {
+        return None;
+    }
+    let terms = [
+        ("energy", now.energy - best.energy),
+        ("carbon", now.carbon - best.carbon),
+        ("latency", now.latency - best.latency),
+        ("thermal risk", now.thermal - best.thermal),
+        ("unplaced", now.unplaced - best.unplaced),
+    ];
+    let (term, by) = terms
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .copied()
+        .unwrap_or(("total", gain));
+    Some(format!(
+        "the inventory changed (version {}): a new placement costs {:.3}/h less ({:.1} %), mostly {term} ({by:.3}/h)",
+        view.version,
+        gain,
+        100.0 * gain / now.total.abs().max(1e-9)
+    ))
 }

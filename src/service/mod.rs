@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod continuous;
+pub mod demo;
 pub mod dispatch;
 pub mod inventory;
 pub mod load;
@@ -116,7 +117,9 @@ pub struct ContinuousConfig {
     pub min_inlet_headroom_c: f64,
     /// … and clears only above it plus this, °C (hysteresis).
     pub inlet_hysteresis_c: f64,
-    /// A site alarms when IT power exceeds this share of its effective limit …
+    /// A site alarms when IT power exceeds this share of its effective limit
+    /// (1: the placement no longer fits; the optimizer itself fills sites up
+    /// to their limit, so a lower value alarms after every plan) …
     pub max_power_use: f64,
     /// … and clears only below it less this share.
     pub power_hysteresis: f64,
@@ -128,6 +131,10 @@ pub struct ContinuousConfig {
     pub auto_approve: bool,
     /// After a plan fails, plan again from the actual state.
     pub replan_on_failure: bool,
+    /// When the inventory changed (a price, a demand, a site), re-plan if a
+    /// solve beats today's placement by at least this share of its cost per
+    /// hour (0 turns it off).
+    pub min_gain: f64,
 }
 
 impl Default for ContinuousConfig {
@@ -137,12 +144,13 @@ impl Default for ContinuousConfig {
             interval_s: 5.0,
             min_inlet_headroom_c: 1.0,
             inlet_hysteresis_c: 1.0,
-            max_power_use: 0.95,
+            max_power_use: 1.0,
             power_hysteresis: 0.05,
             slo: true,
             min_interval_s: 60.0,
             auto_approve: false,
             replan_on_failure: true,
+            min_gain: 0.02,
         }
     }
 }

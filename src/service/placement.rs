@@ -83,6 +83,7 @@ pub fn propose(
     dry_run: bool,
     reason: &str,
     auto_approve: bool,
+    skip_empty: bool,
 ) -> Result<Proposal, Status> {
     if !dry_run {
         if let Some(e) = executing(shared) {
@@ -132,7 +133,7 @@ pub fn propose(
         plan: None,
         inventory_version: view.version,
     };
-    if dry_run {
+    if dry_run || (skip_empty && plan.steps.is_empty()) {
         response.plan = Some(convert::plan_to_pb(&Execution::new(
             0,
             plan,
@@ -283,7 +284,14 @@ impl pb::placement_server::Placement for PlacementApi {
         };
         let shared = self.0.clone();
         let proposal = tokio::task::spawn_blocking(move || {
-            propose(&shared, &options, r.dry_run, "requested by Solve", false)
+            propose(
+                &shared,
+                &options,
+                r.dry_run,
+                "requested by Solve",
+                false,
+                false,
+            )
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
