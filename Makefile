@@ -6,11 +6,7 @@ deps:
 	@./scripts/deps.sh
 
 demo: deps
-	cargo run --release -- gen --sites 12 --workloads 80 --seed 7 --out target/demo-instance.json
-	cargo run --release -- solve --instance target/demo-instance.json --out target/demo-placement.json --plan-out target/demo-plan.json --time-limit 30
-	cargo run --release -- verify --instance target/demo-instance.json --placement target/demo-placement.json > /dev/null
-	cargo run --release -- verify-plan --instance target/demo-instance.json --plan target/demo-plan.json > /dev/null
-	cargo run --release -- whatif --scenarios examples/what-if.yaml --out target/demo-whatif.csv
+	cargo run --release -- demo
 
 test: deps
 	cargo test

@@ -896,3 +896,35 @@ fn what_if_runs_on_the_live_state_and_streams_each_scenario() {
         assert!(err.message().contains("atlantis"), "{}", err.message());
     });
 }
+
+#[test]
+fn a_short_demo_replans_executes_and_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("demo.html");
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+        .args(["demo", "--duration", "20", "--seed", "7", "--report"])
+        .arg(&report)
+        .output()
+        .unwrap();
+    let story = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{story}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(story.contains("HEAT WAVE"), "{story}");
+    assert!(story.contains("PRICE SPIKE"), "{story}");
+    assert!(
+        story.contains("re-planned on its own because"),
+        "no re-plan:\n{story}"
+    );
+    assert!(
+        story
+            .lines()
+            .any(|l| l.contains(": succeeded,") && !l.contains("0/0 steps")),
+        "no plan executed to success:\n{story}"
+    );
+    let page = std::fs::read_to_string(&report).expect("report written");
+    assert!(page.contains("<svg") && page.contains("edgeplan demo"));
+    assert!(story.contains(&format!("operator report: {}", report.display())));
+}
