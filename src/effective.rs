@@ -207,9 +207,10 @@ pub fn effective_instance(
         // Thermal: pooled pairs of all racks.
         let pairs = t
             .thermal_pairs
-            .iter()
-            .filter(|((s, _), _)| *s == site.id)
-            .flat_map(|(_, q)| q.iter().copied());
+            .get(&site.id)
+            .into_iter()
+            .flat_map(|racks| racks.values())
+            .flat_map(|q| q.iter().copied());
         let fit = fit_line(pairs);
         let usable = fit
             .filter(|f| f.samples >= opts.min_fit_samples && f.r2 >= opts.min_r2 && f.slope >= 0.0);

@@ -153,76 +153,80 @@ fn map_chart(input: &ReportInput<'_>, f: &Facts) -> String {
     })
 }
 
+/// One panel of bars, one per named category, `lo..hi` on the value axis.
+fn bar_panel(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    caption: &str,
+    names: &[String],
+    (lo, hi): (f64, f64),
+    bars: &[(f64, RGBColor)],
+) -> ChartResult {
+    let n = names.len().max(1) as i32;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 14))
+        .margin(8)
+        .x_label_area_size(20)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0..n, lo..hi)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n as usize)
+        .x_label_formatter(&|i| names.get(*i as usize).cloned().unwrap_or_default())
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(bars.iter().enumerate().map(|(i, (v, color))| {
+            Rectangle::new([(i as i32, 0.0), (i as i32 + 1, v.min(hi))], color.filled())
+        }))
+        .map_err(e)?;
+    Ok(())
+}
+
 /// Power use and inlet headroom per site, as bars.
 fn headroom_chart(f: &Facts) -> String {
-    let n = f.eval.sites.len().max(1) as i32;
     let names: Vec<String> = f.eval.sites.iter().map(|k| k.site.clone()).collect();
+    let uses: Vec<(f64, RGBColor)> = f
+        .eval
+        .sites
+        .iter()
+        .map(|k| {
+            let use_ = if k.it_limit_kw > 0.0 {
+                (k.it_kw / k.it_limit_kw).min(1.2)
+            } else {
+                1.2
+            };
+            (use_, headroom_color(1.0 - use_, 0.4))
+        })
+        .collect();
+    let headroom: Vec<(f64, RGBColor)> = f
+        .eval
+        .sites
+        .iter()
+        .map(|k| {
+            let h = k.inlet_limit_c - k.inlet_c;
+            (h, headroom_color(h, 10.0))
+        })
+        .collect();
+    let max_h = headroom.iter().map(|b| b.0).fold(1.0f64, f64::max);
+    let min_h = headroom.iter().map(|b| b.0).fold(0.0f64, f64::min);
     svg(720, 340, |root| {
         let (top, bottom) = root.split_vertically(170);
-        let mut chart = ChartBuilder::on(&top)
-            .caption("IT power / effective limit", ("sans-serif", 14))
-            .margin(8)
-            .x_label_area_size(20)
-            .y_label_area_size(40)
-            .build_cartesian_2d(0..n, 0f64..1.2f64)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n as usize)
-            .x_label_formatter(&|i| names.get(*i as usize).cloned().unwrap_or_default())
-            .draw()
-            .map_err(e)?;
-        chart
-            .draw_series(f.eval.sites.iter().enumerate().map(|(i, k)| {
-                let use_ = if k.it_limit_kw > 0.0 {
-                    (k.it_kw / k.it_limit_kw).min(1.2)
-                } else {
-                    1.2
-                };
-                let color = headroom_color(1.0 - use_, 0.4);
-                Rectangle::new([(i as i32, 0.0), (i as i32 + 1, use_)], color.filled())
-            }))
-            .map_err(e)?;
-        chart
-            .draw_series(LineSeries::new([(0, 1.0), (n, 1.0)], BLACK.stroke_width(1)))
-            .map_err(e)?;
-        let max_h = f
-            .eval
-            .sites
-            .iter()
-            .map(|k| k.inlet_limit_c - k.inlet_c)
-            .fold(1.0f64, f64::max);
-        let min_h = f
-            .eval
-            .sites
-            .iter()
-            .map(|k| k.inlet_limit_c - k.inlet_c)
-            .fold(0.0f64, f64::min);
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption("Inlet headroom, °C", ("sans-serif", 14))
-            .margin(8)
-            .x_label_area_size(20)
-            .y_label_area_size(40)
-            .build_cartesian_2d(0..n, min_h..(max_h * 1.1))
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n as usize)
-            .x_label_formatter(&|i| names.get(*i as usize).cloned().unwrap_or_default())
-            .draw()
-            .map_err(e)?;
-        chart
-            .draw_series(f.eval.sites.iter().enumerate().map(|(i, k)| {
-                let h = k.inlet_limit_c - k.inlet_c;
-                Rectangle::new(
-                    [(i as i32, 0.0), (i as i32 + 1, h)],
-                    headroom_color(h, 10.0).filled(),
-                )
-            }))
-            .map_err(e)?;
-        Ok(())
+        bar_panel(
+            &top,
+            "IT power / effective limit",
+            &names,
+            (0.0, 1.2),
+            &uses,
+        )?;
+        bar_panel(
+            &bottom,
+            "Inlet headroom, °C",
+            &names,
+            (min_h, max_h * 1.1),
+            &headroom,
+        )
     })
 }
 
@@ -466,66 +470,33 @@ fn gantt_chart(plan: &Plan) -> String {
 
 /// What-if KPIs across scenarios, as bars of energy cost and unplaced replicas.
 fn whatif_chart(results: &[ScenarioResult]) -> String {
-    let n = results.len().max(1) as i32;
     let names: Vec<String> = results.iter().map(|r| r.scenario.clone()).collect();
-    let max_cost = results
+    let cost: Vec<(f64, RGBColor)> = results
         .iter()
-        .map(|r| r.energy_cost_per_h)
-        .fold(0.0f64, f64::max)
-        .max(1e-9);
-    let max_unplaced = results
+        .map(|r| (r.energy_cost_per_h, RGBColor(60, 120, 200)))
+        .collect();
+    let unplaced: Vec<(f64, RGBColor)> = results
         .iter()
-        .map(|r| r.unplaced_replicas)
-        .max()
-        .unwrap_or(0)
-        .max(1);
+        .map(|r| (r.unplaced_replicas as f64, RGBColor(200, 60, 60)))
+        .collect();
+    let max_cost = cost.iter().map(|b| b.0).fold(0.0f64, f64::max).max(1e-9);
+    let max_unplaced = unplaced.iter().map(|b| b.0).fold(1.0f64, f64::max);
     svg(720, 360, |root| {
         let (top, bottom) = root.split_vertically(180);
-        let mut chart = ChartBuilder::on(&top)
-            .caption("Energy cost per hour by scenario", ("sans-serif", 14))
-            .margin(8)
-            .x_label_area_size(20)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0..n, 0f64..max_cost * 1.1)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n as usize)
-            .x_label_formatter(&|i| names.get(*i as usize).cloned().unwrap_or_default())
-            .draw()
-            .map_err(e)?;
-        chart
-            .draw_series(results.iter().enumerate().map(|(i, r)| {
-                Rectangle::new(
-                    [(i as i32, 0.0), (i as i32 + 1, r.energy_cost_per_h)],
-                    RGBColor(60, 120, 200).filled(),
-                )
-            }))
-            .map_err(e)?;
-        let mut chart = ChartBuilder::on(&bottom)
-            .caption("Unplaced replicas by scenario", ("sans-serif", 14))
-            .margin(8)
-            .x_label_area_size(20)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0..n, 0u64..max_unplaced + 1)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n as usize)
-            .x_label_formatter(&|i| names.get(*i as usize).cloned().unwrap_or_default())
-            .draw()
-            .map_err(e)?;
-        chart
-            .draw_series(results.iter().enumerate().map(|(i, r)| {
-                Rectangle::new(
-                    [(i as i32, 0), (i as i32 + 1, r.unplaced_replicas)],
-                    RGBColor(200, 60, 60).filled(),
-                )
-            }))
-            .map_err(e)?;
-        Ok(())
+        bar_panel(
+            &top,
+            "Energy cost per hour by scenario",
+            &names,
+            (0.0, max_cost * 1.1),
+            &cost,
+        )?;
+        bar_panel(
+            &bottom,
+            "Unplaced replicas by scenario",
+            &names,
+            (0.0, max_unplaced + 1.0),
+            &unplaced,
+        )
     })
 }
 

@@ -6,6 +6,8 @@
 //! queries (`now_s`), never from a clock.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::fmt;
 
 use schemars::JsonSchema;
@@ -215,27 +217,48 @@ impl HourlySeries {
     }
 }
 
+/// A sensor as a site lists it: enough to filter by role before looking its state up.
+#[derive(Debug, Clone, PartialEq)]
+struct SensorRef {
+    id: String,
+    kind: SensorKind,
+    rack: Option<String>,
+}
+
 /// All telemetry of a fleet. Serializes without the per-sensor windows and
 /// the fit pairs, which refill from new readings.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TelemetryState {
     pub limits: SanityLimits,
-    pub sensors: HashMap<String, SensorState>,
+    /// Sensor id → state (Fx hashing: the ingest hot path looks up every reading).
+    pub sensors: FxHashMap<String, SensorState>,
     /// Site → its sensors' ids, so per-site lookups do not scan the fleet.
     #[serde(skip)]
-    site_sensors: HashMap<String, Vec<String>>,
+    site_sensors: FxHashMap<String, Vec<SensorRef>>,
     pub accepted: u64,
     pub rejected: BTreeMap<Rejection, u64>,
     /// Site → hourly ambient.
     pub ambient_hourly: HashMap<String, HourlySeries>,
     /// Workload → hourly utilisation.
     pub demand_hourly: HashMap<String, HourlySeries>,
-    /// (site, rack) → recent (rack kW, inlet − supply °C) pairs.
+    /// Site → rack → recent (rack kW, inlet − supply °C) pairs.
     #[serde(skip)]
-    pub thermal_pairs: HashMap<(String, String), VecDeque<(f64, f64)>>,
+    pub thermal_pairs: FxHashMap<String, FxHashMap<String, VecDeque<(f64, f64)>>>,
     /// Site → recent (utilisation, site IT kW) pairs.
     #[serde(skip)]
-    pub power_pairs: HashMap<String, VecDeque<(f64, f64)>>,
+    pub power_pairs: FxHashMap<String, VecDeque<(f64, f64)>>,
+}
+
+/// The value under `key`, created on first use (no key allocated after that).
+fn pairs_at<'a, V>(
+    map: &'a mut FxHashMap<String, V>,
+    key: &str,
+    make: impl FnOnce() -> V,
+) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), make());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 /// The series under `key`, created on first use (no key allocation after that).
@@ -246,33 +269,58 @@ fn series<'a>(map: &'a mut HashMap<String, HourlySeries>, key: &str) -> &'a mut 
     map.get_mut(key).expect("inserted above")
 }
 
+impl SensorKind {
+    /// The unit readings of this kind are kept in.
+    pub fn canonical_unit(self) -> &'static str {
+        use SensorKind::*;
+        match self {
+            Ambient | Inlet | Supply => "C",
+            Humidity => "%",
+            RackPower | SitePower => "kW",
+            Utilization | WorkloadUtilization => "ratio",
+            Airflow => "m3/h",
+            FanSpeed => "rpm",
+        }
+    }
+}
+
 /// Convert to the kind's canonical unit, or `None` if the unit does not fit.
 fn canonical(kind: SensorKind, unit: &str, v: f64) -> Option<f64> {
-    let u = unit.trim().to_ascii_lowercase();
+    // Units are short: lowercase on the stack, no allocation per reading.
+    let unit = unit.trim();
+    let mut buf = [0u8; 16];
+    let u = if unit.len() <= buf.len() {
+        let b = &mut buf[..unit.len()];
+        b.copy_from_slice(unit.as_bytes());
+        b.make_ascii_lowercase();
+        std::str::from_utf8(b).unwrap_or("?")
+    } else {
+        "?"
+    };
     use SensorKind::*;
     match kind {
-        Ambient | Inlet | Supply => match u.as_str() {
+        Ambient | Inlet | Supply => match u {
             "c" | "°c" | "celsius" => Some(v),
             "f" | "°f" | "fahrenheit" => Some((v - 32.0) * 5.0 / 9.0),
             _ => None,
         },
-        Humidity => matches!(u.as_str(), "%" | "pct" | "percent").then_some(v),
-        RackPower | SitePower => match u.as_str() {
+        Humidity => matches!(u, "%" | "pct" | "percent").then_some(v),
+        RackPower | SitePower => match u {
             "kw" => Some(v),
             "w" => Some(v / 1000.0),
             _ => None,
         },
-        Utilization | WorkloadUtilization => match u.as_str() {
+        Utilization | WorkloadUtilization => match u {
             "" | "ratio" | "fraction" => Some(v),
             "%" | "pct" | "percent" => Some(v / 100.0),
             _ => None,
         },
-        Airflow => match u.as_str() {
+        Airflow => match u {
             "m3/h" | "m³/h" => Some(v),
             "cfm" => Some(v * 1.699_011),
             _ => None,
         },
-        FanSpeed => matches!(u.as_str(), "rpm").then_some(v),
+        FanSpeed => matches!(u, "rpm").then_some(v),
     }
 }
 
@@ -290,11 +338,15 @@ impl TelemetryState {
         let mut ids: Vec<&String> = self.sensors.keys().collect();
         ids.sort();
         for id in ids {
-            let site = &self.sensors[id].site;
+            let s = &self.sensors[id];
             self.site_sensors
-                .entry(site.clone())
+                .entry(s.site.clone())
                 .or_default()
-                .push(id.clone());
+                .push(SensorRef {
+                    id: id.clone(),
+                    kind: s.kind,
+                    rack: s.rack.clone(),
+                });
         }
     }
 
@@ -305,7 +357,7 @@ impl TelemetryState {
             .map(Vec::as_slice)
             .unwrap_or(&[])
             .iter()
-            .filter_map(|id| self.sensors.get(id).map(|s| (id.as_str(), s)))
+            .filter_map(|r| self.sensors.get(&r.id).map(|s| (r.id.as_str(), s)))
     }
 
     /// Check and take one reading; a rejected reading changes nothing but its counter.
@@ -363,42 +415,43 @@ impl TelemetryState {
     }
 
     fn take(&mut self, r: &Reading, v: f64) {
-        // Look up before inserting: the hot path allocates no key.
-        if !self.sensors.contains_key(&r.sensor) {
-            self.site_sensors
-                .entry(r.site.clone())
-                .or_default()
-                .push(r.sensor.clone());
-            self.sensors.insert(
-                r.sensor.clone(),
-                SensorState {
-                    site: r.site.clone(),
-                    rack: r.rack.clone(),
-                    kind: r.kind,
-                    last: v,
-                    last_s: r.timestamp_s,
-                    ewma: v,
-                    count: 0,
-                    window: VecDeque::new(),
-                },
-            );
-        }
-        let Some(s) = self.sensors.get_mut(&r.sensor) else {
-            return;
-        };
         let (alpha, keep) = (self.limits.ewma_alpha, self.limits.window_samples.max(1));
-        s.last = v;
-        s.last_s = r.timestamp_s;
-        s.ewma = if s.count == 0 {
-            v
-        } else {
-            alpha * v + (1.0 - alpha) * s.ewma
-        };
-        s.count += 1;
-        while s.window.len() >= keep {
-            s.window.pop_front();
+        // One lookup on the hot path, and no key allocated for a known sensor.
+        match self.sensors.get_mut(&r.sensor) {
+            Some(s) => {
+                s.last = v;
+                s.last_s = r.timestamp_s;
+                s.ewma = alpha * v + (1.0 - alpha) * s.ewma;
+                s.count += 1;
+                while s.window.len() >= keep {
+                    s.window.pop_front();
+                }
+                s.window.push_back(v);
+            }
+            None => {
+                self.site_sensors
+                    .entry(r.site.clone())
+                    .or_default()
+                    .push(SensorRef {
+                        id: r.sensor.clone(),
+                        kind: r.kind,
+                        rack: r.rack.clone(),
+                    });
+                self.sensors.insert(
+                    r.sensor.clone(),
+                    SensorState {
+                        site: r.site.clone(),
+                        rack: r.rack.clone(),
+                        kind: r.kind,
+                        last: v,
+                        last_s: r.timestamp_s,
+                        ewma: v,
+                        count: 1,
+                        window: VecDeque::from([v]),
+                    },
+                );
+            }
         }
-        s.window.push_back(v);
         match r.kind {
             SensorKind::Ambient => series(&mut self.ambient_hourly, &r.site).add(r.timestamp_s, v),
             SensorKind::WorkloadUtilization => {
@@ -416,9 +469,12 @@ impl TelemetryState {
 
     /// Latest fresh reading of a kind at a site (rack-level kinds: any rack).
     pub fn latest(&self, site: &str, kind: SensorKind, rack: Option<&str>) -> Option<&SensorState> {
-        self.at_site(site)
-            .map(|(_, s)| s)
+        // Filter by role on the site's list first: few state lookups per call.
+        self.site_sensors
+            .get(site)?
+            .iter()
             .filter(|s| s.kind == kind && (rack.is_none() || s.rack.as_deref() == rack))
+            .filter_map(|s| self.sensors.get(&s.id))
             .max_by(|a, b| a.last_s.total_cmp(&b.last_s))
     }
 
@@ -441,10 +497,11 @@ impl TelemetryState {
             return;
         }
         let pair = (power.last, inlet.last - supply.last);
-        let q = self
-            .thermal_pairs
-            .entry((r.site.clone(), rack.to_string()))
-            .or_default();
+        let q = pairs_at(
+            pairs_at(&mut self.thermal_pairs, &r.site, FxHashMap::default),
+            rack,
+            VecDeque::new,
+        );
         if q.len() == PAIRS_KEPT {
             q.pop_front();
         }
@@ -462,7 +519,7 @@ impl TelemetryState {
             return;
         }
         let pair = (u.last, p.last);
-        let q = self.power_pairs.entry(site.to_string()).or_default();
+        let q = pairs_at(&mut self.power_pairs, site, VecDeque::new);
         if q.len() == PAIRS_KEPT {
             q.pop_front();
         }

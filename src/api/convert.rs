@@ -359,16 +359,30 @@ pub fn sensor_kind(device: i32, placement: i32) -> Result<SensorKind, &'static s
     })
 }
 
-/// A reading of the API as the core's reading.
-pub fn reading_from_pb(r: pb::Reading, kind: SensorKind) -> Reading {
+/// A reading of the API as the core's reading; `site` and `timestamp_s`
+/// fill in what the reading leaves empty (the batch's defaults), and an
+/// empty unit is the kind's canonical one.
+pub fn reading_from_pb(r: pb::Reading, kind: SensorKind, site: &str, timestamp_s: f64) -> Reading {
     Reading {
         sensor: r.device_id,
-        site: r.site,
+        site: if r.site.is_empty() {
+            site.to_string()
+        } else {
+            r.site
+        },
         rack: opt_str(&r.rack),
         kind,
-        unit: r.unit,
+        unit: if r.unit.is_empty() {
+            kind.canonical_unit().to_string()
+        } else {
+            r.unit
+        },
         value: r.value,
-        timestamp_s: r.timestamp_s,
+        timestamp_s: if r.timestamp_s == 0.0 {
+            timestamp_s
+        } else {
+            r.timestamp_s
+        },
     }
 }
 

@@ -234,7 +234,10 @@ async fn story(
                 })
                 .collect();
             sent += readings.len() as u64;
-            let batch = pb::ReadingBatch { readings };
+            let batch = pb::ReadingBatch {
+                readings,
+                ..Default::default()
+            };
             if client
                 .ingest(tokio_stream::iter(vec![batch]))
                 .await

@@ -71,7 +71,7 @@ fn change(
         .commit(&ops)
         .map_err(|e| Status::internal(format!("cannot store the change: {e}")))?;
     let changed = touched.len() as u32;
-    let sites: HashSet<String> = next.sites.iter().map(|s| s.id.clone()).collect();
+    let sites: rustc_hash::FxHashSet<String> = next.sites.iter().map(|s| s.id.clone()).collect();
     state.instance = next;
     state.policy = policy;
     state.version = version;

@@ -153,11 +153,16 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
     let fleet = load_fleet(opts.sites)?;
     crate::service::client::push_instance(&opts.server, &fleet).await?;
     let streams = opts.streams.max(1);
-    let mut groups: Vec<Vec<pb::Reading>> = vec![Vec::new(); streams];
+    // Each stream carries some sites; a batch is one site's gateway sending
+    // several sweeps over its sensors.
+    let mut groups: Vec<Vec<(String, Vec<pb::Reading>)>> = vec![Vec::new(); streams];
     for (i, s) in fleet.sites.iter().enumerate() {
-        groups[i % streams].extend(site_sensors(&s.id, opts.racks_per_site));
+        groups[i % streams].push((s.id.clone(), site_sensors(&s.id, opts.racks_per_site)));
     }
-    let sensors = groups.iter().map(Vec::len).sum();
+    let sensors = groups
+        .iter()
+        .flat_map(|g| g.iter().map(|(_, v)| v.len()))
+        .sum();
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(opts.seconds);
     let t0 = crate::service::now_s();
@@ -170,25 +175,35 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
                 .await?
                 .max_encoding_message_size(64 << 20);
             let (tx, rx) = mpsc::channel::<pb::ReadingBatch>(4);
+            let sensors_len = sensors.len();
             let producer = tokio::spawn(async move {
                 let mut sent = 0u64;
                 let mut next = 0usize;
                 let mut sweep = 0u64;
                 while Instant::now() < deadline {
-                    let mut readings = Vec::with_capacity(batch);
-                    for _ in 0..batch {
-                        let mut r = sensors[next].clone();
-                        // One sweep over the sensors per simulated second.
-                        r.timestamp_s = t0 + sweep as f64;
-                        readings.push(r);
-                        next += 1;
-                        if next == sensors.len() {
-                            next = 0;
-                            sweep += 1;
+                    let (site, sensors) = &sensors[next];
+                    let sweeps = (batch / sensors.len().max(1)).max(1) as u64;
+                    let mut readings = Vec::with_capacity(sweeps as usize * sensors.len());
+                    for k in 0..sweeps {
+                        for r in sensors {
+                            let mut r = r.clone();
+                            // One sweep per simulated second.
+                            r.timestamp_s = t0 + (sweep + k) as f64;
+                            readings.push(r);
                         }
                     }
+                    next += 1;
+                    if next == sensors_len {
+                        next = 0;
+                        sweep += sweeps;
+                    }
                     sent += readings.len() as u64;
-                    if tx.send(pb::ReadingBatch { readings }).await.is_err() {
+                    let b = pb::ReadingBatch {
+                        readings,
+                        site: site.clone(),
+                        timestamp_s: 0.0,
+                    };
+                    if tx.send(b).await.is_err() {
                         break;
                     }
                 }

@@ -18,7 +18,7 @@ pub mod store;
 pub mod telemetry;
 pub mod whatif;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -172,7 +172,7 @@ impl State {
 /// Telemetry and the site ids it accepts readings for.
 pub struct TelemetryHub {
     pub state: TelemetryState,
-    pub sites: HashSet<String>,
+    pub sites: rustc_hash::FxHashSet<String>,
     /// Accepted readings not yet on disk.
     pub dirty: bool,
 }

@@ -50,6 +50,7 @@ fn take_batch(hub: &mut TelemetryHub, batch_no: u64, batch: pb::ReadingBatch, ta
         sites,
         dirty,
     } = hub;
+    let (site, timestamp_s) = (batch.site, batch.timestamp_s);
     for (i, r) in batch.readings.into_iter().enumerate() {
         let kind = match convert::sensor_kind(r.device_type, r.placement) {
             Ok(k) => k,
@@ -62,7 +63,7 @@ fn take_batch(hub: &mut TelemetryHub, batch_no: u64, batch: pb::ReadingBatch, ta
             tally.reject(batch_no, i, "", "device_id is required".into());
             continue;
         }
-        let reading = convert::reading_from_pb(r, kind);
+        let reading = convert::reading_from_pb(r, kind, &site, timestamp_s);
         match state.ingest(&reading, |s| sites.contains(s)) {
             Ok(()) => {
                 tally.accepted += 1;

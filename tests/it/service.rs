@@ -135,6 +135,7 @@ fn ambient_batch(inst: &Instance, now: f64, hot: Option<(&str, f64)>) -> pb::Rea
                 timestamp_s: now,
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -575,9 +576,38 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
         let named: HashSet<u32> = s.examples.iter().map(|e| e.index).collect();
         assert_eq!(named, HashSet::from([0, 1, 2, 3]));
         assert!(s.rejected_by_reason.contains_key("unknown site"));
+        // A gateway's batch: site, time and units by default.
+        let site = inst.sites[0].id.clone();
+        let gateway = pb::ReadingBatch {
+            readings: vec![
+                pb::Reading {
+                    device_id: format!("{site}/gw-ambient"),
+                    device_type: pb::DeviceType::Temperature as i32,
+                    placement: pb::DevicePlacement::Outside as i32,
+                    value: 21.5,
+                    ..Default::default()
+                },
+                pb::Reading {
+                    device_id: format!("{site}/gw-ups"),
+                    device_type: pb::DeviceType::Ups as i32,
+                    placement: pb::DevicePlacement::Site as i32,
+                    value: 3.2,
+                    ..Default::default()
+                },
+            ],
+            site: site.clone(),
+            timestamp_s: now_s(),
+        };
+        let s = tel
+            .ingest(tokio_stream::iter(vec![gateway]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((s.accepted, s.rejected), (2, 0), "{s:?}");
         // An oversized batch is refused whole.
         let huge = pb::ReadingBatch {
             readings: vec![ambient_batch(&inst, now_s(), None).readings[0].clone(); 100_001],
+            ..Default::default()
         };
         let err = tel
             .ingest(tokio_stream::iter(vec![huge]))

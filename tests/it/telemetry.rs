@@ -141,7 +141,13 @@ fn two_sites() -> edgeplan::instance::Instance {
 fn thermal_fit_recovers_the_truth_within_five_percent() {
     let mut t = TelemetryState::default();
     thermal_truth(&mut t, 400);
-    let pairs: Vec<(f64, f64)> = t.thermal_pairs.values().flatten().copied().collect();
+    let pairs: Vec<(f64, f64)> = t
+        .thermal_pairs
+        .values()
+        .flat_map(|racks| racks.values())
+        .flatten()
+        .copied()
+        .collect();
     let fit = fit_line(pairs).unwrap();
     assert!((fit.slope - 0.8).abs() / 0.8 < 0.05, "{fit:?}");
     assert!((fit.intercept - 0.5).abs() < 0.25, "{fit:?}");
