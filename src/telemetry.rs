@@ -55,6 +55,33 @@ pub struct Reading {
     pub timestamp_s: f64,
 }
 
+/// A reading borrowed from wherever it was decoded (the ingest hot path
+/// builds no owned strings for it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadingRef<'a> {
+    pub sensor: &'a str,
+    pub site: &'a str,
+    pub rack: Option<&'a str>,
+    pub kind: SensorKind,
+    pub unit: &'a str,
+    pub value: f64,
+    pub timestamp_s: f64,
+}
+
+impl Reading {
+    pub fn as_ref(&self) -> ReadingRef<'_> {
+        ReadingRef {
+            sensor: &self.sensor,
+            site: &self.site,
+            rack: self.rack.as_deref(),
+            kind: self.kind,
+            unit: &self.unit,
+            value: self.value,
+            timestamp_s: self.timestamp_s,
+        }
+    }
+}
+
 /// Why a reading was rejected.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
@@ -366,6 +393,15 @@ impl TelemetryState {
         r: &Reading,
         known_site: impl Fn(&str) -> bool,
     ) -> Result<(), Rejection> {
+        self.ingest_ref(&r.as_ref(), known_site)
+    }
+
+    /// As [`ingest`](Self::ingest), on a borrowed reading.
+    pub fn ingest_ref(
+        &mut self,
+        r: &ReadingRef<'_>,
+        known_site: impl Fn(&str) -> bool,
+    ) -> Result<(), Rejection> {
         let result = self.check(r, &known_site).map(|v| self.take(r, v));
         match result {
             Ok(()) => self.accepted += 1,
@@ -374,16 +410,20 @@ impl TelemetryState {
         result
     }
 
-    fn check(&self, r: &Reading, known_site: &impl Fn(&str) -> bool) -> Result<f64, Rejection> {
+    fn check(
+        &self,
+        r: &ReadingRef<'_>,
+        known_site: &impl Fn(&str) -> bool,
+    ) -> Result<f64, Rejection> {
         if !r.value.is_finite() || !r.timestamp_s.is_finite() {
             return Err(Rejection::NotFinite);
         }
-        if !known_site(&r.site) {
+        if !known_site(r.site) {
             return Err(Rejection::UnknownSite);
         }
-        let v = canonical(r.kind, &r.unit, r.value).ok_or(Rejection::UnknownUnit)?;
+        let v = canonical(r.kind, r.unit, r.value).ok_or(Rejection::UnknownUnit)?;
         use SensorKind::*;
-        if matches!(r.kind, Inlet | RackPower) && r.rack.as_deref().is_none_or(str::is_empty) {
+        if matches!(r.kind, Inlet | RackPower) && r.rack.is_none_or(str::is_empty) {
             return Err(Rejection::MissingRack);
         }
         let l = &self.limits;
@@ -397,7 +437,7 @@ impl TelemetryState {
         if !in_range {
             return Err(Rejection::OutOfRange);
         }
-        if let Some(s) = self.sensors.get(&r.sensor) {
+        if let Some(s) = self.sensors.get(r.sensor) {
             if r.timestamp_s == s.last_s {
                 return Err(Rejection::Duplicate);
             }
@@ -414,10 +454,10 @@ impl TelemetryState {
         Ok(v)
     }
 
-    fn take(&mut self, r: &Reading, v: f64) {
+    fn take(&mut self, r: &ReadingRef<'_>, v: f64) {
         let (alpha, keep) = (self.limits.ewma_alpha, self.limits.window_samples.max(1));
         // One lookup on the hot path, and no key allocated for a known sensor.
-        match self.sensors.get_mut(&r.sensor) {
+        match self.sensors.get_mut(r.sensor) {
             Some(s) => {
                 s.last = v;
                 s.last_s = r.timestamp_s;
@@ -430,18 +470,18 @@ impl TelemetryState {
             }
             None => {
                 self.site_sensors
-                    .entry(r.site.clone())
+                    .entry(r.site.to_string())
                     .or_default()
                     .push(SensorRef {
-                        id: r.sensor.clone(),
+                        id: r.sensor.to_string(),
                         kind: r.kind,
-                        rack: r.rack.clone(),
+                        rack: r.rack.map(str::to_string),
                     });
                 self.sensors.insert(
-                    r.sensor.clone(),
+                    r.sensor.to_string(),
                     SensorState {
-                        site: r.site.clone(),
-                        rack: r.rack.clone(),
+                        site: r.site.to_string(),
+                        rack: r.rack.map(str::to_string),
                         kind: r.kind,
                         last: v,
                         last_s: r.timestamp_s,
@@ -453,12 +493,12 @@ impl TelemetryState {
             }
         }
         match r.kind {
-            SensorKind::Ambient => series(&mut self.ambient_hourly, &r.site).add(r.timestamp_s, v),
+            SensorKind::Ambient => series(&mut self.ambient_hourly, r.site).add(r.timestamp_s, v),
             SensorKind::WorkloadUtilization => {
-                series(&mut self.demand_hourly, &r.sensor).add(r.timestamp_s, v)
+                series(&mut self.demand_hourly, r.sensor).add(r.timestamp_s, v)
             }
             SensorKind::Inlet => self.pair_thermal(r),
-            SensorKind::SitePower | SensorKind::Utilization => self.pair_power(&r.site),
+            SensorKind::SitePower | SensorKind::Utilization => self.pair_power(r.site),
             SensorKind::Supply
             | SensorKind::Humidity
             | SensorKind::RackPower
@@ -480,7 +520,7 @@ impl TelemetryState {
 
     /// On an inlet reading: a pair with the rack's power and the supply air,
     /// if both were read within [`PAIR_WINDOW_S`] of it.
-    fn pair_thermal(&mut self, r: &Reading) {
+    fn pair_thermal(&mut self, r: &ReadingRef<'_>) {
         let Some(rack) = r.rack.as_deref() else {
             return;
         };

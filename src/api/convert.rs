@@ -13,7 +13,7 @@ use crate::instance::{
 use crate::plan::{Step, StepKind};
 use crate::problem::Kpis;
 use crate::service::store::Policy;
-use crate::telemetry::{Reading, SensorKind};
+use crate::telemetry::{ReadingRef, SensorKind};
 
 /// A field the API message lacks or gets wrong.
 #[derive(Debug, Clone, PartialEq)]
@@ -359,23 +359,24 @@ pub fn sensor_kind(device: i32, placement: i32) -> Result<SensorKind, &'static s
     })
 }
 
-/// A reading of the API as the core's reading; `site` and `timestamp_s`
-/// fill in what the reading leaves empty (the batch's defaults), and an
-/// empty unit is the kind's canonical one.
-pub fn reading_from_pb(r: pb::Reading, kind: SensorKind, site: &str, timestamp_s: f64) -> Reading {
-    Reading {
-        sensor: r.device_id,
-        site: if r.site.is_empty() {
-            site.to_string()
-        } else {
-            r.site
-        },
-        rack: opt_str(&r.rack),
+/// A reading of the API as the core's (borrowed) reading; `site` and
+/// `timestamp_s` fill in what the reading leaves empty (the batch's
+/// defaults), and an empty unit is the kind's canonical one.
+pub fn reading_ref<'a>(
+    r: &'a pb::Reading,
+    kind: SensorKind,
+    site: &'a str,
+    timestamp_s: f64,
+) -> ReadingRef<'a> {
+    ReadingRef {
+        sensor: &r.device_id,
+        site: if r.site.is_empty() { site } else { &r.site },
+        rack: (!r.rack.is_empty()).then_some(r.rack.as_str()),
         kind,
         unit: if r.unit.is_empty() {
-            kind.canonical_unit().to_string()
+            kind.canonical_unit()
         } else {
-            r.unit
+            &r.unit
         },
         value: r.value,
         timestamp_s: if r.timestamp_s == 0.0 {

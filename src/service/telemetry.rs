@@ -51,7 +51,7 @@ fn take_batch(hub: &mut TelemetryHub, batch_no: u64, batch: pb::ReadingBatch, ta
         dirty,
     } = hub;
     let (site, timestamp_s) = (batch.site, batch.timestamp_s);
-    for (i, r) in batch.readings.into_iter().enumerate() {
+    for (i, r) in batch.readings.iter().enumerate() {
         let kind = match convert::sensor_kind(r.device_type, r.placement) {
             Ok(k) => k,
             Err(why) => {
@@ -63,13 +63,13 @@ fn take_batch(hub: &mut TelemetryHub, batch_no: u64, batch: pb::ReadingBatch, ta
             tally.reject(batch_no, i, "", "device_id is required".into());
             continue;
         }
-        let reading = convert::reading_from_pb(r, kind, &site, timestamp_s);
-        match state.ingest(&reading, |s| sites.contains(s)) {
+        let reading = convert::reading_ref(r, kind, &site, timestamp_s);
+        match state.ingest_ref(&reading, |s| sites.contains(s)) {
             Ok(()) => {
                 tally.accepted += 1;
                 *dirty = true;
             }
-            Err(why) => tally.reject(batch_no, i, &reading.sensor, why.to_string()),
+            Err(why) => tally.reject(batch_no, i, reading.sensor, why.to_string()),
         }
     }
 }
