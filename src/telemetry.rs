@@ -521,13 +521,13 @@ impl TelemetryState {
     /// On an inlet reading: a pair with the rack's power and the supply air,
     /// if both were read within [`PAIR_WINDOW_S`] of it.
     fn pair_thermal(&mut self, r: &ReadingRef<'_>) {
-        let Some(rack) = r.rack.as_deref() else {
+        let Some(rack) = r.rack else {
             return;
         };
         let (Some(inlet), Some(power), Some(supply)) = (
-            self.latest(&r.site, SensorKind::Inlet, Some(rack)),
-            self.latest(&r.site, SensorKind::RackPower, Some(rack)),
-            self.latest(&r.site, SensorKind::Supply, None),
+            self.latest(r.site, SensorKind::Inlet, Some(rack)),
+            self.latest(r.site, SensorKind::RackPower, Some(rack)),
+            self.latest(r.site, SensorKind::Supply, None),
         ) else {
             return;
         };
@@ -538,7 +538,7 @@ impl TelemetryState {
         }
         let pair = (power.last, inlet.last - supply.last);
         let q = pairs_at(
-            pairs_at(&mut self.thermal_pairs, &r.site, FxHashMap::default),
+            pairs_at(&mut self.thermal_pairs, r.site, FxHashMap::default),
             rack,
             VecDeque::new,
         );
