@@ -116,8 +116,8 @@ enum Command {
     },
     /// Write the operator report: one self-contained HTML page, or Markdown.
     Report {
-        /// The instance (with today's placement); or use --server.
-        #[arg(long, required_unless_present = "server")]
+        /// The instance (with today's placement); or use --server, or --whatif alone.
+        #[arg(long, required_unless_present_any = ["server", "whatif"])]
         instance: Option<PathBuf>,
         /// A placement (or `solve`'s output) to report on; default today's placement.
         #[arg(long)]
@@ -591,10 +591,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             title,
             out,
         } => {
-            let (inst, live_plan) = match (&instance, &server) {
-                (Some(path), _) => (load(path)?, None),
-                (None, Some(url)) => runtime()?.block_on(fetch_live(url))?,
-                (None, None) => bail!("give --instance or --server"),
+            let results: Option<Vec<edgeplan::whatif::ScenarioResult>> = match &whatif {
+                Some(path) => Some(serde_json::from_str(&read(path)?).with_context(|| {
+                    format!(
+                        "{} is not what-if results (edgeplan whatif's JSON)",
+                        path.display()
+                    )
+                })?),
+                None => None,
+            };
+            let (inst, live_plan) = match (&instance, &server, &results) {
+                (Some(path), _, _) => (load(path)?, None),
+                (None, Some(url), _) => runtime()?.block_on(fetch_live(url))?,
+                (None, None, Some(results)) => {
+                    // What-if results alone: the comparison and the base's sites.
+                    let title = title.unwrap_or_else(|| "edgeplan what-if report".into());
+                    let text = match format {
+                        ReportFormat::Html => {
+                            edgeplan::operator_report::whatif_html(&title, results)
+                        }
+                        ReportFormat::Md => {
+                            edgeplan::operator_report::whatif_markdown(&title, results)
+                        }
+                    };
+                    write_out(out.as_deref(), &text)?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                (None, None, None) => bail!("give --instance, --server or --whatif"),
             };
             let problem = Problem::build(&inst)?;
             let x = match &placement {

@@ -500,6 +500,71 @@ fn whatif_chart(results: &[ScenarioResult]) -> String {
     })
 }
 
+/// The what-if KPI table (HTML).
+fn whatif_table(results: &[ScenarioResult]) -> String {
+    let mut h = String::new();
+    h.push_str("<table><tr><th class=\"l\">scenario</th><th>energy /h</th><th>carbon kg/h</th><th>mean RTT ms</th><th>SLO violations</th><th>unplaced</th><th>moves</th><th>makespan s</th><th>min inlet headroom °C</th><th>max power use</th></tr>");
+    for r in results {
+        let _ = write!(
+                h,
+                "<tr><td class=\"l\">{}</td><td>{:.3}</td><td>{:.2}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.0} %</td></tr>",
+                esc(&r.scenario),
+                r.energy_cost_per_h,
+                r.carbon_kg_per_h,
+                r.mean_latency_ms,
+                r.slo_violations,
+                r.unplaced_replicas,
+                r.moves,
+                r.makespan_s,
+                r.min_inlet_headroom_c,
+                r.max_power_use * 100.0
+            );
+    }
+    h.push_str("</table>");
+    h
+}
+
+/// A report from what-if results alone (no instance at hand): the
+/// scenarios compared, and the base's sites as its row recorded them.
+pub fn whatif_html(title: &str, results: &[ScenarioResult]) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{0}</title><style>{CSS}</style></head><body><h1>{0}</h1>",
+        esc(title)
+    );
+    h.push_str("<h2>What-if scenarios</h2>");
+    h.push_str(&whatif_chart(results));
+    h.push_str(&whatif_table(results));
+    if let Some(base) = results.first() {
+        let _ = write!(h, "<h2>Sites in {}</h2>", esc(&base.scenario));
+        h.push_str("<table><tr><th class=\"l\">site</th><th>IT kW / limit</th><th>facility kW / cap</th><th>inlet °C / limit</th><th>cooling headroom kW</th><th class=\"l\">binding</th></tr>");
+        for s in &base.sites {
+            let _ = write!(
+                h,
+                "<tr><td class=\"l\">{}</td><td>{:.2} / {:.2}</td><td>{:.2} / {:.2}</td><td>{:.1} / {:.1}</td><td>{:.2}</td><td class=\"l\">{}</td></tr>",
+                esc(&s.site),
+                s.it_kw,
+                s.it_limit_kw,
+                s.facility_kw,
+                s.power_cap_kw,
+                s.inlet_c,
+                s.inlet_limit_c,
+                s.cooling_headroom_kw,
+                esc(s.binding.describe())
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+/// What-if results alone, as Markdown.
+pub fn whatif_markdown(title: &str, results: &[ScenarioResult]) -> String {
+    format!("# {title}\n\n{}", crate::whatif::comparison_table(results))
+}
+
 const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1100px}\
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}\
@@ -607,24 +672,7 @@ pub fn html(input: &ReportInput<'_>) -> String {
     if let Some(results) = input.whatif {
         h.push_str("<h2>What-if scenarios</h2>");
         h.push_str(&whatif_chart(results));
-        h.push_str("<table><tr><th class=\"l\">scenario</th><th>energy /h</th><th>carbon kg/h</th><th>mean RTT ms</th><th>SLO violations</th><th>unplaced</th><th>moves</th><th>makespan s</th><th>min inlet headroom °C</th><th>max power use</th></tr>");
-        for r in results {
-            let _ = write!(
-                h,
-                "<tr><td class=\"l\">{}</td><td>{:.3}</td><td>{:.2}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.0} %</td></tr>",
-                esc(&r.scenario),
-                r.energy_cost_per_h,
-                r.carbon_kg_per_h,
-                r.mean_latency_ms,
-                r.slo_violations,
-                r.unplaced_replicas,
-                r.moves,
-                r.makespan_s,
-                r.min_inlet_headroom_c,
-                r.max_power_use * 100.0
-            );
-        }
-        h.push_str("</table>");
+        h.push_str(&whatif_table(results));
     }
     h.push_str("<h2>Why</h2>");
     if f.moves.is_empty() && f.unplaced.is_empty() {

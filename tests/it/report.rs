@@ -225,3 +225,45 @@ fn the_cli_writes_html_and_markdown_and_names_a_bad_plan_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("plan.json is not a plan"), "{err}");
 }
+
+#[test]
+fn a_whatif_results_file_alone_makes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = edgeplan(&[
+        "whatif",
+        "--scenarios",
+        &format!("{root}/examples/what-if.yaml"),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results = dir.path().join("results.json");
+    std::fs::write(&results, &run.stdout).unwrap();
+    let parsed: Vec<edgeplan::whatif::ScenarioResult> =
+        serde_json::from_slice(&run.stdout).unwrap();
+    let page = dir.path().join("whatif.html");
+    let out = edgeplan(&[
+        "report",
+        "--whatif",
+        results.to_str().unwrap(),
+        "--out",
+        page.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(html.contains("<svg"));
+    for r in &parsed {
+        assert!(html.contains(&r.scenario), "{} missing", r.scenario);
+        assert!(html.contains(&format!("{:.3}", r.energy_cost_per_h)));
+    }
+    for s in &parsed[0].sites {
+        assert!(html.contains(&s.site));
+    }
+}
