@@ -37,6 +37,8 @@ pub enum StoreError {
         key: String,
         source: serde_json::Error,
     },
+    #[error("cannot encode a value: {0}")]
+    Encode(serde_json::Error),
     #[error("data file has schema version {found}, this edgeplan reads {SCHEMA_VERSION}")]
     Schema { found: u64 },
 }
@@ -107,9 +109,9 @@ pub struct Store {
     db: Database,
 }
 
-fn json<T: Serialize>(v: &T) -> Vec<u8> {
-    // The core types serialize infallibly (no maps with non-string keys).
-    serde_json::to_vec(v).unwrap_or_default()
+fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    // A value that cannot be encoded aborts the transaction: nothing half-written.
+    serde_json::to_vec(v).map_err(StoreError::Encode)
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(
@@ -137,7 +139,7 @@ impl Store {
                 Some(v) if v != SCHEMA_VERSION => return Err(StoreError::Schema { found: v }),
                 Some(_) => {}
                 None => {
-                    db!(meta.insert("schema", json(&SCHEMA_VERSION).as_slice()))?;
+                    db!(meta.insert("schema", json(&SCHEMA_VERSION)?.as_slice()))?;
                 }
             }
             db!(txn.open_table(SITES))?;
@@ -172,38 +174,38 @@ impl Store {
                     inventory_version: e.inventory_version,
                     error: e.error.clone(),
                 };
-                db!(t.insert(e.id, json(&m).as_slice())).map(|_| ())
+                db!(t.insert(e.id, json(&m)?.as_slice())).map(|_| ())
             };
             for op in ops {
                 match op {
                     Op::PutSite(s) => {
-                        db!(sites.insert(s.id.as_str(), json(s).as_slice())).map(drop)?
+                        db!(sites.insert(s.id.as_str(), json(s)?.as_slice())).map(drop)?
                     }
                     Op::DeleteSite(id) => db!(sites.remove(*id)).map(drop)?,
                     Op::PutLink(l) => {
-                        db!(links.insert(link_key(l).as_str(), json(l).as_slice())).map(drop)?
+                        db!(links.insert(link_key(l).as_str(), json(l)?.as_slice())).map(drop)?
                     }
                     Op::DeleteLink(k) => db!(links.remove(*k)).map(drop)?,
                     Op::PutRegion(r) => {
-                        db!(regions.insert(r.id.as_str(), json(r).as_slice())).map(drop)?
+                        db!(regions.insert(r.id.as_str(), json(r)?.as_slice())).map(drop)?
                     }
                     Op::DeleteRegion(id) => db!(regions.remove(*id)).map(drop)?,
                     Op::PutWorkload(w) => {
-                        db!(workloads.insert(w.id.as_str(), json(w).as_slice())).map(drop)?
+                        db!(workloads.insert(w.id.as_str(), json(w)?.as_slice())).map(drop)?
                     }
                     Op::DeleteWorkload(id) => db!(workloads.remove(*id)).map(drop)?,
-                    Op::Policy(p) => db!(meta.insert("policy", json(p).as_slice())).map(drop)?,
-                    Op::Version(v) => db!(meta.insert("version", json(v).as_slice())).map(drop)?,
+                    Op::Policy(p) => db!(meta.insert("policy", json(p)?.as_slice())).map(drop)?,
+                    Op::Version(v) => db!(meta.insert("version", json(v)?.as_slice())).map(drop)?,
                     Op::NewPlan(e) => {
-                        db!(plans.insert(e.id, json(&e.plan).as_slice()))?;
+                        db!(plans.insert(e.id, json(&e.plan)?.as_slice()))?;
                         put_meta(&mut plan_meta, e)?;
                         for (k, st) in e.steps.iter().enumerate() {
-                            db!(steps.insert((e.id, k as u64), json(st).as_slice()))?;
+                            db!(steps.insert((e.id, k as u64), json(st)?.as_slice()))?;
                         }
                     }
                     Op::PlanState(e) => put_meta(&mut plan_meta, e)?,
                     Op::Step(plan, k, st) => {
-                        db!(steps.insert((*plan, *k as u64), json(st).as_slice())).map(drop)?
+                        db!(steps.insert((*plan, *k as u64), json(st)?.as_slice())).map(drop)?
                     }
                     Op::Telemetry(bytes) => db!(meta.insert("telemetry", *bytes)).map(drop)?,
                 }
