@@ -132,6 +132,25 @@ impl Execution {
         }
     }
 
+    /// The step exists and is in `state`, or the refusal of `action`.
+    fn expect(
+        &self,
+        step: usize,
+        state: StepState,
+        action: &'static str,
+    ) -> Result<(), TransitionError> {
+        let status = self.status(step)?;
+        if status.state != state {
+            return Err(TransitionError::Step {
+                plan: self.id,
+                step,
+                state: status.state,
+                action,
+            });
+        }
+        Ok(())
+    }
+
     fn status(&self, step: usize) -> Result<&StepStatus, TransitionError> {
         self.steps.get(step).ok_or(TransitionError::UnknownStep {
             plan: self.id,
@@ -172,15 +191,7 @@ impl Execution {
         if self.state.is_terminal() {
             return Err(self.refuse("skip a step"));
         }
-        let status = self.status(step)?;
-        if status.state != StepState::Pending {
-            return Err(TransitionError::Step {
-                plan: self.id,
-                step,
-                state: status.state,
-                action: "skip",
-            });
-        }
+        self.expect(step, StepState::Pending, "skip")?;
         let mut dependents: HashMap<usize, Vec<usize>> = HashMap::new();
         for s in &self.plan.steps {
             for &d in &s.depends_on {
@@ -272,15 +283,7 @@ impl Execution {
         if !matches!(self.state, PlanState::Approved | PlanState::Executing) {
             return Err(self.refuse("start a step"));
         }
-        let status = self.status(step)?;
-        if status.state != StepState::Pending {
-            return Err(TransitionError::Step {
-                plan: self.id,
-                step,
-                state: status.state,
-                action: "start",
-            });
-        }
+        self.expect(step, StepState::Pending, "start")?;
         self.state = PlanState::Executing;
         let st = &mut self.steps[step];
         st.state = StepState::Running;
@@ -290,15 +293,7 @@ impl Execution {
 
     /// One more call for a running step (a retry, or a resend after a restart).
     pub fn retry(&mut self, step: usize) -> Result<(), TransitionError> {
-        let status = self.status(step)?;
-        if status.state != StepState::Running {
-            return Err(TransitionError::Step {
-                plan: self.id,
-                step,
-                state: status.state,
-                action: "retry",
-            });
-        }
+        self.expect(step, StepState::Running, "retry")?;
         self.steps[step].attempts += 1;
         Ok(())
     }
@@ -310,15 +305,7 @@ impl Execution {
         succeeded: bool,
         message: String,
     ) -> Result<(), TransitionError> {
-        let status = self.status(step)?;
-        if status.state != StepState::Running {
-            return Err(TransitionError::Step {
-                plan: self.id,
-                step,
-                state: status.state,
-                action: "finish",
-            });
-        }
+        self.expect(step, StepState::Running, "finish")?;
         let st = &mut self.steps[step];
         st.state = if succeeded {
             StepState::Succeeded

@@ -635,15 +635,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ),
                 None => live_plan,
             };
-            let results: Option<Vec<edgeplan::whatif::ScenarioResult>> = match &whatif {
-                Some(path) => Some(serde_json::from_str(&read(path)?).with_context(|| {
-                    format!(
-                        "{} is not what-if results (edgeplan whatif's JSON)",
-                        path.display()
-                    )
-                })?),
-                None => None,
-            };
             let title = title.unwrap_or_else(|| {
                 if inst.name.is_empty() {
                     "edgeplan report".to_string()
