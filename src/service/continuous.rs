@@ -8,11 +8,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::placement::{propose, View};
+use super::placement::{propose_from, solve_view, View};
 use super::{now_s, Shared};
 use crate::alarm::{Alarms, Thresholds};
 use crate::execution::PlanState;
-use crate::solver::SolveOptions;
+use crate::solver::{SolveOptions, Solved};
 
 /// What continuous mode remembers between ticks.
 struct Memory {
@@ -127,11 +127,23 @@ fn tick(shared: &Shared, m: &mut Memory) {
         tracing::info!("alarm: {}", alarm.text);
         m.pending.push(alarm.text);
     }
+    let options = SolveOptions {
+        time_limit_s: Some(shared.config.solve_time_limit_s),
+        ..SolveOptions::default()
+    };
+    // One solve per tick at most: the gain check's answer is also the plan's.
+    let mut solved = None;
     if cfg.min_gain > 0.0 && view.version != m.version_seen {
         m.version_seen = view.version;
-        if let Some(why) = cheaper(shared, &view) {
-            tracing::info!("{why}");
-            m.pending.push(why);
+        match solve_view(&view, &options) {
+            Ok(s) => {
+                if let Some(why) = cheaper(cfg.min_gain, &view, &s) {
+                    tracing::info!("{why}");
+                    m.pending.push(why);
+                }
+                solved = Some(s);
+            }
+            Err(e) => tracing::warn!("continuous: {}", e.message()),
         }
     }
     if m.pending.is_empty() {
@@ -142,11 +154,22 @@ fn tick(shared: &Shared, m: &mut Memory) {
         return; // rate-limited; the reasons wait
     }
     let reason = format!("continuous: {}", m.pending.join("; "));
-    let options = SolveOptions {
-        time_limit_s: Some(shared.config.solve_time_limit_s),
-        ..SolveOptions::default()
+    let solved = match solved.map_or_else(|| solve_view(&view, &options), Ok) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("continuous re-plan failed: {}", e.message());
+            return;
+        }
     };
-    match propose(shared, &options, false, &reason, cfg.auto_approve, true) {
+    match propose_from(
+        shared,
+        &view,
+        &solved,
+        false,
+        &reason,
+        cfg.auto_approve,
+        true,
+    ) {
         Ok(p) => {
             match p.plan_id {
                 Some(id) => tracing::info!(plan = id, "{reason}"),
@@ -159,18 +182,13 @@ fn tick(shared: &Shared, m: &mut Memory) {
     }
 }
 
-/// After an inventory change: does a solve beat today's placement by
+/// After an inventory change: does the solved placement beat today's by
 /// `min_gain` of its cost? Says by how much and which term moved most.
-fn cheaper(shared: &Shared, view: &View) -> Option<String> {
-    let options = SolveOptions {
-        time_limit_s: Some(shared.config.solve_time_limit_s.min(5.0)),
-        ..SolveOptions::default()
-    };
-    let solved = crate::solver::solve(&view.problem, &options).ok()?;
+fn cheaper(min_gain: f64, view: &View, solved: &Solved) -> Option<String> {
     let now = &view.eval.objective;
     let best = view.problem.evaluate(&solved.x).objective;
     let gain = now.total - best.total;
-    if gain < shared.config.continuous.min_gain * now.total.abs().max(1e-9) {
+    if gain < min_gain * now.total.abs().max(1e-9) {
         return None;
     }
     let terms = [

@@ -18,7 +18,7 @@ use crate::execution::{Execution, PlanState, TransitionError};
 use crate::instance::Instance;
 use crate::problem::{Evaluation, Kpis, Problem};
 use crate::report::SolveReport;
-use crate::solver::{self, SolveOptions};
+use crate::solver::{self, SolveOptions, Solved};
 use crate::validate::validate_structure;
 
 pub struct PlacementApi(pub Arc<Shared>);
@@ -86,16 +86,41 @@ pub fn propose(
     skip_empty: bool,
 ) -> Result<Proposal, Status> {
     if !dry_run {
-        if let Some(e) = executing(shared) {
-            return Err(Status::failed_precondition(format!(
-                "plan {e} is executing; wait for it or cancel it first"
-            )));
-        }
+        refuse_while_executing(shared)?; // before spending a solve on it
     }
     let view = View::now(shared)?;
-    let solved = solver::solve(&view.problem, options)
-        .map_err(|e| Status::internal(format!("solver: {e}")))?;
-    let report = SolveReport::new(&view.problem, &solved);
+    let solved = solve_view(&view, options)?;
+    propose_from(
+        shared,
+        &view,
+        &solved,
+        dry_run,
+        reason,
+        auto_approve,
+        skip_empty,
+    )
+}
+
+/// Solve a view's problem.
+pub fn solve_view(view: &View, options: &SolveOptions) -> Result<Solved, Status> {
+    solver::solve(&view.problem, options).map_err(|e| Status::internal(format!("solver: {e}")))
+}
+
+/// [`propose`] for a view already solved (continuous mode assessed and
+/// solved it once; it is not solved again).
+pub fn propose_from(
+    shared: &Shared,
+    view: &View,
+    solved: &Solved,
+    dry_run: bool,
+    reason: &str,
+    auto_approve: bool,
+    skip_empty: bool,
+) -> Result<Proposal, Status> {
+    if !dry_run {
+        refuse_while_executing(shared)?;
+    }
+    let report = SolveReport::new(&view.problem, solved);
     let plan = crate::plan::plan(&view.effective, &view.problem, &report.placement)
         .map_err(|e| Status::internal(format!("planner: {e}")))?;
     let mut explanations: Vec<String> = report.unplaced.iter().map(|u| u.text.clone()).collect();
@@ -186,6 +211,15 @@ pub fn propose(
         response,
         plan_id: Some(id),
     })
+}
+
+fn refuse_while_executing(shared: &Shared) -> Result<(), Status> {
+    match executing(shared) {
+        Some(e) => Err(Status::failed_precondition(format!(
+            "plan {e} is executing; wait for it or cancel it first"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The plan executing now, if any.

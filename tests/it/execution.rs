@@ -146,25 +146,8 @@ fn verbs_outside_their_states_are_refused() {
 
 #[test]
 fn applying_steps_moves_one_replica_each() {
-    let mut w = edgeplan::instance::Workload {
-        id: "w0".into(),
-        replicas: 2,
-        resources: BTreeMap::new(),
-        utilization: 0.5,
-        traffic: Vec::new(),
-        slo: None,
-        max_per_site: None,
-        max_per_failure_domain: None,
-        anti_affinity_group: None,
-        affinity_group: None,
-        pinned_sites: Vec::new(),
-        forbidden_sites: Vec::new(),
-        hardware: Vec::new(),
-        priority: 1,
-        state_gib: 0.0,
-        current: BTreeMap::from([("a".to_string(), 2)]),
-        disruption_allowed: false,
-    };
+    let mut w = crate::common::workload("w0", 2, 1.0);
+    w.current = BTreeMap::from([("a".to_string(), 2)]);
     assert_eq!(apply_step(&mut w, &step(0, "a", "b", 0, vec![])), None);
     assert_eq!(
         w.current,
