@@ -25,6 +25,7 @@ fn bench(c: &mut Criterion) {
         relative_gap: None,
         threads: None,
         seed: 0,
+        method: edgeplan::solver::Method::Exact,
     };
     let mut group = c.benchmark_group("exact_solver");
     group.sample_size(10);

@@ -93,26 +93,28 @@ fn rtt_table(n: usize) -> Vec<Vec<Option<f64>>> {
     t
 }
 
-/// The largest fleet `gen` can build from measured latencies.
-pub fn max_sites() -> usize {
-    rows(CITIES).count()
-}
+/// The largest fleet `gen` builds. Beyond the cities with measured
+/// latencies, further sites share a city's network node (a second or third
+/// micro data center in the same metro).
+pub const MAX_SITES: usize = 20_000;
 
 /// Build an instance.
 pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
     let all = cities();
-    if opts.sites == 0 || opts.sites > all.len() {
+    if opts.sites == 0 || opts.sites > MAX_SITES {
         return Err(format!(
-            "--sites must be within 1..={} (cities with measured latencies), got {}",
-            all.len(),
+            "--sites must be within 1..={MAX_SITES}, got {}",
             opts.sites
         ));
     }
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let n = opts.sites;
+    // Network nodes and user regions are cities; sites beyond the number of
+    // cities are further micro data centers in the same metros.
+    let n = opts.sites.min(all.len());
     let chosen: Vec<&City> = all.iter().take(n).collect();
     let rtt = rtt_table(n);
     let ids: Vec<String> = chosen.iter().map(|c| slug(&c.name)).collect();
+    let site_city: Vec<usize> = (0..opts.sites).map(|i| i % n).collect();
 
     // Network: each city links to its 4 nearest measured neighbours and to the 3 largest hubs.
     let mut links: BTreeMap<(usize, usize), f64> = BTreeMap::new();
@@ -168,6 +170,10 @@ pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
         .map(|c| c.population.max(1.0).sqrt())
         .collect();
     let pop_total: f64 = pop_weight.iter().sum();
+    // Each city's share of capacity, split over its sites.
+    let sites_in_city: Vec<usize> = (0..n)
+        .map(|c| site_city.iter().filter(|&&x| x == c).count())
+        .collect();
 
     let mut workloads = Vec::new();
     let mut total_replicas = 0usize;
@@ -246,11 +252,16 @@ pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
     // Sites, sized so the fleet's CPU is `load` used.
     let models: Vec<&crate::server_models::ServerModel> =
         builtin().values().filter(|m| m.cores >= 16).collect();
-    let gpu_sites = ((n as f64 * 0.15).ceil() as usize).max(if total_gpus > 0.0 { 1 } else { 0 });
-    let mut sites = Vec::with_capacity(n);
-    for (i, c) in chosen.iter().enumerate() {
+    let n_sites = opts.sites;
+    let gpu_sites =
+        ((n_sites as f64 * 0.15).ceil() as usize).max(if total_gpus > 0.0 { 1 } else { 0 });
+    let mut sites = Vec::with_capacity(n_sites);
+    for (i, &city) in site_city.iter().enumerate() {
+        let c = chosen[city];
         let model = models[rng.random_range(0..models.len())];
-        let cores_needed = total_cores / opts.load.clamp(0.05, 1.0) * pop_weight[i] / pop_total;
+        let cores_needed = total_cores / opts.load.clamp(0.05, 1.0) * pop_weight[city]
+            / pop_total
+            / sites_in_city[city] as f64;
         let servers = ((cores_needed / model.cores as f64).ceil() as u32).max(2);
         let cpu = (servers * model.cores) as f64;
         let it_full_kw = servers as f64 * model.watts[10] / 1000.0;
@@ -307,10 +318,22 @@ pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
         }
         let racks = servers.div_ceil(16).max(1);
         let dynamic_full = it_full_kw - idle_kw;
+        let (id, node) = if i < n {
+            (ids[i].clone(), None)
+        } else {
+            (
+                format!("{}-{}", ids[city], i / n + 1),
+                Some(ids[city].clone()),
+            )
+        };
         sites.push(Site {
-            id: ids[i].clone(),
-            node: None,
-            name: Some(c.name.clone()),
+            id,
+            node,
+            name: Some(if i < n {
+                c.name.clone()
+            } else {
+                format!("{} {}", c.name, i / n + 1)
+            }),
             lat: c.lat,
             lon: c.lon,
             failure_domain: Some(c.continent.replace(' ', "-").to_lowercase()),
@@ -371,7 +394,10 @@ pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
     }
 
     let mut inst = Instance {
-        name: format!("gen-{n}sites-{}replicas-seed{}", total_replicas, opts.seed),
+        name: format!(
+            "gen-{n_sites}sites-{}replicas-seed{}",
+            total_replicas, opts.seed
+        ),
         server_models: Vec::new(),
         sites,
         network,

@@ -13,6 +13,7 @@ pub mod effective;
 pub mod error;
 pub mod execution;
 pub mod explain;
+pub mod fast;
 pub mod forecast;
 pub mod gen;
 pub mod instance;

@@ -15,7 +15,7 @@ use edgeplan::milp::Milp;
 use edgeplan::placement::Placement;
 use edgeplan::problem::Problem;
 use edgeplan::report::SolveReport;
-use edgeplan::solver::{solve, SolveOptions};
+use edgeplan::solver::{solve, Method, SolveOptions};
 use edgeplan::validate::validate;
 use edgeplan::verify::verify;
 
@@ -168,6 +168,10 @@ enum Command {
         /// HiGHS random seed.
         #[arg(long, default_value_t = 0)]
         seed: u32,
+        /// auto (the fast path, then HiGHS when the model is small and the
+        /// gap still open), exact (HiGHS) or fast (Lagrangian bound + local search).
+        #[arg(long, default_value = "auto")]
+        method: Method,
         /// Also plan the migration from today's placement and write it here.
         #[arg(long)]
         plan_out: Option<PathBuf>,
@@ -242,6 +246,31 @@ enum Command {
         /// One scenario at a time (the results are identical).
         #[arg(long)]
         sequential: bool,
+    },
+    /// Scale benchmark: per size, generate an instance, solve it in a fresh
+    /// process and print method, wall time, objective, bound, gap and peak
+    /// memory.
+    Bench {
+        /// Sizes as REPLICASxSITES:SECONDS:GAP, comma-separated.
+        #[arg(long, default_value = "5000x100:1:0.005,100000x1000:10:0.01")]
+        sizes: String,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Share of the fleet's CPU the demand uses.
+        #[arg(long, default_value_t = 0.7)]
+        load: f64,
+        #[arg(long, default_value = "fast")]
+        method: Method,
+        /// Keep the generated instances here (for `scripts/peer.py`).
+        #[arg(long)]
+        keep: Option<PathBuf>,
+        /// Internal: solve this instance and print one JSON line.
+        #[arg(long, hide = true)]
+        one: Option<PathBuf>,
+        #[arg(long, hide = true, default_value_t = 10.0)]
+        time_limit: f64,
+        #[arg(long, hide = true, default_value_t = 0.01)]
+        gap: f64,
     },
     /// Generate a realistic instance from the shipped real data.
     Gen {
@@ -421,6 +450,148 @@ async fn fetch_live(url: &str) -> Result<(Instance, Option<edgeplan::plan::Plan>
         None => None,
     };
     Ok((inst, plan))
+}
+
+/// One benchmark size: (replicas, sites, seconds, gap).
+fn parse_sizes(text: &str) -> Result<Vec<(usize, usize, f64, f64)>> {
+    text.split(',')
+        .map(|item| {
+            let parse = || -> Option<(usize, usize, f64, f64)> {
+                let mut parts = item.trim().split(':');
+                let (replicas, sites) = parts.next()?.split_once('x')?;
+                let seconds = parts.next().map_or(Some(10.0), |v| v.parse().ok())?;
+                let gap = parts.next().map_or(Some(0.01), |v| v.parse().ok())?;
+                Some((replicas.parse().ok()?, sites.parse().ok()?, seconds, gap))
+            };
+            parse().ok_or_else(|| {
+                anyhow::anyhow!("--sizes: {item:?} is not REPLICASxSITES[:SECONDS[:GAP]]")
+            })
+        })
+        .collect()
+}
+
+fn bench(sizes: &str, seed: u64, load: f64, method: Method, keep: Option<&Path>) -> Result<()> {
+    let sizes = parse_sizes(sizes)?;
+    let temp = std::env::temp_dir().join(format!("edgeplan-bench-{}", std::process::id()));
+    let dir = keep.unwrap_or(&temp);
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let exe = std::env::current_exe()?;
+    println!(
+        "{:>9} {:>6} {:>7} {:>6} {:>8} {:>8} {:>14} {:>14} {:>8} {:>9}",
+        "replicas",
+        "sites",
+        "limit_s",
+        "method",
+        "build_s",
+        "solve_s",
+        "objective",
+        "bound",
+        "gap_%",
+        "peak_MiB"
+    );
+    for (replicas, sites, seconds, gap) in sizes {
+        let inst = generate(&GenOptions {
+            sites,
+            workloads: 0,
+            replicas: Some(replicas),
+            seed,
+            load,
+        })
+        .map_err(anyhow::Error::msg)?;
+        let path = dir.join(format!("bench-{replicas}x{sites}-seed{seed}.json"));
+        fs::write(&path, serde_json::to_string(&inst)?)?;
+        drop(inst);
+        let out = std::process::Command::new(&exe)
+            .arg("bench")
+            .arg("--one")
+            .arg(&path)
+            .arg("--method")
+            .arg(format!("{method:?}").to_lowercase())
+            .arg("--time-limit")
+            .arg(seconds.to_string())
+            .arg("--gap")
+            .arg(gap.to_string())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "{replicas}x{sites}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        if keep.is_none() {
+            let _ = fs::remove_file(&path);
+        }
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:>9} {:>6} {:>7} {:>6} {:>8.2} {:>8.2} {:>14.4} {:>14.4} {:>8.3} {:>9.0}",
+            replicas,
+            sites,
+            seconds,
+            r["method"].as_str().unwrap_or("?"),
+            num("build_s"),
+            num("solve_s"),
+            num("objective"),
+            num("bound"),
+            num("gap") * 100.0,
+            num("peak_mib"),
+        );
+    }
+    if keep.is_none() {
+        let _ = fs::remove_dir(&temp);
+    }
+    Ok(())
+}
+
+/// Load, build and solve one instance; print the figures as one JSON line.
+fn bench_one(path: &Path, method: Method, time_limit: f64, gap: f64) -> Result<()> {
+    let started = Instant::now();
+    let inst = load(path)?;
+    let problem = Problem::build(&inst)?;
+    let build_s = started.elapsed().as_secs_f64();
+    let solving = Instant::now();
+    let solved = solve(
+        &problem,
+        &SolveOptions {
+            time_limit_s: Some(time_limit),
+            relative_gap: Some(gap),
+            threads: None,
+            seed: 0,
+            method,
+        },
+    )?;
+    let solve_s = solving.elapsed().as_secs_f64();
+    let report = edgeplan::verify::verify(&inst, &problem.placement_of(&solved.x));
+    if let Some(v) = report.violations.first() {
+        bail!(
+            "the placement breaks {} rule(s), first {} at {}: {}",
+            report.violations.len(),
+            v.rule,
+            v.item,
+            v.message
+        );
+    }
+    let peak_kib: f64 = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(f64::NAN);
+    println!(
+        "{}",
+        serde_json::json!({
+            "method": solved.method,
+            "build_s": build_s,
+            "solve_s": solve_s,
+            "objective": solved.objective,
+            "bound": solved.bound,
+            "gap": solved.gap,
+            "peak_mib": peak_kib / 1024.0,
+        })
+    );
+    Ok(())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -698,6 +869,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             time_limit,
             gap,
             seed,
+            method,
             plan_out,
         } => {
             let inst = load(&instance)?;
@@ -710,6 +882,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     relative_gap: gap,
                     threads: None,
                     seed,
+                    method,
                 },
             )?;
             let elapsed = started.elapsed().as_secs_f64();
@@ -915,9 +1088,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 &list,
                 &SolveOptions {
                     time_limit_s: Some(file.time_limit_s),
-                    relative_gap: None,
+                    relative_gap: file.gap,
                     threads: Some(1),
                     seed: file.seed,
+                    method: file.method,
                 },
                 !sequential,
                 &|_, _| bar.inc(1),
@@ -946,6 +1120,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&results)?);
             }
         }
+        Command::Bench {
+            sizes,
+            seed,
+            load: share,
+            method,
+            keep,
+            one,
+            time_limit,
+            gap,
+        } => match one {
+            Some(path) => bench_one(&path, method, time_limit, gap)?,
+            None => bench(&sizes, seed, share, method, keep.as_deref())?,
+        },
         Command::Gen {
             sites,
             workloads,

@@ -70,16 +70,7 @@ impl Milp {
         let mut milp = Milp {
             columns: Vec::new(),
             rows: Vec::new(),
-            offset: p
-                .sites
-                .iter()
-                .map(|s| {
-                    s.physics.idle_kw
-                        * (s.energy_cost_per_it_kwh
-                            + s.carbon_cost_per_it_kwh
-                            + s.thermal_cost_per_it_kw)
-                })
-                .sum(),
+            offset: p.fixed_cost(),
             x: Vec::with_capacity(p.workloads.len()),
             m: Vec::with_capacity(p.workloads.len()),
             u: Vec::with_capacity(p.workloads.len()),

@@ -299,6 +299,17 @@ impl Problem {
             site_calibration: inst.sites.iter().map(|s| s.power.calibration).collect(),
             instance_workloads: inst.workloads.clone(),
         };
+        // Sites grouped by network node, in site order; (first site, members).
+        let mut node_sites: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut group_of_node: HashMap<usize, usize> = HashMap::new();
+        for si in 0..problem.sites.len() {
+            let node = problem.topology.site_node(si);
+            let g = *group_of_node.entry(node).or_insert_with(|| {
+                node_sites.push((si, Vec::new()));
+                node_sites.len() - 1
+            });
+            node_sites[g].1.push(si);
+        }
         let in_anti_group: Vec<bool> = inst
             .workloads
             .iter()
@@ -311,40 +322,50 @@ impl Problem {
                 .map(|r| wl.resources.get(r).copied().unwrap_or(0.0))
                 .collect();
             let mut candidates = Vec::new();
-            for (si, site) in problem.sites.iter().enumerate() {
-                let dynamic_kw = problem.replica_dynamic_kw(wi, si);
-                if problem.static_reason(wi, si, &demand, dynamic_kw).is_some() {
+            for (rep, members) in &node_sites {
+                // Latency depends on the node only: checked once per node.
+                if problem.latency_reason(wi, *rep).is_some() {
                     continue;
                 }
-                let mut max_count = wl.replicas.min(wl.max_per_site.unwrap_or(u32::MAX));
-                if in_anti_group[wi] {
-                    max_count = max_count.min(1);
-                }
-                for (r, d) in demand.iter().enumerate() {
-                    if *d > 0.0 {
-                        max_count =
-                            max_count.min(((site.capacity[r] / d) * (1.0 + EPS)).floor() as u32);
+                for &si in members {
+                    let site = &problem.sites[si];
+                    let dynamic_kw = problem.replica_dynamic_kw(wi, si);
+                    if problem.site_reason(wi, si, &demand, dynamic_kw).is_some() {
+                        continue;
                     }
+                    let mut max_count = wl.replicas.min(wl.max_per_site.unwrap_or(u32::MAX));
+                    if in_anti_group[wi] {
+                        max_count = max_count.min(1);
+                    }
+                    for (r, d) in demand.iter().enumerate() {
+                        if *d > 0.0 {
+                            max_count = max_count
+                                .min(((site.capacity[r] / d) * (1.0 + EPS)).floor() as u32);
+                        }
+                    }
+                    if dynamic_kw > 0.0 {
+                        max_count =
+                            max_count
+                                .min(((site.dynamic_kw_limit / dynamic_kw) * (1.0 + EPS)).floor()
+                                    as u32);
+                    }
+                    if max_count == 0 {
+                        continue;
+                    }
+                    let mean_rtt_ms = problem.mean_rtt_ms(wi, si);
+                    candidates.push(Candidate {
+                        site: si,
+                        max_count,
+                        dynamic_kw,
+                        mean_rtt_ms,
+                        energy_cost: dynamic_kw * site.energy_cost_per_it_kwh,
+                        carbon_cost: dynamic_kw * site.carbon_cost_per_it_kwh,
+                        latency_cost: w.latency_per_ms * mean_rtt_ms,
+                        thermal_cost: dynamic_kw * site.thermal_cost_per_it_kw,
+                    });
                 }
-                if dynamic_kw > 0.0 {
-                    max_count = max_count
-                        .min(((site.dynamic_kw_limit / dynamic_kw) * (1.0 + EPS)).floor() as u32);
-                }
-                if max_count == 0 {
-                    continue;
-                }
-                let mean_rtt_ms = problem.mean_rtt_ms(wi, si);
-                candidates.push(Candidate {
-                    site: si,
-                    max_count,
-                    dynamic_kw,
-                    mean_rtt_ms,
-                    energy_cost: dynamic_kw * site.energy_cost_per_it_kwh,
-                    carbon_cost: dynamic_kw * site.carbon_cost_per_it_kwh,
-                    latency_cost: w.latency_per_ms * mean_rtt_ms,
-                    thermal_cost: dynamic_kw * site.thermal_cost_per_it_kw,
-                });
             }
+            candidates.sort_by_key(|c| c.site);
             let current = wl
                 .current
                 .iter()
@@ -366,6 +387,19 @@ impl Problem {
             });
         }
         Ok(problem)
+    }
+
+    /// The cost every placement pays: each site's idle power, priced.
+    pub fn fixed_cost(&self) -> f64 {
+        self.sites
+            .iter()
+            .map(|s| {
+                s.physics.idle_kw
+                    * (s.energy_cost_per_it_kwh
+                        + s.carbon_cost_per_it_kwh
+                        + s.thermal_cost_per_it_kw)
+            })
+            .sum()
     }
 
     /// The one capacity rule: may site `si`, with `used` resources and
@@ -507,6 +541,25 @@ impl Problem {
         demand: &[f64],
         dynamic_kw: f64,
     ) -> Option<Ineligible> {
+        self.placement_rule_reason(wi, si)
+            .or_else(|| self.latency_reason(wi, si))
+            .or_else(|| self.size_reason(si, demand, dynamic_kw))
+    }
+
+    /// Everything but latency (which `build` checks once per node).
+    fn site_reason(
+        &self,
+        wi: usize,
+        si: usize,
+        demand: &[f64],
+        dynamic_kw: f64,
+    ) -> Option<Ineligible> {
+        self.placement_rule_reason(wi, si)
+            .or_else(|| self.size_reason(si, demand, dynamic_kw))
+    }
+
+    /// Forbidden, pinned elsewhere, or missing hardware.
+    fn placement_rule_reason(&self, wi: usize, si: usize) -> Option<Ineligible> {
         let wl = &self.instance_workloads[wi];
         let site = &self.sites[si];
         if wl.forbidden_sites.contains(&site.id) {
@@ -520,6 +573,12 @@ impl Problem {
                 missing: missing.clone(),
             });
         }
+        None
+    }
+
+    /// Unreachable regions or an SLO the site's RTTs cannot meet.
+    fn latency_reason(&self, wi: usize, si: usize) -> Option<Ineligible> {
+        let wl = &self.instance_workloads[wi];
         for (ri, _) in self.traffic[wi].iter() {
             if !self.topology.rtt_ms[*ri][si].is_finite() {
                 return Some(Ineligible::Unreachable {
@@ -542,6 +601,12 @@ impl Problem {
                 });
             }
         }
+        None
+    }
+
+    /// One replica bigger than the site, or hotter than its power limit.
+    fn size_reason(&self, si: usize, demand: &[f64], dynamic_kw: f64) -> Option<Ineligible> {
+        let site = &self.sites[si];
         for (r, d) in demand.iter().enumerate() {
             if *d > site.capacity[r] * (1.0 + EPS) {
                 return Some(Ineligible::TooBig {

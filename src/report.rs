@@ -8,13 +8,15 @@ use serde::{Deserialize, Serialize};
 use crate::explain::{self, SiteBinding, UnplacedExplanation};
 use crate::placement::Placement;
 use crate::problem::{ObjectiveTerms, Problem, SiteKpi};
-use crate::solver::{SolveStatus, Solved};
+use crate::solver::{Method, SolveStatus, Solved};
 
 /// What `edgeplan solve` writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SolveReport {
     pub instance: String,
     pub status: SolveStatus,
+    /// The method that produced the placement.
+    pub method: Method,
     #[serde(flatten)]
     pub placement: Placement,
     pub objective: ObjectiveTerms,
@@ -35,6 +37,7 @@ impl SolveReport {
         SolveReport {
             instance: problem.name.clone(),
             status: solved.status,
+            method: solved.method,
             placement: problem.placement_of(&solved.x),
             bound: solved.bound.min(eval.objective.total),
             gap: crate::solver::relative_gap(eval.objective.total, solved.bound),
@@ -57,9 +60,10 @@ impl SolveReport {
             .sum();
         let o = &self.objective;
         let mut s = format!(
-            "{}: {:?}, objective {:.4}/h (bound {:.4}, gap {:.3} %)\n  energy {:.4} · carbon {:.4} · latency {:.4} · migration {:.4} · thermal {:.4} · unplaced {:.1}\n  {} replicas placed, {} unplaced, {} moves\n",
+            "{}: {:?} ({:?}), objective {:.4}/h (bound {:.4}, gap {:.3} %)\n  energy {:.4} · carbon {:.4} · latency {:.4} · migration {:.4} · thermal {:.4} · unplaced {:.1}\n  {} replicas placed, {} unplaced, {} moves\n",
             if self.instance.is_empty() { "instance" } else { &self.instance },
             self.status,
+            self.method,
             o.total,
             self.bound,
             self.gap * 100.0,

@@ -1,7 +1,8 @@
-//! The exact solver: the [`Milp`] handed to HiGHS through good_lp, warm
-//! started from a feasible greedy placement so that a time-limited solve
-//! always returns one. Reports HiGHS's proven bound and the gap. Pure apart
-//! from HiGHS's own time limit.
+//! The solver front: picks the method by size and says which it used. The
+//! exact path hands the [`Milp`] to HiGHS through good_lp, warm started from
+//! a feasible placement so that a time-limited solve always returns one; the
+//! fast path (`fast`) serves fleets the MILP cannot. Both report a proven
+//! bound and the gap. Pure apart from the time limits.
 
 use good_lp::solvers::highs::highs;
 use good_lp::{variable, Expression, ProblemVariables, SolverModel, Variable};
@@ -10,6 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::fast::{self, FastOptions};
 use crate::milp::Milp;
 use crate::problem::{Problem, EPS};
 
@@ -24,6 +26,7 @@ pub struct SolveOptions {
     pub threads: Option<u32>,
     /// HiGHS random seed, for reproducible runs.
     pub seed: u32,
+    pub method: Method,
 }
 
 impl Default for SolveOptions {
@@ -33,9 +36,44 @@ impl Default for SolveOptions {
             relative_gap: None,
             threads: None,
             seed: 0,
+            method: Method::Auto,
         }
     }
 }
+
+/// How to solve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The fast path first; then, if its gap is above the target and the
+    /// model is small enough for HiGHS, the exact MILP warm-started from it.
+    #[default]
+    Auto,
+    /// The exact MILP on HiGHS.
+    Exact,
+    /// Lagrangian bound + price-guided greedy + local search.
+    Fast,
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Method::Auto),
+            "exact" => Ok(Method::Exact),
+            "fast" => Ok(Method::Fast),
+            other => Err(format!("unknown method {other:?}: auto, exact or fast")),
+        }
+    }
+}
+
+/// Above this many (workload, site) candidate pairs `auto` does not hand
+/// the model to HiGHS: the LP relaxation alone outlasts any interactive
+/// time limit there (5,000 × 100 pairs took seconds just to bound).
+pub const EXACT_MAX_CANDIDATES: usize = 60_000;
+
+/// The gap `auto` settles for when none is asked for.
+pub const DEFAULT_GAP: f64 = 1e-4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -60,6 +98,8 @@ pub struct Solved {
     pub bound: f64,
     /// (objective − bound) / |objective|.
     pub gap: f64,
+    /// The method that produced `x` (for `auto`: the last one run).
+    pub method: Method,
 }
 
 /// Relative gap between an objective and a bound.
@@ -67,10 +107,71 @@ pub fn relative_gap(objective: f64, bound: f64) -> f64 {
     ((objective - bound) / objective.abs().max(1e-9)).max(0.0)
 }
 
-/// Solve the exact MILP of a problem.
+/// Solve a problem with the method the options ask for.
 pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
+    let started = std::time::Instant::now();
+    let target = options.relative_gap.unwrap_or(DEFAULT_GAP);
+    match options.method {
+        Method::Exact => exact(problem, options, greedy(problem)),
+        Method::Fast => Ok(fast_solved(problem, options, target)),
+        Method::Auto => {
+            let fast = fast_solved(problem, options, target.max(1e-3));
+            let candidates: usize = problem.workloads.iter().map(|w| w.candidates.len()).sum();
+            if fast.gap <= target || candidates > EXACT_MAX_CANDIDATES {
+                return Ok(fast);
+            }
+            let left = options
+                .time_limit_s
+                .map(|t| (t - started.elapsed().as_secs_f64()).max(0.1));
+            let exact_options = SolveOptions {
+                time_limit_s: left,
+                ..options.clone()
+            };
+            let mut solved = exact(problem, &exact_options, fast.x.clone())?;
+            if fast.objective < solved.objective {
+                solved.x = fast.x;
+                solved.objective = fast.objective;
+                solved.method = Method::Fast;
+            }
+            solved.bound = solved.bound.max(fast.bound).min(solved.objective);
+            solved.gap = relative_gap(solved.objective, solved.bound);
+            Ok(solved)
+        }
+    }
+}
+
+fn fast_solved(problem: &Problem, options: &SolveOptions, target: f64) -> Solved {
+    let r = fast::solve(
+        problem,
+        &FastOptions {
+            target_gap: target,
+            time_limit_s: options.time_limit_s.unwrap_or(f64::INFINITY).min(1e6),
+            ..FastOptions::default()
+        },
+    );
+    Solved {
+        status: if r.gap <= 1e-9 {
+            SolveStatus::Optimal
+        } else if r.gap <= target {
+            SolveStatus::GapLimit
+        } else {
+            SolveStatus::TimeLimit
+        },
+        x: r.x,
+        objective: r.objective,
+        bound: r.bound,
+        gap: r.gap,
+        method: Method::Fast,
+    }
+}
+
+/// Solve the exact MILP of a problem, warm-started from `start`.
+pub fn exact(
+    problem: &Problem,
+    options: &SolveOptions,
+    start: Vec<Vec<(usize, u32)>>,
+) -> Result<Solved> {
     let milp = Milp::build(problem);
-    let start = greedy(problem);
     let start_values = milp.assignment_of(problem, &start);
 
     let mut vars = ProblemVariables::new();
@@ -185,6 +286,7 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
         status,
         objective,
         bound,
+        method: Method::Exact,
     })
 }
 

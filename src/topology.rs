@@ -97,6 +97,12 @@ impl Topology {
         }
     }
 
+    /// The network node a site sits on, as an index (sites on one node see
+    /// the same RTTs).
+    pub fn site_node(&self, site: usize) -> usize {
+        self.site_nodes[site].index()
+    }
+
     /// Routes from one site to every site (`None` where unreachable).
     pub fn routes_from(&self, site: usize) -> Vec<Option<Route>> {
         let n = self.graph.node_count();

@@ -16,7 +16,7 @@ use crate::instance::{Instance, Link, Price};
 use crate::plan::plan;
 use crate::problem::Problem;
 use crate::report::SolveReport;
-use crate::solver::{solve, SolveOptions};
+use crate::solver::{solve, Method, SolveOptions};
 use crate::validate::{validate_structure, Issue};
 
 /// A scenario file.
@@ -30,6 +30,12 @@ pub struct ScenarioFile {
     /// Time limit of each scenario's solve, seconds.
     #[serde(default = "default_time_limit")]
     pub time_limit_s: f64,
+    /// Solve method of each scenario (auto, exact or fast).
+    #[serde(default)]
+    pub method: Method,
+    /// Relative gap at which each scenario's solve stops.
+    #[serde(default)]
+    pub gap: Option<f64>,
     #[serde(default)]
     pub scenarios: Vec<Scenario>,
     #[serde(default)]

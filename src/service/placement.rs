@@ -101,6 +101,16 @@ pub fn propose(
     )
 }
 
+/// The method a request names (auto when it names none).
+fn parse_method(name: Option<&str>) -> Result<solver::Method, Status> {
+    match name {
+        None | Some("") => Ok(solver::Method::Auto),
+        Some(m) => m
+            .parse()
+            .map_err(|e: String| Status::invalid_argument(format!("method: {e}"))),
+    }
+}
+
 /// Solve a view's problem.
 pub fn solve_view(view: &View, options: &SolveOptions) -> Result<Solved, Status> {
     solver::solve(&view.problem, options).map_err(|e| Status::internal(format!("solver: {e}")))
@@ -134,6 +144,10 @@ pub fn propose_from(
     let mut response = pb::SolveResponse {
         plan_id: 0,
         status: serde_json::to_value(report.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        method: serde_json::to_value(report.method)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
@@ -315,6 +329,7 @@ impl pb::placement_server::Placement for PlacementApi {
             relative_gap: r.relative_gap,
             threads: None,
             seed: r.seed,
+            method: parse_method(r.method.as_deref())?,
         };
         let shared = self.0.clone();
         let proposal = tokio::task::spawn_blocking(move || {

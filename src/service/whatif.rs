@@ -72,9 +72,10 @@ pub fn start(
     }
     let options = SolveOptions {
         time_limit_s: Some(file.time_limit_s),
-        relative_gap: None,
+        relative_gap: file.gap,
         threads: Some(1),
         seed: file.seed,
+        method: file.method,
     };
     Ok(move || {
         let total = list.len() + 1;

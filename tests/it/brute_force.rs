@@ -220,3 +220,37 @@ proptest! {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(20_261_123),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// The fast path on the same tiny instances: a feasible placement, no
+    /// better than the enumerated optimum, and a bound no higher than it.
+    #[test]
+    fn fast_path_is_feasible_and_its_bound_valid(t in tiny()) {
+        let inst = build(&t);
+        prop_assume!(edgeplan::validate::validate(&inst).is_empty());
+        let problem = edgeplan::problem::Problem::build(&inst).unwrap();
+        let solved = edgeplan::solver::solve(&problem, &edgeplan::solver::SolveOptions {
+            method: edgeplan::solver::Method::Fast,
+            relative_gap: Some(0.0),
+            ..edgeplan::solver::SolveOptions::default()
+        }).unwrap();
+        let report = verify(&inst, &problem.placement_of(&solved.x));
+        prop_assert!(report.feasible, "{:?}", report.violations);
+        let best = all_placements(&inst)
+            .iter()
+            .map(|p| verify(&inst, p))
+            .filter(|r| r.feasible)
+            .map(|r| r.objective.total)
+            .fold(f64::INFINITY, f64::min);
+        let tol = 1e-6 * best.abs().max(1.0);
+        prop_assert!(solved.objective >= best - tol, "fast {} below the optimum {}", solved.objective, best);
+        prop_assert!(solved.bound <= best + tol, "bound {} above the optimum {}", solved.bound, best);
+    }
+}

@@ -156,6 +156,7 @@ pub fn exact() -> SolveOptions {
         relative_gap: Some(0.0),
         threads: Some(1),
         seed: 0,
+        method: edgeplan::solver::Method::Auto,
     }
 }
 

@@ -7,6 +7,7 @@ mod common;
 mod execution;
 mod explanations;
 mod export;
+mod fast;
 mod known_optimum;
 mod plan;
 mod report;

@@ -21,6 +21,7 @@ fn options() -> SolveOptions {
         relative_gap: Some(0.0),
         threads: Some(1),
         seed: 1,
+        method: edgeplan::solver::Method::Auto,
     }
 }
 

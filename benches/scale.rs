@@ -1,0 +1,57 @@
+//! The fast path at the scale goals of issue #6 on `gen` instances (seed 1,
+//! 70 % CPU load): 5,000 replicas × 100 sites with a 1 s limit and a 0.5 %
+//! gap target, 100,000 × 1,000 with 10 s and 1 %. Criterion times the
+//! problem build plus the solve; the objective, bound and gap each run
+//! reaches go to stderr. `edgeplan bench` prints the same per size with
+//! peak memory, each size in its own process.
+
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use edgeplan::gen::{generate, GenOptions};
+use edgeplan::problem::Problem;
+use edgeplan::solver::{solve, Method, SolveOptions};
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("scale");
+    group.sample_size(10);
+    for (replicas, sites, seconds, gap) in [(5_000, 100, 1.0, 0.005), (100_000, 1_000, 10.0, 0.01)]
+    {
+        let inst = generate(&GenOptions {
+            sites,
+            workloads: 0,
+            replicas: Some(replicas),
+            seed: 1,
+            load: 0.7,
+        })
+        .expect("gen");
+        let options = SolveOptions {
+            time_limit_s: Some(seconds),
+            relative_gap: Some(gap),
+            threads: None,
+            seed: 0,
+            method: Method::Fast,
+        };
+        let started = Instant::now();
+        let problem = Problem::build(&inst).expect("problem");
+        let solved = solve(&problem, &options).expect("solve");
+        eprintln!(
+            "scale/{replicas}x{sites}: {:.2} s, {:?}, objective {:.4}, bound {:.4}, gap {:.3} %",
+            started.elapsed().as_secs_f64(),
+            solved.method,
+            solved.objective,
+            solved.bound,
+            solved.gap * 100.0
+        );
+        group.bench_function(format!("{replicas}x{sites}"), |b| {
+            b.iter(|| {
+                let problem = Problem::build(&inst).expect("problem");
+                solve(&problem, &options).expect("solve")
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

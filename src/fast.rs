@@ -1,0 +1,999 @@
+//! The fast path for fleets the exact MILP cannot serve: a Lagrangian lower
+//! bound and a price-guided primal heuristic that feed each other.
+//!
+//! * **Bound.** The per-site capacity and power rows are dualised with
+//!   multipliers (one per site and resource, one per site for power, each row
+//!   scaled by its limit). What remains splits into one tiny problem per
+//!   workload — pick its cheapest replica slots at the priced costs, under its
+//!   per-site and per-failure-domain caps, or leave replicas unplaced — which
+//!   a sort solves exactly. Cross-workload anti-affinity, affinity and the
+//!   move budget are dropped, which can only lower the minimum: every value is
+//!   a proven lower bound. Subgradient ascent with Polyak steps towards the
+//!   best known placement raises it.
+//! * **Placement.** A greedy that places the biggest and most important
+//!   workloads first, each replica on the feasible site of least *priced*
+//!   cost (the multipliers steer load away from contended sites), then local
+//!   search on the true objective: place what is unplaced, relocate a replica
+//!   to a cheaper site with room, and eject a replica from a full site to its
+//!   next best site to make room. Every step keeps every constraint.
+//!
+//! Per-workload work runs on rayon; sums are taken in workload order, so a
+//! run is deterministic (a time limit, when it binds, is the only clock).
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::problem::{Problem, EPS};
+use crate::solver::relative_gap;
+
+/// Options of a fast solve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FastOptions {
+    /// Stop once (objective − bound) / objective is at most this.
+    pub target_gap: f64,
+    /// Stop after this many seconds with the best placement and bound found.
+    pub time_limit_s: f64,
+    /// Subgradient iterations at most.
+    pub max_iterations: usize,
+}
+
+impl Default for FastOptions {
+    fn default() -> Self {
+        Self {
+            target_gap: 1e-3,
+            time_limit_s: 60.0,
+            max_iterations: 3000,
+        }
+    }
+}
+
+/// What the fast path found.
+#[derive(Debug, Clone)]
+pub struct FastSolved {
+    /// Per workload: (site, replicas).
+    pub x: Vec<Vec<(usize, u32)>>,
+    /// Objective of `x` (as `Problem::evaluate` prices it).
+    pub objective: f64,
+    /// Proven lower bound on the optimum.
+    pub bound: f64,
+    pub gap: f64,
+    /// Subgradient iterations run.
+    pub iterations: usize,
+}
+
+/// (site or candidate, replicas) pairs of one workload.
+type Slots = Vec<(usize, u32)>;
+
+/// Candidates of all workloads in flat arrays, workload by workload.
+struct Flat {
+    /// Workload `w`'s candidates are `start[w]..start[w + 1]`.
+    start: Vec<usize>,
+    site: Vec<usize>,
+    /// Cost per replica (energy, carbon, latency, thermal).
+    cost: Vec<f64>,
+    kw: Vec<f64>,
+    max: Vec<u32>,
+    current: Vec<u32>,
+    /// Failure domain of the candidate's site, if any.
+    domain: Vec<Option<usize>>,
+    /// Per site, the candidates at it.
+    at_site: Vec<Vec<usize>>,
+    /// Row stride: resources, then power.
+    stride: usize,
+    /// 1 / limit per (site, row); 0 where the limit is not positive.
+    inv_limit: Vec<f64>,
+}
+
+impl Flat {
+    fn new(p: &Problem) -> Flat {
+        let n: usize = p.workloads.iter().map(|w| w.candidates.len()).sum();
+        let stride = p.resources.len() + 1;
+        let mut f = Flat {
+            start: Vec::with_capacity(p.workloads.len() + 1),
+            site: Vec::with_capacity(n),
+            cost: Vec::with_capacity(n),
+            kw: Vec::with_capacity(n),
+            max: Vec::with_capacity(n),
+            current: Vec::with_capacity(n),
+            domain: Vec::with_capacity(n),
+            at_site: vec![Vec::new(); p.sites.len()],
+            stride,
+            inv_limit: vec![0.0; p.sites.len() * stride],
+        };
+        for w in &p.workloads {
+            f.start.push(f.site.len());
+            for c in &w.candidates {
+                f.at_site[c.site].push(f.site.len());
+                f.site.push(c.site);
+                f.cost.push(c.cost());
+                f.kw.push(c.dynamic_kw);
+                f.max.push(c.max_count);
+                f.current.push(w.current_at(c.site).min(c.max_count));
+                f.domain.push(p.sites[c.site].failure_domain);
+            }
+        }
+        f.start.push(f.site.len());
+        for (s, site) in p.sites.iter().enumerate() {
+            for (r, cap) in site.capacity.iter().enumerate() {
+                if *cap > 0.0 {
+                    f.inv_limit[s * stride + r] = 1.0 / cap;
+                }
+            }
+            if site.dynamic_kw_limit > 0.0 {
+                f.inv_limit[s * stride + stride - 1] = 1.0 / site.dynamic_kw_limit;
+            }
+        }
+        f
+    }
+
+    fn range(&self, w: usize) -> std::ops::Range<usize> {
+        self.start[w]..self.start[w + 1]
+    }
+
+    /// The priced cost of one replica slot: its cost plus the multipliers'
+    /// price of what it uses at its site.
+    fn priced(&self, p: &Problem, w: usize, k: usize, price: &[f64]) -> f64 {
+        let base = self.site[k] * self.stride;
+        let mut a = self.cost[k];
+        for (r, d) in p.workloads[w].demand.iter().enumerate() {
+            a += price[base + r] * d * self.inv_limit[base + r];
+        }
+        a + price[base + self.stride - 1] * self.kw[k] * self.inv_limit[base + self.stride - 1]
+    }
+}
+
+/// The Lagrangian subproblem of one workload at given prices: its cheapest
+/// replica slots under its own caps. Returns the value and fills `taken`
+/// with (candidate, replicas).
+fn best_response(
+    p: &Problem,
+    f: &Flat,
+    w: usize,
+    price: &[f64],
+    segments: &mut Vec<(f64, usize, u32)>,
+    taken: &mut Vec<(usize, u32)>,
+) -> f64 {
+    let wl = &p.workloads[w];
+    segments.clear();
+    taken.clear();
+    for k in f.range(w) {
+        let a = f.priced(p, w, k, price);
+        // Replicas that run there today cost no move; the rest do.
+        if f.current[k] > 0 {
+            segments.push((a, k, f.current[k]));
+        }
+        if f.max[k] > f.current[k] {
+            segments.push((a + wl.move_cost, k, f.max[k] - f.current[k]));
+        }
+    }
+    segments.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut left = wl.replicas;
+    let mut value = 0.0;
+    let mut domains: Vec<(usize, u32)> = Vec::new();
+    for &(a, k, n) in segments.iter() {
+        if left == 0 || a >= wl.unplaced_cost {
+            break;
+        }
+        let mut take = n.min(left);
+        if let (Some(cap), Some(d)) = (wl.max_per_failure_domain, f.domain[k]) {
+            let used = domains.iter().find(|(x, _)| *x == d).map_or(0, |e| e.1);
+            take = take.min(cap.saturating_sub(used));
+            if take == 0 {
+                continue;
+            }
+            match domains.iter_mut().find(|(x, _)| *x == d) {
+                Some(e) => e.1 += take,
+                None => domains.push((d, take)),
+            }
+        }
+        value += a * take as f64;
+        left -= take;
+        taken.push((k, take));
+    }
+    value + left as f64 * wl.unplaced_cost
+}
+
+/// The Lagrangian at `price`: a lower bound, and the subgradient (row use
+/// over limit, minus one) of the relaxed solution.
+fn lagrangian(p: &Problem, f: &Flat, price: &[f64], fixed: f64, grad: &mut [f64]) -> f64 {
+    let responses: Vec<(f64, Vec<(usize, u32)>)> = (0..p.workloads.len())
+        .into_par_iter()
+        .map_init(
+            || Vec::with_capacity(64),
+            |segments, w| {
+                let mut taken = Vec::new();
+                let v = best_response(p, f, w, price, segments, &mut taken);
+                (v, taken)
+            },
+        )
+        .collect();
+    grad.iter_mut().for_each(|g| *g = 0.0);
+    let mut value = fixed;
+    for (w, (v, taken)) in responses.iter().enumerate() {
+        value += v;
+        for &(k, n) in taken {
+            let base = f.site[k] * f.stride;
+            for (r, d) in p.workloads[w].demand.iter().enumerate() {
+                grad[base + r] += n as f64 * d * f.inv_limit[base + r];
+            }
+            grad[base + f.stride - 1] += n as f64 * f.kw[k] * f.inv_limit[base + f.stride - 1];
+        }
+    }
+    for (i, g) in grad.iter_mut().enumerate() {
+        value -= price[i];
+        *g = if f.inv_limit[i] > 0.0 { *g - 1.0 } else { 0.0 };
+    }
+    value
+}
+
+/// A placement under construction, with running totals for every constraint.
+struct Assign<'a> {
+    p: &'a Problem,
+    f: &'a Flat,
+    n: Vec<u32>,
+    placed: Vec<u32>,
+    /// Per (site, row): resources used, then dynamic kW.
+    used: Vec<f64>,
+    anti_group_of: Vec<Option<usize>>,
+    /// Per anti-affinity group, replicas per site.
+    anti: Vec<Vec<u32>>,
+    /// Per workload, replicas per failure domain.
+    domain: Vec<Vec<(usize, u32)>>,
+    moves: u64,
+    /// Members of affinity groups: placed as a block, then left alone.
+    fixed: Vec<bool>,
+}
+
+impl<'a> Assign<'a> {
+    fn new(p: &'a Problem, f: &'a Flat) -> Assign<'a> {
+        let mut anti_group_of = vec![None; p.workloads.len()];
+        for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
+            for &w in members {
+                anti_group_of[w] = Some(g);
+            }
+        }
+        let mut fixed = vec![false; p.workloads.len()];
+        for (_, members) in &p.affinity_groups {
+            for &w in members {
+                fixed[w] = true;
+            }
+        }
+        Assign {
+            p,
+            f,
+            n: vec![0; f.site.len()],
+            placed: vec![0; p.workloads.len()],
+            used: vec![0.0; p.sites.len() * f.stride],
+            anti_group_of,
+            anti: vec![vec![0; p.sites.len()]; p.anti_affinity_groups.len()],
+            domain: vec![Vec::new(); p.workloads.len()],
+            moves: 0,
+            fixed,
+        }
+    }
+
+    fn is_move(&self, k: usize) -> bool {
+        self.n[k] >= self.f.current[k]
+    }
+
+    /// Cost of one more replica at candidate `k` (its move included).
+    fn add_cost(&self, w: usize, k: usize) -> f64 {
+        self.f.cost[k]
+            + if self.is_move(k) {
+                self.p.workloads[w].move_cost
+            } else {
+                0.0
+            }
+    }
+
+    /// What removing one replica at `k` saves (its move included).
+    fn remove_saving(&self, w: usize, k: usize) -> f64 {
+        self.f.cost[k]
+            + if self.n[k] > self.f.current[k] {
+                self.p.workloads[w].move_cost
+            } else {
+                0.0
+            }
+    }
+
+    fn domain_count(&self, w: usize, d: usize) -> u32 {
+        self.domain[w]
+            .iter()
+            .find(|(x, _)| *x == d)
+            .map_or(0, |e| e.1)
+    }
+
+    /// May one more replica of `w` go to candidate `k`? The same limits and
+    /// tolerance as the greedy warm start of the exact solver.
+    fn fits(&self, w: usize, k: usize) -> bool {
+        let f = self.f;
+        if self.n[k] + 1 > f.max[k] || self.placed[w] >= self.p.workloads[w].replicas {
+            return false;
+        }
+        if self.is_move(k) && self.p.max_moves.is_some_and(|m| self.moves + 1 > m as u64) {
+            return false;
+        }
+        let s = f.site[k];
+        let site = &self.p.sites[s];
+        let base = s * f.stride;
+        for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
+            if *d > 0.0 && self.used[base + r] + d > site.capacity[r] * (1.0 + EPS) + EPS {
+                return false;
+            }
+        }
+        if f.kw[k] > 0.0
+            && self.used[base + f.stride - 1] + f.kw[k] > site.dynamic_kw_limit * (1.0 + EPS) + EPS
+        {
+            return false;
+        }
+        if let Some(g) = self.anti_group_of[w] {
+            if self.anti[g][s] >= 1 {
+                return false;
+            }
+        }
+        if let (Some(cap), Some(d)) = (self.p.workloads[w].max_per_failure_domain, f.domain[k]) {
+            if self.domain_count(w, d) + 1 > cap {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn add(&mut self, w: usize, k: usize) {
+        let f = self.f;
+        if self.is_move(k) {
+            self.moves += 1;
+        }
+        self.n[k] += 1;
+        self.placed[w] += 1;
+        let s = f.site[k];
+        let base = s * f.stride;
+        for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
+            self.used[base + r] += d;
+        }
+        self.used[base + f.stride - 1] += f.kw[k];
+        if let Some(g) = self.anti_group_of[w] {
+            self.anti[g][s] += 1;
+        }
+        if let Some(d) = f.domain[k] {
+            match self.domain[w].iter_mut().find(|(x, _)| *x == d) {
+                Some(e) => e.1 += 1,
+                None => self.domain[w].push((d, 1)),
+            }
+        }
+    }
+
+    fn remove(&mut self, w: usize, k: usize) {
+        let f = self.f;
+        self.n[k] -= 1;
+        if self.is_move(k) {
+            self.moves -= 1;
+        }
+        self.placed[w] -= 1;
+        let s = f.site[k];
+        let base = s * f.stride;
+        for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
+            self.used[base + r] -= d;
+        }
+        self.used[base + f.stride - 1] -= f.kw[k];
+        if let Some(g) = self.anti_group_of[w] {
+            self.anti[g][s] -= 1;
+        }
+        if let Some(d) = f.domain[k] {
+            if let Some(e) = self.domain[w].iter_mut().find(|(x, _)| *x == d) {
+                e.1 -= 1;
+            }
+        }
+    }
+
+    /// Place one replica of `w` (not at `skip`) by moving a replica of a
+    /// third workload off one of `w`'s sites to a site with room.
+    fn make_room(&mut self, w: usize, skip: usize) -> Option<Room> {
+        let f = self.f;
+        let p = self.p;
+        let unplaced = p.workloads[w].unplaced_cost;
+        for slot in f.range(w) {
+            if slot == skip || self.n[slot] >= f.max[slot] || self.add_cost(w, slot) >= unplaced {
+                continue;
+            }
+            let s = f.site[slot];
+            for idx in 0..f.at_site[s].len() {
+                let from = f.at_site[s][idx];
+                if self.n[from] == 0 {
+                    continue;
+                }
+                let w3 = workload_of(f, from);
+                if w3 == w || self.fixed[w3] || !self.frees_enough(w, slot, w3, from) {
+                    continue;
+                }
+                let saving3 = self.remove_saving(w3, from);
+                self.remove(w3, from);
+                if self.fits(w, slot) {
+                    let add = self.add_cost(w, slot);
+                    self.add(w, slot);
+                    if let Some((to, c)) = self.best_fit(w3, Some(from), |i| self.add_cost(w3, i)) {
+                        self.add(w3, to);
+                        return Some(Room {
+                            w,
+                            slot,
+                            w3,
+                            from,
+                            to,
+                            delta: add + c - saving3,
+                        });
+                    }
+                    self.remove(w, slot);
+                }
+                self.add(w3, from);
+            }
+        }
+        None
+    }
+
+    fn undo_room(&mut self, r: Room) {
+        self.remove(r.w3, r.to);
+        self.remove(r.w, r.slot);
+        self.add(r.w3, r.from);
+    }
+
+    /// Would removing one replica at `k2` (of `w2`) leave room at that site
+    /// for one of `w` at `j`, as far as resources and power go? A cheap
+    /// filter before trying the ejection for real.
+    fn frees_enough(&self, w: usize, j: usize, w2: usize, k2: usize) -> bool {
+        let f = self.f;
+        let s = f.site[j];
+        let site = &self.p.sites[s];
+        let base = s * f.stride;
+        let (d, d2) = (&self.p.workloads[w].demand, &self.p.workloads[w2].demand);
+        for r in 0..d.len() {
+            if d[r] > 0.0
+                && self.used[base + r] - d2[r] + d[r] > site.capacity[r] * (1.0 + EPS) + EPS
+            {
+                return false;
+            }
+        }
+        f.kw[j] <= 0.0
+            || self.used[base + f.stride - 1] - f.kw[k2] + f.kw[j]
+                <= site.dynamic_kw_limit * (1.0 + EPS) + EPS
+    }
+
+    /// The feasible candidate of `w` with the least `score`, if any.
+    fn best_fit(
+        &self,
+        w: usize,
+        skip: Option<usize>,
+        score: impl Fn(usize) -> f64,
+    ) -> Option<(usize, f64)> {
+        let mut best: Option<(usize, f64)> = None;
+        for k in self.f.range(w) {
+            if Some(k) == skip || !self.fits(w, k) {
+                continue;
+            }
+            let v = score(k);
+            if best.is_none_or(|(_, b)| v < b) {
+                best = Some((k, v));
+            }
+        }
+        best
+    }
+
+    fn placement(&self) -> Vec<Vec<(usize, u32)>> {
+        (0..self.p.workloads.len())
+            .map(|w| {
+                self.f
+                    .range(w)
+                    .filter(|&k| self.n[k] > 0)
+                    .map(|k| (self.f.site[k], self.n[k]))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Place each affinity group on the one common site where it costs
+    /// least (all members on the same single site satisfies "the same set of
+    /// sites"), or leave it unplaced.
+    fn place_affinity_groups(&mut self) {
+        let p = self.p;
+        for (_, members) in &p.affinity_groups {
+            let Some(&first) = members.first() else {
+                continue;
+            };
+            let mut best: Option<(usize, f64)> = None;
+            for k0 in self.f.range(first) {
+                let s = self.f.site[k0];
+                let ks: Vec<Option<usize>> = members
+                    .iter()
+                    .map(|&w| self.f.range(w).find(|&k| self.f.site[k] == s))
+                    .collect();
+                if ks.iter().any(Option::is_none) {
+                    continue;
+                }
+                let mut added = Vec::new();
+                let mut cost = 0.0;
+                let mut every_member = true;
+                for (&w, k) in members.iter().zip(ks.iter().flatten()) {
+                    let before = added.len();
+                    while self.fits(w, *k) {
+                        cost += self.add_cost(w, *k);
+                        self.add(w, *k);
+                        added.push((w, *k));
+                    }
+                    every_member &= added.len() > before;
+                    cost += (p.workloads[w].replicas - self.placed[w]) as f64
+                        * p.workloads[w].unplaced_cost;
+                }
+                for &(w, k) in added.iter().rev() {
+                    self.remove(w, k);
+                }
+                if every_member && best.is_none_or(|(_, b)| cost < b) {
+                    best = Some((s, cost));
+                }
+            }
+            let unplaced: f64 = members
+                .iter()
+                .map(|&w| p.workloads[w].replicas as f64 * p.workloads[w].unplaced_cost)
+                .sum();
+            if let Some((s, cost)) = best.filter(|(_, c)| *c < unplaced) {
+                let _ = cost;
+                for &w in members {
+                    if let Some(k) = self.f.range(w).find(|&k| self.f.site[k] == s) {
+                        while self.fits(w, k) {
+                            self.add(w, k);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Greedy construction at `price` (zero prices: plain cheapest-first).
+    fn construct(&mut self, order: &[usize], price: &[f64]) {
+        if self.placed.iter().all(|&n| n == 0) {
+            self.place_affinity_groups();
+        }
+        for &w in order {
+            if self.fixed[w] {
+                continue;
+            }
+            let wl = &self.p.workloads[w];
+            while self.placed[w] < wl.replicas {
+                let Some((k, _)) = self.best_fit(w, None, |k| {
+                    let move_cost = if self.is_move(k) { wl.move_cost } else { 0.0 };
+                    self.f.priced(self.p, w, k, price) + move_cost
+                }) else {
+                    break;
+                };
+                if self.add_cost(w, k) >= wl.unplaced_cost {
+                    break;
+                }
+                self.add(w, k);
+            }
+        }
+    }
+
+    /// Start from a placement (feasible by construction of its source).
+    fn load(&mut self, x: &[Vec<(usize, u32)>]) {
+        for (w, sites) in x.iter().enumerate() {
+            for &(s, n) in sites {
+                if let Some(k) = self.f.range(w).find(|&k| self.f.site[k] == s) {
+                    for _ in 0..n {
+                        self.add(w, k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Start from the Lagrangian's own answer at `price`: each workload takes
+    /// the slots it chose there, those with most to lose first, as far as
+    /// they fit; what does not fit is placed by `construct`.
+    fn start_from_response(&mut self, order: &[usize], price: &[f64]) {
+        let p = self.p;
+        let f = self.f;
+        self.place_affinity_groups();
+        let mut segments = Vec::new();
+        let mut taken = Vec::new();
+        let mut chosen: Vec<(f64, usize, Slots)> = Vec::with_capacity(p.workloads.len());
+        for w in 0..p.workloads.len() {
+            if self.fixed[w] {
+                continue;
+            }
+            best_response(p, f, w, price, &mut segments, &mut taken);
+            // Regret: what the workload's best slot saves over its next site.
+            let mut costs: Vec<f64> = f.range(w).map(|k| f.priced(p, w, k, price)).collect();
+            costs.sort_by(f64::total_cmp);
+            let regret = match costs.as_slice() {
+                [a, b, ..] => b - a,
+                _ => f64::INFINITY,
+            } * p.workloads[w].replicas as f64;
+            chosen.push((regret, w, taken.clone()));
+        }
+        chosen.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for (_, w, slots) in &chosen {
+            for &(k, n) in slots {
+                for _ in 0..n {
+                    if self.fits(*w, k) {
+                        self.add(*w, k);
+                    }
+                }
+            }
+        }
+        self.construct(order, price);
+    }
+
+    /// Local search on the true objective until a pass finds nothing or the
+    /// deadline passes. Returns the number of improving steps.
+    fn improve(&mut self, eject: Eject, passes: usize, deadline: Instant) -> usize {
+        let p = self.p;
+        let mut steps = 0;
+        for _pass in 0..passes {
+            let mut improved = 0;
+            for w in 0..p.workloads.len() {
+                if self.fixed[w] {
+                    continue;
+                }
+                improved += self.improve_workload(w);
+            }
+            // Ejections for unplaced replicas are few and always worth a
+            // look; for every replica, only once relocation is exhausted.
+            if eject == Eject::Unplaced || (improved == 0 && eject == Eject::All) {
+                for w in 0..p.workloads.len() {
+                    let unplaced = self.placed[w] < p.workloads[w].replicas;
+                    if !self.fixed[w] && (unplaced || eject == Eject::All) {
+                        improved += self.eject_for(w, eject == Eject::All, deadline);
+                    }
+                    if w % 256 == 0 && Instant::now() > deadline {
+                        break;
+                    }
+                }
+            }
+            steps += improved;
+            if improved == 0 || Instant::now() > deadline {
+                break;
+            }
+        }
+        steps
+    }
+
+    /// Place what is unplaced, then relocate single replicas to cheaper sites.
+    fn improve_workload(&mut self, w: usize) -> usize {
+        let wl = &self.p.workloads[w];
+        let mut steps = 0;
+        while self.placed[w] < wl.replicas {
+            match self.best_fit(w, None, |k| self.add_cost(w, k)) {
+                Some((k, c)) if c < wl.unplaced_cost - 1e-12 => {
+                    self.add(w, k);
+                    steps += 1;
+                }
+                _ => break,
+            }
+        }
+        for k in self.f.range(w) {
+            while self.n[k] > 0 {
+                let saving = self.remove_saving(w, k);
+                self.remove(w, k);
+                let best = self.best_fit(w, Some(k), |j| self.add_cost(w, j));
+                match best {
+                    Some((j, c)) if c < saving - 1e-9 * saving.abs().max(1.0) => {
+                        self.add(w, j);
+                        steps += 1;
+                    }
+                    _ if saving > wl.unplaced_cost + 1e-12 => {
+                        // Cheaper to leave it unplaced (only with tiny priorities).
+                        steps += 1;
+                        break;
+                    }
+                    _ => {
+                        self.add(w, k);
+                        break;
+                    }
+                }
+            }
+        }
+        steps
+    }
+
+    /// Two-step moves for `w`: a replica of `w` (or one left unplaced) goes
+    /// to a cheaper candidate site that is full, made room for by moving one
+    /// replica of another workload off it to that workload's best other
+    /// site (possibly the one `w` left). Taken when the pair lowers the
+    /// objective.
+    fn eject_for(&mut self, w: usize, placed_too: bool, deadline: Instant) -> usize {
+        let f = self.f;
+        let p = self.p;
+        let wl = &p.workloads[w];
+        let mut steps = 0;
+        // Sources: each placed slot, and "unplaced" (None).
+        let mut sources: Vec<Option<usize>> = if placed_too {
+            f.range(w).filter(|&k| self.n[k] > 0).map(Some).collect()
+        } else {
+            Vec::new()
+        };
+        if self.placed[w] < wl.replicas {
+            sources.push(None);
+        }
+        for src in sources {
+            if src.is_some_and(|k| self.n[k] == 0)
+                || (src.is_none() && self.placed[w] >= wl.replicas)
+            {
+                continue;
+            }
+            let saving = match src {
+                Some(k) => self.remove_saving(w, k),
+                None => wl.unplaced_cost,
+            };
+            let mut targets: Vec<(f64, usize)> = f
+                .range(w)
+                .filter(|&j| Some(j) != src && self.n[j] < f.max[j])
+                .map(|j| (self.add_cost(w, j), j))
+                .filter(|(c, _)| *c < saving - 1e-9)
+                .collect();
+            targets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some(k) = src {
+                self.remove(w, k);
+            }
+            let mut done = false;
+            // Unplaced replicas are few and costly: try every target site.
+            let tries = if src.is_none() { targets.len() } else { 3 };
+            'target: for (add_w, j) in targets.into_iter().take(tries) {
+                let t = f.site[j];
+                for idx in 0..f.at_site[t].len() {
+                    let k2 = f.at_site[t][idx];
+                    if self.n[k2] == 0 {
+                        continue;
+                    }
+                    let w2 = workload_of(f, k2);
+                    if w2 == w || self.fixed[w2] || !self.frees_enough(w, j, w2, k2) {
+                        continue;
+                    }
+                    let saving2 = self.remove_saving(w2, k2);
+                    self.remove(w2, k2);
+                    if self.fits(w, j) {
+                        let add_w_now = self.add_cost(w, j);
+                        self.add(w, j);
+                        let alt = self.best_fit(w2, Some(k2), |i| self.add_cost(w2, i));
+                        let unplaced2 = p.workloads[w2].unplaced_cost;
+                        let cost2 = alt.map_or(unplaced2, |(_, c)| c.min(unplaced2));
+                        let delta = add_w_now - saving + cost2 - saving2;
+                        if delta < -1e-9 * saving.abs().max(1.0) {
+                            if let Some((i, c)) = alt {
+                                if c < unplaced2 {
+                                    self.add(w2, i);
+                                }
+                            }
+                            steps += 1;
+                            done = true;
+                            break 'target;
+                        }
+                        // Nowhere for the ejected replica either: one level
+                        // deeper, for replicas that would stay unplaced.
+                        if src.is_none() && alt.is_none() {
+                            if let Some(undo) = self.make_room(w2, k2) {
+                                let delta = add_w_now - saving + undo.delta - saving2;
+                                if delta < -1e-9 * saving.abs().max(1.0) {
+                                    steps += 1;
+                                    done = true;
+                                    break 'target;
+                                }
+                                self.undo_room(undo);
+                            }
+                        }
+                        self.remove(w, j);
+                    }
+                    self.add(w2, k2);
+                    let _ = add_w;
+                }
+                if Instant::now() > deadline {
+                    break;
+                }
+            }
+            if !done {
+                if let Some(k) = src {
+                    self.add(w, k);
+                }
+            }
+        }
+        steps
+    }
+}
+
+/// A placement of `w` at `slot` made by moving `w3` from `from` to `to`.
+struct Room {
+    w: usize,
+    slot: usize,
+    w3: usize,
+    from: usize,
+    to: usize,
+    /// Cost of the three changes.
+    delta: f64,
+}
+
+/// Which replicas the local search may make room for by ejecting another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Eject {
+    /// Only replicas left unplaced (few, so cheap).
+    Unplaced,
+    All,
+}
+
+fn workload_of(f: &Flat, k: usize) -> usize {
+    f.start.partition_point(|&s| s <= k) - 1
+}
+
+/// Solve a problem on the fast path.
+pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
+    let started = Instant::now();
+    let deadline = started + std::time::Duration::from_secs_f64(options.time_limit_s.max(0.0));
+    let f = Flat::new(p);
+    let fixed_cost = p.fixed_cost();
+    let rows = p.sites.len() * f.stride;
+
+    // Biggest and most important first: they are the hardest to fit late.
+    let size: Vec<f64> = p
+        .workloads
+        .iter()
+        .map(|w| {
+            w.demand
+                .iter()
+                .enumerate()
+                .map(|(r, d)| {
+                    let cap: f64 = p.sites.iter().map(|s| s.capacity[r]).sum();
+                    if cap > 0.0 {
+                        d / cap
+                    } else {
+                        0.0
+                    }
+                })
+                .fold(0.0, f64::max)
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..p.workloads.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (wa, wb) = (&p.workloads[a], &p.workloads[b]);
+        wb.unplaced_cost
+            .total_cmp(&wa.unplaced_cost)
+            .then(size[b].total_cmp(&size[a]))
+            .then(a.cmp(&b))
+    });
+
+    // A placement at given prices: both constructions, local search
+    // without ejections (cheap), the better one.
+    let primal = |price: &[f64]| {
+        let mut best: Option<(Vec<Slots>, f64)> = None;
+        for from_response in [false, true] {
+            let mut a = Assign::new(p, &f);
+            if from_response {
+                a.start_from_response(&order, price);
+            } else {
+                a.construct(&order, price);
+            }
+            a.improve(Eject::Unplaced, 3, deadline);
+            let x = a.placement();
+            let objective = p.evaluate(&x).objective.total;
+            tracing::trace!(from_response, objective, "primal");
+            if best.as_ref().is_none_or(|(_, b)| objective < *b) {
+                best = Some((x, objective));
+            }
+        }
+        best.unwrap_or_default()
+    };
+    // The bound gets the first part of the time; the rest is for the final
+    // local search with ejections.
+    let bound_deadline =
+        started + std::time::Duration::from_secs_f64(options.time_limit_s.clamp(0.0, 1e6) * 0.6);
+
+    let zero = vec![0.0; rows];
+    let (mut best_x, mut best_obj) = primal(&zero);
+    tracing::debug!(
+        elapsed_s = started.elapsed().as_secs_f64(),
+        best_obj,
+        "first placement"
+    );
+    let mut price = zero;
+    let mut grad = vec![0.0; rows];
+    let mut best_bound = f64::NEG_INFINITY;
+    let mut best_price = price.clone();
+    let mut theta = 1.0;
+    let mut since_better = 0;
+    let mut iterations = 0;
+    let mut next_primal = 10;
+    while iterations < options.max_iterations {
+        if relative_gap(best_obj, best_bound) <= options.target_gap
+            || Instant::now() > bound_deadline
+        {
+            break;
+        }
+        iterations += 1;
+        let value = lagrangian(p, &f, &price, fixed_cost, &mut grad);
+        if value > best_bound + 1e-12 * value.abs().max(1.0) {
+            best_bound = value;
+            best_price.clone_from(&price);
+            since_better = 0;
+        } else {
+            since_better += 1;
+            if since_better >= 15 {
+                theta /= 2.0;
+                since_better = 0;
+                // Restart from the best prices found so far.
+                price.clone_from(&best_price);
+            }
+        }
+        // Rows at zero price that are slack do not move.
+        let mut norm = 0.0;
+        for (g, pr) in grad.iter_mut().zip(&price) {
+            if *pr <= 0.0 && *g < 0.0 {
+                *g = 0.0;
+            }
+            norm += *g * *g;
+        }
+        if norm <= 1e-18 {
+            // The relaxed solution is feasible for the relaxed rows:
+            // this bound is the Lagrangian optimum at these prices.
+            break;
+        }
+        // Polyak's step towards a target: the best placement, but no more
+        // than 2 % above the bound (early placements can be far off, and a
+        // far target makes steps that throw the prices away).
+        let lb = best_bound.max(value);
+        let target = best_obj.min(lb + 0.02 * lb.abs().max(1e-9));
+        let step = theta * (target - value).max(1e-9 * target.abs()) / norm;
+        for (pr, g) in price.iter_mut().zip(&grad) {
+            *pr = (*pr + step * g).max(0.0);
+        }
+        if iterations == next_primal {
+            next_primal = (next_primal as f64 * 1.6) as usize + 5;
+            let (x, obj) = primal(&best_price);
+            tracing::debug!(
+                elapsed_s = started.elapsed().as_secs_f64(),
+                iterations,
+                bound = best_bound,
+                primal = obj,
+                best = best_obj,
+                theta,
+                "fast path"
+            );
+            if obj < best_obj {
+                best_x = x;
+                best_obj = obj;
+            }
+        }
+        if theta < 1e-3 {
+            break;
+        }
+    }
+    if iterations > 0 {
+        let (x, obj) = primal(&best_price);
+        if obj < best_obj {
+            best_x = x;
+            best_obj = obj;
+        }
+    }
+    // The final polish: ejection chains from the best placement.
+    if relative_gap(best_obj, best_bound) > options.target_gap {
+        let mut a = Assign::new(p, &f);
+        a.load(&best_x);
+        a.improve(Eject::All, 50, deadline);
+        let x = a.placement();
+        let obj = p.evaluate(&x).objective.total;
+        if obj < best_obj {
+            best_x = x;
+            best_obj = obj;
+        }
+    }
+    tracing::debug!(
+        elapsed_s = started.elapsed().as_secs_f64(),
+        iterations,
+        bound = best_bound,
+        best = best_obj,
+        "fast path done"
+    );
+    let bound = best_bound.max(fixed_cost).min(best_obj);
+    FastSolved {
+        gap: relative_gap(best_obj, bound),
+        x: best_x,
+        objective: best_obj,
+        bound,
+        iterations,
+    }
+}

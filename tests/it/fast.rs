@@ -1,0 +1,161 @@
+//! The fast path (Lagrangian bound + price-guided greedy + local search):
+//! every placement it returns passes the independent verifier, its objective
+//! is what the verifier prices, its bound never exceeds the exact optimum,
+//! and on small instances it is within its stated gap of that optimum. The
+//! tiny-instance property against enumeration is in `brute_force`.
+
+use std::process::Command;
+
+use edgeplan::gen::{generate, GenOptions};
+use edgeplan::instance::Instance;
+use edgeplan::problem::Problem;
+use edgeplan::solver::{solve, Method, SolveOptions, Solved};
+use edgeplan::verify::verify;
+
+fn gen(replicas: usize, sites: usize, seed: u64) -> Instance {
+    generate(&GenOptions {
+        sites,
+        workloads: 0,
+        replicas: Some(replicas),
+        seed,
+        load: 0.7,
+    })
+    .expect("gen")
+}
+
+fn solve_with(problem: &Problem, method: Method, gap: f64) -> Solved {
+    solve(
+        problem,
+        &SolveOptions {
+            time_limit_s: Some(60.0),
+            relative_gap: Some(gap),
+            threads: Some(1),
+            seed: 0,
+            method,
+        },
+    )
+    .expect("solves")
+}
+
+#[test]
+fn fast_placements_pass_the_verifier_at_several_sizes() {
+    // 300 sites is more than the cities with measured RTTs: sites share
+    // metros (network nodes), the path `Problem::build` groups by node.
+    for (replicas, sites, seed) in [(300, 20, 1), (2_000, 100, 2), (3_000, 300, 3)] {
+        let inst = gen(replicas, sites, seed);
+        let problem = Problem::build(&inst).expect("builds");
+        let solved = solve_with(&problem, Method::Fast, 0.01);
+        assert_eq!(solved.method, Method::Fast);
+        let report = verify(&inst, &problem.placement_of(&solved.x));
+        assert!(
+            report.feasible,
+            "{replicas}x{sites}: {:?}",
+            &report.violations[..report.violations.len().min(3)]
+        );
+        let priced = report.objective.total;
+        assert!(
+            (priced - solved.objective).abs() <= 1e-6 * priced.abs().max(1.0),
+            "{replicas}x{sites}: verifier prices {priced}, the fast path says {}",
+            solved.objective
+        );
+        assert!(solved.bound <= solved.objective + 1e-9);
+        assert!(
+            solved.gap <= 0.01,
+            "{replicas}x{sites}: gap {:.3} % (bound {}, objective {})",
+            solved.gap * 100.0,
+            solved.bound,
+            solved.objective
+        );
+    }
+}
+
+#[test]
+fn fast_path_is_within_its_gap_of_the_exact_optimum() {
+    for (replicas, sites, seed) in [(200, 12, 4), (600, 30, 5), (1_000, 50, 6)] {
+        let inst = gen(replicas, sites, seed);
+        let problem = Problem::build(&inst).expect("builds");
+        let exact = solve_with(&problem, Method::Exact, 0.0);
+        assert_eq!(exact.status, edgeplan::solver::SolveStatus::Optimal);
+        let optimum = exact.objective;
+        let fast = solve_with(&problem, Method::Fast, 0.0);
+        let tol = 1e-7 * optimum.abs().max(1.0);
+        assert!(
+            fast.bound <= optimum + tol,
+            "{replicas}x{sites}: the Lagrangian bound {} is above the optimum {optimum}",
+            fast.bound
+        );
+        assert!(fast.objective >= optimum - tol);
+        assert!(
+            (fast.objective - optimum) / fast.objective <= fast.gap + 1e-9,
+            "{replicas}x{sites}: {} is {:.3} % above the optimum {optimum}, stated gap {:.3} %",
+            fast.objective,
+            (fast.objective - optimum) / optimum * 100.0,
+            fast.gap * 100.0
+        );
+        assert!(fast.gap < 0.02, "{replicas}x{sites}: gap {}", fast.gap);
+    }
+}
+
+#[test]
+fn auto_uses_the_exact_solver_on_small_models_and_keeps_the_better_answer() {
+    let inst = gen(300, 20, 7);
+    let problem = Problem::build(&inst).expect("builds");
+    let exact = solve_with(&problem, Method::Exact, 0.0);
+    let auto = solve_with(&problem, Method::Auto, 0.0);
+    assert!((auto.objective - exact.objective).abs() <= 1e-6 * exact.objective.abs());
+    assert!(auto.gap <= 1e-4, "{}", auto.gap);
+}
+
+fn edgeplan(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+#[test]
+fn cli_solves_on_the_fast_path_and_benchmarks() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = dir.path().join("fleet.json");
+    let i = inst.to_str().unwrap();
+    let g = edgeplan(&["gen", "--sites", "20", "--replicas", "300", "--out", i]);
+    assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
+    let s = edgeplan(&["solve", "--instance", i, "--method", "fast"]);
+    assert!(s.status.success(), "{}", String::from_utf8_lossy(&s.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(report["method"], "fast");
+    assert!(String::from_utf8_lossy(&s.stderr).contains("(Fast)"));
+
+    let bad = edgeplan(&["solve", "--instance", i, "--method", "quick"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("unknown method \"quick\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    let keep = dir.path().join("bench");
+    let b = edgeplan(&[
+        "bench",
+        "--sizes",
+        "300x20:5:0.01",
+        "--keep",
+        keep.to_str().unwrap(),
+    ]);
+    assert!(b.status.success(), "{}", String::from_utf8_lossy(&b.stderr));
+    let table = String::from_utf8_lossy(&b.stdout);
+    let row = table.lines().nth(1).expect("one row per size");
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cols[..4], &["300", "20", "5", "fast"], "{table}");
+    let gap_pct: f64 = cols[8].parse().unwrap();
+    assert!(gap_pct <= 1.0, "{table}");
+    assert!(keep.join("bench-300x20-seed1.json").exists());
+
+    let bad = edgeplan(&["bench", "--sizes", "300by20"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("\"300by20\" is not REPLICASxSITES"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
