@@ -388,8 +388,18 @@ impl<'a> Assign<'a> {
     }
 
     /// Place one replica of `w` (not at `skip`) by moving a replica of a
-    /// third workload off one of `w`'s sites to a site with room.
-    fn make_room(&mut self, w: usize, skip: usize) -> Option<Room> {
+    /// third workload off one of `w`'s sites to a site with room — or, up
+    /// to `depth` levels, to a site made room on the same way. Every change
+    /// goes to `log` (so the caller can undo); returns the cost of the
+    /// changes. `budget` bounds the trials.
+    fn make_room(
+        &mut self,
+        w: usize,
+        skip: usize,
+        depth: usize,
+        budget: &mut usize,
+        log: &mut Vec<Change>,
+    ) -> Option<f64> {
         let f = self.f;
         let p = self.p;
         let unplaced = p.workloads[w].unplaced_cost;
@@ -407,34 +417,49 @@ impl<'a> Assign<'a> {
                 if w3 == w || self.fixed[w3] || !self.frees_enough(w, slot, w3, from) {
                     continue;
                 }
+                if *budget == 0 {
+                    return None;
+                }
+                *budget -= 1;
+                let mark = log.len();
                 let saving3 = self.remove_saving(w3, from);
-                self.remove(w3, from);
+                self.apply(Change::Remove(w3, from), log);
                 if self.fits(w, slot) {
                     let add = self.add_cost(w, slot);
-                    self.add(w, slot);
+                    self.apply(Change::Add(w, slot), log);
                     if let Some((to, c)) = self.best_fit(w3, Some(from), |i| self.add_cost(w3, i)) {
-                        self.add(w3, to);
-                        return Some(Room {
-                            w,
-                            slot,
-                            w3,
-                            from,
-                            to,
-                            delta: add + c - saving3,
-                        });
+                        self.apply(Change::Add(w3, to), log);
+                        return Some(add + c - saving3);
                     }
-                    self.remove(w, slot);
+                    if depth > 1 {
+                        if let Some(d) = self.make_room(w3, from, depth - 1, budget, log) {
+                            return Some(add + d - saving3);
+                        }
+                    }
                 }
-                self.add(w3, from);
+                self.undo(log, mark);
             }
         }
         None
     }
 
-    fn undo_room(&mut self, r: Room) {
-        self.remove(r.w3, r.to);
-        self.remove(r.w, r.slot);
-        self.add(r.w3, r.from);
+    fn apply(&mut self, change: Change, log: &mut Vec<Change>) {
+        match change {
+            Change::Add(w, k) => self.add(w, k),
+            Change::Remove(w, k) => self.remove(w, k),
+        }
+        log.push(change);
+    }
+
+    /// Undo the changes in `log` after `mark`, newest first.
+    fn undo(&mut self, log: &mut Vec<Change>, mark: usize) {
+        while log.len() > mark {
+            match log.pop() {
+                Some(Change::Add(w, k)) => self.remove(w, k),
+                Some(Change::Remove(w, k)) => self.add(w, k),
+                None => break,
+            }
+        }
     }
 
     /// Would removing one replica at `k2` (of `w2`) leave room at that site
@@ -769,14 +794,16 @@ impl<'a> Assign<'a> {
                         // Nowhere for the ejected replica either: one level
                         // deeper, for replicas that would stay unplaced.
                         if src.is_none() && alt.is_none() {
-                            if let Some(undo) = self.make_room(w2, k2) {
-                                let delta = add_w_now - saving + undo.delta - saving2;
+                            let mut log = Vec::new();
+                            let mut budget = 20_000;
+                            if let Some(room) = self.make_room(w2, k2, 3, &mut budget, &mut log) {
+                                let delta = add_w_now - saving + room - saving2;
                                 if delta < -1e-9 * saving.abs().max(1.0) {
                                     steps += 1;
                                     done = true;
                                     break 'target;
                                 }
-                                self.undo_room(undo);
+                                self.undo(&mut log, 0);
                             }
                         }
                         self.remove(w, j);
@@ -798,15 +825,11 @@ impl<'a> Assign<'a> {
     }
 }
 
-/// A placement of `w` at `slot` made by moving `w3` from `from` to `to`.
-struct Room {
-    w: usize,
-    slot: usize,
-    w3: usize,
-    from: usize,
-    to: usize,
-    /// Cost of the three changes.
-    delta: f64,
+/// One change to a placement under construction, for undoing.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    Add(usize, usize),
+    Remove(usize, usize),
 }
 
 /// Which replicas the local search may make room for by ejecting another.
