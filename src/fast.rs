@@ -243,10 +243,12 @@ struct Assign<'a> {
     moves: u64,
     /// Members of affinity groups: placed as a block, then left alone.
     fixed: Vec<bool>,
+    /// When the search must stop.
+    deadline: Instant,
 }
 
 impl<'a> Assign<'a> {
-    fn new(p: &'a Problem, f: &'a Flat) -> Assign<'a> {
+    fn new(p: &'a Problem, f: &'a Flat, deadline: Instant) -> Assign<'a> {
         let mut anti_group_of = vec![None; p.workloads.len()];
         for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
             for &w in members {
@@ -270,6 +272,7 @@ impl<'a> Assign<'a> {
             domain: vec![Vec::new(); p.workloads.len()],
             moves: 0,
             fixed,
+            deadline,
         }
     }
 
@@ -417,7 +420,8 @@ impl<'a> Assign<'a> {
                 if w3 == w || self.fixed[w3] || !self.frees_enough(w, slot, w3, from) {
                     continue;
                 }
-                if *budget == 0 {
+                if *budget == 0 || (*budget % 1024 == 0 && Instant::now() > self.deadline) {
+                    *budget = 0;
                     return None;
                 }
                 *budget -= 1;
@@ -655,10 +659,12 @@ impl<'a> Assign<'a> {
         for _pass in 0..passes {
             let mut improved = 0;
             for w in 0..p.workloads.len() {
-                if self.fixed[w] {
-                    continue;
+                if w % 1024 == 0 && Instant::now() > deadline {
+                    return steps + improved;
                 }
-                improved += self.improve_workload(w);
+                if !self.fixed[w] {
+                    improved += self.improve_workload(w);
+                }
             }
             // Ejections for unplaced replicas are few and always worth a
             // look; for every replica, only once relocation is exhausted.
@@ -793,7 +799,7 @@ impl<'a> Assign<'a> {
                         }
                         // Nowhere for the ejected replica either: one level
                         // deeper, for replicas that would stay unplaced.
-                        if src.is_none() && alt.is_none() {
+                        if src.is_none() && alt.is_none() && placed_too {
                             let mut log = Vec::new();
                             let mut budget = 20_000;
                             if let Some(room) = self.make_room(w2, k2, 3, &mut budget, &mut log) {
@@ -885,7 +891,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     let primal = |price: &[f64]| {
         let mut best: Option<(Vec<Slots>, f64)> = None;
         for from_response in [false, true] {
-            let mut a = Assign::new(p, &f);
+            let mut a = Assign::new(p, &f, deadline);
             if from_response {
                 a.start_from_response(&order, price);
             } else {
@@ -994,7 +1000,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     }
     // The final polish: ejection chains from the best placement.
     if relative_gap(best_obj, best_bound) > options.target_gap {
-        let mut a = Assign::new(p, &f);
+        let mut a = Assign::new(p, &f, deadline);
         a.load(&best_x);
         a.improve(Eject::All, 50, deadline);
         let x = a.placement();

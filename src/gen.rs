@@ -411,62 +411,99 @@ pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
     Ok(inst)
 }
 
-/// Give each workload an SLO that a handful of sites can meet.
+/// Give each workload an SLO that a handful of sites can meet. Sites are
+/// judged one per metro (sites sharing a node see the same RTTs), and
+/// workloads in chunks, so memory stays bounded for large fleets.
 fn set_slos(inst: &mut Instance, rng: &mut ChaCha8Rng) {
-    let Ok(problem) = Problem::build(inst) else {
-        return;
+    const CHUNK: usize = 20_000;
+    let one_per_node: Vec<Site> = {
+        let mut seen = std::collections::HashSet::new();
+        inst.sites
+            .iter()
+            .filter(|s| seen.insert(s.node_id().to_string()))
+            .cloned()
+            .collect()
     };
     let mut unhostable = Vec::new();
-    for (wi, w) in inst.workloads.iter_mut().enumerate() {
-        let percentile = if rng.random_bool(0.5) { 95.0 } else { 90.0 };
-        let total: f64 = w.traffic.iter().map(|t| t.weight).sum();
-        let region_of = |id: &str| inst.regions.iter().position(|r| r.id == id);
-        // The RTT each site needs to serve `percentile` % of the traffic.
-        // Only sites that could host it at all (hardware, size, power); the
-        // problem was built before any SLO, so latency plays no part yet.
-        let mut needed: Vec<f64> = (0..inst.sites.len())
-            .filter(|&si| problem.ineligible(wi, si).is_none())
-            .map(|si| {
-                let mut by_rtt: Vec<(f64, f64)> = w
-                    .traffic
-                    .iter()
-                    .filter_map(|t| {
-                        Some((
-                            problem.topology.rtt_ms[region_of(&t.region)?][si],
-                            t.weight / total,
-                        ))
-                    })
-                    .collect();
-                by_rtt.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let mut acc = 0.0;
-                for (r, share) in by_rtt {
-                    acc += share;
-                    if acc * 100.0 + 1e-9 >= percentile {
-                        return r;
-                    }
-                }
-                f64::INFINITY
-            })
-            .collect();
-        needed.sort_by(|a, b| a.total_cmp(b));
-        // Enough sites for the replicas to spread over, and a few more.
-        let spread = if w.max_per_site.is_some() {
-            w.replicas as usize
-        } else {
-            1
+    for first in (0..inst.workloads.len()).step_by(CHUNK) {
+        let last = (first + CHUNK).min(inst.workloads.len());
+        let part = Instance {
+            name: inst.name.clone(),
+            server_models: inst.server_models.clone(),
+            sites: one_per_node.clone(),
+            network: inst.network.clone(),
+            regions: inst.regions.clone(),
+            workloads: inst.workloads[first..last].to_vec(),
+            objective: inst.objective.clone(),
+            limits: inst.limits.clone(),
         };
-        if needed.is_empty() {
-            unhostable.push(wi);
-            continue;
+        let Ok(problem) = Problem::build(&part) else {
+            return;
+        };
+        for (local, w) in inst.workloads[first..last].iter_mut().enumerate() {
+            if !set_slo(w, local, &problem, &part, rng) {
+                unhostable.push(first + local);
+            }
         }
-        let k = (rng.random_range(2..=6) + spread).min(needed.len()) - 1;
-        let rtt_ms = ((needed[k].max(5.0) / 5.0).ceil() * 5.0).min(500.0);
-        w.slo = Some(Slo { rtt_ms, percentile });
     }
     // A VM no site of this fleet can hold at all is left out of it.
     for wi in unhostable.into_iter().rev() {
         inst.workloads.remove(wi);
     }
+}
+
+/// One workload's SLO; false if no site could host it at all.
+fn set_slo(
+    w: &mut Workload,
+    wi: usize,
+    problem: &Problem,
+    part: &Instance,
+    rng: &mut ChaCha8Rng,
+) -> bool {
+    let percentile = if rng.random_bool(0.5) { 95.0 } else { 90.0 };
+    let total: f64 = w.traffic.iter().map(|t| t.weight).sum();
+    let region_of = |id: &str| part.regions.iter().position(|r| r.id == id);
+    // The RTT each site needs to serve `percentile` % of the traffic.
+    // Only sites that could host it at all (hardware, size, power); the
+    // problem was built before any SLO, so latency plays no part yet.
+    let mut needed: Vec<f64> = (0..part.sites.len())
+        .filter(|&si| problem.ineligible(wi, si).is_none())
+        .map(|si| {
+            let mut by_rtt: Vec<(f64, f64)> = w
+                .traffic
+                .iter()
+                .filter_map(|t| {
+                    Some((
+                        problem.topology.rtt_ms[region_of(&t.region)?][si],
+                        t.weight / total,
+                    ))
+                })
+                .collect();
+            by_rtt.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut acc = 0.0;
+            for (r, share) in by_rtt {
+                acc += share;
+                if acc * 100.0 + 1e-9 >= percentile {
+                    return r;
+                }
+            }
+            f64::INFINITY
+        })
+        .collect();
+    needed.sort_by(|a, b| a.total_cmp(b));
+    // Enough sites for the replicas to spread over, and a few more.
+    let spread = if w.max_per_site.is_some() {
+        w.replicas as usize
+    } else {
+        1
+    };
+    if needed.is_empty() {
+        return false;
+    }
+    let k = (rng.random_range(2..=6) + spread).min(needed.len()) - 1;
+    let rtt_ms = ((needed[k].max(5.0) / 5.0).ceil() * 5.0).min(500.0);
+    w.slo = Some(Slo { rtt_ms, percentile });
+    true
 }
 
 /// A plausible placement today: most replicas on some eligible site with room.
