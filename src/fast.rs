@@ -420,7 +420,9 @@ impl<'a> Assign<'a> {
                 if w3 == w || self.fixed[w3] || !self.frees_enough(w, slot, w3, from) {
                     continue;
                 }
-                if *budget == 0 || (*budget % 1024 == 0 && Instant::now() > self.deadline) {
+                if *budget == 0
+                    || ((*budget).is_multiple_of(1024) && Instant::now() > self.deadline)
+                {
                     *budget = 0;
                     return None;
                 }
