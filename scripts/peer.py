@@ -63,23 +63,39 @@ def cpsat_solve(mps, seconds):
     model.import_from_mps_file(mps)
     for i in range(model.num_variables):
         v = model.var_from_index(i)
-        v.integrality = True
+        v.is_integral = True
     solver = mb.ModelSolver("sat")
     solver.set_time_limit_in_seconds(float(seconds))
     solver.set_solver_specific_parameters("num_workers:2")
     started = time.monotonic()
     status = solver.solve(model)
     ok = status in (mb.SolveStatus.OPTIMAL, mb.SolveStatus.FEASIBLE)
+    print(f"CP-SAT: {status} {solver.status_string}", file=sys.stderr)
     return (solver.objective_value if ok else float("nan")), time.monotonic() - started
+
+
+def in_own_process(peer, mps, seconds):
+    """highspy and OR-Tools each bundle a HiGHS; loaded together their symbols
+    clash, so each peer solves in a Python process of its own."""
+    out = run(sys.executable, __file__, "--peer", peer, "--mps", mps, "--seconds", str(seconds))
+    objective, wall = out.stdout.strip().splitlines()[-1].split()[-2:]
+    return float(objective), float(wall)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--peer", choices=["highs", "cpsat"], help=argparse.SUPPRESS)
+    parser.add_argument("--mps", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", default="5000x100:1,100000x1000:10",
                         help="REPLICASxSITES:SECONDS, comma-separated")
     parser.add_argument("--seed", default="1")
     parser.add_argument("--load", default="0.7")
     args = parser.parse_args()
+    if args.peer:
+        solve_mps = highs_solve if args.peer == "highs" else cpsat_solve
+        print("\n", *solve_mps(args.mps, args.seconds))
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for item in args.sizes.split(","):
@@ -91,8 +107,8 @@ def main():
                 "--load", args.load, "--out", inst)
             run(EDGEPLAN, "export", "--instance", inst, "--format", "mps", "--out", mps)
             ours, ours_s = edgeplan_solve(inst, seconds)
-            highs, highs_s = highs_solve(mps, seconds)
-            cpsat, cpsat_s = cpsat_solve(mps, seconds)
+            highs, highs_s = in_own_process("highs", mps, seconds)
+            cpsat, cpsat_s = in_own_process("cpsat", mps, seconds)
             rows.append((size, seconds, ours, ours_s, highs, highs_s, cpsat, cpsat_s))
             print(f"{size}: edgeplan {ours:.4f} ({ours_s:.1f} s), HiGHS {highs:.4f} ({highs_s:.1f} s), "
                   f"CP-SAT {cpsat:.4f} ({cpsat_s:.1f} s)", file=sys.stderr)
