@@ -565,8 +565,7 @@ impl<'a> Assign<'a> {
                 .iter()
                 .map(|&w| p.workloads[w].replicas as f64 * p.workloads[w].unplaced_cost)
                 .sum();
-            if let Some((s, cost)) = best.filter(|(_, c)| *c < unplaced) {
-                let _ = cost;
+            if let Some((s, _)) = best.filter(|(_, c)| *c < unplaced) {
                 for &w in members {
                     if let Some(k) = self.f.range(w).find(|&k| self.f.site[k] == s) {
                         while self.fits(w, k) {
@@ -769,7 +768,7 @@ impl<'a> Assign<'a> {
             let mut done = false;
             // Unplaced replicas are few and costly: try every target site.
             let tries = if src.is_none() { targets.len() } else { 3 };
-            'target: for (add_w, j) in targets.into_iter().take(tries) {
+            'target: for (_, j) in targets.into_iter().take(tries) {
                 let t = f.site[j];
                 for idx in 0..f.at_site[t].len() {
                     let k2 = f.at_site[t][idx];
@@ -817,7 +816,6 @@ impl<'a> Assign<'a> {
                         self.remove(w, j);
                     }
                     self.add(w2, k2);
-                    let _ = add_w;
                 }
                 if Instant::now() > deadline {
                     break;
