@@ -654,8 +654,9 @@ impl<'a> Assign<'a> {
 
     /// Local search on the true objective until a pass finds nothing or the
     /// deadline passes. Returns the number of improving steps.
-    fn improve(&mut self, eject: Eject, passes: usize, deadline: Instant) -> usize {
+    fn improve(&mut self, eject: Eject, passes: usize) -> usize {
         let p = self.p;
+        let deadline = self.deadline;
         let mut steps = 0;
         for _pass in 0..passes {
             let mut improved = 0;
@@ -673,7 +674,7 @@ impl<'a> Assign<'a> {
                 for w in 0..p.workloads.len() {
                     let unplaced = self.placed[w] < p.workloads[w].replicas;
                     if !self.fixed[w] && (unplaced || eject == Eject::All) {
-                        improved += self.eject_for(w, eject == Eject::All, deadline);
+                        improved += self.eject_for(w, eject == Eject::All);
                     }
                     if w % 256 == 0 && Instant::now() > deadline {
                         break;
@@ -731,7 +732,7 @@ impl<'a> Assign<'a> {
     /// replica of another workload off it to that workload's best other
     /// site (possibly the one `w` left). Taken when the pair lowers the
     /// objective.
-    fn eject_for(&mut self, w: usize, placed_too: bool, deadline: Instant) -> usize {
+    fn eject_for(&mut self, w: usize, placed_too: bool) -> usize {
         let f = self.f;
         let p = self.p;
         let wl = &p.workloads[w];
@@ -817,7 +818,7 @@ impl<'a> Assign<'a> {
                     }
                     self.add(w2, k2);
                 }
-                if Instant::now() > deadline {
+                if Instant::now() > self.deadline {
                     break;
                 }
             }
@@ -859,21 +860,17 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     let rows = p.sites.len() * f.stride;
 
     // Biggest and most important first: they are the hardest to fit late.
+    let fleet: Vec<f64> = (0..p.resources.len())
+        .map(|r| p.sites.iter().map(|s| s.capacity[r]).sum())
+        .collect();
     let size: Vec<f64> = p
         .workloads
         .iter()
         .map(|w| {
             w.demand
                 .iter()
-                .enumerate()
-                .map(|(r, d)| {
-                    let cap: f64 = p.sites.iter().map(|s| s.capacity[r]).sum();
-                    if cap > 0.0 {
-                        d / cap
-                    } else {
-                        0.0
-                    }
-                })
+                .zip(&fleet)
+                .map(|(d, cap)| if *cap > 0.0 { d / cap } else { 0.0 })
                 .fold(0.0, f64::max)
         })
         .collect();
@@ -897,7 +894,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             } else {
                 a.construct(&order, price);
             }
-            a.improve(Eject::Unplaced, 3, deadline);
+            a.improve(Eject::Unplaced, 3);
             let x = a.placement();
             let objective = p.evaluate(&x).objective.total;
             tracing::trace!(from_response, objective, "primal");
@@ -1002,7 +999,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     if relative_gap(best_obj, best_bound) > options.target_gap {
         let mut a = Assign::new(p, &f, deadline);
         a.load(&best_x);
-        a.improve(Eject::All, 50, deadline);
+        a.improve(Eject::All, 50);
         let x = a.placement();
         let obj = p.evaluate(&x).objective.total;
         if obj < best_obj {

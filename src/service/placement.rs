@@ -101,6 +101,14 @@ pub fn propose(
     )
 }
 
+/// A unit enum's name as serde writes it (`gap_limit`, `fast`).
+fn wire_name(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// The method a request names (auto when it names none).
 fn parse_method(name: Option<&str>) -> Result<solver::Method, Status> {
     match name {
@@ -143,14 +151,8 @@ pub fn propose_from(
     );
     let mut response = pb::SolveResponse {
         plan_id: 0,
-        status: serde_json::to_value(report.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        method: serde_json::to_value(report.method)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
+        status: wire_name(&report.status),
+        method: wire_name(&report.method),
         objective: report.objective.total,
         bound: report.bound,
         gap: report.gap,
