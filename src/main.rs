@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use edgeplan::fast::{diff, Change, Replanner};
 use edgeplan::gen::{generate, GenOptions};
 use edgeplan::instance::{self, Format, Instance};
 use edgeplan::milp::Milp;
@@ -176,6 +177,28 @@ enum Command {
         #[arg(long)]
         plan_out: Option<PathBuf>,
     },
+    /// Solve INSTANCE on the fast path, then re-plan incrementally for the
+    /// changes that turn it into CHANGED (a site's telemetry, a workload's
+    /// demand…): only what must change moves.
+    Replan {
+        #[arg(long)]
+        instance: PathBuf,
+        /// The instance after the change (same sites and workloads).
+        #[arg(long)]
+        changed: PathBuf,
+        /// Where to write the re-planned placement JSON (stdout if absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seconds for the first solve.
+        #[arg(long, default_value_t = 10.0)]
+        time_limit: f64,
+        /// Relative gap at which the first solve stops.
+        #[arg(long, default_value_t = 0.005)]
+        gap: f64,
+        /// Also plan the migration from today's placement and write it here.
+        #[arg(long)]
+        plan_out: Option<PathBuf>,
+    },
     /// Plan the migration from today's placement to a target placement.
     Plan {
         #[arg(long)]
@@ -271,6 +294,11 @@ enum Command {
         time_limit: f64,
         #[arg(long, hide = true, default_value_t = 0.01)]
         gap: f64,
+        /// After each solve, this many incremental re-plans (one site's
+        /// heat, cooling or price, or one workload's demand, in turn); prints
+        /// their median and worst time.
+        #[arg(long, default_value_t = 20)]
+        replans: usize,
     },
     /// Generate a realistic instance from the shipped real data.
     Gen {
@@ -470,14 +498,21 @@ fn parse_sizes(text: &str) -> Result<Vec<(usize, usize, f64, f64)>> {
         .collect()
 }
 
-fn bench(sizes: &str, seed: u64, load: f64, method: Method, keep: Option<&Path>) -> Result<()> {
+fn bench(
+    sizes: &str,
+    seed: u64,
+    load: f64,
+    method: Method,
+    keep: Option<&Path>,
+    replans: usize,
+) -> Result<()> {
     let sizes = parse_sizes(sizes)?;
     let temp = std::env::temp_dir().join(format!("edgeplan-bench-{}", std::process::id()));
     let dir = keep.unwrap_or(&temp);
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let exe = std::env::current_exe()?;
     println!(
-        "{:>9} {:>6} {:>7} {:>6} {:>8} {:>8} {:>14} {:>14} {:>8} {:>9}",
+        "{:>9} {:>6} {:>7} {:>6} {:>8} {:>8} {:>14} {:>14} {:>8} {:>9} {:>11} {:>11}",
         "replicas",
         "sites",
         "limit_s",
@@ -487,7 +522,9 @@ fn bench(sizes: &str, seed: u64, load: f64, method: Method, keep: Option<&Path>)
         "objective",
         "bound",
         "gap_%",
-        "peak_MiB"
+        "peak_MiB",
+        "replan_p50",
+        "replan_max"
     );
     for (replicas, sites, seconds, gap) in sizes {
         let inst = generate(&GenOptions {
@@ -511,6 +548,10 @@ fn bench(sizes: &str, seed: u64, load: f64, method: Method, keep: Option<&Path>)
             .arg(seconds.to_string())
             .arg("--gap")
             .arg(gap.to_string())
+            .arg("--replans")
+            .arg(replans.to_string())
+            .arg("--seed")
+            .arg(seed.to_string())
             .output()?;
         if !out.status.success() {
             bail!(
@@ -524,7 +565,7 @@ fn bench(sizes: &str, seed: u64, load: f64, method: Method, keep: Option<&Path>)
         let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "{:>9} {:>6} {:>7} {:>6} {:>8.2} {:>8.2} {:>14.4} {:>14.4} {:>8.3} {:>9.0}",
+            "{:>9} {:>6} {:>7} {:>6} {:>8.2} {:>8.2} {:>14.4} {:>14.4} {:>8.3} {:>9.0} {:>8.1} ms {:>8.1} ms",
             replicas,
             sites,
             seconds,
@@ -535,6 +576,8 @@ fn bench(sizes: &str, seed: u64, load: f64, method: Method, keep: Option<&Path>)
             num("bound"),
             num("gap") * 100.0,
             num("peak_mib"),
+            num("replan_p50_ms"),
+            num("replan_max_ms"),
         );
     }
     if keep.is_none() {
@@ -543,8 +586,31 @@ fn bench(sizes: &str, seed: u64, load: f64, method: Method, keep: Option<&Path>)
     Ok(())
 }
 
-/// Load, build and solve one instance; print the figures as one JSON line.
-fn bench_one(path: &Path, method: Method, time_limit: f64, gap: f64) -> Result<()> {
+/// Fail when the independent verifier finds a broken rule in `x`.
+fn verified(inst: &Instance, problem: &Problem, x: &[Vec<(usize, u32)>]) -> Result<()> {
+    let report = verify(inst, &problem.placement_of(x));
+    if let Some(v) = report.violations.first() {
+        bail!(
+            "the placement breaks {} rule(s), first {} at {}: {}",
+            report.violations.len(),
+            v.rule,
+            v.item,
+            v.message
+        );
+    }
+    Ok(())
+}
+
+/// Load, build and solve one instance, then time `replans` incremental
+/// re-plans; print the figures as one JSON line.
+fn bench_one(
+    path: &Path,
+    method: Method,
+    time_limit: f64,
+    gap: f64,
+    replans: usize,
+    seed: u64,
+) -> Result<()> {
     let started = Instant::now();
     let inst = load(path)?;
     let problem = Problem::build(&inst)?;
@@ -561,16 +627,7 @@ fn bench_one(path: &Path, method: Method, time_limit: f64, gap: f64) -> Result<(
         },
     )?;
     let solve_s = solving.elapsed().as_secs_f64();
-    let report = edgeplan::verify::verify(&inst, &problem.placement_of(&solved.x));
-    if let Some(v) = report.violations.first() {
-        bail!(
-            "the placement breaks {} rule(s), first {} at {}: {}",
-            report.violations.len(),
-            v.rule,
-            v.item,
-            v.message
-        );
-    }
+    verified(&inst, &problem, &solved.x)?;
     let peak_kib: f64 = fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -579,6 +636,29 @@ fn bench_one(path: &Path, method: Method, time_limit: f64, gap: f64) -> Result<(
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(f64::NAN);
+    let mut replan_ms = Vec::new();
+    let mut replan_gap = f64::NAN;
+    if replans > 0 {
+        let mut current = inst;
+        let mut replanner = Replanner::new(problem, &solved.x, solved.price.clone());
+        for (i, scenario) in bench_changes(&current, replans, seed).iter().enumerate() {
+            let next = edgeplan::whatif::apply(&current, scenario, "bench")
+                .map_err(|e| anyhow::anyhow!("bench change {i}: {e:?}"))?;
+            let Some(changes) = diff(replanner.problem(), &current, &next) else {
+                bail!("bench change {i} is structural");
+            };
+            let t = Instant::now();
+            let r = replanner.apply(&next, &changes)?;
+            replan_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            replan_gap = r.gap;
+            current = next;
+        }
+        // The final placement against the changed instance, independently.
+        let rebuilt = Problem::build(&current)?;
+        verified(&current, &rebuilt, &replanner.placement())?;
+    }
+    replan_ms.sort_by(f64::total_cmp);
+    let nan = f64::NAN;
     println!(
         "{}",
         serde_json::json!({
@@ -589,8 +669,163 @@ fn bench_one(path: &Path, method: Method, time_limit: f64, gap: f64) -> Result<(
             "bound": solved.bound,
             "gap": solved.gap,
             "peak_mib": peak_kib / 1024.0,
+            "replan_p50_ms": replan_ms.get(replan_ms.len() / 2).copied().unwrap_or(nan),
+            "replan_max_ms": replan_ms.last().copied().unwrap_or(nan),
+            "replan_final_gap": replan_gap,
         })
     );
+    Ok(())
+}
+
+/// `n` single changes in turn, deterministic for `seed`: a heat wave
+/// (+10 °C), half the cooling lost, the electricity price halved at one
+/// site; one workload's replicas doubled.
+fn bench_changes(inst: &Instance, n: usize, seed: u64) -> Vec<edgeplan::whatif::Scenario> {
+    use edgeplan::whatif::{Perturbation, Scenario, Selection};
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = |m: usize| {
+        // xorshift: enough to spread the changes over the fleet.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % m.max(1) as u64) as usize
+    };
+    (0..n)
+        .map(|i| {
+            let site = inst.sites[next(inst.sites.len())].id.clone();
+            let perturbation = match i % 4 {
+                0 => Perturbation::HeatWave {
+                    sites: vec![site],
+                    delta_c: 10.0,
+                    from_hour: 0,
+                    hours: None,
+                },
+                1 => Perturbation::CoolingLoss {
+                    site,
+                    fraction: 0.5,
+                },
+                2 => Perturbation::Price {
+                    sites: vec![site],
+                    multiplier: 0.5,
+                    series: None,
+                },
+                _ => Perturbation::DemandGrowth {
+                    factor: 2.0,
+                    selection: Selection {
+                        regions: Vec::new(),
+                        workloads: vec![inst.workloads[next(inst.workloads.len())].id.clone()],
+                    },
+                },
+            };
+            Scenario {
+                name: format!("change {i}"),
+                perturbations: vec![perturbation],
+            }
+        })
+        .collect()
+}
+
+/// `edgeplan replan`: the first solve, the diff, the incremental re-plan.
+fn replan(
+    before: &Path,
+    changed: &Path,
+    out: Option<&Path>,
+    time_limit: f64,
+    gap: f64,
+    plan_out: Option<&Path>,
+) -> Result<()> {
+    let old = load(before)?;
+    let new = load(changed)?;
+    let problem = Problem::build(&old)?;
+    let started = Instant::now();
+    let solved = solve(
+        &problem,
+        &SolveOptions {
+            time_limit_s: Some(time_limit),
+            relative_gap: Some(gap),
+            threads: None,
+            seed: 0,
+            method: Method::Fast,
+        },
+    )?;
+    eprintln!(
+        "first solve of {}: objective {:.4}, bound {:.4}, gap {:.3} % in {:.2} s",
+        before.display(),
+        solved.objective,
+        solved.bound,
+        solved.gap * 100.0,
+        started.elapsed().as_secs_f64()
+    );
+    let (problem, solved) = match diff(&problem, &old, &new) {
+        Some(changes) => {
+            let names: Vec<String> = changes
+                .iter()
+                .map(|c| match *c {
+                    Change::Site(i) => format!("site {}", new.sites[i].id),
+                    Change::Workload(i) => format!("workload {}", new.workloads[i].id),
+                })
+                .collect();
+            let mut replanner = Replanner::new(problem, &solved.x, solved.price);
+            let started = Instant::now();
+            let r = replanner.apply(&new, &changes)?;
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
+            eprintln!(
+                "changed: {}",
+                if names.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    names.join(", ")
+                }
+            );
+            eprintln!(
+                "re-plan: {} workload(s) moved, {} replica(s) started elsewhere, in {elapsed_ms:.1} ms{}; objective {:.4}, bound {:.4}, gap {:.3} %",
+                r.moved.len(),
+                r.replicas_started,
+                if r.rebuilt { " (candidate layout rebuilt)" } else { "" },
+                r.objective,
+                r.bound,
+                r.gap * 100.0
+            );
+            let x = replanner.placement();
+            let problem = Problem::build(&new)?;
+            let solved = edgeplan::solver::Solved {
+                x,
+                status: edgeplan::solver::SolveStatus::TimeLimit,
+                objective: r.objective,
+                bound: r.bound,
+                gap: r.gap,
+                method: Method::Fast,
+                price: Vec::new(),
+            };
+            (problem, solved)
+        }
+        None => {
+            eprintln!(
+                "the change is structural (sites, workloads, network or weights): solving afresh"
+            );
+            let problem = Problem::build(&new)?;
+            let solved = solve(
+                &problem,
+                &SolveOptions {
+                    time_limit_s: Some(time_limit),
+                    relative_gap: Some(gap),
+                    threads: None,
+                    seed: 0,
+                    method: Method::Fast,
+                },
+            )?;
+            (problem, solved)
+        }
+    };
+    verified(&new, &problem, &solved.x)?;
+    let report = SolveReport::new(&problem, &solved);
+    write_out(out, &(serde_json::to_string_pretty(&report)? + "\n"))?;
+    if let Some(path) = plan_out {
+        let plan = edgeplan::plan::plan(&new, &problem, &report.placement)?;
+        fs::write(path, serde_json::to_string_pretty(&plan)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        eprint!("{}", plan.summary());
+    }
     Ok(())
 }
 
@@ -900,6 +1135,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprint!("{}", plan.summary());
             }
         }
+        Command::Replan {
+            instance,
+            changed,
+            out,
+            time_limit,
+            gap,
+            plan_out,
+        } => replan(
+            &instance,
+            &changed,
+            out.as_deref(),
+            time_limit,
+            gap,
+            plan_out.as_deref(),
+        )?,
         Command::Plan {
             instance,
             target,
@@ -1129,9 +1379,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             one,
             time_limit,
             gap,
+            replans,
         } => match one {
-            Some(path) => bench_one(&path, method, time_limit, gap)?,
-            None => bench(&sizes, seed, share, method, keep.as_deref())?,
+            Some(path) => bench_one(&path, method, time_limit, gap, replans, seed)?,
+            None => bench(&sizes, seed, share, method, keep.as_deref(), replans)?,
         },
         Command::Gen {
             sites,

@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::instance::{Instance, ObjectiveWeights, Workload};
+use crate::instance::{Instance, ObjectiveWeights, Site, Workload};
 use crate::physics::{PowerLimit, SitePhysics};
 use crate::placement::Placement;
 use crate::server_models::{catalogue_with, ServerModel};
@@ -38,11 +38,14 @@ pub struct Problem {
     pub topology: Topology,
     /// Per workload: (region index, weight / total weight).
     traffic: Vec<Vec<(usize, f64)>>,
+    region_index: HashMap<String, usize>,
     site_index: HashMap<String, usize>,
     hardware: Vec<Vec<String>>,
     site_servers: Vec<ServerModel>,
     site_calibration: Vec<f64>,
     instance_workloads: Vec<Workload>,
+    /// Sites grouped by network node, in site order: (first site, members).
+    node_sites: Vec<(usize, Vec<usize>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +98,13 @@ impl WorkloadModel {
             .find(|(s, _)| *s == site)
             .map_or(0, |(_, n)| *n)
     }
+}
+
+/// A site's new model, computed before `Problem::update_site` applies it.
+#[derive(Debug, Clone)]
+pub struct SiteUpdate {
+    site: SiteModel,
+    model: ServerModel,
 }
 
 /// A site that may host a workload, and what one replica there costs.
@@ -215,57 +225,20 @@ impl Problem {
         let mut sites = Vec::with_capacity(inst.sites.len());
         let mut site_models = Vec::with_capacity(inst.sites.len());
         for s in &inst.sites {
-            let model = models
-                .get(&s.servers.model)
-                .ok_or_else(|| Error::UnknownServerModel {
-                    name: s.servers.model.clone(),
-                    known: models.keys().cloned().collect::<Vec<_>>().join(", "),
-                })?;
-            let physics = SitePhysics::of(s, model, horizon);
-            let capacity = resources
-                .iter()
-                .map(|r| {
-                    let cap = s.capacity.get(r).copied().unwrap_or(0.0);
-                    cap * (1.0 - s.reserve_fraction.get(r).copied().unwrap_or(0.0))
-                })
-                .collect();
-            let thermal_limit = physics.thermal_limit_kw();
-            sites.push(SiteModel {
-                id: s.id.clone(),
-                name: s.name.clone().unwrap_or_else(|| s.id.clone()),
-                capacity,
-                failure_domain: s
-                    .failure_domain
-                    .as_ref()
-                    .and_then(|d| domains.iter().position(|x| x == d)),
-                carbon_g_per_kwh: s.energy.carbon_g_per_kwh,
-                energy_cost_per_it_kwh: w.energy * physics.pue * physics.price_per_kwh,
-                carbon_cost_per_it_kwh: w.carbon_per_tonne
-                    * physics.pue
-                    * s.energy.carbon_g_per_kwh
-                    / 1e6,
-                thermal_cost_per_it_kw: if thermal_limit.is_finite() && thermal_limit > 0.0 {
-                    w.thermal_risk / thermal_limit
-                } else {
-                    0.0
-                },
-                dynamic_kw_limit: (physics.it_limit_kw - physics.idle_kw).max(0.0),
-                power_cap_kw: s.power.cap_kw,
-                inlet_c_per_it_kw: s.thermal.recirc_c_per_kw / s.thermal.racks.max(1) as f64,
-                physics,
-            });
-            site_models.push(model.clone());
+            let (site, model) = site_model(s, &models, horizon, w, &resources, &domains)?;
+            sites.push(site);
+            site_models.push(model);
         }
         let site_index: HashMap<String, usize> = sites
             .iter()
             .enumerate()
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
-        let region_index: HashMap<&str, usize> = inst
+        let region_index: HashMap<String, usize> = inst
             .regions
             .iter()
             .enumerate()
-            .map(|(i, r)| (r.id.as_str(), i))
+            .map(|(i, r)| (r.id.clone(), i))
             .collect();
         let topology = Topology::build(inst);
 
@@ -293,100 +266,208 @@ impl Problem {
             max_moves: inst.limits.max_moves,
             topology,
             traffic,
+            region_index,
             site_index,
             hardware: inst.sites.iter().map(|s| s.hardware.clone()).collect(),
             site_servers: site_models,
             site_calibration: inst.sites.iter().map(|s| s.power.calibration).collect(),
             instance_workloads: inst.workloads.clone(),
+            node_sites: Vec::new(),
         };
         // Sites grouped by network node, in site order; (first site, members).
-        let mut node_sites: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut group_of_node: HashMap<usize, usize> = HashMap::new();
         for si in 0..problem.sites.len() {
             let node = problem.topology.site_node(si);
             let g = *group_of_node.entry(node).or_insert_with(|| {
-                node_sites.push((si, Vec::new()));
-                node_sites.len() - 1
+                problem.node_sites.push((si, Vec::new()));
+                problem.node_sites.len() - 1
             });
-            node_sites[g].1.push(si);
+            problem.node_sites[g].1.push(si);
         }
-        let in_anti_group: Vec<bool> = inst
-            .workloads
-            .iter()
-            .map(|w| w.anti_affinity_group.is_some())
-            .collect();
-        for (wi, wl) in inst.workloads.iter().enumerate() {
-            let demand: Vec<f64> = problem
-                .resources
-                .iter()
-                .map(|r| wl.resources.get(r).copied().unwrap_or(0.0))
-                .collect();
-            let mut candidates = Vec::new();
-            for (rep, members) in &node_sites {
-                // Latency depends on the node only: checked once per node.
-                if problem.latency_reason(wi, *rep).is_some() {
-                    continue;
-                }
-                for &si in members {
-                    let site = &problem.sites[si];
-                    let dynamic_kw = problem.replica_dynamic_kw(wi, si);
-                    if problem.site_reason(wi, si, &demand, dynamic_kw).is_some() {
-                        continue;
-                    }
-                    let mut max_count = wl.replicas.min(wl.max_per_site.unwrap_or(u32::MAX));
-                    if in_anti_group[wi] {
-                        max_count = max_count.min(1);
-                    }
-                    for (r, d) in demand.iter().enumerate() {
-                        if *d > 0.0 {
-                            max_count = max_count
-                                .min(((site.capacity[r] / d) * (1.0 + EPS)).floor() as u32);
-                        }
-                    }
-                    if dynamic_kw > 0.0 {
-                        max_count =
-                            max_count
-                                .min(((site.dynamic_kw_limit / dynamic_kw) * (1.0 + EPS)).floor()
-                                    as u32);
-                    }
-                    if max_count == 0 {
-                        continue;
-                    }
-                    let mean_rtt_ms = problem.mean_rtt_ms(wi, si);
-                    candidates.push(Candidate {
-                        site: si,
-                        max_count,
-                        dynamic_kw,
-                        mean_rtt_ms,
-                        energy_cost: dynamic_kw * site.energy_cost_per_it_kwh,
-                        carbon_cost: dynamic_kw * site.carbon_cost_per_it_kwh,
-                        latency_cost: w.latency_per_ms * mean_rtt_ms,
-                        thermal_cost: dynamic_kw * site.thermal_cost_per_it_kw,
-                    });
-                }
-            }
-            candidates.sort_by_key(|c| c.site);
-            let current = wl
-                .current
-                .iter()
-                .filter_map(|(s, n)| Some((*problem.site_index.get(s)?, *n)))
-                .filter(|(_, n)| *n > 0)
-                .collect();
-            problem.workloads.push(WorkloadModel {
-                id: wl.id.clone(),
-                replicas: wl.replicas,
-                demand,
-                priority: wl.priority,
-                state_gib: wl.state_gib,
-                move_cost: w.migration_per_move + w.migration_per_gib * wl.state_gib,
-                unplaced_cost: w.unplaced_per_priority * wl.priority as f64,
-                max_per_failure_domain: wl.max_per_failure_domain,
-                disruption_allowed: wl.disruption_allowed,
-                current,
-                candidates,
-            });
+        for wi in 0..inst.workloads.len() {
+            let model = problem.workload_model(wi, &inst.workloads[wi]);
+            problem.workloads.push(model);
         }
         Ok(problem)
+    }
+
+    /// The model of workload `wi` (described by `wl`): demand, costs, and
+    /// its candidate sites, latency checked once per network node.
+    fn workload_model(&self, wi: usize, wl: &Workload) -> WorkloadModel {
+        let w = &self.weights;
+        let demand: Vec<f64> = self
+            .resources
+            .iter()
+            .map(|r| wl.resources.get(r).copied().unwrap_or(0.0))
+            .collect();
+        let mut candidates = Vec::new();
+        for (rep, members) in &self.node_sites {
+            // Latency depends on the node only: checked once per node.
+            if self.latency_reason(wi, *rep).is_some() {
+                continue;
+            }
+            for &si in members {
+                candidates.extend(self.candidate(wi, si, &demand));
+            }
+        }
+        candidates.sort_by_key(|c| c.site);
+        let current = wl
+            .current
+            .iter()
+            .filter_map(|(s, n)| Some((*self.site_index.get(s)?, *n)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        WorkloadModel {
+            id: wl.id.clone(),
+            replicas: wl.replicas,
+            demand,
+            priority: wl.priority,
+            state_gib: wl.state_gib,
+            move_cost: w.migration_per_move + w.migration_per_gib * wl.state_gib,
+            unplaced_cost: w.unplaced_per_priority * wl.priority as f64,
+            max_per_failure_domain: wl.max_per_failure_domain,
+            disruption_allowed: wl.disruption_allowed,
+            current,
+            candidates,
+        }
+    }
+
+    /// Site `si` as a candidate of workload `wi` (latency aside), or `None`
+    /// when a placement rule or one replica's size rules it out.
+    fn candidate(&self, wi: usize, si: usize, demand: &[f64]) -> Option<Candidate> {
+        let wl = &self.instance_workloads[wi];
+        let site = &self.sites[si];
+        let dynamic_kw = self.replica_dynamic_kw(wi, si);
+        if self.site_reason(wi, si, demand, dynamic_kw).is_some() {
+            return None;
+        }
+        let mut max_count = wl.replicas.min(wl.max_per_site.unwrap_or(u32::MAX));
+        if wl.anti_affinity_group.is_some() {
+            max_count = max_count.min(1);
+        }
+        for (r, d) in demand.iter().enumerate() {
+            if *d > 0.0 {
+                max_count = max_count.min(((site.capacity[r] / d) * (1.0 + EPS)).floor() as u32);
+            }
+        }
+        if dynamic_kw > 0.0 {
+            max_count =
+                max_count.min(((site.dynamic_kw_limit / dynamic_kw) * (1.0 + EPS)).floor() as u32);
+        }
+        if max_count == 0 {
+            return None;
+        }
+        let mean_rtt_ms = self.mean_rtt_ms(wi, si);
+        let w = &self.weights;
+        Some(Candidate {
+            site: si,
+            max_count,
+            dynamic_kw,
+            mean_rtt_ms,
+            energy_cost: dynamic_kw * site.energy_cost_per_it_kwh,
+            carbon_cost: dynamic_kw * site.carbon_cost_per_it_kwh,
+            latency_cost: w.latency_per_ms * mean_rtt_ms,
+            thermal_cost: dynamic_kw * site.thermal_cost_per_it_kw,
+        })
+    }
+
+    /// Whether `update_site` can take `new` in place of site `si`: the same
+    /// id, network attachment, position, failure domain and resource names
+    /// (what the topology, the failure domains and the resource index
+    /// depend on). Telemetry changes none of them.
+    pub fn site_updatable(&self, inst: &Instance, si: usize, new: &Site) -> bool {
+        let old = &inst.sites[si];
+        old.id == new.id
+            && old.node == new.node
+            && old.lat == new.lat
+            && old.lon == new.lon
+            && old.failure_domain == new.failure_domain
+            && new.capacity.keys().all(|r| self.resources.contains(r))
+    }
+
+    /// The new model of site `si` of `inst`, for `update_site`: the
+    /// fallible half (an unknown server model), so that a failed update
+    /// changes nothing.
+    pub fn site_update(&self, inst: &Instance, si: usize) -> Result<SiteUpdate> {
+        let models = catalogue_with(&inst.server_models);
+        let (site, model) = site_model(
+            &inst.sites[si],
+            &models,
+            inst.limits.horizon_hours,
+            &self.weights,
+            &self.resources,
+            &self.failure_domains,
+        )?;
+        Ok(SiteUpdate { site, model })
+    }
+
+    /// Site `si` of `inst` changed (telemetry or an operator): take its new
+    /// model and rebuild every workload's candidate there. The caller
+    /// checked `site_updatable`. Returns the workloads whose candidate at
+    /// `si` changed, appeared or went.
+    pub fn update_site(&mut self, inst: &Instance, si: usize, update: SiteUpdate) -> Vec<usize> {
+        let SiteUpdate { site, model } = update;
+        self.sites[si] = site;
+        self.site_servers[si] = model;
+        self.hardware[si] = inst.sites[si].hardware.clone();
+        self.site_calibration[si] = inst.sites[si].power.calibration;
+        let node = self.topology.site_node(si);
+        let rep = self
+            .node_sites
+            .iter()
+            .find(|(_, members)| members.contains(&si))
+            .map_or(si, |(rep, _)| *rep);
+        debug_assert_eq!(self.topology.site_node(rep), node);
+        let mut touched = Vec::new();
+        for wi in 0..self.workloads.len() {
+            let at = self.workloads[wi]
+                .candidates
+                .binary_search_by_key(&si, |c| c.site);
+            let new = if at.is_ok() || self.latency_reason(wi, rep).is_none() {
+                self.candidate(wi, si, &self.workloads[wi].demand)
+            } else {
+                None
+            };
+            let candidates = &mut self.workloads[wi].candidates;
+            match (at, new) {
+                (Ok(i), Some(c)) => candidates[i] = c,
+                (Ok(i), None) => {
+                    candidates.remove(i);
+                }
+                (Err(i), Some(c)) => candidates.insert(i, c),
+                (Err(_), None) => continue,
+            }
+            touched.push(wi);
+        }
+        touched
+    }
+
+    /// Whether `update_workload` can take `new` in place of workload `wi`:
+    /// the same id, groups and resource names.
+    pub fn workload_updatable(&self, inst: &Instance, wi: usize, new: &Workload) -> bool {
+        let old = &inst.workloads[wi];
+        old.id == new.id
+            && old.anti_affinity_group == new.anti_affinity_group
+            && old.affinity_group == new.affinity_group
+            && new.resources.keys().all(|r| self.resources.contains(r))
+            && new
+                .traffic
+                .iter()
+                .all(|t| self.region_index.contains_key(&t.region))
+    }
+
+    /// Workload `wi` of `inst` changed (demand, replicas, SLO, today's
+    /// placement…): rebuild its model. The caller checked `workload_updatable`.
+    pub fn update_workload(&mut self, inst: &Instance, wi: usize) {
+        let wl = &inst.workloads[wi];
+        let total: f64 = wl.traffic.iter().map(|t| t.weight).sum();
+        self.traffic[wi] = wl
+            .traffic
+            .iter()
+            .filter_map(|t| Some((*self.region_index.get(&t.region)?, t.weight / total)))
+            .collect();
+        self.instance_workloads[wi] = wl.clone();
+        self.workloads[wi] = self.workload_model(wi, wl);
     }
 
     /// The cost every placement pays: each site's idle power, priced.
@@ -791,6 +872,55 @@ impl Problem {
             pue: p.pue,
         }
     }
+}
+
+/// One site's model: physics at its worst forecast ambient, capacities after
+/// the reserve, cost rates per IT kWh; and its server model.
+fn site_model(
+    s: &Site,
+    models: &BTreeMap<String, ServerModel>,
+    horizon: u32,
+    w: &ObjectiveWeights,
+    resources: &[String],
+    domains: &[String],
+) -> Result<(SiteModel, ServerModel)> {
+    let model = models
+        .get(&s.servers.model)
+        .ok_or_else(|| Error::UnknownServerModel {
+            name: s.servers.model.clone(),
+            known: models.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+    let physics = SitePhysics::of(s, model, horizon);
+    let capacity = resources
+        .iter()
+        .map(|r| {
+            let cap = s.capacity.get(r).copied().unwrap_or(0.0);
+            cap * (1.0 - s.reserve_fraction.get(r).copied().unwrap_or(0.0))
+        })
+        .collect();
+    let thermal_limit = physics.thermal_limit_kw();
+    let site = SiteModel {
+        id: s.id.clone(),
+        name: s.name.clone().unwrap_or_else(|| s.id.clone()),
+        capacity,
+        failure_domain: s
+            .failure_domain
+            .as_ref()
+            .and_then(|d| domains.iter().position(|x| x == d)),
+        carbon_g_per_kwh: s.energy.carbon_g_per_kwh,
+        energy_cost_per_it_kwh: w.energy * physics.pue * physics.price_per_kwh,
+        carbon_cost_per_it_kwh: w.carbon_per_tonne * physics.pue * s.energy.carbon_g_per_kwh / 1e6,
+        thermal_cost_per_it_kw: if thermal_limit.is_finite() && thermal_limit > 0.0 {
+            w.thermal_risk / thermal_limit
+        } else {
+            0.0
+        },
+        dynamic_kw_limit: (physics.it_limit_kw - physics.idle_kw).max(0.0),
+        power_cap_kw: s.power.cap_kw,
+        inlet_c_per_it_kw: s.thermal.recirc_c_per_kw / s.thermal.racks.max(1) as f64,
+        physics,
+    };
+    Ok((site, model.clone()))
 }
 
 fn region_name(wl: &Workload, region_index: usize, traffic: &[(usize, f64)]) -> String {

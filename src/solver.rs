@@ -100,6 +100,9 @@ pub struct Solved {
     pub gap: f64,
     /// The method that produced `x` (for `auto`: the last one run).
     pub method: Method,
+    /// The fast path's Lagrangian multipliers, when it ran (an incremental
+    /// re-plan prices with them; see `fast::Replanner`); empty otherwise.
+    pub price: Vec<f64>,
 }
 
 /// Relative gap between an objective and a bound.
@@ -134,6 +137,7 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
                 solved.method = Method::Fast;
             }
             solved.bound = solved.bound.max(fast.bound).min(solved.objective);
+            solved.price = fast.price;
             solved.gap = relative_gap(solved.objective, solved.bound);
             Ok(solved)
         }
@@ -162,6 +166,7 @@ fn fast_solved(problem: &Problem, options: &SolveOptions, target: f64) -> Solved
         bound: r.bound,
         gap: r.gap,
         method: Method::Fast,
+        price: r.price,
     }
 }
 
@@ -287,6 +292,7 @@ pub fn exact(
         objective,
         bound,
         method: Method::Exact,
+        price: Vec::new(),
     })
 }
 

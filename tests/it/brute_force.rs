@@ -244,4 +244,48 @@ proptest! {
         prop_assert!(solved.objective >= best - tol, "fast {} below the optimum {}", solved.objective, best);
         prop_assert!(solved.bound <= best + tol, "bound {} above the optimum {}", solved.bound, best);
     }
+
+    /// An incremental re-plan after one site's capacity and power cap and
+    /// one workload's replicas change: feasible for the changed instance,
+    /// priced as the verifier prices it, no better than the changed
+    /// instance's enumerated optimum, and its bound no higher than it.
+    #[test]
+    fn incremental_replan_is_feasible_and_its_bound_valid(
+        t in tiny(),
+        site in 0usize..3,
+        factor in 0.2..1.5f64,
+        workload in 0usize..3,
+        replicas in 1u32..=4,
+    ) {
+        use edgeplan::fast::{diff, Replanner};
+        let inst = build(&t);
+        prop_assume!(edgeplan::validate::validate(&inst).is_empty());
+        let problem = edgeplan::problem::Problem::build(&inst).unwrap();
+        let solved = edgeplan::solver::solve(&problem, &edgeplan::solver::SolveOptions {
+            method: edgeplan::solver::Method::Fast,
+            relative_gap: Some(0.0),
+            ..edgeplan::solver::SolveOptions::default()
+        }).unwrap();
+        let mut changed = inst.clone();
+        let si = site % changed.sites.len();
+        for cap in changed.sites[si].capacity.values_mut() {
+            *cap *= factor;
+        }
+        changed.sites[si].power.cap_kw *= factor;
+        let wi = workload % changed.workloads.len();
+        changed.workloads[wi].replicas = replicas;
+        prop_assume!(edgeplan::validate::validate(&changed).is_empty());
+        let changes = diff(&problem, &inst, &changed).expect("not structural");
+        let mut replanner = Replanner::new(problem, &solved.x, solved.price.clone());
+        let r = replanner.apply(&changed, &changes).unwrap();
+        let rebuilt = edgeplan::problem::Problem::build(&changed).unwrap();
+        let report = verify(&changed, &rebuilt.placement_of(&replanner.placement()));
+        prop_assert!(report.feasible, "{:?}", report.violations);
+        let best = enumerated_optimum(&changed);
+        let tol = 1e-6 * best.abs().max(1.0);
+        prop_assert!((report.objective.total - r.objective).abs() <= tol,
+            "verifier prices {}, the re-plan says {}", report.objective.total, r.objective);
+        prop_assert!(r.objective >= best - tol, "re-plan {} below the optimum {}", r.objective, best);
+        prop_assert!(r.bound <= best + tol, "bound {} above the optimum {}", r.bound, best);
+    }
 }

@@ -8,6 +8,7 @@ mod execution;
 mod explanations;
 mod export;
 mod fast;
+mod incremental;
 mod known_optimum;
 mod plan;
 mod report;

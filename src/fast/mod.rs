@@ -27,6 +27,9 @@ use rayon::prelude::*;
 use crate::problem::{Problem, EPS};
 use crate::solver::relative_gap;
 
+mod incremental;
+pub use incremental::{diff, Change, Replanned, Replanner, WorkloadMove};
+
 /// Options of a fast solve.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FastOptions {
@@ -60,6 +63,9 @@ pub struct FastSolved {
     pub gap: f64,
     /// Subgradient iterations run.
     pub iterations: usize,
+    /// The multipliers of the best bound, per (site, row): resources, then
+    /// power (see `Flat`). An incremental re-plan prices with them.
+    pub price: Vec<f64>,
 }
 
 /// (site or candidate, replicas) pairs of one workload.
@@ -125,6 +131,74 @@ impl Flat {
             }
         }
         f
+    }
+
+    /// Per-(site, row) scaling of site `s`'s limits.
+    fn set_limits(&mut self, p: &Problem, s: usize) {
+        let site = &p.sites[s];
+        let base = s * self.stride;
+        for (r, cap) in site.capacity.iter().enumerate() {
+            self.inv_limit[base + r] = if *cap > 0.0 { 1.0 / cap } else { 0.0 };
+        }
+        self.inv_limit[base + self.stride - 1] = if site.dynamic_kw_limit > 0.0 {
+            1.0 / site.dynamic_kw_limit
+        } else {
+            0.0
+        };
+    }
+
+    /// Slot `k` (workload `w`) from the problem's candidate there, or
+    /// closed (no replicas allowed) when the site is no longer a candidate.
+    fn refresh_slot(&mut self, p: &Problem, w: usize, k: usize) {
+        let wl = &p.workloads[w];
+        let s = self.site[k];
+        match wl.candidates.binary_search_by_key(&s, |c| c.site) {
+            Ok(i) => {
+                let c = &wl.candidates[i];
+                self.cost[k] = c.cost();
+                self.kw[k] = c.dynamic_kw;
+                self.max[k] = c.max_count;
+                self.current[k] = wl.current_at(s).min(c.max_count);
+            }
+            Err(_) => {
+                self.max[k] = 0;
+                self.current[k] = 0;
+            }
+        }
+    }
+
+    /// Take site `s`'s new model for the workloads in `touched` (whose
+    /// candidate there changed). False when one of them gained a candidate
+    /// the layout has no slot for: the caller rebuilds.
+    fn update_site(&mut self, p: &Problem, s: usize, touched: &[usize]) -> bool {
+        self.set_limits(p, s);
+        for &w in touched {
+            let slots = self.range(w);
+            match self.site[slots.clone()].binary_search(&s) {
+                Ok(i) => self.refresh_slot(p, w, slots.start + i),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Take workload `w`'s new model. False when its candidate sites are
+    /// not the ones the layout has slots for.
+    fn update_workload(&mut self, p: &Problem, w: usize) -> bool {
+        let slots = self.range(w);
+        let wl = &p.workloads[w];
+        if wl.candidates.len() > slots.len()
+            || wl
+                .candidates
+                .iter()
+                .any(|c| self.site[slots.clone()].binary_search(&c.site).is_err())
+        {
+            return false;
+        }
+        for k in slots {
+            self.refresh_slot(p, w, k);
+        }
+        true
     }
 
     fn range(&self, w: usize) -> std::ops::Range<usize> {
@@ -231,6 +305,16 @@ fn lagrangian(p: &Problem, f: &Flat, price: &[f64], fixed: f64, grad: &mut [f64]
 struct Assign<'a> {
     p: &'a Problem,
     f: &'a Flat,
+    s: State,
+    /// When the search must stop.
+    deadline: Instant,
+}
+
+/// The running totals of a placement, apart from the problem it places:
+/// kept between incremental re-plans.
+#[derive(Debug, Clone)]
+struct State {
+    /// Replicas per candidate slot.
     n: Vec<u32>,
     placed: Vec<u32>,
     /// Per (site, row): resources used, then dynamic kW.
@@ -243,8 +327,33 @@ struct Assign<'a> {
     moves: u64,
     /// Members of affinity groups: placed as a block, then left alone.
     fixed: Vec<bool>,
-    /// When the search must stop.
-    deadline: Instant,
+    /// Cost of the placed replicas, their moves included.
+    cost: f64,
+    /// Cost of the replicas left unplaced.
+    unplaced_cost: f64,
+    /// When on: each changed workload's slots before its first change.
+    journal: Option<Journal>,
+}
+
+impl State {
+    /// Workload `w`'s (site, replicas).
+    fn slots(&self, f: &Flat, w: usize) -> Slots {
+        f.range(w)
+            .filter(|&k| self.n[k] > 0)
+            .map(|k| (f.site[k], self.n[k]))
+            .collect()
+    }
+
+    fn placement(&self, f: &Flat) -> Vec<Slots> {
+        (0..self.placed.len()).map(|w| self.slots(f, w)).collect()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct Journal {
+    seen: std::collections::HashSet<usize>,
+    /// (workload, its (site, replicas) before), in order of first change.
+    before: Vec<(usize, Slots)>,
 }
 
 impl<'a> Assign<'a> {
@@ -261,9 +370,7 @@ impl<'a> Assign<'a> {
                 fixed[w] = true;
             }
         }
-        Assign {
-            p,
-            f,
+        let state = State {
             n: vec![0; f.site.len()],
             placed: vec![0; p.workloads.len()],
             used: vec![0.0; p.sites.len() * f.stride],
@@ -272,12 +379,24 @@ impl<'a> Assign<'a> {
             domain: vec![Vec::new(); p.workloads.len()],
             moves: 0,
             fixed,
-            deadline,
-        }
+            cost: 0.0,
+            unplaced_cost: p
+                .workloads
+                .iter()
+                .map(|w| w.replicas as f64 * w.unplaced_cost)
+                .sum(),
+            journal: None,
+        };
+        Assign::resume(p, f, state, deadline)
+    }
+
+    /// Carry on from a kept state (of the same problem and flat layout).
+    fn resume(p: &'a Problem, f: &'a Flat, s: State, deadline: Instant) -> Assign<'a> {
+        Assign { p, f, s, deadline }
     }
 
     fn is_move(&self, k: usize) -> bool {
-        self.n[k] >= self.f.current[k]
+        self.s.n[k] >= self.f.current[k]
     }
 
     /// Cost of one more replica at candidate `k` (its move included).
@@ -293,7 +412,7 @@ impl<'a> Assign<'a> {
     /// What removing one replica at `k` saves (its move included).
     fn remove_saving(&self, w: usize, k: usize) -> f64 {
         self.f.cost[k]
-            + if self.n[k] > self.f.current[k] {
+            + if self.s.n[k] > self.f.current[k] {
                 self.p.workloads[w].move_cost
             } else {
                 0.0
@@ -301,7 +420,7 @@ impl<'a> Assign<'a> {
     }
 
     fn domain_count(&self, w: usize, d: usize) -> u32 {
-        self.domain[w]
+        self.s.domain[w]
             .iter()
             .find(|(x, _)| *x == d)
             .map_or(0, |e| e.1)
@@ -311,27 +430,33 @@ impl<'a> Assign<'a> {
     /// tolerance as the greedy warm start of the exact solver.
     fn fits(&self, w: usize, k: usize) -> bool {
         let f = self.f;
-        if self.n[k] + 1 > f.max[k] || self.placed[w] >= self.p.workloads[w].replicas {
+        if self.s.n[k] + 1 > f.max[k] || self.s.placed[w] >= self.p.workloads[w].replicas {
             return false;
         }
-        if self.is_move(k) && self.p.max_moves.is_some_and(|m| self.moves + 1 > m as u64) {
+        if self.is_move(k)
+            && self
+                .p
+                .max_moves
+                .is_some_and(|m| self.s.moves + 1 > m as u64)
+        {
             return false;
         }
         let s = f.site[k];
         let site = &self.p.sites[s];
         let base = s * f.stride;
         for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
-            if *d > 0.0 && self.used[base + r] + d > site.capacity[r] * (1.0 + EPS) + EPS {
+            if *d > 0.0 && self.s.used[base + r] + d > site.capacity[r] * (1.0 + EPS) + EPS {
                 return false;
             }
         }
         if f.kw[k] > 0.0
-            && self.used[base + f.stride - 1] + f.kw[k] > site.dynamic_kw_limit * (1.0 + EPS) + EPS
+            && self.s.used[base + f.stride - 1] + f.kw[k]
+                > site.dynamic_kw_limit * (1.0 + EPS) + EPS
         {
             return false;
         }
-        if let Some(g) = self.anti_group_of[w] {
-            if self.anti[g][s] >= 1 {
+        if let Some(g) = self.s.anti_group_of[w] {
+            if self.s.anti[g][s] >= 1 {
                 return false;
             }
         }
@@ -343,48 +468,67 @@ impl<'a> Assign<'a> {
         true
     }
 
+    /// Record `w`'s slots before its first change, when journaling.
+    fn note(&mut self, w: usize) {
+        match &self.s.journal {
+            Some(journal) if !journal.seen.contains(&w) => {}
+            _ => return,
+        }
+        let slots = self.s.slots(self.f, w);
+        if let Some(journal) = &mut self.s.journal {
+            journal.seen.insert(w);
+            journal.before.push((w, slots));
+        }
+    }
+
     fn add(&mut self, w: usize, k: usize) {
         let f = self.f;
+        self.note(w);
+        self.s.cost += self.add_cost(w, k);
+        self.s.unplaced_cost -= self.p.workloads[w].unplaced_cost;
         if self.is_move(k) {
-            self.moves += 1;
+            self.s.moves += 1;
         }
-        self.n[k] += 1;
-        self.placed[w] += 1;
+        self.s.n[k] += 1;
+        self.s.placed[w] += 1;
         let s = f.site[k];
         let base = s * f.stride;
         for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
-            self.used[base + r] += d;
+            self.s.used[base + r] += d;
         }
-        self.used[base + f.stride - 1] += f.kw[k];
-        if let Some(g) = self.anti_group_of[w] {
-            self.anti[g][s] += 1;
+        self.s.used[base + f.stride - 1] += f.kw[k];
+        if let Some(g) = self.s.anti_group_of[w] {
+            self.s.anti[g][s] += 1;
         }
         if let Some(d) = f.domain[k] {
-            match self.domain[w].iter_mut().find(|(x, _)| *x == d) {
+            match self.s.domain[w].iter_mut().find(|(x, _)| *x == d) {
                 Some(e) => e.1 += 1,
-                None => self.domain[w].push((d, 1)),
+                None => self.s.domain[w].push((d, 1)),
             }
         }
     }
 
     fn remove(&mut self, w: usize, k: usize) {
         let f = self.f;
-        self.n[k] -= 1;
+        self.note(w);
+        self.s.cost -= self.remove_saving(w, k);
+        self.s.unplaced_cost += self.p.workloads[w].unplaced_cost;
+        self.s.n[k] -= 1;
         if self.is_move(k) {
-            self.moves -= 1;
+            self.s.moves -= 1;
         }
-        self.placed[w] -= 1;
+        self.s.placed[w] -= 1;
         let s = f.site[k];
         let base = s * f.stride;
         for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
-            self.used[base + r] -= d;
+            self.s.used[base + r] -= d;
         }
-        self.used[base + f.stride - 1] -= f.kw[k];
-        if let Some(g) = self.anti_group_of[w] {
-            self.anti[g][s] -= 1;
+        self.s.used[base + f.stride - 1] -= f.kw[k];
+        if let Some(g) = self.s.anti_group_of[w] {
+            self.s.anti[g][s] -= 1;
         }
         if let Some(d) = f.domain[k] {
-            if let Some(e) = self.domain[w].iter_mut().find(|(x, _)| *x == d) {
+            if let Some(e) = self.s.domain[w].iter_mut().find(|(x, _)| *x == d) {
                 e.1 -= 1;
             }
         }
@@ -401,23 +545,23 @@ impl<'a> Assign<'a> {
         skip: usize,
         depth: usize,
         budget: &mut usize,
-        log: &mut Vec<Change>,
+        log: &mut Vec<Edit>,
     ) -> Option<f64> {
         let f = self.f;
         let p = self.p;
         let unplaced = p.workloads[w].unplaced_cost;
         for slot in f.range(w) {
-            if slot == skip || self.n[slot] >= f.max[slot] || self.add_cost(w, slot) >= unplaced {
+            if slot == skip || self.s.n[slot] >= f.max[slot] || self.add_cost(w, slot) >= unplaced {
                 continue;
             }
             let s = f.site[slot];
             for idx in 0..f.at_site[s].len() {
                 let from = f.at_site[s][idx];
-                if self.n[from] == 0 {
+                if self.s.n[from] == 0 {
                     continue;
                 }
                 let w3 = workload_of(f, from);
-                if w3 == w || self.fixed[w3] || !self.frees_enough(w, slot, w3, from) {
+                if w3 == w || self.s.fixed[w3] || !self.frees_enough(w, slot, w3, from) {
                     continue;
                 }
                 if *budget == 0
@@ -429,12 +573,12 @@ impl<'a> Assign<'a> {
                 *budget -= 1;
                 let mark = log.len();
                 let saving3 = self.remove_saving(w3, from);
-                self.apply(Change::Remove(w3, from), log);
+                self.apply(Edit::Remove(w3, from), log);
                 if self.fits(w, slot) {
                     let add = self.add_cost(w, slot);
-                    self.apply(Change::Add(w, slot), log);
+                    self.apply(Edit::Add(w, slot), log);
                     if let Some((to, c)) = self.best_fit(w3, Some(from), |i| self.add_cost(w3, i)) {
-                        self.apply(Change::Add(w3, to), log);
+                        self.apply(Edit::Add(w3, to), log);
                         return Some(add + c - saving3);
                     }
                     if depth > 1 {
@@ -449,20 +593,20 @@ impl<'a> Assign<'a> {
         None
     }
 
-    fn apply(&mut self, change: Change, log: &mut Vec<Change>) {
+    fn apply(&mut self, change: Edit, log: &mut Vec<Edit>) {
         match change {
-            Change::Add(w, k) => self.add(w, k),
-            Change::Remove(w, k) => self.remove(w, k),
+            Edit::Add(w, k) => self.add(w, k),
+            Edit::Remove(w, k) => self.remove(w, k),
         }
         log.push(change);
     }
 
     /// Undo the changes in `log` after `mark`, newest first.
-    fn undo(&mut self, log: &mut Vec<Change>, mark: usize) {
+    fn undo(&mut self, log: &mut Vec<Edit>, mark: usize) {
         while log.len() > mark {
             match log.pop() {
-                Some(Change::Add(w, k)) => self.remove(w, k),
-                Some(Change::Remove(w, k)) => self.add(w, k),
+                Some(Edit::Add(w, k)) => self.remove(w, k),
+                Some(Edit::Remove(w, k)) => self.add(w, k),
                 None => break,
             }
         }
@@ -479,13 +623,13 @@ impl<'a> Assign<'a> {
         let (d, d2) = (&self.p.workloads[w].demand, &self.p.workloads[w2].demand);
         for r in 0..d.len() {
             if d[r] > 0.0
-                && self.used[base + r] - d2[r] + d[r] > site.capacity[r] * (1.0 + EPS) + EPS
+                && self.s.used[base + r] - d2[r] + d[r] > site.capacity[r] * (1.0 + EPS) + EPS
             {
                 return false;
             }
         }
         f.kw[j] <= 0.0
-            || self.used[base + f.stride - 1] - f.kw[k2] + f.kw[j]
+            || self.s.used[base + f.stride - 1] - f.kw[k2] + f.kw[j]
                 <= site.dynamic_kw_limit * (1.0 + EPS) + EPS
     }
 
@@ -510,25 +654,25 @@ impl<'a> Assign<'a> {
     }
 
     fn placement(&self) -> Vec<Vec<(usize, u32)>> {
-        (0..self.p.workloads.len())
-            .map(|w| {
-                self.f
-                    .range(w)
-                    .filter(|&k| self.n[k] > 0)
-                    .map(|k| (self.f.site[k], self.n[k]))
-                    .collect()
-            })
-            .collect()
+        self.s.placement(self.f)
     }
 
     /// Place each affinity group on the one common site where it costs
     /// least (all members on the same single site satisfies "the same set of
     /// sites"), or leave it unplaced.
     fn place_affinity_groups(&mut self) {
+        for g in 0..self.p.affinity_groups.len() {
+            self.place_affinity_group(g);
+        }
+    }
+
+    /// Place affinity group `g` (unplaced so far) on its cheapest common site.
+    fn place_affinity_group(&mut self, g: usize) {
         let p = self.p;
-        for (_, members) in &p.affinity_groups {
+        let members = &p.affinity_groups[g].1;
+        {
             let Some(&first) = members.first() else {
-                continue;
+                return;
             };
             let mut best: Option<(usize, f64)> = None;
             for k0 in self.f.range(first) {
@@ -551,7 +695,7 @@ impl<'a> Assign<'a> {
                         added.push((w, *k));
                     }
                     every_member &= added.len() > before;
-                    cost += (p.workloads[w].replicas - self.placed[w]) as f64
+                    cost += (p.workloads[w].replicas - self.s.placed[w]) as f64
                         * p.workloads[w].unplaced_cost;
                 }
                 for &(w, k) in added.iter().rev() {
@@ -579,15 +723,15 @@ impl<'a> Assign<'a> {
 
     /// Greedy construction at `price` (zero prices: plain cheapest-first).
     fn construct(&mut self, order: &[usize], price: &[f64]) {
-        if self.placed.iter().all(|&n| n == 0) {
+        if self.s.placed.iter().all(|&n| n == 0) {
             self.place_affinity_groups();
         }
         for &w in order {
-            if self.fixed[w] {
+            if self.s.fixed[w] {
                 continue;
             }
             let wl = &self.p.workloads[w];
-            while self.placed[w] < wl.replicas {
+            while self.s.placed[w] < wl.replicas {
                 let Some((k, _)) = self.best_fit(w, None, |k| {
                     let move_cost = if self.is_move(k) { wl.move_cost } else { 0.0 };
                     self.f.priced(self.p, w, k, price) + move_cost
@@ -626,7 +770,7 @@ impl<'a> Assign<'a> {
         let mut taken = Vec::new();
         let mut chosen: Vec<(f64, usize, Slots)> = Vec::with_capacity(p.workloads.len());
         for w in 0..p.workloads.len() {
-            if self.fixed[w] {
+            if self.s.fixed[w] {
                 continue;
             }
             best_response(p, f, w, price, &mut segments, &mut taken);
@@ -664,7 +808,7 @@ impl<'a> Assign<'a> {
                 if w % 1024 == 0 && Instant::now() > deadline {
                     return steps + improved;
                 }
-                if !self.fixed[w] {
+                if !self.s.fixed[w] {
                     improved += self.improve_workload(w);
                 }
             }
@@ -672,8 +816,8 @@ impl<'a> Assign<'a> {
             // look; for every replica, only once relocation is exhausted.
             if eject == Eject::Unplaced || (improved == 0 && eject == Eject::All) {
                 for w in 0..p.workloads.len() {
-                    let unplaced = self.placed[w] < p.workloads[w].replicas;
-                    if !self.fixed[w] && (unplaced || eject == Eject::All) {
+                    let unplaced = self.s.placed[w] < p.workloads[w].replicas;
+                    if !self.s.fixed[w] && (unplaced || eject == Eject::All) {
                         improved += self.eject_for(w, eject == Eject::All);
                     }
                     if w % 256 == 0 && Instant::now() > deadline {
@@ -693,7 +837,7 @@ impl<'a> Assign<'a> {
     fn improve_workload(&mut self, w: usize) -> usize {
         let wl = &self.p.workloads[w];
         let mut steps = 0;
-        while self.placed[w] < wl.replicas {
+        while self.s.placed[w] < wl.replicas {
             match self.best_fit(w, None, |k| self.add_cost(w, k)) {
                 Some((k, c)) if c < wl.unplaced_cost - 1e-12 => {
                     self.add(w, k);
@@ -703,7 +847,7 @@ impl<'a> Assign<'a> {
             }
         }
         for k in self.f.range(w) {
-            while self.n[k] > 0 {
+            while self.s.n[k] > 0 {
                 let saving = self.remove_saving(w, k);
                 self.remove(w, k);
                 let best = self.best_fit(w, Some(k), |j| self.add_cost(w, j));
@@ -739,16 +883,16 @@ impl<'a> Assign<'a> {
         let mut steps = 0;
         // Sources: each placed slot, and "unplaced" (None).
         let mut sources: Vec<Option<usize>> = if placed_too {
-            f.range(w).filter(|&k| self.n[k] > 0).map(Some).collect()
+            f.range(w).filter(|&k| self.s.n[k] > 0).map(Some).collect()
         } else {
             Vec::new()
         };
-        if self.placed[w] < wl.replicas {
+        if self.s.placed[w] < wl.replicas {
             sources.push(None);
         }
         for src in sources {
-            if src.is_some_and(|k| self.n[k] == 0)
-                || (src.is_none() && self.placed[w] >= wl.replicas)
+            if src.is_some_and(|k| self.s.n[k] == 0)
+                || (src.is_none() && self.s.placed[w] >= wl.replicas)
             {
                 continue;
             }
@@ -758,7 +902,7 @@ impl<'a> Assign<'a> {
             };
             let mut targets: Vec<(f64, usize)> = f
                 .range(w)
-                .filter(|&j| Some(j) != src && self.n[j] < f.max[j])
+                .filter(|&j| Some(j) != src && self.s.n[j] < f.max[j])
                 .map(|j| (self.add_cost(w, j), j))
                 .filter(|(c, _)| *c < saving - 1e-9)
                 .collect();
@@ -773,11 +917,11 @@ impl<'a> Assign<'a> {
                 let t = f.site[j];
                 for idx in 0..f.at_site[t].len() {
                     let k2 = f.at_site[t][idx];
-                    if self.n[k2] == 0 {
+                    if self.s.n[k2] == 0 {
                         continue;
                     }
                     let w2 = workload_of(f, k2);
-                    if w2 == w || self.fixed[w2] || !self.frees_enough(w, j, w2, k2) {
+                    if w2 == w || self.s.fixed[w2] || !self.frees_enough(w, j, w2, k2) {
                         continue;
                     }
                     let saving2 = self.remove_saving(w2, k2);
@@ -822,6 +966,31 @@ impl<'a> Assign<'a> {
                     break;
                 }
             }
+            // A big replica may need more room than any one replica frees:
+            // move several off one of its sites.
+            if !done && src.is_none() && placed_too {
+                let mut targets: Vec<(f64, usize)> = f
+                    .range(w)
+                    .filter(|&j| self.s.n[j] < f.max[j])
+                    .map(|j| (self.add_cost(w, j), j))
+                    .filter(|(c, _)| *c < saving - 1e-9)
+                    .collect();
+                targets.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                for (_, j) in targets.into_iter().take(8) {
+                    let mut log = Vec::new();
+                    if let Some(cost) = self.make_room_many(w, j, &mut log) {
+                        if cost < saving - 1e-9 * saving.abs().max(1.0) {
+                            steps += 1;
+                            done = true;
+                            break;
+                        }
+                        self.undo(&mut log, 0);
+                    }
+                    if Instant::now() > self.deadline {
+                        break;
+                    }
+                }
+            }
             if !done {
                 if let Some(k) = src {
                     self.add(w, k);
@@ -830,11 +999,63 @@ impl<'a> Assign<'a> {
         }
         steps
     }
+
+    /// Place one replica of `w` at candidate `j` by moving as many replicas
+    /// of other workloads off that site as it takes, each to its best other
+    /// site with room, cheapest relocations first. Changes go to `log`;
+    /// returns their cost, or `None` (everything undone) when no such set
+    /// of moves makes room.
+    fn make_room_many(&mut self, w: usize, j: usize, log: &mut Vec<Edit>) -> Option<f64> {
+        let f = self.f;
+        let t = f.site[j];
+        // (relocation cost, slot, workload) of each replica on the site.
+        let mut movable: Vec<(f64, usize, usize)> = Vec::new();
+        for &k2 in &f.at_site[t] {
+            if self.s.n[k2] == 0 {
+                continue;
+            }
+            let w2 = workload_of(f, k2);
+            if w2 == w || self.s.fixed[w2] {
+                continue;
+            }
+            if let Some((_, c)) = self.best_fit(w2, Some(k2), |i| self.add_cost(w2, i)) {
+                movable.push((c - self.remove_saving(w2, k2), k2, w2));
+            }
+        }
+        movable.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let mut cost = 0.0;
+        for (_, k2, w2) in movable {
+            if self.fits(w, j) {
+                break;
+            }
+            while self.s.n[k2] > 0 && !self.fits(w, j) {
+                let saving2 = self.remove_saving(w2, k2);
+                self.apply(Edit::Remove(w2, k2), log);
+                match self.best_fit(w2, Some(k2), |i| self.add_cost(w2, i)) {
+                    Some((to, c)) => {
+                        self.apply(Edit::Add(w2, to), log);
+                        cost += c - saving2;
+                    }
+                    None => {
+                        self.apply(Edit::Add(w2, k2), log);
+                        break;
+                    }
+                }
+            }
+        }
+        if !self.fits(w, j) {
+            self.undo(log, 0);
+            return None;
+        }
+        cost += self.add_cost(w, j);
+        self.apply(Edit::Add(w, j), log);
+        Some(cost)
+    }
 }
 
 /// One change to a placement under construction, for undoing.
 #[derive(Debug, Clone, Copy)]
-enum Change {
+enum Edit {
     Add(usize, usize),
     Remove(usize, usize),
 }
@@ -1021,5 +1242,6 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
         objective: best_obj,
         bound,
         iterations,
+        price: best_price,
     }
 }
