@@ -4,10 +4,15 @@
 //! problem build plus the solve; the objective, bound and gap each run
 //! reaches go to stderr. `edgeplan bench` prints the same per size with
 //! peak memory, each size in its own process.
+//!
+//! `incremental`: at 100,000 × 1,000, one incremental re-plan after one
+//! site's telemetry change (a +10 °C heat wave at the busiest site, then
+//! back, alternately), from the placement the fast path found.
 
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use edgeplan::fast::{Change, Replanner};
 use edgeplan::gen::{generate, GenOptions};
 use edgeplan::problem::Problem;
 use edgeplan::solver::{solve, Method, SolveOptions};
@@ -53,5 +58,49 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn incremental(c: &mut Criterion) {
+    let inst = generate(&GenOptions {
+        sites: 1_000,
+        workloads: 0,
+        replicas: Some(100_000),
+        seed: 1,
+        load: 0.7,
+    })
+    .expect("gen");
+    let problem = Problem::build(&inst).expect("problem");
+    let solved = solve(
+        &problem,
+        &SolveOptions {
+            time_limit_s: Some(10.0),
+            relative_gap: Some(0.01),
+            threads: None,
+            seed: 0,
+            method: Method::Fast,
+        },
+    )
+    .expect("solve");
+    let mut sites = problem.evaluate(&solved.x).sites;
+    sites.sort_by(|a, b| b.it_kw.total_cmp(&a.it_kw));
+    let busiest = problem.site_index(&sites[0].site).expect("a site");
+    let mut hot = inst.clone();
+    let ambient = &mut hot.sites[busiest].ambient;
+    ambient.current_c += 10.0;
+    ambient.forecast_c.iter_mut().for_each(|t| *t += 10.0);
+    let mut replanner = Replanner::new(problem, &solved.x, solved.price);
+    let mut group = c.benchmark_group("incremental");
+    group.sample_size(50);
+    let mut heat = false;
+    group.bench_function("100000x1000 one site", |b| {
+        b.iter(|| {
+            heat = !heat;
+            let now = if heat { &hot } else { &inst };
+            replanner
+                .apply(now, &[Change::Site(busiest)])
+                .expect("re-plan")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, incremental);
 criterion_main!(benches);

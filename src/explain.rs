@@ -196,11 +196,7 @@ fn cause(p: &Problem, load: &Load, x: &[Vec<(usize, u32)>], wi: usize, si: usize
         return make(kind, reason.describe(&site.name));
     }
     let here = count(x, wi, si);
-    let max_count = w
-        .candidates
-        .iter()
-        .find(|c| c.site == si)
-        .map_or(0, |c| c.max_count);
+    let max_count = w.candidate_at(si).map_or(0, |c| c.max_count);
     if let Some(g) = p.anti_affinity_groups.iter().find(|(_, m)| m.contains(&wi)) {
         let taken = g.1.iter().map(|&o| count(x, o, si)).sum::<u32>();
         if taken >= 1 {
@@ -349,7 +345,7 @@ pub fn moves(
         let w = &p.workloads[wi];
         let from = step.from.as_deref().and_then(|s| p.site_index(s));
         let to = step.to.as_deref().and_then(|s| p.site_index(s));
-        let cand = |si: usize| w.candidates.iter().find(|c| c.site == si);
+        let cand = |si: usize| w.candidate_at(si);
         let name = |si: usize| p.sites[si].id.as_str();
         let text = match (step.kind, from, to) {
             (StepKind::Stage, Some(f), Some(t)) => format!(

@@ -418,23 +418,15 @@ fn set_slos(inst: &mut Instance, rng: &mut ChaCha8Rng) {
     // Candidates per chunk stay around five million.
     let chunk = (5_000_000 / inst.sites.len().max(1)).clamp(1, CHUNK);
     let mut unhostable = Vec::new();
+    // Sites and topology once; each chunk's workloads are judged against them.
+    let Ok(mut problem) = Problem::frame(inst) else {
+        return;
+    };
     for first in (0..inst.workloads.len()).step_by(chunk) {
         let last = (first + chunk).min(inst.workloads.len());
-        let part = Instance {
-            name: inst.name.clone(),
-            server_models: inst.server_models.clone(),
-            sites: inst.sites.clone(),
-            network: inst.network.clone(),
-            regions: inst.regions.clone(),
-            workloads: inst.workloads[first..last].to_vec(),
-            objective: inst.objective.clone(),
-            limits: inst.limits.clone(),
-        };
-        let Ok(problem) = Problem::build(&part) else {
-            return;
-        };
+        problem.set_workloads(&inst.workloads[first..last]);
         for (local, w) in inst.workloads[first..last].iter_mut().enumerate() {
-            if !set_slo(w, local, &problem, &part, rng) {
+            if !set_slo(w, local, &problem, &inst.sites, &inst.regions, rng) {
                 unhostable.push(first + local);
             }
         }
@@ -450,27 +442,30 @@ fn set_slo(
     w: &mut Workload,
     wi: usize,
     problem: &Problem,
-    part: &Instance,
+    sites: &[Site],
+    regions: &[Region],
     rng: &mut ChaCha8Rng,
 ) -> bool {
     let percentile = if rng.random_bool(0.5) { 95.0 } else { 90.0 };
     let total: f64 = w.traffic.iter().map(|t| t.weight).sum();
-    let region_of = |id: &str| part.regions.iter().position(|r| r.id == id);
+    // (region index, share) of its traffic, looked up once (not per site).
+    let shares: Vec<(usize, f64)> = w
+        .traffic
+        .iter()
+        .filter_map(|t| {
+            let r = regions.iter().position(|r| r.id == t.region)?;
+            Some((r, t.weight / total))
+        })
+        .collect();
     // The RTT each site needs to serve `percentile` % of the traffic.
     // Only sites that could host it at all (hardware, size, power); the
     // problem was built before any SLO, so latency plays no part yet.
-    let mut needed: Vec<f64> = (0..part.sites.len())
+    let mut needed: Vec<f64> = (0..sites.len())
         .filter(|&si| problem.ineligible(wi, si).is_none())
         .map(|si| {
-            let mut by_rtt: Vec<(f64, f64)> = w
-                .traffic
+            let mut by_rtt: Vec<(f64, f64)> = shares
                 .iter()
-                .filter_map(|t| {
-                    Some((
-                        problem.topology.rtt_ms[region_of(&t.region)?][si],
-                        t.weight / total,
-                    ))
-                })
+                .map(|&(r, share)| (problem.topology.rtt_ms[r][si], share))
                 .collect();
             by_rtt.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut acc = 0.0;

@@ -17,7 +17,7 @@ use edgeplan::placement::Placement;
 use edgeplan::problem::Problem;
 use edgeplan::report::SolveReport;
 use edgeplan::solver::{solve, Method, SolveOptions};
-use edgeplan::validate::validate;
+use edgeplan::validate::{validate, validate_and_build};
 use edgeplan::verify::verify;
 
 #[derive(Parser)]
@@ -368,16 +368,22 @@ fn write_out(out: Option<&Path>, text: &str) -> Result<()> {
 
 /// Parse and validate; every problem is printed before failing.
 fn load(path: &Path) -> Result<Instance> {
+    Ok(load_problem(path)?.0)
+}
+
+/// Parse, validate, and the problem validation built (built once).
+fn load_problem(path: &Path) -> Result<(Instance, Problem)> {
     let inst = instance::parse(&read(path)?, Format::from_path(path))
         .with_context(|| format!("{} is not a valid instance", path.display()))?;
-    let issues = validate(&inst);
-    if !issues.is_empty() {
-        for i in &issues {
-            eprintln!("{}: {i}", path.display());
+    match validate_and_build(&inst) {
+        Ok(problem) => Ok((inst, problem)),
+        Err(issues) => {
+            for i in &issues {
+                eprintln!("{}: {i}", path.display());
+            }
+            bail!("{} has {} problem(s)", path.display(), issues.len());
         }
-        bail!("{} has {} problem(s)", path.display(), issues.len());
     }
-    Ok(inst)
 }
 
 /// One CSV row of telemetry.
@@ -612,8 +618,7 @@ fn bench_one(
     seed: u64,
 ) -> Result<()> {
     let started = Instant::now();
-    let inst = load(path)?;
-    let problem = Problem::build(&inst)?;
+    let (inst, problem) = load_problem(path)?;
     let build_s = started.elapsed().as_secs_f64();
     let solving = Instant::now();
     let solved = solve(
@@ -734,9 +739,8 @@ fn replan(
     gap: f64,
     plan_out: Option<&Path>,
 ) -> Result<()> {
-    let old = load(before)?;
+    let (old, problem) = load_problem(before)?;
     let new = load(changed)?;
-    let problem = Problem::build(&old)?;
     let started = Instant::now();
     let solved = solve(
         &problem,
@@ -1107,8 +1111,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             method,
             plan_out,
         } => {
-            let inst = load(&instance)?;
-            let problem = Problem::build(&inst)?;
+            let (inst, problem) = load_problem(&instance)?;
             let started = Instant::now();
             let solved = solve(
                 &problem,
@@ -1155,8 +1158,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             target,
             out,
         } => {
-            let inst = load(&instance)?;
-            let problem = Problem::build(&inst)?;
+            let (inst, problem) = load_problem(&instance)?;
             let target: Placement = serde_json::from_str(&read(&target)?)
                 .with_context(|| format!("{} is not a placement", target.display()))?;
             let plan = edgeplan::plan::plan(&inst, &problem, &target)?;
@@ -1221,8 +1223,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             format,
             out,
         } => {
-            let inst = load(&instance)?;
-            let problem = Problem::build(&inst)?;
+            let (inst, problem) = load_problem(&instance)?;
             let milp = Milp::build(&problem);
             let name = if inst.name.is_empty() {
                 "edgeplan"

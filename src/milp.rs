@@ -175,7 +175,7 @@ impl Milp {
             let coefs: Vec<(usize, f64)> = at_site[si]
                 .iter()
                 .filter_map(|&(wi, x)| {
-                    let c = p.workloads[wi].candidates.iter().find(|c| c.site == si)?;
+                    let c = p.workloads[wi].candidate_at(si)?;
                     Some((x, c.dynamic_kw))
                 })
                 .filter(|(_, kw)| *kw > 0.0)

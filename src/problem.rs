@@ -92,6 +92,14 @@ pub struct WorkloadModel {
 }
 
 impl WorkloadModel {
+    /// Its candidate at site `si`, if any (candidates are sorted by site).
+    pub fn candidate_at(&self, si: usize) -> Option<&Candidate> {
+        self.candidates
+            .binary_search_by_key(&si, |c| c.site)
+            .ok()
+            .map(|i| &self.candidates[i])
+    }
+
     pub fn current_at(&self, site: usize) -> u32 {
         self.current
             .iter()
@@ -199,6 +207,14 @@ impl Ineligible {
 
 impl Problem {
     pub fn build(inst: &Instance) -> Result<Problem> {
+        let mut problem = Problem::frame(inst)?;
+        problem.set_workloads(&inst.workloads);
+        Ok(problem)
+    }
+
+    /// Everything but the workloads: sites, topology, and the resources of
+    /// sites and workloads alike.
+    pub fn frame(inst: &Instance) -> Result<Problem> {
         let models = catalogue_with(&inst.server_models);
         let horizon = inst.limits.horizon_hours;
         let mut resources: Vec<String> = inst
@@ -242,36 +258,24 @@ impl Problem {
             .collect();
         let topology = Topology::build(inst);
 
-        let traffic: Vec<Vec<(usize, f64)>> = inst
-            .workloads
-            .iter()
-            .map(|wl| {
-                let total: f64 = wl.traffic.iter().map(|t| t.weight).sum();
-                wl.traffic
-                    .iter()
-                    .filter_map(|t| Some((*region_index.get(t.region.as_str())?, t.weight / total)))
-                    .collect()
-            })
-            .collect();
-
         let mut problem = Problem {
             name: inst.name.clone(),
             resources,
             sites,
             workloads: Vec::new(),
             failure_domains: domains,
-            anti_affinity_groups: groups(inst, |w| w.anti_affinity_group.as_deref()),
-            affinity_groups: groups(inst, |w| w.affinity_group.as_deref()),
+            anti_affinity_groups: Vec::new(),
+            affinity_groups: Vec::new(),
             weights: w.clone(),
             max_moves: inst.limits.max_moves,
             topology,
-            traffic,
+            traffic: Vec::new(),
             region_index,
             site_index,
             hardware: inst.sites.iter().map(|s| s.hardware.clone()).collect(),
             site_servers: site_models,
             site_calibration: inst.sites.iter().map(|s| s.power.calibration).collect(),
-            instance_workloads: inst.workloads.clone(),
+            instance_workloads: Vec::new(),
             node_sites: Vec::new(),
         };
         // Sites grouped by network node, in site order; (first site, members).
@@ -284,11 +288,31 @@ impl Problem {
             });
             problem.node_sites[g].1.push(si);
         }
-        for wi in 0..inst.workloads.len() {
-            let model = problem.workload_model(wi, &inst.workloads[wi]);
-            problem.workloads.push(model);
-        }
         Ok(problem)
+    }
+
+    /// Take `workloads` as the problem's workloads (replacing any): their
+    /// traffic, groups and models with candidates. `build` = `frame` + this;
+    /// `gen` judges many batches of workloads against one frame.
+    pub fn set_workloads(&mut self, workloads: &[Workload]) {
+        self.traffic = workloads
+            .iter()
+            .map(|wl| {
+                let total: f64 = wl.traffic.iter().map(|t| t.weight).sum();
+                wl.traffic
+                    .iter()
+                    .filter_map(|t| Some((*self.region_index.get(&t.region)?, t.weight / total)))
+                    .collect()
+            })
+            .collect();
+        self.anti_affinity_groups = groups(workloads, |w| w.anti_affinity_group.as_deref());
+        self.affinity_groups = groups(workloads, |w| w.affinity_group.as_deref());
+        self.instance_workloads = workloads.to_vec();
+        self.workloads = workloads
+            .iter()
+            .enumerate()
+            .map(|(wi, wl)| self.workload_model(wi, wl))
+            .collect();
     }
 
     /// The model of workload `wi` (described by `wl`): demand, costs, and
@@ -609,7 +633,7 @@ impl Problem {
     /// Why site `si` can never host workload `wi`, or `None` if it may.
     pub fn ineligible(&self, wi: usize, si: usize) -> Option<Ineligible> {
         let wl = &self.workloads[wi];
-        if wl.candidates.iter().any(|c| c.site == si) {
+        if wl.candidate_at(si).is_some() {
             return None;
         }
         self.static_reason(wi, si, &wl.demand, self.replica_dynamic_kw(wi, si))
@@ -828,7 +852,7 @@ impl Problem {
     }
 
     fn candidate_or_priced(&self, wi: usize, si: usize) -> Candidate {
-        if let Some(c) = self.workloads[wi].candidates.iter().find(|c| c.site == si) {
+        if let Some(c) = self.workloads[wi].candidate_at(si) {
             return c.clone();
         }
         let site = &self.sites[si];
@@ -931,9 +955,12 @@ fn region_name(wl: &Workload, region_index: usize, traffic: &[(usize, f64)]) -> 
         .map_or_else(|| format!("#{region_index}"), |t| t.region.clone())
 }
 
-fn groups(inst: &Instance, key: impl Fn(&Workload) -> Option<&str>) -> Vec<(String, Vec<usize>)> {
+fn groups(
+    workloads: &[Workload],
+    key: impl Fn(&Workload) -> Option<&str>,
+) -> Vec<(String, Vec<usize>)> {
     let mut map: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, w) in inst.workloads.iter().enumerate() {
+    for (i, w) in workloads.iter().enumerate() {
         if let Some(g) = key(w) {
             map.entry(g.to_string()).or_default().push(i);
         }

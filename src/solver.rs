@@ -118,9 +118,18 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
         Method::Exact => exact(problem, options, greedy(problem)),
         Method::Fast => Ok(fast_solved(problem, options, target)),
         Method::Auto => {
-            let fast = fast_solved(problem, options, target.max(1e-3));
             let candidates: usize = problem.workloads.iter().map(|w| w.candidates.len()).sum();
-            if fast.gap <= target || candidates > EXACT_MAX_CANDIDATES {
+            if candidates > EXACT_MAX_CANDIDATES {
+                return Ok(fast_solved(problem, options, target));
+            }
+            // HiGHS will continue: the fast path gets a third of the time,
+            // HiGHS (warm-started from it) the rest.
+            let fast_options = SolveOptions {
+                time_limit_s: options.time_limit_s.map(|t| t / 3.0),
+                ..options.clone()
+            };
+            let fast = fast_solved(problem, &fast_options, target.max(1e-3));
+            if fast.gap <= target {
                 return Ok(fast);
             }
             let left = options
@@ -390,7 +399,7 @@ impl State {
 
     fn fits(&self, p: &Problem, wi: usize, si: usize, is_move: bool) -> bool {
         let w = &p.workloads[wi];
-        let Some(c) = w.candidates.iter().find(|c| c.site == si) else {
+        let Some(c) = w.candidate_at(si) else {
             return false;
         };
         if self.count(wi, si) + 1 > c.max_count {
@@ -427,11 +436,7 @@ impl State {
 
     fn add(&mut self, p: &Problem, wi: usize, si: usize, is_move: bool) {
         let w = &p.workloads[wi];
-        let c = w
-            .candidates
-            .iter()
-            .find(|c| c.site == si)
-            .map_or(0.0, |c| c.dynamic_kw);
+        let c = w.candidate_at(si).map_or(0.0, |c| c.dynamic_kw);
         match self.x[wi].iter_mut().find(|(s, _)| *s == si) {
             Some((_, n)) => *n += 1,
             None => self.x[wi].push((si, 1)),

@@ -95,12 +95,21 @@ pub fn validate_structure(instance: &Instance) -> Vec<Issue> {
 
 /// All problems of an instance; empty when it is valid.
 pub fn validate(instance: &Instance) -> Vec<Issue> {
+    validate_and_build(instance).err().unwrap_or_default()
+}
+
+/// Validate and, when valid, the problem the hostability check built (so a
+/// caller that solves next does not build it twice); else every problem.
+pub fn validate_and_build(instance: &Instance) -> Result<Problem, Vec<Issue>> {
     let mut c = Checker::default();
     structural(instance, &mut c);
-    if c.issues.is_empty() {
-        hostability(instance, &mut c);
+    if !c.issues.is_empty() {
+        return Err(c.issues);
     }
-    c.issues
+    match hostability(instance, &mut c) {
+        Some(problem) if c.issues.is_empty() => Ok(problem),
+        _ => Err(c.issues),
+    }
 }
 
 fn check_server_model(c: &mut Checker, path: &str, m: &ServerModel) {
@@ -411,12 +420,12 @@ fn structural(inst: &Instance, c: &mut Checker) {
     }
 }
 
-fn hostability(inst: &Instance, c: &mut Checker) {
+fn hostability(inst: &Instance, c: &mut Checker) -> Option<Problem> {
     let problem = match Problem::build(inst) {
         Ok(p) => p,
         Err(e) => {
             c.push("instance", e.to_string());
-            return;
+            return None;
         }
     };
     for (wi, w) in problem.workloads.iter().enumerate() {
@@ -428,4 +437,5 @@ fn hostability(inst: &Instance, c: &mut Checker) {
             );
         }
     }
+    Some(problem)
 }

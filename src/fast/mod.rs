@@ -1105,10 +1105,17 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     });
 
     // A placement at given prices: both constructions, local search
-    // without ejections (cheap), the better one.
+    // without ejections (cheap), the better one. The second construction
+    // is skipped when the first one's time would not fit before the
+    // deadline (at a million replicas one takes tens of seconds).
     let primal = |price: &[f64]| {
         let mut best: Option<(Vec<Slots>, f64)> = None;
+        let mut took = std::time::Duration::ZERO;
         for from_response in [false, true] {
+            if best.is_some() && Instant::now() + took > deadline {
+                break;
+            }
+            let t = Instant::now();
             let mut a = Assign::new(p, &f, deadline);
             if from_response {
                 a.start_from_response(&order, price);
@@ -1118,12 +1125,13 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             a.improve(Eject::Unplaced, 3);
             let x = a.placement();
             let objective = p.evaluate(&x).objective.total;
+            took = t.elapsed();
             tracing::trace!(from_response, objective, "primal");
             if best.as_ref().is_none_or(|(_, b)| objective < *b) {
                 best = Some((x, objective));
             }
         }
-        best.unwrap_or_default()
+        (best.unwrap_or_default(), took)
     };
     // The bound gets the first part of the time; the rest is for the final
     // local search with ejections.
@@ -1131,7 +1139,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
         started + std::time::Duration::from_secs_f64(options.time_limit_s.clamp(0.0, 1e6) * 0.6);
 
     let zero = vec![0.0; rows];
-    let (mut best_x, mut best_obj) = primal(&zero);
+    let ((mut best_x, mut best_obj), mut primal_took) = primal(&zero);
     tracing::debug!(
         elapsed_s = started.elapsed().as_secs_f64(),
         best_obj,
@@ -1188,9 +1196,11 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
         for (pr, g) in price.iter_mut().zip(&grad) {
             *pr = (*pr + step * g).max(0.0);
         }
-        if iterations == next_primal {
+        // A placement from the prices now and then, if one fits in the time.
+        if iterations == next_primal && Instant::now() + primal_took < deadline {
             next_primal = (next_primal as f64 * 1.6) as usize + 5;
-            let (x, obj) = primal(&best_price);
+            let ((x, obj), took) = primal(&best_price);
+            primal_took = took;
             tracing::debug!(
                 elapsed_s = started.elapsed().as_secs_f64(),
                 iterations,
@@ -1209,8 +1219,8 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             break;
         }
     }
-    if iterations > 0 {
-        let (x, obj) = primal(&best_price);
+    if iterations > 0 && Instant::now() + primal_took < deadline {
+        let ((x, obj), _) = primal(&best_price);
         if obj < best_obj {
             best_x = x;
             best_obj = obj;
