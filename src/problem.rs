@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -308,11 +309,13 @@ impl Problem {
         self.anti_affinity_groups = groups(workloads, |w| w.anti_affinity_group.as_deref());
         self.affinity_groups = groups(workloads, |w| w.affinity_group.as_deref());
         self.instance_workloads = workloads.to_vec();
-        self.workloads = workloads
-            .iter()
+        // Each workload's model is its own (rayon; collected in order).
+        let models: Vec<WorkloadModel> = workloads
+            .par_iter()
             .enumerate()
             .map(|(wi, wl)| self.workload_model(wi, wl))
             .collect();
+        self.workloads = models;
     }
 
     /// The model of workload `wi` (described by `wl`): demand, costs, and
