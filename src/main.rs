@@ -741,17 +741,15 @@ fn replan(
 ) -> Result<()> {
     let (old, problem) = load_problem(before)?;
     let new = load(changed)?;
+    let options = SolveOptions {
+        time_limit_s: Some(time_limit),
+        relative_gap: Some(gap),
+        threads: None,
+        seed: 0,
+        method: Method::Fast,
+    };
     let started = Instant::now();
-    let solved = solve(
-        &problem,
-        &SolveOptions {
-            time_limit_s: Some(time_limit),
-            relative_gap: Some(gap),
-            threads: None,
-            seed: 0,
-            method: Method::Fast,
-        },
-    )?;
+    let solved = solve(&problem, &options)?;
     eprintln!(
         "first solve of {}: objective {:.4}, bound {:.4}, gap {:.3} % in {:.2} s",
         before.display(),
@@ -808,16 +806,7 @@ fn replan(
                 "the change is structural (sites, workloads, network or weights): solving afresh"
             );
             let problem = Problem::build(&new)?;
-            let solved = solve(
-                &problem,
-                &SolveOptions {
-                    time_limit_s: Some(time_limit),
-                    relative_gap: Some(gap),
-                    threads: None,
-                    seed: 0,
-                    method: Method::Fast,
-                },
-            )?;
+            let solved = solve(&problem, &options)?;
             (problem, solved)
         }
     };

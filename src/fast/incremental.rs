@@ -248,15 +248,17 @@ impl Replanner {
             .unwrap_or_else(|| Assign::new(&self.problem, &self.flat, deadline).s)
     }
 
-    /// Rebuild the flat layout from the problem and reload the placement
-    /// `x` into it (journal carried over; loading is not a change).
-    fn rebuild(&mut self, x: &[Slots], journal: Option<Journal>, deadline: Instant) {
+    /// Rebuild the flat layout from the problem and reload `state`'s
+    /// placement into it (journal carried over; reloading is not a change).
+    fn rebuild(&mut self, mut state: State, deadline: Instant) -> State {
+        let journal = state.journal.take();
+        let x = state.placement(&self.flat);
         self.flat = Flat::new(&self.problem);
         let mut a = Assign::new(&self.problem, &self.flat, deadline);
-        a.load(x);
+        a.load(&x);
         let mut state = a.s;
         state.journal = journal;
-        self.state = Some(state);
+        state
     }
 
     /// Site `si` changed. Returns whether the layout was rebuilt; adds the
@@ -291,10 +293,7 @@ impl Replanner {
         revalue.extend_from_slice(&touched);
         let rebuilt = !self.flat.update_site(&self.problem, si, &touched);
         if rebuilt {
-            let journal = state.journal.take();
-            let x = Assign::resume(&self.problem, &self.flat, state, deadline).placement();
-            self.rebuild(&x, journal, deadline);
-            state = self.take(deadline);
+            state = self.rebuild(state, deadline);
         }
         let p = &self.problem;
         let f = &self.flat;
@@ -319,16 +318,7 @@ impl Replanner {
                 groups.push(g);
                 continue;
             }
-            let slots = f.range(w);
-            if let Ok(i) = f.site[slots.clone()].binary_search(&si) {
-                let k = slots.start + i;
-                for _ in 0..n {
-                    if !a.fits(w, k) {
-                        break;
-                    }
-                    a.add(w, k);
-                }
-            }
+            put_back(&mut a, w, si, n);
         }
         // Affinity groups keep their common sites less this one; a group
         // left with none is placed afresh as a block.
@@ -421,10 +411,7 @@ impl Replanner {
 
         let rebuilt = !self.flat.update_workload(&self.problem, wi);
         if rebuilt {
-            let journal = state.journal.take();
-            let x = Assign::resume(&self.problem, &self.flat, state, deadline).placement();
-            self.rebuild(&x, journal, deadline);
-            state = self.take(deadline);
+            state = self.rebuild(state, deadline);
         }
         let p = &self.problem;
         let f = &self.flat;
@@ -434,16 +421,7 @@ impl Replanner {
             None => {
                 // Back where it ran, as far as it fits; then the search.
                 for &(s, n) in &before {
-                    let slots = f.range(wi);
-                    if let Ok(i) = f.site[slots.clone()].binary_search(&s) {
-                        let k = slots.start + i;
-                        for _ in 0..n {
-                            if !a.fits(wi, k) {
-                                break;
-                            }
-                            a.add(wi, k);
-                        }
-                    }
+                    put_back(&mut a, wi, s, n);
                 }
                 a.improve_workload(wi);
                 if a.s.placed[wi] < p.workloads[wi].replicas {
@@ -456,6 +434,18 @@ impl Replanner {
         }
         self.state = Some(a.s);
         rebuilt
+    }
+}
+
+/// Up to `n` replicas of `w` onto site `s`, as many as fit.
+fn put_back(a: &mut Assign, w: usize, s: usize, n: u32) {
+    if let Some(k) = a.f.slot_at(w, s) {
+        for _ in 0..n {
+            if !a.fits(w, k) {
+                break;
+            }
+            a.add(w, k);
+        }
     }
 }
 

@@ -173,13 +173,21 @@ impl Flat {
     fn update_site(&mut self, p: &Problem, s: usize, touched: &[usize]) -> bool {
         self.set_limits(p, s);
         for &w in touched {
-            let slots = self.range(w);
-            match self.site[slots.clone()].binary_search(&s) {
-                Ok(i) => self.refresh_slot(p, w, slots.start + i),
-                Err(_) => return false,
+            match self.slot_at(w, s) {
+                Some(k) => self.refresh_slot(p, w, k),
+                None => return false,
             }
         }
         true
+    }
+
+    /// Workload `w`'s slot at site `s`, if it has one (slots are by site).
+    fn slot_at(&self, w: usize, s: usize) -> Option<usize> {
+        let slots = self.range(w);
+        self.site[slots.clone()]
+            .binary_search(&s)
+            .ok()
+            .map(|i| slots.start + i)
     }
 
     /// Take workload `w`'s new model. False when its candidate sites are
@@ -191,7 +199,7 @@ impl Flat {
             || wl
                 .candidates
                 .iter()
-                .any(|c| self.site[slots.clone()].binary_search(&c.site).is_err())
+                .any(|c| self.slot_at(w, c.site).is_none())
         {
             return false;
         }

@@ -202,6 +202,19 @@ fn enumerated_optimum(inst: &Instance) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
+/// The fast path to a zero gap target (it stops when it converges).
+fn fast_solve(problem: &edgeplan::problem::Problem) -> edgeplan::solver::Solved {
+    edgeplan::solver::solve(
+        problem,
+        &edgeplan::solver::SolveOptions {
+            method: edgeplan::solver::Method::Fast,
+            relative_gap: Some(0.0),
+            ..edgeplan::solver::SolveOptions::default()
+        },
+    )
+    .expect("solves")
+}
+
 proptest! {
     // A fixed seed keeps CI deterministic (change it locally to hunt further).
     #![proptest_config(ProptestConfig {
@@ -232,11 +245,7 @@ proptest! {
         let inst = build(&t);
         prop_assume!(edgeplan::validate::validate(&inst).is_empty());
         let problem = edgeplan::problem::Problem::build(&inst).unwrap();
-        let solved = edgeplan::solver::solve(&problem, &edgeplan::solver::SolveOptions {
-            method: edgeplan::solver::Method::Fast,
-            relative_gap: Some(0.0),
-            ..edgeplan::solver::SolveOptions::default()
-        }).unwrap();
+        let solved = fast_solve(&problem);
         let report = verify(&inst, &problem.placement_of(&solved.x));
         prop_assert!(report.feasible, "{:?}", report.violations);
         let best = enumerated_optimum(&inst);
@@ -261,11 +270,7 @@ proptest! {
         let inst = build(&t);
         prop_assume!(edgeplan::validate::validate(&inst).is_empty());
         let problem = edgeplan::problem::Problem::build(&inst).unwrap();
-        let solved = edgeplan::solver::solve(&problem, &edgeplan::solver::SolveOptions {
-            method: edgeplan::solver::Method::Fast,
-            relative_gap: Some(0.0),
-            ..edgeplan::solver::SolveOptions::default()
-        }).unwrap();
+        let solved = fast_solve(&problem);
         let mut changed = inst.clone();
         let si = site % changed.sites.len();
         for cap in changed.sites[si].capacity.values_mut() {

@@ -193,3 +193,15 @@ pub fn assert_close(a: f64, b: f64, what: &str) {
         "{what}: {a} != {b}"
     );
 }
+
+/// A `gen` instance of `replicas` replicas over `sites` sites at `load`.
+pub fn gen_instance(replicas: usize, sites: usize, seed: u64, load: f64) -> Instance {
+    edgeplan::gen::generate(&edgeplan::gen::GenOptions {
+        sites,
+        workloads: 0,
+        replicas: Some(replicas),
+        seed,
+        load,
+    })
+    .expect("gen")
+}

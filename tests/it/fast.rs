@@ -6,21 +6,13 @@
 
 use std::process::Command;
 
-use edgeplan::gen::{generate, GenOptions};
 use edgeplan::instance::Instance;
 use edgeplan::problem::Problem;
 use edgeplan::solver::{solve, Method, SolveOptions, Solved};
 use edgeplan::verify::verify;
 
 fn gen(replicas: usize, sites: usize, seed: u64) -> Instance {
-    generate(&GenOptions {
-        sites,
-        workloads: 0,
-        replicas: Some(replicas),
-        seed,
-        load: 0.7,
-    })
-    .expect("gen")
+    crate::common::gen_instance(replicas, sites, seed, 0.7)
 }
 
 fn solve_with(problem: &Problem, method: Method, gap: f64) -> Solved {

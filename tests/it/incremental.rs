@@ -8,7 +8,6 @@
 use std::process::Command;
 
 use edgeplan::fast::{diff, Change, Replanner};
-use edgeplan::gen::{generate, GenOptions};
 use edgeplan::instance::Instance;
 use edgeplan::problem::Problem;
 use edgeplan::solver::{solve, Method, SolveOptions, Solved};
@@ -16,14 +15,7 @@ use edgeplan::verify::verify;
 use edgeplan::whatif::{apply, Perturbation, Scenario, Selection};
 
 fn gen(replicas: usize, sites: usize, seed: u64) -> Instance {
-    generate(&GenOptions {
-        sites,
-        workloads: 0,
-        replicas: Some(replicas),
-        seed,
-        load: 0.75,
-    })
-    .expect("gen")
+    crate::common::gen_instance(replicas, sites, seed, 0.75)
 }
 
 fn fast(problem: &Problem) -> Solved {
