@@ -790,15 +790,7 @@ fn replan(
             );
             let x = replanner.placement();
             let problem = Problem::build(&new)?;
-            let solved = edgeplan::solver::Solved {
-                x,
-                status: edgeplan::solver::SolveStatus::TimeLimit,
-                objective: r.objective,
-                bound: r.bound,
-                gap: r.gap,
-                method: Method::Fast,
-                price: Vec::new(),
-            };
+            let solved = edgeplan::solver::Solved::replanned(x, &r);
             (problem, solved)
         }
         None => {

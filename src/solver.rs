@@ -84,6 +84,8 @@ pub enum SolveStatus {
     GapLimit,
     /// Stopped by the time limit with a feasible placement.
     TimeLimit,
+    /// An incremental re-plan from the placement in force (`fast::Replanner`).
+    Replanned,
 }
 
 /// What the exact solver found.
@@ -103,6 +105,21 @@ pub struct Solved {
     /// The fast path's Lagrangian multipliers, when it ran (an incremental
     /// re-plan prices with them; see `fast::Replanner`); empty otherwise.
     pub price: Vec<f64>,
+}
+
+impl Solved {
+    /// An incremental re-plan's answer, `x` being the replanner's placement.
+    pub fn replanned(x: Vec<Vec<(usize, u32)>>, r: &crate::fast::Replanned) -> Solved {
+        Solved {
+            x,
+            status: SolveStatus::Replanned,
+            objective: r.objective,
+            bound: r.bound,
+            gap: r.gap,
+            method: Method::Fast,
+            price: Vec::new(),
+        }
+    }
 }
 
 /// Relative gap between an objective and a bound.

@@ -1162,8 +1162,10 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     let mut iterations = 0;
     let mut next_primal = 10;
     while iterations < options.max_iterations {
+        // One iteration at least: it turns the trivial bound (the fixed
+        // cost) into the Lagrangian's, even when placing took all the time.
         if relative_gap(best_obj, best_bound) <= options.target_gap
-            || Instant::now() > bound_deadline
+            || (iterations > 0 && Instant::now() > bound_deadline)
         {
             break;
         }

@@ -12,7 +12,10 @@ use super::placement::{propose_from, solve_view, View};
 use super::{now_s, Shared};
 use crate::alarm::{Alarms, Thresholds};
 use crate::execution::PlanState;
-use crate::solver::{SolveOptions, Solved};
+use crate::fast::{diff, Replanner};
+use crate::instance::Instance;
+use crate::solver::{SolveOptions, SolveStatus, Solved};
+use tonic::Status;
 
 /// What continuous mode remembers between ticks.
 struct Memory {
@@ -24,6 +27,9 @@ struct Memory {
     failures_seen: HashSet<u64>,
     /// Inventory version last checked for a cheaper placement.
     version_seen: u64,
+    /// The last answer, kept for incremental re-plans, with the effective
+    /// instance it answers.
+    kept: Option<(Instance, Replanner)>,
 }
 
 pub async fn run(shared: Arc<Shared>) {
@@ -44,6 +50,7 @@ pub async fn run(shared: Arc<Shared>) {
                 .map(|e| e.id)
                 .collect(),
             version_seen: state.version,
+            kept: None,
         }
     };
     let mut memory = Some(fresh(&shared));
@@ -137,6 +144,7 @@ fn tick(shared: &Shared, m: &mut Memory) {
         m.version_seen = view.version;
         match solve_view(&view, &options) {
             Ok(s) => {
+                m.keep(&view, &s, cfg.incremental);
                 if let Some(why) = cheaper(cfg.min_gain, &view, &s) {
                     tracing::info!("{why}");
                     m.pending.push(why);
@@ -154,12 +162,17 @@ fn tick(shared: &Shared, m: &mut Memory) {
         return; // rate-limited; the reasons wait
     }
     let reason = format!("continuous: {}", m.pending.join("; "));
-    let solved = match solved.map_or_else(|| solve_view(&view, &options), Ok) {
+    let solved = match solved.map_or_else(|| m.solve(&view, &options, cfg.incremental), Ok) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("continuous re-plan failed: {}", e.message());
             return;
         }
+    };
+    let reason = if solved.status == SolveStatus::Replanned {
+        format!("{reason} (re-planned incrementally)")
+    } else {
+        reason
     };
     match propose_from(
         shared,
@@ -179,6 +192,47 @@ fn tick(shared: &Shared, m: &mut Memory) {
             m.last_plan_s = now;
         }
         Err(e) => tracing::warn!("continuous re-plan failed: {}", e.message()),
+    }
+}
+
+impl Memory {
+    /// Keep `solved` (of `view`) for incremental re-plans.
+    fn keep(&mut self, view: &View, solved: &Solved, incremental: bool) {
+        self.kept = incremental.then(|| {
+            let replanner = Replanner::new(view.problem.clone(), &solved.x, solved.price.clone());
+            (view.effective.clone(), replanner)
+        });
+    }
+
+    /// Re-plan incrementally from the kept answer when what changed allows
+    /// it; else solve afresh (and keep that answer).
+    fn solve(
+        &mut self,
+        view: &View,
+        options: &SolveOptions,
+        incremental: bool,
+    ) -> Result<Solved, Status> {
+        if let Some((before, replanner)) = self.kept.as_mut().filter(|_| incremental) {
+            if let Some(changes) = diff(replanner.problem(), before, &view.effective) {
+                let started = std::time::Instant::now();
+                match replanner.apply(&view.effective, &changes) {
+                    Ok(r) => {
+                        tracing::info!(
+                            changes = changes.len(),
+                            moved = r.moved.len(),
+                            ms = started.elapsed().as_secs_f64() * 1e3,
+                            "continuous: incremental re-plan"
+                        );
+                        *before = view.effective.clone();
+                        return Ok(Solved::replanned(replanner.placement(), &r));
+                    }
+                    Err(e) => tracing::warn!("continuous: incremental re-plan refused: {e}"),
+                }
+            }
+        }
+        let solved = solve_view(view, options)?;
+        self.keep(view, &solved, incremental);
+        Ok(solved)
     }
 }
 

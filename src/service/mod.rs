@@ -135,6 +135,11 @@ pub struct ContinuousConfig {
     /// solve beats today's placement by at least this share of its cost per
     /// hour (0 turns it off).
     pub min_gain: f64,
+    /// Re-plan incrementally when only sites' telemetry-driven figures or
+    /// workloads' demands changed since the last solve: only what must
+    /// change moves (see `fast::Replanner`). Anything else (sites or
+    /// workloads added or removed, the network, the weights) solves afresh.
+    pub incremental: bool,
 }
 
 impl Default for ContinuousConfig {
@@ -150,6 +155,7 @@ impl Default for ContinuousConfig {
             min_interval_s: 60.0,
             auto_approve: false,
             replan_on_failure: true,
+            incremental: true,
             min_gain: 0.02,
         }
     }

@@ -772,6 +772,13 @@ fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
             assert!(Instant::now() < deadline, "no re-plan after the heat wave");
         };
         assert!(plan.reason.starts_with("continuous:"), "{}", plan.reason);
+        // The first plan's answer was kept: this one moved only what the
+        // heat made move.
+        assert!(
+            plan.reason.contains("re-planned incrementally"),
+            "{}",
+            plan.reason
+        );
         let (end, _) = watch_to_end(&srv.url(), plan.plan_id, Duration::from_secs(60)).await;
         assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
         // Load left the hot site.
