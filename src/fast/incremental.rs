@@ -166,6 +166,16 @@ impl Replanner {
         // anything changes.
         let mut updates = Vec::new();
         for c in changes {
+            let (what, i, n) = match *c {
+                Change::Site(i) => ("sites", i, inst.sites.len()),
+                Change::Workload(i) => ("workloads", i, inst.workloads.len()),
+            };
+            if i >= n {
+                return Err(Error::Invalid(vec![Issue {
+                    path: format!("{what}[{i}]"),
+                    message: format!("no such item: the instance has {n} {what}"),
+                }]));
+            }
             if let Change::Site(si) = *c {
                 updates.push(self.problem.site_update(inst, si)?);
             }

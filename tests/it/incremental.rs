@@ -229,6 +229,10 @@ fn a_bad_change_is_refused_and_changes_nothing() {
         .apply(&fewer, &[Change::Workload(0)])
         .expect_err("different size");
     assert!(err.to_string().contains("build it afresh"), "{err}");
+    let err = replanner
+        .apply(&inst, &[Change::Workload(inst.workloads.len())])
+        .expect_err("out of range");
+    assert!(err.to_string().contains("no such item"), "{err}");
     assert_eq!(
         before,
         (
