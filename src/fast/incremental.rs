@@ -181,9 +181,7 @@ impl Replanner {
             }
         }
         let deadline = Instant::now() + self.time_limit;
-        let mut state = self.take(deadline);
-        state.journal = Some(Journal::default());
-        self.state = Some(state);
+        self.state_mut().journal = Some(Journal::default());
         let mut rebuilt = false;
         let mut revalue: Vec<usize> = Vec::new();
         let mut updates = updates.into_iter();
@@ -216,11 +214,7 @@ impl Replanner {
         }
         self.fixed_cost = self.problem.fixed_cost();
 
-        let journal = self
-            .state
-            .as_mut()
-            .and_then(|s| s.journal.take())
-            .unwrap_or_default();
+        let journal = self.state_mut().journal.take().unwrap_or_default();
         let state = self.state();
         let mut moved = Vec::new();
         let mut replicas_started = 0;
@@ -252,10 +246,16 @@ impl Replanner {
     }
 
     /// Take the kept state out for a search (put back with `self.state = Some(..)`).
-    fn take(&mut self, deadline: Instant) -> State {
+    fn take(&mut self) -> State {
         self.state
             .take()
-            .unwrap_or_else(|| Assign::new(&self.problem, &self.flat, deadline).s)
+            .expect("the state is put back after each change")
+    }
+
+    fn state_mut(&mut self) -> &mut State {
+        self.state
+            .as_mut()
+            .expect("the state is put back after each change")
     }
 
     /// Rebuild the flat layout from the problem and reload `state`'s
@@ -282,7 +282,7 @@ impl Replanner {
         revalue: &mut Vec<usize>,
     ) -> bool {
         // 1. Take every replica off the site (its costs and power change).
-        let state = self.take(deadline);
+        let state = self.take();
         let mut a = Assign::resume(&self.problem, &self.flat, state, deadline);
         let mut displaced: Vec<(usize, u32)> = Vec::new();
         for idx in 0..self.flat.at_site[si].len() {
@@ -401,7 +401,7 @@ impl Replanner {
             Some(g) => self.problem.affinity_groups[g].1.clone(),
             None => vec![wi],
         };
-        let state = self.take(deadline);
+        let state = self.take();
         let mut a = Assign::resume(&self.problem, &self.flat, state, deadline);
         let before = a.s.slots(&self.flat, wi);
         for &w in &members {

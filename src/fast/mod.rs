@@ -921,7 +921,7 @@ impl<'a> Assign<'a> {
             let mut done = false;
             // Unplaced replicas are few and costly: try every target site.
             let tries = if src.is_none() { targets.len() } else { 3 };
-            'target: for (_, j) in targets.into_iter().take(tries) {
+            'target: for &(_, j) in targets.iter().take(tries) {
                 let t = f.site[j];
                 for idx in 0..f.at_site[t].len() {
                     let k2 = f.at_site[t][idx];
@@ -977,14 +977,8 @@ impl<'a> Assign<'a> {
             // A big replica may need more room than any one replica frees:
             // move several off one of its sites.
             if !done && src.is_none() && placed_too {
-                let mut targets: Vec<(f64, usize)> = f
-                    .range(w)
-                    .filter(|&j| self.s.n[j] < f.max[j])
-                    .map(|j| (self.add_cost(w, j), j))
-                    .filter(|(c, _)| *c < saving - 1e-9)
-                    .collect();
-                targets.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                for (_, j) in targets.into_iter().take(8) {
+                // The same targets as above: every try there was undone.
+                for &(_, j) in targets.iter().take(8) {
                     let mut log = Vec::new();
                     if let Some(cost) = self.make_room_many(w, j, &mut log) {
                         if cost < saving - 1e-9 * saving.abs().max(1.0) {
