@@ -19,13 +19,14 @@ pub struct TelemetryApi(pub Arc<Shared>);
 /// Rejected readings reported by example, at most this many per call.
 const EXAMPLES: usize = 100;
 
-#[derive(Default)]
-struct Tally {
-    accepted: u64,
-    rejected: u64,
-    by_reason: BTreeMap<String, u64>,
-    examples: Vec<pb::RejectedReading>,
-    batches: u64,
+/// What one `Ingest` call accepted and rejected, and why.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub by_reason: BTreeMap<String, u64>,
+    pub examples: Vec<pb::RejectedReading>,
+    pub batches: u64,
 }
 
 impl Tally {
@@ -43,8 +44,14 @@ impl Tally {
     }
 }
 
-/// Take one batch under the telemetry lock.
-fn take_batch(hub: &mut TelemetryHub, batch_no: u64, batch: pb::ReadingBatch, tally: &mut Tally) {
+/// Take one batch under the telemetry lock: every reading through the
+/// core's sanity checks, each rejection counted with its reason.
+pub fn take_batch(
+    hub: &mut TelemetryHub,
+    batch_no: u64,
+    batch: pb::ReadingBatch,
+    tally: &mut Tally,
+) {
     let TelemetryHub {
         state,
         sites,
