@@ -31,6 +31,77 @@ struct Cli {
     command: Command,
 }
 
+/// How the CLI reaches a running service: token and TLS.
+#[derive(clap::Args, Clone, Debug)]
+struct ServerArgs {
+    /// Bearer token for a service with `auth.tokens` (`edgeplan token` makes one).
+    #[arg(long, env = "EDGEPLAN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM CA to trust for an https:// service.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// PEM client certificate, for a service that requires mutual TLS.
+    #[arg(long, requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    #[arg(long, requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Name to check the service's certificate against, if not the URL's host.
+    #[arg(long)]
+    tls_domain: Option<String>,
+}
+
+impl ServerArgs {
+    fn connect(&self, url: &str) -> edgeplan::service::client::Connect {
+        let tls = url.starts_with("https://") || self.ca_cert.is_some();
+        edgeplan::service::client::Connect {
+            url: url.to_string(),
+            token: self.token.clone(),
+            tls: tls.then(|| edgeplan::service::auth::ClientTls {
+                ca: self.ca_cert.clone(),
+                cert: self.client_cert.clone(),
+                key: self.client_key.clone(),
+                domain: self.tls_domain.clone(),
+            }),
+        }
+    }
+}
+
+/// `provisioner-sim`'s injected faults (each a share of calls, 0–1).
+#[derive(clap::Args, Clone, Debug)]
+struct FaultArgs {
+    /// Answer UNAVAILABLE without executing.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Execute but never answer (the ack is lost).
+    #[arg(long, default_value_t = 0.0)]
+    timeout_rate: f64,
+    /// Answer late (up to twice the step's expected time more).
+    #[arg(long, default_value_t = 0.0)]
+    slow_rate: f64,
+    /// Flag a first answer as a duplicate.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate_rate: f64,
+    /// Exit right after journaling this many executions, unanswered.
+    #[arg(long)]
+    exit_after: Option<u64>,
+    /// Append every call (key, what happened) to this file.
+    #[arg(long)]
+    call_log: Option<PathBuf>,
+}
+
+impl From<FaultArgs> for edgeplan::service::provisioner_sim::Faults {
+    fn from(a: FaultArgs) -> Self {
+        edgeplan::service::provisioner_sim::Faults {
+            error_rate: a.error_rate,
+            timeout_rate: a.timeout_rate,
+            slow_rate: a.slow_rate,
+            duplicate_rate: a.duplicate_rate,
+            exit_after: a.exit_after,
+            call_log: a.call_log,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// See edgeplan work: a real-city fleet, live telemetry, a heat wave and
@@ -94,6 +165,26 @@ enum Command {
         speed: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Serve TLS with this PEM certificate chain …
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// … and this PEM key.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Require client certificates signed by this PEM CA (mutual TLS).
+        #[arg(long, requires = "tls_cert")]
+        client_ca: Option<PathBuf>,
+        #[command(flatten)]
+        faults: FaultArgs,
+    },
+    /// Make a bearer token for `serve`'s `auth.tokens`: prints the token
+    /// (give it to its holder) and the config entry (only its SHA-256).
+    Token {
+        /// Who holds it; denials are logged under this name.
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: edgeplan::service::auth::Role,
     },
     /// Stream synthetic telemetry at a running service and report samples/s.
     LoadTelemetry {
@@ -114,6 +205,8 @@ enum Command {
         /// The server's pid, to sample its memory.
         #[arg(long)]
         server_pid: Option<u32>,
+        #[command(flatten)]
+        auth: ServerArgs,
     },
     /// Write the operator report: one self-contained HTML page, or Markdown.
     Report {
@@ -132,6 +225,8 @@ enum Command {
         /// Report on a running service's state (inventory, latest plan).
         #[arg(long, conflicts_with = "instance")]
         server: Option<String>,
+        #[command(flatten)]
+        auth: ServerArgs,
         #[arg(long, value_enum, default_value = "html")]
         format: ReportFormat,
         #[arg(long)]
@@ -146,6 +241,8 @@ enum Command {
         server: String,
         #[arg(long)]
         instance: PathBuf,
+        #[command(flatten)]
+        auth: ServerArgs,
     },
     /// Check an instance file; lists every problem with its path.
     Validate { file: PathBuf },
@@ -455,15 +552,18 @@ fn read_telemetry(
 
 /// A running service's inventory (as an instance) and its latest plan that
 /// is not superseded.
-async fn fetch_live(url: &str) -> Result<(Instance, Option<edgeplan::plan::Plan>)> {
+async fn fetch_live(
+    server: &edgeplan::service::client::Connect,
+) -> Result<(Instance, Option<edgeplan::plan::Plan>)> {
     use edgeplan::api::pb;
-    let mut inv = pb::inventory_client::InventoryClient::connect(url.to_string()).await?;
+    let channel = server.channel().await?;
+    let mut inv = pb::inventory_client::InventoryClient::new(channel.clone());
     let snap = inv
         .get_inventory(pb::GetInventoryRequest {})
         .await?
         .into_inner();
     let inst: Instance = serde_json::from_str(&snap.instance_json)?;
-    let mut placement = pb::placement_client::PlacementClient::connect(url.to_string()).await?;
+    let mut placement = pb::placement_client::PlacementClient::new(channel);
     let plans = placement
         .list_plans(pb::ListPlansRequest {})
         .await?
@@ -917,6 +1017,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             fail_rate,
             speed,
             seed,
+            tls_cert,
+            tls_key,
+            client_ca,
+            faults,
         } => {
             let cfg = edgeplan::service::provisioner_sim::SimConfig {
                 listen,
@@ -925,6 +1029,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seed,
                 journal,
                 speed,
+                tls: tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| edgeplan::service::auth::ServerTls {
+                        cert,
+                        key,
+                        client_ca,
+                    }),
+                faults: faults.into(),
             };
             runtime()?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -934,6 +1046,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 edgeplan::service::provisioner_sim::serve_on(cfg, listener, shutdown_signal()).await
             })?;
         }
+        Command::Token { name, role } => {
+            use edgeplan::service::auth::{new_token, token_sha256};
+            let token = new_token();
+            let entry = edgeplan::service::auth::TokenConfig {
+                name,
+                role,
+                sha256: token_sha256(&token),
+            };
+            println!("{token}");
+            eprintln!(
+                "give the token above to its holder; add this under auth.tokens in serve.yaml:\n  - {}",
+                serde_json::to_string(&entry)?
+            );
+        }
         Command::LoadTelemetry {
             server,
             sites,
@@ -942,9 +1068,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             seconds,
             streams,
             server_pid,
+            auth,
         } => {
             let opts = edgeplan::service::load::LoadOptions {
-                server,
+                server: auth.connect(&server),
                 sites,
                 racks_per_site,
                 batch,
@@ -978,6 +1105,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             plan,
             whatif,
             server,
+            auth,
             format,
             title,
             out,
@@ -993,7 +1121,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let (inst, live_plan) = match (&instance, &server, &results) {
                 (Some(path), _, _) => (load(path)?, None),
-                (None, Some(url), _) => runtime()?.block_on(fetch_live(url))?,
+                (None, Some(url), _) => runtime()?.block_on(fetch_live(&auth.connect(url)))?,
                 (None, None, Some(results)) => {
                     // What-if results alone: the comparison and the base's sites.
                     let title = title.unwrap_or_else(|| "edgeplan what-if report".into());
@@ -1050,10 +1178,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("report written to {}", path.display());
             }
         }
-        Command::Push { server, instance } => {
+        Command::Push {
+            server,
+            instance,
+            auth,
+        } => {
             let inst = load(&instance)?;
-            let version =
-                runtime()?.block_on(edgeplan::service::client::push_instance(&server, &inst))?;
+            let version = runtime()?.block_on(edgeplan::service::client::push_instance(
+                &auth.connect(&server),
+                &inst,
+            ))?;
             eprintln!(
                 "pushed {} sites, {} links, {} regions, {} workloads; state version {version}",
                 inst.sites.len(),

@@ -105,6 +105,8 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
             seed: opts.seed,
             journal: None,
             speed: 1.0,
+            tls: None,
+            faults: Default::default(),
         },
         sim_listener,
         stopped(stop_rx.clone()),
@@ -173,7 +175,7 @@ async fn story(
         .iter()
         .map(|s| s.name.clone().unwrap_or_else(|| s.id.clone()))
         .collect();
-    super::client::push_instance(url, &inst).await?;
+    super::client::push_instance(&super::client::Connect::plain(url), &inst).await?;
     say(
         t0,
         format!(

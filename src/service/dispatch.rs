@@ -38,20 +38,31 @@ struct Done {
     message: String,
 }
 
+/// A provisioner's endpoint, with TLS when configured (checked at start).
+fn endpoint(url: &str, tls: Option<&super::auth::ClientTls>) -> anyhow::Result<Endpoint> {
+    let e = Endpoint::from_shared(url.to_string())?;
+    Ok(match tls {
+        Some(tls) => e.tls_config(tls.load()?)?,
+        None => e,
+    })
+}
+
 pub async fn run(shared: Arc<Shared>) {
     let clients: Vec<ProvisionerClient<Channel>> = shared
         .config
         .provisioners
         .iter()
-        .filter_map(|url| match Endpoint::from_shared(url.clone()) {
-            Ok(e) => Some(ProvisionerClient::new(
-                e.connect_timeout(Duration::from_secs(5)).connect_lazy(),
-            )),
-            Err(e) => {
-                tracing::error!(%url, "bad provisioner endpoint: {e}");
-                None
-            }
-        })
+        .filter_map(
+            |url| match endpoint(url, shared.config.provisioner_tls.as_ref()) {
+                Ok(e) => Some(ProvisionerClient::new(
+                    e.connect_timeout(Duration::from_secs(5)).connect_lazy(),
+                )),
+                Err(e) => {
+                    tracing::error!(%url, "bad provisioner endpoint: {e}");
+                    None
+                }
+            },
+        )
         .collect();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut inflight: HashSet<(u64, usize)> = HashSet::new();

@@ -17,7 +17,7 @@ use crate::instance::Instance;
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    pub server: String,
+    pub server: crate::service::client::Connect,
     pub sites: usize,
     pub racks_per_site: usize,
     /// Readings per batch.
@@ -171,9 +171,8 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         let server = opts.server.clone();
         let batch = opts.batch.max(1);
         handles.push(tokio::spawn(async move {
-            let mut client = TelemetryClient::connect(server)
-                .await?
-                .max_encoding_message_size(64 << 20);
+            let mut client =
+                TelemetryClient::new(server.channel().await?).max_encoding_message_size(64 << 20);
             let (tx, rx) = mpsc::channel::<pb::ReadingBatch>(4);
             let sensors_len = sensors.len();
             let producer = tokio::spawn(async move {

@@ -6,6 +6,7 @@
 //! the state lock, commit to the store, then change memory, so memory never
 //! runs ahead of the disk. Locks are never held across an `.await`.
 
+pub mod auth;
 pub mod client;
 pub mod continuous;
 pub mod demo;
@@ -58,6 +59,18 @@ pub struct Config {
     pub max_concurrent_requests: usize,
     /// Default solve time limit, seconds.
     pub solve_time_limit_s: f64,
+    /// Most readings per second on one `Ingest` stream (0: no limit); a
+    /// faster stream is slowed down, not cut off (backpressure).
+    pub max_ingest_readings_per_s: f64,
+    /// Most `Ingest` streams open at once; one more is refused
+    /// (RESOURCE_EXHAUSTED).
+    pub max_ingest_streams: usize,
+    /// Serve TLS (and mutual TLS with `client_ca`). Unset: plaintext.
+    pub tls: Option<auth::ServerTls>,
+    /// Bearer tokens and their roles. None: no authentication.
+    pub auth: auth::AuthConfig,
+    /// TLS towards provisioners (their URLs then start with `https://`).
+    pub provisioner_tls: Option<auth::ClientTls>,
 }
 
 impl Default for Config {
@@ -73,6 +86,11 @@ impl Default for Config {
             max_batch_readings: 100_000,
             max_concurrent_requests: 64,
             solve_time_limit_s: 10.0,
+            max_ingest_readings_per_s: 0.0,
+            max_ingest_streams: 256,
+            tls: None,
+            auth: auth::AuthConfig::default(),
+            provisioner_tls: None,
         }
     }
 }
@@ -200,6 +218,8 @@ pub struct Shared {
     pub dispatch_wake: Notify,
     /// Wakes continuous mode (a plan ended).
     pub replan_wake: Notify,
+    /// One permit per open `Ingest` stream.
+    pub ingest_streams: Arc<tokio::sync::Semaphore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -229,6 +249,7 @@ impl Shared {
         };
         let (plan_changes, _) = broadcast::channel(1024);
         Ok(Arc::new(Shared {
+            ingest_streams: Arc::new(tokio::sync::Semaphore::new(config.max_ingest_streams)),
             config,
             store,
             state: Mutex::new(State {
@@ -354,8 +375,16 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tokens = Arc::new(auth::Tokens::new(&config.auth)?);
+    let tls = config.tls.as_ref().map(auth::ServerTls::load).transpose()?;
+    if let Some(t) = &config.provisioner_tls {
+        t.load()?; // a missing file fails the start, not every dispatch
+    }
     let shared = Shared::open(config)?;
     let addr = listener.local_addr()?;
+    if !tokens.enabled() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "no auth.tokens configured: every caller may do everything");
+    }
     let max = shared.config.max_message_bytes;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -381,7 +410,12 @@ pub async fn serve_on(
     ];
     tracing::info!(%addr, data_dir = %shared.config.data_dir.display(), "edgeplan serving");
 
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let result = builder
+        .layer(auth::AuthLayer(tokens))
         .concurrency_limit_per_connection(shared.config.max_concurrent_requests)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)

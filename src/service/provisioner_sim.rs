@@ -4,6 +4,10 @@
 //! can fail chosen workloads' steps or a random share of them, and appends
 //! every real execution to a journal file, which it also reads back at
 //! start so that idempotency survives its own restarts.
+//!
+//! For fault tests it injects what real provisioners do ([`Faults`]):
+//! transient errors, answers that never come (the step ran, the ack is lost),
+//! slow answers, duplicate acks, and dying mid-step.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -30,6 +34,28 @@ pub struct SimConfig {
     pub journal: Option<PathBuf>,
     /// Multiplier on the expected duration.
     pub speed: f64,
+    /// Serve TLS (mutual with `client_ca`).
+    pub tls: Option<super::auth::ServerTls>,
+    pub faults: Faults,
+}
+
+/// Injected faults; each rate is a share of calls (0–1), drawn from the seed.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer UNAVAILABLE without executing.
+    pub error_rate: f64,
+    /// Execute, then never answer (the caller's deadline passes; its retry
+    /// gets the first outcome through the idempotency key).
+    pub timeout_rate: f64,
+    /// Answer after an extra delay of up to twice the step's expected time.
+    pub slow_rate: f64,
+    /// Flag a first answer as a duplicate.
+    pub duplicate_rate: f64,
+    /// Exit the process (connections drop) right after journaling this
+    /// many executions, before answering the last one.
+    pub exit_after: Option<u64>,
+    /// Append every call (key, what was done with it) here.
+    pub call_log: Option<PathBuf>,
 }
 
 enum Slot {
@@ -39,6 +65,8 @@ enum Slot {
 
 pub struct Sim {
     config: SimConfig,
+    executed: std::sync::atomic::AtomicU64,
+    call_log: Option<Mutex<std::fs::File>>,
     slots: Mutex<HashMap<String, Slot>>,
     journal: Option<Mutex<std::fs::File>>,
     rng: Mutex<rand_chacha::ChaCha8Rng>,
@@ -79,12 +107,42 @@ impl Sim {
             }
             None => None,
         };
+        let call_log = match &config.faults.call_log {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )),
+            None => None,
+        };
         Ok(Sim {
+            executed: std::sync::atomic::AtomicU64::new(0),
+            call_log,
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(config.seed)),
             config,
             slots: Mutex::new(slots),
             journal,
         })
+    }
+
+    /// True with probability `rate`.
+    fn draw(&self, rate: f64) -> bool {
+        rate > 0.0
+            && self
+                .rng
+                .lock()
+                .map(|mut r| r.random::<f64>() < rate)
+                .unwrap_or(false)
+    }
+
+    fn log_call(&self, key: &str, what: &str) {
+        if let Some(log) = &self.call_log {
+            if let Ok(mut f) = log.lock() {
+                let _ = writeln!(f, "{key}\t{what}");
+                let _ = f.sync_data();
+            }
+        }
     }
 
     async fn run_step(&self, req: &pb::StepRequest) -> pb::StepResult {
@@ -113,6 +171,15 @@ impl Sim {
                 );
                 let _ = f.sync_data();
             }
+        }
+        let executed = self
+            .executed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        if self.config.faults.exit_after == Some(executed) {
+            // Journaled but unanswered: the caller sees the connection drop.
+            eprintln!("provisioner-sim: injected exit after {executed} executions");
+            std::process::exit(3);
         }
         pb::StepResult {
             idempotency_key: req.idempotency_key.clone(),
@@ -143,6 +210,37 @@ impl pb::provisioner_server::Provisioner for SimApi {
         if req.idempotency_key.is_empty() {
             return Err(Status::invalid_argument("idempotency_key: required"));
         }
+        let sim = &self.0;
+        let faults = &sim.config.faults;
+        if sim.draw(faults.error_rate) {
+            sim.log_call(&req.idempotency_key, "error");
+            return Err(Status::unavailable(
+                "injected fault: provisioner unavailable",
+            ));
+        }
+        sim.log_call(&req.idempotency_key, "call");
+        let (lose, slow, dup) = (
+            sim.draw(faults.timeout_rate),
+            sim.draw(faults.slow_rate),
+            sim.draw(faults.duplicate_rate),
+        );
+        let mut answer = self.answer(&req).await?;
+        if lose {
+            // The step ran (or is running); this answer never arrives.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        if slow {
+            let extra = 2.0 * req.expected_duration_s * sim.config.speed;
+            tokio::time::sleep(Duration::from_secs_f64(extra.clamp(0.0, 600.0))).await;
+        }
+        answer.get_mut().duplicate |= dup;
+        Ok(answer)
+    }
+}
+
+impl SimApi {
+    /// The step's outcome: the first one for a key seen before, else run it.
+    async fn answer(&self, req: &pb::StepRequest) -> Result<Response<pb::StepResult>, Status> {
         let (rx, duplicate) = {
             let mut slots = self
                 .0
@@ -196,8 +294,13 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let tls = config.tls.as_ref().map(|t| t.load()).transpose()?;
     let sim = Arc::new(Sim::new(config)?);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .add_service(pb::provisioner_server::ProvisionerServer::new(SimApi(sim)))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),

@@ -92,6 +92,35 @@ pub async fn flusher(shared: Arc<Shared>) {
     }
 }
 
+/// A stream's rate limit: after `n` readings it may not run ahead of
+/// `n / rate` seconds since it opened, so a fast sender is slowed to the
+/// limit (HTTP/2 flow control pushes back on it) instead of being cut off.
+struct Pace {
+    rate_per_s: f64,
+    start: tokio::time::Instant,
+    readings: f64,
+}
+
+impl Pace {
+    fn new(rate_per_s: f64) -> Pace {
+        Pace {
+            rate_per_s,
+            start: tokio::time::Instant::now(),
+            readings: 0.0,
+        }
+    }
+
+    async fn wait(&mut self, readings: usize) {
+        if self.rate_per_s <= 0.0 {
+            return;
+        }
+        // Admit this batch once the earlier ones have had their time.
+        let due = self.start + Duration::from_secs_f64(self.readings / self.rate_per_s);
+        self.readings += readings as f64;
+        tokio::time::sleep_until(due).await;
+    }
+}
+
 type SiteStream = Pin<Box<dyn Stream<Item = Result<pb::SiteStates, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -100,10 +129,23 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
         &self,
         req: Request<Streaming<pb::ReadingBatch>>,
     ) -> Result<Response<pb::IngestSummary>, Status> {
+        let _permit = self
+            .0
+            .ingest_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{} ingest streams are open, the most this server takes",
+                    self.0.config.max_ingest_streams
+                ))
+            })?;
         let mut stream = req.into_inner();
         let max = self.0.config.max_batch_readings;
+        let mut pace = Pace::new(self.0.config.max_ingest_readings_per_s);
         let mut tally = Tally::default();
         while let Some(batch) = stream.message().await? {
+            pace.wait(batch.readings.len()).await;
             let batch_no = tally.batches;
             tally.batches += 1;
             if batch.readings.len() > max {

@@ -3,188 +3,17 @@
 //! through tonic clients (and a Python client).
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use edgeplan::api::pb;
 use edgeplan::api::pb::inventory_client::InventoryClient;
 use edgeplan::api::pb::placement_client::PlacementClient;
 use edgeplan::api::pb::telemetry_client::TelemetryClient;
-use edgeplan::gen::{generate, GenOptions};
-use edgeplan::instance::Instance;
-use edgeplan::service::client::push_instance;
+use edgeplan::service::client::{push_instance, Connect};
 use tonic::Code;
 
-/// A child process, killed when dropped.
-struct Proc {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// Start `edgeplan <args>` and wait for its "listening on ADDR" line.
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeplan"))
-            .args(args)
-            .env("EDGEPLAN_LOG", "edgeplan=info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start edgeplan");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("edgeplan {args:?} exited before listening"))
-                .expect("read stderr");
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().expect("address").to_string();
-            }
-        };
-        // Keep draining so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                eprintln!("  | {line}");
-            }
-        });
-        Proc { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// SIGKILL: no shutdown hook runs.
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn sim(journal: &Path, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "provisioner-sim",
-        "--listen",
-        "127.0.0.1:0",
-        "--journal",
-        journal.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    Proc::start(&args)
-}
-
-fn server(data: &Path, provisioner: &str, extra: &[&str]) -> Proc {
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--provisioner",
-        provisioner,
-    ];
-    args.extend_from_slice(extra);
-    Proc::start(&args)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn fleet(seed: u64) -> Instance {
-    generate(&GenOptions {
-        sites: 5,
-        workloads: 14,
-        replicas: None,
-        seed,
-        load: 0.6,
-    })
-    .expect("gen")
-}
-
-fn ambient_batch(inst: &Instance, now: f64, hot: Option<(&str, f64)>) -> pb::ReadingBatch {
-    pb::ReadingBatch {
-        readings: inst
-            .sites
-            .iter()
-            .map(|s| pb::Reading {
-                device_id: format!("{}/outside", s.id),
-                site: s.id.clone(),
-                rack: String::new(),
-                device_type: pb::DeviceType::Temperature as i32,
-                placement: pb::DevicePlacement::Outside as i32,
-                unit: "C".into(),
-                value: match hot {
-                    Some((id, t)) if id == s.id => t,
-                    _ => s.ambient.current_c,
-                },
-                timestamp_s: now,
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
-fn now_s() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-async fn connect<T>(url: &str, make: impl Fn(tonic::transport::Channel) -> T) -> T {
-    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .expect("connect");
-    make(ch)
-}
-
-/// Watch a plan until it ends; returns its final summary and the step events seen.
-async fn watch_to_end(url: &str, plan_id: u64, limit: Duration) -> (pb::PlanSummary, usize) {
-    let mut placement = connect(url, PlacementClient::new).await;
-    let mut stream = placement
-        .watch_plan(pb::PlanRef { plan_id })
-        .await
-        .expect("watch")
-        .into_inner();
-    let mut last = None;
-    let mut step_events = 0;
-    let deadline = Instant::now() + limit;
-    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline.into(), stream.message())
-        .await
-        .expect("plan did not end in time")
-    {
-        step_events += usize::from(ev.step.is_some());
-        last = ev.summary;
-    }
-    (last.expect("at least one event"), step_events)
-}
-
-/// Executions at the provisioner, by idempotency key.
-fn journal_counts(path: &Path) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-        let key = line.split('\t').next().unwrap().to_string();
-        *counts.entry(key).or_insert(0) += 1;
-    }
-    counts
-}
+use crate::live::*;
 
 #[test]
 fn register_solve_approve_dispatch_to_success() {
@@ -222,7 +51,7 @@ fn register_solve_approve_dispatch_to_success() {
             assert!(services.contains(&s.to_string()), "{s} not in {services:?}");
         }
 
-        let version = push_instance(&url, &inst).await.unwrap();
+        let version = push_instance(&Connect::plain(&url), &inst).await.unwrap();
         assert!(version >= 5, "one version per change, got {version}");
         let mut telemetry = connect(&url, TelemetryClient::new).await;
         let summary = telemetry
@@ -344,7 +173,9 @@ fn kill_9_mid_plan_resumes_without_running_a_step_twice() {
     let inst = fleet(5);
     let runtime = rt();
     let (plan_id, steps) = runtime.block_on(async {
-        push_instance(&srv.url(), &inst).await.unwrap();
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
         let mut placement = connect(&srv.url(), PlacementClient::new).await;
         let solved = placement
             .solve(pb::SolveRequest::default())
@@ -418,7 +249,9 @@ fn a_failed_step_holds_the_rest_and_fails_the_plan() {
         &["--time-scale", "0.001"],
     );
     rt().block_on(async {
-        push_instance(&srv.url(), &inst).await.unwrap();
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
         let mut placement = connect(&srv.url(), PlacementClient::new).await;
         let solved = placement
             .solve(pb::SolveRequest::default())
@@ -475,7 +308,9 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
     let srv = server(&dir.path().join("data"), &sim.url(), &[]);
     let inst = fleet(3);
     rt().block_on(async {
-        let version = push_instance(&srv.url(), &inst).await.unwrap();
+        let version = push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
         let mut inv = connect(&srv.url(), InventoryClient::new).await;
 
         // A bad value: the field path names the site by id.
@@ -688,7 +523,9 @@ fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
         s.cooling.derate_min = 0.2;
     }
     rt().block_on(async {
-        push_instance(&srv.url(), &inst).await.unwrap();
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
         let mut placement = connect(&srv.url(), PlacementClient::new).await;
         let settled = |plans: &[pb::PlanSummary]| {
             plans.iter().all(|p| {
@@ -879,7 +716,7 @@ fn what_if_runs_on_the_live_state_and_streams_each_scenario() {
     let inst = fleet(3);
     let (a, b) = (inst.sites[0].id.clone(), inst.sites[1].id.clone());
     rt().block_on(async {
-        push_instance(&srv.url(), &inst).await.unwrap();
+        push_instance(&Connect::plain(&srv.url()), &inst).await.unwrap();
         let mut placement = connect(&srv.url(), PlacementClient::new).await;
         let doc = format!(
             "base: live\ntime_limit_s: 5\nscenarios:\n  - name: {a}-outage\n    perturbations:\n      - site_outage: {{ site: {a} }}\n  - name: {b}-heat\n    perturbations:\n      - heat_wave: {{ sites: [{b}], delta_c: 10 }}\n"

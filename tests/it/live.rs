@@ -1,0 +1,205 @@
+//! Live processes for the service tests: `edgeplan serve` and
+//! `edgeplan provisioner-sim` started as a user would, and the clients and
+//! checks the tests share.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edgeplan::api::pb;
+use edgeplan::api::pb::placement_client::PlacementClient;
+use edgeplan::gen::{generate, GenOptions};
+use edgeplan::instance::Instance;
+
+/// A child process, killed when dropped.
+pub struct Proc {
+    child: Child,
+    pub addr: String,
+    /// Everything it wrote to stderr so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    /// Start `edgeplan <args>` and wait for its "listening on ADDR" line.
+    pub fn start(args: &[&str]) -> Proc {
+        Proc::start_with(args, &[("EDGEPLAN_LOG", "edgeplan=info")])
+    }
+
+    /// As [`Proc::start`], with these environment variables.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start edgeplan");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let addr = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("edgeplan {args:?} exited before listening"))
+                .expect("read stderr");
+            log.lock().unwrap().push(line.clone());
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().expect("address").to_string();
+            }
+        };
+        // Keep draining so the child never blocks on a full pipe.
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                eprintln!("  | {line}");
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Proc { child, addr, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// SIGKILL: no shutdown hook runs.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Has it exited (and how)?
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+pub fn sim(journal: &Path, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "provisioner-sim",
+        "--listen",
+        "127.0.0.1:0",
+        "--journal",
+        journal.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&args)
+}
+
+pub fn server(data: &Path, provisioner: &str, extra: &[&str]) -> Proc {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--provisioner",
+        provisioner,
+    ];
+    args.extend_from_slice(extra);
+    Proc::start(&args)
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+pub fn fleet(seed: u64) -> Instance {
+    generate(&GenOptions {
+        sites: 5,
+        workloads: 14,
+        replicas: None,
+        seed,
+        load: 0.6,
+    })
+    .expect("gen")
+}
+
+pub fn ambient_batch(inst: &Instance, now: f64, hot: Option<(&str, f64)>) -> pb::ReadingBatch {
+    pb::ReadingBatch {
+        readings: inst
+            .sites
+            .iter()
+            .map(|s| pb::Reading {
+                device_id: format!("{}/outside", s.id),
+                site: s.id.clone(),
+                rack: String::new(),
+                device_type: pb::DeviceType::Temperature as i32,
+                placement: pb::DevicePlacement::Outside as i32,
+                unit: "C".into(),
+                value: match hot {
+                    Some((id, t)) if id == s.id => t,
+                    _ => s.ambient.current_c,
+                },
+                timestamp_s: now,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+pub fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+pub async fn connect<T>(url: &str, make: impl Fn(tonic::transport::Channel) -> T) -> T {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    make(ch)
+}
+
+/// Watch a plan until it ends; returns its final summary and the step events seen.
+pub async fn watch_to_end(url: &str, plan_id: u64, limit: Duration) -> (pb::PlanSummary, usize) {
+    let mut placement = connect(url, PlacementClient::new).await;
+    let mut stream = placement
+        .watch_plan(pb::PlanRef { plan_id })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut last = None;
+    let mut step_events = 0;
+    let deadline = Instant::now() + limit;
+    while let Ok(Some(ev)) = tokio::time::timeout_at(deadline.into(), stream.message())
+        .await
+        .expect("plan did not end in time")
+    {
+        step_events += usize::from(ev.step.is_some());
+        last = ev.summary;
+    }
+    (last.expect("at least one event"), step_events)
+}
+
+/// Executions at the provisioner, by idempotency key.
+pub fn journal_counts(path: &Path) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
+        let key = line.split('\t').next().unwrap().to_string();
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}

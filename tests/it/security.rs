@@ -1,0 +1,431 @@
+//! Security over real loopback: TLS and mutual TLS (server and provisioner),
+//! bearer tokens with roles at every boundary, message-size and stream-rate
+//! limits, and no secret in the logs. Certificates are made here (rcgen).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use edgeplan::api::convert;
+use edgeplan::api::pb;
+use edgeplan::api::pb::inventory_client::InventoryClient;
+use edgeplan::api::pb::placement_client::PlacementClient;
+use edgeplan::api::pb::provisioner_client::ProvisionerClient;
+use edgeplan::api::pb::telemetry_client::TelemetryClient;
+use edgeplan::instance::Instance;
+use edgeplan::service::auth::{new_token, token_sha256, ClientTls};
+use edgeplan::service::client::{push_instance, Connect};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use tonic::Code;
+
+use crate::live::*;
+
+/// PEM files: a CA, a server certificate for localhost and a client
+/// certificate it signed, and a client certificate from another CA.
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+    rogue_cert: PathBuf,
+    rogue_key: PathBuf,
+}
+
+fn pki(dir: &Path) -> Pki {
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let ca = |cn: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, cn);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let leaf = |issuer: &CertifiedIssuer<'static, KeyPair>, names: &[&str]| {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, issuer)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let fleet_ca = ca("edgeplan test CA");
+    let other_ca = ca("someone else's CA");
+    let (server_cert, server_key) = leaf(&fleet_ca, &["localhost", "127.0.0.1"]);
+    let (client_cert, client_key) = leaf(&fleet_ca, &["operator"]);
+    let (rogue_cert, rogue_key) = leaf(&other_ca, &["operator"]);
+    Pki {
+        ca: write("ca.pem", fleet_ca.pem()),
+        server_cert: write("server.pem", server_cert),
+        server_key: write("server.key", server_key),
+        client_cert: write("client.pem", client_cert),
+        client_key: write("client.key", client_key),
+        rogue_cert: write("rogue.pem", rogue_cert),
+        rogue_key: write("rogue.key", rogue_key),
+    }
+}
+
+impl Pki {
+    /// How a client with our certificate (or none, or the rogue one) connects.
+    fn client(&self, cert: Option<(&Path, &Path)>) -> ClientTls {
+        ClientTls {
+            ca: Some(self.ca.clone()),
+            cert: cert.map(|c| c.0.to_path_buf()),
+            key: cert.map(|c| c.1.to_path_buf()),
+            domain: None,
+        }
+    }
+    fn ours(&self) -> Option<(&Path, &Path)> {
+        Some((&self.client_cert, &self.client_key))
+    }
+}
+
+/// The four calls that stand for the four kinds of access.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Call {
+    Read,
+    Ingest,
+    Solve,
+    Upsert,
+}
+
+const CALLS: [Call; 4] = [Call::Read, Call::Ingest, Call::Solve, Call::Upsert];
+
+async fn call(conn: &Connect, inst: &Instance, what: Call) -> Result<(), tonic::Status> {
+    let channel = conn
+        .channel()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    match what {
+        Call::Read => {
+            InventoryClient::new(channel)
+                .get_inventory(pb::GetInventoryRequest {})
+                .await?;
+        }
+        Call::Ingest => {
+            TelemetryClient::new(channel)
+                .ingest(tokio_stream::iter(vec![ambient_batch(inst, now_s(), None)]))
+                .await?;
+        }
+        Call::Solve => {
+            PlacementClient::new(channel)
+                .solve(pb::SolveRequest {
+                    time_limit_s: Some(2.0),
+                    dry_run: true,
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Call::Upsert => {
+            InventoryClient::new(channel)
+                .upsert_sites(pb::UpsertSitesRequest {
+                    sites: vec![convert::site_to_pb(&inst.sites[0])],
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Readings for one site's many outdoor probes, `n` of them.
+fn probes(site: &str, from: usize, n: usize) -> pb::ReadingBatch {
+    pb::ReadingBatch {
+        site: site.to_string(),
+        timestamp_s: now_s(),
+        readings: (from..from + n)
+            .map(|i| pb::Reading {
+                device_id: format!("{site}/probe-{i}"),
+                device_type: pb::DeviceType::Temperature as i32,
+                placement: pb::DevicePlacement::Outside as i32,
+                value: 21.5,
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn tls_tokens_and_roles_guard_every_boundary_and_no_secret_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let tokens: Vec<(&str, &str, String)> = vec![
+        ("ops-ro", "read-only", new_token()),
+        ("gateway", "telemetry-writer", new_token()),
+        ("planner", "planner", new_token()),
+        ("root", "admin", new_token()),
+    ];
+    let token_yaml: String = tokens
+        .iter()
+        .map(|(name, role, t)| {
+            format!(
+                "    - {{ name: {name}, role: {role}, sha256: {} }}\n",
+                token_sha256(t)
+            )
+        })
+        .collect();
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls:\n  cert: {}\n  key: {}\n  client_ca: {}\nauth:\n  tokens:\n{token_yaml}\
+             max_message_bytes: 65536\nmax_ingest_readings_per_s: 1000\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let srv = Proc::start_with(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[("EDGEPLAN_LOG", "trace")],
+    );
+    let url = format!("https://localhost:{}", srv.port());
+    let with = |token: Option<&str>| Connect {
+        url: url.clone(),
+        token: token.map(str::to_string),
+        tls: Some(pki.client(pki.ours())),
+    };
+    let token = |role: &str| tokens.iter().find(|t| t.1 == role).unwrap().2.as_str();
+    let inst = fleet(3);
+    let wrong = "not-a-token-0123456789abcdef";
+
+    // The CLI makes a token whose config entry holds only its hash.
+    let made = Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+        .args(["token", "--name", "ci", "--role", "planner"])
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let made_token = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let entry = String::from_utf8(made.stderr).unwrap();
+    assert!(entry.contains(&token_sha256(&made_token)), "{entry}");
+    assert!(
+        !entry.contains(&made_token),
+        "the entry must not hold the token"
+    );
+
+    // The CLI registers the fleet over mutual TLS with the admin token …
+    let fleet_file = dir.path().join("fleet.json");
+    std::fs::write(&fleet_file, serde_json::to_string(&inst).unwrap()).unwrap();
+    let push = |token: &str| {
+        Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+            .args(["push", "--server", &url, "--instance"])
+            .arg(&fleet_file)
+            .arg("--ca-cert")
+            .arg(&pki.ca)
+            .arg("--client-cert")
+            .arg(&pki.client_cert)
+            .arg("--client-key")
+            .arg(&pki.client_key)
+            .env("EDGEPLAN_TOKEN", token)
+            .output()
+            .unwrap()
+    };
+    let pushed = push(token("admin"));
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    // … and is refused, with the holder named, for a read-only one.
+    let refused = push(token("read-only"));
+    assert!(!refused.status.success());
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        why.contains("ops-ro") && why.contains("read-only") && why.contains("UpsertSites"),
+        "{why}"
+    );
+
+    rt().block_on(async {
+        // Every role against every kind of call.
+        let allowed = |role: &str, c: Call| match role {
+            "admin" => true,
+            "planner" => matches!(c, Call::Read | Call::Solve),
+            "read-only" => c == Call::Read,
+            "telemetry-writer" => c == Call::Ingest,
+            _ => unreachable!(),
+        };
+        for (name, role, t) in &tokens {
+            for c in CALLS {
+                let got = call(&with(Some(t)), &inst, c).await;
+                if allowed(role, c) {
+                    assert!(got.is_ok(), "{name} ({role}) {c:?}: {got:?}");
+                } else {
+                    let e = got.expect_err(&format!("{name} ({role}) may not {c:?}"));
+                    assert_eq!(e.code(), Code::PermissionDenied, "{name} {c:?}: {e:?}");
+                    assert!(e.message().contains(name), "{e:?}");
+                }
+            }
+        }
+        for c in CALLS {
+            for t in [None, Some(wrong)] {
+                let e = call(&with(t), &inst, c).await.unwrap_err();
+                assert_eq!(e.code(), Code::Unauthenticated, "{t:?} {c:?}: {e:?}");
+            }
+        }
+        // Health is open: load balancers probe without credentials.
+        let mut health =
+            tonic_health::pb::health_client::HealthClient::new(with(None).channel().await.unwrap());
+        health
+            .check(tonic_health::pb::HealthCheckRequest::default())
+            .await
+            .expect("health without a token");
+
+        // Mutual TLS: no client certificate, another CA's, or plaintext: no call.
+        for tls in [
+            Some(pki.client(None)),
+            Some(pki.client(Some((&pki.rogue_cert, &pki.rogue_key)))),
+            None,
+        ] {
+            let conn = Connect {
+                url: if tls.is_some() {
+                    url.clone()
+                } else {
+                    format!("http://{}", srv.addr)
+                },
+                token: Some(token("admin").to_string()),
+                tls,
+            };
+            let e = call(&conn, &inst, Call::Read).await.unwrap_err();
+            assert!(
+                !matches!(e.code(), Code::PermissionDenied | Code::Ok),
+                "{e:?}"
+            );
+        }
+
+        // A message over max_message_bytes is refused; the server goes on.
+        let writer = with(Some(token("telemetry-writer")));
+        let mut t = TelemetryClient::new(writer.channel().await.unwrap());
+        let big = probes(&inst.sites[0].id, 0, 5_000);
+        let e = t.ingest(tokio_stream::iter(vec![big])).await.unwrap_err();
+        assert!(
+            matches!(e.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{e:?}"
+        );
+        call(&writer, &inst, Call::Ingest)
+            .await
+            .expect("still serving");
+
+        // A stream over max_ingest_readings_per_s is slowed to the limit,
+        // and all of it is taken.
+        let batches: Vec<pb::ReadingBatch> = (0..5)
+            .map(|k| probes(&inst.sites[1].id, k * 400, 400))
+            .collect();
+        let started = Instant::now();
+        let summary = t
+            .ingest(tokio_stream::iter(batches))
+            .await
+            .unwrap()
+            .into_inner();
+        let took = started.elapsed();
+        assert_eq!(summary.accepted, 2_000, "{summary:?}");
+        assert!(
+            took >= Duration::from_millis(1_500),
+            "2,000 readings at 1,000/s took {took:?}"
+        );
+    });
+
+    // Secrets never reach the log, though it was at trace and saw refusals.
+    let log = srv.log.lock().unwrap().join("\n");
+    assert!(log.contains("refused"), "the log shows refusals");
+    for (name, _, t) in &tokens {
+        assert!(!log.contains(t.as_str()), "{name}'s token is in the log");
+    }
+    assert!(!log.contains(wrong), "a wrong token is in the log");
+    assert!(!log.contains(&made_token));
+}
+
+#[test]
+fn steps_reach_the_provisioner_over_mutual_tls_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let journal = dir.path().join("journal.tsv");
+    let sim = sim(
+        &journal,
+        &[
+            "--tls-cert",
+            pki.server_cert.to_str().unwrap(),
+            "--tls-key",
+            pki.server_key.to_str().unwrap(),
+            "--client-ca",
+            pki.ca.to_str().unwrap(),
+        ],
+    );
+    let sim_url = format!("https://localhost:{}", sim.port());
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "provisioner_tls:\n  ca: {}\n  cert: {}\n  key: {}\n",
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+    )
+    .unwrap();
+    let srv = server(
+        &dir.path().join("data"),
+        &sim_url,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--time-scale",
+            "0.002",
+        ],
+    );
+    let inst = fleet(3);
+    rt().block_on(async {
+        // Without our client certificate the provisioner takes no step.
+        let bare = Connect {
+            url: sim_url.clone(),
+            token: None,
+            tls: Some(pki.client(None)),
+        };
+        let refused = match bare.channel().await {
+            Err(_) => true,
+            Ok(ch) => ProvisionerClient::new(ch)
+                .execute(pb::StepRequest {
+                    idempotency_key: "intruder/0".into(),
+                    ..Default::default()
+                })
+                .await
+                .is_err(),
+        };
+        assert!(refused, "a client without a certificate was served");
+
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let solved = placement
+            .solve(pb::SolveRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let steps = solved.plan.as_ref().unwrap().steps.len();
+        assert!(steps > 0, "the fleet needs moves for this test");
+        placement
+            .approve_plan(pb::PlanRef {
+                plan_id: solved.plan_id,
+            })
+            .await
+            .unwrap();
+        let (end, _) = watch_to_end(&srv.url(), solved.plan_id, Duration::from_secs(120)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+    });
+    let counts = journal_counts(&journal);
+    assert!(!counts.contains_key("intruder/0"));
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+}
