@@ -4,6 +4,7 @@ mod bad_input;
 mod brute_force;
 mod cli;
 mod common;
+mod crash;
 mod execution;
 mod explanations;
 mod export;
