@@ -163,39 +163,36 @@ fn sigkill_during_ingest_and_dispatch_loses_no_acknowledged_write() {
         let first = sent;
         let sites_now = sites.clone();
         // Ingest calls, one new sensor each, until the server dies.
-        let done = runtime.block_on(async move {
-            let writer = tokio::spawn(async move {
-                let Ok(channel) = Connect::plain(&url).channel().await else {
-                    return 0u64;
+        let writer = runtime.spawn(async move {
+            let Ok(channel) = Connect::plain(&url).channel().await else {
+                return 0u64;
+            };
+            let mut t = TelemetryClient::new(channel);
+            let mut k = 0u64;
+            loop {
+                let site = &sites_now[(k as usize) % sites_now.len()];
+                let batch = pb::ReadingBatch {
+                    site: site.clone(),
+                    timestamp_s: now_s(),
+                    readings: vec![pb::Reading {
+                        device_id: format!("{site}/crash-{life}-{k}"),
+                        device_type: pb::DeviceType::Temperature as i32,
+                        placement: pb::DevicePlacement::Outside as i32,
+                        value: 20.0,
+                        ..Default::default()
+                    }],
                 };
-                let mut t = TelemetryClient::new(channel);
-                let mut k = 0u64;
-                loop {
-                    let site = &sites_now[(k as usize) % sites_now.len()];
-                    let batch = pb::ReadingBatch {
-                        site: site.clone(),
-                        timestamp_s: now_s(),
-                        readings: vec![pb::Reading {
-                            device_id: format!("{site}/crash-{life}-{k}"),
-                            device_type: pb::DeviceType::Temperature as i32,
-                            placement: pb::DevicePlacement::Outside as i32,
-                            value: 20.0,
-                            ..Default::default()
-                        }],
-                    };
-                    k += 1;
-                    match t.ingest(tokio_stream::iter(vec![batch])).await {
-                        Ok(r) => {
-                            assert_eq!(r.into_inner().accepted, 1);
-                            *acked_now.lock().unwrap().entry(site.clone()).or_default() += 1;
-                        }
-                        Err(_) => return k, // the server died mid-call
+                k += 1;
+                match t.ingest(tokio_stream::iter(vec![batch])).await {
+                    Ok(r) => {
+                        assert_eq!(r.into_inner().accepted, 1);
+                        *acked_now.lock().unwrap().entry(site.clone()).or_default() += 1;
                     }
+                    Err(_) => return k, // the server died mid-call
                 }
-            });
-            tokio::time::sleep(kill_after).await;
-            writer
+            }
         });
+        runtime.block_on(async { tokio::time::sleep(kill_after).await });
         let running = runtime.block_on(async {
             connect(&srv.url(), PlacementClient::new)
                 .await
@@ -206,7 +203,7 @@ fn sigkill_during_ingest_and_dispatch_loses_no_acknowledged_write() {
         });
         kills_mid_plan += usize::from(running == pb::PlanState::Executing as i32);
         srv.kill9();
-        sent = first + runtime.block_on(done).unwrap();
+        sent = first + runtime.block_on(writer).unwrap();
         srv = server(&data, &sim.url(), &args);
         runtime.block_on(async {
             let now = sensors_per_site(&srv.url()).await;
