@@ -186,14 +186,19 @@ enum Command {
         #[arg(long, value_enum)]
         role: edgeplan::service::auth::Role,
     },
-    /// Stream synthetic telemetry at a running service and report samples/s.
-    LoadTelemetry {
+    /// Load a running service: telemetry streams, solves and watches for a
+    /// fixed time; prints samples/s, ack and solve latency, errors, memory.
+    #[command(alias = "load-telemetry")]
+    Load {
         #[arg(long, default_value = "http://127.0.0.1:50051")]
         server: String,
         #[arg(long, default_value_t = 250)]
         sites: usize,
         #[arg(long, default_value_t = 18)]
         racks_per_site: usize,
+        /// Workloads in the synthetic fleet (what solves place; 0: sites only).
+        #[arg(long, default_value_t = 0)]
+        workloads: usize,
         /// Readings per batch.
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
@@ -202,6 +207,17 @@ enum Command {
         /// Concurrent Ingest streams.
         #[arg(long, default_value_t = 2)]
         streams: usize,
+        /// Batches per Ingest call, each call timed to its ack (0: one call per stream).
+        #[arg(long, default_value_t = 0)]
+        batches_per_call: usize,
+        /// Concurrent loops of Solve (dry-run) calls.
+        #[arg(long, default_value_t = 0)]
+        solvers: usize,
+        #[arg(long, default_value_t = 1.0)]
+        solve_time_limit: f64,
+        /// Concurrent WatchSites streams.
+        #[arg(long, default_value_t = 0)]
+        watchers: usize,
         /// The server's pid, to sample its memory.
         #[arg(long)]
         server_pid: Option<u32>,
@@ -1060,13 +1076,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 serde_json::to_string(&entry)?
             );
         }
-        Command::LoadTelemetry {
+        Command::Load {
             server,
             sites,
             racks_per_site,
+            workloads,
             batch,
             seconds,
             streams,
+            batches_per_call,
+            solvers,
+            solve_time_limit,
+            watchers,
             server_pid,
             auth,
         } => {
@@ -1074,22 +1095,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 server: auth.connect(&server),
                 sites,
                 racks_per_site,
+                workloads,
                 batch,
                 seconds,
                 streams,
+                batches_per_call,
+                solvers,
+                solve_time_limit_s: solve_time_limit,
+                watchers,
                 server_pid,
             };
             let report = runtime()?.block_on(edgeplan::service::load::run(&opts))?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             eprintln!(
-                "{} sensors: {} readings accepted ({} rejected) in {:.1} s = {:.0} samples/s; last ack {:.0} ms after the deadline",
+                "{} sensors: {} readings accepted ({} rejected) in {:.1} s = {:.0} samples/s",
                 report.sensors,
                 report.accepted,
                 report.rejected,
                 report.seconds,
                 report.samples_per_s,
-                report.ack_ms_max
             );
+            let lat = |name: &str, l: &edgeplan::service::load::Latency| {
+                if l.count > 0 {
+                    eprintln!(
+                        "{name}: {} calls, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                        l.count, l.p50_ms, l.p99_ms, l.max_ms
+                    );
+                }
+            };
+            lat("ingest ack", &report.ingest_ack);
+            lat("solve", &report.solve);
+            if watchers > 0 {
+                eprintln!("watch: {} messages", report.watch_messages);
+            }
             if let (Some(first), Some(last)) =
                 (report.server_rss_mib.first(), report.server_rss_mib.last())
             {
@@ -1097,6 +1135,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "server RSS {:.0} MiB at {:.0} s → {:.0} MiB at {:.0} s",
                     first.1, first.0, last.1, last.0
                 );
+            }
+            eprintln!("errors: {} {:?}", report.errors, report.error_examples);
+            if report.errors > 0 {
+                bail!("{} calls failed", report.errors);
             }
         }
         Command::Report {

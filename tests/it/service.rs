@@ -802,3 +802,58 @@ fn a_short_demo_replans_executes_and_writes_the_report() {
     assert!(page.contains("<svg") && page.contains("edgeplan demo"));
     assert!(story.contains(&format!("operator report: {}", report.display())));
 }
+
+#[test]
+fn the_load_generator_drives_ingest_solves_and_watches_without_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Proc::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+    ]);
+    let pid = srv.pid().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+        .args([
+            "load",
+            "--server",
+            &srv.url(),
+            "--seconds",
+            "3",
+            "--sites",
+            "12",
+            "--racks-per-site",
+            "4",
+            "--workloads",
+            "30",
+            "--batch",
+            "300",
+            "--batches-per-call",
+            "2",
+            "--solvers",
+            "1",
+            "--solve-time-limit",
+            "0.3",
+            "--watchers",
+            "2",
+            "--server-pid",
+            &pid,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], 0, "{report}");
+    assert_eq!(report["rejected"], 0, "{report}");
+    assert!(report["accepted"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["accepted"], report["sent"], "{report}");
+    let acks = &report["ingest_ack"];
+    assert!(acks["count"].as_u64().unwrap() >= 2, "{report}");
+    assert!(acks["p50_ms"].as_f64().unwrap() <= acks["p99_ms"].as_f64().unwrap());
+    assert!(report["solve"]["count"].as_u64().unwrap() >= 1, "{report}");
+    assert!(report["watch_messages"].as_u64().unwrap() >= 2, "{report}");
+    assert!(!report["server_rss_mib"].as_array().unwrap().is_empty());
+    assert!(text.contains("samples/s") && text.contains("p99"), "{text}");
+}
