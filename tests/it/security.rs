@@ -429,3 +429,41 @@ fn steps_reach_the_provisioner_over_mutual_tls_only() {
     assert!(!counts.contains_key("intruder/0"));
     assert!(counts.values().all(|&n| n == 1), "{counts:?}");
 }
+
+#[test]
+fn a_bad_security_setting_stops_the_start_and_names_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "auth:\n  tokens:\n    - { name: gw, role: telemetry-writer, sha256: abc }\n",
+            "auth.tokens[0] (gw)",
+        ),
+        (
+            "auth:\n  tokens:\n    - { name: gw, role: superuser, sha256: abc }\n",
+            "superuser",
+        ),
+        (
+            "tls:\n  cert: /nonexistent/server.pem\n  key: /nonexistent/server.key\n",
+            "/nonexistent/server.pem",
+        ),
+        (
+            "provisioner_tls:\n  ca: /nonexistent/ca.pem\n",
+            "/nonexistent/ca.pem",
+        ),
+    ];
+    for (i, (yaml, named)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("bad-{i}.yaml"));
+        std::fs::write(&config, yaml).unwrap();
+        let data = dir.path().join(format!("data-{i}"));
+        let out = Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{yaml} started");
+        assert!(err.contains(named), "{yaml}: {err}");
+    }
+}
