@@ -1,8 +1,11 @@
 //! The solver front: picks the method by size and says which it used. The
 //! exact path hands the [`Milp`] to HiGHS through good_lp, warm started from
 //! a feasible placement so that a time-limited solve always returns one; the
-//! fast path (`fast`) serves fleets the MILP cannot. Both report a proven
-//! bound and the gap. Pure apart from the time limits.
+//! fast path (`fast`) serves fleets the MILP cannot. Between them, `auto`
+//! improves the fast answer by large-neighbourhood search: HiGHS solves
+//! the sub-model of a few related sites' workloads, the rest held fixed.
+//! Every answer reports a proven bound and the gap. Pure apart from the
+//! time limits.
 
 use good_lp::solvers::highs::highs;
 use good_lp::{variable, Expression, ProblemVariables, SolverModel, Variable};
@@ -12,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::fast::{self, FastOptions};
-use crate::milp::Milp;
+use crate::milp::{Column, Milp};
 use crate::problem::{Problem, EPS};
 
 /// Options of an exact solve.
@@ -46,7 +49,8 @@ impl Default for SolveOptions {
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// The fast path first; then, if its gap is above the target and the
-    /// model is small enough for HiGHS, the exact MILP warm-started from it.
+    /// model is small enough for HiGHS, a large-neighbourhood search with
+    /// HiGHS on sub-problems, and the exact MILP warm-started from its answer.
     #[default]
     Auto,
     /// The exact MILP on HiGHS.
@@ -71,6 +75,10 @@ impl std::str::FromStr for Method {
 /// the model to HiGHS: the LP relaxation alone outlasts any interactive
 /// time limit there (5,000 × 100 pairs took seconds just to bound).
 pub const EXACT_MAX_CANDIDATES: usize = 60_000;
+
+/// Share of `auto`'s time after the fast path that goes to the
+/// large-neighbourhood search (the rest: HiGHS on the whole model).
+const LNS_SHARE: f64 = 0.6;
 
 /// The gap `auto` settles for when none is asked for.
 pub const DEFAULT_GAP: f64 = 1e-4;
@@ -149,6 +157,17 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
             if fast.gap <= target {
                 return Ok(fast);
             }
+            let milp = Milp::build(problem);
+            let mut start = fast.x.clone();
+            // With a time limit: most of what is left on neighbourhoods
+            // HiGHS solves exactly, the rest on the whole model (for its
+            // bound, and whatever it still finds).
+            if let Some(t) = options.time_limit_s {
+                let left = (t - started.elapsed().as_secs_f64()).max(0.0);
+                let until = std::time::Instant::now()
+                    + std::time::Duration::from_secs_f64(left * LNS_SHARE);
+                start = lns(problem, &milp, start, until, options)?.0;
+            }
             let left = options
                 .time_limit_s
                 .map(|t| (t - started.elapsed().as_secs_f64()).max(0.1));
@@ -156,7 +175,7 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
                 time_limit_s: left,
                 ..options.clone()
             };
-            let mut solved = exact(problem, &exact_options, fast.x.clone())?;
+            let mut solved = exact_on(problem, &milp, &exact_options, start)?;
             if fast.objective < solved.objective {
                 solved.x = fast.x;
                 solved.objective = fast.objective;
@@ -202,12 +221,29 @@ pub fn exact(
     options: &SolveOptions,
     start: Vec<Vec<(usize, u32)>>,
 ) -> Result<Solved> {
-    let milp = Milp::build(problem);
-    let start_values = milp.assignment_of(problem, &start);
+    exact_on(problem, &Milp::build(problem), options, start)
+}
 
+/// What one HiGHS run left.
+struct HighsRun {
+    /// Column values of its best solution, if it has one.
+    values: Option<Vec<f64>>,
+    status: HighsModelStatus,
+    /// HiGHS's dual bound (offset excluded), −∞ if unknown.
+    dual_bound: f64,
+    mip_gap: f64,
+}
+
+/// HiGHS on `milp` with these column bounds (the model's, or some fixed),
+/// warm-started from `start_values`.
+fn run_highs(
+    milp: &Milp,
+    columns: &[Column],
+    start_values: &[f64],
+    options: &SolveOptions,
+) -> Result<HighsRun> {
     let mut vars = ProblemVariables::new();
-    let cols: Vec<Variable> = milp
-        .columns
+    let cols: Vec<Variable> = columns
         .iter()
         .map(|c| {
             let mut v = variable().min(c.lower).max(c.upper);
@@ -218,7 +254,7 @@ pub fn exact(
         })
         .collect();
     let mut objective = Expression::with_capacity(cols.len());
-    for (c, v) in milp.columns.iter().zip(&cols) {
+    for (c, v) in columns.iter().zip(&cols) {
         if c.cost != 0.0 {
             objective.add_mul(c.cost, *v);
         }
@@ -257,36 +293,51 @@ pub fn exact(
     }
     // The warm start only helps; HiGHS may refuse it (it then starts cold),
     // and a refused hint must not abort the solve.
-    if let Err(e) = hm.try_set_solution(Some(&start_values), None, None, None) {
-        tracing::debug!("HiGHS refused the greedy start: {e:?}");
+    if let Err(e) = hm.try_set_solution(Some(start_values), None, None, None) {
+        tracing::debug!("HiGHS refused the start: {e:?}");
     }
     let solved = hm
         .try_solve()
         .map_err(|e| Error::Solver(format!("HiGHS failed: {e:?}")))?;
-    let status = solved.status();
-    let greedy_objective = milp.objective_at(&start_values);
     // Read the raw info: the binding's accessor panics on "no status yet".
     let has_solution = solved
         .int_info_value(c"primal_solution_status")
         .is_ok_and(|v| v == highs::HighsSolutionStatus::Feasible as i64);
-    let (x, objective) = if has_solution {
-        let values = solved.get_solution().columns().to_vec();
-        let x = milp.placement_from(&values);
-        let obj = milp.objective_at(&milp.assignment_of(problem, &x));
-        if obj <= greedy_objective + EPS * greedy_objective.abs().max(1.0) {
-            (x, obj)
-        } else {
-            (start, greedy_objective)
+    Ok(HighsRun {
+        values: has_solution.then(|| solved.get_solution().columns().to_vec()),
+        status: solved.status(),
+        dual_bound: solved
+            .double_info_value(c"mip_dual_bound")
+            .unwrap_or(f64::NEG_INFINITY),
+        mip_gap: solved.mip_gap(),
+    })
+}
+
+/// [`exact`] on a model already built.
+fn exact_on(
+    problem: &Problem,
+    milp: &Milp,
+    options: &SolveOptions,
+    start: Vec<Vec<(usize, u32)>>,
+) -> Result<Solved> {
+    let start_values = milp.assignment_of(problem, &start);
+    let run = run_highs(milp, &milp.columns, &start_values, options)?;
+    let start_objective = milp.objective_at(&start_values);
+    let (x, objective) = match &run.values {
+        Some(values) => {
+            let x = milp.placement_from(values);
+            let obj = milp.objective_at(&milp.assignment_of(problem, &x));
+            if obj <= start_objective + EPS * start_objective.abs().max(1.0) {
+                (x, obj)
+            } else {
+                (start, start_objective)
+            }
         }
-    } else {
-        (start, greedy_objective)
+        None => (start, start_objective),
     };
-    let bound_info = solved
-        .double_info_value(c"mip_dual_bound")
-        .unwrap_or(f64::NEG_INFINITY);
-    let status = match status {
+    let status = match run.status {
         HighsModelStatus::Optimal => {
-            if solved.mip_gap() > 1e-6 && options.relative_gap.is_some() {
+            if run.mip_gap > 1e-6 && options.relative_gap.is_some() {
                 SolveStatus::GapLimit
             } else {
                 SolveStatus::Optimal
@@ -304,8 +355,8 @@ pub fn exact(
         }
     };
     // HiGHS's bound excludes our offset; an unknown bound is reported as the offset alone.
-    let bound = if bound_info.is_finite() {
-        (bound_info + milp.offset).min(objective)
+    let bound = if run.dual_bound.is_finite() {
+        (run.dual_bound + milp.offset).min(objective)
     } else if status == SolveStatus::Optimal {
         objective
     } else {
@@ -320,6 +371,121 @@ pub fn exact(
         method: Method::Exact,
         price: Vec::new(),
     })
+}
+
+/// Improve a placement by [large-neighbourhood search](lns) on the exact
+/// model for at most `time_limit_s` (it stops sooner once a neighbourhood
+/// spanning every site was solved to optimality: then the answer is
+/// optimal). Returns the placement and its objective.
+pub fn neighbourhood_search(
+    problem: &Problem,
+    start: Vec<Vec<(usize, u32)>>,
+    time_limit_s: f64,
+    seed: u32,
+) -> Result<(Vec<Vec<(usize, u32)>>, f64)> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(time_limit_s);
+    let options = SolveOptions {
+        seed,
+        ..SolveOptions::default()
+    };
+    lns(problem, &Milp::build(problem), start, until, &options)
+}
+
+/// Large-neighbourhood search on the exact model: free the workloads that
+/// run on a few related sites, fix every other workload's columns at the
+/// incumbent, and let HiGHS solve what is left (small after presolve),
+/// warm-started from the incumbent. Every improvement is kept; the
+/// neighbourhood grows while HiGHS proves its sub-problems optimal quickly
+/// and shrinks when it runs out of time. Returns the best placement and
+/// its objective (the model's pricing); deterministic for a seed apart
+/// from the time limits.
+fn lns(
+    problem: &Problem,
+    milp: &Milp,
+    mut x: Vec<Vec<(usize, u32)>>,
+    until: std::time::Instant,
+    options: &SolveOptions,
+) -> Result<(Vec<Vec<(usize, u32)>>, f64)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u64::from(options.seed) ^ 0x1a5);
+    let sites = problem.sites.len();
+    let mut values = milp.assignment_of(problem, &x);
+    let mut objective = milp.objective_at(&values);
+    let mut width = 3usize; // sites per neighbourhood
+    let (mut tries, mut kept) = (0usize, 0usize);
+    while std::time::Instant::now() < until && sites > 1 {
+        tries += 1;
+        // Related sites: one at random, then where its workloads could go.
+        let s0 = rng.random_range(0..sites);
+        let mut weight = vec![0u32; sites];
+        for (w, at) in x.iter().enumerate() {
+            if at.iter().any(|&(s, _)| s == s0) {
+                for c in &problem.workloads[w].candidates {
+                    weight[c.site] += 1;
+                }
+            }
+        }
+        let mut near: Vec<usize> = (0..sites).filter(|&s| s != s0 && weight[s] > 0).collect();
+        // Heaviest first, with a random tie-break so neighbourhoods vary.
+        let jitter: Vec<u32> = (0..sites).map(|_| rng.random_range(0..4)).collect();
+        near.sort_by_key(|&s| std::cmp::Reverse(weight[s] * 4 + jitter[s]));
+        // At full width: every site, i.e. the whole model.
+        let mut chosen = vec![width >= sites; sites];
+        chosen[s0] = true;
+        for &s in near.iter().take(width.saturating_sub(1)) {
+            chosen[s] = true;
+        }
+        let free: Vec<bool> = x
+            .iter()
+            .map(|at| at.is_empty() || at.iter().any(|&(s, _)| chosen[s]))
+            .collect();
+        let mut columns = milp.columns.clone();
+        for (w, &is_free) in free.iter().enumerate() {
+            if is_free {
+                continue;
+            }
+            let fixed = milp.x[w]
+                .iter()
+                .chain(&milp.m[w])
+                .map(|&(_, c)| c)
+                .chain([milp.u[w]]);
+            for c in fixed {
+                columns[c].lower = values[c];
+                columns[c].upper = values[c];
+            }
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        let sub = SolveOptions {
+            time_limit_s: Some(left.as_secs_f64().min(2.0)),
+            relative_gap: Some(0.0),
+            ..options.clone()
+        };
+        let run = run_highs(milp, &columns, &values, &sub)?;
+        let optimal = run.status == HighsModelStatus::Optimal;
+        if optimal {
+            width = (width + 1).min(sites);
+        } else {
+            width = width.saturating_sub(1).max(2);
+        }
+        // Every site at once, solved: that was the whole model.
+        let whole = optimal && free.iter().all(|&f| f);
+        if let Some(v) = run.values {
+            let candidate = milp.placement_from(&v);
+            let cv = milp.assignment_of(problem, &candidate);
+            let obj = milp.objective_at(&cv);
+            if obj < objective - 1e-9 * objective.abs().max(1.0) {
+                x = candidate;
+                values = cv;
+                objective = obj;
+                kept += 1;
+            }
+        }
+        if whole {
+            break;
+        }
+    }
+    tracing::debug!(tries, kept, width, objective, "large-neighbourhood search");
+    Ok((x, objective))
 }
 
 /// A feasible placement, built greedily: keep what runs today where it still

@@ -151,3 +151,28 @@ fn cli_solves_on_the_fast_path_and_benchmarks() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[test]
+fn neighbourhood_search_never_worsens_and_ends_at_the_optimum_on_small_fleets() {
+    for (replicas, sites, seed) in [(200, 12, 4), (600, 30, 5)] {
+        let inst = gen(replicas, sites, seed);
+        let problem = Problem::build(&inst).expect("builds");
+        let optimum = solve_with(&problem, Method::Exact, 0.0).objective;
+        let start = edgeplan::solver::greedy(&problem);
+        let start_objective = verify(&inst, &problem.placement_of(&start)).objective.total;
+        let started = std::time::Instant::now();
+        let (x, objective) =
+            edgeplan::solver::neighbourhood_search(&problem, start, 120.0, 1).expect("searches");
+        let report = verify(&inst, &problem.placement_of(&x));
+        assert!(report.feasible, "{:?}", &report.violations[..1]);
+        let priced = report.objective.total;
+        assert!((priced - objective).abs() <= 1e-6 * priced.abs().max(1.0));
+        assert!(objective <= start_objective + 1e-9, "worse than its start");
+        // It stops once it has solved every site at once, i.e. the whole model.
+        assert!(
+            (objective - optimum).abs() <= 1e-6 * optimum.abs().max(1.0),
+            "{replicas}x{sites}: {objective} against the optimum {optimum}"
+        );
+        assert!(started.elapsed().as_secs_f64() < 120.0, "ran to its limit");
+    }
+}
