@@ -130,6 +130,9 @@ impl Solved {
     }
 }
 
+/// Per workload: (site, replicas) — a placement in index form.
+pub type Replicas = Vec<Vec<(usize, u32)>>;
+
 /// Relative gap between an objective and a bound.
 pub fn relative_gap(objective: f64, bound: f64) -> f64 {
     ((objective - bound) / objective.abs().max(1e-9)).max(0.0)
@@ -382,7 +385,7 @@ pub fn neighbourhood_search(
     start: Vec<Vec<(usize, u32)>>,
     time_limit_s: f64,
     seed: u32,
-) -> Result<(Vec<Vec<(usize, u32)>>, f64)> {
+) -> Result<(Replicas, f64)> {
     let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(time_limit_s);
     let options = SolveOptions {
         seed,
@@ -405,7 +408,7 @@ fn lns(
     mut x: Vec<Vec<(usize, u32)>>,
     until: std::time::Instant,
     options: &SolveOptions,
-) -> Result<(Vec<Vec<(usize, u32)>>, f64)> {
+) -> Result<(Replicas, f64)> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u64::from(options.seed) ^ 0x1a5);
     let sites = problem.sites.len();
