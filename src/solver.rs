@@ -80,6 +80,14 @@ pub const EXACT_MAX_CANDIDATES: usize = 60_000;
 /// large-neighbourhood search (the rest: HiGHS on the whole model).
 const LNS_SHARE: f64 = 0.6;
 
+/// At most this long on neighbourhoods: with a generous time limit, HiGHS
+/// on the whole model, from the search's answer, proves the optimum sooner.
+const LNS_MAX_S: f64 = 6.0;
+
+/// Neighbourhoods in a row without an improvement before the search hands
+/// over to HiGHS on the whole model.
+const LNS_PATIENCE: usize = 6;
+
 /// The gap `auto` settles for when none is asked for.
 pub const DEFAULT_GAP: f64 = 1e-4;
 
@@ -168,7 +176,7 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
             if let Some(t) = options.time_limit_s {
                 let left = (t - started.elapsed().as_secs_f64()).max(0.0);
                 let until = std::time::Instant::now()
-                    + std::time::Duration::from_secs_f64(left * LNS_SHARE);
+                    + std::time::Duration::from_secs_f64((left * LNS_SHARE).min(LNS_MAX_S));
                 start = lns(problem, &milp, start, until, options)?.0;
             }
             let left = options
@@ -399,7 +407,9 @@ pub fn neighbourhood_search(
 /// incumbent, and let HiGHS solve what is left (small after presolve),
 /// warm-started from the incumbent. Every improvement is kept; the
 /// neighbourhood grows while HiGHS proves its sub-problems optimal quickly
-/// and shrinks when it runs out of time. Returns the best placement and
+/// and shrinks when it runs out of time; the search ends at its deadline,
+/// after [`LNS_PATIENCE`] fruitless tries once sub-models stop being solved
+/// to optimality, or once it solved every site at once. Returns the best placement and
 /// its objective (the model's pricing); deterministic for a seed apart
 /// from the time limits.
 fn lns(
@@ -415,7 +425,7 @@ fn lns(
     let mut values = milp.assignment_of(problem, &x);
     let mut objective = milp.objective_at(&values);
     let mut width = 3usize; // sites per neighbourhood
-    let (mut tries, mut kept) = (0usize, 0usize);
+    let (mut tries, mut kept, mut stale) = (0usize, 0usize, 0usize);
     while std::time::Instant::now() < until && sites > 1 {
         tries += 1;
         // Related sites: one at random, then where its workloads could go.
@@ -466,12 +476,13 @@ fn lns(
         let run = run_highs(milp, &columns, &values, &sub)?;
         let optimal = run.status == HighsModelStatus::Optimal;
         if optimal {
-            width = (width + 1).min(sites);
+            width = (width + width.div_ceil(2)).min(sites);
         } else {
-            width = width.saturating_sub(1).max(2);
+            width = (width * 2 / 3).max(2);
         }
         // Every site at once, solved: that was the whole model.
         let whole = optimal && free.iter().all(|&f| f);
+        stale += 1;
         if let Some(v) = run.values {
             let candidate = milp.placement_from(&v);
             let cv = milp.assignment_of(problem, &candidate);
@@ -481,9 +492,12 @@ fn lns(
                 values = cv;
                 objective = obj;
                 kept += 1;
+                stale = 0;
             }
         }
-        if whole {
+        // Solved whole, or stuck where sub-models are already hard: the
+        // whole model (HiGHS next) does better.
+        if whole || (stale >= LNS_PATIENCE && !optimal) {
             break;
         }
     }
