@@ -224,7 +224,12 @@ impl HourlySeries {
 
     fn push(&mut self, hour: i64, mean: f64) {
         if let Some(&(last_h, last_v)) = self.points.back() {
-            for h in last_h + 1..hour {
+            // Only the last HOURS_KEPT hours survive: a gap of years (a
+            // clock far ahead) fills no more than that.
+            let from = last_h
+                .saturating_add(1)
+                .max(hour.saturating_sub(HOURS_KEPT as i64));
+            for h in from..hour {
                 self.points.push_back((h, last_v));
             }
         }

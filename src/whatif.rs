@@ -268,7 +268,8 @@ pub fn apply(base: &Instance, scenario: &Scenario, path: &str) -> Result<Instanc
                         let last = a.forecast_c.last().copied().unwrap_or(a.current_c);
                         a.forecast_c.resize(horizon as usize, last);
                     }
-                    let end = hours.map_or(a.forecast_c.len(), |h| (*from_hour + h) as usize);
+                    let end =
+                        hours.map_or(a.forecast_c.len(), |h| from_hour.saturating_add(h) as usize);
                     for (h, t) in a.forecast_c.iter_mut().enumerate() {
                         if h >= *from_hour as usize && h < end {
                             *t += delta_c;

@@ -367,3 +367,25 @@ fn windows_are_bounded_and_configurable() {
         "stale sensors are not reported as fresh"
     );
 }
+
+/// Found by the `telemetry_batch` fuzz target: an ambient reading centuries
+/// after the last one made the hourly series fill every hour between (a
+/// huge allocation). Only the hours kept are filled now.
+#[test]
+fn a_timestamp_far_ahead_fills_no_more_hours_than_are_kept() {
+    let mut t = TelemetryState::default();
+    let ambient = |v: f64, at: f64| reading("a/out", "a", None, SensorKind::Ambient, "C", v, at);
+    t.ingest(&ambient(20.0, 3_600.0), known).unwrap();
+    t.ingest(&ambient(21.0, 7_200.0), known).unwrap();
+    let far = 3_600.0 * 1e12;
+    let _ = t.ingest(&ambient(22.0, far), known);
+    let _ = t.ingest(&ambient(23.0, far + 3_600.0), known);
+    for series in t.ambient_hourly.values() {
+        assert!(series.points.len() <= edgeplan::telemetry::HOURS_KEPT);
+        let hours: Vec<i64> = series.points.iter().map(|p| p.0).collect();
+        assert!(
+            hours.windows(2).all(|w| w[1] == w[0] + 1),
+            "consecutive hours"
+        );
+    }
+}
