@@ -1,6 +1,6 @@
 # Set-up and everyday commands. Each target installs what the build needs
 # (cmake and libclang for HiGHS) if the machine lacks it.
-.PHONY: deps demo test lint bench
+.PHONY: deps demo test lint bench fuzz
 
 deps:
 	@./scripts/deps.sh
@@ -10,6 +10,10 @@ demo: deps
 
 test: deps
 	cargo test
+
+# Each fuzz target for FUZZ_SECONDS (CI: 60).
+fuzz:
+	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 lint: deps
 	cargo fmt --all -- --check

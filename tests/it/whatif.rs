@@ -231,3 +231,27 @@ fn a_new_site_absorbs_load() {
     assert!(site_of(&with, "fra-2").utilization["gpus"] > 0.0);
     assert!(base.sites.iter().all(|s| s.site != "fra-2"));
 }
+
+/// Found by the `scenario` fuzz target: a heat wave starting at the last
+/// representable hour overflowed `from_hour + hours`. It now reaches past
+/// the horizon and changes nothing.
+#[test]
+fn a_heat_wave_beyond_any_horizon_changes_nothing_and_does_not_overflow() {
+    let base = example();
+    let file = edgeplan::whatif::parse(include_str!(
+        "../../fuzz/regressions/scenario/heat-wave-hour-overflow.yaml"
+    ))
+    .unwrap();
+    let changed = apply(&base, &file.scenarios[0], "scenarios[0]").unwrap();
+    for (a, b) in changed.sites.iter().zip(&base.sites) {
+        assert_eq!(a.ambient.current_c, b.ambient.current_c);
+        let peak = |s: &edgeplan::instance::Site| {
+            s.ambient
+                .forecast_c
+                .iter()
+                .copied()
+                .fold(f64::MIN, f64::max)
+        };
+        assert!(peak(a) <= peak(b).max(b.ambient.current_c), "{}", a.id);
+    }
+}
