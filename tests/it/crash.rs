@@ -49,18 +49,13 @@ async fn sensors_per_site(url: &str) -> BTreeMap<String, u32> {
 
 /// The plan's view and which steps it says succeeded.
 async fn plan_steps(url: &str, plan_id: u64) -> (Plan, Vec<bool>) {
-    let view = connect(url, PlacementClient::new)
-        .await
-        .get_plan(pb::PlanRef { plan_id })
-        .await
-        .unwrap()
-        .into_inner();
+    let (view, plan) = plan_view(url, plan_id).await;
     let succeeded = view
         .steps
         .iter()
         .map(|s| s.state == pb::StepState::Succeeded as i32)
         .collect();
-    (serde_json::from_str(&view.plan_json).unwrap(), succeeded)
+    (plan, succeeded)
 }
 
 /// The inventory must be the start plus exactly the succeeded steps. The

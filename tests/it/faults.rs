@@ -17,7 +17,6 @@ use edgeplan::api::pb::inventory_client::InventoryClient;
 use edgeplan::api::pb::placement_client::PlacementClient;
 use edgeplan::execution::apply_step;
 use edgeplan::instance::Instance;
-use edgeplan::plan::Plan;
 use edgeplan::service::client::{push_instance, Connect};
 
 use crate::live::*;
@@ -51,34 +50,12 @@ async fn inventory(url: &str) -> Instance {
     serde_json::from_str(&snap.instance_json).unwrap()
 }
 
-async fn plan_view(url: &str, plan_id: u64) -> (pb::PlanView, Plan) {
-    let view = connect(url, PlacementClient::new)
-        .await
-        .get_plan(pb::PlanRef { plan_id })
-        .await
-        .unwrap()
-        .into_inner();
-    let plan = serde_json::from_str(&view.plan_json).unwrap();
-    (view, plan)
-}
-
 /// Solve, approve and watch one plan to its end; check what every fault
 /// run must keep. Returns the plan's final state.
 async fn run_plan_and_check(url: &str, inst: &Instance, journal: &Path, calls: &Path) -> i32 {
-    let mut placement = connect(url, PlacementClient::new).await;
-    let solved = placement
-        .solve(pb::SolveRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    placement
-        .approve_plan(pb::PlanRef {
-            plan_id: solved.plan_id,
-        })
-        .await
-        .unwrap();
-    let (end, _) = watch_to_end(url, solved.plan_id, Duration::from_secs(300)).await;
-    let (view, plan) = plan_view(url, solved.plan_id).await;
+    let (plan_id, _) = solve_and_approve(url).await;
+    let (end, _) = watch_to_end(url, plan_id, Duration::from_secs(300)).await;
+    let (view, plan) = plan_view(url, plan_id).await;
     let state = |s: &pb::StepView| pb::StepState::try_from(s.state).unwrap();
     let failed = view
         .steps
@@ -96,7 +73,7 @@ async fn run_plan_and_check(url: &str, inst: &Instance, journal: &Path, calls: &
     }
     if failed > 0 {
         assert_eq!(end.state, pb::PlanState::Failed as i32, "{end:?}");
-        eprintln!("plan {} failed: {}", solved.plan_id, view.error);
+        eprintln!("plan {plan_id} failed: {}", view.error);
     }
     // Bounded retries, and no step executed twice.
     for (key, n) in calls_per_key(calls) {
@@ -239,22 +216,8 @@ fn a_provisioner_that_dies_mid_step_is_not_asked_to_run_it_twice() {
     let inst = fleet(3);
     rt().block_on(async {
         push_instance(&Connect::plain(&url), &inst).await.unwrap();
-        let mut placement = connect(&url, PlacementClient::new).await;
-        let solved = placement
-            .solve(pb::SolveRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(
-            solved.plan.unwrap().steps.len() > 3,
-            "needs more than three steps"
-        );
-        placement
-            .approve_plan(pb::PlanRef {
-                plan_id: solved.plan_id,
-            })
-            .await
-            .unwrap();
+        let (plan_id, steps) = solve_and_approve(&url).await;
+        assert!(steps > 3, "needs more than three steps");
         let deadline = Instant::now() + Duration::from_secs(60);
         while first.exited().is_none() {
             assert!(Instant::now() < deadline, "the simulator did not exit");
@@ -272,7 +235,7 @@ fn a_provisioner_that_dies_mid_step_is_not_asked_to_run_it_twice() {
             "--call-log",
             &calls_s,
         ]);
-        let (end, _) = watch_to_end(&url, solved.plan_id, Duration::from_secs(120)).await;
+        let (end, _) = watch_to_end(&url, plan_id, Duration::from_secs(120)).await;
         assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
     });
     let executed = journal_counts(&journal);

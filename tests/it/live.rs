@@ -207,3 +207,33 @@ pub fn journal_counts(path: &Path) -> BTreeMap<String, usize> {
     }
     counts
 }
+
+/// Solve on the live state and approve the plan: its id and number of steps.
+pub async fn solve_and_approve(url: &str) -> (u64, usize) {
+    let mut placement = connect(url, PlacementClient::new).await;
+    let solved = placement
+        .solve(pb::SolveRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let steps = solved.plan.as_ref().map_or(0, |p| p.steps.len());
+    placement
+        .approve_plan(pb::PlanRef {
+            plan_id: solved.plan_id,
+        })
+        .await
+        .unwrap();
+    (solved.plan_id, steps)
+}
+
+/// A plan as the API shows it, and as `edgeplan plan` writes it.
+pub async fn plan_view(url: &str, plan_id: u64) -> (pb::PlanView, edgeplan::plan::Plan) {
+    let view = connect(url, PlacementClient::new)
+        .await
+        .get_plan(pb::PlanRef { plan_id })
+        .await
+        .unwrap()
+        .into_inner();
+    let plan = serde_json::from_str(&view.plan_json).unwrap();
+    (view, plan)
+}

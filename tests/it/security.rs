@@ -408,21 +408,9 @@ fn steps_reach_the_provisioner_over_mutual_tls_only() {
         push_instance(&Connect::plain(&srv.url()), &inst)
             .await
             .unwrap();
-        let mut placement = connect(&srv.url(), PlacementClient::new).await;
-        let solved = placement
-            .solve(pb::SolveRequest::default())
-            .await
-            .unwrap()
-            .into_inner();
-        let steps = solved.plan.as_ref().unwrap().steps.len();
+        let (plan_id, steps) = solve_and_approve(&srv.url()).await;
         assert!(steps > 0, "the fleet needs moves for this test");
-        placement
-            .approve_plan(pb::PlanRef {
-                plan_id: solved.plan_id,
-            })
-            .await
-            .unwrap();
-        let (end, _) = watch_to_end(&srv.url(), solved.plan_id, Duration::from_secs(120)).await;
+        let (end, _) = watch_to_end(&srv.url(), plan_id, Duration::from_secs(120)).await;
         assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
     });
     let counts = journal_counts(&journal);
