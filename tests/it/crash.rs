@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use edgeplan::api::pb;
-use edgeplan::api::pb::inventory_client::InventoryClient;
 use edgeplan::api::pb::placement_client::PlacementClient;
 use edgeplan::api::pb::telemetry_client::TelemetryClient;
 use edgeplan::execution::apply_step;
@@ -64,12 +63,7 @@ async fn plan_steps(url: &str, plan_id: u64) -> (Plan, Vec<bool>) {
 async fn check_inventory(url: &str, start: &Instance, plan_id: u64) -> usize {
     let (plan, mut succeeded) = plan_steps(url, plan_id).await;
     for _ in 0..200 {
-        let snap = connect(url, InventoryClient::new)
-            .await
-            .get_inventory(pb::GetInventoryRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let actual = inventory(url).await;
         let (_, again) = plan_steps(url, plan_id).await;
         if again != succeeded {
             succeeded = again;
@@ -84,7 +78,6 @@ async fn check_inventory(url: &str, start: &Instance, plan_id: u64) -> usize {
                 .unwrap();
             apply_step(w, step);
         }
-        let actual: Instance = serde_json::from_str(&snap.instance_json).unwrap();
         for (a, e) in actual.workloads.iter().zip(&expect.workloads) {
             assert_eq!(
                 a.current, e.current,

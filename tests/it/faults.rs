@@ -13,7 +13,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use edgeplan::api::pb;
-use edgeplan::api::pb::inventory_client::InventoryClient;
 use edgeplan::api::pb::placement_client::PlacementClient;
 use edgeplan::execution::apply_step;
 use edgeplan::instance::Instance;
@@ -38,16 +37,6 @@ fn calls_per_key(path: &Path) -> BTreeMap<String, usize> {
         *counts.entry(key).or_insert(0) += 1;
     }
     counts
-}
-
-async fn inventory(url: &str) -> Instance {
-    let snap = connect(url, InventoryClient::new)
-        .await
-        .get_inventory(pb::GetInventoryRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    serde_json::from_str(&snap.instance_json).unwrap()
 }
 
 /// Solve, approve and watch one plan to its end; check what every fault

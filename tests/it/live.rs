@@ -237,3 +237,17 @@ pub async fn plan_view(url: &str, plan_id: u64) -> (pb::PlanView, edgeplan::plan
     let plan = serde_json::from_str(&view.plan_json).unwrap();
     (view, plan)
 }
+
+/// The service's inventory, as an instance.
+pub async fn inventory(url: &str) -> Instance {
+    let snap = connect(
+        url,
+        edgeplan::api::pb::inventory_client::InventoryClient::new,
+    )
+    .await
+    .get_inventory(pb::GetInventoryRequest {})
+    .await
+    .unwrap()
+    .into_inner();
+    serde_json::from_str(&snap.instance_json).unwrap()
+}
