@@ -15,7 +15,6 @@ use std::time::Duration;
 use edgeplan::api::pb;
 use edgeplan::api::pb::placement_client::PlacementClient;
 use edgeplan::api::pb::telemetry_client::TelemetryClient;
-use edgeplan::execution::apply_step;
 use edgeplan::instance::Instance;
 use edgeplan::plan::Plan;
 use edgeplan::service::client::{push_instance, Connect};
@@ -57,9 +56,9 @@ async fn plan_steps(url: &str, plan_id: u64) -> (Plan, Vec<bool>) {
     (plan, succeeded)
 }
 
-/// The inventory must be the start plus exactly the succeeded steps. The
-/// dispatcher runs on meanwhile, so the inventory is read between two reads
-/// of the plan that agree (a step's outcome and its move are one commit).
+/// The inventory must hold exactly the succeeded steps. The dispatcher runs
+/// on meanwhile, so the inventory is read between two reads of the plan
+/// that agree.
 async fn check_inventory(url: &str, start: &Instance, plan_id: u64) -> usize {
     let (plan, mut succeeded) = plan_steps(url, plan_id).await;
     for _ in 0..200 {
@@ -69,22 +68,7 @@ async fn check_inventory(url: &str, start: &Instance, plan_id: u64) -> usize {
             succeeded = again;
             continue;
         }
-        let mut expect = start.clone();
-        for (step, _) in plan.steps.iter().zip(&succeeded).filter(|(_, &ok)| ok) {
-            let w = expect
-                .workloads
-                .iter_mut()
-                .find(|w| w.id == step.workload)
-                .unwrap();
-            apply_step(w, step);
-        }
-        for (a, e) in actual.workloads.iter().zip(&expect.workloads) {
-            assert_eq!(
-                a.current, e.current,
-                "{}: the inventory and the plan's step states disagree",
-                a.id
-            );
-        }
+        assert_holds_succeeded_steps(&actual, start, &plan, &succeeded);
         return succeeded.iter().filter(|&&ok| ok).count();
     }
     panic!("the plan never held still for a consistent read");

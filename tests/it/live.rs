@@ -251,3 +251,30 @@ pub async fn inventory(url: &str) -> Instance {
     .into_inner();
     serde_json::from_str(&snap.instance_json).unwrap()
 }
+
+/// The inventory must be where `start` was plus exactly the plan's steps
+/// that succeeded (each moves one replica; a step's outcome and its move
+/// are one commit).
+pub fn assert_holds_succeeded_steps(
+    actual: &Instance,
+    start: &Instance,
+    plan: &edgeplan::plan::Plan,
+    succeeded: &[bool],
+) {
+    let mut expect = start.clone();
+    for (step, _) in plan.steps.iter().zip(succeeded).filter(|(_, &ok)| ok) {
+        let w = expect
+            .workloads
+            .iter_mut()
+            .find(|w| w.id == step.workload)
+            .unwrap();
+        edgeplan::execution::apply_step(w, step);
+    }
+    for (a, e) in actual.workloads.iter().zip(&expect.workloads) {
+        assert_eq!(
+            a.current, e.current,
+            "{}: the inventory and the plan's step states disagree",
+            a.id
+        );
+    }
+}
