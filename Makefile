@@ -1,6 +1,6 @@
 # Set-up and everyday commands. Each target installs what the build needs
 # (cmake and libclang for HiGHS) if the machine lacks it.
-.PHONY: deps demo test lint bench fuzz
+.PHONY: deps services demo test lint bench fuzz
 
 deps:
 	@./scripts/deps.sh
@@ -8,8 +8,13 @@ deps:
 demo: deps
 	cargo run --release -- demo
 
-test: deps
-	cargo test
+# PostgreSQL and nats-server on loopback for the cluster tests (installed
+# from Debian's packages if missing); their URLs in target/services.env.
+services:
+	@./scripts/services.sh start
+
+test: deps services
+	set -a; . ./target/services.env; set +a; cargo test
 
 # Each fuzz target for FUZZ_SECONDS (CI: 60).
 fuzz:

@@ -146,6 +146,16 @@ enum Command {
         /// Ask provisioners to take this share of each step's modelled time.
         #[arg(long)]
         time_scale: Option<f64>,
+        /// Cluster mode: the shared PostgreSQL store, postgres://user@host/db
+        /// (default: the embedded file in --data-dir).
+        #[arg(long, env = "EDGEPLAN_STORE")]
+        store: Option<String>,
+        /// Cluster mode: this replica's name (default: host name and pid).
+        #[arg(long)]
+        replica_id: Option<String>,
+        /// Take telemetry from NATS JetStream too, e.g. nats://127.0.0.1:4222.
+        #[arg(long)]
+        nats: Option<String>,
     },
     /// Run the reference provisioner, which simulates executing plan steps.
     ProvisionerSim {
@@ -185,6 +195,42 @@ enum Command {
         name: String,
         #[arg(long, value_enum)]
         role: edgeplan::service::auth::Role,
+    },
+    /// Publish synthetic site telemetry to NATS JetStream (what sites'
+    /// gateways do in cluster mode); with --server, register the fleet and
+    /// wait until the service's state holds every reading, then print the
+    /// rate end to end.
+    Publish {
+        #[arg(long, default_value = "nats://127.0.0.1:4222")]
+        nats: String,
+        /// Register the fleet with this service and wait for the readings.
+        #[arg(long)]
+        server: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        sites: usize,
+        #[arg(long, default_value_t = 18)]
+        racks_per_site: usize,
+        /// Readings per message.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        /// Messages awaiting JetStream's confirmation, at most.
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+        /// Give up waiting for the readings after this many seconds.
+        #[arg(long, default_value_t = 120.0)]
+        wait: f64,
+        /// The stream and its subjects (as in serve.yaml's `nats`).
+        #[arg(long, default_value = "EDGEPLAN_TELEMETRY")]
+        stream: String,
+        #[arg(long, default_value = "edgeplan.telemetry")]
+        subject_prefix: String,
+        /// First timestamp, s since the epoch (default: now).
+        #[arg(long, default_value_t = 0.0)]
+        t0: f64,
+        #[command(flatten)]
+        auth: ServerArgs,
     },
     /// Load a running service: telemetry streams, solves and watches for a
     /// fixed time; prints samples/s, ack and solve latency, errors, memory.
@@ -988,6 +1034,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             continuous,
             auto_approve,
             time_scale,
+            store,
+            replica_id,
+            nats,
         } => {
             let mut cfg: edgeplan::service::Config = match &config {
                 Some(path) => {
@@ -1014,15 +1063,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(t) = time_scale {
                 cfg.dispatch.time_scale = t;
             }
+            if store.is_some() {
+                cfg.store = store;
+            }
+            if let Some(r) = replica_id {
+                cfg.cluster.replica_id = r;
+            }
+            if let Some(url) = nats {
+                cfg.nats.get_or_insert_with(Default::default).url = url;
+            }
             runtime()?.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(cfg.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-                eprintln!(
-                    "edgeplan listening on {} (data in {})",
-                    listener.local_addr()?,
-                    cfg.data_dir.display()
-                );
+                let data = match &cfg.store {
+                    Some(url) => {
+                        format!("store {}", edgeplan::service::store::postgres::redact(url))
+                    }
+                    None => format!("data in {}", cfg.data_dir.display()),
+                };
+                eprintln!("edgeplan listening on {} ({data})", listener.local_addr()?);
                 edgeplan::service::serve_on(cfg, listener, shutdown_signal()).await
             })?;
         }
@@ -1075,6 +1135,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "give the token above to its holder; add this under auth.tokens in serve.yaml:\n  - {}",
                 serde_json::to_string(&entry)?
             );
+        }
+        Command::Publish {
+            nats,
+            server,
+            sites,
+            racks_per_site,
+            batch,
+            messages,
+            in_flight,
+            wait,
+            stream,
+            subject_prefix,
+            t0,
+            auth,
+        } => {
+            let opts = edgeplan::service::publish::PublishOptions {
+                bus: edgeplan::service::bus::BusConfig {
+                    url: nats,
+                    stream,
+                    subject_prefix,
+                    ..Default::default()
+                },
+                server: server.map(|s| auth.connect(&s)),
+                sites,
+                racks_per_site,
+                batch,
+                messages,
+                in_flight,
+                wait_s: wait,
+                t0,
+            };
+            let report = runtime()?.block_on(edgeplan::service::publish::run(&opts))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprintln!(
+                "published {} readings in {} messages in {:.2} s ({:.0} readings/s)",
+                report.readings, report.messages, report.publish_s, report.published_per_s
+            );
+            if let Some(a) = &report.arrived {
+                eprintln!(
+                    "in the service's state: {} accepted, {} rejected, {:.2} s after the first publish ({:.0} readings/s end to end)",
+                    a.accepted, a.rejected, a.seconds, a.readings_per_s
+                );
+                if !a.complete {
+                    anyhow::bail!("not every reading arrived within {wait} s");
+                }
+            }
         }
         Command::Load {
             server,

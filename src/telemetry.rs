@@ -129,6 +129,12 @@ pub struct SanityLimits {
     pub window_samples: usize,
     /// Weight of the newest sample in the EWMA (0–1).
     pub ewma_alpha: f64,
+    /// A reading up to this much older than its sensor's last is accepted
+    /// as late: counted and in the hourly series, but it moves neither the
+    /// last value nor the EWMA. 0: any older reading is out of order. Set
+    /// it when readings can arrive out of order (several replicas taking a
+    /// bus's messages, redeliveries).
+    pub late_window_s: f64,
 }
 
 impl Default for SanityLimits {
@@ -141,6 +147,7 @@ impl Default for SanityLimits {
             stale_after_s: 600.0,
             window_samples: WINDOW,
             ewma_alpha: 0.1,
+            late_window_s: 0.0,
         }
     }
 }
@@ -268,6 +275,9 @@ pub struct TelemetryState {
     #[serde(skip)]
     site_sensors: FxHashMap<String, Vec<SensorRef>>,
     pub accepted: u64,
+    /// Of the accepted, those taken as late (see `SanityLimits::late_window_s`).
+    #[serde(default)]
+    pub late: u64,
     pub rejected: BTreeMap<Rejection, u64>,
     /// Site → hourly ambient.
     pub ambient_hourly: HashMap<String, HourlySeries>,
@@ -407,7 +417,9 @@ impl TelemetryState {
         r: &ReadingRef<'_>,
         known_site: impl Fn(&str) -> bool,
     ) -> Result<(), Rejection> {
-        let result = self.check(r, &known_site).map(|v| self.take(r, v));
+        let result = self
+            .check(r, &known_site)
+            .map(|(v, late)| self.take(r, v, late));
         match result {
             Ok(()) => self.accepted += 1,
             Err(e) => *self.rejected.entry(e).or_default() += 1,
@@ -419,7 +431,7 @@ impl TelemetryState {
         &self,
         r: &ReadingRef<'_>,
         known_site: &impl Fn(&str) -> bool,
-    ) -> Result<f64, Rejection> {
+    ) -> Result<(f64, bool), Rejection> {
         if !r.value.is_finite() || !r.timestamp_s.is_finite() {
             return Err(Rejection::NotFinite);
         }
@@ -447,7 +459,11 @@ impl TelemetryState {
                 return Err(Rejection::Duplicate);
             }
             if r.timestamp_s < s.last_s {
-                return Err(Rejection::OutOfOrder);
+                return if s.last_s - r.timestamp_s <= l.late_window_s {
+                    Ok((v, true))
+                } else {
+                    Err(Rejection::OutOfOrder)
+                };
             }
             if matches!(r.kind, Ambient | Inlet | Supply) {
                 let rate = (v - s.last).abs() / (r.timestamp_s - s.last_s);
@@ -456,10 +472,27 @@ impl TelemetryState {
                 }
             }
         }
-        Ok(v)
+        Ok((v, false))
     }
 
-    fn take(&mut self, r: &ReadingRef<'_>, v: f64) {
+    fn take(&mut self, r: &ReadingRef<'_>, v: f64, late: bool) {
+        if late {
+            // Counted and in the hourly means; the latest values stay.
+            self.late += 1;
+            if let Some(s) = self.sensors.get_mut(r.sensor) {
+                s.count += 1;
+            }
+            match r.kind {
+                SensorKind::Ambient => {
+                    series(&mut self.ambient_hourly, r.site).add(r.timestamp_s, v)
+                }
+                SensorKind::WorkloadUtilization => {
+                    series(&mut self.demand_hourly, r.sensor).add(r.timestamp_s, v)
+                }
+                _ => {}
+            }
+            return;
+        }
         let (alpha, keep) = (self.limits.ewma_alpha, self.limits.window_samples.max(1));
         // One lookup on the hot path, and no key allocated for a known sensor.
         match self.sensors.get_mut(r.sensor) {

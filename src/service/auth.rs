@@ -87,8 +87,8 @@ pub fn need_for(path: &str) -> Need {
         (s, _) if s.starts_with("grpc.reflection.") => Need::Read,
         ("edgeplan.v1.Inventory", "GetInventory") => Need::Read,
         ("edgeplan.v1.Telemetry", "Ingest") => Need::Telemetry,
-        ("edgeplan.v1.Telemetry", "WatchSites") => Need::Read,
-        ("edgeplan.v1.Placement", "GetPlan" | "ListPlans" | "WatchPlan") => Need::Read,
+        ("edgeplan.v1.Telemetry", "WatchSites" | "Stats") => Need::Read,
+        ("edgeplan.v1.Placement", "GetPlan" | "ListPlans" | "WatchPlan" | "Replica") => Need::Read,
         (
             "edgeplan.v1.Placement",
             "Solve" | "WhatIf" | "ApprovePlan" | "SkipStep" | "CancelPlan",

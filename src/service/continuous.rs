@@ -80,6 +80,9 @@ pub async fn run(shared: Arc<Shared>) {
 
 fn tick(shared: &Shared, m: &mut Memory) {
     let cfg = &shared.config.continuous;
+    if !shared.cluster.is_leader() {
+        return; // the leader re-plans (cluster mode)
+    }
     let (busy, failed) = {
         let state = shared.state();
         let busy = state

@@ -69,7 +69,13 @@ pub async fn run(shared: Arc<Shared>) {
     loop {
         let s = shared.clone();
         let busy = inflight.clone();
-        let can_start = !clients.is_empty();
+        // Only the leader dispatches (cluster mode); a follower's stored
+        // running steps are the leader's calls, not orphans.
+        let leader = shared.cluster.is_leader();
+        if !leader {
+            inflight.clear();
+        }
+        let can_start = !clients.is_empty() && leader;
         let launches = tokio::task::spawn_blocking(move || launches(&s, &busy, can_start))
             .await
             .unwrap_or_default();
@@ -171,7 +177,7 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
         ops.push(Op::PlanState(e));
         ops.extend(changed.iter().map(|&k| Op::Step(e.id, k, &e.steps[k])));
     }
-    if let Err(e) = shared.store.commit(&ops) {
+    if let Err(e) = shared.commit(&mut state, &ops, true) {
         tracing::error!("cannot store step starts, not dispatching: {e}");
         return Vec::new();
     }
@@ -291,7 +297,7 @@ fn record(shared: &Shared, done: Done) {
         ops.push(Op::PutWorkload(w));
         ops.push(Op::Version(version));
     }
-    if let Err(e) = shared.store.commit(&ops) {
+    if let Err(e) = shared.commit(&mut state, &ops, true) {
         // Not stored: the step stays running and is asked again (same key).
         tracing::error!("cannot store a step outcome: {e}");
         return;

@@ -67,9 +67,8 @@ fn change(
         });
     }
     shared
-        .store
-        .commit(&ops)
-        .map_err(|e| Status::internal(format!("cannot store the change: {e}")))?;
+        .commit(&mut state, &ops, false)
+        .map_err(|e| super::store_status("cannot store the change", e))?;
     let changed = touched.len() as u32;
     let sites: rustc_hash::FxHashSet<String> = next.sites.iter().map(|s| s.id.clone()).collect();
     state.instance = next;

@@ -154,7 +154,7 @@ pub fn load_fleet(sites: usize, workloads: usize) -> anyhow::Result<Instance> {
 
 /// The sensors of one site: ambient, humidity, supply, site power, and an
 /// inlet and a power sensor per rack.
-fn site_sensors(site: &str, racks: usize) -> Vec<pb::Reading> {
+pub(crate) fn site_sensors(site: &str, racks: usize) -> Vec<pb::Reading> {
     let r = |id: String,
              rack: String,
              device: pb::DeviceType,
@@ -237,16 +237,16 @@ fn rss_mib(pid: u32) -> Option<f64> {
 
 /// Successive batches of a group of sites' sensors: one sweep per
 /// simulated second, several sweeps per batch to fill it.
-struct Sweeps {
-    sites: Vec<(String, Vec<pb::Reading>)>,
-    batch: usize,
-    t0: f64,
-    next: usize,
-    sweep: u64,
+pub(crate) struct Sweeps {
+    pub sites: Vec<(String, Vec<pb::Reading>)>,
+    pub batch: usize,
+    pub t0: f64,
+    pub next: usize,
+    pub sweep: u64,
 }
 
 impl Sweeps {
-    fn next_batch(&mut self) -> pb::ReadingBatch {
+    pub(crate) fn next_batch(&mut self) -> pb::ReadingBatch {
         let (site, sensors) = &self.sites[self.next];
         let sweeps = (self.batch / sensors.len().max(1)).max(1) as u64;
         let mut readings = Vec::with_capacity(sweeps as usize * sensors.len());

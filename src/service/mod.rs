@@ -7,7 +7,9 @@
 //! runs ahead of the disk. Locks are never held across an `.await`.
 
 pub mod auth;
+pub mod bus;
 pub mod client;
+pub mod cluster;
 pub mod continuous;
 pub mod demo;
 pub mod dispatch;
@@ -15,6 +17,7 @@ pub mod inventory;
 pub mod load;
 pub mod placement;
 pub mod provisioner_sim;
+pub mod publish;
 pub mod store;
 pub mod telemetry;
 pub mod whatif;
@@ -45,6 +48,13 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the database file (`edgeplan.redb`) lives.
     pub data_dir: PathBuf,
+    /// The shared store for cluster mode, `postgres://user@host/db`. Unset:
+    /// the embedded file in `data_dir`.
+    pub store: Option<String>,
+    /// Cluster mode: this replica's name and the leader lease.
+    pub cluster: cluster::ClusterConfig,
+    /// Telemetry from NATS JetStream beside the gRPC stream. Unset: none.
+    pub nats: Option<bus::BusConfig>,
     /// Provisioner endpoints (`http://host:port`); steps go to the first
     /// that answers. Empty: approved plans wait.
     pub provisioners: Vec<String>,
@@ -78,6 +88,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             data_dir: PathBuf::from("edgeplan-data"),
+            store: None,
+            cluster: cluster::ClusterConfig::default(),
+            nats: None,
             provisioners: Vec::new(),
             dispatch: DispatchConfig::default(),
             continuous: ContinuousConfig::default(),
@@ -185,6 +198,8 @@ pub struct State {
     pub policy: Policy,
     pub version: u64,
     pub plans: BTreeMap<u64, Execution>,
+    /// The store's generation this memory reflects.
+    pub generation: u64,
 }
 
 impl State {
@@ -220,6 +235,8 @@ pub struct Shared {
     pub replan_wake: Notify,
     /// One permit per open `Ingest` stream.
     pub ingest_streams: Arc<tokio::sync::Semaphore>,
+    /// Leadership and the telemetry log (cluster mode).
+    pub cluster: cluster::Node,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -231,8 +248,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Open the data directory and read the stored state.
     pub fn open(config: Config) -> anyhow::Result<Arc<Shared>> {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let store = Store::open(&config.data_dir.join("edgeplan.redb"))?;
+        let store = Store::open(config.store.as_deref(), &config.data_dir)?;
         let loaded = store.load()?;
         let mut telemetry = match &loaded.telemetry {
             Some(bytes) => serde_json::from_slice::<TelemetryState>(bytes)
@@ -248,7 +264,13 @@ impl Shared {
             limits: loaded.instance.limits.clone(),
         };
         let (plan_changes, _) = broadcast::channel(1024);
+        let cluster = cluster::Node::new(
+            &config.cluster,
+            store.is_cluster(),
+            loaded.telemetry_through,
+        );
         Ok(Arc::new(Shared {
+            cluster,
             ingest_streams: Arc::new(tokio::sync::Semaphore::new(config.max_ingest_streams)),
             config,
             store,
@@ -257,6 +279,7 @@ impl Shared {
                 policy,
                 version: loaded.version,
                 plans: loaded.plans.into_iter().map(|e| (e.id, e)).collect(),
+                generation: loaded.generation,
             }),
             telemetry: Mutex::new(TelemetryHub {
                 state: telemetry,
@@ -277,8 +300,78 @@ impl Shared {
         lock(&self.telemetry)
     }
 
-    /// Write the telemetry state if readings arrived since the last write.
+    /// Commit `ops`, made from `state`, and note the new generation. In
+    /// cluster mode the commit is refused if another replica wrote since
+    /// `state` was read (memory is then reloaded; the caller reports or
+    /// retries), and `leader_only` writes are refused unless this replica
+    /// holds the lease.
+    pub fn commit(
+        &self,
+        state: &mut State,
+        ops: &[store::Op<'_>],
+        leader_only: bool,
+    ) -> Result<(), store::StoreError> {
+        let guard = store::Guard {
+            generation: Some(state.generation),
+            fence: if leader_only {
+                self.cluster.fence_for_write()?
+            } else {
+                None
+            },
+        };
+        match self.store.commit_guarded(ops, &guard) {
+            Ok(generation) => {
+                state.generation = generation;
+                Ok(())
+            }
+            Err(e @ store::StoreError::Stale { .. }) => {
+                if let Err(r) = self.reload(state) {
+                    tracing::error!("cannot reload the state: {r}");
+                }
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replace `state` with what the store holds now (another replica
+    /// wrote); wake whoever watches what changed.
+    pub fn reload(&self, state: &mut State) -> Result<(), store::StoreError> {
+        let loaded = self.store.load()?;
+        if loaded.generation <= state.generation && state.generation != 0 {
+            return Ok(());
+        }
+        let plans: BTreeMap<u64, Execution> = loaded.plans.into_iter().map(|e| (e.id, e)).collect();
+        let changed: Vec<u64> = plans
+            .iter()
+            .filter(|(id, e)| state.plans.get(id) != Some(e))
+            .map(|(id, _)| *id)
+            .collect();
+        state.policy = Policy {
+            name: loaded.instance.name.clone(),
+            objective: loaded.instance.objective.clone(),
+            limits: loaded.instance.limits.clone(),
+        };
+        self.telemetry().sites = loaded.instance.sites.iter().map(|s| s.id.clone()).collect();
+        state.instance = loaded.instance;
+        state.version = loaded.version;
+        state.plans = plans;
+        state.generation = loaded.generation;
+        for id in changed {
+            self.notify_plan(id, None);
+        }
+        self.dispatch_wake.notify_one();
+        self.replan_wake.notify_one();
+        Ok(())
+    }
+
+    /// Write the telemetry state if readings arrived since the last write
+    /// (embedded store; in cluster mode the telemetry log is the durable
+    /// copy and the leader writes snapshots, see [`cluster`]).
     pub fn flush_telemetry(&self) -> Result<(), Status> {
+        if self.store.is_cluster() {
+            return Ok(());
+        }
         let bytes = {
             let mut hub = self.telemetry();
             if !hub.dirty {
@@ -288,7 +381,8 @@ impl Shared {
             serde_json::to_vec(&hub.state).map_err(|e| Status::internal(e.to_string()))?
         };
         self.store
-            .commit(&[store::Op::Telemetry(&bytes)])
+            .commit(&[store::Op::Telemetry(&bytes, 0)])
+            .map(drop)
             .map_err(|e| {
                 self.telemetry().dirty = true;
                 Status::internal(format!("cannot store telemetry: {e}"))
@@ -297,6 +391,17 @@ impl Shared {
 
     pub fn notify_plan(&self, plan_id: u64, step: Option<usize>) {
         let _ = self.plan_changes.send(PlanChange { plan_id, step });
+    }
+}
+
+/// A failed commit as a status: ABORTED (retry) when another replica
+/// wrote first or this one lost the lease, INTERNAL otherwise.
+pub fn store_status(what: &str, e: store::StoreError) -> Status {
+    match e {
+        store::StoreError::Stale { .. } | store::StoreError::Fenced { .. } => {
+            Status::aborted(format!("{what}: {e}"))
+        }
+        e => Status::internal(format!("{what}: {e}")),
     }
 }
 
@@ -403,12 +508,22 @@ pub async fn serve_on(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(dispatch::run(shared.clone())),
         tokio::spawn(continuous::run(shared.clone())),
         tokio::spawn(telemetry::flusher(shared.clone())),
     ];
-    tracing::info!(%addr, data_dir = %shared.config.data_dir.display(), "edgeplan serving");
+    tasks.extend(cluster::start(&shared));
+    if shared.config.nats.is_some() {
+        tasks.push(tokio::spawn(bus::run(shared.clone())));
+    }
+    match &shared.config.store {
+        Some(url) => tracing::info!(%addr, store = %store::postgres::redact(url),
+            replica = %shared.cluster.replica_id, "edgeplan serving (cluster mode)"),
+        None => {
+            tracing::info!(%addr, data_dir = %shared.config.data_dir.display(), "edgeplan serving")
+        }
+    }
 
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -441,5 +556,6 @@ pub async fn serve_on(
         t.abort();
     }
     shared.flush_telemetry().ok();
+    cluster::step_down(&shared);
     result.map_err(Into::into)
 }

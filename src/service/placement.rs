@@ -209,9 +209,8 @@ pub fn propose_from(
     let mut ops = vec![Op::NewPlan(&exec)];
     ops.extend(superseded.iter().map(Op::PlanState));
     shared
-        .store
-        .commit(&ops)
-        .map_err(|e| Status::internal(format!("cannot store the plan: {e}")))?;
+        .commit(&mut state, &ops, false)
+        .map_err(|e| super::store_status("cannot store the plan", e))?;
     response.plan_id = id;
     response.plan = Some(convert::plan_to_pb(&exec));
     for o in superseded {
@@ -271,9 +270,8 @@ fn with_plan(
     let mut ops = vec![Op::PlanState(&exec)];
     ops.extend(steps.iter().map(|&k| Op::Step(id, k, &exec.steps[k])));
     shared
-        .store
-        .commit(&ops)
-        .map_err(|e| Status::internal(format!("cannot store the plan: {e}")))?;
+        .commit(&mut state, &ops, false)
+        .map_err(|e| super::store_status("cannot store the plan", e))?;
     let view = convert::plan_to_pb(&exec);
     state.plans.insert(id, exec);
     drop(state);
@@ -402,6 +400,25 @@ impl pb::placement_server::Placement for PlacementApi {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map(Response::new)
+    }
+
+    async fn replica(
+        &self,
+        _req: Request<pb::ReplicaRequest>,
+    ) -> Result<Response<pb::ReplicaStatus>, Status> {
+        let node = &self.0.cluster;
+        Ok(Response::new(pb::ReplicaStatus {
+            replica_id: node.replica_id.clone(),
+            leader: node.is_leader(),
+            fence: node.fence().map_or(0, |f| f.token),
+            generation: self.0.state().generation,
+            store: if node.is_cluster() {
+                "postgres"
+            } else {
+                "embedded"
+            }
+            .into(),
+        }))
     }
 
     type WhatIfStream = WhatIfStream;

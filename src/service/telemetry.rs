@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -41,6 +43,106 @@ impl Tally {
             });
         }
         *self.by_reason.entry(reason).or_default() += 1;
+    }
+}
+
+impl Tally {
+    /// Add another batch's tally, as batch `batch_no` of this call.
+    pub fn absorb(&mut self, other: Tally, batch_no: u64) {
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        for (reason, n) in other.by_reason {
+            *self.by_reason.entry(reason).or_default() += n;
+        }
+        for mut ex in other.examples {
+            if self.examples.len() >= EXAMPLES {
+                break;
+            }
+            ex.batch = batch_no;
+            self.examples.push(ex);
+        }
+    }
+}
+
+/// How long an `Ingest` call waits for its batches to come back from the
+/// shared log (cluster mode).
+const LOG_WAIT: Duration = Duration::from_secs(30);
+
+/// Every source's way in (the gRPC stream and the bus): batches through
+/// [`take_batch`], durable before this returns. With the embedded store
+/// they are taken here and the state written; in cluster mode they are
+/// appended to the shared log (entries with a `dedupe` key already logged
+/// are dropped) and every replica takes them from there, in log order.
+/// With `wait`, returns each batch's tally (in cluster mode, once this
+/// replica applied them); otherwise empty tallies.
+pub async fn intake(
+    shared: &Arc<Shared>,
+    batches: Vec<(Option<String>, pb::ReadingBatch)>,
+    wait: bool,
+) -> Result<Vec<Tally>, Status> {
+    let internal = |e: tokio::task::JoinError| Status::internal(e.to_string());
+    let n = batches.len();
+    if !shared.store.is_cluster() {
+        let s = shared.clone();
+        let tallies = tokio::task::spawn_blocking(move || {
+            let mut hub = s.telemetry();
+            batches
+                .into_iter()
+                .map(|(_, batch)| {
+                    let mut tally = Tally::default();
+                    take_batch(&mut hub, 0, batch, &mut tally);
+                    tally
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(internal)?;
+        let s = shared.clone();
+        tokio::task::spawn_blocking(move || s.flush_telemetry())
+            .await
+            .map_err(internal)??;
+        shared.replan_wake.notify_one();
+        return Ok(tallies);
+    }
+    if n == 0 {
+        return Ok(Vec::new()); // every logged batch is already durable
+    }
+    let origin = wait.then(|| shared.cluster.replica_id.clone());
+    let entries = batches
+        .into_iter()
+        .map(|(dedupe, batch)| super::store::LogEntry {
+            dedupe,
+            origin: origin.clone(),
+            batch: batch.encode_to_vec(),
+        })
+        .collect();
+    let s = shared.clone();
+    let seqs = tokio::task::spawn_blocking(move || s.store.append_telemetry(entries))
+        .await
+        .map_err(internal)?
+        .map_err(|e| Status::unavailable(format!("cannot log telemetry: {e}")))?;
+    shared.cluster.tail_wake.notify_one();
+    let dropped = seqs.iter().filter(|s| s.is_none()).count() as u64;
+    shared
+        .cluster
+        .log_duplicates
+        .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+    if !wait {
+        return Ok(Vec::new());
+    }
+    let seqs: Vec<u64> = seqs.into_iter().flatten().collect();
+    let deadline = tokio::time::Instant::now() + LOG_WAIT;
+    loop {
+        if let Some(tallies) = shared.cluster.take_tallies(&seqs) {
+            debug_assert_eq!(tallies.len(), n);
+            return Ok(tallies);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Status::unavailable(
+                "telemetry was logged but not applied within 30 s; it will be applied",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -154,25 +256,51 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
                     batch.readings.len()
                 )));
             }
-            let shared = self.0.clone();
-            tally = tokio::task::spawn_blocking(move || {
-                take_batch(&mut shared.telemetry(), batch_no, batch, &mut tally);
-                tally
-            })
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
+            if self.0.store.is_cluster() {
+                // Logged batch by batch: a stream that never ends still lands.
+                for t in intake(&self.0, vec![(None, batch)], true).await? {
+                    tally.absorb(t, batch_no);
+                }
+            } else {
+                let shared = self.0.clone();
+                tally = tokio::task::spawn_blocking(move || {
+                    take_batch(&mut shared.telemetry(), batch_no, batch, &mut tally);
+                    tally
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            }
         }
-        let shared = self.0.clone();
-        tokio::task::spawn_blocking(move || shared.flush_telemetry())
-            .await
-            .map_err(|e| Status::internal(e.to_string()))??;
-        self.0.replan_wake.notify_one();
+        // Durable before the reply (embedded: the state is written now).
+        intake(&self.0, Vec::new(), false).await?;
         Ok(Response::new(pb::IngestSummary {
             accepted: tally.accepted,
             rejected: tally.rejected,
             rejected_by_reason: tally.by_reason.into_iter().collect(),
             examples: tally.examples,
             batches: tally.batches,
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<pb::TelemetryStatsRequest>,
+    ) -> Result<Response<pb::TelemetryStats>, Status> {
+        let hub = self.0.telemetry();
+        Ok(Response::new(pb::TelemetryStats {
+            accepted: hub.state.accepted,
+            rejected_by_reason: hub
+                .state
+                .rejected
+                .iter()
+                .map(|(r, n)| (r.to_string(), *n))
+                .collect(),
+            sensors: hub.state.sensors.len() as u64,
+            samples: hub.state.sensors.values().map(|s| s.count).sum(),
+            log_applied: self.0.cluster.applied.load(Ordering::Acquire),
+            bus_messages: self.0.cluster.bus_messages.load(Ordering::Relaxed),
+            bus_redelivered: self.0.cluster.bus_redelivered.load(Ordering::Relaxed),
+            log_duplicates: self.0.cluster.log_duplicates.load(Ordering::Relaxed),
         }))
     }
 

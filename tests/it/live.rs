@@ -278,3 +278,93 @@ pub fn assert_holds_succeeded_steps(
         );
     }
 }
+
+/// The PostgreSQL server the cluster tests use (`scripts/services.sh` starts
+/// one and `make test` passes its URL).
+pub fn pg_url() -> String {
+    std::env::var("EDGEPLAN_TEST_PG").unwrap_or_else(|_| {
+        panic!(
+            "EDGEPLAN_TEST_PG is not set: run the tests with `make test`, or start \
+             the servers with scripts/services.sh and export target/services.env"
+        )
+    })
+}
+
+/// The NATS server (JetStream on) the bus tests use.
+pub fn nats_url() -> String {
+    std::env::var("EDGEPLAN_TEST_NATS").unwrap_or_else(|_| {
+        panic!(
+            "EDGEPLAN_TEST_NATS is not set: run the tests with `make test`, or start \
+             the servers with scripts/services.sh and export target/services.env"
+        )
+    })
+}
+
+/// A database of its own for one test, dropped at the end.
+pub struct PgDb {
+    pub url: String,
+    name: String,
+}
+
+/// Run `sql` on the server's `postgres` database (on a thread of its own:
+/// the sync client cannot run inside a test's runtime).
+pub fn pg_admin(sql: String) {
+    let admin = pg_url();
+    std::thread::spawn(move || {
+        let mut c =
+            postgres::Client::connect(&admin, postgres::NoTls).expect("connect to PostgreSQL");
+        // One statement at a time: DROP/CREATE DATABASE refuse a transaction block.
+        for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            c.batch_execute(stmt).expect("admin SQL");
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// Rows of `sql` on the test's database, each row's columns as text.
+pub fn pg_query(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
+    let (url, sql) = (url.to_string(), sql.to_string());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).expect("connect");
+        c.simple_query(&sql)
+            .expect("query")
+            .into_iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => {
+                    Some((0..r.len()).map(|i| r.get(i).map(str::to_string)).collect())
+                }
+                _ => None,
+            })
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+pub fn pg_db() -> PgDb {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "edgeplan_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    pg_admin(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
+    ));
+    let base = pg_url();
+    let url = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => format!("{}/{name}", &base[..i]),
+        _ => format!("{base}/{name}"),
+    };
+    PgDb { url, name }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::panic::catch_unwind(|| {
+            pg_admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        });
+    }
+}

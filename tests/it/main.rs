@@ -3,6 +3,7 @@
 mod bad_input;
 mod brute_force;
 mod cli;
+mod cluster;
 mod common;
 mod crash;
 mod execution;
@@ -17,5 +18,6 @@ mod plan;
 mod report;
 mod security;
 mod service;
+mod store;
 mod telemetry;
 mod whatif;

@@ -1,0 +1,325 @@
+//! Cluster mode against the real servers: three `edgeplan serve` replicas
+//! on one PostgreSQL database, `provisioner-sim`, and NATS JetStream.
+//!
+//! - Failover: the leader is killed with SIGKILL mid-plan; another replica
+//!   leads within the bound, the plan completes, no step runs twice, no
+//!   acknowledged write (inventory, approval, readings) is lost.
+//! - The bus: readings published to JetStream reach every replica's state;
+//!   a replica killed while it holds unacked messages loses none, and none
+//!   is counted twice.
+
+use std::time::{Duration, Instant};
+
+use edgeplan::api::pb;
+use edgeplan::api::pb::placement_client::PlacementClient;
+use edgeplan::api::pb::telemetry_client::TelemetryClient;
+use edgeplan::service::client::{push_instance, Connect};
+
+use crate::live::*;
+
+/// Lease and polling short enough for a test; the bound checked is the
+/// issue's 10 s.
+const FAILOVER_BOUND: Duration = Duration::from_secs(10);
+
+fn config(dir: &std::path::Path, extra: &str) -> String {
+    let path = dir.join("serve.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "cluster:\n  lease_ttl_s: 3\n  renew_interval_s: 0.5\n  poll_interval_ms: 100\n  \
+             telemetry_snapshot_s: 1\n{extra}"
+        ),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn replica(dir: &std::path::Path, db: &PgDb, cfg: &str, id: &str, extra: &[&str]) -> Proc {
+    let data = dir.join(id);
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir"];
+    args.push(data.to_str().unwrap());
+    args.extend_from_slice(&["--config", cfg, "--store", &db.url, "--replica-id", id]);
+    args.extend_from_slice(extra);
+    Proc::start(&args)
+}
+
+async fn status(url: &str) -> Option<pb::ReplicaStatus> {
+    let ch = tonic::transport::Endpoint::from_shared(url.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .connect()
+        .await
+        .ok()?;
+    let mut p = PlacementClient::new(ch);
+    let r = tokio::time::timeout(Duration::from_secs(1), p.replica(pb::ReplicaRequest {})).await;
+    Some(r.ok()?.ok()?.into_inner())
+}
+
+/// The index of the one leader among `urls`, waiting up to `limit`.
+async fn leader(urls: &[String], limit: Duration) -> Option<usize> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let mut leaders = Vec::new();
+        for (i, u) in urls.iter().enumerate() {
+            if status(u).await.is_some_and(|s| s.leader) {
+                leaders.push(i);
+            }
+        }
+        assert!(leaders.len() <= 1, "two leaders at once: {leaders:?}");
+        if let Some(&i) = leaders.first() {
+            return Some(i);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+async fn stats(url: &str) -> pb::TelemetryStats {
+    connect(url, TelemetryClient::new)
+        .await
+        .stats(pb::TelemetryStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[test]
+fn leader_killed_mid_plan_fails_over_and_the_plan_completes_once() {
+    let db = pg_db();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.tsv");
+    let sim = sim(&journal, &[]);
+    let inst = edgeplan::gen::generate(&edgeplan::gen::GenOptions {
+        sites: 8,
+        workloads: 40,
+        replicas: None,
+        seed: 5,
+        load: 0.6,
+    })
+    .unwrap();
+    let cfg = config(dir.path(), "");
+    let provisioner = ["--provisioner", &sim.url(), "--time-scale", "0.05"];
+    let mut replicas: Vec<Option<Proc>> = ["r1", "r2", "r3"]
+        .iter()
+        .map(|id| Some(replica(dir.path(), &db, &cfg, id, &provisioner)))
+        .collect();
+    let urls: Vec<String> = replicas.iter().map(|r| r.as_ref().unwrap().url()).collect();
+    let runtime = rt();
+    runtime.block_on(async {
+        let first = leader(&urls, FAILOVER_BOUND).await.expect("a leader");
+        // Writes through a follower: every replica serves the whole API.
+        let follower = (first + 1) % 3;
+        push_instance(&Connect::plain(&urls[follower]), &inst)
+            .await
+            .unwrap();
+        // An acknowledged reading through the leader, before it dies.
+        let ack = connect(&urls[first], TelemetryClient::new)
+            .await
+            .ingest(tokio_stream::iter(vec![ambient_batch(
+                &inst,
+                now_s(),
+                None,
+            )]))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(ack.accepted as usize, inst.sites.len());
+        // Every replica follows the inventory within its poll.
+        for u in &urls {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while inventory(u).await.workloads.len() != inst.workloads.len() {
+                assert!(Instant::now() < deadline, "{u} never saw the inventory");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let (plan_id, steps) = solve_and_approve(&urls[follower]).await;
+        assert!(steps >= 3, "need a plan with a few steps");
+
+        // Kill the leader once a step runs and before the plan ends.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (view, _) = plan_view(&urls[follower], plan_id).await;
+            let running = view
+                .steps
+                .iter()
+                .any(|s| s.state == pb::StepState::Running as i32);
+            if running {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no step started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let killed_at = Instant::now();
+        replicas[first].take().unwrap().kill9();
+        let alive: Vec<String> = (0..3)
+            .filter(|&i| i != first)
+            .map(|i| urls[i].clone())
+            .collect();
+        let next = leader(&alive, FAILOVER_BOUND)
+            .await
+            .expect("a new leader within the bound");
+        let failover = killed_at.elapsed();
+        eprintln!("failover: {:.2} s to a new leader", failover.as_secs_f64());
+        assert!(failover <= FAILOVER_BOUND);
+        let new_fence = status(&alive[next]).await.unwrap().fence;
+        assert!(new_fence >= 2, "the lease changed hands: fence {new_fence}");
+
+        let (summary, _) = watch_to_end(&alive[0], plan_id, Duration::from_secs(120)).await;
+        assert_eq!(
+            summary.state,
+            pb::PlanState::Succeeded as i32,
+            "{summary:?}"
+        );
+        // No step executed twice, every step executed.
+        let counts = journal_counts(&journal);
+        assert_eq!(counts.len(), steps, "{counts:?}");
+        assert!(
+            counts.values().all(|&n| n == 1),
+            "a step ran twice: {counts:?}"
+        );
+        // Both survivors agree: the inventory holds exactly the plan's steps,
+        // and the acknowledged reading is in their telemetry.
+        for u in &alive {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let (view, plan) = plan_view(u, plan_id).await;
+                let succeeded: Vec<bool> = view
+                    .steps
+                    .iter()
+                    .map(|s| s.state == pb::StepState::Succeeded as i32)
+                    .collect();
+                if succeeded.iter().all(|&ok| ok) {
+                    assert_holds_succeeded_steps(&inventory(u).await, &inst, &plan, &succeeded);
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{u} never saw the plan end");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let s = stats(u).await;
+            assert!(s.sensors as usize >= inst.sites.len(), "{u}: {s:?}");
+        }
+    });
+    drop(sim);
+}
+
+#[test]
+fn a_replica_killed_mid_batch_loses_and_doubles_no_reading() {
+    let db = pg_db();
+    let dir = tempfile::tempdir().unwrap();
+    // A stream, subjects and consumer of this test's own.
+    let tag = format!("t{}", std::process::id());
+    let stream = format!("EDGEPLAN_TEST_{tag}");
+    let prefix = format!("{tag}.telemetry");
+    let nats = nats_url();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "telemetry:\n  late_window_s: 1000000\nnats:\n  url: {nats}\n  stream: {stream}\n  \
+             subject_prefix: {prefix}\n  consumer: edgeplan\n  batch: 16\n  ack_wait_s: 2\n"
+        ),
+    );
+    let a = replica(dir.path(), &db, &cfg, "a", &[]);
+    let b = replica(dir.path(), &db, &cfg, "b", &[]);
+    let runtime = rt();
+    let sites = 10;
+    let messages = 1500;
+    let batch = 400;
+    let fleet = edgeplan::service::load::load_fleet(sites, 0).unwrap();
+    runtime.block_on(async {
+        push_instance(&Connect::plain(&a.url()), &fleet)
+            .await
+            .unwrap();
+    });
+    let bus = edgeplan::service::bus::BusConfig {
+        url: nats.clone(),
+        stream: stream.clone(),
+        subject_prefix: prefix.clone(),
+        ..Default::default()
+    };
+    let publish = edgeplan::service::publish::PublishOptions {
+        bus: bus.clone(),
+        server: None,
+        sites,
+        racks_per_site: 18,
+        batch,
+        messages,
+        in_flight: 64,
+        wait_s: 0.0,
+        t0: 1.7e9,
+    };
+    let a_url = a.url();
+    let report = runtime.block_on(async {
+        let publisher =
+            tokio::spawn(async move { edgeplan::service::publish::run(&publish).await });
+        // Kill b while it holds messages: once a quarter is in, mid-stream.
+        let quarter = (messages * batch / 4) as u64;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while stats(&a_url).await.accepted < quarter {
+            assert!(Instant::now() < deadline, "readings never arrived");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Stopped first, so it surely holds delivered, unacked messages
+        // (its pull stays open and JetStream fills it), then killed.
+        let pid = b.pid().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        b.kill9();
+        publisher.await.unwrap().unwrap()
+    });
+    let total = report.readings;
+    assert_eq!(total, (messages * batch) as u64);
+    // A replica started after it all: loads the snapshot, tails the log.
+    let c = replica(dir.path(), &db, &cfg, "c", &[]);
+    runtime.block_on(async {
+        for url in [a.url(), c.url()] {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let s = loop {
+                let s = stats(&url).await;
+                if s.accepted >= total || Instant::now() > deadline {
+                    break s;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert_eq!(
+                s.accepted, total,
+                "{url}: every published reading, once: {s:?}"
+            );
+            assert_eq!(s.samples, total, "{url}: {s:?}");
+            assert!(
+                s.rejected_by_reason.is_empty(),
+                "{url}: nothing rejected: {s:?}"
+            );
+        }
+        let s = stats(&a.url()).await;
+        eprintln!(
+            "bus at a: {} messages, {} redelivered, {} already logged",
+            s.bus_messages, s.bus_redelivered, s.log_duplicates
+        );
+        assert!(
+            s.bus_redelivered > 0,
+            "b died holding messages; a got them again"
+        );
+        // Each message logged once; JetStream did redeliver some (b died
+        // holding them), and the log's dedupe kept them single.
+        let logged = pg_query(
+            &db.url,
+            "SELECT count(*), count(DISTINCT dedupe) FROM telemetry_log",
+        );
+        assert_eq!(logged[0][0], logged[0][1]);
+        let client = async_nats::connect(&nats).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut consumer = edgeplan::service::bus::consumer(&js, &bus).await.unwrap();
+        let info = consumer.info().await.unwrap().clone();
+        eprintln!(
+            "bus: {} redelivered, {} pending, {} awaiting ack",
+            info.num_redelivered, info.num_pending, info.num_ack_pending
+        );
+        assert_eq!(info.num_pending, 0);
+        js.delete_stream(&stream).await.unwrap();
+    });
+    drop((a, c));
+}
