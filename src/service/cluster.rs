@@ -294,6 +294,16 @@ fn apply_log(shared: &Shared) -> Result<usize, StoreError> {
     if rows.is_empty() {
         return Ok(0);
     }
+    // An inventory change committed before these batches were logged (a
+    // site registered on another replica, then its readings) must be seen
+    // before they are applied: read the generation after the rows.
+    let generation = shared.store.generation()?;
+    {
+        let mut state = shared.state();
+        if generation > state.generation {
+            shared.reload(&mut state)?;
+        }
+    }
     let mut hub = shared.telemetry();
     let mut own = Vec::new();
     for row in &rows {

@@ -17,18 +17,15 @@ use edgeplan::service::client::{push_instance, Connect};
 
 use crate::live::*;
 
-/// Lease and polling short enough for a test; the bound checked is the
-/// issue's 10 s.
+/// The lease as configured by default (5 s, renewed every second); the
+/// bound checked is the issue's 10 s.
 const FAILOVER_BOUND: Duration = Duration::from_secs(10);
 
 fn config(dir: &std::path::Path, extra: &str) -> String {
     let path = dir.join("serve.yaml");
     std::fs::write(
         &path,
-        format!(
-            "cluster:\n  lease_ttl_s: 3\n  renew_interval_s: 0.5\n  poll_interval_ms: 100\n  \
-             telemetry_snapshot_s: 1\n{extra}"
-        ),
+        format!("cluster:\n  poll_interval_ms: 100\n  telemetry_snapshot_s: 1\n{extra}"),
     )
     .unwrap();
     path.to_str().unwrap().to_string()
@@ -236,7 +233,7 @@ fn a_replica_killed_mid_batch_loses_and_doubles_no_reading() {
         subject_prefix: prefix.clone(),
         ..Default::default()
     };
-    let publish = edgeplan::service::publish::PublishOptions {
+    let publish = |messages: usize, t0: f64| edgeplan::service::publish::PublishOptions {
         bus: bus.clone(),
         server: None,
         sites,
@@ -245,33 +242,45 @@ fn a_replica_killed_mid_batch_loses_and_doubles_no_reading() {
         messages,
         in_flight: 64,
         wait_s: 0.0,
-        t0: 1.7e9,
+        t0,
     };
-    let a_url = a.url();
-    let report = runtime.block_on(async {
-        let publisher =
-            tokio::spawn(async move { edgeplan::service::publish::run(&publish).await });
-        // Kill b while it holds messages: once a quarter is in, mid-stream.
-        let quarter = (messages * batch / 4) as u64;
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while stats(&a_url).await.accepted < quarter {
-            assert!(Instant::now() < deadline, "readings never arrived");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        // Stopped first, so it surely holds delivered, unacked messages
-        // (its pull stays open and JetStream fills it), then killed.
+    let run = |o| async move { edgeplan::service::publish::run(&o).await.unwrap().readings };
+    let total = runtime.block_on(async {
+        let client = async_nats::connect(&nats).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut consumer = edgeplan::service::bus::consumer(&js, &bus).await.unwrap();
+        // A first half, taken by both replicas.
+        let mut total = run(publish(messages / 2, 1.7e9)).await;
+        // b stopped while its pull is open: what JetStream hands it now
+        // stays unacked. Try until it holds some, then kill it.
         let pid = b.pid().to_string();
-        assert!(std::process::Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success());
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let signal = |sig: &str| {
+            assert!(std::process::Command::new("kill")
+                .args([sig, pid.as_str()])
+                .status()
+                .unwrap()
+                .success())
+        };
+        let mut t0 = 1.7e9 + 1e5;
+        let mut held = 0;
+        for _ in 0..20 {
+            signal("-STOP");
+            total += run(publish(20, t0)).await;
+            t0 += 1e5;
+            // a acks within milliseconds; what is still unacked is b's.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            held = consumer.info().await.unwrap().num_ack_pending;
+            if held > 0 {
+                break;
+            }
+            signal("-CONT");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(held > 0, "b never held a message");
+        eprintln!("b killed holding {held} unacked message(s)");
         b.kill9();
-        publisher.await.unwrap().unwrap()
+        total + run(publish(messages / 2, t0)).await
     });
-    let total = report.readings;
-    assert_eq!(total, (messages * batch) as u64);
     // A replica started after it all: loads the snapshot, tails the log.
     let c = replica(dir.path(), &db, &cfg, "c", &[]);
     runtime.block_on(async {
@@ -294,17 +303,18 @@ fn a_replica_killed_mid_batch_loses_and_doubles_no_reading() {
                 "{url}: nothing rejected: {s:?}"
             );
         }
-        let s = stats(&a.url()).await;
-        eprintln!(
-            "bus at a: {} messages, {} redelivered, {} already logged",
-            s.bus_messages, s.bus_redelivered, s.log_duplicates
-        );
-        assert!(
-            s.bus_redelivered > 0,
-            "b died holding messages; a got them again"
-        );
-        // Each message logged once; JetStream did redeliver some (b died
-        // holding them), and the log's dedupe kept them single.
+        // The messages b held went to a survivor (a, or c once started).
+        let mut redelivered = 0;
+        for url in [a.url(), c.url()] {
+            let s = stats(&url).await;
+            eprintln!(
+                "bus at {url}: {} messages, {} redelivered, {} already logged",
+                s.bus_messages, s.bus_redelivered, s.log_duplicates
+            );
+            redelivered += s.bus_redelivered;
+        }
+        assert!(redelivered > 0, "b died holding messages; they came again");
+        // Each message logged once.
         let logged = pg_query(
             &db.url,
             "SELECT count(*), count(DISTINCT dedupe) FROM telemetry_log",
@@ -314,12 +324,11 @@ fn a_replica_killed_mid_batch_loses_and_doubles_no_reading() {
         let js = async_nats::jetstream::new(client);
         let mut consumer = edgeplan::service::bus::consumer(&js, &bus).await.unwrap();
         let info = consumer.info().await.unwrap().clone();
-        eprintln!(
-            "bus: {} redelivered, {} pending, {} awaiting ack",
-            info.num_redelivered, info.num_pending, info.num_ack_pending
-        );
-        assert_eq!(info.num_pending, 0);
-        js.delete_stream(&stream).await.unwrap();
+        assert_eq!((info.num_pending, info.num_ack_pending), (0, 0));
     });
     drop((a, c));
+    runtime.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap());
+        js.delete_stream(&stream).await.unwrap();
+    });
 }

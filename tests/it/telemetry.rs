@@ -95,6 +95,46 @@ fn every_rejection_class_is_counted() {
     assert!((t.sensors["amb"].last - 21.0).abs() < 1e-9);
 }
 
+/// Within `late_window_s`, an older reading is counted (and in the hourly
+/// series) but moves neither the last value nor the EWMA; beyond it, it is
+/// out of order as before, and an exact repeat of the last is a duplicate.
+#[test]
+fn late_readings_within_the_window_are_counted_without_moving_the_latest() {
+    use SensorKind::*;
+    let mut t = TelemetryState::default();
+    t.limits.late_window_s = 120.0;
+    let at = |v: f64, ts: f64| reading("amb", "a", None, Ambient, "C", v, ts);
+    assert_eq!(t.ingest(&at(20.0, 1000.0), known), Ok(()));
+    assert_eq!(t.ingest(&at(20.5, 1010.0), known), Ok(()));
+    let ewma = t.sensors["amb"].ewma;
+    // 60 s late: taken, counted, latest unchanged (even a value that would
+    // be an impossible jump from the latest is not compared with it).
+    assert_eq!(t.ingest(&at(20.2, 950.0), known), Ok(()));
+    assert_eq!(t.late, 1);
+    assert_eq!(t.accepted, 3);
+    assert_eq!(t.sensors["amb"].count, 3);
+    assert_eq!(t.sensors["amb"].last, 20.5);
+    assert_eq!(t.sensors["amb"].last_s, 1010.0);
+    assert_eq!(t.sensors["amb"].ewma, ewma);
+    // Beyond the window, and an exact repeat of the latest: refused.
+    assert_eq!(
+        t.ingest(&at(20.0, 880.0), known),
+        Err(Rejection::OutOfOrder)
+    );
+    assert_eq!(
+        t.ingest(&at(20.5, 1010.0), known),
+        Err(Rejection::Duplicate)
+    );
+    assert_eq!(t.sensors["amb"].count, 3);
+    // With no window (the default), late is out of order.
+    let mut strict = TelemetryState::default();
+    strict.ingest(&at(20.0, 1000.0), known).unwrap();
+    assert_eq!(
+        strict.ingest(&at(20.0, 990.0), known),
+        Err(Rejection::OutOfOrder)
+    );
+}
+
 /// Rack telemetry from a known truth: inlet = supply + 0.5 + 0.8 · rack kW + noise.
 fn thermal_truth(t: &mut TelemetryState, samples: usize) {
     let mut x: u64 = 12345;
