@@ -86,14 +86,7 @@ fn leader_killed_mid_plan_fails_over_and_the_plan_completes_once() {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.tsv");
     let sim = sim(&journal, &[]);
-    let inst = edgeplan::gen::generate(&edgeplan::gen::GenOptions {
-        sites: 8,
-        workloads: 40,
-        replicas: None,
-        seed: 5,
-        load: 0.6,
-    })
-    .unwrap();
+    let inst = busy_fleet();
     let cfg = config(dir.path(), "");
     let provisioner = ["--provisioner", &sim.url(), "--time-scale", "0.05"];
     let mut replicas: Vec<Option<Proc>> = ["r1", "r2", "r3"]
@@ -110,16 +103,7 @@ fn leader_killed_mid_plan_fails_over_and_the_plan_completes_once() {
             .await
             .unwrap();
         // An acknowledged reading through the leader, before it dies.
-        let ack = connect(&urls[first], TelemetryClient::new)
-            .await
-            .ingest(tokio_stream::iter(vec![ambient_batch(
-                &inst,
-                now_s(),
-                None,
-            )]))
-            .await
-            .unwrap()
-            .into_inner();
+        let ack = ingest_ambient(&urls[first], &inst, now_s()).await;
         assert_eq!(ack.accepted as usize, inst.sites.len());
         // Every replica follows the inventory within its poll.
         for u in &urls {

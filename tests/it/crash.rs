@@ -83,14 +83,7 @@ fn sigkill_during_ingest_and_dispatch_loses_no_acknowledged_write() {
     let journal = dir.path().join("journal.tsv");
     let data = dir.path().join("data");
     let sim = sim(&journal, &[]);
-    let inst = edgeplan::gen::generate(&edgeplan::gen::GenOptions {
-        sites: 8,
-        workloads: 40,
-        replicas: None,
-        seed: 5,
-        load: 0.6,
-    })
-    .unwrap();
+    let inst = busy_fleet();
     let runtime = rt();
     let first = server(&data, &sim.url(), &[]);
     let (plan_id, steps, makespan_s) = runtime.block_on(async {

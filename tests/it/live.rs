@@ -138,6 +138,31 @@ pub fn fleet(seed: u64) -> Instance {
     .expect("gen")
 }
 
+/// A fleet whose optimum moves several workloads: a plan of a few steps.
+pub fn busy_fleet() -> Instance {
+    generate(&GenOptions {
+        sites: 8,
+        workloads: 40,
+        replicas: None,
+        seed: 5,
+        load: 0.6,
+    })
+    .expect("gen")
+}
+
+/// One Ingest call with every site's ambient reading at `now`: its summary.
+pub async fn ingest_ambient(url: &str, inst: &Instance, now: f64) -> pb::IngestSummary {
+    connect(
+        url,
+        edgeplan::api::pb::telemetry_client::TelemetryClient::new,
+    )
+    .await
+    .ingest(tokio_stream::iter(vec![ambient_batch(inst, now, None)]))
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 pub fn ambient_batch(inst: &Instance, now: f64, hot: Option<(&str, f64)>) -> pb::ReadingBatch {
     pb::ReadingBatch {
         readings: inst

@@ -53,16 +53,7 @@ fn register_solve_approve_dispatch_to_success() {
 
         let version = push_instance(&Connect::plain(&url), &inst).await.unwrap();
         assert!(version >= 5, "one version per change, got {version}");
-        let mut telemetry = connect(&url, TelemetryClient::new).await;
-        let summary = telemetry
-            .ingest(tokio_stream::iter(vec![ambient_batch(
-                &inst,
-                now_s(),
-                None,
-            )]))
-            .await
-            .unwrap()
-            .into_inner();
+        let summary = ingest_ambient(&url, &inst, now_s()).await;
         assert_eq!(summary.accepted, inst.sites.len() as u64);
         assert_eq!(summary.rejected, 0);
 
