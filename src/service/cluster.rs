@@ -65,6 +65,37 @@ impl Default for ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    /// Every duration finite and positive, and renewals well inside the
+    /// lease; the offending setting named otherwise.
+    pub fn check(&self) -> Result<(), String> {
+        let positive = [
+            ("lease_ttl_s", self.lease_ttl_s),
+            ("renew_interval_s", self.renew_interval_s),
+            ("telemetry_snapshot_s", self.telemetry_snapshot_s),
+            ("telemetry_keep_s", self.telemetry_keep_s),
+        ];
+        for (name, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!(
+                    "cluster.{name}: must be a positive number of seconds, got {v}"
+                ));
+            }
+        }
+        if self.renew_interval_s * 2.0 > self.lease_ttl_s {
+            return Err(format!(
+                "cluster.renew_interval_s: {} s must be at most half of lease_ttl_s ({} s), \
+                 or a busy leader loses its lease between renewals",
+                self.renew_interval_s, self.lease_ttl_s
+            ));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err("cluster.poll_interval_ms: must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
 /// This replica's part in the cluster.
 pub struct Node {
     pub replica_id: String,
@@ -184,8 +215,10 @@ pub fn step_down(shared: &Shared) {
 
 async fn elect(shared: Arc<Shared>) {
     let cfg = shared.config.cluster.clone();
-    let ttl = Duration::from_secs_f64(cfg.lease_ttl_s.max(0.5));
-    let every = Duration::from_secs_f64(cfg.renew_interval_s.clamp(0.05, cfg.lease_ttl_s / 2.0));
+    // Checked at start (`ClusterConfig::check`): finite, positive, renewals
+    // at most half the lease.
+    let ttl = Duration::from_secs_f64(cfg.lease_ttl_s);
+    let every = Duration::from_secs_f64(cfg.renew_interval_s);
     let node = &shared.cluster;
     loop {
         // Counted from before the request: the store's expiry is later.
@@ -328,7 +361,7 @@ fn apply_log(shared: &Shared) -> Result<usize, StoreError> {
 /// tailing the log from the position it includes) and the log's pruning.
 async fn snapshots(shared: Arc<Shared>) {
     let cfg = shared.config.cluster.clone();
-    let every = Duration::from_secs_f64(cfg.telemetry_snapshot_s.max(0.5));
+    let every = Duration::from_secs_f64(cfg.telemetry_snapshot_s);
     loop {
         tokio::time::sleep(every).await;
         let Some(fence) = shared.cluster.fence() else {

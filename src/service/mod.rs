@@ -480,6 +480,15 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    config.cluster.check().map_err(anyhow::Error::msg)?;
+    if let Some(bus) = &config.nats {
+        if !(bus.ack_wait_s.is_finite() && bus.ack_wait_s > 0.0) {
+            anyhow::bail!(
+                "nats.ack_wait_s: must be a positive number of seconds, got {}",
+                bus.ack_wait_s
+            );
+        }
+    }
     let tokens = Arc::new(auth::Tokens::new(&config.auth)?);
     let tls = config.tls.as_ref().map(auth::ServerTls::load).transpose()?;
     if let Some(t) = &config.provisioner_tls {

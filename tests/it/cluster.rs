@@ -316,3 +316,36 @@ fn a_replica_killed_mid_batch_loses_and_doubles_no_reading() {
         js.delete_stream(&stream).await.unwrap();
     });
 }
+
+/// Bad cluster settings stop the start with the setting named (they once
+/// could panic the lease loop).
+#[test]
+fn bad_cluster_settings_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (yaml, named) in [
+        (
+            "cluster:\n  renew_interval_s: 4\n",
+            "cluster.renew_interval_s",
+        ),
+        ("cluster:\n  lease_ttl_s: .nan\n", "cluster.lease_ttl_s"),
+        (
+            "cluster:\n  telemetry_keep_s: -1\n",
+            "cluster.telemetry_keep_s",
+        ),
+        ("nats:\n  ack_wait_s: 0\n", "nats.ack_wait_s"),
+    ] {
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{yaml}: started");
+        assert!(stderr.contains(named), "{yaml}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{yaml}: {stderr}");
+    }
+}

@@ -266,18 +266,22 @@ fn the_lease_fences_a_deposed_leader(b: Backend) {
     assert_eq!(a2.token, bf.token + 1);
 }
 
+/// Write one raw value into the embedded file, behind the store's back.
+fn redb_put(dir: &std::path::Path, table: &str, key: &str, value: &[u8]) {
+    let db = redb::Database::create(dir.join("edgeplan.redb")).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new(table);
+        txn.open_table(def).unwrap().insert(key, value).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 fn a_newer_schema_is_refused_by_name(b: Backend) {
     drop(b.open().unwrap()); // created at this build's version
     match &b {
         Backend::Embedded(dir) => {
-            let db = redb::Database::create(dir.path().join("edgeplan.redb")).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
-                let mut meta = txn.open_table(def).unwrap();
-                meta.insert("schema", b"99".as_slice()).unwrap();
-            }
-            txn.commit().unwrap();
+            redb_put(dir.path(), "meta", "schema", b"99");
         }
         Backend::Postgres(db) => {
             // Opening again applies nothing twice.
@@ -306,16 +310,7 @@ fn a_corrupt_row_is_named(b: Backend) {
     let site = inst.sites[1].id.clone();
     match &b {
         Backend::Embedded(dir) => {
-            let db = redb::Database::create(dir.path().join("edgeplan.redb")).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("sites");
-                let mut sites = txn.open_table(def).unwrap();
-                sites
-                    .insert(site.as_str(), b"{not json".as_slice())
-                    .unwrap();
-            }
-            txn.commit().unwrap();
+            redb_put(dir.path(), "sites", &site, b"{not json");
         }
         Backend::Postgres(db) => {
             pg_query(
