@@ -4,10 +4,21 @@
 //! dispatcher drives it and stores it; nothing here does I/O. Pure.
 //!
 //! Plan: recommended → approved → executing → succeeded | failed, and
-//! cancelled or superseded on the way. Step: pending → running → succeeded |
-//! failed, or pending → skipped. A plan is never succeeded with a failed
-//! step: one failure holds every step not yet started, and once the running
-//! ones have finished the plan is failed.
+//! cancelled (through cancelling while steps still run) or superseded on the
+//! way. Step: pending → running → succeeded | failed, pending → skipped, or
+//! pending → failed when its precondition no longer holds. A plan is never
+//! succeeded with a failed step: one failure holds every step not yet
+//! started, and once the running ones have finished the plan is failed.
+//!
+//! The start rule is the planner's invariant: a step of wave k starts only
+//! once every step of the waves before k has succeeded or been skipped (a
+//! wave barrier). The planner proved each wave safe with every step of it
+//! holding both ends and every earlier wave done, so any timing the
+//! provisioner produces stays inside a state it checked. A skipped step
+//! never releases its source, so the arrivals of later waves at that source
+//! (which may have counted on the room), and the later arrivals of the same
+//! workload (which may have counted on it leaving a failure domain), are
+//! skipped with it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +38,9 @@ pub enum PlanState {
     Failed,
     Cancelled,
     Superseded,
+    /// Cancelled while steps run: nothing new starts; `cancelled` once the
+    /// running steps have reported, so watchers see every outcome.
+    Cancelling,
 }
 
 impl PlanState {
@@ -90,6 +104,16 @@ pub enum TransitionError {
         plan: u64,
         state: PlanState,
         action: &'static str,
+    },
+    #[error(
+        "plan {plan} was made from inventory version {made_at}; the inventory is at version \
+         {now} and the plan does not hold there: {why}"
+    )]
+    Stale {
+        plan: u64,
+        made_at: u64,
+        now: u64,
+        why: String,
     },
     #[error("plan {plan} has no step {step}")]
     UnknownStep { plan: u64, step: usize },
@@ -167,6 +191,28 @@ impl Execution {
         Ok(())
     }
 
+    /// Approve a plan while the inventory is at `now`: a plan made from an
+    /// older version is refused unless `reverify` — the plan checked against
+    /// the current state — says it still holds.
+    pub fn approve_at(
+        &mut self,
+        now: u64,
+        reverify: impl FnOnce(&Plan) -> Result<(), String>,
+    ) -> Result<(), TransitionError> {
+        if self.state != PlanState::Recommended {
+            return Err(self.refuse("approve"));
+        }
+        if self.inventory_version != now {
+            reverify(&self.plan).map_err(|why| TransitionError::Stale {
+                plan: self.id,
+                made_at: self.inventory_version,
+                now,
+                why,
+            })?;
+        }
+        self.approve()
+    }
+
     /// A newer plan replaces this one before it started.
     pub fn supersede(&mut self) -> Result<(), TransitionError> {
         if !matches!(self.state, PlanState::Recommended | PlanState::Approved) {
@@ -176,26 +222,66 @@ impl Execution {
         Ok(())
     }
 
-    /// Nothing new starts; running steps still report their outcome.
+    /// Nothing new starts; running steps still report their outcome, and
+    /// the plan is `cancelling` until they have.
     pub fn cancel(&mut self) -> Result<(), TransitionError> {
-        if self.state.is_terminal() {
+        if self.state.is_terminal() || self.state == PlanState::Cancelling {
             return Err(self.refuse("cancel"));
         }
-        self.state = PlanState::Cancelled;
+        self.state = if self.steps.iter().any(|s| s.state == StepState::Running) {
+            PlanState::Cancelling
+        } else {
+            PlanState::Cancelled
+        };
         Ok(())
     }
 
     /// Skip a pending step and, since they rely on it, every pending step
-    /// that depends on it (transitively). Returns the steps skipped.
+    /// that depends on it (transitively): its declared dependents, every
+    /// arrival of a later wave at the site it would have left (the planner
+    /// may have counted on that room), and every later arrival of the same
+    /// workload (it may have counted on that replica leaving its failure
+    /// domain). Returns the steps skipped.
     pub fn skip(&mut self, step: usize) -> Result<Vec<usize>, TransitionError> {
-        if self.state.is_terminal() {
+        if self.state.is_terminal() || self.state == PlanState::Cancelling {
             return Err(self.refuse("skip a step"));
         }
         self.expect(step, StepState::Pending, "skip")?;
         let mut dependents: HashMap<usize, Vec<usize>> = HashMap::new();
+        let mut arrivals: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
         for s in &self.plan.steps {
             for &d in &s.depends_on {
                 dependents.entry(d).or_default().push(s.id);
+            }
+            if let Some(to) = s.to.as_deref() {
+                arrivals.entry(to).or_default().push((s.wave, s.id));
+            }
+        }
+        let mut by_workload: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+        for s in &self.plan.steps {
+            if s.to.is_some() {
+                by_workload
+                    .entry(s.workload.as_str())
+                    .or_default()
+                    .push((s.wave, s.id));
+            }
+        }
+        for s in &self.plan.steps {
+            let Some(from) = s.from.as_deref() else {
+                continue;
+            };
+            // The replica stays at `from`: later arrivals there may have
+            // counted on its room, and later arrivals of the same workload
+            // elsewhere on its leaving (spread across failure domains).
+            let at_site = arrivals.get(from).map(Vec::as_slice).unwrap_or(&[]);
+            let same_workload = by_workload
+                .get(s.workload.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            for &(wave, id) in at_site.iter().chain(same_workload) {
+                if wave > s.wave {
+                    dependents.entry(s.id).or_default().push(id);
+                }
             }
         }
         let mut skipped = Vec::new();
@@ -219,15 +305,30 @@ impl Execution {
         Ok(skipped)
     }
 
-    /// Steps that may start now, in wave then id order: pending, every
-    /// dependency succeeded, no step of the plan failed, and within the
-    /// fleet-wide and per-site concurrency limits counting the running ones.
+    /// The wave in progress: the lowest wave with a step pending or running.
+    pub fn open_wave(&self) -> Option<usize> {
+        self.plan
+            .steps
+            .iter()
+            .zip(&self.steps)
+            .filter(|(_, s)| matches!(s.state, StepState::Pending | StepState::Running))
+            .map(|(step, _)| step.wave)
+            .min()
+    }
+
+    /// Steps that may start now, in id order: pending, in the open wave
+    /// (every earlier wave done: the barrier), every dependency succeeded,
+    /// no step of the plan failed, and within the fleet-wide and per-site
+    /// concurrency limits counting the running ones.
     pub fn ready(&self, limits: &Limits) -> Vec<usize> {
         if !matches!(self.state, PlanState::Approved | PlanState::Executing)
             || self.steps.iter().any(|s| s.state == StepState::Failed)
         {
             return Vec::new();
         }
+        let Some(open) = self.open_wave() else {
+            return Vec::new();
+        };
         let mut in_flight = 0u32;
         let mut arriving: HashMap<&str, u32> = HashMap::new();
         let mut leaving: HashMap<&str, u32> = HashMap::new();
@@ -249,10 +350,11 @@ impl Execution {
                 count(step, &mut arriving, &mut leaving);
             }
         }
-        let mut order: Vec<usize> = (0..self.steps.len())
-            .filter(|&k| self.steps[k].state == StepState::Pending)
+        let order: Vec<usize> = (0..self.steps.len())
+            .filter(|&k| {
+                self.steps[k].state == StepState::Pending && self.plan.steps[k].wave == open
+            })
             .collect();
-        order.sort_by_key(|&k| (self.plan.steps[k].wave, k));
         let mut ready = Vec::new();
         for k in order {
             if in_flight >= limits.max_in_flight.max(1) {
@@ -291,6 +393,32 @@ impl Execution {
         Ok(())
     }
 
+    /// A pending step whose precondition no longer holds (the replica is not
+    /// where the step says, or its target has no room left): it fails
+    /// without a call, which holds the rest of the plan as any failure does.
+    pub fn fail_precondition(
+        &mut self,
+        step: usize,
+        reason: String,
+    ) -> Result<(), TransitionError> {
+        if !matches!(self.state, PlanState::Approved | PlanState::Executing) {
+            return Err(self.refuse("start a step"));
+        }
+        self.expect(step, StepState::Pending, "start")?;
+        self.state = PlanState::Executing;
+        let st = &mut self.steps[step];
+        st.state = StepState::Failed;
+        st.message = format!("precondition failed: {reason}");
+        if self.error.is_empty() {
+            self.error = format!(
+                "step {step} ({}) was not started: {reason}",
+                describe(&self.plan.steps[step])
+            );
+        }
+        self.settle();
+        Ok(())
+    }
+
     /// One more call for a running step (a retry, or a resend after a restart).
     pub fn retry(&mut self, step: usize) -> Result<(), TransitionError> {
         self.expect(step, StepState::Running, "retry")?;
@@ -326,10 +454,14 @@ impl Execution {
 
     /// Derive the plan's state from its steps once nothing is running.
     fn settle(&mut self) {
-        if !matches!(self.state, PlanState::Approved | PlanState::Executing) {
+        if self.steps.iter().any(|s| s.state == StepState::Running) {
             return;
         }
-        if self.steps.iter().any(|s| s.state == StepState::Running) {
+        if self.state == PlanState::Cancelling {
+            self.state = PlanState::Cancelled;
+            return;
+        }
+        if !matches!(self.state, PlanState::Approved | PlanState::Executing) {
             return;
         }
         if self.steps.iter().any(|s| s.state == StepState::Failed) {

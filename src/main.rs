@@ -303,6 +303,10 @@ enum Command {
         server: String,
         #[arg(long)]
         instance: PathBuf,
+        /// Also report the instance's `current` as where replicas run now
+        /// (observed state; an upsert keeps a known workload's own).
+        #[arg(long)]
+        observed: bool,
         #[command(flatten)]
         auth: ServerArgs,
     },
@@ -1329,13 +1333,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Push {
             server,
             instance,
+            observed,
             auth,
         } => {
             let inst = load(&instance)?;
-            let version = runtime()?.block_on(edgeplan::service::client::push_instance(
-                &auth.connect(&server),
-                &inst,
-            ))?;
+            let connect = auth.connect(&server);
+            let rt = runtime()?;
+            let mut version =
+                rt.block_on(edgeplan::service::client::push_instance(&connect, &inst))?;
+            if observed && !inst.workloads.is_empty() {
+                version = rt.block_on(edgeplan::service::client::report_observed(
+                    &connect,
+                    &inst,
+                    Some(version),
+                ))?;
+            }
             eprintln!(
                 "pushed {} sites, {} links, {} regions, {} workloads; state version {version}",
                 inst.sites.len(),
@@ -1439,6 +1451,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             for v in &report.violations {
                 eprintln!("violation [{}] {}", v.rule, v.message);
+            }
+            for o in &report.overloads {
+                eprintln!("overloaded at the start [{}] {}", o.rule, o.message);
             }
             if report.stale {
                 eprintln!(

@@ -3,7 +3,18 @@
 //! within a wave steps run concurrently in any order. Safety is by worst
 //! case: while a wave runs, every step holds its target and no source is
 //! released yet, and that state must keep every capacity, power, cooling and
-//! inlet limit of each receiving site (`Problem::room_for`). Deadlocks
+//! inlet limit of each receiving site (`Problem::room_for`). The executor
+//! enforces the same model: a wave starts only once the previous one has
+//! finished (see `execution`). Spread rules hold in every state the executor
+//! can reach, counting a replica where it serves (its source until its step
+//! succeeds, then its target): with any subset of a wave cut over, that is
+//! the wave's arrivals counted and its departures not yet released — so
+//! `max_per_site`, `max_per_failure_domain` and anti-affinity are checked on
+//! that worst case too (a move inside one failure domain counts once there).
+//! A site over a limit at the start (a heat wave cut its cooling) takes no
+//! arrival that adds to what it is over on (`room_for` refuses), and moves
+//! away from it go first so it is back under as early as the limits allow.
+//! Deadlocks
 //! (A waits for B's space, B for A's) are broken through a staging site with
 //! room or, where a workload allows disruption, break-before-make. What
 //! cannot be reached safely is reported as blocked, with the reason. Pure.
@@ -194,6 +205,17 @@ struct Planner<'a> {
     per_link: usize,
 }
 
+/// A wave's arrivals so far, for the spread rules' worst case.
+#[derive(Default)]
+struct WaveSpread {
+    /// (workload, site) → replicas arriving.
+    at_site: HashMap<(usize, usize), u32>,
+    /// (workload, failure domain) → replicas arriving from outside the domain.
+    in_domain: HashMap<(usize, usize), u32>,
+    /// (anti-affinity group, site) → replicas arriving.
+    in_group: HashMap<(usize, usize), u32>,
+}
+
 impl<'a> Planner<'a> {
     fn route(&mut self, from: usize, to: usize) -> Option<Route> {
         let p = self.p;
@@ -207,6 +229,55 @@ impl<'a> Planner<'a> {
 
     fn count(&self, wi: usize, si: usize) -> u32 {
         self.counts[wi].get(&si).copied().unwrap_or(0)
+    }
+
+    /// Would one more replica of `wi` arriving at `to` (from `from`) keep
+    /// `max_per_site`, `max_per_failure_domain` and anti-affinity in every
+    /// state of the wave (arrivals cut over, departures not yet released)?
+    fn spread_ok(&self, wi: usize, from: Option<usize>, to: usize, wave: &WaveSpread) -> bool {
+        let p = self.p;
+        let w = &p.workloads[wi];
+        let max_here = w.candidate_at(to).map_or(0, |c| c.max_count);
+        if self.count(wi, to) + wave.at_site.get(&(wi, to)).copied().unwrap_or(0) + 1 > max_here {
+            return false;
+        }
+        if let (Some(k), Some(d)) = (w.max_per_failure_domain, p.sites[to].failure_domain) {
+            let from_inside = from.is_some_and(|f| p.sites[f].failure_domain == Some(d));
+            if !from_inside {
+                let committed: u32 = self.counts[wi]
+                    .iter()
+                    .filter(|(s, _)| p.sites[**s].failure_domain == Some(d))
+                    .map(|(_, n)| *n)
+                    .sum();
+                if committed + wave.in_domain.get(&(wi, d)).copied().unwrap_or(0) + 1 > k {
+                    return false;
+                }
+            }
+        }
+        if let Some(g) = self.anti_group_of[wi] {
+            let committed: u32 = p.anti_affinity_groups[g]
+                .1
+                .iter()
+                .map(|&o| self.count(o, to))
+                .sum();
+            if committed + wave.in_group.get(&(g, to)).copied().unwrap_or(0) + 1 > 1 {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn note_arrival(&self, wi: usize, from: Option<usize>, to: usize, wave: &mut WaveSpread) {
+        let p = self.p;
+        *wave.at_site.entry((wi, to)).or_default() += 1;
+        if let Some(d) = p.sites[to].failure_domain {
+            if from.is_none_or(|f| p.sites[f].failure_domain != Some(d)) {
+                *wave.in_domain.entry((wi, d)).or_default() += 1;
+            }
+        }
+        if let Some(g) = self.anti_group_of[wi] {
+            *wave.in_group.entry((g, to)).or_default() += 1;
+        }
     }
 
     fn apply(&mut self, wi: usize, si: usize, delta: i32) {
@@ -301,10 +372,25 @@ pub fn plan(instance: &Instance, problem: &Problem, target: &Placement) -> crate
             });
         }
     }
-    // Stops first (they only free space), then the most important workloads.
+    // A site over a limit at the start is brought back first.
+    let overloaded: Vec<bool> = (0..n_sites)
+        .map(|si| {
+            let site = &problem.sites[si];
+            pl.used[si]
+                .iter()
+                .zip(&site.capacity)
+                .any(|(u, c)| *u > c + crate::problem::EPS * c.max(1.0))
+                || pl.dynamic_kw[si]
+                    > site.dynamic_kw_limit + crate::problem::EPS * site.dynamic_kw_limit.max(1.0)
+        })
+        .collect();
+    let relieves = |d: &Draft| d.from.is_some_and(|f| overloaded[f]);
+    // Stops first (they only free space), then moves away from overloaded
+    // sites, then the most important workloads.
     drafts.sort_by(|a, b| {
         (a.kind != StepKind::Stop)
             .cmp(&(b.kind != StepKind::Stop))
+            .then(relieves(b).cmp(&relieves(a)))
             .then(
                 problem.workloads[b.wi]
                     .priority
@@ -329,6 +415,7 @@ pub fn plan(instance: &Instance, problem: &Problem, target: &Placement) -> crate
         let mut in_count = vec![0u32; n_sites];
         let mut out_count = vec![0u32; n_sites];
         let mut link_count: HashMap<usize, usize> = HashMap::new();
+        let mut spread = WaveSpread::default();
         let mut chosen: Vec<usize> = Vec::new();
         for (k, d) in pending.iter().enumerate() {
             if chosen.len() >= limits.max_in_flight as usize {
@@ -354,6 +441,7 @@ pub fn plan(instance: &Instance, problem: &Problem, target: &Placement) -> crate
                 if problem
                     .room_for(d.wi, t, &worst_used[t], worst_kw[t])
                     .is_err()
+                    || !pl.spread_ok(d.wi, d.from, t, &spread)
                 {
                     continue;
                 }
@@ -373,6 +461,7 @@ pub fn plan(instance: &Instance, problem: &Problem, target: &Placement) -> crate
             }
             if let Some(t) = d.to {
                 in_count[t] += 1;
+                pl.note_arrival(d.wi, d.from, t, &mut spread);
                 for (r, amount) in problem.workloads[d.wi].demand.iter().enumerate() {
                     worst_used[t][r] += amount;
                 }
@@ -427,7 +516,9 @@ pub fn plan(instance: &Instance, problem: &Problem, target: &Placement) -> crate
         }
         for (f, id) in freed_now {
             freed_at[f].push(id);
-            // Keep the dependency lists short: the latest few releases suffice.
+            // `depends_on` names the latest few releases that made room, for
+            // the provisioner's information; safety comes from the executor's
+            // wave barrier, which waits for all of them.
             if freed_at[f].len() > 8 {
                 freed_at[f].remove(0);
             }
@@ -631,6 +722,11 @@ fn blocked_reason(
                     );
                 }
                 r
+            }
+            Ok(()) if !pl.spread_ok(d.wi, d.from, t, &WaveSpread::default()) => {
+                "it would break a spread rule (max per site, per failure domain or \
+                 anti-affinity) while the replicas it replaces still run"
+                    .to_string()
             }
             Ok(()) => "no safe order found within the limits".to_string(),
         }

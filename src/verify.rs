@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::instance::{AshraeClass, Instance, Price, Site};
 use crate::placement::Placement;
-use crate::plan::Plan;
+use crate::plan::{Plan, Step};
 use crate::problem::ObjectiveTerms;
 use crate::server_models::{catalogue_with, ServerModel};
 
@@ -52,8 +52,12 @@ struct SiteCheck {
 fn interpolate(watts: &[f64], u: f64) -> f64 {
     // 11 points at 0, 0.1, …, 1.0.
     let u = u.clamp(0.0, 1.0);
+    if watts.len() < 2 {
+        // Not a curve (an unvalidated instance): no dynamic power to read.
+        return watts.first().copied().unwrap_or(0.0);
+    }
     let mut k = 0;
-    while k + 1 < watts.len() - 1 && (k + 1) as f64 / 10.0 < u {
+    while k + 2 < watts.len() && (k + 1) as f64 / 10.0 < u {
         k += 1;
     }
     let left = k as f64 / 10.0;
@@ -241,6 +245,21 @@ fn site_loads<'a>(
     (used, it_kw)
 }
 
+/// What a broken site limit is measured on: one resource, or IT power
+/// (power cap, cooling and inlet all grow with it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Quantity<'a> {
+    Resource(&'a str),
+    ItKw,
+}
+
+/// One broken site limit: the violation, and the quantity with its value
+/// and the most it may be (`None` for a site that cannot be checked at all).
+struct Breach<'a> {
+    violation: Violation,
+    measure: Option<(Quantity<'a>, f64, f64)>,
+}
+
 /// Capacity, power cap, cooling and inlet of one site under a load.
 fn site_limits(
     site: &Site,
@@ -248,12 +267,27 @@ fn site_limits(
     used: &BTreeMap<&str, f64>,
     it: f64,
 ) -> Vec<Violation> {
+    site_breaches(site, check, used, it)
+        .into_iter()
+        .map(|b| b.violation)
+        .collect()
+}
+
+fn site_breaches<'a>(
+    site: &Site,
+    check: Option<&SiteCheck>,
+    used: &BTreeMap<&'a str, f64>,
+    it: f64,
+) -> Vec<Breach<'a>> {
     let mut v = Vec::new();
-    let mut bad = |rule: &str, message: String| {
-        v.push(Violation {
-            rule: rule.to_string(),
-            item: site.id.clone(),
-            message,
+    let mut bad = |rule: &str, message: String, measure: Option<(Quantity<'a>, f64, f64)>| {
+        v.push(Breach {
+            violation: Violation {
+                rule: rule.to_string(),
+                item: site.id.clone(),
+                message,
+            },
+            measure,
         })
     };
     for (r, amount) in used {
@@ -263,6 +297,7 @@ fn site_limits(
             bad(
                 "capacity",
                 format!("{}: {r} used {amount}, available {cap}", site.id),
+                Some((Quantity::Resource(r), *amount, cap)),
             );
         }
     }
@@ -270,6 +305,7 @@ fn site_limits(
         bad(
             "server_model",
             format!("{}: unknown server model {:?}", site.id, site.servers.model),
+            None,
         );
         return v;
     };
@@ -285,6 +321,7 @@ fn site_limits(
                 "{}: facility {facility:.3} kW over cap {} kW × {}",
                 site.id, site.power.cap_kw, c.factor
             ),
+            Some((Quantity::ItKw, it, c.factor * site.power.cap_kw / c.pue)),
         );
     }
     if it > c.factor * c.cooling_kw + TOL {
@@ -296,9 +333,11 @@ fn site_limits(
                 c.factor * c.cooling_kw,
                 c.ambient_c
             ),
+            Some((Quantity::ItKw, it, c.factor * c.cooling_kw)),
         );
     }
-    let rise = site.thermal.recirc_c_per_kw * it / site.thermal.racks as f64;
+    let per_kw = site.thermal.recirc_c_per_kw / site.thermal.racks.max(1) as f64;
+    let rise = per_kw * it;
     let allowed_rise = c.factor * (c.inlet_max_c - c.supply_c).max(0.0);
     if rise > allowed_rise + TOL {
         bad(
@@ -309,9 +348,45 @@ fn site_limits(
                 c.supply_c + rise,
                 c.supply_c + allowed_rise
             ),
+            Some((
+                Quantity::ItKw,
+                it,
+                allowed_rise / per_kw.max(f64::MIN_POSITIVE),
+            )),
         );
     }
     v
+}
+
+/// The value of a quantity under a load.
+fn measure(q: Quantity, used: &BTreeMap<&str, f64>, it: f64) -> f64 {
+    match q {
+        Quantity::Resource(r) => used.get(r).copied().unwrap_or(0.0),
+        Quantity::ItKw => it,
+    }
+}
+
+/// The limits a site breaks under `(used, it)` that a change from
+/// `(base_used, base_it)` caused: over the limit, and grown. A quantity
+/// already over its limit that the change did not grow is the start's
+/// state (a heat wave cut the cooling), not the change's fault.
+fn caused_breaches(
+    site: &Site,
+    check: Option<&SiteCheck>,
+    (used, it): (&BTreeMap<&str, f64>, f64),
+    (base_used, base_it): (&BTreeMap<&str, f64>, f64),
+) -> Vec<Violation> {
+    site_breaches(site, check, used, it)
+        .into_iter()
+        .filter(|b| match b.measure {
+            Some((q, value, _)) => {
+                let before = measure(q, base_used, base_it);
+                value > before + TOL * before.abs().max(1.0)
+            }
+            None => true,
+        })
+        .map(|b| b.violation)
+        .collect()
 }
 
 /// Check a placement against an instance.
@@ -374,8 +449,8 @@ pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
     let mut obj = ObjectiveTerms::default();
     let mut moves = 0u64;
     let mut unplaced_total = 0u64;
-    let mut anti: HashMap<(&str, usize), u32> = HashMap::new();
-    let mut affinity_sites: HashMap<&str, Vec<(&str, Vec<usize>)>> = HashMap::new();
+    let mut anti: BTreeMap<(&str, usize), u32> = BTreeMap::new();
+    let mut affinity_sites: BTreeMap<&str, Vec<(&str, Vec<usize>)>> = BTreeMap::new();
 
     for id in placement.assignments.keys() {
         if !workloads.contains_key(id.as_str()) {
@@ -390,7 +465,7 @@ pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
         let empty = BTreeMap::new();
         let assigned = placement.assignments.get(&w.id).unwrap_or(&empty);
         let mut placed = 0u32;
-        let mut per_domain: HashMap<&str, u32> = HashMap::new();
+        let mut per_domain: BTreeMap<&str, u32> = BTreeMap::new();
         let mut my_sites = Vec::new();
         for (sid, &n) in assigned {
             if n == 0 {
@@ -578,6 +653,8 @@ pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
         }
     }
     obj.total = obj.energy + obj.carbon + obj.latency + obj.migration + obj.thermal + obj.unplaced;
+    // A fixed order, whatever the maps above iterated in.
+    v.sort_by(|a, b| (&a.rule, &a.item, &a.message).cmp(&(&b.rule, &b.item, &b.message)));
     VerifyReport {
         feasible: v.is_empty(),
         violations: v,
@@ -597,12 +674,22 @@ pub struct PlanReport {
     /// Replaying the plan ends at its target.
     pub reaches_target: bool,
     pub violations: Vec<Violation>,
+    /// Sites over a limit before the plan's first step (not the plan's
+    /// doing), and how the plan brings each back: `rule` and `item` as in a
+    /// violation, the message tells the trajectory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overloads: Vec<Violation>,
 }
 
 /// Replay a plan from the instance's current placement and check, for each
 /// wave, the worst case of any order its steps may run in (every step holds
-/// its target, no source released yet) against every site limit, plus the
-/// concurrency limits, dependencies, routes and the end state.
+/// its target, no source released yet) against every site limit and the
+/// spread rules (a replica counts where it serves; any subset of the wave
+/// may have cut over), plus the concurrency limits, dependencies, routes and
+/// the end state. The executor starts a wave only once the previous one has
+/// finished, so these worst cases bound every state it can reach. A site
+/// already over a limit at the start is the start's state: only growth of
+/// what it is over on is a violation; its trajectory is in `overloads`.
 pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
     let mut v: Vec<Violation> = Vec::new();
     macro_rules! bad {
@@ -644,7 +731,7 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
         adj[b].push((a, l.rtt_ms));
     }
 
-    let mut counts: HashMap<(usize, usize), u32> = HashMap::new();
+    let mut counts: BTreeMap<(usize, usize), u32> = BTreeMap::new();
     for (wi, w) in inst.workloads.iter().enumerate() {
         for (sid, n) in &w.current {
             match site_ix.get(sid.as_str()) {
@@ -680,16 +767,18 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
             )
         );
     }
+    let mut overloads = Overloads::at_start(inst, &checks, &counts);
     let mut makespan = 0.0;
     for (k, wave) in plan.waves.iter().enumerate() {
         let label = format!("wave {k}");
         makespan += wave.duration_s;
-        let mut in_count: HashMap<usize, u32> = HashMap::new();
-        let mut out_count: HashMap<usize, u32> = HashMap::new();
-        let mut link_count: HashMap<usize, u32> = HashMap::new();
-        let mut leaving: HashMap<(usize, usize), u32> = HashMap::new();
+        let mut in_count: BTreeMap<usize, u32> = BTreeMap::new();
+        let mut out_count: BTreeMap<usize, u32> = BTreeMap::new();
+        let mut link_count: BTreeMap<usize, u32> = BTreeMap::new();
+        let mut leaving: BTreeMap<(usize, usize), u32> = BTreeMap::new();
         let mut arriving: Vec<(usize, usize, u32)> = Vec::new();
         let mut receiving: Vec<usize> = Vec::new();
+        let mut moving_in: Vec<(usize, Option<usize>, usize)> = Vec::new();
         if wave.steps.len() > limits.max_in_flight as usize {
             bad!(
                 "max_in_flight",
@@ -755,6 +844,7 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
                 *in_count.entry(t).or_default() += 1;
                 arriving.push((wi, t, 1));
                 receiving.push(t);
+                moving_in.push((wi, from.flatten(), t));
             }
             if let (Some(Some(f)), Some(Some(t))) = (from, to) {
                 // The declared links must form a shortest path between the two sites.
@@ -843,17 +933,31 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
             }
         }
         // Worst case: everything arriving is held, nothing leaving is released yet.
-        let mut worst: Vec<(usize, usize, u32)> =
+        let committed: Vec<(usize, usize, u32)> =
             counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
+        let mut worst = committed.clone();
         worst.extend(arriving.iter().copied());
+        let (base_used, base_kw) = site_loads(inst, &checks, &committed);
         let (used, it_kw) = site_loads(inst, &checks, &worst);
         receiving.sort_unstable();
         receiving.dedup();
         for s in receiving {
-            for mut x in site_limits(&inst.sites[s], checks[s].as_ref(), &used[s], it_kw[s]) {
+            for mut x in caused_breaches(
+                &inst.sites[s],
+                checks[s].as_ref(),
+                (&used[s], it_kw[s]),
+                (&base_used[s], base_kw[s]),
+            ) {
                 x.message = format!("{label} (all steps in flight): {}", x.message);
                 v.push(x);
             }
+        }
+        for mut x in spread_in_flight(inst, &counts, &moving_in) {
+            x.message = format!(
+                "{label} (arrivals cut over, departures not yet): {}",
+                x.message
+            );
+            v.push(x);
         }
         for (&(wi, f), &n) in &leaving {
             let c = counts.entry((wi, f)).or_default();
@@ -869,6 +973,7 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
         for &(wi, t, n) in &arriving {
             *counts.entry((wi, t)).or_default() += n;
         }
+        overloads.after_wave(inst, &checks, &counts, k);
     }
     if (makespan - plan.makespan_s).abs() > 1e-6 * makespan.max(1.0) {
         bad!(
@@ -909,5 +1014,319 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
         stale: plan.state_hash != crate::plan::state_hash(inst),
         reaches_target,
         violations: v,
+        overloads: overloads.report(inst),
+    }
+}
+
+/// Sites over a limit at the start of a plan, followed wave by wave.
+struct Overloads {
+    /// (site, rule, quantity name, value at start, limit, first wave after
+    /// which it is within the limit, value after the last wave).
+    tracked: Vec<Tracked>,
+}
+
+struct Tracked {
+    site: usize,
+    rule: String,
+    resource: Option<String>,
+    start: f64,
+    limit: f64,
+    cleared_after: Option<usize>,
+    last: f64,
+}
+
+impl Overloads {
+    fn at_start(
+        inst: &Instance,
+        checks: &[Option<SiteCheck>],
+        counts: &BTreeMap<(usize, usize), u32>,
+    ) -> Overloads {
+        let flat: Vec<(usize, usize, u32)> = counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
+        let (used, it_kw) = site_loads(inst, checks, &flat);
+        let mut tracked = Vec::new();
+        for (si, site) in inst.sites.iter().enumerate() {
+            for b in site_breaches(site, checks[si].as_ref(), &used[si], it_kw[si]) {
+                if let Some((q, value, limit)) = b.measure {
+                    tracked.push(Tracked {
+                        site: si,
+                        rule: b.violation.rule,
+                        resource: match q {
+                            Quantity::Resource(r) => Some(r.to_string()),
+                            Quantity::ItKw => None,
+                        },
+                        start: value,
+                        limit,
+                        cleared_after: None,
+                        last: value,
+                    });
+                }
+            }
+        }
+        Overloads { tracked }
+    }
+
+    fn after_wave(
+        &mut self,
+        inst: &Instance,
+        checks: &[Option<SiteCheck>],
+        counts: &BTreeMap<(usize, usize), u32>,
+        wave: usize,
+    ) {
+        if self.tracked.is_empty() {
+            return;
+        }
+        let flat: Vec<(usize, usize, u32)> = counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
+        let (used, it_kw) = site_loads(inst, checks, &flat);
+        for t in &mut self.tracked {
+            let q = match &t.resource {
+                Some(r) => Quantity::Resource(r.as_str()),
+                None => Quantity::ItKw,
+            };
+            t.last = measure(q, &used[t.site], it_kw[t.site]);
+            if t.cleared_after.is_none() && t.last <= t.limit + TOL * t.limit.abs().max(1.0) {
+                t.cleared_after = Some(wave);
+            }
+        }
+    }
+
+    fn report(self, inst: &Instance) -> Vec<Violation> {
+        self.tracked
+            .into_iter()
+            .map(|t| {
+                let site = &inst.sites[t.site].id;
+                let what = match &t.resource {
+                    Some(r) => format!("{r} used"),
+                    None => "IT kW".to_string(),
+                };
+                let fate = match t.cleared_after {
+                    Some(w) => format!("within its limit after wave {w}"),
+                    None => format!("still over after the plan ({:.3})", t.last),
+                };
+                Violation {
+                    rule: t.rule,
+                    item: site.clone(),
+                    message: format!(
+                        "{site}: {what} {:.3} over {:.3} before the plan (not the plan's doing); {fate}",
+                        t.start, t.limit
+                    ),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The spread rules in the worst state of a wave: `committed` replicas,
+/// plus `arrivals` (workload, source, target) counted at their target while
+/// their sources still count too (a move inside one failure domain counts
+/// once there). Only what the arrivals touch is checked: a rule broken
+/// before the plan and not made worse is not the plan's doing.
+fn spread_in_flight(
+    inst: &Instance,
+    committed: &BTreeMap<(usize, usize), u32>,
+    arrivals: &[(usize, Option<usize>, usize)],
+) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let domain = |s: usize| inst.sites[s].failure_domain.as_deref();
+    let mut at_site: BTreeMap<(usize, usize), u32> = BTreeMap::new();
+    let mut in_domain: BTreeMap<(usize, &str), u32> = BTreeMap::new();
+    let mut in_group: BTreeMap<(&str, usize), u32> = BTreeMap::new();
+    for &(wi, from, to) in arrivals {
+        *at_site.entry((wi, to)).or_default() += 1;
+        if let Some(d) = domain(to) {
+            if from.and_then(domain) != Some(d) {
+                *in_domain.entry((wi, d)).or_default() += 1;
+            }
+        }
+        if let Some(g) = inst.workloads[wi].anti_affinity_group.as_deref() {
+            *in_group.entry((g, to)).or_default() += 1;
+        }
+    }
+    for (&(wi, si), &n) in &at_site {
+        let w = &inst.workloads[wi];
+        let total = committed.get(&(wi, si)).copied().unwrap_or(0) + n;
+        if let Some(k) = w.max_per_site {
+            if total > k {
+                v.push(Violation {
+                    rule: "max_per_site".into(),
+                    item: w.id.clone(),
+                    message: format!(
+                        "{:?} has {total} replicas on {}, at most {k} allowed",
+                        w.id, inst.sites[si].id
+                    ),
+                });
+            }
+        }
+    }
+    for (&(wi, d), &n) in &in_domain {
+        let w = &inst.workloads[wi];
+        let Some(k) = w.max_per_failure_domain else {
+            continue;
+        };
+        let before: u32 = committed
+            .range((wi, 0)..(wi + 1, 0))
+            .filter(|(&(_, s), _)| domain(s) == Some(d))
+            .map(|(_, n)| *n)
+            .sum();
+        if before + n > k {
+            v.push(Violation {
+                rule: "failure_domain".into(),
+                item: w.id.clone(),
+                message: format!(
+                    "{:?} has {} replicas in failure domain {d}, at most {k}",
+                    w.id,
+                    before + n
+                ),
+            });
+        }
+    }
+    for (&(g, si), &n) in &in_group {
+        let before: u32 = committed
+            .iter()
+            .filter(|(&(wi, s), _)| {
+                s == si && inst.workloads[wi].anti_affinity_group.as_deref() == Some(g)
+            })
+            .map(|(_, n)| *n)
+            .sum();
+        if before + n > 1 {
+            v.push(Violation {
+                rule: "anti_affinity".into(),
+                item: g.to_string(),
+                message: format!(
+                    "anti-affinity group {g:?} has {} replicas on {}",
+                    before + n,
+                    inst.sites[si].id
+                ),
+            });
+        }
+    }
+    v
+}
+
+/// Check one state the executor reached on the way through `plan`: the
+/// steps `succeeded` have moved their replica; the steps `running` hold
+/// both ends. Every capacity, power-cap, cooling and inlet limit the state
+/// breaks beyond the plan's start, and every spread rule its arrivals break
+/// (counting a replica where it serves, any running step possibly cut over).
+pub fn verify_in_flight(
+    inst: &Instance,
+    plan: &Plan,
+    succeeded: &[usize],
+    running: &[usize],
+) -> Vec<Violation> {
+    let checks = site_checks(inst);
+    let site_ix: HashMap<&str, usize> = inst
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
+    let wl_ix = workload_index(inst);
+    let mut counts: BTreeMap<(usize, usize), u32> = BTreeMap::new();
+    for (wi, w) in inst.workloads.iter().enumerate() {
+        for (sid, n) in &w.current {
+            if let Some(&si) = site_ix.get(sid.as_str()) {
+                *counts.entry((wi, si)).or_default() += n;
+            }
+        }
+    }
+    let start: Vec<(usize, usize, u32)> = counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
+    let resolve = |k: usize| {
+        let step = plan.steps.get(k)?;
+        let wi = *wl_ix.get(step.workload.as_str())?;
+        let from = step.from.as_deref().and_then(|f| site_ix.get(f).copied());
+        let to = step.to.as_deref().and_then(|t| site_ix.get(t).copied());
+        Some((wi, from, to))
+    };
+    for &k in succeeded {
+        if let Some((wi, from, to)) = resolve(k) {
+            if let Some(f) = from {
+                let c = counts.entry((wi, f)).or_default();
+                *c = c.saturating_sub(1);
+            }
+            if let Some(t) = to {
+                *counts.entry((wi, t)).or_default() += 1;
+            }
+        }
+    }
+    let mut now: Vec<(usize, usize, u32)> = counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
+    let mut arrivals = Vec::new();
+    for &k in running {
+        if let Some((wi, from, Some(t))) = resolve(k) {
+            now.push((wi, t, 1));
+            arrivals.push((wi, from, t));
+        }
+    }
+    let (base_used, base_kw) = site_loads(inst, &checks, &start);
+    let (used, it_kw) = site_loads(inst, &checks, &now);
+    let mut v = Vec::new();
+    for (si, site) in inst.sites.iter().enumerate() {
+        v.extend(caused_breaches(
+            site,
+            checks[si].as_ref(),
+            (&used[si], it_kw[si]),
+            (&base_used[si], base_kw[si]),
+        ));
+    }
+    v.extend(spread_in_flight(inst, &counts, &arrivals));
+    v
+}
+
+/// May `step` start now, with `running` steps holding both ends? The
+/// replica it moves must be at its source (beyond those running steps'
+/// own), and its arrival must not push its target over a limit. The
+/// instance's `current` is where replicas run now. `Err` says why not.
+pub fn step_precondition(inst: &Instance, running: &[&Step], step: &Step) -> Result<(), String> {
+    let Some(wi) = inst.workloads.iter().position(|w| w.id == step.workload) else {
+        return Err(format!(
+            "workload {} is no longer in the inventory",
+            step.workload
+        ));
+    };
+    let w = &inst.workloads[wi];
+    if let Some(from) = step.from.as_deref() {
+        let here = w.current.get(from).copied().unwrap_or(0);
+        let leaving = running
+            .iter()
+            .filter(|r| r.workload == step.workload && r.from.as_deref() == Some(from))
+            .count() as u32;
+        if here <= leaving {
+            return Err(format!(
+                "{} runs {here} replica(s) at {from}, {leaving} already leaving: none for this step to move",
+                step.workload
+            ));
+        }
+    }
+    let Some(to) = step.to.as_deref() else {
+        return Ok(());
+    };
+    let Some(ti) = inst.sites.iter().position(|s| s.id == to) else {
+        return Err(format!("site {to} is no longer in the inventory"));
+    };
+    let checks = site_checks(inst);
+    let mut held: Vec<(usize, usize, u32)> = Vec::new();
+    for (oi, o) in inst.workloads.iter().enumerate() {
+        if let Some(&n) = o.current.get(to) {
+            held.push((oi, ti, n));
+        }
+    }
+    for r in running {
+        if r.to.as_deref() == Some(to) {
+            if let Some(oi) = inst.workloads.iter().position(|o| o.id == r.workload) {
+                held.push((oi, ti, 1));
+            }
+        }
+    }
+    let (base_used, base_kw) = site_loads(inst, &checks, &held);
+    held.push((wi, ti, 1));
+    let (used, it_kw) = site_loads(inst, &checks, &held);
+    let broken = caused_breaches(
+        &inst.sites[ti],
+        checks[ti].as_ref(),
+        (&used[ti], it_kw[ti]),
+        (&base_used[ti], base_kw[ti]),
+    );
+    match broken.first() {
+        Some(b) => Err(format!("no room at {to} any more: {}", b.message)),
+        None => Ok(()),
     }
 }

@@ -411,6 +411,7 @@ pub fn plan_state_to_pb(s: PlanState) -> pb::PlanState {
         PlanState::Failed => pb::PlanState::Failed,
         PlanState::Cancelled => pb::PlanState::Cancelled,
         PlanState::Superseded => pb::PlanState::Superseded,
+        PlanState::Cancelling => pb::PlanState::Cancelling,
     }
 }
 

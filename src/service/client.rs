@@ -112,3 +112,28 @@ pub async fn push_instance(server: &Connect, inst: &Instance) -> anyhow::Result<
     }
     Ok(version)
 }
+
+/// Report where the instance's workloads run (`current`) as observed state,
+/// against the inventory at `read_at` when given; returns the new version.
+pub async fn report_observed(
+    server: &Connect,
+    inst: &Instance,
+    read_at: Option<u64>,
+) -> anyhow::Result<u64> {
+    let mut c = InventoryClient::new(server.channel().await?);
+    let workloads = inst
+        .workloads
+        .iter()
+        .map(|w| pb::ObservedWorkload {
+            workload: w.id.clone(),
+            current: w.current.iter().map(|(s, n)| (s.clone(), *n)).collect(),
+        })
+        .collect();
+    Ok(c.report_observed(pb::ReportObservedRequest {
+        read_at_version: read_at,
+        workloads,
+    })
+    .await?
+    .into_inner()
+    .version)
+}

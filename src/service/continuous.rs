@@ -85,10 +85,12 @@ fn tick(shared: &Shared, m: &mut Memory) {
     }
     let (busy, failed) = {
         let state = shared.state();
-        let busy = state
-            .plans
-            .values()
-            .any(|e| matches!(e.state, PlanState::Approved | PlanState::Executing));
+        let busy = state.plans.values().any(|e| {
+            matches!(
+                e.state,
+                PlanState::Approved | PlanState::Executing | PlanState::Cancelling
+            )
+        });
         let failed: Vec<(u64, String)> = state
             .plans
             .values()

@@ -21,6 +21,8 @@ use crate::api::convert;
 use crate::api::pb;
 use crate::api::pb::provisioner_client::ProvisionerClient;
 use crate::execution::{apply_step, PlanState};
+use crate::plan::Step;
+use crate::verify::step_precondition;
 
 /// A call to make.
 struct Launch {
@@ -104,6 +106,15 @@ pub async fn run(shared: Arc<Shared>) {
 /// Decide and store what starts now: running steps nobody is calling
 /// (after a restart) are sent again; ready steps of the first active plan start.
 fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) -> Vec<Launch> {
+    // Each step's precondition is checked against the fleet as it is now
+    // (inventory and telemetry), built only while a plan may start steps.
+    let active = can_start
+        && shared
+            .state()
+            .plans
+            .values()
+            .any(|e| matches!(e.state, PlanState::Approved | PlanState::Executing));
+    let now = active.then(|| super::placement::effective_now(shared).0);
     let mut state = shared.state();
     let limits = state.instance.limits.clone();
     let mut updated = Vec::new();
@@ -122,6 +133,7 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
         }
         let mut e = exec.clone();
         let mut changed = Vec::new();
+        let mut refused = Vec::new();
         if can_start {
             for k in orphans {
                 if e.retry(k).is_ok() {
@@ -130,13 +142,29 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
             }
             if active && updated.is_empty() {
                 for k in e.ready(&limits) {
-                    if e.start(k).is_ok() {
-                        changed.push(k);
+                    let check = now.as_ref().map_or(Ok(()), |fleet| {
+                        let running: Vec<&Step> =
+                            e.running().into_iter().map(|r| &e.plan.steps[r]).collect();
+                        step_precondition(fleet, &running, &e.plan.steps[k])
+                    });
+                    match check {
+                        Ok(()) => {
+                            if e.start(k).is_ok() {
+                                changed.push(k);
+                            }
+                        }
+                        Err(why) => {
+                            tracing::warn!(plan = e.id, step = k, "precondition failed: {why}");
+                            if e.fail_precondition(k, why).is_ok() {
+                                refused.push(k);
+                            }
+                            break; // a failure holds the rest of the plan
+                        }
                     }
                 }
             }
         }
-        if changed.is_empty() {
+        if changed.is_empty() && refused.is_empty() {
             if active {
                 break; // plans run one at a time, in id order
             }
@@ -164,6 +192,7 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
                 ),
             });
         }
+        changed.extend(refused);
         updated.push((e, changed));
         if active {
             break;
@@ -183,13 +212,19 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
     }
     drop(ops);
     let mut notes = Vec::new();
+    let mut ended = false;
     for (e, changed) in updated {
         notes.extend(changed.iter().map(|&k| (e.id, k)));
+        ended |= e.state.is_terminal();
         state.plans.insert(e.id, e);
     }
     drop(state);
     for (id, k) in notes {
         shared.notify_plan(id, Some(k));
+    }
+    if ended {
+        // A failed precondition ended the plan: plan again from the actual state.
+        shared.replan_wake.notify_one();
     }
     out
 }

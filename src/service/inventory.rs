@@ -1,7 +1,14 @@
 //! The Inventory service: sites, links, regions, workloads and the policy.
 //! A change is applied to a copy of the inventory, checked whole by
 //! `validate` (the same rules as instance files), committed to the store,
-//! and only then made current, with the state version bumped.
+//! and only then made current, with the state version bumped. A change
+//! supersedes every plan still recommended: it was made from a state that
+//! is no longer the fleet's.
+//!
+//! Desired and observed state have one owner each: a workload's spec is
+//! the client's (upserts), where its replicas run (`current`) is observed —
+//! taken when the workload is first registered, then set only by succeeded
+//! plan steps (the dispatcher) and by `ReportObserved`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,6 +19,7 @@ use super::store::{link_key, Op, Policy};
 use super::{invalid, Shared};
 use crate::api::convert;
 use crate::api::pb;
+use crate::execution::PlanState;
 use crate::instance::Instance;
 use crate::validate::validate_structure;
 
@@ -35,7 +43,25 @@ fn change(
     shared: &Shared,
     edit: impl FnOnce(&mut Instance, &mut Policy) -> Result<Vec<Touched>, Status>,
 ) -> Result<pb::Change, Status> {
+    change_at(shared, None, edit)
+}
+
+/// [`change`], refused unless the inventory is still at `read_at` (when set).
+fn change_at(
+    shared: &Shared,
+    read_at: Option<u64>,
+    edit: impl FnOnce(&mut Instance, &mut Policy) -> Result<Vec<Touched>, Status>,
+) -> Result<pb::Change, Status> {
     let mut state = shared.state();
+    if let Some(v) = read_at {
+        if v != state.version {
+            return Err(Status::failed_precondition(format!(
+                "read_at_version {v} is not the inventory's version {}: it changed since \
+                 (a step's outcome, another client); read it again and report anew",
+                state.version
+            )));
+        }
+    }
     let mut next = state.instance.clone();
     let mut policy = state.policy.clone();
     let touched = edit(&mut next, &mut policy)?;
@@ -52,7 +78,17 @@ fn change(
         return Err(invalid(&issues, &next));
     }
     let version = state.version + 1;
+    let mut superseded = Vec::new();
+    for old in state.plans.values() {
+        if old.state == PlanState::Recommended {
+            let mut o = old.clone();
+            o.supersede().map_err(|e| Status::internal(e.to_string()))?;
+            o.error = format!("superseded: the inventory changed (version {version})");
+            superseded.push(o);
+        }
+    }
     let mut ops = vec![Op::Version(version)];
+    ops.extend(superseded.iter().map(Op::PlanState));
     for t in &touched {
         ops.push(match t {
             Touched::Site(id) => Op::PutSite(find(&next.sites, |s| &s.id == id)?),
@@ -74,7 +110,18 @@ fn change(
     state.instance = next;
     state.policy = policy;
     state.version = version;
+    let superseded: Vec<u64> = superseded
+        .into_iter()
+        .map(|o| {
+            let id = o.id;
+            state.plans.insert(id, o);
+            id
+        })
+        .collect();
     drop(state);
+    for id in superseded {
+        shared.notify_plan(id, None);
+    }
     shared.telemetry().sites = sites;
     shared.replan_wake.notify_one();
     Ok(pb::Change { version, changed })
@@ -208,6 +255,13 @@ impl pb::inventory_server::Inventory for InventoryApi {
         let shared = self.0.clone();
         blocking(move || {
             change(&shared, |inst, _| {
+                // Where replicas run is observed state: a known workload keeps it.
+                let mut workloads = workloads;
+                for w in &mut workloads {
+                    if let Some(known) = inst.workloads.iter().find(|k| k.id == w.id) {
+                        w.current = known.current.clone();
+                    }
+                }
                 let keys = upsert(&mut inst.workloads, workloads, "workloads", |w| {
                     w.id.clone()
                 })?;
@@ -251,6 +305,45 @@ impl pb::inventory_server::Inventory for InventoryApi {
             change(&shared, |_, policy| {
                 convert::policy_apply(&p, policy);
                 Ok(vec![Touched::Policy])
+            })
+        })
+        .await
+    }
+
+    async fn report_observed(
+        &self,
+        req: Request<pb::ReportObservedRequest>,
+    ) -> Result<Response<pb::Change>, Status> {
+        let req = req.into_inner();
+        if req.workloads.is_empty() {
+            return Err(Status::invalid_argument("workloads: nothing reported"));
+        }
+        let shared = self.0.clone();
+        blocking(move || {
+            change_at(&shared, req.read_at_version, |inst, _| {
+                let mut seen = HashSet::new();
+                let mut touched = Vec::new();
+                for (i, o) in req.workloads.into_iter().enumerate() {
+                    if !seen.insert(o.workload.clone()) {
+                        return Err(Status::invalid_argument(format!(
+                            "workloads[{i}]: {} appears twice in this request",
+                            o.workload
+                        )));
+                    }
+                    let w = inst
+                        .workloads
+                        .iter_mut()
+                        .find(|w| w.id == o.workload)
+                        .ok_or_else(|| {
+                            Status::not_found(format!(
+                                "workloads[{i}].workload: {:?} is not in the inventory",
+                                o.workload
+                            ))
+                        })?;
+                    w.current = o.current.into_iter().filter(|(_, n)| *n > 0).collect();
+                    touched.push(Touched::Workload(w.id.clone()));
+                }
+                Ok(touched)
             })
         })
         .await

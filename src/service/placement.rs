@@ -34,17 +34,23 @@ pub struct View {
     pub now_s: f64,
 }
 
+/// The inventory as telemetry says it is now, its version, and the time.
+pub fn effective_now(shared: &Shared) -> (Instance, u64, f64) {
+    let (instance, version) = {
+        let s = shared.state();
+        (s.instance.clone(), s.version)
+    };
+    let now = now_s();
+    let (effective, _) = {
+        let hub = shared.telemetry();
+        effective_instance(&instance, &hub.state, now, &EffectiveOptions::default())
+    };
+    (effective, version, now)
+}
+
 impl View {
     pub fn now(shared: &Shared) -> Result<View, Status> {
-        let (instance, version) = {
-            let s = shared.state();
-            (s.instance.clone(), s.version)
-        };
-        let now = now_s();
-        let (effective, _) = {
-            let hub = shared.telemetry();
-            effective_instance(&instance, &hub.state, now, &EffectiveOptions::default())
-        };
+        let (effective, version, now) = effective_now(shared);
         let issues = validate_structure(&effective);
         if !issues.is_empty() {
             let first: Vec<String> = issues.iter().take(5).map(|i| i.to_string()).collect();
@@ -237,13 +243,14 @@ fn refuse_while_executing(shared: &Shared) -> Result<(), Status> {
     }
 }
 
-/// The plan executing now, if any.
+/// The plan executing now (or cancelling, its running steps not yet
+/// reported), if any.
 pub fn executing(shared: &Shared) -> Option<u64> {
     shared
         .state()
         .plans
         .values()
-        .find(|e| e.state == PlanState::Executing)
+        .find(|e| matches!(e.state, PlanState::Executing | PlanState::Cancelling))
         .map(|e| e.id)
 }
 
@@ -373,10 +380,40 @@ impl pb::placement_server::Placement for PlacementApi {
     ) -> Result<Response<pb::PlanView>, Status> {
         let id = req.into_inner().plan_id;
         let shared = self.0.clone();
-        tokio::task::spawn_blocking(move || with_plan(&shared, id, |e| e.approve().map(|_| vec![])))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map(Response::new)
+        tokio::task::spawn_blocking(move || {
+            let (made_at, mut now) = {
+                let s = shared.state();
+                (s.plans.get(&id).map(|e| e.inventory_version), s.version)
+            };
+            // The current state is built only for a plan made from an older one.
+            let effective = if made_at.is_some_and(|v| v != now) {
+                let (effective, version, _) = effective_now(&shared);
+                now = version;
+                Some(effective)
+            } else {
+                None
+            };
+            with_plan(&shared, id, |e| {
+                e.approve_at(now, |plan| {
+                    let Some(effective) = &effective else {
+                        return Err("the inventory changed while approving".into());
+                    };
+                    let report = crate::verify::verify_plan(effective, plan);
+                    match report.violations.first() {
+                        None => Ok(()),
+                        Some(v) => Err(format!(
+                            "{} ({} in all)",
+                            v.message,
+                            report.violations.len()
+                        )),
+                    }
+                })
+                .map(|_| vec![])
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map(Response::new)
     }
 
     async fn skip_step(&self, req: Request<pb::StepRef>) -> Result<Response<pb::PlanView>, Status> {

@@ -81,7 +81,20 @@ fn ready_respects_dependencies_and_limits() {
     assert!(e.ready(&limits(10, 1)).is_empty());
     assert_eq!(e.ready(&limits(10, 2)), vec![1, 2]);
     e.finish(0, true, "ok".into()).unwrap();
-    assert!(e.ready(&limits(10, 10)).contains(&3), "3 follows 0");
+    // The wave barrier: 3 depends only on 0, but wave 1 waits for all of wave 0.
+    assert!(
+        !e.ready(&limits(10, 10)).contains(&3),
+        "3 may not start while wave 0 runs"
+    );
+    for k in [1, 2] {
+        e.start(k).unwrap();
+        e.finish(k, true, "ok".into()).unwrap();
+    }
+    assert_eq!(
+        e.ready(&limits(10, 10)),
+        vec![3, 5],
+        "wave 1, once wave 0 is done"
+    );
     assert!(!e.ready(&limits(10, 10)).contains(&4), "4 waits for 3");
 }
 
@@ -107,7 +120,8 @@ fn a_failure_holds_everything_and_the_plan_fails_once_nothing_runs() {
 fn skipping_a_step_skips_what_depends_on_it() {
     let mut e = Execution::new(1, six(), "test".into(), 1);
     e.approve().unwrap();
-    assert_eq!(e.skip(0).unwrap(), vec![0, 3, 4]);
+    // 3 and 4 depend on 0; 5 arrives at `a`, the site 0 would have left.
+    assert_eq!(e.skip(0).unwrap(), vec![0, 3, 4, 5]);
     for k in [1, 2, 5] {
         if e.ready(&limits(10, 10)).contains(&k) {
             e.start(k).unwrap();
@@ -196,6 +210,11 @@ proptest! {
                     for k in e.ready(&lim) {
                         let deps_ok = e.plan.steps[k].depends_on.iter().all(|&d| e.steps[d].state == StepState::Succeeded);
                         prop_assert!(deps_ok, "step {} started before its dependencies", k);
+                        let wave = e.plan.steps[k].wave;
+                        let earlier_done = e.plan.steps.iter().zip(&e.steps).all(|(s, st)| {
+                            s.wave >= wave || matches!(st.state, StepState::Succeeded | StepState::Skipped)
+                        });
+                        prop_assert!(earlier_done, "step {} started before its wave's predecessors finished", k);
                         e.start(k).unwrap();
                     }
                     Ok(())
@@ -209,6 +228,12 @@ proptest! {
                 let into = running.iter().filter(|&&k| e.plan.steps[k].to.as_deref() == Some(site)).count();
                 // Orphaned runs may exceed limits only if started earlier; ours never do.
                 prop_assert!(out <= 1 && into <= 1, "site {} over its limit", site);
+            }
+            if e.state == PlanState::Cancelling {
+                prop_assert!(!e.running().is_empty(), "cancelling with nothing running");
+            }
+            if e.state == PlanState::Cancelled {
+                prop_assert!(e.running().is_empty(), "cancelled while {:?} run", e.running());
             }
             let failed = e.count(StepState::Failed);
             if e.state == PlanState::Succeeded {

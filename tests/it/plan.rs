@@ -231,3 +231,82 @@ proptest! {
         }
     }
 }
+
+/// Site `a` starts one GPU over (3 GPU replicas on 2 GPUs, as after a
+/// declared placement or a derating). The target moves two GPU replicas
+/// away and one other GPU workload in, and a CPU-only workload in.
+fn gpu_overloaded_start() -> (Instance, Placement) {
+    let mut a = site("a", 20.0, 0.1);
+    a.capacity.insert("gpus".into(), 2.0);
+    let mut b = site("b", 20.0, 0.1);
+    b.capacity.insert("gpus".into(), 4.0);
+    let mut g = workload("g", 3, 1.0);
+    g.resources.insert("gpus".into(), 1.0);
+    g.current.insert("a".into(), 3);
+    let mut h = workload("h", 1, 1.0);
+    h.resources.insert("gpus".into(), 1.0);
+    h.current.insert("b".into(), 1);
+    let mut n = workload("n", 1, 1.0);
+    n.current.insert("b".into(), 1);
+    let mut inst = instance(vec![a, b], vec![g, h, n], &[("a", "b", 5.0)]);
+    inst.limits.max_in_per_site = 8;
+    inst.limits.max_out_per_site = 8;
+    (
+        inst,
+        target(&[("g", "a", 1), ("g", "b", 2), ("h", "a", 1), ("n", "a", 1)]),
+    )
+}
+
+#[test]
+fn an_overloaded_start_sheds_first_and_is_told_apart_from_a_violation() {
+    let (inst, t) = gpu_overloaded_start();
+    let p = make_plan(&inst, &t);
+    assert!(p.reaches_target(), "{:?}", p.blocked);
+    let wave = |w: &str, to: &str| {
+        p.steps
+            .iter()
+            .filter(|s| s.workload == w && s.to.as_deref() == Some(to))
+            .map(|s| s.wave)
+            .collect::<Vec<_>>()
+    };
+    let away = wave("g", "b");
+    assert_eq!(
+        away,
+        vec![0, 0],
+        "moves away from the overloaded site go first"
+    );
+    assert!(
+        wave("h", "a").iter().all(|&w| w > 0),
+        "a GPU arrives at a only once it is back under its GPU limit"
+    );
+    let r = verify_plan(&inst, &p);
+    assert!(r.valid, "{:?}", r.violations);
+    assert_eq!(r.overloads.len(), 1, "{:?}", r.overloads);
+    let o = &r.overloads[0];
+    assert_eq!(o.item, "a");
+    assert!(
+        o.message.contains("gpus") && o.message.contains("within its limit after wave 0"),
+        "{}",
+        o.message
+    );
+    // A plan that adds a GPU to `a` while it is still over is the plan's doing.
+    let mut bad = p.clone();
+    let h_step = bad
+        .steps
+        .iter()
+        .position(|s| s.workload == "h")
+        .expect("h moves");
+    let from_wave = bad.steps[h_step].wave;
+    bad.steps[h_step].wave = 0;
+    bad.steps[h_step].depends_on.clear();
+    bad.waves[from_wave].steps.retain(|&s| s != h_step);
+    bad.waves[0].steps.push(h_step);
+    let r = verify_plan(&inst, &bad);
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.rule == "capacity" && v.message.contains("gpus")),
+        "{:?}",
+        r.violations
+    );
+}
