@@ -8,7 +8,10 @@
 //! - a step's state only moves forward (pending → running → succeeded |
 //!   failed, pending → skipped) and its attempts never go down;
 //! - a step the dispatcher started from `ready()` ran only once all its
-//!   dependencies had succeeded, and `ready()` keeps within the limits;
+//!   dependencies had succeeded and every step of earlier waves had
+//!   succeeded or been skipped (the wave barrier), and `ready()` keeps
+//!   within the limits;
+//! - a cancelling plan has a step running; a cancelled one has none;
 //! - a plan is never succeeded while a step failed or one is still pending
 //!   or running; a failed plan has a failed step and says why;
 //! - an approved or executing plan with nothing running is not done (it
@@ -50,6 +53,8 @@ enum Event {
     StartDirect(usize),
     Retry(usize),
     Finish(usize, bool),
+    /// The dispatcher found a step's precondition false.
+    FailPrecondition(usize),
 }
 
 fn site(u: &mut Unstructured) -> Result<String> {
@@ -131,15 +136,18 @@ fn event(u: &mut Unstructured, n: usize) -> Result<Event> {
         7..=8 => Event::StartOneReady(u.int_in_range(0..=7)?),
         9 => Event::StartDirect(k(u)?),
         10 => Event::Retry(k(u)?),
+        11 => Event::FailPrecondition(k(u)?),
         _ => Event::Finish(k(u)?, !u.ratio(1u8, 5u8)?),
     })
 }
 
+/// Dependencies on earlier steps of earlier waves, as the planner makes them.
 fn well_formed(plan: &Plan) -> bool {
-    plan.steps
-        .iter()
-        .enumerate()
-        .all(|(k, s)| s.depends_on.iter().all(|&d| d < k))
+    plan.steps.iter().enumerate().all(|(k, s)| {
+        s.depends_on
+            .iter()
+            .all(|&d| d < k && plan.steps[d].wave < s.wave)
+    })
 }
 
 fn workload(id: &str) -> Workload {
@@ -193,6 +201,16 @@ impl Harness {
                         .get(d)
                         .is_some_and(|s| s.state == StepState::Succeeded),
                     "ready offers step {k} before its dependency {d} succeeded"
+                );
+            }
+            let wave = e.plan.steps[k].wave;
+            for (j, (step, st)) in e.plan.steps.iter().zip(&e.steps).enumerate() {
+                assert!(
+                    step.wave >= wave
+                        || matches!(st.state, StepState::Succeeded | StepState::Skipped),
+                    "ready offers step {k} of wave {wave} while step {j} of wave {} is {:?}",
+                    step.wave,
+                    st.state
                 );
             }
         }
@@ -292,7 +310,20 @@ impl Harness {
             }
             Event::Cancel => {
                 let was = self.e.state;
-                assert_eq!(self.e.cancel().is_ok(), !was.is_terminal());
+                assert_eq!(
+                    self.e.cancel().is_ok(),
+                    !was.is_terminal() && was != PlanState::Cancelling
+                );
+            }
+            Event::FailPrecondition(k) => {
+                let pending = self.e.steps.get(k).map(|s| s.state) == Some(StepState::Pending);
+                let active = matches!(self.e.state, PlanState::Approved | PlanState::Executing);
+                let ok = self.e.fail_precondition(k, "fuzz".into()).is_ok();
+                assert_eq!(ok, pending && active);
+                if ok {
+                    assert_eq!(self.e.steps[k].state, StepState::Failed);
+                    assert_eq!(self.e.steps[k].attempts, 0, "no call was made");
+                }
             }
             Event::Skip(k) => {
                 if let Ok(skipped) = self.e.skip(k) {
@@ -349,7 +380,9 @@ impl Harness {
                         | (Pending, Skipped)
                         | (Running, Succeeded)
                         | (Running, Failed)
-                );
+                )
+                || (old.state, new.state) == (Pending, Failed)
+                    && new.message.starts_with("precondition failed");
             assert!(legal, "step {k} went {:?} → {:?}", old.state, new.state);
             assert!(
                 new.attempts >= old.attempts,
@@ -358,7 +391,8 @@ impl Harness {
             if new.state == Pending {
                 assert_eq!(new.attempts, 0, "pending step {k} has attempts");
             }
-            if matches!(new.state, Running | Succeeded | Failed) {
+            let refused = new.state == Failed && new.message.starts_with("precondition failed");
+            if matches!(new.state, Running | Succeeded | Failed) && !refused {
                 assert!(new.attempts >= 1, "step {k} ran without an attempt");
             }
         }
@@ -366,6 +400,7 @@ impl Harness {
         // (and a succeeded step stays succeeded).
         for (k, st) in e.steps.iter().enumerate() {
             if self.direct[k]
+                || st.message.starts_with("precondition failed")
                 || !matches!(
                     st.state,
                     StepState::Running | StepState::Succeeded | StepState::Failed
@@ -420,6 +455,12 @@ impl Harness {
             PlanState::Failed => {
                 assert!(failed > 0, "failed plan without a failed step");
                 assert!(!e.error.is_empty(), "failed plan without an error");
+            }
+            PlanState::Cancelling => {
+                assert!(running > 0, "cancelling with nothing running");
+            }
+            PlanState::Cancelled => {
+                assert_eq!(running, 0, "cancelled with a step running");
             }
             PlanState::Approved | PlanState::Executing if running == 0 => {
                 assert_eq!(

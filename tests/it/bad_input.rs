@@ -176,7 +176,6 @@ fn out_of_range_physics_is_rejected() {
     inst.sites[1]
         .reserve_fraction
         .insert("cpu_cores".into(), 1.5);
-    inst.workloads[0].current.insert("a".into(), 3);
     let m = messages(&inst);
     assert!(
         has(&m, "sites[0].power.pue_min: must be within 1..=10, got 0.8"),
@@ -193,13 +192,6 @@ fn out_of_range_physics_is_rejected() {
         has(
             &m,
             "sites[1].reserve_fraction.cpu_cores: must be within 0..1, got 1.5"
-        ),
-        "{m:?}"
-    );
-    assert!(
-        has(
-            &m,
-            "workloads[0].current: places 3 replicas but the workload has 2"
         ),
         "{m:?}"
     );

@@ -310,3 +310,25 @@ fn an_overloaded_start_sheds_first_and_is_told_apart_from_a_violation() {
         r.violations
     );
 }
+
+#[test]
+fn a_scale_down_in_progress_is_valid_and_the_plan_stops_the_surplus() {
+    // Three replicas run, the spec now asks for two (observed > desired).
+    let mut w = workload("w", 2, 1.0);
+    w.current.insert("a".into(), 3);
+    let inst = instance(
+        vec![site("a", 10.0, 0.1), site("b", 10.0, 0.1)],
+        vec![w],
+        &[("a", "b", 5.0)],
+    );
+    let (problem, solved, placement, _) = solve_and_verify(&inst);
+    assert_eq!(solved.x[0].iter().map(|(_, n)| n).sum::<u32>(), 2);
+    let p = make_plan(&inst, &placement);
+    let stops = p.steps.iter().filter(|s| s.kind == StepKind::Stop).count();
+    assert_eq!(stops, 1, "{:#?}", p.steps);
+    assert_eq!(p.reached, placement);
+    assert_eq!(
+        problem.kpis(&problem.current_placement()).placed_replicas,
+        3
+    );
+}

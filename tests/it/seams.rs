@@ -345,6 +345,67 @@ fn observed_state_an_upsert_without_current_starts_only_the_new_replicas() {
 }
 
 #[test]
+fn observed_state_a_spec_scale_down_is_accepted_and_stops_the_surplus() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.tsv");
+    let sim = sim(&journal, &[]);
+    let srv = server(
+        &dir.path().join("data"),
+        &sim.url(),
+        &["--time-scale", "0.002"],
+    );
+    let url = srv.url();
+    let inst = fleet(3);
+    rt().block_on(async {
+        push_instance(&Connect::plain(&url), &inst).await.unwrap();
+        ingest_ambient(&url, &inst, now_s()).await;
+        let w = inst
+            .workloads
+            .iter()
+            .find(|w| w.current.values().sum::<u32>() == w.replicas && w.replicas >= 2)
+            .expect("a fully placed workload of two or more replicas")
+            .clone();
+        let mut spec = edgeplan::api::convert::workload_to_pb(&w);
+        spec.replicas -= 1;
+        connect(&url, InventoryClient::new)
+            .await
+            .upsert_workloads(pb::UpsertWorkloadsRequest {
+                workloads: vec![spec],
+            })
+            .await
+            .expect("a scale-down below what runs is a valid spec");
+        let solved = connect(&url, PlacementClient::new)
+            .await
+            .solve(pb::SolveRequest {
+                time_limit_s: Some(10.0),
+                dry_run: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let placed: u32 = solved
+            .placement
+            .iter()
+            .filter(|a| a.workload == w.id)
+            .map(|a| a.replicas)
+            .sum();
+        assert!(
+            placed < w.replicas,
+            "the target keeps {placed} of {}",
+            w.replicas
+        );
+        let plan = solved.plan.unwrap();
+        let stops = plan
+            .steps
+            .iter()
+            .filter(|s| s.workload == w.id && s.kind == pb::StepKind::Stop as i32)
+            .count();
+        assert_eq!(stops as u32, w.replicas - placed, "the surplus stops");
+    });
+}
+
+#[test]
 fn observed_state_reports_replace_current_and_refuse_a_stale_read() {
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.tsv");
