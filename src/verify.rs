@@ -1031,7 +1031,8 @@ struct Tracked {
     resource: Option<String>,
     start: f64,
     limit: f64,
-    cleared_after: Option<usize>,
+    /// The first wave after which it is within its limit, and its value then.
+    cleared_after: Option<(usize, f64)>,
     last: f64,
 }
 
@@ -1084,7 +1085,7 @@ impl Overloads {
             };
             t.last = measure(q, &used[t.site], it_kw[t.site]);
             if t.cleared_after.is_none() && t.last <= t.limit + TOL * t.limit.abs().max(1.0) {
-                t.cleared_after = Some(wave);
+                t.cleared_after = Some((wave, t.last));
             }
         }
     }
@@ -1099,7 +1100,7 @@ impl Overloads {
                     None => "IT kW".to_string(),
                 };
                 let fate = match t.cleared_after {
-                    Some(w) => format!("within its limit after wave {w}"),
+                    Some((w, value)) => format!("{value:.3} after wave {w}, within its limit"),
                     None => format!("still over after the plan ({:.3})", t.last),
                 };
                 Violation {

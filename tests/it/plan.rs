@@ -285,7 +285,8 @@ fn an_overloaded_start_sheds_first_and_is_told_apart_from_a_violation() {
     let o = &r.overloads[0];
     assert_eq!(o.item, "a");
     assert!(
-        o.message.contains("gpus") && o.message.contains("within its limit after wave 0"),
+        o.message.contains("gpus used 3.000 over 2.000")
+            && o.message.contains("1.000 after wave 0, within its limit"),
         "{}",
         o.message
     );
