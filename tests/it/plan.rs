@@ -333,3 +333,65 @@ fn a_scale_down_in_progress_is_valid_and_the_plan_stops_the_surplus() {
         3
     );
 }
+
+#[test]
+fn verify_and_verify_plan_list_violations_in_a_deterministic_order() {
+    // Five anti-affinity pairs crowded on five sites, each pair on one
+    // site: five violations whose order once came from a hash map.
+    let sites: Vec<_> = (0..5).map(|k| site(&format!("s{k}"), 100.0, 0.1)).collect();
+    let mut workloads = Vec::new();
+    let mut crowded = Placement::default();
+    for k in 0..10 {
+        let mut w = workload(&format!("w{k}"), 1, 1.0);
+        w.anti_affinity_group = Some(format!("g{}", k / 2));
+        crowded
+            .assignments
+            .entry(w.id.clone())
+            .or_default()
+            .insert(format!("s{}", k / 2), 1);
+        workloads.push(w);
+    }
+    let inst = instance(sites, workloads, &[]);
+    let first = edgeplan::verify::verify(&inst, &crowded).violations;
+    assert_eq!(
+        first.iter().filter(|v| v.rule == "anti_affinity").count(),
+        5,
+        "{first:?}"
+    );
+    let mut sorted = first.clone();
+    sorted.sort_by(|a, b| (&a.rule, &a.item, &a.message).cmp(&(&b.rule, &b.item, &b.message)));
+    assert_eq!(first, sorted, "violations come sorted");
+    for _ in 0..20 {
+        assert_eq!(edgeplan::verify::verify(&inst, &crowded).violations, first);
+    }
+    // A plan checked against tighter limits than it was made for.
+    let mut fleet = generate(&GenOptions {
+        sites: 6,
+        workloads: 30,
+        replicas: None,
+        seed: 3,
+        load: 0.7,
+    })
+    .unwrap();
+    fleet.limits.max_in_per_site = 8;
+    fleet.limits.max_out_per_site = 8;
+    let problem = Problem::build(&fleet).unwrap();
+    let mut shuffled = fleet.clone();
+    for (k, s) in shuffled.sites.iter_mut().enumerate() {
+        s.energy.price_per_kwh = Price::Flat(0.05 + 0.1 * ((k * 7) % 5) as f64);
+    }
+    let target = Problem::build(&shuffled).unwrap().placement_of(
+        &solve(&Problem::build(&shuffled).unwrap(), &exact())
+            .unwrap()
+            .x,
+    );
+    let p = plan(&fleet, &problem, &target).unwrap();
+    let mut tight = fleet.clone();
+    tight.limits.max_in_per_site = 1;
+    tight.limits.max_out_per_site = 1;
+    let first = verify_plan(&tight, &p).violations;
+    assert!(first.len() >= 2, "{first:?}");
+    for _ in 0..20 {
+        assert_eq!(verify_plan(&tight, &p).violations, first);
+    }
+}
