@@ -210,6 +210,14 @@ fn site_checks(inst: &Instance) -> Vec<Option<SiteCheck>> {
         .collect()
 }
 
+fn site_index(inst: &Instance) -> HashMap<&str, usize> {
+    inst.sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect()
+}
+
 fn workload_index(inst: &Instance) -> HashMap<&str, usize> {
     inst.workloads
         .iter()
@@ -702,12 +710,7 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
         };
     }
     let checks = site_checks(inst);
-    let site_ix: HashMap<&str, usize> = inst
-        .sites
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
+    let site_ix = site_index(inst);
     let wl_ix = workload_index(inst);
     let limits = &inst.limits;
     let per_link = ((1.0 / limits.migration_bandwidth_share).floor() as u32).max(1);
@@ -1215,12 +1218,7 @@ pub fn verify_in_flight(
     running: &[usize],
 ) -> Vec<Violation> {
     let checks = site_checks(inst);
-    let site_ix: HashMap<&str, usize> = inst
-        .sites
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
+    let site_ix = site_index(inst);
     let wl_ix = workload_index(inst);
     let mut counts: BTreeMap<(usize, usize), u32> = BTreeMap::new();
     for (wi, w) in inst.workloads.iter().enumerate() {

@@ -53,6 +53,21 @@ fn stale_plan_approval_from_an_older_inventory_needs_the_plan_to_reverify() {
     assert_ne!(e.state, PlanState::Recommended);
 }
 
+/// A server and a provisioner-sim at this time scale: the temporary
+/// directory, the provisioner's journal, both processes and the server's URL.
+fn started(time_scale: &str) -> (tempfile::TempDir, std::path::PathBuf, Proc, Proc, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.tsv");
+    let sim = sim(&journal, &[]);
+    let srv = server(
+        &dir.path().join("data"),
+        &sim.url(),
+        &["--time-scale", time_scale],
+    );
+    let url = srv.url();
+    (dir, journal, sim, srv, url)
+}
+
 /// A fleet whose plan runs one step per wave, steps slow enough to act between.
 fn one_at_a_time() -> Instance {
     let mut inst = busy_fleet();
@@ -78,15 +93,7 @@ async fn plan_state(url: &str, plan_id: u64) -> i32 {
 
 #[test]
 fn stale_plan_an_inventory_change_supersedes_the_recommended_plan() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.tsv");
-    let sim = sim(&journal, &[]);
-    let srv = server(
-        &dir.path().join("data"),
-        &sim.url(),
-        &["--time-scale", "0.002"],
-    );
-    let url = srv.url();
+    let (_dir, journal, _sim, _srv, url) = started("0.002");
     let inst = busy_fleet();
     rt().block_on(async {
         push_instance(&Connect::plain(&url), &inst).await.unwrap();
@@ -130,16 +137,8 @@ fn stale_plan_an_inventory_change_supersedes_the_recommended_plan() {
 
 #[test]
 fn stale_plan_a_step_whose_replica_is_gone_fails_the_plan_before_its_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.tsv");
-    let sim = sim(&journal, &[]);
     // Steps of ~30 s planned: 0.03 → about a second each.
-    let srv = server(
-        &dir.path().join("data"),
-        &sim.url(),
-        &["--time-scale", "0.03"],
-    );
-    let url = srv.url();
+    let (_dir, journal, _sim, _srv, url) = started("0.03");
     let inst = one_at_a_time();
     rt().block_on(async {
         push_instance(&Connect::plain(&url), &inst).await.unwrap();
@@ -218,15 +217,7 @@ fn stale_plan_a_step_whose_replica_is_gone_fails_the_plan_before_its_call() {
 
 #[test]
 fn stale_plan_cancel_while_steps_run_is_cancelling_until_they_report() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.tsv");
-    let sim = sim(&journal, &[]);
-    let srv = server(
-        &dir.path().join("data"),
-        &sim.url(),
-        &["--time-scale", "0.05"],
-    );
-    let url = srv.url();
+    let (_dir, journal, _sim, _srv, url) = started("0.05");
     let inst = one_at_a_time();
     rt().block_on(async {
         push_instance(&Connect::plain(&url), &inst).await.unwrap();
@@ -281,15 +272,7 @@ fn stale_plan_cancel_while_steps_run_is_cancelling_until_they_report() {
 
 #[test]
 fn observed_state_an_upsert_without_current_starts_only_the_new_replicas() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.tsv");
-    let sim = sim(&journal, &[]);
-    let srv = server(
-        &dir.path().join("data"),
-        &sim.url(),
-        &["--time-scale", "0.002"],
-    );
-    let url = srv.url();
+    let (_dir, _journal, _sim, _srv, url) = started("0.002");
     let inst = fleet(3);
     rt().block_on(async {
         push_instance(&Connect::plain(&url), &inst).await.unwrap();
@@ -346,15 +329,7 @@ fn observed_state_an_upsert_without_current_starts_only_the_new_replicas() {
 
 #[test]
 fn observed_state_a_spec_scale_down_is_accepted_and_stops_the_surplus() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.tsv");
-    let sim = sim(&journal, &[]);
-    let srv = server(
-        &dir.path().join("data"),
-        &sim.url(),
-        &["--time-scale", "0.002"],
-    );
-    let url = srv.url();
+    let (_dir, _journal, _sim, _srv, url) = started("0.002");
     let inst = fleet(3);
     rt().block_on(async {
         push_instance(&Connect::plain(&url), &inst).await.unwrap();
@@ -407,15 +382,7 @@ fn observed_state_a_spec_scale_down_is_accepted_and_stops_the_surplus() {
 
 #[test]
 fn observed_state_reports_replace_current_and_refuse_a_stale_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let journal = dir.path().join("journal.tsv");
-    let sim = sim(&journal, &[]);
-    let srv = server(
-        &dir.path().join("data"),
-        &sim.url(),
-        &["--time-scale", "0.002"],
-    );
-    let url = srv.url();
+    let (dir, _journal, _sim, _srv, url) = started("0.002");
     let inst = fleet(3);
     rt().block_on(async {
         let version = push_instance(&Connect::plain(&url), &inst).await.unwrap();
