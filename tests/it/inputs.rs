@@ -329,7 +329,7 @@ fn whatif_limits_are_checked_and_a_departed_client_stops_the_run() {
                 format!(
                     "{}  - name: again\n    field: factor\n    values: [{}]\n    perturbation:\n      power_cap: {{ site: {site}, factor: 1.0 }}\n",
                     sweep(30, "1"),
-                    vec!["0.9"; 20].join(", ")
+                    ["0.9"; 20].join(", ")
                 ),
                 "50 scenarios",
             ),
