@@ -16,6 +16,9 @@ pub enum Error {
     Solver(String),
     #[error("telemetry archive {0}")]
     Archive(String),
+    /// The caller stopped the work (a what-if whose client went away).
+    #[error("cancelled")]
+    Cancelled,
 }
 
 fn render_issues(issues: &[Issue]) -> String {

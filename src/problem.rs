@@ -510,6 +510,23 @@ impl Problem {
             .sum()
     }
 
+    /// A lower bound on every placement's objective, solving nothing: the
+    /// fixed cost, plus each replica at its cheapest candidate where that
+    /// earns (a negative spot price pays a site to consume). With prices
+    /// ≥ 0 it is the fixed cost; the fixed cost alone is no bound once a
+    /// placement can earn.
+    pub fn trivial_bound(&self) -> f64 {
+        self.fixed_cost()
+            + self
+                .workloads
+                .iter()
+                .map(|w| {
+                    let cheapest = w.candidates.iter().map(Candidate::cost).fold(0.0, f64::min);
+                    cheapest * w.replicas as f64
+                })
+                .sum::<f64>()
+    }
+
     /// The one capacity rule: may site `si`, with `used` resources and
     /// `dynamic_kw` of workload power, take one more replica of `wi`?
     pub fn room_for(

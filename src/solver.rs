@@ -365,13 +365,15 @@ fn exact_on(
             )))
         }
     };
-    // HiGHS's bound excludes our offset; an unknown bound is reported as the offset alone.
+    // HiGHS's bound excludes our offset; an unknown bound is reported as
+    // the problem's trivial one (the offset, less what placements can earn
+    // at negative prices).
     let bound = if run.dual_bound.is_finite() {
         (run.dual_bound + milp.offset).min(objective)
     } else if status == SolveStatus::Optimal {
         objective
     } else {
-        milp.offset
+        problem.trivial_bound().min(objective)
     };
     Ok(Solved {
         gap: relative_gap(objective, bound),
@@ -394,7 +396,7 @@ pub fn neighbourhood_search(
     time_limit_s: f64,
     seed: u32,
 ) -> Result<(Replicas, f64)> {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs_f64(time_limit_s);
+    let until = std::time::Instant::now() + crate::duration_s(time_limit_s);
     let options = SolveOptions {
         seed,
         ..SolveOptions::default()

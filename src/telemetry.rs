@@ -96,6 +96,10 @@ pub enum Rejection {
     Duplicate,
     OutOfOrder,
     ImpossibleJump,
+    /// Dated more than `SanityLimits::max_future_skew_s` past the server's clock.
+    FromTheFuture,
+    /// A new sensor id at a site that has `SanityLimits::max_sensors_per_site`.
+    TooManySensors,
 }
 
 impl fmt::Display for Rejection {
@@ -109,6 +113,10 @@ impl fmt::Display for Rejection {
             Rejection::Duplicate => "duplicate timestamp for this sensor",
             Rejection::OutOfOrder => "older than the sensor's last reading",
             Rejection::ImpossibleJump => "changes faster than physically possible",
+            Rejection::FromTheFuture => "dated in the future past the allowed clock skew",
+            Rejection::TooManySensors => {
+                "the site has the most sensors allowed; a new sensor id is refused"
+            }
         };
         f.write_str(s)
     }
@@ -135,6 +143,54 @@ pub struct SanityLimits {
     /// it when readings can arrive out of order (several replicas taking a
     /// bus's messages, redeliveries).
     pub late_window_s: f64,
+    /// A reading dated more than this past the server's clock is refused
+    /// (`from_the_future`): taken, it would make every real reading of its
+    /// sensor "older than the last" and keep the sensor fresh until then
+    /// (a gateway sending milliseconds as seconds silences it for good).
+    /// Applies where a clock is given (`ingest_at`; the service always).
+    pub max_future_skew_s: f64,
+    /// New sensor ids a site may have at most (bounds memory against a
+    /// caller inventing ids); known sensors are never refused. 0: no limit.
+    pub max_sensors_per_site: usize,
+}
+
+impl SanityLimits {
+    /// Every threshold a finite number in range; the offending setting
+    /// named (as `telemetry.<name>` in the service's config) otherwise.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [
+            (
+                "max_temperature_rate_c_per_s",
+                self.max_temperature_rate_c_per_s,
+            ),
+            ("stale_after_s", self.stale_after_s),
+            ("late_window_s", self.late_window_s),
+            ("max_future_skew_s", self.max_future_skew_s),
+            ("max_power_kw", self.max_power_kw),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!(
+                    "telemetry.{name}: must be a finite number >= 0, got {v}"
+                ));
+            }
+        }
+        if !(self.min_temperature_c.is_finite()
+            && self.max_temperature_c.is_finite()
+            && self.min_temperature_c < self.max_temperature_c)
+        {
+            return Err(format!(
+                "telemetry.min_temperature_c / max_temperature_c: must be finite with min < max, got {} / {}",
+                self.min_temperature_c, self.max_temperature_c
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.ewma_alpha) {
+            return Err(format!(
+                "telemetry.ewma_alpha: must be within 0..=1, got {}",
+                self.ewma_alpha
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SanityLimits {
@@ -148,6 +204,8 @@ impl Default for SanityLimits {
             window_samples: WINDOW,
             ewma_alpha: 0.1,
             late_window_s: 0.0,
+            max_future_skew_s: 300.0,
+            max_sensors_per_site: 10_000,
         }
     }
 }
@@ -402,7 +460,9 @@ impl TelemetryState {
             .filter_map(|r| self.sensors.get(&r.id).map(|s| (r.id.as_str(), s)))
     }
 
-    /// Check and take one reading; a rejected reading changes nothing but its counter.
+    /// Check and take one reading; a rejected reading changes nothing but
+    /// its counter. No clock: readings dated in the future are not refused
+    /// (replays of past data); a server uses [`ingest_at`](Self::ingest_at).
     pub fn ingest(
         &mut self,
         r: &Reading,
@@ -411,14 +471,36 @@ impl TelemetryState {
         self.ingest_ref(&r.as_ref(), known_site)
     }
 
+    /// As [`ingest`](Self::ingest), with the server's clock `now_s`:
+    /// readings dated more than `max_future_skew_s` past it are refused.
+    pub fn ingest_at(
+        &mut self,
+        r: &Reading,
+        known_site: impl Fn(&str) -> bool,
+        now_s: f64,
+    ) -> Result<(), Rejection> {
+        self.ingest_ref_at(&r.as_ref(), known_site, Some(now_s))
+    }
+
     /// As [`ingest`](Self::ingest), on a borrowed reading.
     pub fn ingest_ref(
         &mut self,
         r: &ReadingRef<'_>,
         known_site: impl Fn(&str) -> bool,
     ) -> Result<(), Rejection> {
+        self.ingest_ref_at(r, known_site, None)
+    }
+
+    /// As [`ingest_at`](Self::ingest_at), on a borrowed reading; `None`:
+    /// no clock, no future rule.
+    pub fn ingest_ref_at(
+        &mut self,
+        r: &ReadingRef<'_>,
+        known_site: impl Fn(&str) -> bool,
+        now_s: Option<f64>,
+    ) -> Result<(), Rejection> {
         let result = self
-            .check(r, &known_site)
+            .check(r, &known_site, now_s)
             .map(|(v, late)| self.take(r, v, late));
         match result {
             Ok(()) => self.accepted += 1,
@@ -431,6 +513,7 @@ impl TelemetryState {
         &self,
         r: &ReadingRef<'_>,
         known_site: &impl Fn(&str) -> bool,
+        now_s: Option<f64>,
     ) -> Result<(f64, bool), Rejection> {
         if !r.value.is_finite() || !r.timestamp_s.is_finite() {
             return Err(Rejection::NotFinite);
@@ -454,22 +537,33 @@ impl TelemetryState {
         if !in_range {
             return Err(Rejection::OutOfRange);
         }
-        if let Some(s) = self.sensors.get(r.sensor) {
-            if r.timestamp_s == s.last_s {
-                return Err(Rejection::Duplicate);
+        // A reading far ahead would become the sensor's last: every real
+        // reading after it "out of order", the sensor fresh until then.
+        if now_s.is_some_and(|now| r.timestamp_s - now > l.max_future_skew_s) {
+            return Err(Rejection::FromTheFuture);
+        }
+        let Some(s) = self.sensors.get(r.sensor) else {
+            // A new sensor: the site's count is bounded (ids cost memory).
+            let at_site = self.site_sensors.get(r.site).map_or(0, Vec::len);
+            if l.max_sensors_per_site > 0 && at_site >= l.max_sensors_per_site {
+                return Err(Rejection::TooManySensors);
             }
-            if r.timestamp_s < s.last_s {
-                return if s.last_s - r.timestamp_s <= l.late_window_s {
-                    Ok((v, true))
-                } else {
-                    Err(Rejection::OutOfOrder)
-                };
-            }
-            if matches!(r.kind, Ambient | Inlet | Supply) {
-                let rate = (v - s.last).abs() / (r.timestamp_s - s.last_s);
-                if rate > l.max_temperature_rate_c_per_s {
-                    return Err(Rejection::ImpossibleJump);
-                }
+            return Ok((v, false));
+        };
+        if r.timestamp_s == s.last_s {
+            return Err(Rejection::Duplicate);
+        }
+        if r.timestamp_s < s.last_s {
+            return if s.last_s - r.timestamp_s <= l.late_window_s {
+                Ok((v, true))
+            } else {
+                Err(Rejection::OutOfOrder)
+            };
+        }
+        if matches!(r.kind, Ambient | Inlet | Supply) {
+            let rate = (v - s.last).abs() / (r.timestamp_s - s.last_s);
+            if rate > l.max_temperature_rate_c_per_s {
+                return Err(Rejection::ImpossibleJump);
             }
         }
         Ok((v, false))

@@ -284,8 +284,10 @@ fn structural(inst: &Instance, c: &mut Checker) {
         if t.racks == 0 {
             c.push(format!("{p}.thermal.racks"), "must be > 0, got 0");
         }
+        // Spot prices go negative (DE-LU 2023: −539 USD/MWh): any finite
+        // price is real; the objective and the fast path take either sign.
         match &s.energy.price_per_kwh {
-            Price::Flat(v) => c.non_negative(&format!("{p}.energy.price_per_kwh"), *v),
+            Price::Flat(v) => c.finite(&format!("{p}.energy.price_per_kwh"), *v),
             Price::Series(points) => {
                 if points.is_empty() {
                     c.push(
@@ -295,10 +297,23 @@ fn structural(inst: &Instance, c: &mut Checker) {
                 }
                 for (k, pt) in points.iter().enumerate() {
                     c.non_negative(&format!("{p}.energy.price_per_kwh[{k}].hour"), pt.hour);
-                    c.non_negative(
+                    c.finite(
                         &format!("{p}.energy.price_per_kwh[{k}].price_per_kwh"),
                         pt.price_per_kwh,
                     );
+                    // Each point holds until the next: hours out of order
+                    // or repeated leave it unclear which price holds when.
+                    if let Some(prev) = k.checked_sub(1).and_then(|j| points.get(j)) {
+                        if pt.hour.is_finite() && prev.hour.is_finite() && pt.hour <= prev.hour {
+                            c.push(
+                                format!("{p}.energy.price_per_kwh[{k}].hour"),
+                                format!(
+                                    "must be above the previous point's hour ({}), got {}",
+                                    prev.hour, pt.hour
+                                ),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -344,9 +359,6 @@ fn structural(inst: &Instance, c: &mut Checker) {
 
     for (i, w) in inst.workloads.iter().enumerate() {
         let p = format!("workloads[{i}]");
-        if w.replicas == 0 {
-            c.push(format!("{p}.replicas"), "must be > 0, got 0");
-        }
         for (r, v) in &w.resources {
             c.non_negative(&format!("{p}.resources.{r}"), *v);
             if !offered.contains(r.as_str()) {
@@ -420,7 +432,8 @@ fn hostability(inst: &Instance, c: &mut Checker) -> Option<Problem> {
         }
     };
     for (wi, w) in problem.workloads.iter().enumerate() {
-        if w.candidates.is_empty() {
+        // Scaled to zero (`replicas: 0`): nothing to host, nothing to judge.
+        if w.candidates.is_empty() && w.replicas > 0 {
             let why = problem.ineligibility_summary(wi);
             c.push(
                 format!("workloads[{wi}]"),

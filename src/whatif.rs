@@ -423,10 +423,31 @@ pub fn run(
     parallel: bool,
     progress: &(dyn Fn(usize, &ScenarioResult) + Sync),
 ) -> crate::Result<Vec<ScenarioResult>> {
+    run_until(base, scenarios, options, parallel, progress, &|| false)
+}
+
+/// As [`run`], asking `stop` before each solve: once it says so, the
+/// scenarios not started yet are skipped and the run ends with
+/// [`Error::Cancelled`](crate::Error::Cancelled) (a service's client went
+/// away; each solve is bounded by its own time limit).
+pub fn run_until(
+    base: &Instance,
+    scenarios: &[Scenario],
+    options: &SolveOptions,
+    parallel: bool,
+    progress: &(dyn Fn(usize, &ScenarioResult) + Sync),
+    stop: &(dyn Fn() -> bool + Sync),
+) -> crate::Result<Vec<ScenarioResult>> {
+    if stop() {
+        return Err(crate::Error::Cancelled);
+    }
     // The base placement: where every scenario (the base row included) starts.
     let base_problem = Problem::build(base)?;
     let base_placement = base_problem.placement_of(&solve(&base_problem, options)?.x);
     let one = |index: usize, s: &Scenario| -> crate::Result<ScenarioResult> {
+        if stop() {
+            return Err(crate::Error::Cancelled);
+        }
         let mut inst =
             apply(base, s, &format!("scenario {:?}", s.name)).map_err(crate::Error::Invalid)?;
         for w in &mut inst.workloads {

@@ -785,10 +785,12 @@ impl<'a> Assign<'a> {
             // Regret: what the workload's best slot saves over its next site.
             let mut costs: Vec<f64> = f.range(w).map(|k| f.priced(p, w, k, price)).collect();
             costs.sort_by(f64::total_cmp);
-            let regret = match costs.as_slice() {
-                [a, b, ..] => b - a,
-                _ => f64::INFINITY,
-            } * p.workloads[w].replicas as f64;
+            // (A workload scaled to zero has nothing to lose: ∞ × 0 is NaN.)
+            let regret = match (costs.as_slice(), p.workloads[w].replicas) {
+                (_, 0) => 0.0,
+                ([a, b, ..], n) => (b - a) * n as f64,
+                (_, _) => f64::INFINITY,
+            };
             chosen.push((regret, w, taken.clone()));
         }
         chosen.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -1077,9 +1079,11 @@ fn workload_of(f: &Flat, k: usize) -> usize {
 /// Solve a problem on the fast path.
 pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     let started = Instant::now();
-    let deadline = started + std::time::Duration::from_secs_f64(options.time_limit_s.max(0.0));
+    let deadline = started + crate::duration_s(options.time_limit_s);
     let f = Flat::new(p);
     let fixed_cost = p.fixed_cost();
+    // Not the fixed cost: with negative prices a placement can earn.
+    let trivial_bound = p.trivial_bound();
     let rows = p.sites.len() * f.stride;
 
     // Biggest and most important first: they are the hardest to fit late.
@@ -1137,8 +1141,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     };
     // The bound gets the first part of the time; the rest is for the final
     // local search with ejections.
-    let bound_deadline =
-        started + std::time::Duration::from_secs_f64(options.time_limit_s.clamp(0.0, 1e6) * 0.6);
+    let bound_deadline = started + crate::duration_s(options.time_limit_s.clamp(0.0, 1e6) * 0.6);
 
     let zero = vec![0.0; rows];
     let ((mut best_x, mut best_obj), mut primal_took) = primal(&zero);
@@ -1249,7 +1252,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
         best = best_obj,
         "fast path done"
     );
-    let bound = best_bound.max(fixed_cost).min(best_obj);
+    let bound = best_bound.max(trivial_bound).min(best_obj);
     FastSolved {
         gap: relative_gap(best_obj, bound),
         x: best_x,

@@ -96,7 +96,7 @@ pub async fn consumer(
             consumer::pull::Config {
                 durable_name: Some(cfg.consumer.clone()),
                 ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs_f64(cfg.ack_wait_s.max(0.5)),
+                ack_wait: crate::duration_s(cfg.ack_wait_s.max(0.5)),
                 max_ack_pending: 100_000,
                 ..Default::default()
             },

@@ -342,7 +342,7 @@ fn apply_log(shared: &Shared) -> Result<usize, StoreError> {
     for row in &rows {
         let mut tally = Tally::default();
         match pb::ReadingBatch::decode(row.batch.as_slice()) {
-            Ok(batch) => take_batch(&mut hub, 0, batch, &mut tally),
+            Ok(batch) => take_batch(&mut hub, 0, batch, &mut tally, row.logged_at_s),
             // Intake encoded it; a corrupt entry is skipped, not retried forever.
             Err(e) => tracing::error!(seq = row.seq, "telemetry log entry is corrupt: {e}"),
         }

@@ -6,7 +6,6 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::placement::{propose_from, solve_view, View};
 use super::{now_s, Shared};
@@ -54,7 +53,7 @@ pub async fn run(shared: Arc<Shared>) {
         }
     };
     let mut memory = Some(fresh(&shared));
-    let interval = Duration::from_secs_f64(cfg.interval_s.max(0.1));
+    let interval = crate::duration_s(cfg.interval_s.max(0.1));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}

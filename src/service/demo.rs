@@ -260,7 +260,7 @@ async fn story(
     let mut heat_done = false;
     let mut price_done = false;
     let mut first_done = false;
-    let deadline = t0 + Duration::from_secs_f64(duration);
+    let deadline = t0 + crate::duration_s(duration);
     while Instant::now() < deadline {
         let elapsed = t0.elapsed().as_secs_f64();
         if !first_done && elapsed > 2.0 {

@@ -187,7 +187,8 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
                     state_gib: step.state_gib,
                     expected_duration_s: expected_s,
                 },
-                timeout: Duration::from_secs_f64(
+                // Clamped: a huge modelled duration must not panic here.
+                timeout: crate::duration_s(
                     (expected_s * cfg.timeout_factor + cfg.timeout_slack_s).max(0.1),
                 ),
             });
@@ -280,7 +281,7 @@ async fn call(
         tracing::warn!(key = %l.request.idempotency_key, attempt, "step call failed: {last}");
         if attempt + 1 < cfg.max_attempts {
             tokio::time::sleep(backoff).await;
-            backoff *= 2;
+            backoff = backoff.saturating_mul(2);
         }
     }
     Done {

@@ -235,8 +235,11 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Simulated seconds between sweeps of the same sensors.
+const SWEEP_S: f64 = 0.01;
+
 /// Successive batches of a group of sites' sensors: one sweep per
-/// simulated second, several sweeps per batch to fill it.
+/// [`SWEEP_S`] of simulated time, several sweeps per batch to fill it.
 pub(crate) struct Sweeps {
     pub sites: Vec<(String, Vec<pb::Reading>)>,
     pub batch: usize,
@@ -253,7 +256,9 @@ impl Sweeps {
         for k in 0..sweeps {
             for r in sensors {
                 let mut r = r.clone();
-                r.timestamp_s = self.t0 + (self.sweep + k) as f64;
+                // Simulated time must not run ahead of the server's clock
+                // (`telemetry.max_future_skew_s`): sweeps 10 ms apart.
+                r.timestamp_s = self.t0 + (self.sweep + k) as f64 * SWEEP_S;
                 readings.push(r);
             }
         }
@@ -398,7 +403,7 @@ pub async fn run(opts: &LoadOptions) -> anyhow::Result<LoadReport> {
         .flat_map(|g| g.iter().map(|(_, v)| v.len()))
         .sum();
     let start = Instant::now();
-    let deadline = start + Duration::from_secs_f64(opts.seconds);
+    let deadline = start + crate::duration_s(opts.seconds);
     let t0 = crate::service::now_s();
     let mut tasks = tokio::task::JoinSet::new();
     for sites in groups.into_iter().filter(|g| !g.is_empty()) {

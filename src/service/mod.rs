@@ -75,6 +75,12 @@ pub struct Config {
     /// Most `Ingest` streams open at once; one more is refused
     /// (RESOURCE_EXHAUSTED).
     pub max_ingest_streams: usize,
+    /// `WhatIf`: most scenarios in one call, sweeps expanded …
+    pub max_whatif_scenarios: usize,
+    /// … most values in one sweep …
+    pub max_whatif_sweep_values: usize,
+    /// … and the longest time limit of each scenario's solve, seconds.
+    pub max_whatif_time_limit_s: f64,
     /// Serve TLS (and mutual TLS with `client_ca`). Unset: plaintext.
     pub tls: Option<auth::ServerTls>,
     /// Bearer tokens and their roles. None: no authentication.
@@ -101,6 +107,9 @@ impl Default for Config {
             solve_time_limit_s: 10.0,
             max_ingest_readings_per_s: 0.0,
             max_ingest_streams: 256,
+            max_whatif_scenarios: 64,
+            max_whatif_sweep_values: 32,
+            max_whatif_time_limit_s: 60.0,
             tls: None,
             auth: auth::AuthConfig::default(),
             provisioner_tls: None,
@@ -134,6 +143,35 @@ impl Default for DispatchConfig {
             backoff_initial_ms: 250,
             time_scale: 1.0,
         }
+    }
+}
+
+impl DispatchConfig {
+    /// Every setting a number the dispatcher can turn into a deadline or a
+    /// backoff (finite, in range); the offending setting named otherwise.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("timeout_factor", self.timeout_factor),
+            ("timeout_slack_s", self.timeout_slack_s),
+            ("time_scale", self.time_scale),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!(
+                    "dispatch.{name}: must be a finite number >= 0, got {v}"
+                ));
+            }
+        }
+        if self.max_attempts == 0 {
+            return Err("dispatch.max_attempts: must be at least 1".into());
+        }
+        // Doubled after each attempt: an hour to start with is plenty.
+        if !(1..=3_600_000).contains(&self.backoff_initial_ms) {
+            return Err(format!(
+                "dispatch.backoff_initial_ms: must be within 1..=3600000, got {}",
+                self.backoff_initial_ms
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -481,6 +519,12 @@ pub async fn serve_on(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.cluster.check().map_err(anyhow::Error::msg)?;
+    config.dispatch.check().map_err(anyhow::Error::msg)?;
+    config.telemetry.check().map_err(anyhow::Error::msg)?;
+    let t = config.max_whatif_time_limit_s;
+    if !(t.is_finite() && t > 0.0) {
+        anyhow::bail!("max_whatif_time_limit_s: must be a positive number of seconds, got {t}");
+    }
     if let Some(bus) = &config.nats {
         if !(bus.ack_wait_s.is_finite() && bus.ack_wait_s > 0.0) {
             anyhow::bail!(

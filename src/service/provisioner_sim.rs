@@ -146,7 +146,10 @@ impl Sim {
     }
 
     async fn run_step(&self, req: &pb::StepRequest) -> pb::StepResult {
-        let wait = (req.expected_duration_s * self.config.speed).clamp(0.0, 3600.0);
+        // From the request: NaN or ∞ must not panic the simulator.
+        let wait = crate::duration_s(req.expected_duration_s * self.config.speed)
+            .min(Duration::from_secs(3600))
+            .as_secs_f64();
         tokio::time::sleep(Duration::from_secs_f64(wait)).await;
         let fail = self.config.fail_workloads.contains(&req.workload)
             || self
@@ -231,7 +234,7 @@ impl pb::provisioner_server::Provisioner for SimApi {
         }
         if slow {
             let extra = 2.0 * req.expected_duration_s * sim.config.speed;
-            tokio::time::sleep(Duration::from_secs_f64(extra.clamp(0.0, 600.0))).await;
+            tokio::time::sleep(crate::duration_s(extra).min(Duration::from_secs(600))).await;
         }
         answer.get_mut().duplicate |= dup;
         Ok(answer)

@@ -132,7 +132,7 @@ pub async fn run(opts: &PublishOptions) -> anyhow::Result<PublishReport> {
     let publish_s = start.elapsed().as_secs_f64();
     let arrived = match &mut watch {
         Some(c) => {
-            let deadline = start + Duration::from_secs_f64(opts.wait_s);
+            let deadline = start + crate::duration_s(opts.wait_s);
             let mut now = totals(c).await?;
             while now.0 + now.1 < before.0 + before.1 + readings && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -86,11 +86,12 @@ pub async fn intake(
         let s = shared.clone();
         let tallies = tokio::task::spawn_blocking(move || {
             let mut hub = s.telemetry();
+            let now = super::now_s();
             batches
                 .into_iter()
                 .map(|(_, batch)| {
                     let mut tally = Tally::default();
-                    take_batch(&mut hub, 0, batch, &mut tally);
+                    take_batch(&mut hub, 0, batch, &mut tally, now);
                     tally
                 })
                 .collect::<Vec<_>>()
@@ -147,12 +148,16 @@ pub async fn intake(
 }
 
 /// Take one batch under the telemetry lock: every reading through the
-/// core's sanity checks, each rejection counted with its reason.
+/// core's sanity checks, each rejection counted with its reason. `now_s`
+/// is the server's clock when the batch came in (the log's time in cluster
+/// mode, so every replica judges a batch alike): readings dated more than
+/// `telemetry.max_future_skew_s` past it are refused.
 pub fn take_batch(
     hub: &mut TelemetryHub,
     batch_no: u64,
     batch: pb::ReadingBatch,
     tally: &mut Tally,
+    now_s: f64,
 ) {
     let TelemetryHub {
         state,
@@ -173,7 +178,7 @@ pub fn take_batch(
             continue;
         }
         let reading = convert::reading_ref(r, kind, &site, timestamp_s);
-        match state.ingest_ref(&reading, |s| sites.contains(s)) {
+        match state.ingest_ref_at(&reading, |s| sites.contains(s), Some(now_s)) {
             Ok(()) => {
                 tally.accepted += 1;
                 *dirty = true;
@@ -217,7 +222,7 @@ impl Pace {
             return;
         }
         // Admit this batch once the earlier ones have had their time.
-        let due = self.start + Duration::from_secs_f64(self.readings / self.rate_per_s);
+        let due = self.start + crate::duration_s(self.readings / self.rate_per_s);
         self.readings += readings as f64;
         tokio::time::sleep_until(due).await;
     }
@@ -264,7 +269,8 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
             } else {
                 let shared = self.0.clone();
                 tally = tokio::task::spawn_blocking(move || {
-                    take_batch(&mut shared.telemetry(), batch_no, batch, &mut tally);
+                    let now = super::now_s();
+                    take_batch(&mut shared.telemetry(), batch_no, batch, &mut tally, now);
                     tally
                 })
                 .await

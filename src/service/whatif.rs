@@ -9,7 +9,7 @@ use super::placement::View;
 use super::Shared;
 use crate::api::pb;
 use crate::solver::SolveOptions;
-use crate::whatif::{apply, expand, parse, run, ScenarioResult};
+use crate::whatif::{apply, expand, parse, run_until, ScenarioFile, ScenarioResult};
 
 /// The base a scenario document must name to run on the live state.
 pub const LIVE: &str = "live";
@@ -36,15 +36,57 @@ fn to_pb(index: usize, total: usize, r: &ScenarioResult) -> pb::WhatIfResult {
     }
 }
 
+/// What one caller may make the server do: each scenario's time limit, the
+/// number of scenarios (sweeps expanded) and of values per sweep, checked
+/// before anything is expanded or solved.
+fn check_bounds(file: &ScenarioFile, cfg: &super::Config) -> Result<(), Status> {
+    let t = file.time_limit_s;
+    let max_t = cfg.max_whatif_time_limit_s;
+    if !(t.is_finite() && t > 0.0 && t <= max_t) {
+        return Err(Status::invalid_argument(format!(
+            "time_limit_s: must be > 0 and at most {max_t} (max_whatif_time_limit_s), got {t}"
+        )));
+    }
+    if let Some(gap) = file.gap {
+        if !(0.0..1.0).contains(&gap) {
+            return Err(Status::invalid_argument(format!(
+                "gap: must be in [0, 1), got {gap}"
+            )));
+        }
+    }
+    let max_values = cfg.max_whatif_sweep_values;
+    if let Some((i, s)) = file
+        .sweeps
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.values.len() > max_values)
+    {
+        return Err(Status::invalid_argument(format!(
+            "sweeps[{i}].values: {} values, at most {max_values} per sweep (max_whatif_sweep_values)",
+            s.values.len()
+        )));
+    }
+    let total = file.scenarios.len() + file.sweeps.iter().map(|s| s.values.len()).sum::<usize>();
+    let max_scenarios = cfg.max_whatif_scenarios;
+    if total > max_scenarios {
+        return Err(Status::invalid_argument(format!(
+            "{total} scenarios (sweeps expanded), at most {max_scenarios} per call (max_whatif_scenarios)"
+        )));
+    }
+    Ok(())
+}
+
 /// Check the document and every scenario against the live state, then run
 /// them, sending each result on `tx`. Errors before the first result come
-/// back as the call's status.
+/// back as the call's status. The run stops between scenarios once the
+/// client went away (`tx` closed: the response stream was dropped).
 pub fn start(
     shared: &Shared,
     text: &str,
     tx: mpsc::Sender<Result<pb::WhatIfResult, Status>>,
 ) -> Result<impl FnOnce() + Send + 'static, Status> {
     let file = parse(text).map_err(|i| Status::invalid_argument(i.to_string()))?;
+    check_bounds(&file, &shared.config)?;
     if file.base != LIVE {
         return Err(Status::invalid_argument(format!(
             "base: the service runs scenarios on its live state; write `base: {LIVE}`, got {:?}",
@@ -82,8 +124,13 @@ pub fn start(
         let sent = |i: usize, r: &ScenarioResult| {
             let _ = tx.blocking_send(Ok(to_pb(i, total, r)));
         };
-        if let Err(e) = run(&base, &list, &options, true, &sent) {
-            let _ = tx.blocking_send(Err(Status::internal(format!("what-if: {e}"))));
+        let gone = || tx.is_closed();
+        match run_until(&base, &list, &options, true, &sent, &gone) {
+            Ok(_) => {}
+            Err(crate::Error::Cancelled) => tracing::info!("what-if stopped: its client went away"),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(Status::internal(format!("what-if: {e}"))));
+            }
         }
     })
 }

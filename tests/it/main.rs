@@ -13,6 +13,7 @@ mod export;
 mod fast;
 mod faults;
 mod incremental;
+mod inputs;
 mod known_optimum;
 mod live;
 mod plan;

@@ -429,3 +429,92 @@ fn a_timestamp_far_ahead_fills_no_more_hours_than_are_kept() {
         );
     }
 }
+
+/// A reading dated past the server's clock by more than the allowed skew
+/// is refused (counted, with its reason): before, it was taken, and every
+/// real reading of its sensor after it was "older than the sensor's last
+/// reading" while the sensor counted as fresh for as long as it was ahead.
+#[test]
+fn future_reading_beyond_the_skew_is_refused_and_silences_nothing() {
+    let now = 1_700_000_000.0;
+    let mut t = TelemetryState::default();
+    assert_eq!(t.limits.max_future_skew_s, 300.0);
+    let amb = |v: f64, at: f64| reading("amb", "a", None, SensorKind::Ambient, "C", v, at);
+    let century = 100.0 * 365.25 * 86_400.0;
+    for (label, at) in [
+        ("a century ahead", now + century),
+        ("milliseconds sent as seconds", now * 1000.0),
+        ("one day ahead", now + 86_400.0),
+        ("just past the skew", now + 301.0),
+    ] {
+        assert_eq!(
+            t.ingest_at(&amb(20.0, at), known, now),
+            Err(Rejection::FromTheFuture),
+            "{label}"
+        );
+    }
+    assert_eq!(t.rejected[&Rejection::FromTheFuture], 4);
+    assert!(
+        !t.sensors.contains_key("amb"),
+        "a refused reading made a sensor"
+    );
+    // Within the skew (a gateway's clock a little fast): taken.
+    assert_eq!(t.ingest_at(&amb(20.0, now + 60.0), known, now), Ok(()));
+    // The sensor's real readings go on being taken.
+    assert_eq!(
+        t.ingest_at(&amb(20.1, now + 120.0), known, now + 120.0),
+        Ok(())
+    );
+    assert_eq!(t.sensors["amb"].last, 20.1);
+    // And it is stale once it goes silent, not a century later.
+    assert_eq!(t.stale_sensors("a", now + 3_600.0).len(), 1);
+    // The skew is a setting; without a clock (replays of past data) the
+    // rule is off.
+    let mut strict = TelemetryState::new(edgeplan::telemetry::SanityLimits {
+        max_future_skew_s: 0.0,
+        ..Default::default()
+    });
+    assert_eq!(
+        strict.ingest_at(&amb(20.0, now + 1.0), known, now),
+        Err(Rejection::FromTheFuture)
+    );
+    assert_eq!(strict.ingest(&amb(20.0, now + century), known), Ok(()));
+}
+
+/// New sensor ids beyond the per-site cap are refused with their reason;
+/// known sensors and other sites go on.
+#[test]
+fn sensors_beyond_the_per_site_cap_are_refused_with_a_reason() {
+    let mut t = TelemetryState::new(edgeplan::telemetry::SanityLimits {
+        max_sensors_per_site: 3,
+        ..Default::default()
+    });
+    let probe = |site: &str, i: usize, at: f64| {
+        reading(
+            &format!("{site}/probe-{i}"),
+            site,
+            None,
+            SensorKind::Ambient,
+            "C",
+            20.0,
+            at,
+        )
+    };
+    for i in 0..5 {
+        let r = t.ingest(&probe("a", i, 100.0), known);
+        if i < 3 {
+            assert_eq!(r, Ok(()), "probe {i}");
+        } else {
+            assert_eq!(r, Err(Rejection::TooManySensors), "probe {i}");
+        }
+    }
+    assert_eq!(t.rejected[&Rejection::TooManySensors], 2);
+    assert_eq!(t.sensors.len(), 3);
+    assert_eq!(t.ingest(&probe("a", 0, 200.0), known), Ok(()));
+    assert_eq!(t.ingest(&probe("b", 9, 200.0), known), Ok(()));
+    assert!(Rejection::TooManySensors.to_string().contains("sensors"));
+    assert_eq!(
+        TelemetryState::default().limits.max_sensors_per_site,
+        10_000
+    );
+}

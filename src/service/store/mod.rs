@@ -192,6 +192,9 @@ pub struct Logged {
     pub seq: u64,
     pub origin: Option<String>,
     pub batch: Vec<u8>,
+    /// When it was logged (the store's clock, seconds since the epoch):
+    /// the "now" every replica judges its readings' timestamps against.
+    pub logged_at_s: f64,
 }
 
 pub enum Store {

@@ -390,8 +390,8 @@ impl PgStore {
         self.log.run(move |c| {
             let rows = c
                 .query(
-                    "SELECT seq, origin, batch FROM telemetry_log WHERE seq > $1
-                     ORDER BY seq LIMIT $2",
+                    "SELECT seq, origin, batch, EXTRACT(EPOCH FROM logged_at)::float8
+                     FROM telemetry_log WHERE seq > $1 ORDER BY seq LIMIT $2",
                     &[&after, &i64::from(limit)],
                 )
                 .map_err(pg)?;
@@ -401,6 +401,7 @@ impl PgStore {
                     seq: r.get::<_, i64>(0) as u64,
                     origin: r.get(1),
                     batch: r.get(2),
+                    logged_at_s: r.get(3),
                 })
                 .collect())
         })
