@@ -20,6 +20,7 @@ use super::Shared;
 use crate::api::convert;
 use crate::api::pb;
 use crate::api::pb::provisioner_client::ProvisionerClient;
+use crate::effective::{effective_instance, EffectiveOptions};
 use crate::execution::{apply_step, PlanState};
 use crate::plan::Step;
 use crate::verify::step_precondition;
@@ -106,16 +107,25 @@ pub async fn run(shared: Arc<Shared>) {
 /// Decide and store what starts now: running steps nobody is calling
 /// (after a restart) are sent again; ready steps of the first active plan start.
 fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) -> Vec<Launch> {
+    let mut state = shared.state();
     // Each step's precondition is checked against the fleet as it is now
-    // (inventory and telemetry), built only while a plan may start steps.
+    // (inventory and telemetry), built under the state lock so that no step
+    // outcome lands in between, and only while a plan may start steps.
     let active = can_start
-        && shared
-            .state()
+        && state
             .plans
             .values()
             .any(|e| matches!(e.state, PlanState::Approved | PlanState::Executing));
-    let now = active.then(|| super::placement::effective_now(shared).0);
-    let mut state = shared.state();
+    let now = active.then(|| {
+        let hub = shared.telemetry(); // lock order: state, then telemetry
+        effective_instance(
+            &state.instance,
+            &hub.state,
+            super::now_s(),
+            &EffectiveOptions::default(),
+        )
+        .0
+    });
     let limits = state.instance.limits.clone();
     let mut updated = Vec::new();
     let mut out = Vec::new();
