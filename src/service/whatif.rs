@@ -76,6 +76,8 @@ pub fn start(
         threads: Some(1),
         seed: file.seed,
         method: file.method,
+        work: file.work,
+        deterministic: true,
     };
     Ok(move || {
         let total = list.len() + 1;

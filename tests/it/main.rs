@@ -11,6 +11,7 @@ mod explanations;
 mod export;
 mod fast;
 mod faults;
+mod figures;
 mod incremental;
 mod known_optimum;
 mod live;
