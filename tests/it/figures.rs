@@ -91,6 +91,20 @@ fn honest_gap_counts_unplaced_replicas_apart_with_a_proven_bound() {
     );
     // Proven optimal: no gap on the placed cost either.
     assert!(report.gap <= 1e-6, "{}", report.gap);
+    // The operator report says it the same way.
+    let md = edgeplan::operator_report::markdown(&edgeplan::operator_report::ReportInput {
+        title: "t",
+        instance: &inst,
+        problem: &problem,
+        x: &solved.x,
+        plan: None,
+        whatif: None,
+    });
+    let line = format!(
+        "unplaced: 1 (1 proven unplaceable) · placed cost {:.4}/h",
+        report.placed_cost
+    );
+    assert!(md.contains(&line), "{line:?} not in {md}");
 }
 
 /// `edgeplan gen` of the crowded fleet, in `dir`.
