@@ -316,6 +316,30 @@ fn deterministic_whatif_tables_repeat_whatever_the_time_limit() {
         table(60.0, false)
     };
     assert!(a == b, "what-if tables differ:\n{a}\n{b}");
+
+    // A fleet where a 0.1 ms limit would bind, on the fast path.
+    let base = gen_instance(2_000, 30, 5, 0.9);
+    let site = base.sites[0].id.clone();
+    let list = vec![Scenario {
+        name: "cooling".into(),
+        perturbations: vec![Perturbation::CoolingLoss {
+            site,
+            fraction: 0.5,
+        }],
+    }];
+    let table = |time_limit_s: f64| {
+        let o = SolveOptions {
+            work: Some(10_000_000),
+            ..options(Method::Fast, time_limit_s, Some(0.0))
+        };
+        serde_json::to_string(&run(&base, &list, &o, true, &|_, _| ()).unwrap()).unwrap()
+    };
+    let a = table(1e-4);
+    let b = {
+        let _hog = hog();
+        table(60.0)
+    };
+    assert!(a == b, "what-if tables on a generated fleet differ");
 }
 
 #[test]
