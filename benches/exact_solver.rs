@@ -26,6 +26,8 @@ fn bench(c: &mut Criterion) {
         threads: None,
         seed: 0,
         method: edgeplan::solver::Method::Exact,
+        work: None,
+        deterministic: false,
     };
     let mut group = c.benchmark_group("exact_solver");
     group.sample_size(10);

@@ -36,6 +36,8 @@ fn bench(c: &mut Criterion) {
             threads: None,
             seed: 0,
             method: Method::Fast,
+            work: None,
+            deterministic: false,
         };
         let started = Instant::now();
         let problem = Problem::build(&inst).expect("problem");
@@ -76,6 +78,8 @@ fn incremental(c: &mut Criterion) {
             threads: None,
             seed: 0,
             method: Method::Fast,
+            work: None,
+            deterministic: false,
         },
     )
     .expect("solve");

@@ -85,6 +85,8 @@ fn main() {
         threads: Some(1),
         seed: 1,
         method: Method::Fast,
+        work: None,
+        deterministic: false,
     };
     let started = Instant::now();
     let results = run(&base, &list, &options, true, &|_, _| ()).expect("run");

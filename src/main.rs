@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use edgeplan::fast::{diff, Change, Replanner};
+use edgeplan::fast::{diff, Change, Replanner, DEFAULT_REPLAN_TIME_LIMIT, DEFAULT_WORK};
 use edgeplan::gen::{generate, GenOptions};
 use edgeplan::instance::{self, Format, Instance};
 use edgeplan::milp::Milp;
@@ -323,15 +323,26 @@ enum Command {
         /// Where to write the placement JSON (stdout if absent).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Seconds before returning the best placement found.
+        /// Seconds before returning the best placement found (ignored with
+        /// --deterministic).
         #[arg(long, default_value_t = 60.0)]
         time_limit: f64,
-        /// Relative gap at which to stop.
+        /// Gap at which to stop, on the cost of what is placed:
+        /// (objective − bound) / placed cost (default 1e-4).
         #[arg(long)]
         gap: Option<f64>,
         /// HiGHS random seed.
         #[arg(long, default_value_t = 0)]
         seed: u32,
+        /// Work budget (machine-independent units: Lagrangian iterations ×
+        /// candidate pairs, local-search trials, HiGHS nodes × columns); the
+        /// search stops when it or the time limit runs out.
+        #[arg(long)]
+        work: Option<u64>,
+        /// Stop on the work budget alone (--work, or 200,000,000), never on
+        /// the clock: the same placement on any machine, however loaded.
+        #[arg(long)]
+        deterministic: bool,
         /// auto (the fast path, then HiGHS when the model is small and the
         /// gap still open), exact (HiGHS) or fast (Lagrangian bound + local search).
         #[arg(long, default_value = "auto")]
@@ -355,9 +366,15 @@ enum Command {
         /// Seconds for the first solve.
         #[arg(long, default_value_t = 10.0)]
         time_limit: f64,
-        /// Relative gap at which the first solve stops.
+        /// Gap (on the placed cost) at which the first solve stops.
         #[arg(long, default_value_t = 0.005)]
         gap: f64,
+        /// Work budget of the first solve and of the re-plan (see `solve`).
+        #[arg(long)]
+        work: Option<u64>,
+        /// Both stop on the work budget alone, never on the clock.
+        #[arg(long)]
+        deterministic: bool,
         /// Also plan the migration from today's placement and write it here.
         #[arg(long)]
         plan_out: Option<PathBuf>,
@@ -795,6 +812,8 @@ fn bench_one(
             threads: None,
             seed: 0,
             method,
+            work: None,
+            deterministic: false,
         },
     )?;
     let solve_s = solving.elapsed().as_secs_f64();
@@ -901,23 +920,15 @@ fn replan(
     before: &Path,
     changed: &Path,
     out: Option<&Path>,
-    time_limit: f64,
-    gap: f64,
+    options: SolveOptions,
     plan_out: Option<&Path>,
 ) -> Result<()> {
     let (old, problem) = load_problem(before)?;
     let new = load(changed)?;
-    let options = SolveOptions {
-        time_limit_s: Some(time_limit),
-        relative_gap: Some(gap),
-        threads: None,
-        seed: 0,
-        method: Method::Fast,
-    };
     let started = Instant::now();
     let solved = solve(&problem, &options)?;
     eprintln!(
-        "first solve of {}: objective {:.4}, bound {:.4}, gap {:.3} % in {:.2} s",
+        "first solve of {}: objective {:.4}, bound {:.4}, gap {:.3} % on the placed cost, in {:.2} s",
         before.display(),
         solved.objective,
         solved.bound,
@@ -934,6 +945,11 @@ fn replan(
                 })
                 .collect();
             let mut replanner = Replanner::new(problem, &solved.x, solved.price);
+            if options.deterministic {
+                replanner.set_limits(None, Some(options.work.unwrap_or(DEFAULT_WORK)));
+            } else if options.work.is_some() {
+                replanner.set_limits(Some(DEFAULT_REPLAN_TIME_LIMIT), options.work);
+            }
             let started = Instant::now();
             let r = replanner.apply(&new, &changes)?;
             let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -946,7 +962,7 @@ fn replan(
                 }
             );
             eprintln!(
-                "re-plan: {} workload(s) moved, {} replica(s) started elsewhere, in {elapsed_ms:.1} ms{}; objective {:.4}, bound {:.4}, gap {:.3} %",
+                "re-plan: {} workload(s) moved, {} replica(s) started elsewhere, in {elapsed_ms:.1} ms{}; objective {:.4}, bound {:.4}, gap {:.3} % on the placed cost",
                 r.moved.len(),
                 r.replicas_started,
                 if r.rebuilt { " (candidate layout rebuilt)" } else { "" },
@@ -1383,6 +1399,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             time_limit,
             gap,
             seed,
+            work,
+            deterministic,
             method,
             plan_out,
         } => {
@@ -1396,6 +1414,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     threads: None,
                     seed,
                     method,
+                    work,
+                    deterministic,
                 },
             )?;
             let elapsed = started.elapsed().as_secs_f64();
@@ -1419,13 +1439,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             time_limit,
             gap,
+            work,
+            deterministic,
             plan_out,
         } => replan(
             &instance,
             &changed,
             out.as_deref(),
-            time_limit,
-            gap,
+            SolveOptions {
+                time_limit_s: Some(time_limit),
+                relative_gap: Some(gap),
+                threads: None,
+                seed: 0,
+                method: Method::Fast,
+                work,
+                deterministic,
+            },
             plan_out.as_deref(),
         )?,
         Command::Plan {
@@ -1621,6 +1650,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     threads: Some(1),
                     seed: file.seed,
                     method: file.method,
+                    work: file.work,
+                    deterministic: true,
                 },
                 !sequential,
                 &|_, _| bar.inc(1),

@@ -32,6 +32,8 @@ struct Facts {
     kpis: Kpis,
     eval: Evaluation,
     placed: u64,
+    /// Replicas no placement can place (`solver::proven_unplaced`).
+    proven_unplaced: u64,
     slo_compliance: f64,
     unplaced: Vec<explain::UnplacedExplanation>,
     moves: Vec<explain::MoveExplanation>,
@@ -53,6 +55,7 @@ fn facts(input: &ReportInput<'_>) -> Facts {
         .unwrap_or_default();
     Facts {
         unplaced: explain::unplaced(p, input.x),
+        proven_unplaced: crate::solver::proven_unplaced(p),
         kpis,
         eval,
         placed,
@@ -595,6 +598,12 @@ pub fn html(input: &ReportInput<'_>) -> String {
     card("sites", input.instance.sites.len().to_string());
     card("replicas placed", f.placed.to_string());
     card("unplaced", k.unplaced_replicas.to_string());
+    // Apart from the unplaced penalty, which would swamp it (as in `solve`).
+    card("proven unplaceable", f.proven_unplaced.to_string());
+    card(
+        "placed cost / h",
+        format!("{:.4}", f.eval.objective.total - f.eval.objective.unplaced),
+    );
     card("energy cost / h", format!("{:.3}", k.energy_cost_per_h));
     card("carbon kg / h", format!("{:.2}", k.carbon_kg_per_h));
     card(
@@ -704,10 +713,12 @@ pub fn markdown(input: &ReportInput<'_>) -> String {
     let _ = writeln!(m, "# {}\n", input.title);
     let _ = writeln!(
         m,
-        "- sites: {} · replicas placed: {} · unplaced: {}\n- energy {:.3}/h · carbon {:.2} kg/h · SLO compliance {:.1} % · mean RTT {:.1} ms\n- min inlet headroom {:.1} °C · max power use {:.0} %",
+        "- sites: {} · replicas placed: {} · unplaced: {} ({} proven unplaceable) · placed cost {:.4}/h\n- energy {:.3}/h · carbon {:.2} kg/h · SLO compliance {:.1} % · mean RTT {:.1} ms\n- min inlet headroom {:.1} °C · max power use {:.0} %",
         input.instance.sites.len(),
         f.placed,
         k.unplaced_replicas,
+        f.proven_unplaced,
+        f.eval.objective.total - f.eval.objective.unplaced,
         k.energy_cost_per_h,
         k.carbon_kg_per_h,
         f.slo_compliance * 100.0,

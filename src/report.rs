@@ -20,12 +20,22 @@ pub struct SolveReport {
     #[serde(flatten)]
     pub placement: Placement,
     pub objective: ObjectiveTerms,
-    /// Proven lower bound on the objective.
+    /// Proven lower bound on the whole objective (unplaced penalty included).
     pub bound: f64,
-    /// (objective − bound) / |objective|.
+    /// The cost of what is placed: the objective less the unplaced penalty.
+    pub placed_cost: f64,
+    /// `bound` less this placement's unplaced penalty: a lower bound on the
+    /// placed cost of every placement that leaves no more penalty unplaced
+    /// than this one (not of placements that leave more unplaced).
+    pub placed_cost_bound: f64,
+    /// (placed_cost − placed_cost_bound) / placed_cost, i.e. (objective −
+    /// bound) / placed_cost: the gap the target (`--gap`) applies to.
     pub gap: f64,
     pub moves: u64,
     pub unplaced_replicas: u64,
+    /// Replicas no placement can place (`solver::proven_unplaced`): a proven
+    /// lower bound on `unplaced_replicas`.
+    pub unplaced_lower_bound: u64,
     pub sites: Vec<SiteKpi>,
     pub binding: Vec<SiteBinding>,
     pub unplaced: Vec<UnplacedExplanation>,
@@ -34,16 +44,21 @@ pub struct SolveReport {
 impl SolveReport {
     pub fn new(problem: &Problem, solved: &Solved) -> SolveReport {
         let eval = problem.evaluate(&solved.x);
+        let o = &eval.objective;
+        let bound = solved.bound.min(o.total);
         SolveReport {
             instance: problem.name.clone(),
             status: solved.status,
             method: solved.method,
             placement: problem.placement_of(&solved.x),
-            bound: solved.bound.min(eval.objective.total),
-            gap: crate::solver::relative_gap(eval.objective.total, solved.bound),
-            objective: eval.objective,
+            bound,
+            placed_cost: o.total - o.unplaced,
+            placed_cost_bound: bound - o.unplaced,
+            gap: crate::solver::placed_gap(o.total, bound, o.unplaced),
             moves: eval.moves,
             unplaced_replicas: eval.unplaced_replicas,
+            unplaced_lower_bound: crate::solver::proven_unplaced(problem),
+            objective: eval.objective,
             sites: eval.sites,
             binding: explain::binding(problem, &solved.x),
             unplaced: explain::unplaced(problem, &solved.x),
@@ -60,13 +75,14 @@ impl SolveReport {
             .sum();
         let o = &self.objective;
         let mut s = format!(
-            "{}: {:?} ({:?}), objective {:.4}/h (bound {:.4}, gap {:.3} %)\n  energy {:.4} · carbon {:.4} · latency {:.4} · migration {:.4} · thermal {:.4} · unplaced {:.1}\n  {} replicas placed, {} unplaced, {} moves\n",
+            "{}: {:?} ({:?}), placed cost {:.4}/h (bound {:.4}, gap {:.3} %), objective {:.4}/h\n  energy {:.4} · carbon {:.4} · latency {:.4} · migration {:.4} · thermal {:.4} · unplaced {:.1}\n  {} replicas placed, {} unplaced ({} proven unplaceable), {} moves\n",
             if self.instance.is_empty() { "instance" } else { &self.instance },
             self.status,
             self.method,
-            o.total,
-            self.bound,
+            self.placed_cost,
+            self.placed_cost_bound,
             self.gap * 100.0,
+            o.total,
             o.energy,
             o.carbon,
             o.latency,
@@ -75,6 +91,7 @@ impl SolveReport {
             o.unplaced,
             placed,
             self.unplaced_replicas,
+            self.unplaced_lower_bound,
             self.moves
         );
         let hot: Vec<String> = self

@@ -5,7 +5,9 @@
 //! improves the fast answer by large-neighbourhood search: HiGHS solves
 //! the sub-model of a few related sites' workloads, the rest held fixed.
 //! Every answer reports a proven bound and the gap. Pure apart from the
-//! time limits.
+//! time limits; with `deterministic`, a work budget alone stops every part
+//! (the fast path, the neighbourhood search, HiGHS by node limits), so the
+//! answer is the same on any machine.
 
 use good_lp::solvers::highs::highs;
 use good_lp::{variable, Expression, ProblemVariables, SolverModel, Variable};
@@ -14,7 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::fast::{self, FastOptions};
+use crate::fast::{self, FastOptions, Limit};
 use crate::milp::{Column, Milp};
 use crate::problem::{Problem, EPS};
 
@@ -23,13 +25,22 @@ use crate::problem::{Problem, EPS};
 pub struct SolveOptions {
     /// Stop after this many seconds with the best placement found.
     pub time_limit_s: Option<f64>,
-    /// Stop once within this relative gap of the bound (HiGHS default 1e-4).
+    /// Stop once within this gap of the bound, on the placed cost
+    /// ([`placed_gap`]); [`DEFAULT_GAP`] when unset.
     pub relative_gap: Option<f64>,
     /// HiGHS threads; `None` leaves HiGHS's default.
     pub threads: Option<u32>,
     /// HiGHS random seed, for reproducible runs.
     pub seed: u32,
     pub method: Method,
+    /// Work budget (see `fast::Limit`; HiGHS nodes count as the model's
+    /// columns each). Unlimited when unset, unless `deterministic`
+    /// (`fast::DEFAULT_WORK` then).
+    pub work: Option<u64>,
+    /// Stop on the work budget alone: `time_limit_s` is ignored, and the
+    /// answer is the same for the same problem, options and seed on any
+    /// machine.
+    pub deterministic: bool,
 }
 
 impl Default for SolveOptions {
@@ -40,7 +51,26 @@ impl Default for SolveOptions {
             threads: None,
             seed: 0,
             method: Method::Auto,
+            work: None,
+            deterministic: false,
         }
+    }
+}
+
+impl SolveOptions {
+    /// The time limit that applies (none when deterministic).
+    fn clock_s(&self) -> Option<f64> {
+        if self.deterministic {
+            None
+        } else {
+            self.time_limit_s
+        }
+    }
+
+    /// The work budget that applies.
+    fn budget(&self) -> Option<u64> {
+        self.work
+            .or(self.deterministic.then_some(fast::DEFAULT_WORK))
     }
 }
 
@@ -88,6 +118,10 @@ const LNS_MAX_S: f64 = 6.0;
 /// over to HiGHS on the whole model.
 const LNS_PATIENCE: usize = 6;
 
+/// Branch-and-bound nodes of one neighbourhood's sub-solve under a work
+/// budget (its stand-in for the 2 s a sub-solve gets on the clock).
+const LNS_NODES: u64 = 200;
+
 /// The gap `auto` settles for when none is asked for.
 pub const DEFAULT_GAP: f64 = 1e-4;
 
@@ -100,6 +134,8 @@ pub enum SolveStatus {
     GapLimit,
     /// Stopped by the time limit with a feasible placement.
     TimeLimit,
+    /// Stopped by the work budget with a feasible placement.
+    WorkLimit,
     /// An incremental re-plan from the placement in force (`fast::Replanner`).
     Replanned,
 }
@@ -114,13 +150,15 @@ pub struct Solved {
     pub objective: f64,
     /// Proven lower bound on the optimum.
     pub bound: f64,
-    /// (objective − bound) / |objective|.
+    /// (objective − bound) over the placed cost: [`placed_gap`].
     pub gap: f64,
     /// The method that produced `x` (for `auto`: the last one run).
     pub method: Method,
     /// The fast path's Lagrangian multipliers, when it ran (an incremental
     /// re-plan prices with them; see `fast::Replanner`); empty otherwise.
     pub price: Vec<f64>,
+    /// Work spent (see `fast::Limit`).
+    pub work: u64,
 }
 
 impl Solved {
@@ -134,6 +172,7 @@ impl Solved {
             gap: r.gap,
             method: Method::Fast,
             price: Vec::new(),
+            work: 0,
         }
     }
 }
@@ -144,6 +183,120 @@ pub type Replicas = Vec<Vec<(usize, u32)>>;
 /// Relative gap between an objective and a bound.
 pub fn relative_gap(objective: f64, bound: f64) -> f64 {
     ((objective - bound) / objective.abs().max(1e-9)).max(0.0)
+}
+
+/// The gap edgeplan reports and the gap target (`--gap`) applies to:
+/// (objective − bound) over the cost of what is placed (the objective less
+/// the unplaced penalty). Over the whole objective, a penalty of 10,000/h a
+/// replica would make any gap on the rest look like zero.
+///
+/// What it proves: `bound − unplaced_penalty` is a lower bound on the placed
+/// cost of every placement that leaves no more penalty unplaced than this
+/// one (placed + penalty ≥ bound for all of them), so the placed cost is
+/// within this gap of the best such placement's.
+pub fn placed_gap(objective: f64, bound: f64, unplaced_penalty: f64) -> f64 {
+    ((objective - bound) / (objective - unplaced_penalty).abs().max(1e-9)).max(0.0)
+}
+
+/// The priority-weighted penalty of what `x` leaves unplaced.
+pub fn unplaced_penalty(problem: &Problem, x: &[Vec<(usize, u32)>]) -> f64 {
+    problem
+        .workloads
+        .iter()
+        .zip(x)
+        .map(|(w, at)| {
+            let placed: u32 = at.iter().map(|&(_, n)| n).sum();
+            f64::from(w.replicas.saturating_sub(placed)) * w.unplaced_cost
+        })
+        .sum()
+}
+
+/// [`placed_gap`] of placement `x`.
+pub fn gap_of(problem: &Problem, x: &[Vec<(usize, u32)>], objective: f64, bound: f64) -> f64 {
+    placed_gap(objective, bound, unplaced_penalty(problem, x))
+}
+
+/// Replicas no placement can place: a proven lower bound on the unplaced
+/// count. Per workload, the replicas beyond what its candidate sites may
+/// hold (per-site caps, failure-domain caps); then, per resource and for
+/// power, the fewest replicas (biggest first) whose removal brings the
+/// placeable demand under the whole fleet's limit. Rules across workloads
+/// (anti-affinity, affinity, the move budget) and the split of the fleet
+/// into sites are ignored, which can only lower it.
+pub fn proven_unplaced(p: &Problem) -> u64 {
+    let mut structural = 0u64;
+    let mut placeable = Vec::with_capacity(p.workloads.len());
+    for w in &p.workloads {
+        let mut by_domain: Vec<(usize, u64)> = Vec::new();
+        let mut cap = 0u64;
+        for c in &w.candidates {
+            let n = u64::from(c.max_count);
+            match (w.max_per_failure_domain, p.sites[c.site].failure_domain) {
+                (Some(_), Some(d)) => match by_domain.iter_mut().find(|e| e.0 == d) {
+                    Some(e) => e.1 += n,
+                    None => by_domain.push((d, n)),
+                },
+                _ => cap += n,
+            }
+        }
+        let per_domain = u64::from(w.max_per_failure_domain.unwrap_or(u32::MAX));
+        cap += by_domain.iter().map(|e| e.1.min(per_domain)).sum::<u64>();
+        let n = u64::from(w.replicas).min(cap);
+        structural += u64::from(w.replicas) - n;
+        placeable.push(n);
+    }
+    // Per row (each resource, then power): (demand per replica, replicas).
+    let mut worst = 0u64;
+    for r in 0..=p.resources.len() {
+        let limit: f64 = p
+            .sites
+            .iter()
+            .map(|s| {
+                let l = if r < p.resources.len() {
+                    s.capacity[r]
+                } else {
+                    s.dynamic_kw_limit
+                };
+                // The same tolerance as `fits`.
+                l.max(0.0) * (1.0 + EPS) + EPS
+            })
+            .sum();
+        let mut demand: Vec<(f64, u64)> = p
+            .workloads
+            .iter()
+            .zip(&placeable)
+            .filter(|(_, &n)| n > 0)
+            .map(|(w, &n)| {
+                let d = if r < p.resources.len() {
+                    w.demand[r]
+                } else {
+                    // Its least power at any candidate site.
+                    w.candidates
+                        .iter()
+                        .map(|c| c.dynamic_kw)
+                        .fold(f64::INFINITY, f64::min)
+                };
+                (d.max(0.0), n)
+            })
+            .filter(|(d, _)| d.is_finite() && *d > 0.0)
+            .collect();
+        let mut excess = demand.iter().map(|(d, n)| d * *n as f64).sum::<f64>() - limit;
+        if excess <= 0.0 {
+            continue;
+        }
+        demand.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut dropped = 0u64;
+        for (d, n) in demand {
+            if excess <= 0.0 {
+                break;
+            }
+            let k = ((excess / d).ceil() as u64).clamp(1, n);
+            dropped += k;
+            excess -= d * k as f64;
+        }
+        worst = worst.max(dropped);
+    }
+    structural + worst
 }
 
 /// Solve a problem with the method the options ask for.
@@ -158,10 +311,12 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
             if candidates > EXACT_MAX_CANDIDATES {
                 return Ok(fast_solved(problem, options, target));
             }
-            // HiGHS will continue: the fast path gets a third of the time,
-            // HiGHS (warm-started from it) the rest.
+            // HiGHS will continue: the fast path gets a third of the time
+            // and of the work, HiGHS (warm-started from it) the rest.
+            let work = options.budget();
             let fast_options = SolveOptions {
                 time_limit_s: options.time_limit_s.map(|t| t / 3.0),
+                work: work.map(|w| w / 3),
                 ..options.clone()
             };
             let fast = fast_solved(problem, &fast_options, target.max(1e-3));
@@ -170,23 +325,29 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
             }
             let milp = Milp::build(problem);
             let mut start = fast.x.clone();
-            // With a time limit: most of what is left on neighbourhoods
-            // HiGHS solves exactly, the rest on the whole model (for its
-            // bound, and whatever it still finds).
-            if let Some(t) = options.time_limit_s {
-                let left = (t - started.elapsed().as_secs_f64()).max(0.0);
-                let until = std::time::Instant::now()
-                    + std::time::Duration::from_secs_f64((left * LNS_SHARE).min(LNS_MAX_S));
-                start = lns(problem, &milp, start, until, options)?.0;
+            let mut spent = fast.work;
+            // With a time limit or a budget: most of what is left on
+            // neighbourhoods HiGHS solves exactly, the rest on the whole
+            // model (for its bound, and whatever it still finds).
+            if options.clock_s().is_some() || work.is_some() {
+                let until = options.clock_s().map(|t| {
+                    let left = (t - started.elapsed().as_secs_f64()).max(0.0);
+                    std::time::Instant::now() + crate::duration_s((left * LNS_SHARE).min(LNS_MAX_S))
+                });
+                let lns_work = work.map(|w| (w.saturating_sub(spent) as f64 * LNS_SHARE) as u64);
+                let limit = Limit::new(until, lns_work);
+                start = lns(problem, &milp, start, &limit, options)?.0;
+                spent += limit.spent();
             }
-            let left = options
-                .time_limit_s
-                .map(|t| (t - started.elapsed().as_secs_f64()).max(0.1));
             let exact_options = SolveOptions {
-                time_limit_s: left,
+                time_limit_s: options
+                    .time_limit_s
+                    .map(|t| (t - started.elapsed().as_secs_f64()).max(0.1)),
+                work: work.map(|w| w.saturating_sub(spent)),
                 ..options.clone()
             };
             let mut solved = exact_on(problem, &milp, &exact_options, start)?;
+            solved.work += spent;
             if fast.objective < solved.objective {
                 solved.x = fast.x;
                 solved.objective = fast.objective;
@@ -194,7 +355,7 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
             }
             solved.bound = solved.bound.max(fast.bound).min(solved.objective);
             solved.price = fast.price;
-            solved.gap = relative_gap(solved.objective, solved.bound);
+            solved.gap = gap_of(problem, &solved.x, solved.objective, solved.bound);
             Ok(solved)
         }
     }
@@ -206,6 +367,8 @@ fn fast_solved(problem: &Problem, options: &SolveOptions, target: f64) -> Solved
         &FastOptions {
             target_gap: target,
             time_limit_s: options.time_limit_s.unwrap_or(f64::INFINITY).min(1e6),
+            work: options.budget(),
+            deterministic: options.deterministic,
             ..FastOptions::default()
         },
     );
@@ -214,9 +377,12 @@ fn fast_solved(problem: &Problem, options: &SolveOptions, target: f64) -> Solved
             SolveStatus::Optimal
         } else if r.gap <= target {
             SolveStatus::GapLimit
+        } else if r.out_of_work {
+            SolveStatus::WorkLimit
         } else {
             SolveStatus::TimeLimit
         },
+        work: r.work,
         x: r.x,
         objective: r.objective,
         bound: r.bound,
@@ -242,16 +408,18 @@ struct HighsRun {
     status: HighsModelStatus,
     /// HiGHS's dual bound (offset excluded), −∞ if unknown.
     dual_bound: f64,
-    mip_gap: f64,
 }
 
 /// HiGHS on `milp` with these column bounds (the model's, or some fixed),
-/// warm-started from `start_values`.
+/// warm-started from `start_values`. With `abs_gap`, HiGHS stops at that
+/// absolute gap instead of `options.relative_gap` (see [`exact_on`]).
 fn run_highs(
     milp: &Milp,
     columns: &[Column],
     start_values: &[f64],
     options: &SolveOptions,
+    abs_gap: Option<f64>,
+    max_nodes: Option<u64>,
 ) -> Result<HighsRun> {
     let mut vars = ProblemVariables::new();
     let cols: Vec<Variable> = columns
@@ -293,10 +461,16 @@ fn run_highs(
     hm.make_quiet();
     hm.set_option("output_flag", false);
     hm.set_option("random_seed", options.seed as i32);
-    if let Some(t) = options.time_limit_s {
+    if let Some(t) = options.clock_s() {
         hm.set_option("time_limit", t.max(0.0));
     }
-    if let Some(g) = options.relative_gap {
+    if let Some(n) = max_nodes {
+        hm.set_option("mip_max_nodes", n.clamp(1, i32::MAX as u64) as i32);
+    }
+    if let Some(a) = abs_gap {
+        hm.set_option("mip_rel_gap", 0.0);
+        hm.set_option("mip_abs_gap", a.max(0.0));
+    } else if let Some(g) = options.relative_gap {
         hm.set_option("mip_rel_gap", g.max(0.0));
     }
     if let Some(t) = options.threads {
@@ -320,7 +494,6 @@ fn run_highs(
         dual_bound: solved
             .double_info_value(c"mip_dual_bound")
             .unwrap_or(f64::NEG_INFINITY),
-        mip_gap: solved.mip_gap(),
     })
 }
 
@@ -332,8 +505,25 @@ fn exact_on(
     start: Vec<Vec<(usize, u32)>>,
 ) -> Result<Solved> {
     let start_values = milp.assignment_of(problem, &start);
-    let run = run_highs(milp, &milp.columns, &start_values, options)?;
     let start_objective = milp.objective_at(&start_values);
+    // HiGHS's relative gap is over the whole objective, which the unplaced
+    // penalty swamps: the target, on the placed cost, becomes an absolute
+    // gap from the start's placed cost.
+    let target = options.relative_gap.unwrap_or(DEFAULT_GAP);
+    let start_placed = start_objective - unplaced_penalty(problem, &start);
+    let abs_gap = target * start_placed.abs().max(1e-9);
+    // Under a budget, HiGHS gets what is left in nodes (each costs the
+    // model's columns): node counts, unlike seconds, repeat.
+    let node_work = milp.columns.len().max(1) as u64;
+    let max_nodes = options.budget().map(|w| w / node_work);
+    let run = run_highs(
+        milp,
+        &milp.columns,
+        &start_values,
+        options,
+        Some(abs_gap),
+        max_nodes,
+    )?;
     let (x, objective) = match &run.values {
         Some(values) => {
             let x = milp.placement_from(values);
@@ -347,13 +537,10 @@ fn exact_on(
         None => (start, start_objective),
     };
     let status = match run.status {
-        HighsModelStatus::Optimal => {
-            if run.mip_gap > 1e-6 && options.relative_gap.is_some() {
-                SolveStatus::GapLimit
-            } else {
-                SolveStatus::Optimal
-            }
-        }
+        // Settled below as the gap on the placed cost says.
+        HighsModelStatus::Optimal => SolveStatus::Optimal,
+        // The node limit ends in HiGHS's "solution limit".
+        HighsModelStatus::ReachedSolutionLimit if max_nodes.is_some() => SolveStatus::WorkLimit,
         HighsModelStatus::ReachedTimeLimit
         | HighsModelStatus::ReachedIterationLimit
         | HighsModelStatus::ReachedSolutionLimit
@@ -375,14 +562,21 @@ fn exact_on(
     } else {
         problem.trivial_bound().min(objective)
     };
+    let gap = gap_of(problem, &x, objective, bound);
+    let status = if status == SolveStatus::Optimal && gap > 1e-6 {
+        SolveStatus::GapLimit
+    } else {
+        status
+    };
     Ok(Solved {
-        gap: relative_gap(objective, bound),
+        gap,
         x,
         status,
         objective,
         bound,
         method: Method::Exact,
         price: Vec::new(),
+        work: max_nodes.map_or(0, |n| n * node_work),
     })
 }
 
@@ -396,12 +590,15 @@ pub fn neighbourhood_search(
     time_limit_s: f64,
     seed: u32,
 ) -> Result<(Replicas, f64)> {
-    let until = std::time::Instant::now() + crate::duration_s(time_limit_s);
+    let limit = Limit::new(
+        Some(std::time::Instant::now() + crate::duration_s(time_limit_s)),
+        None,
+    );
     let options = SolveOptions {
         seed,
         ..SolveOptions::default()
     };
-    lns(problem, &Milp::build(problem), start, until, &options)
+    lns(problem, &Milp::build(problem), start, &limit, &options)
 }
 
 /// Large-neighbourhood search on the exact model: free the workloads that
@@ -412,13 +609,14 @@ pub fn neighbourhood_search(
 /// and shrinks when it runs out of time; the search ends at its deadline,
 /// after [`LNS_PATIENCE`] fruitless tries once sub-models stop being solved
 /// to optimality, or once it solved every site at once. Returns the best placement and
-/// its objective (the model's pricing); deterministic for a seed apart
-/// from the time limits.
+/// its objective (the model's pricing); deterministic for a seed when
+/// `limit` has no deadline (sub-solves then stop on node limits, each
+/// node costing the model's columns in work).
 fn lns(
     problem: &Problem,
     milp: &Milp,
     mut x: Vec<Vec<(usize, u32)>>,
-    until: std::time::Instant,
+    limit: &Limit,
     options: &SolveOptions,
 ) -> Result<(Replicas, f64)> {
     use rand::{Rng, SeedableRng};
@@ -428,7 +626,8 @@ fn lns(
     let mut objective = milp.objective_at(&values);
     let mut width = 3usize; // sites per neighbourhood
     let (mut tries, mut kept, mut stale) = (0usize, 0usize, 0usize);
-    while std::time::Instant::now() < until && sites > 1 {
+    let node_work = milp.columns.len().max(1) as u64;
+    while !limit.out() && sites > 1 {
         tries += 1;
         // Related sites: one at random, then where its workloads could go.
         let s0 = rng.random_range(0..sites);
@@ -469,13 +668,20 @@ fn lns(
                 columns[c].upper = values[c];
             }
         }
-        let left = until.saturating_duration_since(std::time::Instant::now());
         let sub = SolveOptions {
-            time_limit_s: Some(left.as_secs_f64().min(2.0)),
+            time_limit_s: limit.deadline().map(|until| {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                left.as_secs_f64().min(2.0)
+            }),
             relative_gap: Some(0.0),
             ..options.clone()
         };
-        let run = run_highs(milp, &columns, &values, &sub)?;
+        let nodes = limit
+            .left()
+            .map(|w| (w / node_work).saturating_sub(1).clamp(1, LNS_NODES));
+        // A sub-solve is charged what it may spend: its nodes and its root.
+        limit.spend((nodes.unwrap_or(LNS_NODES) + 1) * node_work);
+        let run = run_highs(milp, &columns, &values, &sub, None, nodes)?;
         let optimal = run.status == HighsModelStatus::Optimal;
         if optimal {
             width = (width + width.div_ceil(2)).min(sites);

@@ -27,9 +27,14 @@ pub struct ScenarioFile {
     pub base: String,
     #[serde(default)]
     pub seed: u32,
-    /// Time limit of each scenario's solve, seconds.
+    /// Ignored (kept so older files parse): what-if stops each solve on
+    /// its work budget alone, so its tables are the same on any machine.
     #[serde(default = "default_time_limit")]
     pub time_limit_s: f64,
+    /// Work budget of each scenario's solve (see `fast::Limit`);
+    /// `fast::DEFAULT_WORK` when unset.
+    #[serde(default)]
+    pub work: Option<u64>,
     /// Solve method of each scenario (auto, exact or fast).
     #[serde(default)]
     pub method: Method,
@@ -429,7 +434,7 @@ pub fn run(
 /// As [`run`], asking `stop` before each solve: once it says so, the
 /// scenarios not started yet are skipped and the run ends with
 /// [`Error::Cancelled`](crate::Error::Cancelled) (a service's client went
-/// away; each solve is bounded by its own time limit).
+/// away; each solve is bounded by its work budget).
 pub fn run_until(
     base: &Instance,
     scenarios: &[Scenario],
@@ -441,6 +446,13 @@ pub fn run_until(
     if stop() {
         return Err(crate::Error::Cancelled);
     }
+    // On the work budget alone, never the clock: the same tables on any
+    // machine, however loaded.
+    let options = &SolveOptions {
+        deterministic: true,
+        work: options.work.or(Some(crate::fast::DEFAULT_WORK)),
+        ..options.clone()
+    };
     // The base placement: where every scenario (the base row included) starts.
     let base_problem = Problem::build(base)?;
     let base_placement = base_problem.placement_of(&solve(&base_problem, options)?.x);

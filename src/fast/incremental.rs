@@ -16,13 +16,16 @@
 
 use std::time::{Duration, Instant};
 
+/// The default wall-clock guard of one re-plan.
+pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(2);
+
 use rayon::prelude::*;
 
-use super::{best_response, workload_of, Assign, Flat, Journal, Slots, State};
+use super::{best_response, workload_of, Assign, Flat, Journal, Limit, Slots, State};
 use crate::error::{Error, Result};
 use crate::instance::Instance;
 use crate::problem::{Problem, SiteUpdate};
-use crate::solver::relative_gap;
+use crate::solver::placed_gap;
 use crate::validate::Issue;
 
 /// What changed in an instance, as far as a re-plan is concerned.
@@ -50,6 +53,7 @@ pub struct Replanned {
     pub objective: f64,
     /// Proven lower bound on the changed problem's optimum.
     pub bound: f64,
+    /// (objective − bound) over the placed cost (`solver::placed_gap`).
     pub gap: f64,
     /// The workloads whose placement changed; all others kept theirs.
     pub moved: Vec<WorkloadMove>,
@@ -71,8 +75,11 @@ pub struct Replanner {
     fixed_cost: f64,
     /// Affinity group of each workload, if any.
     affinity_of: Vec<Option<usize>>,
-    /// Guard against a runaway search in one re-plan.
-    time_limit: Duration,
+    /// Guard against a runaway search in one re-plan (the clock: not
+    /// reproducible when it binds).
+    time_limit: Option<Duration>,
+    /// Work budget of one re-plan (see `fast::Limit`).
+    work: Option<u64>,
 }
 
 impl Replanner {
@@ -87,8 +94,9 @@ impl Replanner {
         } else {
             vec![0.0; rows]
         };
-        let far = Instant::now() + Duration::from_secs(3600);
-        let mut a = Assign::new(&problem, &flat, far);
+        // Loading always ends: no limit.
+        let none = Limit::none();
+        let mut a = Assign::new(&problem, &flat, &none);
         a.load(x);
         let state = a.s;
         let mut affinity_of = vec![None; problem.workloads.len()];
@@ -112,8 +120,18 @@ impl Replanner {
             price,
             values,
             affinity_of,
-            time_limit: Duration::from_secs(2),
+            time_limit: Some(DEFAULT_TIME_LIMIT),
+            work: None,
         }
+    }
+
+    /// The limits of each re-plan: a wall-clock guard ([`DEFAULT_TIME_LIMIT`]
+    /// unless set) and a work budget (none unless set). With a budget and no
+    /// time limit a re-plan stops on its work alone and is deterministic: the
+    /// same changes give the same placement on any machine.
+    pub fn set_limits(&mut self, time_limit: Option<Duration>, work: Option<u64>) {
+        self.time_limit = time_limit;
+        self.work = work;
     }
 
     pub fn problem(&self) -> &Problem {
@@ -180,7 +198,7 @@ impl Replanner {
                 updates.push(self.problem.site_update(inst, si)?);
             }
         }
-        let deadline = Instant::now() + self.time_limit;
+        let limit = Limit::new(self.time_limit.map(|t| Instant::now() + t), self.work);
         self.state_mut().journal = Some(Journal::default());
         let mut rebuilt = false;
         let mut revalue: Vec<usize> = Vec::new();
@@ -189,11 +207,11 @@ impl Replanner {
             match *c {
                 Change::Site(si) => {
                     if let Some(update) = updates.next() {
-                        rebuilt |= self.site_changed(inst, si, update, deadline, &mut revalue);
+                        rebuilt |= self.site_changed(inst, si, update, &limit, &mut revalue);
                     }
                 }
                 Change::Workload(wi) => {
-                    rebuilt |= self.workload_changed(inst, wi, deadline);
+                    rebuilt |= self.workload_changed(inst, wi, &limit);
                     revalue.push(wi);
                 }
             }
@@ -238,7 +256,7 @@ impl Replanner {
         Ok(Replanned {
             objective,
             bound,
-            gap: relative_gap(objective, bound),
+            gap: placed_gap(objective, bound, self.state().unplaced_cost),
             moved,
             replicas_started,
             rebuilt,
@@ -260,11 +278,11 @@ impl Replanner {
 
     /// Rebuild the flat layout from the problem and reload `state`'s
     /// placement into it (journal carried over; reloading is not a change).
-    fn rebuild(&mut self, mut state: State, deadline: Instant) -> State {
+    fn rebuild(&mut self, mut state: State, limit: &Limit) -> State {
         let journal = state.journal.take();
         let x = state.placement(&self.flat);
         self.flat = Flat::new(&self.problem);
-        let mut a = Assign::new(&self.problem, &self.flat, deadline);
+        let mut a = Assign::new(&self.problem, &self.flat, limit);
         a.load(&x);
         let mut state = a.s;
         state.journal = journal;
@@ -278,12 +296,12 @@ impl Replanner {
         inst: &Instance,
         si: usize,
         update: SiteUpdate,
-        deadline: Instant,
+        limit: &Limit,
         revalue: &mut Vec<usize>,
     ) -> bool {
         // 1. Take every replica off the site (its costs and power change).
         let state = self.take();
-        let mut a = Assign::resume(&self.problem, &self.flat, state, deadline);
+        let mut a = Assign::resume(&self.problem, &self.flat, state, limit);
         let mut displaced: Vec<(usize, u32)> = Vec::new();
         for idx in 0..self.flat.at_site[si].len() {
             let k = self.flat.at_site[si][idx];
@@ -303,11 +321,11 @@ impl Replanner {
         revalue.extend_from_slice(&touched);
         let rebuilt = !self.flat.update_site(&self.problem, si, &touched);
         if rebuilt {
-            state = self.rebuild(state, deadline);
+            state = self.rebuild(state, limit);
         }
         let p = &self.problem;
         let f = &self.flat;
-        let mut a = Assign::resume(p, f, state, deadline);
+        let mut a = Assign::resume(p, f, state, limit);
 
         // 3. Put back what fits, most important (then biggest) first.
         displaced.sort_by(|x, y| {
@@ -372,7 +390,8 @@ impl Replanner {
             {
                 a.add(w, k);
             }
-            while a.fits(w, k) && Instant::now() < deadline {
+            while a.fits(w, k) && !limit.out() {
+                limit.spend(f.range(w).len() as u64);
                 let from = f
                     .range(w)
                     .filter(|&j| j != k && a.s.n[j] > 0)
@@ -395,14 +414,14 @@ impl Replanner {
     }
 
     /// Workload `wi` changed. Returns whether the layout was rebuilt.
-    fn workload_changed(&mut self, inst: &Instance, wi: usize, deadline: Instant) -> bool {
+    fn workload_changed(&mut self, inst: &Instance, wi: usize, limit: &Limit) -> bool {
         // Affinity groups move as a block: take the whole group off.
         let members: Vec<usize> = match self.affinity_of[wi] {
             Some(g) => self.problem.affinity_groups[g].1.clone(),
             None => vec![wi],
         };
         let state = self.take();
-        let mut a = Assign::resume(&self.problem, &self.flat, state, deadline);
+        let mut a = Assign::resume(&self.problem, &self.flat, state, limit);
         let before = a.s.slots(&self.flat, wi);
         for &w in &members {
             for k in self.flat.range(w) {
@@ -421,11 +440,11 @@ impl Replanner {
 
         let rebuilt = !self.flat.update_workload(&self.problem, wi);
         if rebuilt {
-            state = self.rebuild(state, deadline);
+            state = self.rebuild(state, limit);
         }
         let p = &self.problem;
         let f = &self.flat;
-        let mut a = Assign::resume(p, f, state, deadline);
+        let mut a = Assign::resume(p, f, state, limit);
         match self.affinity_of[wi] {
             Some(g) => a.place_affinity_group(g),
             None => {

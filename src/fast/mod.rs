@@ -18,27 +18,38 @@
 //!   next best site to make room. Every step keeps every constraint.
 //!
 //! Per-workload work runs on rayon; sums are taken in workload order, so a
-//! run is deterministic (a time limit, when it binds, is the only clock).
+//! run is deterministic when it stops on its work budget ([`Limit`]); a
+//! wall-clock deadline, when it binds, is the only clock.
 
-use std::time::Instant;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
 use crate::problem::{Problem, EPS};
-use crate::solver::relative_gap;
+use crate::solver::placed_gap;
 
 mod incremental;
-pub use incremental::{diff, Change, Replanned, Replanner, WorkloadMove};
+pub use incremental::{
+    diff, Change, Replanned, Replanner, WorkloadMove,
+    DEFAULT_TIME_LIMIT as DEFAULT_REPLAN_TIME_LIMIT,
+};
 
 /// Options of a fast solve.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FastOptions {
-    /// Stop once (objective − bound) / objective is at most this.
+    /// Stop once (objective − bound) / placed cost is at most this.
     pub target_gap: f64,
-    /// Stop after this many seconds with the best placement and bound found.
+    /// Stop after this many seconds with the best placement and bound found
+    /// (ignored when `deterministic`).
     pub time_limit_s: f64,
     /// Subgradient iterations at most.
     pub max_iterations: usize,
+    /// Work budget (see [`Limit`]); unlimited when unset, unless
+    /// `deterministic` ([`DEFAULT_WORK`] then).
+    pub work: Option<u64>,
+    /// Stop on the work budget alone, never on the clock.
+    pub deterministic: bool,
 }
 
 impl Default for FastOptions {
@@ -47,7 +58,71 @@ impl Default for FastOptions {
             target_gap: 1e-3,
             time_limit_s: 60.0,
             max_iterations: 3000,
+            work: None,
+            deterministic: false,
         }
+    }
+}
+
+/// The work budget of a run asked to be reproducible without one: about
+/// ten seconds' work on a 6,500-replica, 20-site fleet.
+pub const DEFAULT_WORK: u64 = 200_000_000;
+
+/// When a search stops: a wall-clock deadline, a work budget, or both,
+/// whichever runs out first. Work is counted in units that do not depend
+/// on the machine (about one candidate slot looked at: a Lagrangian
+/// iteration or a greedy construction costs the number of candidate pairs,
+/// a local-search visit of a workload its candidates, one ejection trial
+/// one unit), so a search stopped by its budget alone is deterministic.
+#[derive(Debug)]
+pub struct Limit {
+    deadline: Option<Instant>,
+    budget: u64,
+    spent: Cell<u64>,
+}
+
+impl Limit {
+    /// `None` for either: no such limit.
+    pub fn new(deadline: Option<Instant>, work: Option<u64>) -> Limit {
+        Limit {
+            deadline,
+            budget: work.unwrap_or(u64::MAX),
+            spent: Cell::new(0),
+        }
+    }
+
+    /// No limit at all (loading a placement, which always ends).
+    pub fn none() -> Limit {
+        Limit::new(None, None)
+    }
+
+    pub fn spend(&self, units: u64) {
+        self.spent.set(self.spent.get().saturating_add(units));
+    }
+
+    /// Work spent so far.
+    pub fn spent(&self) -> u64 {
+        self.spent.get()
+    }
+
+    /// Whether the budget is spent or the deadline passed.
+    pub fn out(&self) -> bool {
+        self.spent.get() >= self.budget || self.deadline.is_some_and(|d| Instant::now() > d)
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Work left, when there is a budget.
+    pub fn left(&self) -> Option<u64> {
+        (self.budget != u64::MAX).then(|| self.budget.saturating_sub(self.spent.get()))
+    }
+
+    /// Whether `units` more work taking `took` still fit.
+    pub fn affords(&self, units: u64, took: Duration) -> bool {
+        self.spent.get().saturating_add(units) < self.budget
+            && self.deadline.is_none_or(|d| Instant::now() + took < d)
     }
 }
 
@@ -60,9 +135,15 @@ pub struct FastSolved {
     pub objective: f64,
     /// Proven lower bound on the optimum.
     pub bound: f64,
+    /// (objective − bound) over the placed cost (`solver::placed_gap`).
     pub gap: f64,
     /// Subgradient iterations run.
     pub iterations: usize,
+    /// Work spent (see [`Limit`]).
+    pub work: u64,
+    /// Whether the work budget stopped it (rather than the gap, the
+    /// deadline or the iteration cap).
+    pub out_of_work: bool,
     /// The multipliers of the best bound, per (site, row): resources, then
     /// power (see `Flat`). An incremental re-plan prices with them.
     pub price: Vec<f64>,
@@ -314,8 +395,8 @@ struct Assign<'a> {
     p: &'a Problem,
     f: &'a Flat,
     s: State,
-    /// When the search must stop.
-    deadline: Instant,
+    /// When the search must stop; what it spends goes here.
+    limit: &'a Limit,
 }
 
 /// The running totals of a placement, apart from the problem it places:
@@ -365,7 +446,7 @@ struct Journal {
 }
 
 impl<'a> Assign<'a> {
-    fn new(p: &'a Problem, f: &'a Flat, deadline: Instant) -> Assign<'a> {
+    fn new(p: &'a Problem, f: &'a Flat, limit: &'a Limit) -> Assign<'a> {
         let mut anti_group_of = vec![None; p.workloads.len()];
         for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
             for &w in members {
@@ -395,12 +476,12 @@ impl<'a> Assign<'a> {
                 .sum(),
             journal: None,
         };
-        Assign::resume(p, f, state, deadline)
+        Assign::resume(p, f, state, limit)
     }
 
     /// Carry on from a kept state (of the same problem and flat layout).
-    fn resume(p: &'a Problem, f: &'a Flat, s: State, deadline: Instant) -> Assign<'a> {
-        Assign { p, f, s, deadline }
+    fn resume(p: &'a Problem, f: &'a Flat, s: State, limit: &'a Limit) -> Assign<'a> {
+        Assign { p, f, s, limit }
     }
 
     fn is_move(&self, k: usize) -> bool {
@@ -572,13 +653,12 @@ impl<'a> Assign<'a> {
                 if w3 == w || self.s.fixed[w3] || !self.frees_enough(w, slot, w3, from) {
                     continue;
                 }
-                if *budget == 0
-                    || ((*budget).is_multiple_of(1024) && Instant::now() > self.deadline)
-                {
+                if *budget == 0 || ((*budget).is_multiple_of(1024) && self.limit.out()) {
                     *budget = 0;
                     return None;
                 }
                 *budget -= 1;
+                self.limit.spend(1);
                 let mark = log.len();
                 let saving3 = self.remove_saving(w3, from);
                 self.apply(Edit::Remove(w3, from), log);
@@ -807,18 +887,19 @@ impl<'a> Assign<'a> {
     }
 
     /// Local search on the true objective until a pass finds nothing or the
-    /// deadline passes. Returns the number of improving steps.
+    /// limit runs out. Returns the number of improving steps.
     fn improve(&mut self, eject: Eject, passes: usize) -> usize {
         let p = self.p;
-        let deadline = self.deadline;
+        let limit = self.limit;
         let mut steps = 0;
         for _pass in 0..passes {
             let mut improved = 0;
             for w in 0..p.workloads.len() {
-                if w % 1024 == 0 && Instant::now() > deadline {
+                if w % 1024 == 0 && limit.out() {
                     return steps + improved;
                 }
                 if !self.s.fixed[w] {
+                    limit.spend(self.f.range(w).len() as u64);
                     improved += self.improve_workload(w);
                 }
             }
@@ -830,13 +911,13 @@ impl<'a> Assign<'a> {
                     if !self.s.fixed[w] && (unplaced || eject == Eject::All) {
                         improved += self.eject_for(w, eject == Eject::All);
                     }
-                    if w % 256 == 0 && Instant::now() > deadline {
+                    if w % 256 == 0 && limit.out() {
                         break;
                     }
                 }
             }
             steps += improved;
-            if improved == 0 || Instant::now() > deadline {
+            if improved == 0 || limit.out() {
                 break;
             }
         }
@@ -934,6 +1015,7 @@ impl<'a> Assign<'a> {
                     if w2 == w || self.s.fixed[w2] || !self.frees_enough(w, j, w2, k2) {
                         continue;
                     }
+                    self.limit.spend(1);
                     let saving2 = self.remove_saving(w2, k2);
                     self.remove(w2, k2);
                     if self.fits(w, j) {
@@ -972,7 +1054,7 @@ impl<'a> Assign<'a> {
                     }
                     self.add(w2, k2);
                 }
-                if Instant::now() > self.deadline {
+                if self.limit.out() {
                     break;
                 }
             }
@@ -990,7 +1072,7 @@ impl<'a> Assign<'a> {
                         }
                         self.undo(&mut log, 0);
                     }
-                    if Instant::now() > self.deadline {
+                    if self.limit.out() {
                         break;
                     }
                 }
@@ -1026,6 +1108,7 @@ impl<'a> Assign<'a> {
                 movable.push((c - self.remove_saving(w2, k2), k2, w2));
             }
         }
+        self.limit.spend(f.at_site[t].len() as u64);
         movable.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let mut cost = 0.0;
         for (_, k2, w2) in movable {
@@ -1079,8 +1162,18 @@ fn workload_of(f: &Flat, k: usize) -> usize {
 /// Solve a problem on the fast path.
 pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     let started = Instant::now();
-    let deadline = started + crate::duration_s(options.time_limit_s);
+    // Reproducible runs never read the clock to decide anything.
+    let (deadline, work) = if options.deterministic {
+        (None, Some(options.work.unwrap_or(DEFAULT_WORK)))
+    } else {
+        (
+            Some(started + crate::duration_s(options.time_limit_s)),
+            options.work,
+        )
+    };
+    let limit = Limit::new(deadline, work);
     let f = Flat::new(p);
+    let pairs = f.site.len() as u64;
     let fixed_cost = p.fixed_cost();
     // Not the fixed cost: with negative prices a placement can earn.
     let trivial_bound = p.trivial_bound();
@@ -1115,14 +1208,15 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     // is skipped when the first one's time would not fit before the
     // deadline (at a million replicas one takes tens of seconds).
     let primal = |price: &[f64]| {
-        let mut best: Option<(Vec<Slots>, f64)> = None;
-        let mut took = std::time::Duration::ZERO;
+        let mut best: Option<(Vec<Slots>, f64, f64)> = None;
+        let mut took = (Duration::ZERO, 0u64);
         for from_response in [false, true] {
-            if best.is_some() && Instant::now() + took > deadline {
+            if best.is_some() && !limit.affords(took.1, took.0) {
                 break;
             }
-            let t = Instant::now();
-            let mut a = Assign::new(p, &f, deadline);
+            let t = (Instant::now(), limit.spent());
+            limit.spend(pairs);
+            let mut a = Assign::new(p, &f, &limit);
             if from_response {
                 a.start_from_response(&order, price);
             } else {
@@ -1130,21 +1224,25 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             }
             a.improve(Eject::Unplaced, 3);
             let x = a.placement();
-            let objective = p.evaluate(&x).objective.total;
-            took = t.elapsed();
+            let terms = p.evaluate(&x).objective;
+            let objective = terms.total;
+            took = (t.0.elapsed(), limit.spent() - t.1);
             tracing::trace!(from_response, objective, "primal");
-            if best.as_ref().is_none_or(|(_, b)| objective < *b) {
-                best = Some((x, objective));
+            if best.as_ref().is_none_or(|(_, b, _)| objective < *b) {
+                best = Some((x, objective, terms.unplaced));
             }
         }
         (best.unwrap_or_default(), took)
     };
-    // The bound gets the first part of the time; the rest is for the final
-    // local search with ejections.
-    let bound_deadline = started + crate::duration_s(options.time_limit_s.clamp(0.0, 1e6) * 0.6);
+    // The bound gets the first part of the time and of the work; the rest
+    // is for the final local search with ejections.
+    let bound_deadline = deadline.map(|_| started + crate::duration_s(options.time_limit_s * 0.6));
+    let bound_work = work.map_or(u64::MAX, |w| w / 5 * 3);
 
     let zero = vec![0.0; rows];
-    let ((mut best_x, mut best_obj), mut primal_took) = primal(&zero);
+    // The gap is on the placed cost (`placed_gap`), so the penalty of the
+    // best placement travels with it.
+    let ((mut best_x, mut best_obj, mut best_pen), mut primal_took) = primal(&zero);
     tracing::debug!(
         elapsed_s = started.elapsed().as_secs_f64(),
         best_obj,
@@ -1161,12 +1259,15 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     while iterations < options.max_iterations {
         // One iteration at least: it turns the trivial bound (the fixed
         // cost) into the Lagrangian's, even when placing took all the time.
-        if relative_gap(best_obj, best_bound) <= options.target_gap
-            || (iterations > 0 && Instant::now() > bound_deadline)
+        if placed_gap(best_obj, best_bound, best_pen) <= options.target_gap
+            || (iterations > 0
+                && (limit.spent() >= bound_work
+                    || bound_deadline.is_some_and(|d| Instant::now() > d)))
         {
             break;
         }
         iterations += 1;
+        limit.spend(pairs);
         let value = lagrangian(p, &f, &price, fixed_cost, &mut grad);
         if value > best_bound + 1e-12 * value.abs().max(1.0) {
             best_bound = value;
@@ -1204,9 +1305,9 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             *pr = (*pr + step * g).max(0.0);
         }
         // A placement from the prices now and then, if one fits in the time.
-        if iterations == next_primal && Instant::now() + primal_took < deadline {
+        if iterations == next_primal && limit.affords(primal_took.1, primal_took.0) {
             next_primal = (next_primal as f64 * 1.6) as usize + 5;
-            let ((x, obj), took) = primal(&best_price);
+            let ((x, obj, pen), took) = primal(&best_price);
             primal_took = took;
             tracing::debug!(
                 elapsed_s = started.elapsed().as_secs_f64(),
@@ -1220,29 +1321,32 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             if obj < best_obj {
                 best_x = x;
                 best_obj = obj;
+                best_pen = pen;
             }
         }
         if theta < 1e-3 {
             break;
         }
     }
-    if iterations > 0 && Instant::now() + primal_took < deadline {
-        let ((x, obj), _) = primal(&best_price);
+    if iterations > 0 && limit.affords(primal_took.1, primal_took.0) {
+        let ((x, obj, pen), _) = primal(&best_price);
         if obj < best_obj {
             best_x = x;
             best_obj = obj;
+            best_pen = pen;
         }
     }
     // The final polish: ejection chains from the best placement.
-    if relative_gap(best_obj, best_bound) > options.target_gap {
-        let mut a = Assign::new(p, &f, deadline);
+    if placed_gap(best_obj, best_bound, best_pen) > options.target_gap {
+        let mut a = Assign::new(p, &f, &limit);
         a.load(&best_x);
         a.improve(Eject::All, 50);
         let x = a.placement();
-        let obj = p.evaluate(&x).objective.total;
-        if obj < best_obj {
+        let terms = p.evaluate(&x).objective;
+        if terms.total < best_obj {
             best_x = x;
-            best_obj = obj;
+            best_obj = terms.total;
+            best_pen = terms.unplaced;
         }
     }
     tracing::debug!(
@@ -1254,11 +1358,13 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     );
     let bound = best_bound.max(trivial_bound).min(best_obj);
     FastSolved {
-        gap: relative_gap(best_obj, bound),
+        gap: placed_gap(best_obj, bound, best_pen),
         x: best_x,
         objective: best_obj,
         bound,
         iterations,
+        work: limit.spent(),
+        out_of_work: limit.spent() >= work.unwrap_or(u64::MAX),
         price: best_price,
     }
 }

@@ -283,9 +283,9 @@ async fn story(
                     say(
                         t0,
                         format!(
-                            "solve: {} (gap {:.2} %), {} moves planned",
+                            "solve: {} (gap {:.2} % on the placed cost), {} moves planned",
                             r.status,
-                            r.gap * 100.0,
+                            r.placed_gap * 100.0,
                             r.plan.as_ref().map_or(0, |p| p.steps.len())
                         ),
                     );

@@ -79,8 +79,11 @@ pub struct Config {
     pub max_whatif_scenarios: usize,
     /// … most values in one sweep …
     pub max_whatif_sweep_values: usize,
-    /// … and the longest time limit of each scenario's solve, seconds.
+    /// … the longest time limit a document may name, seconds …
     pub max_whatif_time_limit_s: f64,
+    /// … and the largest work budget of each scenario's solve (what-if
+    /// runs on the budget alone, for the same tables on any machine).
+    pub max_whatif_work: u64,
     /// Serve TLS (and mutual TLS with `client_ca`). Unset: plaintext.
     pub tls: Option<auth::ServerTls>,
     /// Bearer tokens and their roles. None: no authentication.
@@ -110,6 +113,7 @@ impl Default for Config {
             max_whatif_scenarios: 64,
             max_whatif_sweep_values: 32,
             max_whatif_time_limit_s: 60.0,
+            max_whatif_work: crate::fast::DEFAULT_WORK,
             tls: None,
             auth: auth::AuthConfig::default(),
             provisioner_tls: None,

@@ -162,6 +162,11 @@ pub fn propose_from(
         objective: report.objective.total,
         bound: report.bound,
         gap: report.gap,
+        placed_cost: report.placed_cost,
+        placed_cost_bound: report.placed_cost_bound,
+        placed_gap: report.gap,
+        unplaced_replicas: report.unplaced_replicas,
+        unplaced_lower_bound: report.unplaced_lower_bound,
         kpis_before: Some(convert::kpis_to_pb(&plan.kpis_before)),
         kpis_after: Some(convert::kpis_to_pb(&plan.kpis_after)),
         placement: report
@@ -337,6 +342,8 @@ impl pb::placement_server::Placement for PlacementApi {
             threads: None,
             seed: r.seed,
             method: parse_method(r.method.as_deref())?,
+            work: r.work,
+            deterministic: r.deterministic,
         };
         let shared = self.0.clone();
         let proposal = tokio::task::spawn_blocking(move || {

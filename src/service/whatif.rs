@@ -36,8 +36,8 @@ fn to_pb(index: usize, total: usize, r: &ScenarioResult) -> pb::WhatIfResult {
     }
 }
 
-/// What one caller may make the server do: each scenario's time limit, the
-/// number of scenarios (sweeps expanded) and of values per sweep, checked
+/// What one caller may make the server do: each scenario's time limit and
+/// work budget, the number of scenarios (sweeps expanded) and of values per sweep, checked
 /// before anything is expanded or solved.
 fn check_bounds(file: &ScenarioFile, cfg: &super::Config) -> Result<(), Status> {
     let t = file.time_limit_s;
@@ -51,6 +51,14 @@ fn check_bounds(file: &ScenarioFile, cfg: &super::Config) -> Result<(), Status> 
         if !(0.0..1.0).contains(&gap) {
             return Err(Status::invalid_argument(format!(
                 "gap: must be in [0, 1), got {gap}"
+            )));
+        }
+    }
+    if let Some(work) = file.work {
+        if work == 0 || work > cfg.max_whatif_work {
+            return Err(Status::invalid_argument(format!(
+                "work: must be in 1..={} (max_whatif_work), got {work}",
+                cfg.max_whatif_work
             )));
         }
     }
@@ -118,6 +126,8 @@ pub fn start(
         threads: Some(1),
         seed: file.seed,
         method: file.method,
+        work: file.work,
+        deterministic: true,
     };
     Ok(move || {
         let total = list.len() + 1;

@@ -157,6 +157,8 @@ pub fn exact() -> SolveOptions {
         threads: Some(1),
         seed: 0,
         method: edgeplan::solver::Method::Auto,
+        work: None,
+        deterministic: false,
     }
 }
 

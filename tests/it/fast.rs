@@ -24,6 +24,8 @@ fn solve_with(problem: &Problem, method: Method, gap: f64) -> Solved {
             threads: Some(1),
             seed: 0,
             method,
+            work: None,
+            deterministic: false,
         },
     )
     .expect("solves")

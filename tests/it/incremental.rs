@@ -27,6 +27,8 @@ fn fast(problem: &Problem) -> Solved {
             threads: Some(1),
             seed: 0,
             method: Method::Fast,
+            work: None,
+            deterministic: false,
         },
     )
     .expect("solves")

@@ -12,17 +12,7 @@ use edgeplan::verify::{verify, verify_plan};
 use crate::common::*;
 
 fn solve_with(problem: &Problem, method: Method) -> Solved {
-    solve(
-        problem,
-        &SolveOptions {
-            time_limit_s: Some(30.0),
-            relative_gap: Some(0.0),
-            threads: Some(1),
-            seed: 0,
-            method,
-        },
-    )
-    .expect("solves")
+    solve(problem, &SolveOptions { method, ..exact() }).expect("solves")
 }
 
 /// Site `a` is paid to consume (−0.5 per kWh, as DE-LU in 2023), `b` is
@@ -325,6 +315,10 @@ fn whatif_limits_are_checked_and_a_departed_client_stops_the_run() {
             (sweep(2, "-1"), "time_limit_s"),
             (sweep(2, "1e300"), "time_limit_s"),
             (sweep(31, "1"), "sweeps[0].values"),
+            (
+                sweep(2, "1").replace("method: exact\n", "method: exact\nwork: 300000000\n"),
+                "max_whatif_work",
+            ),
             (
                 format!(
                     "{}  - name: again\n    field: factor\n    values: [{}]\n    perturbation:\n      power_cap: {{ site: {site}, factor: 1.0 }}\n",

@@ -12,6 +12,7 @@ mod explanations;
 mod export;
 mod fast;
 mod faults;
+mod figures;
 mod incremental;
 mod inputs;
 mod known_optimum;

@@ -22,6 +22,8 @@ fn options() -> SolveOptions {
         threads: Some(1),
         seed: 1,
         method: edgeplan::solver::Method::Auto,
+        work: None,
+        deterministic: false,
     }
 }
 
