@@ -217,8 +217,8 @@ async fn elect(shared: Arc<Shared>) {
     let cfg = shared.config.cluster.clone();
     // Checked at start (`ClusterConfig::check`): finite, positive, renewals
     // at most half the lease.
-    let ttl = Duration::from_secs_f64(cfg.lease_ttl_s);
-    let every = Duration::from_secs_f64(cfg.renew_interval_s);
+    let ttl = crate::duration_s(cfg.lease_ttl_s);
+    let every = crate::duration_s(cfg.renew_interval_s);
     let node = &shared.cluster;
     loop {
         // Counted from before the request: the store's expiry is later.
@@ -361,7 +361,7 @@ fn apply_log(shared: &Shared) -> Result<usize, StoreError> {
 /// tailing the log from the position it includes) and the log's pruning.
 async fn snapshots(shared: Arc<Shared>) {
     let cfg = shared.config.cluster.clone();
-    let every = Duration::from_secs_f64(cfg.telemetry_snapshot_s);
+    let every = crate::duration_s(cfg.telemetry_snapshot_s);
     loop {
         tokio::time::sleep(every).await;
         let Some(fence) = shared.cluster.fence() else {

@@ -150,7 +150,7 @@ impl Sim {
         let wait = crate::duration_s(req.expected_duration_s * self.config.speed)
             .min(Duration::from_secs(3600))
             .as_secs_f64();
-        tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+        tokio::time::sleep(crate::duration_s(wait)).await;
         let fail = self.config.fail_workloads.contains(&req.workload)
             || self
                 .rng
