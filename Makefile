@@ -21,6 +21,7 @@ fuzz:
 	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 lint: deps
+	python3 scripts/structure.py
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 

@@ -1,6 +1,22 @@
 //! Library errors. Each names the offending item so the user can fix it.
 
-use crate::validate::Issue;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// One problem in an instance: the path of the offending item and what is
+/// wrong with it (`workloads[12].slo.rtt_ms: must be > 0, got -3`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Issue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

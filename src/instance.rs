@@ -360,6 +360,31 @@ impl Default for ObjectiveWeights {
     }
 }
 
+/// What the service keeps beside the fleet: the objective weights, the
+/// limits and the fleet's name (an instance's `objective`, `limits` and
+/// `name`, set as one through `SetPolicy`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Policy {
+    pub name: String,
+    pub objective: ObjectiveWeights,
+    pub limits: Limits,
+}
+
+/// The network nodes the sites, regions and links name, sorted.
+pub fn nodes_of(sites: &[Site], regions: &[Region], links: &[Link]) -> Vec<Node> {
+    let mut ids: Vec<&str> = sites
+        .iter()
+        .map(|s| s.node_id())
+        .chain(regions.iter().map(|r| r.node.as_str()))
+        .chain(links.iter().flat_map(|l| [l.a.as_str(), l.b.as_str()]))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| Node { id: id.to_string() })
+        .collect()
+}
+
 /// Limits on change and the planning horizon.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields, default)]

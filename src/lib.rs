@@ -15,6 +15,7 @@ pub mod execution;
 pub mod explain;
 pub mod fast;
 pub mod forecast;
+pub mod gap;
 pub mod gen;
 pub mod instance;
 pub mod milp;

@@ -54,7 +54,7 @@ impl SolveReport {
             bound,
             placed_cost: o.total - o.unplaced,
             placed_cost_bound: bound - o.unplaced,
-            gap: crate::solver::placed_gap(o.total, bound, o.unplaced),
+            gap: crate::gap::placed_gap(o.total, bound, o.unplaced),
             moves: eval.moves,
             unplaced_replicas: eval.unplaced_replicas,
             unplaced_lower_bound: crate::solver::proven_unplaced(problem),

@@ -4,26 +4,11 @@
 //! checked for workloads that no site could ever host.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 
-use serde::{Deserialize, Serialize};
-
+pub use crate::error::Issue;
 use crate::instance::{Instance, Price};
 use crate::problem::Problem;
 use crate::server_models::{catalogue_with, ServerModel};
-
-/// One problem in an instance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Issue {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Issue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
 
 #[derive(Default)]
 struct Checker {

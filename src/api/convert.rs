@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use super::pb;
 use crate::execution::{Execution, PlanState, StepState, StepStatus};
+use crate::instance::Policy;
 use crate::instance::{
     AmbientSpec, AshraeClass, CoolingSpec, EnergySpec, Limits, Link, ObjectiveWeights, PowerSpec,
     Price, PricePoint, Region, ServerFleet, Site, Slo, ThermalSpec, Traffic, Workload,
 };
 use crate::plan::{Step, StepKind};
 use crate::problem::Kpis;
-use crate::service::store::Policy;
 use crate::telemetry::{ReadingRef, SensorKind};
 
 /// A field the API message lacks or gets wrong.

@@ -22,11 +22,11 @@ pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(2);
 use rayon::prelude::*;
 
 use super::{best_response, workload_of, Assign, Flat, Journal, Limit, Slots, State};
+use crate::error::Issue;
 use crate::error::{Error, Result};
+use crate::gap::placed_gap;
 use crate::instance::Instance;
 use crate::problem::{Problem, SiteUpdate};
-use crate::solver::placed_gap;
-use crate::validate::Issue;
 
 /// What changed in an instance, as far as a re-plan is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct Replanned {
     pub objective: f64,
     /// Proven lower bound on the changed problem's optimum.
     pub bound: f64,
-    /// (objective − bound) over the placed cost (`solver::placed_gap`).
+    /// (objective − bound) over the placed cost (`gap::placed_gap`).
     pub gap: f64,
     /// The workloads whose placement changed; all others kept theirs.
     pub moved: Vec<WorkloadMove>,

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
+use crate::gap::placed_gap;
 use crate::problem::{Problem, EPS};
-use crate::solver::placed_gap;
 
 mod incremental;
 pub use incremental::{
@@ -135,7 +135,7 @@ pub struct FastSolved {
     pub objective: f64,
     /// Proven lower bound on the optimum.
     pub bound: f64,
-    /// (objective − bound) over the placed cost (`solver::placed_gap`).
+    /// (objective − bound) over the placed cost (`gap::placed_gap`).
     pub gap: f64,
     /// Subgradient iterations run.
     pub iterations: usize,

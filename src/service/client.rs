@@ -91,7 +91,7 @@ pub async fn push_instance(server: &Connect, inst: &Instance) -> anyhow::Result<
         })
         .await?;
     }
-    let policy = crate::service::store::Policy {
+    let policy = crate::instance::Policy {
         name: inst.name.clone(),
         objective: inst.objective.clone(),
         limits: inst.limits.clone(),

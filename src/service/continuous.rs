@@ -7,7 +7,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::placement::{propose_from, solve_view, View};
+use super::placement::{propose_from, solve_view};
+use super::view::View;
 use super::{now_s, Shared};
 use crate::alarm::{Alarms, Thresholds};
 use crate::execution::PlanState;

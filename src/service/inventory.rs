@@ -15,12 +15,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::store::{link_key, Op, Policy};
+use super::store::{link_key, Op};
 use super::{invalid, Shared};
 use crate::api::convert;
 use crate::api::pb;
 use crate::execution::PlanState;
 use crate::instance::Instance;
+use crate::instance::Policy;
 use crate::validate::validate_structure;
 
 pub struct InventoryApi(pub Arc<Shared>);
@@ -68,7 +69,7 @@ fn change_at(
     next.name = policy.name.clone();
     next.objective = policy.objective.clone();
     next.limits = policy.limits.clone();
-    next.network.nodes = super::store::nodes_of(&next.sites, &next.regions, &next.network.links);
+    next.network.nodes = crate::instance::nodes_of(&next.sites, &next.regions, &next.network.links);
     // An inventory being filled in may have no sites yet; a solve needs them.
     let issues: Vec<_> = validate_structure(&next)
         .into_iter()

@@ -20,6 +20,7 @@ pub mod provisioner_sim;
 pub mod publish;
 pub mod store;
 pub mod telemetry;
+pub mod view;
 pub mod whatif;
 
 use std::collections::BTreeMap;
@@ -33,11 +34,12 @@ use tokio::sync::{broadcast, Notify};
 use tonic::Status;
 
 use crate::api::pb;
+use crate::error::Issue;
 use crate::execution::Execution;
 use crate::instance::Instance;
+use crate::instance::Policy;
 use crate::telemetry::{SanityLimits, TelemetryState};
-use crate::validate::Issue;
-use store::{Policy, Store};
+use store::Store;
 
 /// How the service runs. Every field has a default; a YAML file overrides
 /// them (`edgeplan serve --config FILE`), flags override the file.

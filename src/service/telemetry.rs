@@ -356,7 +356,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
 /// Each wanted site's sensors and, from the current placement under the
 /// effective limits, its headroom.
 pub fn site_states(shared: &Shared, wanted: &[String]) -> Result<pb::SiteStates, Status> {
-    let view = super::placement::View::now(shared)?;
+    let view = super::view::View::now(shared)?;
     let hub = shared.telemetry();
     let mut out = Vec::new();
     for kpi in &view.eval.sites {

@@ -5,7 +5,7 @@
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::placement::View;
+use super::view::View;
 use super::Shared;
 use crate::api::pb;
 use crate::solver::SolveOptions;

@@ -22,7 +22,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::execution::{Execution, PlanState, StepStatus};
-use crate::instance::{Instance, Link, Network, Node, ObjectiveWeights, Region, Site, Workload};
+pub use crate::instance::Policy;
+use crate::instance::{nodes_of, Instance, Link, Network, Region, Site, Workload};
 use crate::plan::Plan;
 
 #[derive(Debug, thiserror::Error)]
@@ -50,14 +51,6 @@ pub enum StoreError {
     Unsupported(&'static str),
     #[error("store {0:?}: expected a postgres:// or postgresql:// URL, or nothing for the embedded file")]
     BadUrl(String),
-}
-
-/// Objective weights, limits and the fleet's name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Policy {
-    pub name: String,
-    pub objective: ObjectiveWeights,
-    pub limits: crate::instance::Limits,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -469,19 +462,4 @@ pub fn assemble(
         objective: policy.objective.clone(),
         limits: policy.limits.clone(),
     }
-}
-
-/// The network nodes the sites, regions and links name, sorted.
-pub fn nodes_of(sites: &[Site], regions: &[Region], links: &[Link]) -> Vec<Node> {
-    let mut ids: Vec<&str> = sites
-        .iter()
-        .map(|s| s.node_id())
-        .chain(regions.iter().map(|r| r.node.as_str()))
-        .chain(links.iter().flat_map(|l| [l.a.as_str(), l.b.as_str()]))
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids.into_iter()
-        .map(|id| Node { id: id.to_string() })
-        .collect()
 }
