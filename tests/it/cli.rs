@@ -1,14 +1,7 @@
 //! The binary end to end: gen → validate → solve → verify → export, and bad
 //! input on the command line.
 
-use std::process::Command;
-
-fn edgeplan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgeplan"))
-        .args(args)
-        .output()
-        .expect("runs")
-}
+use crate::common::edgeplan;
 
 #[test]
 fn gen_solve_verify_export_pipeline() {

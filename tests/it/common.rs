@@ -207,3 +207,11 @@ pub fn gen_instance(replicas: usize, sites: usize, seed: u64, load: f64) -> Inst
     })
     .expect("gen")
 }
+
+/// `edgeplan ARGS…`, run as a user would; its output (status, stdout, stderr).
+pub fn edgeplan(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+        .args(args)
+        .output()
+        .expect("runs")
+}

@@ -4,7 +4,7 @@
 //! and on small instances it is within its stated gap of that optimum. The
 //! tiny-instance property against enumeration is in `brute_force`.
 
-use std::process::Command;
+use crate::common::edgeplan;
 
 use edgeplan::instance::Instance;
 use edgeplan::problem::Problem;
@@ -98,13 +98,6 @@ fn auto_uses_the_exact_solver_on_small_models_and_keeps_the_better_answer() {
     let auto = solve_with(&problem, Method::Auto, 0.0);
     assert!((auto.objective - exact.objective).abs() <= 1e-6 * exact.objective.abs());
     assert!(auto.gap <= 1e-4, "{}", auto.gap);
-}
-
-fn edgeplan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgeplan"))
-        .args(args)
-        .output()
-        .expect("runs")
 }
 
 #[test]

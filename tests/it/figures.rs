@@ -3,7 +3,6 @@
 //! counted apart with a proven lower bound, and runs asked to be
 //! reproducible stop on a work budget, not on the clock.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -17,7 +16,7 @@ use edgeplan::service::client::{push_instance, Connect};
 use edgeplan::solver::{solve, Method, SolveOptions};
 use edgeplan::whatif::{apply, expand, run, Perturbation, Scenario};
 
-use crate::common::{assert_close, gen_instance, instance, site, workload};
+use crate::common::{assert_close, edgeplan, gen_instance, instance, site, workload};
 use crate::live::{connect, ingest_ambient, now_s, rt, server, sim};
 
 /// 600 replicas on 8 sites at 97 % load: one replica stays unplaced, and its
@@ -126,13 +125,6 @@ fn crowded_file(dir: &std::path::Path) -> String {
     ]);
     assert!(g.status.success(), "{}", String::from_utf8_lossy(&g.stderr));
     p
-}
-
-fn edgeplan(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_edgeplan"))
-        .args(args)
-        .output()
-        .expect("runs")
 }
 
 #[test]

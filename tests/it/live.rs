@@ -251,6 +251,20 @@ pub async fn solve_and_approve(url: &str) -> (u64, usize) {
     (solved.plan_id, steps)
 }
 
+/// A dry-run solve on the live state (10 s at most): nothing is stored.
+pub async fn dry_run(url: &str) -> pb::SolveResponse {
+    connect(url, PlacementClient::new)
+        .await
+        .solve(pb::SolveRequest {
+            time_limit_s: Some(10.0),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// A plan as the API shows it, and as `edgeplan plan` writes it.
 pub async fn plan_view(url: &str, plan_id: u64) -> (pb::PlanView, edgeplan::plan::Plan) {
     let view = connect(url, PlacementClient::new)

@@ -306,16 +306,7 @@ fn observed_state_an_upsert_without_current_starts_only_the_new_replicas() {
             "a spec upsert changed observed state"
         );
         assert_eq!(now.replicas, w.replicas + 1);
-        let solved = connect(&url, PlacementClient::new)
-            .await
-            .solve(pb::SolveRequest {
-                time_limit_s: Some(10.0),
-                dry_run: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let solved = dry_run(&url).await;
         let starts = solved
             .plan
             .unwrap()
@@ -349,16 +340,7 @@ fn observed_state_a_spec_scale_down_is_accepted_and_stops_the_surplus() {
             })
             .await
             .expect("a scale-down below what runs is a valid spec");
-        let solved = connect(&url, PlacementClient::new)
-            .await
-            .solve(pb::SolveRequest {
-                time_limit_s: Some(10.0),
-                dry_run: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let solved = dry_run(&url).await;
         let placed: u32 = solved
             .placement
             .iter()

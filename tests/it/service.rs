@@ -116,15 +116,7 @@ fn register_solve_approve_dispatch_to_success() {
             assert_eq!(now, target);
         }
         // A second solve from the reached state finds nothing left to move.
-        let again = placement
-            .solve(pb::SolveRequest {
-                time_limit_s: Some(10.0),
-                dry_run: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let again = dry_run(&url).await;
         assert_eq!(again.plan_id, 0, "a dry run stores nothing");
         assert!(again.kpis_after.unwrap().moves <= again.kpis_before.unwrap().moves + steps as u64);
     });
