@@ -247,43 +247,25 @@ impl Execution {
             return Err(self.refuse("skip a step"));
         }
         self.expect(step, StepState::Pending, "skip")?;
+        // Who may rely on a step: those naming it, and the arrivals (by
+        // site, and by workload) that a later wave's check counted on it for.
+        let plan = &self.plan.steps;
         let mut dependents: HashMap<usize, Vec<usize>> = HashMap::new();
-        let mut arrivals: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
-        for s in &self.plan.steps {
+        let mut into_site: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut of_workload: HashMap<&str, Vec<usize>> = HashMap::new();
+        for s in plan {
             for &d in &s.depends_on {
                 dependents.entry(d).or_default().push(s.id);
             }
             if let Some(to) = s.to.as_deref() {
-                arrivals.entry(to).or_default().push((s.wave, s.id));
-            }
-        }
-        let mut by_workload: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
-        for s in &self.plan.steps {
-            if s.to.is_some() {
-                by_workload
+                into_site.entry(to).or_default().push(s.id);
+                of_workload
                     .entry(s.workload.as_str())
                     .or_default()
-                    .push((s.wave, s.id));
+                    .push(s.id);
             }
         }
-        for s in &self.plan.steps {
-            let Some(from) = s.from.as_deref() else {
-                continue;
-            };
-            // The replica stays at `from`: later arrivals there may have
-            // counted on its room, and later arrivals of the same workload
-            // elsewhere on its leaving (spread across failure domains).
-            let at_site = arrivals.get(from).map(Vec::as_slice).unwrap_or(&[]);
-            let same_workload = by_workload
-                .get(s.workload.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or(&[]);
-            for &(wave, id) in at_site.iter().chain(same_workload) {
-                if wave > s.wave {
-                    dependents.entry(s.id).or_default().push(id);
-                }
-            }
-        }
+        let none: &[usize] = &[];
         let mut skipped = Vec::new();
         let mut stack = vec![(step, String::from("skipped by the operator"))];
         while let Some((k, why)) = stack.pop() {
@@ -296,7 +278,27 @@ impl Execution {
             st.state = StepState::Skipped;
             st.message = why;
             skipped.push(k);
-            for &d in dependents.get(&k).map(Vec::as_slice).unwrap_or(&[]) {
+            let Some(s) = plan.get(k) else {
+                continue;
+            };
+            let named = dependents.get(&k).map_or(none, Vec::as_slice);
+            // The replica stays at `from`: later arrivals there may have
+            // counted on its room, later arrivals of its workload on its
+            // leaving (spread across failure domains).
+            let (at_site, same_workload) = match s.from.as_deref() {
+                Some(from) => (
+                    into_site.get(from).map_or(none, Vec::as_slice),
+                    of_workload
+                        .get(s.workload.as_str())
+                        .map_or(none, Vec::as_slice),
+                ),
+                None => (none, none),
+            };
+            let later = at_site
+                .iter()
+                .chain(same_workload)
+                .filter(|&&j| plan.get(j).is_some_and(|o| o.wave > s.wave));
+            for &d in named.iter().chain(later) {
                 stack.push((d, format!("depends on skipped step {k}")));
             }
         }

@@ -27,6 +27,7 @@ pub mod problem;
 pub mod report;
 pub mod server_models;
 pub mod service;
+pub mod settings;
 pub mod solver;
 pub mod tables;
 pub mod telemetry;

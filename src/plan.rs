@@ -374,15 +374,7 @@ pub fn plan(instance: &Instance, problem: &Problem, target: &Placement) -> crate
     }
     // A site over a limit at the start is brought back first.
     let overloaded: Vec<bool> = (0..n_sites)
-        .map(|si| {
-            let site = &problem.sites[si];
-            pl.used[si]
-                .iter()
-                .zip(&site.capacity)
-                .any(|(u, c)| *u > c + crate::problem::EPS * c.max(1.0))
-                || pl.dynamic_kw[si]
-                    > site.dynamic_kw_limit + crate::problem::EPS * site.dynamic_kw_limit.max(1.0)
-        })
+        .map(|si| problem.over_limit(si, &pl.used[si], pl.dynamic_kw[si]))
         .collect();
     let relieves = |d: &Draft| d.from.is_some_and(|f| overloaded[f]);
     // Stops first (they only free space), then moves away from overloaded

@@ -559,6 +559,17 @@ impl Problem {
         Ok(())
     }
 
+    /// Is site `si`, with `used` resources and `dynamic_kw` of workload
+    /// power, over any of its limits already? The same limits and
+    /// tolerance as [`room_for`](Self::room_for) (a heat wave that cut a
+    /// site's cooling leaves it over before any plan runs).
+    pub fn over_limit(&self, si: usize, used: &[f64], dynamic_kw: f64) -> bool {
+        let site = &self.sites[si];
+        let over = |value: f64, limit: f64| value > limit + EPS * limit.max(1.0);
+        used.iter().zip(&site.capacity).any(|(u, c)| over(*u, *c))
+            || over(dynamic_kw, site.dynamic_kw_limit)
+    }
+
     /// KPIs of an indexed placement (moves counted against today's placement).
     pub fn kpis(&self, x: &[Vec<(usize, u32)>]) -> Kpis {
         let eval = self.evaluate(x);

@@ -158,22 +158,19 @@ impl SanityLimits {
     /// Every threshold a finite number in range; the offending setting
     /// named (as `telemetry.<name>` in the service's config) otherwise.
     pub fn check(&self) -> Result<(), String> {
-        for (name, v) in [
-            (
-                "max_temperature_rate_c_per_s",
-                self.max_temperature_rate_c_per_s,
-            ),
-            ("stale_after_s", self.stale_after_s),
-            ("late_window_s", self.late_window_s),
-            ("max_future_skew_s", self.max_future_skew_s),
-            ("max_power_kw", self.max_power_kw),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(format!(
-                    "telemetry.{name}: must be a finite number >= 0, got {v}"
-                ));
-            }
-        }
+        crate::settings::non_negative(
+            "telemetry.",
+            &[
+                (
+                    "max_temperature_rate_c_per_s",
+                    self.max_temperature_rate_c_per_s,
+                ),
+                ("stale_after_s", self.stale_after_s),
+                ("late_window_s", self.late_window_s),
+                ("max_future_skew_s", self.max_future_skew_s),
+                ("max_power_kw", self.max_power_kw),
+            ],
+        )?;
         if !(self.min_temperature_c.is_finite()
             && self.max_temperature_c.is_finite()
             && self.min_temperature_c < self.max_temperature_c)

@@ -218,6 +218,32 @@ fn site_index(inst: &Instance) -> HashMap<&str, usize> {
         .collect()
 }
 
+/// (workload, site) → replicas, as the loads and spread checks read them.
+type Counts = BTreeMap<(usize, usize), u32>;
+
+fn entries(counts: &Counts) -> impl Iterator<Item = (usize, usize, u32)> + '_ {
+    counts.iter().map(|(&(w, s), &n)| (w, s, n))
+}
+
+/// Where the instance's replicas run now, and the (workload, site) pairs of
+/// `current` that name no site.
+fn current_counts<'a>(
+    inst: &'a Instance,
+    site_ix: &HashMap<&str, usize>,
+) -> (Counts, Vec<(&'a str, &'a str)>) {
+    let mut counts = Counts::new();
+    let mut unknown = Vec::new();
+    for (wi, w) in inst.workloads.iter().enumerate() {
+        for (sid, n) in &w.current {
+            match site_ix.get(sid.as_str()) {
+                Some(&si) => *counts.entry((wi, si)).or_default() += n,
+                None => unknown.push((w.id.as_str(), sid.as_str())),
+            }
+        }
+    }
+    (counts, unknown)
+}
+
 fn workload_index(inst: &Instance) -> HashMap<&str, usize> {
     inst.workloads
         .iter()
@@ -230,14 +256,14 @@ fn workload_index(inst: &Instance) -> HashMap<&str, usize> {
 fn site_loads<'a>(
     inst: &'a Instance,
     checks: &[Option<SiteCheck>],
-    counts: &[(usize, usize, u32)],
+    counts: impl IntoIterator<Item = (usize, usize, u32)>,
 ) -> (Vec<BTreeMap<&'a str, f64>>, Vec<f64>) {
     let mut used: Vec<BTreeMap<&str, f64>> = vec![BTreeMap::new(); inst.sites.len()];
     let mut it_kw: Vec<f64> = checks
         .iter()
         .map(|c| c.as_ref().map_or(0.0, |c| c.idle_kw))
         .collect();
-    for &(wi, si, n) in counts {
+    for (wi, si, n) in counts {
         let w = &inst.workloads[wi];
         for (r, amount) in &w.resources {
             *used[si].entry(r.as_str()).or_default() += amount * n as f64;
@@ -638,7 +664,7 @@ pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
         }
     }
     // Site limits and site-level objective terms.
-    let (used, it_kw) = site_loads(inst, &checks, &placed_counts);
+    let (used, it_kw) = site_loads(inst, &checks, placed_counts);
     for (si, site) in inst.sites.iter().enumerate() {
         v.extend(site_limits(site, checks[si].as_ref(), &used[si], it_kw[si]));
         let Some(c) = &checks[si] else {
@@ -734,18 +760,13 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
         adj[b].push((a, l.rtt_ms));
     }
 
-    let mut counts: BTreeMap<(usize, usize), u32> = BTreeMap::new();
-    for (wi, w) in inst.workloads.iter().enumerate() {
-        for (sid, n) in &w.current {
-            match site_ix.get(sid.as_str()) {
-                Some(&si) => *counts.entry((wi, si)).or_default() += n,
-                None => bad!(
-                    "unknown_site",
-                    w.id.clone(),
-                    format!("current placement names unknown site {sid:?}")
-                ),
-            }
-        }
+    let (mut counts, unknown) = current_counts(inst, &site_ix);
+    for (workload, sid) in unknown {
+        bad!(
+            "unknown_site",
+            workload.to_string(),
+            format!("current placement names unknown site {sid:?}")
+        );
     }
     let mut wave_of_step: HashMap<usize, usize> = HashMap::new();
     for w in &plan.waves {
@@ -770,7 +791,9 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
             )
         );
     }
-    let mut overloads = Overloads::at_start(inst, &checks, &counts);
+    // The committed state's loads: at the start, then after each wave.
+    let (mut base_used, mut base_kw) = site_loads(inst, &checks, entries(&counts));
+    let mut overloads = Overloads::at_start(inst, &checks, &base_used, &base_kw);
     let mut makespan = 0.0;
     for (k, wave) in plan.waves.iter().enumerate() {
         let label = format!("wave {k}");
@@ -936,12 +959,11 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
             }
         }
         // Worst case: everything arriving is held, nothing leaving is released yet.
-        let committed: Vec<(usize, usize, u32)> =
-            counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
-        let mut worst = committed.clone();
-        worst.extend(arriving.iter().copied());
-        let (base_used, base_kw) = site_loads(inst, &checks, &committed);
-        let (used, it_kw) = site_loads(inst, &checks, &worst);
+        let (used, it_kw) = site_loads(
+            inst,
+            &checks,
+            entries(&counts).chain(arriving.iter().copied()),
+        );
         receiving.sort_unstable();
         receiving.dedup();
         for s in receiving {
@@ -976,7 +998,8 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
         for &(wi, t, n) in &arriving {
             *counts.entry((wi, t)).or_default() += n;
         }
-        overloads.after_wave(inst, &checks, &counts, k);
+        (base_used, base_kw) = site_loads(inst, &checks, entries(&counts));
+        overloads.after_wave(k, &base_used, &base_kw);
     }
     if (makespan - plan.makespan_s).abs() > 1e-6 * makespan.max(1.0) {
         bad!(
@@ -1022,42 +1045,39 @@ pub fn verify_plan(inst: &Instance, plan: &Plan) -> PlanReport {
 }
 
 /// Sites over a limit at the start of a plan, followed wave by wave.
-struct Overloads {
-    /// (site, rule, quantity name, value at start, limit, first wave after
-    /// which it is within the limit, value after the last wave).
-    tracked: Vec<Tracked>,
+struct Overloads<'a> {
+    tracked: Vec<Tracked<'a>>,
 }
 
-struct Tracked {
+/// One quantity of one site over its limit at the start.
+struct Tracked<'a> {
     site: usize,
     rule: String,
-    resource: Option<String>,
+    quantity: Quantity<'a>,
     start: f64,
     limit: f64,
     /// The first wave after which it is within its limit, and its value then.
     cleared_after: Option<(usize, f64)>,
+    /// Its value after the last wave seen.
     last: f64,
 }
 
-impl Overloads {
+impl<'a> Overloads<'a> {
+    /// Every quantity over its limit under the loads at the start.
     fn at_start(
         inst: &Instance,
         checks: &[Option<SiteCheck>],
-        counts: &BTreeMap<(usize, usize), u32>,
-    ) -> Overloads {
-        let flat: Vec<(usize, usize, u32)> = counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
-        let (used, it_kw) = site_loads(inst, checks, &flat);
+        used: &[BTreeMap<&'a str, f64>],
+        it_kw: &[f64],
+    ) -> Overloads<'a> {
         let mut tracked = Vec::new();
         for (si, site) in inst.sites.iter().enumerate() {
             for b in site_breaches(site, checks[si].as_ref(), &used[si], it_kw[si]) {
-                if let Some((q, value, limit)) = b.measure {
+                if let Some((quantity, value, limit)) = b.measure {
                     tracked.push(Tracked {
                         site: si,
                         rule: b.violation.rule,
-                        resource: match q {
-                            Quantity::Resource(r) => Some(r.to_string()),
-                            Quantity::ItKw => None,
-                        },
+                        quantity,
                         start: value,
                         limit,
                         cleared_after: None,
@@ -1069,24 +1089,10 @@ impl Overloads {
         Overloads { tracked }
     }
 
-    fn after_wave(
-        &mut self,
-        inst: &Instance,
-        checks: &[Option<SiteCheck>],
-        counts: &BTreeMap<(usize, usize), u32>,
-        wave: usize,
-    ) {
-        if self.tracked.is_empty() {
-            return;
-        }
-        let flat: Vec<(usize, usize, u32)> = counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
-        let (used, it_kw) = site_loads(inst, checks, &flat);
+    /// The committed loads after `wave`.
+    fn after_wave(&mut self, wave: usize, used: &[BTreeMap<&str, f64>], it_kw: &[f64]) {
         for t in &mut self.tracked {
-            let q = match &t.resource {
-                Some(r) => Quantity::Resource(r.as_str()),
-                None => Quantity::ItKw,
-            };
-            t.last = measure(q, &used[t.site], it_kw[t.site]);
+            t.last = measure(t.quantity, &used[t.site], it_kw[t.site]);
             if t.cleared_after.is_none() && t.last <= t.limit + TOL * t.limit.abs().max(1.0) {
                 t.cleared_after = Some((wave, t.last));
             }
@@ -1098,9 +1104,9 @@ impl Overloads {
             .into_iter()
             .map(|t| {
                 let site = &inst.sites[t.site].id;
-                let what = match &t.resource {
-                    Some(r) => format!("{r} used"),
-                    None => "IT kW".to_string(),
+                let what = match t.quantity {
+                    Quantity::Resource(r) => format!("{r} used"),
+                    Quantity::ItKw => "IT kW".to_string(),
                 };
                 let fate = match t.cleared_after {
                     Some((w, value)) => format!("{value:.3} after wave {w}, within its limit"),
@@ -1126,7 +1132,7 @@ impl Overloads {
 /// before the plan and not made worse is not the plan's doing.
 fn spread_in_flight(
     inst: &Instance,
-    committed: &BTreeMap<(usize, usize), u32>,
+    committed: &Counts,
     arrivals: &[(usize, Option<usize>, usize)],
 ) -> Vec<Violation> {
     let mut v = Vec::new();
@@ -1220,15 +1226,8 @@ pub fn verify_in_flight(
     let checks = site_checks(inst);
     let site_ix = site_index(inst);
     let wl_ix = workload_index(inst);
-    let mut counts: BTreeMap<(usize, usize), u32> = BTreeMap::new();
-    for (wi, w) in inst.workloads.iter().enumerate() {
-        for (sid, n) in &w.current {
-            if let Some(&si) = site_ix.get(sid.as_str()) {
-                *counts.entry((wi, si)).or_default() += n;
-            }
-        }
-    }
-    let start: Vec<(usize, usize, u32)> = counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
+    let (mut counts, _) = current_counts(inst, &site_ix);
+    let (base_used, base_kw) = site_loads(inst, &checks, entries(&counts));
     let resolve = |k: usize| {
         let step = plan.steps.get(k)?;
         let wi = *wl_ix.get(step.workload.as_str())?;
@@ -1247,16 +1246,18 @@ pub fn verify_in_flight(
             }
         }
     }
-    let mut now: Vec<(usize, usize, u32)> = counts.iter().map(|(&(w, s), &n)| (w, s, n)).collect();
-    let mut arrivals = Vec::new();
-    for &k in running {
-        if let Some((wi, from, Some(t))) = resolve(k) {
-            now.push((wi, t, 1));
-            arrivals.push((wi, from, t));
-        }
-    }
-    let (base_used, base_kw) = site_loads(inst, &checks, &start);
-    let (used, it_kw) = site_loads(inst, &checks, &now);
+    let arrivals: Vec<(usize, Option<usize>, usize)> = running
+        .iter()
+        .filter_map(|&k| match resolve(k)? {
+            (wi, from, Some(t)) => Some((wi, from, t)),
+            _ => None,
+        })
+        .collect();
+    let (used, it_kw) = site_loads(
+        inst,
+        &checks,
+        entries(&counts).chain(arrivals.iter().map(|&(wi, _, t)| (wi, t, 1))),
+    );
     let mut v = Vec::new();
     for (si, site) in inst.sites.iter().enumerate() {
         v.extend(caused_breaches(
@@ -1270,62 +1271,86 @@ pub fn verify_in_flight(
     v
 }
 
-/// May `step` start now, with `running` steps holding both ends? The
-/// replica it moves must be at its source (beyond those running steps'
-/// own), and its arrival must not push its target over a limit. The
-/// instance's `current` is where replicas run now. `Err` says why not.
-pub fn step_precondition(inst: &Instance, running: &[&Step], step: &Step) -> Result<(), String> {
-    let Some(wi) = inst.workloads.iter().position(|w| w.id == step.workload) else {
-        return Err(format!(
-            "workload {} is no longer in the inventory",
-            step.workload
-        ));
-    };
-    let w = &inst.workloads[wi];
-    if let Some(from) = step.from.as_deref() {
-        let here = w.current.get(from).copied().unwrap_or(0);
-        let leaving = running
-            .iter()
-            .filter(|r| r.workload == step.workload && r.from.as_deref() == Some(from))
-            .count() as u32;
-        if here <= leaving {
+/// The start precondition of plan steps against one state of the fleet
+/// (its `current` is where replicas run now): built once, asked per step,
+/// so a dispatcher round computes the sites' limits and the indices once.
+pub struct Preconditions<'a> {
+    inst: &'a Instance,
+    checks: Vec<Option<SiteCheck>>,
+    site_ix: HashMap<&'a str, usize>,
+    wl_ix: HashMap<&'a str, usize>,
+}
+
+impl<'a> Preconditions<'a> {
+    pub fn new(inst: &'a Instance) -> Preconditions<'a> {
+        Preconditions {
+            inst,
+            checks: site_checks(inst),
+            site_ix: site_index(inst),
+            wl_ix: workload_index(inst),
+        }
+    }
+
+    /// May `step` start now, with `running` steps holding both ends? The
+    /// replica it moves must be at its source (beyond those running steps'
+    /// own), and its arrival must not push its target over a limit that it
+    /// grows. `Err` says why not.
+    pub fn check(&self, running: &[&Step], step: &Step) -> Result<(), String> {
+        let inst = self.inst;
+        let Some(&wi) = self.wl_ix.get(step.workload.as_str()) else {
             return Err(format!(
-                "{} runs {here} replica(s) at {from}, {leaving} already leaving: none for this step to move",
+                "workload {} is no longer in the inventory",
                 step.workload
             ));
-        }
-    }
-    let Some(to) = step.to.as_deref() else {
-        return Ok(());
-    };
-    let Some(ti) = inst.sites.iter().position(|s| s.id == to) else {
-        return Err(format!("site {to} is no longer in the inventory"));
-    };
-    let checks = site_checks(inst);
-    let mut held: Vec<(usize, usize, u32)> = Vec::new();
-    for (oi, o) in inst.workloads.iter().enumerate() {
-        if let Some(&n) = o.current.get(to) {
-            held.push((oi, ti, n));
-        }
-    }
-    for r in running {
-        if r.to.as_deref() == Some(to) {
-            if let Some(oi) = inst.workloads.iter().position(|o| o.id == r.workload) {
-                held.push((oi, ti, 1));
+        };
+        if let Some(from) = step.from.as_deref() {
+            let here = inst.workloads[wi].current.get(from).copied().unwrap_or(0);
+            let leaving = running
+                .iter()
+                .filter(|r| r.workload == step.workload && r.from.as_deref() == Some(from))
+                .count() as u32;
+            if here <= leaving {
+                return Err(format!(
+                    "{} runs {here} replica(s) at {from}, {leaving} already leaving: none for this step to move",
+                    step.workload
+                ));
             }
         }
-    }
-    let (base_used, base_kw) = site_loads(inst, &checks, &held);
-    held.push((wi, ti, 1));
-    let (used, it_kw) = site_loads(inst, &checks, &held);
-    let broken = caused_breaches(
-        &inst.sites[ti],
-        checks[ti].as_ref(),
-        (&used[ti], it_kw[ti]),
-        (&base_used[ti], base_kw[ti]),
-    );
-    match broken.first() {
-        Some(b) => Err(format!("no room at {to} any more: {}", b.message)),
-        None => Ok(()),
+        let Some(to) = step.to.as_deref() else {
+            return Ok(());
+        };
+        let Some(&ti) = self.site_ix.get(to) else {
+            return Err(format!("site {to} is no longer in the inventory"));
+        };
+        // What the target holds: its replicas, and every running arrival.
+        let mut held: Vec<(usize, usize, u32)> = inst
+            .workloads
+            .iter()
+            .enumerate()
+            .filter_map(|(oi, o)| o.current.get(to).map(|&n| (oi, ti, n)))
+            .collect();
+        held.extend(
+            running
+                .iter()
+                .filter(|r| r.to.as_deref() == Some(to))
+                .filter_map(|r| self.wl_ix.get(r.workload.as_str()))
+                .map(|&oi| (oi, ti, 1)),
+        );
+        let (base_used, base_kw) = site_loads(inst, &self.checks, held.iter().copied());
+        let (used, it_kw) = site_loads(
+            inst,
+            &self.checks,
+            held.iter().copied().chain([(wi, ti, 1)]),
+        );
+        let broken = caused_breaches(
+            &inst.sites[ti],
+            self.checks[ti].as_ref(),
+            (&used[ti], it_kw[ti]),
+            (&base_used[ti], base_kw[ti]),
+        );
+        match broken.first() {
+            Some(b) => Err(format!("no room at {to} any more: {}", b.message)),
+            None => Ok(()),
+        }
     }
 }

@@ -69,19 +69,15 @@ impl ClusterConfig {
     /// Every duration finite and positive, and renewals well inside the
     /// lease; the offending setting named otherwise.
     pub fn check(&self) -> Result<(), String> {
-        let positive = [
-            ("lease_ttl_s", self.lease_ttl_s),
-            ("renew_interval_s", self.renew_interval_s),
-            ("telemetry_snapshot_s", self.telemetry_snapshot_s),
-            ("telemetry_keep_s", self.telemetry_keep_s),
-        ];
-        for (name, v) in positive {
-            if !(v.is_finite() && v > 0.0) {
-                return Err(format!(
-                    "cluster.{name}: must be a positive number of seconds, got {v}"
-                ));
-            }
-        }
+        crate::settings::positive_seconds(
+            "cluster.",
+            &[
+                ("lease_ttl_s", self.lease_ttl_s),
+                ("renew_interval_s", self.renew_interval_s),
+                ("telemetry_snapshot_s", self.telemetry_snapshot_s),
+                ("telemetry_keep_s", self.telemetry_keep_s),
+            ],
+        )?;
         if self.renew_interval_s * 2.0 > self.lease_ttl_s {
             return Err(format!(
                 "cluster.renew_interval_s: {} s must be at most half of lease_ttl_s ({} s), \

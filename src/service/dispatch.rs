@@ -20,10 +20,9 @@ use super::Shared;
 use crate::api::convert;
 use crate::api::pb;
 use crate::api::pb::provisioner_client::ProvisionerClient;
-use crate::effective::{effective_instance, EffectiveOptions};
 use crate::execution::{apply_step, PlanState};
 use crate::plan::Step;
-use crate::verify::step_precondition;
+use crate::verify::Preconditions;
 
 /// A call to make.
 struct Launch {
@@ -108,24 +107,6 @@ pub async fn run(shared: Arc<Shared>) {
 /// (after a restart) are sent again; ready steps of the first active plan start.
 fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) -> Vec<Launch> {
     let mut state = shared.state();
-    // Each step's precondition is checked against the fleet as it is now
-    // (inventory and telemetry), built under the state lock so that no step
-    // outcome lands in between, and only while a plan may start steps.
-    let active = can_start
-        && state
-            .plans
-            .values()
-            .any(|e| matches!(e.state, PlanState::Approved | PlanState::Executing));
-    let now = active.then(|| {
-        let hub = shared.telemetry(); // lock order: state, then telemetry
-        effective_instance(
-            &state.instance,
-            &hub.state,
-            super::now_s(),
-            &EffectiveOptions::default(),
-        )
-        .0
-    });
     let limits = state.instance.limits.clone();
     let mut updated = Vec::new();
     let mut out = Vec::new();
@@ -150,14 +131,22 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
                     changed.push(k);
                 }
             }
-            if active && updated.is_empty() {
-                for k in e.ready(&limits) {
-                    let check = now.as_ref().map_or(Ok(()), |fleet| {
-                        let running: Vec<&Step> =
-                            e.running().into_iter().map(|r| &e.plan.steps[r]).collect();
-                        step_precondition(fleet, &running, &e.plan.steps[k])
-                    });
-                    match check {
+            let ready = if active && updated.is_empty() {
+                e.ready(&limits)
+            } else {
+                Vec::new()
+            };
+            if !ready.is_empty() {
+                // Each step's precondition is checked against the fleet as
+                // it is now (inventory and telemetry), built under the state
+                // lock so that no step outcome lands in between, and only
+                // when a step may start.
+                let fleet = super::view::effective(shared, &state.instance, super::now_s());
+                let preconditions = Preconditions::new(&fleet);
+                for k in ready {
+                    let running: Vec<&Step> =
+                        e.running().into_iter().map(|r| &e.plan.steps[r]).collect();
+                    match preconditions.check(&running, &e.plan.steps[k]) {
                         Ok(()) => {
                             if e.start(k).is_ok() {
                                 changed.push(k);

@@ -156,17 +156,14 @@ impl DispatchConfig {
     /// Every setting a number the dispatcher can turn into a deadline or a
     /// backoff (finite, in range); the offending setting named otherwise.
     pub fn check(&self) -> Result<(), String> {
-        for (name, v) in [
-            ("timeout_factor", self.timeout_factor),
-            ("timeout_slack_s", self.timeout_slack_s),
-            ("time_scale", self.time_scale),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(format!(
-                    "dispatch.{name}: must be a finite number >= 0, got {v}"
-                ));
-            }
-        }
+        crate::settings::non_negative(
+            "dispatch.",
+            &[
+                ("timeout_factor", self.timeout_factor),
+                ("timeout_slack_s", self.timeout_slack_s),
+                ("time_scale", self.time_scale),
+            ],
+        )?;
         if self.max_attempts == 0 {
             return Err("dispatch.max_attempts: must be at least 1".into());
         }
@@ -527,17 +524,14 @@ pub async fn serve_on(
     config.cluster.check().map_err(anyhow::Error::msg)?;
     config.dispatch.check().map_err(anyhow::Error::msg)?;
     config.telemetry.check().map_err(anyhow::Error::msg)?;
-    let t = config.max_whatif_time_limit_s;
-    if !(t.is_finite() && t > 0.0) {
-        anyhow::bail!("max_whatif_time_limit_s: must be a positive number of seconds, got {t}");
-    }
+    crate::settings::positive_seconds(
+        "",
+        &[("max_whatif_time_limit_s", config.max_whatif_time_limit_s)],
+    )
+    .map_err(anyhow::Error::msg)?;
     if let Some(bus) = &config.nats {
-        if !(bus.ack_wait_s.is_finite() && bus.ack_wait_s > 0.0) {
-            anyhow::bail!(
-                "nats.ack_wait_s: must be a positive number of seconds, got {}",
-                bus.ack_wait_s
-            );
-        }
+        crate::settings::positive_seconds("nats.", &[("ack_wait_s", bus.ack_wait_s)])
+            .map_err(anyhow::Error::msg)?;
     }
     let tokens = Arc::new(auth::Tokens::new(&config.auth)?);
     let tls = config.tls.as_ref().map(auth::ServerTls::load).transpose()?;

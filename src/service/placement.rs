@@ -10,8 +10,8 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::store::Op;
-use super::view::{effective_now, View};
-use super::Shared;
+use super::view::{self, View};
+use super::{now_s, Shared, State};
 use crate::api::convert;
 use crate::api::pb;
 use crate::execution::{Execution, PlanState, TransitionError};
@@ -216,7 +216,7 @@ fn refused(e: TransitionError) -> Status {
 fn with_plan(
     shared: &Shared,
     id: u64,
-    verb: impl FnOnce(&mut Execution) -> Result<Vec<usize>, TransitionError>,
+    verb: impl FnOnce(&mut Execution, &State) -> Result<Vec<usize>, TransitionError>,
 ) -> Result<pb::PlanView, Status> {
     let mut state = shared.state();
     let mut exec = state
@@ -224,7 +224,7 @@ fn with_plan(
         .get(&id)
         .cloned()
         .ok_or_else(|| Status::not_found(format!("plan {id} does not exist")))?;
-    let steps = verb(&mut exec).map_err(refused)?;
+    let steps = verb(&mut exec, &state).map_err(refused)?;
     let mut ops = vec![Op::PlanState(&exec)];
     ops.extend(steps.iter().map(|&k| Op::Step(id, k, &exec.steps[k])));
     shared
@@ -334,24 +334,13 @@ impl pb::placement_server::Placement for PlacementApi {
         let id = req.into_inner().plan_id;
         let shared = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            let (made_at, mut now) = {
-                let s = shared.state();
-                (s.plans.get(&id).map(|e| e.inventory_version), s.version)
-            };
-            // The current state is built only for a plan made from an older one.
-            let effective = if made_at.is_some_and(|v| v != now) {
-                let (effective, version, _) = effective_now(&shared);
-                now = version;
-                Some(effective)
-            } else {
-                None
-            };
-            with_plan(&shared, id, |e| {
-                e.approve_at(now, |plan| {
-                    let Some(effective) = &effective else {
-                        return Err("the inventory changed while approving".into());
-                    };
-                    let report = crate::verify::verify_plan(effective, plan);
+            // The version is read under the lock the approval is stored
+            // under; the current fleet is built only for a plan made from
+            // an older inventory (lock order: state, then telemetry).
+            with_plan(&shared, id, |e, state| {
+                e.approve_at(state.version, |plan| {
+                    let effective = view::effective(&shared, &state.instance, now_s());
+                    let report = crate::verify::verify_plan(&effective, plan);
                     match report.violations.first() {
                         None => Ok(()),
                         Some(v) => Err(format!(
@@ -373,7 +362,7 @@ impl pb::placement_server::Placement for PlacementApi {
         let r = req.into_inner();
         let shared = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            with_plan(&shared, r.plan_id, |e| e.skip(r.step_id as usize))
+            with_plan(&shared, r.plan_id, |e, _| e.skip(r.step_id as usize))
         })
         .await
         .map_err(|e| Status::internal(e.to_string()))?
@@ -386,10 +375,12 @@ impl pb::placement_server::Placement for PlacementApi {
     ) -> Result<Response<pb::PlanView>, Status> {
         let id = req.into_inner().plan_id;
         let shared = self.0.clone();
-        tokio::task::spawn_blocking(move || with_plan(&shared, id, |e| e.cancel().map(|_| vec![])))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map(Response::new)
+        tokio::task::spawn_blocking(move || {
+            with_plan(&shared, id, |e, _| e.cancel().map(|_| vec![]))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map(Response::new)
     }
 
     async fn replica(

@@ -22,23 +22,24 @@ pub struct View {
     pub now_s: f64,
 }
 
-/// The inventory as telemetry says it is now, its version, and the time.
-pub fn effective_now(shared: &Shared) -> (Instance, u64, f64) {
-    let (instance, version) = {
-        let s = shared.state();
-        (s.instance.clone(), s.version)
-    };
-    let now = now_s();
-    let (effective, _) = {
-        let hub = shared.telemetry();
-        effective_instance(&instance, &hub.state, now, &EffectiveOptions::default())
-    };
-    (effective, version, now)
+/// `instance` as telemetry says it is at `now_s`. Takes the telemetry lock:
+/// a caller that holds the state lock keeps the order (state, then
+/// telemetry) every other path keeps.
+pub fn effective(shared: &Shared, instance: &Instance, now_s: f64) -> Instance {
+    let hub = shared.telemetry();
+    effective_instance(instance, &hub.state, now_s, &EffectiveOptions::default()).0
 }
 
 impl View {
     pub fn now(shared: &Shared) -> Result<View, Status> {
-        let (effective, version, now) = effective_now(shared);
+        // A copy of the inventory: the state lock is not held while
+        // telemetry makes it effective and the problem is built.
+        let (instance, version) = {
+            let s = shared.state();
+            (s.instance.clone(), s.version)
+        };
+        let now = now_s();
+        let effective = effective(shared, &instance, now);
         let issues = validate_structure(&effective);
         if !issues.is_empty() {
             let first: Vec<String> = issues.iter().take(5).map(|i| i.to_string()).collect();

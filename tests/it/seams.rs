@@ -439,3 +439,71 @@ fn inst_with_current(inst: &Instance) -> Instance {
     w.current = BTreeMap::from([(inst.sites[0].id.clone(), 1)]);
     moved
 }
+
+fn step(id: usize, workload: &str, from: Option<&str>, to: Option<&str>) -> edgeplan::plan::Step {
+    edgeplan::plan::Step {
+        id,
+        workload: workload.into(),
+        kind: match (from, to) {
+            (Some(_), Some(_)) => edgeplan::plan::StepKind::Migrate,
+            (None, _) => edgeplan::plan::StepKind::Start,
+            (_, None) => edgeplan::plan::StepKind::Stop,
+        },
+        from: from.map(Into::into),
+        to: to.map(Into::into),
+        wave: 0,
+        depends_on: Vec::new(),
+        state_gib: 0.0,
+        links: Vec::new(),
+        duration_s: 30.0,
+        start_s: 0.0,
+    }
+}
+
+#[test]
+fn stale_plan_a_step_starts_only_with_room_at_its_target_counting_running_arrivals() {
+    use crate::common::{instance, site, workload};
+    use edgeplan::verify::Preconditions;
+    // `b` has 3 cores: one replica runs there; `a` runs the rest.
+    let mut w = workload("w", 4, 1.0);
+    w.current.insert("a".into(), 3);
+    w.current.insert("b".into(), 1);
+    let mut g = workload("g", 2, 1.0);
+    g.resources.insert("gpus".into(), 1.0);
+    g.current.insert("b".into(), 2);
+    let mut a = site("a", 10.0, 0.1);
+    a.capacity.insert("gpus".into(), 4.0);
+    let mut b = site("b", 4.0, 0.1);
+    // One GPU for two GPU replicas: over before any step (a derating).
+    b.capacity.insert("gpus".into(), 1.0);
+    let inst = instance(vec![a, b], vec![w, g], &[("a", "b", 5.0)]);
+    let pre = Preconditions::new(&inst);
+    let first = step(0, "w", Some("a"), Some("b"));
+    // b: 3 cores used of 4, nothing arriving: room for one.
+    assert_eq!(pre.check(&[], &first), Ok(()));
+    // With that arrival running, the next one would make 5 of 4.
+    let second = step(1, "w", Some("a"), Some("b"));
+    let err = pre.check(&[&first], &second).unwrap_err();
+    assert!(
+        err.contains("no room at b") && err.contains("cpu_cores"),
+        "{err}"
+    );
+    // b is over on GPUs already; a CPU-only arrival does not grow that.
+    let cpu_only = step(2, "w", Some("a"), Some("b"));
+    assert_eq!(pre.check(&[], &cpu_only), Ok(()));
+    // A GPU arrival would: refused, naming GPUs.
+    let gpu_in = step(3, "g", None, Some("b"));
+    let err = pre.check(&[], &gpu_in).unwrap_err();
+    assert!(err.contains("gpus"), "{err}");
+    // The source: `a` runs three, three already leaving: none for a fourth.
+    let leaving: Vec<_> = (10..13).map(|k| step(k, "w", Some("a"), None)).collect();
+    let running: Vec<&_> = leaving.iter().collect();
+    let err = pre
+        .check(&running, &step(13, "w", Some("a"), None))
+        .unwrap_err();
+    assert!(err.contains("3 already leaving"), "{err}");
+    assert!(pre
+        .check(&[], &step(14, "ghost", None, Some("a")))
+        .unwrap_err()
+        .contains("ghost"));
+}
