@@ -1,56 +1,27 @@
 //! edgeplan: workload-aware placement across fleets of micro data centers.
 //!
-//! Pure core (values in, values out): [`instance`], [`validate`],
-//! [`server_models`], [`topology`], [`physics`], [`problem`], [`milp`],
-//! [`solver`], [`explain`], [`plan`], [`verify`], [`gen`], [`telemetry`],
-//! [`forecast`], [`effective`], [`whatif`]. The shell: the binary's CLI,
-//! [`archive`] and [`tables`] (Parquet / CSV / JSON files).
+//! This crate is a facade over the workspace's crates (see ARCHITECTURE.md),
+//! one module per concept, so `edgeplan::solver::solve` reads the same
+//! whichever crate holds it. With `default-features = false` it is the pure
+//! core alone; the `service` feature (on by default) adds the gRPC service,
+//! its API and the files edgeplan writes. A library user who wants one part
+//! can depend on its crate (`edgeplan-solve`, `edgeplan-verify`, …) instead.
 
-pub mod alarm;
-pub mod api;
-pub mod archive;
-pub mod effective;
-pub mod error;
-pub mod execution;
-pub mod explain;
-pub mod fast;
-pub mod forecast;
-pub mod gap;
-pub mod gen;
-pub mod instance;
-pub mod milp;
-pub mod operator_report;
-pub mod physics;
-pub mod placement;
-pub mod plan;
-pub mod problem;
-pub mod report;
-pub mod server_models;
-pub mod service;
-pub mod settings;
-pub mod solver;
-pub mod tables;
-pub mod telemetry;
-pub mod topology;
-pub mod validate;
-pub mod verify;
-pub mod whatif;
+pub use edgeplan_model::{
+    duration_s, error, instance, kpi, placement, server_models, settings, Error, Result,
+    MAX_DURATION_S,
+};
+pub use edgeplan_physics::{physics, topology};
+pub use edgeplan_problem::{gap, problem, validate};
+pub use edgeplan_solve::{fast, milp, solver};
+pub use edgeplan_plan::{execution, explain, plan};
+pub use edgeplan_verify as verify;
+pub use edgeplan_telemetry::{alarm, effective, forecast, telemetry};
+pub use edgeplan_analysis::{gen, report, whatif};
 
-pub use error::{Error, Result};
-
-/// The longest wait or time limit a user-set number of seconds turns into
-/// (about 31 years): far enough to mean "no limit", near enough that
-/// `Instant::now() + it` cannot overflow.
-pub const MAX_DURATION_S: f64 = 1e9;
-
-/// A user-set number of seconds as a `Duration`, clamped so that
-/// `Duration::from_secs_f64` cannot panic: NaN and negatives are zero,
-/// anything above [`MAX_DURATION_S`] (infinity too) is that.
-pub fn duration_s(s: f64) -> std::time::Duration {
-    let s = if s.is_nan() {
-        0.0
-    } else {
-        s.clamp(0.0, MAX_DURATION_S)
-    };
-    std::time::Duration::from_secs_f64(s)
-}
+#[cfg(feature = "service")]
+pub use edgeplan_api as api;
+#[cfg(feature = "service")]
+pub use edgeplan_files::{archive, operator_report, tables};
+#[cfg(feature = "service")]
+pub use edgeplan_service as service;

@@ -1,0 +1,7 @@
+//! Shell: the files edgeplan writes and reads beyond the instance — the
+//! operator report (HTML with SVG charts), result tables (Parquet, CSV,
+//! JSON) and the telemetry archive (Parquet).
+
+pub mod archive;
+pub mod operator_report;
+pub mod tables;

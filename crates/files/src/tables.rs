@@ -1,0 +1,108 @@
+//! KPI tables of what-if results as polars frames, written as CSV, Parquet or
+//! JSON. Shell: does file I/O.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use edgeplan_model::error::{Error, Result};
+use edgeplan_analysis::whatif::ScenarioResult;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    Csv,
+    Parquet,
+    Json,
+}
+
+/// One row per scenario.
+pub fn scenario_frame(results: &[ScenarioResult]) -> PolarsResult<DataFrame> {
+    let f = |g: fn(&ScenarioResult) -> f64| results.iter().map(g).collect::<Vec<f64>>();
+    let u = |g: fn(&ScenarioResult) -> u64| results.iter().map(g).collect::<Vec<u64>>();
+    df!(
+        "scenario" => results.iter().map(|r| r.scenario.as_str()).collect::<Vec<_>>(),
+        "status" => results.iter().map(|r| r.status.as_str()).collect::<Vec<_>>(),
+        "objective" => f(|r| r.objective),
+        "gap" => f(|r| r.gap),
+        "energy_cost_per_h" => f(|r| r.energy_cost_per_h),
+        "carbon_kg_per_h" => f(|r| r.carbon_kg_per_h),
+        "mean_latency_ms" => f(|r| r.mean_latency_ms),
+        "p95_latency_ms" => f(|r| r.p95_latency_ms),
+        "slo_violations" => u(|r| r.slo_violations),
+        "placed_replicas" => u(|r| r.placed_replicas),
+        "unplaced_replicas" => u(|r| r.unplaced_replicas),
+        "unplaced_by_priority" => results
+            .iter()
+            .map(|r| r.unplaced_by_priority.iter().map(|(p, n)| format!("{p}:{n}")).collect::<Vec<_>>().join(";"))
+            .collect::<Vec<_>>(),
+        "moves" => u(|r| r.moves),
+        "plan_steps" => u(|r| r.plan_steps as u64),
+        "blocked_moves" => u(|r| r.blocked_moves as u64),
+        "makespan_s" => f(|r| r.makespan_s),
+        "min_inlet_headroom_c" => f(|r| r.min_inlet_headroom_c),
+        "min_cooling_headroom_kw" => f(|r| r.min_cooling_headroom_kw),
+        "max_power_use" => f(|r| r.max_power_use),
+        "binding_sites" => results.iter().map(|r| r.binding_sites.join("; ")).collect::<Vec<_>>(),
+    )
+}
+
+/// One row per scenario and site.
+pub fn site_frame(results: &[ScenarioResult]) -> PolarsResult<DataFrame> {
+    let rows: Vec<(&str, &edgeplan_problem::problem::SiteKpi)> = results
+        .iter()
+        .flat_map(|r| r.sites.iter().map(move |s| (r.scenario.as_str(), s)))
+        .collect();
+    let f = |g: fn(&edgeplan_problem::problem::SiteKpi) -> f64| {
+        rows.iter().map(|(_, s)| g(s)).collect::<Vec<f64>>()
+    };
+    df!(
+        "scenario" => rows.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        "site" => rows.iter().map(|(_, s)| s.site.as_str()).collect::<Vec<_>>(),
+        "cpu_utilization" => rows.iter().map(|(_, s)| s.utilization.get("cpu_cores").copied().unwrap_or(0.0)).collect::<Vec<f64>>(),
+        "it_kw" => f(|s| s.it_kw),
+        "it_limit_kw" => f(|s| s.it_limit_kw),
+        "facility_kw" => f(|s| s.facility_kw),
+        "power_cap_kw" => f(|s| s.power_cap_kw),
+        "inlet_c" => f(|s| s.inlet_c),
+        "inlet_limit_c" => f(|s| s.inlet_limit_c),
+        "cooling_headroom_kw" => f(|s| s.cooling_headroom_kw),
+        "ambient_c" => f(|s| s.ambient_c),
+        "binding" => rows.iter().map(|(_, s)| s.binding.describe()).collect::<Vec<_>>(),
+    )
+}
+
+/// `results.parquet` → `results-sites.parquet`.
+pub fn sites_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("results");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("csv");
+    path.with_file_name(format!("{stem}-sites.{ext}"))
+}
+
+fn write_frame(path: &Path, df: &mut DataFrame, format: TableFormat) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| Error::Archive(format!("{}: {e}", path.display()));
+    let file = File::create(path).map_err(|e| err(&e))?;
+    match format {
+        TableFormat::Csv => CsvWriter::new(file).finish(df).map_err(|e| err(&e)),
+        TableFormat::Parquet => ParquetWriter::new(file)
+            .finish(df)
+            .map(|_| ())
+            .map_err(|e| err(&e)),
+        TableFormat::Json => JsonWriter::new(file)
+            .with_json_format(JsonFormat::Json)
+            .finish(df)
+            .map_err(|e| err(&e)),
+    }
+}
+
+/// Write the scenario table to `path` and the per-site table beside it.
+pub fn write(path: &Path, results: &[ScenarioResult], format: TableFormat) -> Result<PathBuf> {
+    let err = |e: PolarsError| Error::Archive(format!("{}: {e}", path.display()));
+    write_frame(path, &mut scenario_frame(results).map_err(err)?, format)?;
+    let sites = sites_path(path);
+    write_frame(&sites, &mut site_frame(results).map_err(err)?, format)?;
+    Ok(sites)
+}

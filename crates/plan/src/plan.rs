@@ -1,0 +1,591 @@
+//! The migration planner: turns today's placement into a target through
+//! waves of steps that a provisioner executes. Waves run one after another;
+//! within a wave steps run concurrently in any order. Safety is by worst
+//! case: while a wave runs, every step holds its target and no source is
+//! released yet, and that state must keep every capacity, power, cooling and
+//! inlet limit of each receiving site (`Problem::room_for`). The executor
+//! enforces the same model: a wave starts only once the previous one has
+//! finished (see `execution`). Spread rules hold in every state the executor
+//! can reach, counting a replica where it serves (its source until its step
+//! succeeds, then its target): with any subset of a wave cut over, that is
+//! the wave's arrivals counted and its departures not yet released — so
+//! `max_per_site`, `max_per_failure_domain` and anti-affinity are checked on
+//! that worst case too (a move inside one failure domain counts once there).
+//! A site over a limit at the start (a heat wave cut its cooling) takes no
+//! arrival that adds to what it is over on (`room_for` refuses), and moves
+//! away from it go first so it is back under as early as the limits allow.
+//! Deadlocks
+//! (A waits for B's space, B for A's) are broken through a staging site with
+//! room or, where a workload allows disruption, break-before-make. What
+//! cannot be reached safely is reported as blocked, with the reason. Pure.
+
+use std::collections::HashMap;
+
+use edgeplan_model::instance::{Instance, Limits};
+use edgeplan_model::placement::Placement;
+use edgeplan_problem::problem::Problem;
+pub use edgeplan_model::plan::{state_hash, Blocked, Plan, Step, StepKind, Wave};
+use edgeplan_physics::topology::Route;
+
+/// Transfer time of a replica's state over a route, plus the fixed overhead.
+pub fn step_duration_s(limits: &Limits, state_gib: f64, route: Option<&Route>) -> f64 {
+    let transfer = match route {
+        Some(r) if r.bottleneck_gbps.is_finite() && r.bottleneck_gbps > 0.0 => {
+            state_gib * 8.0 / (r.bottleneck_gbps * limits.migration_bandwidth_share)
+        }
+        _ => 0.0,
+    };
+    limits.step_overhead_s + transfer
+}
+
+#[derive(Debug, Clone)]
+struct Draft {
+    id: usize,
+    wi: usize,
+    kind: StepKind,
+    from: Option<usize>,
+    to: Option<usize>,
+    after: Vec<usize>,
+    /// Already rerouted through staging or split into stop + start.
+    rewritten: bool,
+    /// Final destination, for blocked reports of staged moves.
+    goal: Option<usize>,
+}
+
+struct Planner<'a> {
+    p: &'a Problem,
+    routes: HashMap<usize, Vec<Option<Route>>>,
+    counts: Vec<HashMap<usize, u32>>,
+    used: Vec<Vec<f64>>,
+    dynamic_kw: Vec<f64>,
+    anti_group_of: Vec<Option<usize>>,
+    per_link: usize,
+}
+
+/// A wave's arrivals so far, for the spread rules' worst case.
+#[derive(Default)]
+struct WaveSpread {
+    /// (workload, site) → replicas arriving.
+    at_site: HashMap<(usize, usize), u32>,
+    /// (workload, failure domain) → replicas arriving from outside the domain.
+    in_domain: HashMap<(usize, usize), u32>,
+    /// (anti-affinity group, site) → replicas arriving.
+    in_group: HashMap<(usize, usize), u32>,
+}
+
+impl<'a> Planner<'a> {
+    fn route(&mut self, from: usize, to: usize) -> Option<Route> {
+        let p = self.p;
+        self.routes
+            .entry(from)
+            .or_insert_with(|| p.topology.routes_from(from))
+            .get(to)
+            .cloned()
+            .flatten()
+    }
+
+    fn count(&self, wi: usize, si: usize) -> u32 {
+        self.counts[wi].get(&si).copied().unwrap_or(0)
+    }
+
+    /// Would one more replica of `wi` arriving at `to` (from `from`) keep
+    /// `max_per_site`, `max_per_failure_domain` and anti-affinity in every
+    /// state of the wave (arrivals cut over, departures not yet released)?
+    fn spread_ok(&self, wi: usize, from: Option<usize>, to: usize, wave: &WaveSpread) -> bool {
+        let p = self.p;
+        let w = &p.workloads[wi];
+        let max_here = w.candidate_at(to).map_or(0, |c| c.max_count);
+        if self.count(wi, to) + wave.at_site.get(&(wi, to)).copied().unwrap_or(0) + 1 > max_here {
+            return false;
+        }
+        if let (Some(k), Some(d)) = (w.max_per_failure_domain, p.sites[to].failure_domain) {
+            let from_inside = from.is_some_and(|f| p.sites[f].failure_domain == Some(d));
+            if !from_inside {
+                let committed: u32 = self.counts[wi]
+                    .iter()
+                    .filter(|(s, _)| p.sites[**s].failure_domain == Some(d))
+                    .map(|(_, n)| *n)
+                    .sum();
+                if committed + wave.in_domain.get(&(wi, d)).copied().unwrap_or(0) + 1 > k {
+                    return false;
+                }
+            }
+        }
+        if let Some(g) = self.anti_group_of[wi] {
+            let committed: u32 = p.anti_affinity_groups[g]
+                .1
+                .iter()
+                .map(|&o| self.count(o, to))
+                .sum();
+            if committed + wave.in_group.get(&(g, to)).copied().unwrap_or(0) + 1 > 1 {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn note_arrival(&self, wi: usize, from: Option<usize>, to: usize, wave: &mut WaveSpread) {
+        let p = self.p;
+        *wave.at_site.entry((wi, to)).or_default() += 1;
+        if let Some(d) = p.sites[to].failure_domain {
+            if from.is_none_or(|f| p.sites[f].failure_domain != Some(d)) {
+                *wave.in_domain.entry((wi, d)).or_default() += 1;
+            }
+        }
+        if let Some(g) = self.anti_group_of[wi] {
+            *wave.in_group.entry((g, to)).or_default() += 1;
+        }
+    }
+
+    fn apply(&mut self, wi: usize, si: usize, delta: i32) {
+        let c = self.counts[wi].entry(si).or_insert(0);
+        *c = (*c as i64 + delta as i64).max(0) as u32;
+        let d = delta as f64;
+        for (r, amount) in self.p.workloads[wi].demand.iter().enumerate() {
+            self.used[si][r] += d * amount;
+        }
+        self.dynamic_kw[si] += d * self.p.replica_dynamic_kw(wi, si);
+    }
+}
+
+/// Plan the way from the instance's current placement to `target`.
+pub fn plan(instance: &Instance, problem: &Problem, target: &Placement) -> edgeplan_model::Result<Plan> {
+    let target_x = problem.index_placement(target)?;
+    let limits = &instance.limits;
+    let n_sites = problem.sites.len();
+    let mut anti_group_of = vec![None; problem.workloads.len()];
+    for (g, (_, members)) in problem.anti_affinity_groups.iter().enumerate() {
+        for &w in members {
+            anti_group_of[w] = Some(g);
+        }
+    }
+    let mut pl = Planner {
+        p: problem,
+        routes: HashMap::new(),
+        counts: vec![HashMap::new(); problem.workloads.len()],
+        used: vec![vec![0.0; problem.resources.len()]; n_sites],
+        dynamic_kw: vec![0.0; n_sites],
+        anti_group_of,
+        per_link: ((1.0 / limits.migration_bandwidth_share).floor() as usize).max(1),
+    };
+    let current = problem.current_placement();
+    for (wi, sites) in current.iter().enumerate() {
+        for &(si, n) in sites {
+            for _ in 0..n {
+                pl.apply(wi, si, 1);
+            }
+        }
+    }
+
+    // The moves: pair each surplus replica with the nearest deficit.
+    let mut drafts: Vec<Draft> = Vec::new();
+    for (wi, target_sites) in target_x.iter().enumerate() {
+        let tgt: HashMap<usize, u32> = target_sites.iter().copied().collect();
+        let mut surplus: Vec<usize> = Vec::new();
+        let mut deficit: Vec<usize> = Vec::new();
+        let mut sites: Vec<usize> = pl.counts[wi].keys().chain(tgt.keys()).copied().collect();
+        sites.sort_unstable();
+        sites.dedup();
+        for si in sites {
+            let (c, t) = (pl.count(wi, si), tgt.get(&si).copied().unwrap_or(0));
+            surplus.extend(std::iter::repeat_n(si, c.saturating_sub(t) as usize));
+            deficit.extend(std::iter::repeat_n(si, t.saturating_sub(c) as usize));
+        }
+        for to in deficit {
+            let best = surplus
+                .iter()
+                .enumerate()
+                .min_by(|a, b| {
+                    let ra = pl.route(*a.1, to).map_or(f64::INFINITY, |r| r.rtt_ms);
+                    let rb = pl.route(*b.1, to).map_or(f64::INFINITY, |r| r.rtt_ms);
+                    ra.total_cmp(&rb)
+                })
+                .map(|(k, _)| k);
+            let (kind, from) = match best {
+                Some(k) => (StepKind::Migrate, Some(surplus.swap_remove(k))),
+                None => (StepKind::Start, None),
+            };
+            drafts.push(Draft {
+                id: drafts.len(),
+                wi,
+                kind,
+                from,
+                to: Some(to),
+                after: Vec::new(),
+                rewritten: false,
+                goal: Some(to),
+            });
+        }
+        for from in surplus {
+            drafts.push(Draft {
+                id: drafts.len(),
+                wi,
+                kind: StepKind::Stop,
+                from: Some(from),
+                to: None,
+                after: Vec::new(),
+                rewritten: false,
+                goal: None,
+            });
+        }
+    }
+    // A site over a limit at the start is brought back first.
+    let overloaded: Vec<bool> = (0..n_sites)
+        .map(|si| problem.over_limit(si, &pl.used[si], pl.dynamic_kw[si]))
+        .collect();
+    let relieves = |d: &Draft| d.from.is_some_and(|f| overloaded[f]);
+    // Stops first (they only free space), then moves away from overloaded
+    // sites, then the most important workloads.
+    drafts.sort_by(|a, b| {
+        (a.kind != StepKind::Stop)
+            .cmp(&(b.kind != StepKind::Stop))
+            .then(relieves(b).cmp(&relieves(a)))
+            .then(
+                problem.workloads[b.wi]
+                    .priority
+                    .cmp(&problem.workloads[a.wi].priority),
+            )
+            .then(a.id.cmp(&b.id))
+    });
+
+    let mut pending: Vec<Draft> = drafts;
+    let mut next_id = pending.iter().map(|d| d.id + 1).max().unwrap_or(0);
+    let mut scheduled: Vec<(Draft, usize)> = Vec::new(); // (draft, wave)
+    let mut wave_of: HashMap<usize, usize> = HashMap::new();
+    let mut blocked: Vec<Blocked> = Vec::new();
+    let mut wave_index = 0usize;
+    // Which step last freed space at a site (for dependencies).
+    let mut freed_at: Vec<Vec<usize>> = vec![Vec::new(); n_sites];
+
+    while !pending.is_empty() {
+        // Worst case of the wave so far: committed state plus every accepted target.
+        let mut worst_used = pl.used.clone();
+        let mut worst_kw = pl.dynamic_kw.clone();
+        let mut in_count = vec![0u32; n_sites];
+        let mut out_count = vec![0u32; n_sites];
+        let mut link_count: HashMap<usize, usize> = HashMap::new();
+        let mut spread = WaveSpread::default();
+        let mut chosen: Vec<usize> = Vec::new();
+        for (k, d) in pending.iter().enumerate() {
+            if chosen.len() >= limits.max_in_flight as usize {
+                break;
+            }
+            if !d
+                .after
+                .iter()
+                .all(|id| wave_of.get(id).is_some_and(|w| *w < wave_index))
+            {
+                continue;
+            }
+            if let Some(f) = d.from {
+                if out_count[f] >= limits.max_out_per_site {
+                    continue;
+                }
+            }
+            let mut links = Vec::new();
+            if let Some(t) = d.to {
+                if in_count[t] >= limits.max_in_per_site {
+                    continue;
+                }
+                if problem
+                    .room_for(d.wi, t, &worst_used[t], worst_kw[t])
+                    .is_err()
+                    || !pl.spread_ok(d.wi, d.from, t, &spread)
+                {
+                    continue;
+                }
+                if let Some(f) = d.from {
+                    links = pl.route(f, t).map(|r| r.links).unwrap_or_default();
+                    if links
+                        .iter()
+                        .any(|l| link_count.get(l).copied().unwrap_or(0) >= pl.per_link)
+                    {
+                        continue;
+                    }
+                }
+            }
+            // Accept.
+            if let Some(f) = d.from {
+                out_count[f] += 1;
+            }
+            if let Some(t) = d.to {
+                in_count[t] += 1;
+                pl.note_arrival(d.wi, d.from, t, &mut spread);
+                for (r, amount) in problem.workloads[d.wi].demand.iter().enumerate() {
+                    worst_used[t][r] += amount;
+                }
+                worst_kw[t] += problem.replica_dynamic_kw(d.wi, t);
+            }
+            for l in links {
+                *link_count.entry(l).or_default() += 1;
+            }
+            chosen.push(k);
+        }
+
+        if chosen.is_empty() {
+            if !break_deadlock(&mut pl, &mut pending, &mut next_id, &wave_of, wave_index) {
+                for d in pending.drain(..) {
+                    blocked.push(blocked_reason(&mut pl, &d, &wave_of, wave_index));
+                }
+            }
+            continue;
+        }
+        // Commit the wave: sources released, targets held.
+        let mut is_chosen = vec![false; pending.len()];
+        for &k in &chosen {
+            is_chosen[k] = true;
+        }
+        let mut taken = Vec::with_capacity(chosen.len());
+        let mut rest = Vec::with_capacity(pending.len());
+        for (k, d) in pending.drain(..).enumerate() {
+            if is_chosen[k] {
+                taken.push(d);
+            } else {
+                rest.push(d);
+            }
+        }
+        pending = rest;
+        let mut freed_now: Vec<(usize, usize)> = Vec::new();
+        for mut d in taken {
+            if let Some(t) = d.to {
+                // Depends on whatever freed its space in earlier waves.
+                for &id in &freed_at[t] {
+                    if !d.after.contains(&id) {
+                        d.after.push(id);
+                    }
+                }
+                pl.apply(d.wi, t, 1);
+            }
+            if let Some(f) = d.from {
+                pl.apply(d.wi, f, -1);
+                freed_now.push((f, d.id));
+            }
+            wave_of.insert(d.id, wave_index);
+            scheduled.push((d, wave_index));
+        }
+        for (f, id) in freed_now {
+            freed_at[f].push(id);
+            // `depends_on` names the latest few releases that made room, for
+            // the provisioner's information; safety comes from the executor's
+            // wave barrier, which waits for all of them.
+            if freed_at[f].len() > 8 {
+                freed_at[f].remove(0);
+            }
+        }
+        wave_index += 1;
+    }
+
+    // Timing: a wave lasts as long as its slowest step.
+    let mut steps: Vec<Step> = Vec::with_capacity(scheduled.len());
+    let mut waves: Vec<Wave> = (0..wave_index)
+        .map(|i| Wave {
+            index: i,
+            steps: Vec::new(),
+            start_s: 0.0,
+            duration_s: 0.0,
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..scheduled.len()).collect();
+    order.sort_by_key(|&k| (scheduled[k].1, scheduled[k].0.id));
+    let mut new_id: HashMap<usize, usize> = HashMap::new();
+    for (i, &k) in order.iter().enumerate() {
+        new_id.insert(scheduled[k].0.id, i);
+    }
+    for &k in &order {
+        let (d, wave) = &scheduled[k];
+        let w = &problem.workloads[d.wi];
+        let route = match (d.from, d.to) {
+            (Some(f), Some(t)) => pl.route(f, t),
+            _ => None,
+        };
+        let moves_state = matches!(d.kind, StepKind::Migrate | StepKind::Stage);
+        let duration_s = step_duration_s(
+            limits,
+            if moves_state { w.state_gib } else { 0.0 },
+            route.as_ref(),
+        );
+        let id = steps.len();
+        waves[*wave].steps.push(id);
+        waves[*wave].duration_s = waves[*wave].duration_s.max(duration_s);
+        let mut depends_on: Vec<usize> = d
+            .after
+            .iter()
+            .filter_map(|a| new_id.get(a).copied())
+            .collect();
+        depends_on.sort_unstable();
+        depends_on.dedup();
+        steps.push(Step {
+            id,
+            workload: w.id.clone(),
+            kind: d.kind,
+            from: d.from.map(|s| problem.sites[s].id.clone()),
+            to: d.to.map(|s| problem.sites[s].id.clone()),
+            wave: *wave,
+            depends_on,
+            state_gib: if moves_state { w.state_gib } else { 0.0 },
+            links: route.map(|r| r.links).unwrap_or_default(),
+            duration_s,
+            start_s: 0.0,
+        });
+    }
+    let mut t = 0.0;
+    for w in &mut waves {
+        w.start_s = t;
+        t += w.duration_s;
+        for &s in &w.steps {
+            steps[s].start_s = w.start_s;
+        }
+    }
+    let reached_x: Vec<Vec<(usize, u32)>> = pl
+        .counts
+        .iter()
+        .map(|m| {
+            let mut v: Vec<(usize, u32)> = m
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(s, n)| (*s, *n))
+                .collect();
+            v.sort_unstable();
+            v
+        })
+        .collect();
+    Ok(Plan {
+        state_hash: state_hash(instance),
+        target: problem.placement_of(&target_x),
+        steps,
+        waves,
+        makespan_s: t,
+        blocked,
+        reached: problem.placement_of(&reached_x),
+        kpis_before: problem.kpis(&current),
+        kpis_after: problem.kpis(&reached_x),
+    })
+}
+
+/// Rewrite one blocked move so the plan can go on: through a staging site
+/// with room, or as stop-then-start where the workload allows disruption.
+fn break_deadlock(
+    pl: &mut Planner,
+    pending: &mut Vec<Draft>,
+    next_id: &mut usize,
+    wave_of: &HashMap<usize, usize>,
+    wave_index: usize,
+) -> bool {
+    let p = pl.p;
+    for k in 0..pending.len() {
+        let d = pending[k].clone();
+        let ready = d
+            .after
+            .iter()
+            .all(|id| wave_of.get(id).is_some_and(|w| *w < wave_index));
+        let (Some(from), Some(to)) = (d.from, d.to) else {
+            continue;
+        };
+        if d.rewritten || !ready || d.kind != StepKind::Migrate {
+            continue;
+        }
+        // Staging: an eligible site with room for one more replica, nearest to the source.
+        let mut best: Option<(f64, usize)> = None;
+        for c in &p.workloads[d.wi].candidates {
+            let s = c.site;
+            if s == from || s == to || pl.count(d.wi, s) + 1 > c.max_count {
+                continue;
+            }
+            if let Some(g) = pl.anti_group_of[d.wi] {
+                let taken: u32 = p.anti_affinity_groups[g]
+                    .1
+                    .iter()
+                    .map(|&o| pl.count(o, s))
+                    .sum();
+                if taken > 0 {
+                    continue;
+                }
+            }
+            if p.room_for(d.wi, s, &pl.used[s], pl.dynamic_kw[s]).is_err() {
+                continue;
+            }
+            let rtt = pl.route(from, s).map_or(f64::INFINITY, |r| r.rtt_ms);
+            if rtt.is_finite() && best.is_none_or(|(b, _)| rtt < b) {
+                best = Some((rtt, s));
+            }
+        }
+        // Either a hop through staging, or stop-then-start: draft k becomes the
+        // first half, and the second half waits for it at the end of the queue.
+        let halves = match best {
+            Some((_, stage)) => Some((
+                (StepKind::Stage, Some(stage)),
+                (StepKind::Migrate, Some(stage)),
+            )),
+            None if p.workloads[d.wi].disruption_allowed => {
+                Some(((StepKind::Stop, None), (StepKind::Start, None)))
+            }
+            None => None,
+        };
+        if let Some(((first_kind, first_to), (second_kind, second_from))) = halves {
+            let first = *next_id;
+            pending[k] = Draft {
+                id: first,
+                kind: first_kind,
+                to: first_to,
+                rewritten: true,
+                ..d.clone()
+            };
+            pending.push(Draft {
+                id: first + 1,
+                wi: d.wi,
+                kind: second_kind,
+                from: second_from,
+                to: Some(to),
+                after: vec![first],
+                rewritten: true,
+                goal: Some(to),
+            });
+            *next_id += 2;
+            return true;
+        }
+    }
+    false
+}
+
+fn blocked_reason(
+    pl: &mut Planner,
+    d: &Draft,
+    wave_of: &HashMap<usize, usize>,
+    wave_index: usize,
+) -> Blocked {
+    let p = pl.p;
+    let name = |s: Option<usize>| s.map(|s| p.sites[s].id.clone());
+    let reason = if !d
+        .after
+        .iter()
+        .all(|id| wave_of.get(id).is_some_and(|w| *w < wave_index))
+    {
+        "waits for a step that is itself blocked".to_string()
+    } else if let Some(t) = d.to {
+        match p.room_for(d.wi, t, &pl.used[t], pl.dynamic_kw[t]) {
+            Err(short) => {
+                let mut r = short.describe(p, t);
+                if d.kind == StepKind::Migrate && !p.workloads[d.wi].disruption_allowed {
+                    r.push_str(
+                        "; no staging site has room and the workload does not allow disruption",
+                    );
+                }
+                r
+            }
+            Ok(()) if !pl.spread_ok(d.wi, d.from, t, &WaveSpread::default()) => {
+                "it would break a spread rule (max per site, per failure domain or \
+                 anti-affinity) while the replicas it replaces still run"
+                    .to_string()
+            }
+            Ok(()) => "no safe order found within the limits".to_string(),
+        }
+    } else {
+        "no safe order found within the limits".to_string()
+    };
+    Blocked {
+        workload: p.workloads[d.wi].id.clone(),
+        from: name(d.from),
+        to: name(d.goal.or(d.to)),
+        reason,
+    }
+}

@@ -1,0 +1,8 @@
+//! The indexed problem built from an instance: sites and workloads with
+//! their eligible candidates, per-site limits, the room test, evaluation of
+//! a placement; the validation that needs it; and the gap between an
+//! objective and a bound. Pure.
+
+pub mod gap;
+pub mod problem;
+pub mod validate;

@@ -1,0 +1,205 @@
+//! Telemetry from NATS JetStream. Sites (or NATS leaf nodes at the sites)
+//! publish encoded `ReadingBatch` messages on `<subject_prefix>.<site>`; one
+//! stream holds them and every replica pulls from one shared durable
+//! consumer, so each message goes to one replica at a time (JetStream's
+//! queue group). A replica acks a message only after its batch is durable
+//! through [`super::telemetry::intake`] — the gRPC stream's own path — so a
+//! replica that dies mid-batch leaves its messages unacked and JetStream
+//! hands them to another after `ack_wait_s`. In cluster mode the stream
+//! sequence is the telemetry log's dedupe key: a message redelivered after
+//! its batch was logged (the replica died between the log and the ack) is
+//! dropped, so a reading is counted once.
+//!
+//! A message that cannot be a batch (not a `ReadingBatch`, too many
+//! readings, a site other than its subject's) is terminated — never
+//! redelivered — and logged with its subject and sequence.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio_stream::StreamExt;
+
+use super::Shared;
+use edgeplan_api::pb;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// `nats://host:port`.
+    pub url: String,
+    /// The JetStream stream (created if missing, on `<subject_prefix>.>`).
+    pub stream: String,
+    /// Sites publish on `<subject_prefix>.<site id>`.
+    pub subject_prefix: String,
+    /// The durable consumer every replica shares.
+    pub consumer: String,
+    /// Messages pulled and logged together.
+    pub batch: usize,
+    /// Unacked messages go to another replica after this long, s.
+    pub ack_wait_s: f64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "EDGEPLAN_TELEMETRY".into(),
+            subject_prefix: "edgeplan.telemetry".into(),
+            consumer: "edgeplan".into(),
+            batch: 256,
+            ack_wait_s: 10.0,
+        }
+    }
+}
+
+/// Messages terminated as malformed since start (for logs and tests).
+pub static TERMINATED: AtomicU64 = AtomicU64::new(0);
+
+/// Consume until the service stops; reconnect after errors.
+pub async fn run(shared: Arc<Shared>) {
+    let Some(cfg) = shared.config.nats.clone() else {
+        return;
+    };
+    loop {
+        if let Err(e) = consume(&shared, &cfg).await {
+            tracing::warn!(url = %cfg.url, "telemetry bus: {e:#}; retrying in 1 s");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The stream on `<subject_prefix>.>`, created if missing (by whichever
+/// replica or publisher comes first; the others find it).
+pub async fn stream(js: &jetstream::Context, cfg: &BusConfig) -> anyhow::Result<stream::Stream> {
+    js.get_or_create_stream(stream::Config {
+        name: cfg.stream.clone(),
+        subjects: vec![format!("{}.>", cfg.subject_prefix)],
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("stream {}: {e}", cfg.stream))
+}
+
+/// The shared durable consumer, created if missing.
+pub async fn consumer(
+    js: &jetstream::Context,
+    cfg: &BusConfig,
+) -> anyhow::Result<consumer::PullConsumer> {
+    stream(js, cfg)
+        .await?
+        .get_or_create_consumer(
+            &cfg.consumer,
+            consumer::pull::Config {
+                durable_name: Some(cfg.consumer.clone()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: edgeplan_model::duration_s(cfg.ack_wait_s.max(0.5)),
+                max_ack_pending: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("consumer {}: {e}", cfg.consumer))
+}
+
+async fn consume(shared: &Arc<Shared>, cfg: &BusConfig) -> anyhow::Result<()> {
+    let client = async_nats::connect(&cfg.url).await?;
+    let js = jetstream::new(client);
+    let consumer = consumer(&js, cfg).await?;
+    tracing::info!(url = %cfg.url, stream = %cfg.stream, consumer = %cfg.consumer, "telemetry bus: consuming");
+    let max = shared.config.max_batch_readings;
+    loop {
+        let mut pulled = consumer
+            .batch()
+            .max_messages(cfg.batch.max(1))
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .map_err(|e| anyhow::anyhow!("pull: {e}"))?;
+        let mut messages = Vec::new();
+        while let Some(m) = pulled.next().await {
+            messages.push(m.map_err(|e| anyhow::anyhow!("pull: {e}"))?);
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        let mut batches = Vec::with_capacity(messages.len());
+        let mut keep = Vec::with_capacity(messages.len());
+        for m in messages {
+            let (seq, site) = {
+                let info = m.info().map_err(|e| anyhow::anyhow!("message info: {e}"))?;
+                let site = m
+                    .subject
+                    .as_str()
+                    .strip_prefix(&cfg.subject_prefix)
+                    .and_then(|s| s.strip_prefix('.'))
+                    .unwrap_or("")
+                    .to_string();
+                let node = &shared.cluster;
+                node.bus_messages.fetch_add(1, Ordering::Relaxed);
+                if info.delivered > 1 {
+                    node.bus_redelivered.fetch_add(1, Ordering::Relaxed);
+                }
+                (info.stream_sequence, site)
+            };
+            match check(&m.payload, &site, max) {
+                Ok(batch) => {
+                    batches.push((Some(format!("nats:{}:{seq}", cfg.stream)), batch));
+                    keep.push(m);
+                }
+                Err(why) => {
+                    TERMINATED.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(subject = %m.subject, seq, "telemetry bus: message dropped: {why}");
+                    m.ack_with(AckKind::Term)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("term: {e}"))?;
+                }
+            }
+        }
+        // Durable first; an error leaves the messages unacked (redelivered).
+        super::telemetry::intake(shared, batches, false)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        for m in keep {
+            m.ack().await.map_err(|e| anyhow::anyhow!("ack: {e}"))?;
+        }
+    }
+}
+
+/// A message as a batch of its subject's site, or why not.
+pub fn check(payload: &[u8], site: &str, max_readings: usize) -> Result<pb::ReadingBatch, String> {
+    if site.is_empty() || site.contains('.') {
+        return Err("the subject names no single site".into());
+    }
+    let mut batch = pb::ReadingBatch::decode(payload)
+        .map_err(|e| format!("not an encoded ReadingBatch: {e}"))?;
+    if batch.readings.len() > max_readings {
+        return Err(format!(
+            "{} readings, at most {max_readings} per batch",
+            batch.readings.len()
+        ));
+    }
+    if batch.site.is_empty() {
+        batch.site = site.to_string();
+    }
+    if batch.site != site {
+        return Err(format!(
+            "batch for site {} on site {site}'s subject",
+            batch.site
+        ));
+    }
+    if let Some(r) = batch
+        .readings
+        .iter()
+        .find(|r| !r.site.is_empty() && r.site != site)
+    {
+        return Err(format!(
+            "reading {} names site {} on site {site}'s subject",
+            r.device_id, r.site
+        ));
+    }
+    Ok(batch)
+}

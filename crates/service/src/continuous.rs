@@ -1,0 +1,271 @@
+//! Continuous mode: assess the fleet every `interval_s` (and when telemetry,
+//! inventory or a plan's end wakes it); when an alarm rises (see
+//! [`edgeplan_telemetry::alarm`]) or a plan failed, plan again from the actual state,
+//! at most once per `min_interval_s`. Nothing happens while a plan is
+//! approved or executing: its steps are still changing the placement.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::placement::{propose_from, solve_view};
+use super::view::View;
+use super::{now_s, Shared};
+use edgeplan_telemetry::alarm::{Alarms, Thresholds};
+use edgeplan_plan::execution::PlanState;
+use edgeplan_solve::fast::{diff, Replanner};
+use edgeplan_model::instance::Instance;
+use edgeplan_solve::solver::{SolveOptions, SolveStatus, Solved};
+use tonic::Status;
+
+/// What continuous mode remembers between ticks.
+struct Memory {
+    alarms: Alarms,
+    last_plan_s: f64,
+    /// Why a re-plan is due but waiting for the rate limit.
+    pending: Vec<String>,
+    /// Failed plans already answered with a new plan.
+    failures_seen: HashSet<u64>,
+    /// Inventory version last checked for a cheaper placement.
+    version_seen: u64,
+    /// The last answer, kept for incremental re-plans, with the effective
+    /// instance it answers.
+    kept: Option<(Instance, Replanner)>,
+}
+
+pub async fn run(shared: Arc<Shared>) {
+    let cfg = shared.config.continuous.clone();
+    if !cfg.enabled {
+        return;
+    }
+    let fresh = |shared: &Shared| {
+        let state = shared.state();
+        Memory {
+            alarms: Alarms::default(),
+            last_plan_s: f64::NEG_INFINITY,
+            pending: Vec::new(),
+            failures_seen: state
+                .plans
+                .values()
+                .filter(|e| e.state == PlanState::Failed)
+                .map(|e| e.id)
+                .collect(),
+            version_seen: state.version,
+            kept: None,
+        }
+    };
+    let mut memory = Some(fresh(&shared));
+    let interval = edgeplan_model::duration_s(cfg.interval_s.max(0.1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shared.replan_wake.notified() => {}
+        }
+        let s = shared.clone();
+        let mut m = memory.take().unwrap_or_else(|| fresh(&shared));
+        memory = match tokio::task::spawn_blocking(move || {
+            tick(&s, &mut m);
+            m
+        })
+        .await
+        {
+            Ok(m) => Some(m),
+            Err(e) => {
+                // Keep watching; the alarms start afresh.
+                tracing::error!("continuous mode: assessment failed: {e}");
+                None
+            }
+        };
+    }
+}
+
+fn tick(shared: &Shared, m: &mut Memory) {
+    let cfg = &shared.config.continuous;
+    if !shared.cluster.is_leader() {
+        return; // the leader re-plans (cluster mode)
+    }
+    let (busy, failed) = {
+        let state = shared.state();
+        let busy = state.plans.values().any(|e| {
+            matches!(
+                e.state,
+                PlanState::Approved | PlanState::Executing | PlanState::Cancelling
+            )
+        });
+        let failed: Vec<(u64, String)> = state
+            .plans
+            .values()
+            .filter(|e| e.state == PlanState::Failed && !m.failures_seen.contains(&e.id))
+            .map(|e| (e.id, e.error.clone()))
+            .collect();
+        (busy, failed)
+    };
+    if busy {
+        return;
+    }
+    for (id, error) in failed {
+        m.failures_seen.insert(id);
+        if cfg.replan_on_failure {
+            m.pending.push(format!("plan {id} failed ({error})"));
+        }
+    }
+    let view = match View::now(shared) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::debug!("continuous mode: nothing to assess: {}", e.message());
+            return;
+        }
+    };
+    for k in &view.eval.sites {
+        tracing::trace!(
+            site = %k.site,
+            it_kw = k.it_kw,
+            it_limit_kw = k.it_limit_kw,
+            inlet_headroom_c = k.inlet_limit_c - k.inlet_c,
+            ambient_c = k.ambient_c,
+            "continuous: site"
+        );
+    }
+    let thresholds = Thresholds {
+        min_inlet_headroom_c: cfg.min_inlet_headroom_c,
+        inlet_hysteresis_c: cfg.inlet_hysteresis_c,
+        max_power_use: cfg.max_power_use,
+        power_hysteresis: cfg.power_hysteresis,
+        slo: cfg.slo,
+    };
+    for alarm in m
+        .alarms
+        .update(&view.eval.sites, view.kpis.slo_violations, &thresholds)
+    {
+        tracing::info!("alarm: {}", alarm.text);
+        m.pending.push(alarm.text);
+    }
+    let options = SolveOptions {
+        time_limit_s: Some(shared.config.solve_time_limit_s),
+        ..SolveOptions::default()
+    };
+    // One solve per tick at most: the gain check's answer is also the plan's.
+    let mut solved = None;
+    if cfg.min_gain > 0.0 && view.version != m.version_seen {
+        m.version_seen = view.version;
+        match solve_view(&view, &options) {
+            Ok(s) => {
+                m.keep(&view, &s, cfg.incremental);
+                if let Some(why) = cheaper(cfg.min_gain, &view, &s) {
+                    tracing::info!("{why}");
+                    m.pending.push(why);
+                }
+                solved = Some(s);
+            }
+            Err(e) => tracing::warn!("continuous: {}", e.message()),
+        }
+    }
+    if m.pending.is_empty() {
+        return;
+    }
+    let now = now_s();
+    if now - m.last_plan_s < cfg.min_interval_s {
+        return; // rate-limited; the reasons wait
+    }
+    let reason = format!("continuous: {}", m.pending.join("; "));
+    let solved = match solved.map_or_else(|| m.solve(&view, &options, cfg.incremental), Ok) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("continuous re-plan failed: {}", e.message());
+            return;
+        }
+    };
+    let reason = if solved.status == SolveStatus::Replanned {
+        format!("{reason} (re-planned incrementally)")
+    } else {
+        reason
+    };
+    match propose_from(
+        shared,
+        &view,
+        &solved,
+        false,
+        &reason,
+        cfg.auto_approve,
+        true,
+    ) {
+        Ok(p) => {
+            match p.plan_id {
+                Some(id) => tracing::info!(plan = id, "{reason}"),
+                None => tracing::info!("nothing to move for: {reason}"),
+            }
+            m.pending.clear();
+            m.last_plan_s = now;
+        }
+        Err(e) => tracing::warn!("continuous re-plan failed: {}", e.message()),
+    }
+}
+
+impl Memory {
+    /// Keep `solved` (of `view`) for incremental re-plans.
+    fn keep(&mut self, view: &View, solved: &Solved, incremental: bool) {
+        self.kept = incremental.then(|| {
+            let replanner = Replanner::new(view.problem.clone(), &solved.x, solved.price.clone());
+            (view.effective.clone(), replanner)
+        });
+    }
+
+    /// Re-plan incrementally from the kept answer when what changed allows
+    /// it; else solve afresh (and keep that answer).
+    fn solve(
+        &mut self,
+        view: &View,
+        options: &SolveOptions,
+        incremental: bool,
+    ) -> Result<Solved, Status> {
+        if let Some((before, replanner)) = self.kept.as_mut().filter(|_| incremental) {
+            if let Some(changes) = diff(replanner.problem(), before, &view.effective) {
+                let started = std::time::Instant::now();
+                match replanner.apply(&view.effective, &changes) {
+                    Ok(r) => {
+                        tracing::info!(
+                            changes = changes.len(),
+                            moved = r.moved.len(),
+                            ms = started.elapsed().as_secs_f64() * 1e3,
+                            "continuous: incremental re-plan"
+                        );
+                        *before = view.effective.clone();
+                        return Ok(Solved::replanned(replanner.placement(), &r));
+                    }
+                    Err(e) => tracing::warn!("continuous: incremental re-plan refused: {e}"),
+                }
+            }
+        }
+        let solved = solve_view(view, options)?;
+        self.keep(view, &solved, incremental);
+        Ok(solved)
+    }
+}
+
+/// After an inventory change: does the solved placement beat today's by
+/// `min_gain` of its cost? Says by how much and which term moved most.
+fn cheaper(min_gain: f64, view: &View, solved: &Solved) -> Option<String> {
+    let now = &view.eval.objective;
+    let best = view.problem.evaluate(&solved.x).objective;
+    let gain = now.total - best.total;
+    if gain < min_gain * now.total.abs().max(1e-9) {
+        return None;
+    }
+    let terms = [
+        ("energy", now.energy - best.energy),
+        ("carbon", now.carbon - best.carbon),
+        ("latency", now.latency - best.latency),
+        ("thermal risk", now.thermal - best.thermal),
+        ("unplaced", now.unplaced - best.unplaced),
+    ];
+    let (term, by) = terms
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .copied()
+        .unwrap_or(("total", gain));
+    Some(format!(
+        "the inventory changed (version {}): a new placement costs {:.3}/h less ({:.1} %), mostly {term} ({by:.3}/h)",
+        view.version,
+        gain,
+        100.0 * gain / now.total.abs().max(1e-9)
+    ))
+}

@@ -1,0 +1,356 @@
+//! The dispatcher: drives approved plans, one at a time in id order, through
+//! the configured provisioners. A step is stored as running before its call
+//! is made, so after a crash it is sent again with the same idempotency key
+//! and the provisioner answers with the first outcome instead of running it
+//! twice. Calls have a deadline; timeouts and transport errors are retried
+//! with doubling backoff up to `max_attempts`, then the step fails. A
+//! failed step holds every step not yet started; the plan ends failed and
+//! continuous mode (if on) plans again from the actual state.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use super::store::Op;
+use super::Shared;
+use edgeplan_api::convert;
+use edgeplan_api::pb;
+use edgeplan_api::pb::provisioner_client::ProvisionerClient;
+use edgeplan_plan::execution::{apply_step, PlanState};
+use edgeplan_plan::plan::Step;
+use edgeplan_verify::Preconditions;
+
+/// A call to make.
+struct Launch {
+    plan_id: u64,
+    step: usize,
+    request: pb::StepRequest,
+    timeout: Duration,
+}
+
+/// A call's end.
+struct Done {
+    plan_id: u64,
+    step: usize,
+    succeeded: bool,
+    message: String,
+}
+
+/// A provisioner's endpoint, with TLS when configured (checked at start).
+fn endpoint(url: &str, tls: Option<&super::auth::ClientTls>) -> anyhow::Result<Endpoint> {
+    let e = Endpoint::from_shared(url.to_string())?;
+    Ok(match tls {
+        Some(tls) => e.tls_config(tls.load()?)?,
+        None => e,
+    })
+}
+
+pub async fn run(shared: Arc<Shared>) {
+    let clients: Vec<ProvisionerClient<Channel>> = shared
+        .config
+        .provisioners
+        .iter()
+        .filter_map(
+            |url| match endpoint(url, shared.config.provisioner_tls.as_ref()) {
+                Ok(e) => Some(ProvisionerClient::new(
+                    e.connect_timeout(Duration::from_secs(5)).connect_lazy(),
+                )),
+                Err(e) => {
+                    tracing::error!(%url, "bad provisioner endpoint: {e}");
+                    None
+                }
+            },
+        )
+        .collect();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut inflight: HashSet<(u64, usize)> = HashSet::new();
+    loop {
+        let s = shared.clone();
+        let busy = inflight.clone();
+        // Only the leader dispatches (cluster mode); a follower's stored
+        // running steps are the leader's calls, not orphans.
+        let leader = shared.cluster.is_leader();
+        if !leader {
+            inflight.clear();
+        }
+        let can_start = !clients.is_empty() && leader;
+        let launches = tokio::task::spawn_blocking(move || launches(&s, &busy, can_start))
+            .await
+            .unwrap_or_default();
+        for l in launches {
+            inflight.insert((l.plan_id, l.step));
+            let tx = done_tx.clone();
+            let clients = clients.clone();
+            let cfg = shared.config.dispatch.clone();
+            tokio::spawn(async move {
+                let done = call(clients, &cfg, l).await;
+                let _ = tx.send(done);
+            });
+        }
+        tokio::select! {
+            Some(done) = done_rx.recv() => {
+                inflight.remove(&(done.plan_id, done.step));
+                let s = shared.clone();
+                let _ = tokio::task::spawn_blocking(move || record(&s, done)).await;
+            }
+            _ = shared.dispatch_wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Decide and store what starts now: running steps nobody is calling
+/// (after a restart) are sent again; ready steps of the first active plan start.
+fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) -> Vec<Launch> {
+    let mut state = shared.state();
+    let limits = state.instance.limits.clone();
+    let mut updated = Vec::new();
+    let mut out = Vec::new();
+    let scale = shared.config.dispatch.time_scale.max(0.0);
+    let cfg = &shared.config.dispatch;
+    for exec in state.plans.values() {
+        let active = matches!(exec.state, PlanState::Approved | PlanState::Executing);
+        let orphans: Vec<usize> = exec
+            .running()
+            .into_iter()
+            .filter(|&k| !inflight.contains(&(exec.id, k)))
+            .collect();
+        if orphans.is_empty() && !active {
+            continue;
+        }
+        let mut e = exec.clone();
+        let mut changed = Vec::new();
+        let mut refused = Vec::new();
+        if can_start {
+            for k in orphans {
+                if e.retry(k).is_ok() {
+                    changed.push(k);
+                }
+            }
+            let ready = if active && updated.is_empty() {
+                e.ready(&limits)
+            } else {
+                Vec::new()
+            };
+            if !ready.is_empty() {
+                // Each step's precondition is checked against the fleet as
+                // it is now (inventory and telemetry), built under the state
+                // lock so that no step outcome lands in between, and only
+                // when a step may start.
+                let fleet = super::view::effective(shared, &state.instance, super::now_s());
+                let preconditions = Preconditions::new(&fleet);
+                for k in ready {
+                    let running: Vec<&Step> =
+                        e.running().into_iter().map(|r| &e.plan.steps[r]).collect();
+                    match preconditions.check(&running, &e.plan.steps[k]) {
+                        Ok(()) => {
+                            if e.start(k).is_ok() {
+                                changed.push(k);
+                            }
+                        }
+                        Err(why) => {
+                            tracing::warn!(plan = e.id, step = k, "precondition failed: {why}");
+                            if e.fail_precondition(k, why).is_ok() {
+                                refused.push(k);
+                            }
+                            break; // a failure holds the rest of the plan
+                        }
+                    }
+                }
+            }
+        }
+        if changed.is_empty() && refused.is_empty() {
+            if active {
+                break; // plans run one at a time, in id order
+            }
+            continue;
+        }
+        for &k in &changed {
+            let step = &e.plan.steps[k];
+            let expected_s = step.duration_s * scale;
+            out.push(Launch {
+                plan_id: e.id,
+                step: k,
+                request: pb::StepRequest {
+                    idempotency_key: e.idempotency_key(k),
+                    plan_id: e.id,
+                    step_id: k as u64,
+                    workload: step.workload.clone(),
+                    kind: convert::step_kind_to_pb(step.kind) as i32,
+                    from_site: step.from.clone().unwrap_or_default(),
+                    to_site: step.to.clone().unwrap_or_default(),
+                    state_gib: step.state_gib,
+                    expected_duration_s: expected_s,
+                },
+                // Clamped: a huge modelled duration must not panic here.
+                timeout: edgeplan_model::duration_s(
+                    (expected_s * cfg.timeout_factor + cfg.timeout_slack_s).max(0.1),
+                ),
+            });
+        }
+        changed.extend(refused);
+        updated.push((e, changed));
+        if active {
+            break;
+        }
+    }
+    if updated.is_empty() {
+        return Vec::new();
+    }
+    let mut ops = Vec::new();
+    for (e, changed) in &updated {
+        ops.push(Op::PlanState(e));
+        ops.extend(changed.iter().map(|&k| Op::Step(e.id, k, &e.steps[k])));
+    }
+    if let Err(e) = shared.commit(&mut state, &ops, true) {
+        tracing::error!("cannot store step starts, not dispatching: {e}");
+        return Vec::new();
+    }
+    drop(ops);
+    let mut notes = Vec::new();
+    let mut ended = false;
+    for (e, changed) in updated {
+        notes.extend(changed.iter().map(|&k| (e.id, k)));
+        ended |= e.state.is_terminal();
+        state.plans.insert(e.id, e);
+    }
+    drop(state);
+    for (id, k) in notes {
+        shared.notify_plan(id, Some(k));
+    }
+    if ended {
+        // A failed precondition ended the plan: plan again from the actual state.
+        shared.replan_wake.notify_one();
+    }
+    out
+}
+
+/// Call the provisioners for one step until an outcome, or give up.
+async fn call(
+    clients: Vec<ProvisionerClient<Channel>>,
+    cfg: &super::DispatchConfig,
+    l: Launch,
+) -> Done {
+    let mut backoff = Duration::from_millis(cfg.backoff_initial_ms.max(1));
+    let mut last = String::new();
+    for attempt in 0..cfg.max_attempts.max(1) {
+        let mut client = clients[attempt as usize % clients.len()].clone();
+        let mut req = tonic::Request::new(l.request.clone());
+        req.set_timeout(l.timeout);
+        match tokio::time::timeout(l.timeout, client.execute(req)).await {
+            Ok(Ok(resp)) => {
+                let r = resp.into_inner();
+                let succeeded = r.outcome == pb::Outcome::Succeeded as i32;
+                if r.idempotency_key != l.request.idempotency_key {
+                    last = format!(
+                        "provisioner answered for {} instead of {}",
+                        r.idempotency_key, l.request.idempotency_key
+                    );
+                } else if succeeded || r.outcome == pb::Outcome::Failed as i32 {
+                    return Done {
+                        plan_id: l.plan_id,
+                        step: l.step,
+                        succeeded,
+                        message: r.message,
+                    };
+                } else {
+                    last = format!("provisioner gave no outcome ({})", r.outcome);
+                }
+            }
+            Ok(Err(status)) => {
+                last = format!("{:?}: {}", status.code(), status.message());
+                if !matches!(
+                    status.code(),
+                    Code::Unavailable
+                        | Code::DeadlineExceeded
+                        | Code::Cancelled
+                        | Code::Unknown
+                        | Code::Aborted
+                        | Code::ResourceExhausted
+                ) {
+                    break; // the provisioner refused the request itself
+                }
+            }
+            Err(_) => last = format!("no answer within {:.1} s", l.timeout.as_secs_f64()),
+        }
+        tracing::warn!(key = %l.request.idempotency_key, attempt, "step call failed: {last}");
+        if attempt + 1 < cfg.max_attempts {
+            tokio::time::sleep(backoff).await;
+            backoff = backoff.saturating_mul(2);
+        }
+    }
+    Done {
+        plan_id: l.plan_id,
+        step: l.step,
+        succeeded: false,
+        message: format!(
+            "gave up after {} attempt(s): {last}",
+            cfg.max_attempts.max(1)
+        ),
+    }
+}
+
+/// Store a step's outcome and, if it succeeded, where the replica now runs.
+fn record(shared: &Shared, done: Done) {
+    let mut state = shared.state();
+    let Some(mut exec) = state.plans.get(&done.plan_id).cloned() else {
+        return;
+    };
+    if let Err(e) = exec.finish(done.step, done.succeeded, done.message) {
+        tracing::warn!("ignoring a step outcome: {e}");
+        return;
+    }
+    let step = exec.plan.steps[done.step].clone();
+    let mut workload = None;
+    if done.succeeded {
+        match state
+            .instance
+            .workloads
+            .iter()
+            .position(|w| w.id == step.workload)
+        {
+            Some(i) => {
+                let mut w = state.instance.workloads[i].clone();
+                if let Some(note) = apply_step(&mut w, &step) {
+                    tracing::warn!("{note}");
+                }
+                workload = Some((i, w));
+            }
+            None => tracing::warn!("workload {} left the inventory mid-plan", step.workload),
+        }
+    }
+    let version = state.version + u64::from(workload.is_some());
+    let mut ops = vec![
+        Op::PlanState(&exec),
+        Op::Step(exec.id, done.step, &exec.steps[done.step]),
+    ];
+    if let Some((_, w)) = &workload {
+        ops.push(Op::PutWorkload(w));
+        ops.push(Op::Version(version));
+    }
+    if let Err(e) = shared.commit(&mut state, &ops, true) {
+        // Not stored: the step stays running and is asked again (same key).
+        tracing::error!("cannot store a step outcome: {e}");
+        return;
+    }
+    drop(ops);
+    if let Some((i, w)) = workload {
+        state.instance.workloads[i] = w;
+        state.version = version;
+    }
+    let (id, ended) = (exec.id, exec.state.is_terminal());
+    if ended {
+        tracing::info!(plan = id, state = %exec.state, "plan ended");
+    }
+    state.plans.insert(id, exec);
+    drop(state);
+    shared.notify_plan(id, Some(done.step));
+    shared.dispatch_wake.notify_one();
+    if ended {
+        shared.replan_wake.notify_one();
+    }
+}

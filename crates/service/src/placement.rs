@@ -1,0 +1,497 @@
+//! The Placement service: solve on the inventory as telemetry says it is,
+//! store the plan, and the operator's verbs on plans (approve, skip a step,
+//! cancel, watch). The solve path is the CLI's: effective instance →
+//! problem → solver → planner; continuous mode calls the same [`propose`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::store::Op;
+use super::view::{self, View};
+use super::{now_s, Shared, State};
+use edgeplan_api::convert;
+use edgeplan_api::pb;
+use edgeplan_plan::execution::{Execution, PlanState, TransitionError};
+use edgeplan_analysis::report::SolveReport;
+use edgeplan_solve::solver::{self, SolveOptions, Solved};
+
+pub struct PlacementApi(pub Arc<Shared>);
+
+/// What a solve produced.
+pub struct Proposal {
+    pub response: pb::SolveResponse,
+    pub plan_id: Option<u64>,
+}
+
+/// Solve, plan, and (unless `dry_run`) store the plan, superseding plans
+/// that have not started. Refused while a plan is executing: its steps are
+/// still changing the placement a new plan would start from.
+pub fn propose(
+    shared: &Shared,
+    options: &SolveOptions,
+    dry_run: bool,
+    reason: &str,
+    auto_approve: bool,
+    skip_empty: bool,
+) -> Result<Proposal, Status> {
+    if !dry_run {
+        refuse_while_executing(shared)?; // before spending a solve on it
+    }
+    let view = View::now(shared)?;
+    let solved = solve_view(&view, options)?;
+    propose_from(
+        shared,
+        &view,
+        &solved,
+        dry_run,
+        reason,
+        auto_approve,
+        skip_empty,
+    )
+}
+
+/// A unit enum's name as serde writes it (`gap_limit`, `fast`).
+fn wire_name(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// The method a request names (auto when it names none).
+fn parse_method(name: Option<&str>) -> Result<solver::Method, Status> {
+    match name {
+        None | Some("") => Ok(solver::Method::Auto),
+        Some(m) => m
+            .parse()
+            .map_err(|e: String| Status::invalid_argument(format!("method: {e}"))),
+    }
+}
+
+/// Solve a view's problem.
+pub fn solve_view(view: &View, options: &SolveOptions) -> Result<Solved, Status> {
+    solver::solve(&view.problem, options).map_err(|e| Status::internal(format!("solver: {e}")))
+}
+
+/// [`propose`] for a view already solved (continuous mode assessed and
+/// solved it once; it is not solved again).
+pub fn propose_from(
+    shared: &Shared,
+    view: &View,
+    solved: &Solved,
+    dry_run: bool,
+    reason: &str,
+    auto_approve: bool,
+    skip_empty: bool,
+) -> Result<Proposal, Status> {
+    if !dry_run {
+        refuse_while_executing(shared)?;
+    }
+    let report = SolveReport::new(&view.problem, solved);
+    let plan = edgeplan_plan::plan::plan(&view.effective, &view.problem, &report.placement)
+        .map_err(|e| Status::internal(format!("planner: {e}")))?;
+    let mut explanations: Vec<String> = report.unplaced.iter().map(|u| u.text.clone()).collect();
+    explanations.extend(
+        report
+            .binding
+            .iter()
+            .filter(|b| !b.binding.is_empty())
+            .map(|b| format!("{}: bound by {}", b.site, b.binding.join(", "))),
+    );
+    let mut response = pb::SolveResponse {
+        plan_id: 0,
+        status: wire_name(&report.status),
+        method: wire_name(&report.method),
+        objective: report.objective.total,
+        bound: report.bound,
+        gap: report.gap,
+        placed_cost: report.placed_cost,
+        placed_cost_bound: report.placed_cost_bound,
+        placed_gap: report.gap,
+        unplaced_replicas: report.unplaced_replicas,
+        unplaced_lower_bound: report.unplaced_lower_bound,
+        kpis_before: Some(convert::kpis_to_pb(&plan.kpis_before)),
+        kpis_after: Some(convert::kpis_to_pb(&plan.kpis_after)),
+        placement: report
+            .placement
+            .assignments
+            .iter()
+            .flat_map(|(w, sites)| {
+                sites.iter().map(move |(s, n)| pb::Assignment {
+                    workload: w.clone(),
+                    site: s.clone(),
+                    replicas: *n,
+                })
+            })
+            .collect(),
+        explanations,
+        plan: None,
+        inventory_version: view.version,
+    };
+    if dry_run || (skip_empty && plan.steps.is_empty()) {
+        response.plan = Some(convert::plan_to_pb(&Execution::new(
+            0,
+            plan,
+            reason.into(),
+            view.version,
+        )));
+        return Ok(Proposal {
+            response,
+            plan_id: None,
+        });
+    }
+    let mut state = shared.state();
+    if state.version != view.version {
+        return Err(Status::aborted(
+            "the inventory changed while solving; solve again",
+        ));
+    }
+    let id = state.next_plan_id();
+    let mut exec = Execution::new(id, plan, reason.into(), view.version);
+    if auto_approve {
+        exec.approve()
+            .map_err(|e| Status::internal(e.to_string()))?;
+    }
+    let mut superseded = Vec::new();
+    for old in state.plans.values() {
+        if matches!(old.state, PlanState::Recommended | PlanState::Approved) {
+            let mut o = old.clone();
+            o.supersede().map_err(|e| Status::internal(e.to_string()))?;
+            superseded.push(o);
+        }
+    }
+    let mut ops = vec![Op::NewPlan(&exec)];
+    ops.extend(superseded.iter().map(Op::PlanState));
+    shared
+        .commit(&mut state, &ops, false)
+        .map_err(|e| super::store_status("cannot store the plan", e))?;
+    response.plan_id = id;
+    response.plan = Some(convert::plan_to_pb(&exec));
+    for o in superseded {
+        let oid = o.id;
+        state.plans.insert(oid, o);
+        shared.notify_plan(oid, None);
+    }
+    state.plans.insert(id, exec);
+    drop(state);
+    shared.notify_plan(id, None);
+    shared.dispatch_wake.notify_one();
+    Ok(Proposal {
+        response,
+        plan_id: Some(id),
+    })
+}
+
+fn refuse_while_executing(shared: &Shared) -> Result<(), Status> {
+    match executing(shared) {
+        Some(e) => Err(Status::failed_precondition(format!(
+            "plan {e} is executing; wait for it or cancel it first"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The plan executing now (or cancelling, its running steps not yet
+/// reported), if any.
+pub fn executing(shared: &Shared) -> Option<u64> {
+    shared
+        .state()
+        .plans
+        .values()
+        .find(|e| matches!(e.state, PlanState::Executing | PlanState::Cancelling))
+        .map(|e| e.id)
+}
+
+fn refused(e: TransitionError) -> Status {
+    match e {
+        TransitionError::UnknownStep { .. } => Status::not_found(e.to_string()),
+        _ => Status::failed_precondition(e.to_string()),
+    }
+}
+
+/// Apply an operator's verb to a stored plan: on a copy, stored, then current.
+fn with_plan(
+    shared: &Shared,
+    id: u64,
+    verb: impl FnOnce(&mut Execution, &State) -> Result<Vec<usize>, TransitionError>,
+) -> Result<pb::PlanView, Status> {
+    let mut state = shared.state();
+    let mut exec = state
+        .plans
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| Status::not_found(format!("plan {id} does not exist")))?;
+    let steps = verb(&mut exec, &state).map_err(refused)?;
+    let mut ops = vec![Op::PlanState(&exec)];
+    ops.extend(steps.iter().map(|&k| Op::Step(id, k, &exec.steps[k])));
+    shared
+        .commit(&mut state, &ops, false)
+        .map_err(|e| super::store_status("cannot store the plan", e))?;
+    let view = convert::plan_to_pb(&exec);
+    state.plans.insert(id, exec);
+    drop(state);
+    shared.notify_plan(id, None);
+    shared.dispatch_wake.notify_one();
+    Ok(view)
+}
+
+/// The call's deadline (`grpc-timeout`), in seconds.
+fn deadline_s<T>(req: &Request<T>) -> Option<f64> {
+    let v = req.metadata().get("grpc-timeout")?.to_str().ok()?;
+    let (num, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: f64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => n * 3600.0,
+        "M" => n * 60.0,
+        "S" => n,
+        "m" => n / 1e3,
+        "u" => n / 1e6,
+        "n" => n / 1e9,
+        _ => return None,
+    })
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::PlanEvent, Status>> + Send>>;
+type WhatIfStream = Pin<Box<dyn Stream<Item = Result<pb::WhatIfResult, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::placement_server::Placement for PlacementApi {
+    async fn solve(
+        &self,
+        req: Request<pb::SolveRequest>,
+    ) -> Result<Response<pb::SolveResponse>, Status> {
+        let deadline = deadline_s(&req);
+        let r = req.into_inner();
+        let mut time_limit = r.time_limit_s.unwrap_or(self.0.config.solve_time_limit_s);
+        if !(time_limit.is_finite() && time_limit > 0.0) {
+            return Err(Status::invalid_argument(format!(
+                "time_limit_s: must be > 0, got {time_limit}"
+            )));
+        }
+        if let Some(gap) = r.relative_gap {
+            if !(0.0..1.0).contains(&gap) {
+                return Err(Status::invalid_argument(format!(
+                    "relative_gap: must be in [0, 1), got {gap}"
+                )));
+            }
+        }
+        if let Some(d) = deadline {
+            // Leave room to plan and answer before the caller gives up.
+            time_limit = time_limit.min((d * 0.7).max(0.05));
+        }
+        let options = SolveOptions {
+            time_limit_s: Some(time_limit),
+            relative_gap: r.relative_gap,
+            threads: None,
+            seed: r.seed,
+            method: parse_method(r.method.as_deref())?,
+            work: r.work,
+            deterministic: r.deterministic,
+        };
+        let shared = self.0.clone();
+        let proposal = tokio::task::spawn_blocking(move || {
+            propose(
+                &shared,
+                &options,
+                r.dry_run,
+                "requested by Solve",
+                false,
+                false,
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(proposal.response))
+    }
+
+    async fn get_plan(&self, req: Request<pb::PlanRef>) -> Result<Response<pb::PlanView>, Status> {
+        let id = req.into_inner().plan_id;
+        let state = self.0.state();
+        let exec = state
+            .plans
+            .get(&id)
+            .ok_or_else(|| Status::not_found(format!("plan {id} does not exist")))?;
+        Ok(Response::new(convert::plan_to_pb(exec)))
+    }
+
+    async fn list_plans(
+        &self,
+        _req: Request<pb::ListPlansRequest>,
+    ) -> Result<Response<pb::ListPlansResponse>, Status> {
+        let state = self.0.state();
+        Ok(Response::new(pb::ListPlansResponse {
+            plans: state.plans.values().map(convert::summary_to_pb).collect(),
+        }))
+    }
+
+    async fn approve_plan(
+        &self,
+        req: Request<pb::PlanRef>,
+    ) -> Result<Response<pb::PlanView>, Status> {
+        let id = req.into_inner().plan_id;
+        let shared = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            // The version is read under the lock the approval is stored
+            // under; the current fleet is built only for a plan made from
+            // an older inventory (lock order: state, then telemetry).
+            with_plan(&shared, id, |e, state| {
+                e.approve_at(state.version, |plan| {
+                    let effective = view::effective(&shared, &state.instance, now_s());
+                    let report = edgeplan_verify::verify_plan(&effective, plan);
+                    match report.violations.first() {
+                        None => Ok(()),
+                        Some(v) => Err(format!(
+                            "{} ({} in all)",
+                            v.message,
+                            report.violations.len()
+                        )),
+                    }
+                })
+                .map(|_| vec![])
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map(Response::new)
+    }
+
+    async fn skip_step(&self, req: Request<pb::StepRef>) -> Result<Response<pb::PlanView>, Status> {
+        let r = req.into_inner();
+        let shared = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            with_plan(&shared, r.plan_id, |e, _| e.skip(r.step_id as usize))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map(Response::new)
+    }
+
+    async fn cancel_plan(
+        &self,
+        req: Request<pb::PlanRef>,
+    ) -> Result<Response<pb::PlanView>, Status> {
+        let id = req.into_inner().plan_id;
+        let shared = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            with_plan(&shared, id, |e, _| e.cancel().map(|_| vec![]))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map(Response::new)
+    }
+
+    async fn replica(
+        &self,
+        _req: Request<pb::ReplicaRequest>,
+    ) -> Result<Response<pb::ReplicaStatus>, Status> {
+        let node = &self.0.cluster;
+        Ok(Response::new(pb::ReplicaStatus {
+            replica_id: node.replica_id.clone(),
+            leader: node.is_leader(),
+            fence: node.fence().map_or(0, |f| f.token),
+            generation: self.0.state().generation,
+            store: if node.is_cluster() {
+                "postgres"
+            } else {
+                "embedded"
+            }
+            .into(),
+        }))
+    }
+
+    type WhatIfStream = WhatIfStream;
+
+    async fn what_if(
+        &self,
+        req: Request<pb::WhatIfRequest>,
+    ) -> Result<Response<Self::WhatIfStream>, Status> {
+        let text = req.into_inner().scenarios;
+        let shared = self.0.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let job = tokio::task::spawn_blocking(move || super::whatif::start(&shared, &text, tx))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        tokio::task::spawn_blocking(job);
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    type WatchPlanStream = EventStream;
+
+    async fn watch_plan(
+        &self,
+        req: Request<pb::PlanRef>,
+    ) -> Result<Response<Self::WatchPlanStream>, Status> {
+        let id = req.into_inner().plan_id;
+        // Subscribe before the snapshot so no change falls between them.
+        let mut changes = self.0.plan_changes.subscribe();
+        let first = {
+            let state = self.0.state();
+            let exec = state
+                .plans
+                .get(&id)
+                .ok_or_else(|| Status::not_found(format!("plan {id} does not exist")))?;
+            pb::PlanEvent {
+                summary: Some(convert::summary_to_pb(exec)),
+                step: None,
+            }
+        };
+        let shared = self.0.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            let done = |s: &pb::PlanEvent| {
+                s.summary.as_ref().is_some_and(|s| {
+                    pb::PlanState::try_from(s.state).is_ok_and(|st| {
+                        matches!(
+                            st,
+                            pb::PlanState::Succeeded
+                                | pb::PlanState::Failed
+                                | pb::PlanState::Cancelled
+                                | pb::PlanState::Superseded
+                        )
+                    })
+                })
+            };
+            let finished = done(&first);
+            if tx.send(Ok(first)).await.is_err() || finished {
+                return;
+            }
+            loop {
+                let step = match changes.recv().await {
+                    Ok(c) if c.plan_id == id => c.step,
+                    Ok(_) => continue,
+                    // Missed some: the snapshot below catches up.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let event = {
+                    let state = shared.state();
+                    let Some(exec) = state.plans.get(&id) else {
+                        return;
+                    };
+                    pb::PlanEvent {
+                        summary: Some(convert::summary_to_pb(exec)),
+                        step: step.and_then(|k| {
+                            Some(convert::step_to_pb(
+                                exec,
+                                exec.plan.steps.get(k)?,
+                                exec.steps.get(k)?,
+                            ))
+                        }),
+                    }
+                };
+                let finished = done(&event);
+                if tx.send(Ok(event)).await.is_err() || finished {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -1,0 +1,393 @@
+//! The Telemetry service: batched Synse-shaped readings through the core's
+//! sanity checks into the telemetry state; the reply comes once the accepted
+//! readings are on disk. A watch streams each site's state.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Shared, TelemetryHub};
+use edgeplan_api::convert;
+use edgeplan_api::pb;
+
+pub struct TelemetryApi(pub Arc<Shared>);
+
+/// Rejected readings reported by example, at most this many per call.
+const EXAMPLES: usize = 100;
+
+/// What one `Ingest` call accepted and rejected, and why.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub by_reason: BTreeMap<String, u64>,
+    pub examples: Vec<pb::RejectedReading>,
+    pub batches: u64,
+}
+
+impl Tally {
+    fn reject(&mut self, batch: u64, index: usize, device_id: &str, reason: String) {
+        self.rejected += 1;
+        if self.examples.len() < EXAMPLES {
+            self.examples.push(pb::RejectedReading {
+                batch,
+                index: index as u32,
+                device_id: device_id.to_string(),
+                reason: reason.clone(),
+            });
+        }
+        *self.by_reason.entry(reason).or_default() += 1;
+    }
+}
+
+impl Tally {
+    /// Add another batch's tally, as batch `batch_no` of this call.
+    pub fn absorb(&mut self, other: Tally, batch_no: u64) {
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        for (reason, n) in other.by_reason {
+            *self.by_reason.entry(reason).or_default() += n;
+        }
+        for mut ex in other.examples {
+            if self.examples.len() >= EXAMPLES {
+                break;
+            }
+            ex.batch = batch_no;
+            self.examples.push(ex);
+        }
+    }
+}
+
+/// How long an `Ingest` call waits for its batches to come back from the
+/// shared log (cluster mode).
+const LOG_WAIT: Duration = Duration::from_secs(30);
+
+/// Every source's way in (the gRPC stream and the bus): batches through
+/// [`take_batch`], durable before this returns. With the embedded store
+/// they are taken here and the state written; in cluster mode they are
+/// appended to the shared log (entries with a `dedupe` key already logged
+/// are dropped) and every replica takes them from there, in log order.
+/// With `wait`, returns each batch's tally (in cluster mode, once this
+/// replica applied them); otherwise empty tallies.
+pub async fn intake(
+    shared: &Arc<Shared>,
+    batches: Vec<(Option<String>, pb::ReadingBatch)>,
+    wait: bool,
+) -> Result<Vec<Tally>, Status> {
+    let internal = |e: tokio::task::JoinError| Status::internal(e.to_string());
+    let n = batches.len();
+    if !shared.store.is_cluster() {
+        let s = shared.clone();
+        let tallies = tokio::task::spawn_blocking(move || {
+            let mut hub = s.telemetry();
+            let now = super::now_s();
+            batches
+                .into_iter()
+                .map(|(_, batch)| {
+                    let mut tally = Tally::default();
+                    take_batch(&mut hub, 0, batch, &mut tally, now);
+                    tally
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(internal)?;
+        let s = shared.clone();
+        tokio::task::spawn_blocking(move || s.flush_telemetry())
+            .await
+            .map_err(internal)??;
+        shared.replan_wake.notify_one();
+        return Ok(tallies);
+    }
+    if n == 0 {
+        return Ok(Vec::new()); // every logged batch is already durable
+    }
+    let origin = wait.then(|| shared.cluster.replica_id.clone());
+    let entries = batches
+        .into_iter()
+        .map(|(dedupe, batch)| super::store::LogEntry {
+            dedupe,
+            origin: origin.clone(),
+            batch: batch.encode_to_vec(),
+        })
+        .collect();
+    let s = shared.clone();
+    let seqs = tokio::task::spawn_blocking(move || s.store.append_telemetry(entries))
+        .await
+        .map_err(internal)?
+        .map_err(|e| Status::unavailable(format!("cannot log telemetry: {e}")))?;
+    shared.cluster.tail_wake.notify_one();
+    let dropped = seqs.iter().filter(|s| s.is_none()).count() as u64;
+    shared
+        .cluster
+        .log_duplicates
+        .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+    if !wait {
+        return Ok(Vec::new());
+    }
+    let seqs: Vec<u64> = seqs.into_iter().flatten().collect();
+    let deadline = tokio::time::Instant::now() + LOG_WAIT;
+    loop {
+        if let Some(tallies) = shared.cluster.take_tallies(&seqs) {
+            debug_assert_eq!(tallies.len(), n);
+            return Ok(tallies);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Status::unavailable(
+                "telemetry was logged but not applied within 30 s; it will be applied",
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Take one batch under the telemetry lock: every reading through the
+/// core's sanity checks, each rejection counted with its reason. `now_s`
+/// is the server's clock when the batch came in (the log's time in cluster
+/// mode, so every replica judges a batch alike): readings dated more than
+/// `telemetry.max_future_skew_s` past it are refused.
+pub fn take_batch(
+    hub: &mut TelemetryHub,
+    batch_no: u64,
+    batch: pb::ReadingBatch,
+    tally: &mut Tally,
+    now_s: f64,
+) {
+    let TelemetryHub {
+        state,
+        sites,
+        dirty,
+    } = hub;
+    let (site, timestamp_s) = (batch.site, batch.timestamp_s);
+    for (i, r) in batch.readings.iter().enumerate() {
+        let kind = match convert::sensor_kind(r.device_type, r.placement) {
+            Ok(k) => k,
+            Err(why) => {
+                tally.reject(batch_no, i, &r.device_id, why.to_string());
+                continue;
+            }
+        };
+        if r.device_id.is_empty() {
+            tally.reject(batch_no, i, "", "device_id is required".into());
+            continue;
+        }
+        let reading = convert::reading_ref(r, kind, &site, timestamp_s);
+        match state.ingest_ref_at(&reading, |s| sites.contains(s), Some(now_s)) {
+            Ok(()) => {
+                tally.accepted += 1;
+                *dirty = true;
+            }
+            Err(why) => tally.reject(batch_no, i, reading.sensor, why.to_string()),
+        }
+    }
+}
+
+/// Write accepted readings to disk every couple of seconds, so a stream
+/// that never ends still gets stored.
+pub async fn flusher(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let s = shared.clone();
+        let _ = tokio::task::spawn_blocking(move || s.flush_telemetry()).await;
+    }
+}
+
+/// A stream's rate limit: after `n` readings it may not run ahead of
+/// `n / rate` seconds since it opened, so a fast sender is slowed to the
+/// limit (HTTP/2 flow control pushes back on it) instead of being cut off.
+struct Pace {
+    rate_per_s: f64,
+    start: tokio::time::Instant,
+    readings: f64,
+}
+
+impl Pace {
+    fn new(rate_per_s: f64) -> Pace {
+        Pace {
+            rate_per_s,
+            start: tokio::time::Instant::now(),
+            readings: 0.0,
+        }
+    }
+
+    async fn wait(&mut self, readings: usize) {
+        if self.rate_per_s <= 0.0 {
+            return;
+        }
+        // Admit this batch once the earlier ones have had their time.
+        let due = self.start + edgeplan_model::duration_s(self.readings / self.rate_per_s);
+        self.readings += readings as f64;
+        tokio::time::sleep_until(due).await;
+    }
+}
+
+type SiteStream = Pin<Box<dyn Stream<Item = Result<pb::SiteStates, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::telemetry_server::Telemetry for TelemetryApi {
+    async fn ingest(
+        &self,
+        req: Request<Streaming<pb::ReadingBatch>>,
+    ) -> Result<Response<pb::IngestSummary>, Status> {
+        let _permit = self
+            .0
+            .ingest_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "{} ingest streams are open, the most this server takes",
+                    self.0.config.max_ingest_streams
+                ))
+            })?;
+        let mut stream = req.into_inner();
+        let max = self.0.config.max_batch_readings;
+        let mut pace = Pace::new(self.0.config.max_ingest_readings_per_s);
+        let mut tally = Tally::default();
+        while let Some(batch) = stream.message().await? {
+            pace.wait(batch.readings.len()).await;
+            let batch_no = tally.batches;
+            tally.batches += 1;
+            if batch.readings.len() > max {
+                return Err(Status::invalid_argument(format!(
+                    "batch {batch_no}: {} readings, at most {max} per batch",
+                    batch.readings.len()
+                )));
+            }
+            if self.0.store.is_cluster() {
+                // Logged batch by batch: a stream that never ends still lands.
+                for t in intake(&self.0, vec![(None, batch)], true).await? {
+                    tally.absorb(t, batch_no);
+                }
+            } else {
+                let shared = self.0.clone();
+                tally = tokio::task::spawn_blocking(move || {
+                    let now = super::now_s();
+                    take_batch(&mut shared.telemetry(), batch_no, batch, &mut tally, now);
+                    tally
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+            }
+        }
+        // Durable before the reply (embedded: the state is written now).
+        intake(&self.0, Vec::new(), false).await?;
+        Ok(Response::new(pb::IngestSummary {
+            accepted: tally.accepted,
+            rejected: tally.rejected,
+            rejected_by_reason: tally.by_reason.into_iter().collect(),
+            examples: tally.examples,
+            batches: tally.batches,
+        }))
+    }
+
+    async fn stats(
+        &self,
+        _req: Request<pb::TelemetryStatsRequest>,
+    ) -> Result<Response<pb::TelemetryStats>, Status> {
+        let hub = self.0.telemetry();
+        Ok(Response::new(pb::TelemetryStats {
+            accepted: hub.state.accepted,
+            rejected_by_reason: hub
+                .state
+                .rejected
+                .iter()
+                .map(|(r, n)| (r.to_string(), *n))
+                .collect(),
+            sensors: hub.state.sensors.len() as u64,
+            samples: hub.state.sensors.values().map(|s| s.count).sum(),
+            log_applied: self.0.cluster.applied.load(Ordering::Acquire),
+            bus_messages: self.0.cluster.bus_messages.load(Ordering::Relaxed),
+            bus_redelivered: self.0.cluster.bus_redelivered.load(Ordering::Relaxed),
+            log_duplicates: self.0.cluster.log_duplicates.load(Ordering::Relaxed),
+        }))
+    }
+
+    type WatchSitesStream = SiteStream;
+
+    async fn watch_sites(
+        &self,
+        req: Request<pb::WatchSitesRequest>,
+    ) -> Result<Response<Self::WatchSitesStream>, Status> {
+        let req = req.into_inner();
+        let interval = Duration::from_millis(u64::from(req.interval_ms.max(100)));
+        let known: Vec<String> = self
+            .0
+            .state()
+            .instance
+            .sites
+            .iter()
+            .map(|s| s.id.clone())
+            .collect();
+        if let Some(unknown) = req.sites.iter().find(|s| !known.contains(s)) {
+            return Err(Status::not_found(format!(
+                "site {unknown} is not in the inventory"
+            )));
+        }
+        let shared = self.0.clone();
+        let wanted = req.sites;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let s = shared.clone();
+                let w = wanted.clone();
+                let states = tokio::task::spawn_blocking(move || site_states(&s, &w))
+                    .await
+                    .unwrap_or_else(|e| Err(Status::internal(e.to_string())));
+                if tx.send(states).await.is_err() {
+                    return; // the client went away
+                }
+                tokio::time::sleep(interval).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Each wanted site's sensors and, from the current placement under the
+/// effective limits, its headroom.
+pub fn site_states(shared: &Shared, wanted: &[String]) -> Result<pb::SiteStates, Status> {
+    let view = super::view::View::now(shared)?;
+    let hub = shared.telemetry();
+    let mut out = Vec::new();
+    for kpi in &view.eval.sites {
+        if !wanted.is_empty() && !wanted.contains(&kpi.site) {
+            continue;
+        }
+        let summary = hub.state.site_summary(&kpi.site, view.now_s);
+        let sensors = hub
+            .state
+            .sensors
+            .values()
+            .filter(|s| s.site == kpi.site)
+            .count() as u32;
+        out.push(pb::SiteState {
+            site: kpi.site.clone(),
+            ambient_c: summary.ambient_c,
+            humidity_pct: summary.humidity_pct,
+            max_inlet_c: summary.max_inlet_p95_c,
+            site_power_kw: summary.site_power_kw.or(summary.rack_power_kw),
+            utilization: hub
+                .state
+                .latest(&kpi.site, edgeplan_telemetry::telemetry::SensorKind::Utilization, None)
+                .map(|s| s.ewma),
+            fresh_sensors: sensors.saturating_sub(summary.stale_sensors as u32),
+            stale_sensors: summary.stale_sensors as u32,
+            it_kw: kpi.it_kw,
+            it_limit_kw: kpi.it_limit_kw,
+            inlet_headroom_c: kpi.inlet_limit_c - kpi.inlet_c,
+            power_headroom_kw: kpi.it_limit_kw - kpi.it_kw,
+            binding: format!("{:?}", kpi.binding).to_lowercase(),
+        });
+    }
+    Ok(pb::SiteStates { sites: out })
+}

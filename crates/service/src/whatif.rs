@@ -1,0 +1,146 @@
+//! `Placement.WhatIf`: the batch what-if of `edgeplan whatif`, on the live
+//! state (inventory as telemetry says it is) instead of a file, with each
+//! scenario's result streamed as it finishes.
+
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::view::View;
+use super::Shared;
+use edgeplan_api::pb;
+use edgeplan_solve::solver::SolveOptions;
+use edgeplan_analysis::whatif::{apply, expand, parse, run_until, ScenarioFile, ScenarioResult};
+
+/// The base a scenario document must name to run on the live state.
+pub const LIVE: &str = "live";
+
+fn to_pb(index: usize, total: usize, r: &ScenarioResult) -> pb::WhatIfResult {
+    pb::WhatIfResult {
+        index: index as u32,
+        total: total as u32,
+        scenario: r.scenario.clone(),
+        status: r.status.clone(),
+        objective: r.objective,
+        energy_cost_per_h: r.energy_cost_per_h,
+        carbon_kg_per_h: r.carbon_kg_per_h,
+        mean_latency_ms: r.mean_latency_ms,
+        p95_latency_ms: r.p95_latency_ms,
+        slo_violations: r.slo_violations,
+        unplaced_replicas: r.unplaced_replicas,
+        moves: r.moves,
+        makespan_s: r.makespan_s,
+        min_inlet_headroom_c: r.min_inlet_headroom_c,
+        max_power_use: r.max_power_use,
+        binding_sites: r.binding_sites.clone(),
+        result_json: serde_json::to_string(r).unwrap_or_default(),
+    }
+}
+
+/// What one caller may make the server do: each scenario's time limit and
+/// work budget, the number of scenarios (sweeps expanded) and of values per sweep, checked
+/// before anything is expanded or solved.
+fn check_bounds(file: &ScenarioFile, cfg: &super::Config) -> Result<(), Status> {
+    let t = file.time_limit_s;
+    let max_t = cfg.max_whatif_time_limit_s;
+    if !(t.is_finite() && t > 0.0 && t <= max_t) {
+        return Err(Status::invalid_argument(format!(
+            "time_limit_s: must be > 0 and at most {max_t} (max_whatif_time_limit_s), got {t}"
+        )));
+    }
+    if let Some(gap) = file.gap {
+        if !(0.0..1.0).contains(&gap) {
+            return Err(Status::invalid_argument(format!(
+                "gap: must be in [0, 1), got {gap}"
+            )));
+        }
+    }
+    if let Some(work) = file.work {
+        if work == 0 || work > cfg.max_whatif_work {
+            return Err(Status::invalid_argument(format!(
+                "work: must be in 1..={} (max_whatif_work), got {work}",
+                cfg.max_whatif_work
+            )));
+        }
+    }
+    let max_values = cfg.max_whatif_sweep_values;
+    if let Some((i, s)) = file
+        .sweeps
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.values.len() > max_values)
+    {
+        return Err(Status::invalid_argument(format!(
+            "sweeps[{i}].values: {} values, at most {max_values} per sweep (max_whatif_sweep_values)",
+            s.values.len()
+        )));
+    }
+    let total = file.scenarios.len() + file.sweeps.iter().map(|s| s.values.len()).sum::<usize>();
+    let max_scenarios = cfg.max_whatif_scenarios;
+    if total > max_scenarios {
+        return Err(Status::invalid_argument(format!(
+            "{total} scenarios (sweeps expanded), at most {max_scenarios} per call (max_whatif_scenarios)"
+        )));
+    }
+    Ok(())
+}
+
+/// Check the document and every scenario against the live state, then run
+/// them, sending each result on `tx`. Errors before the first result come
+/// back as the call's status. The run stops between scenarios once the
+/// client went away (`tx` closed: the response stream was dropped).
+pub fn start(
+    shared: &Shared,
+    text: &str,
+    tx: mpsc::Sender<Result<pb::WhatIfResult, Status>>,
+) -> Result<impl FnOnce() + Send + 'static, Status> {
+    let file = parse(text).map_err(|i| Status::invalid_argument(i.to_string()))?;
+    check_bounds(&file, &shared.config)?;
+    if file.base != LIVE {
+        return Err(Status::invalid_argument(format!(
+            "base: the service runs scenarios on its live state; write `base: {LIVE}`, got {:?}",
+            file.base
+        )));
+    }
+    let list = expand(&file).map_err(|issues| {
+        Status::invalid_argument(
+            issues
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
+    let base = View::now(shared)?.effective;
+    let issues: Vec<String> = list
+        .iter()
+        .filter_map(|s| apply(&base, s, &format!("scenario {:?}", s.name)).err())
+        .flatten()
+        .map(|i| i.to_string())
+        .collect();
+    if !issues.is_empty() {
+        return Err(Status::invalid_argument(issues.join("; ")));
+    }
+    let options = SolveOptions {
+        time_limit_s: Some(file.time_limit_s),
+        relative_gap: file.gap,
+        threads: Some(1),
+        seed: file.seed,
+        method: file.method,
+        work: file.work,
+        deterministic: true,
+    };
+    Ok(move || {
+        let total = list.len() + 1;
+        let sent = |i: usize, r: &ScenarioResult| {
+            let _ = tx.blocking_send(Ok(to_pb(i, total, r)));
+        };
+        let gone = || tx.is_closed();
+        match run_until(&base, &list, &options, true, &sent, &gone) {
+            Ok(_) => {}
+            Err(edgeplan_model::Error::Cancelled) => tracing::info!("what-if stopped: its client went away"),
+            Err(e) => {
+                let _ = tx.blocking_send(Err(Status::internal(format!("what-if: {e}"))));
+            }
+        }
+    })
+}

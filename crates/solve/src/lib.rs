@@ -1,0 +1,8 @@
+//! The solvers: the MILP (HiGHS), the fast path (priced greedy, ejection
+//! chains, neighbourhood search) and its incremental re-planner, and the
+//! front that picks a method by size. Pure: a deadline and a work budget
+//! come in as values.
+
+pub mod fast;
+pub mod milp;
+pub mod solver;

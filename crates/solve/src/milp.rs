@@ -1,0 +1,497 @@
+//! The exact model as a solver-neutral MILP: columns with bounds, cost and
+//! integrality, rows with bounds, and an objective offset. Built from a
+//! [`Problem`]; solved by `solver` (good_lp on HiGHS) and written in the
+//! standard MPS and LP formats by `export`, so every solver sees the very
+//! same model. Pure: no I/O.
+
+use std::fmt::Write as _;
+
+use edgeplan_problem::problem::Problem;
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    pub lower: f64,
+    pub upper: f64,
+    pub integer: bool,
+    pub cost: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: String,
+    pub coefs: Vec<(usize, f64)>,
+    pub lower: f64,
+    pub upper: f64,
+}
+
+/// The MILP and where each decision lives in it.
+#[derive(Debug, Clone)]
+pub struct Milp {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Row>,
+    /// Constant part of the objective (idle power of every site).
+    pub offset: f64,
+    /// Per workload: (site, column of x = replicas there).
+    pub x: Vec<Vec<(usize, usize)>>,
+    /// Per workload: (site, column of m = replicas moved in), where a move is possible.
+    pub m: Vec<Vec<(usize, usize)>>,
+    /// Per workload: column of u = unplaced replicas.
+    pub u: Vec<usize>,
+    /// Per affinity group: (site, column of y = the group uses the site).
+    pub y: Vec<Vec<(usize, usize)>>,
+}
+
+impl Milp {
+    fn col(&mut self, name: String, lower: f64, upper: f64, integer: bool, cost: f64) -> usize {
+        self.columns.push(Column {
+            name,
+            lower,
+            upper,
+            integer,
+            cost,
+        });
+        self.columns.len() - 1
+    }
+
+    fn row(&mut self, name: String, coefs: Vec<(usize, f64)>, lower: f64, upper: f64) {
+        if !coefs.is_empty() {
+            self.rows.push(Row {
+                name,
+                coefs,
+                lower,
+                upper,
+            });
+        }
+    }
+
+    /// Build the exact model of a problem.
+    pub fn build(p: &Problem) -> Milp {
+        let mut milp = Milp {
+            columns: Vec::new(),
+            rows: Vec::new(),
+            offset: p.fixed_cost(),
+            x: Vec::with_capacity(p.workloads.len()),
+            m: Vec::with_capacity(p.workloads.len()),
+            u: Vec::with_capacity(p.workloads.len()),
+            y: Vec::new(),
+        };
+        let track_moves = p.max_moves.is_some();
+        // x, m, u and the demand row of every workload.
+        for (wi, w) in p.workloads.iter().enumerate() {
+            let mut xs = Vec::with_capacity(w.candidates.len());
+            let mut ms = Vec::new();
+            for c in &w.candidates {
+                let x = milp.col(
+                    format!("x_w{wi}_s{}", c.site),
+                    0.0,
+                    c.max_count as f64,
+                    true,
+                    c.cost(),
+                );
+                xs.push((c.site, x));
+                let cur = w.current_at(c.site);
+                if cur < c.max_count && (w.move_cost > 0.0 || track_moves) {
+                    let m = milp.col(
+                        format!("m_w{wi}_s{}", c.site),
+                        0.0,
+                        (c.max_count - cur) as f64,
+                        false,
+                        w.move_cost,
+                    );
+                    ms.push((c.site, m));
+                    // m >= x - current
+                    milp.row(
+                        format!("move_w{wi}_s{}", c.site),
+                        vec![(m, 1.0), (x, -1.0)],
+                        -(cur as f64),
+                        f64::INFINITY,
+                    );
+                }
+            }
+            let u = milp.col(
+                format!("u_w{wi}"),
+                0.0,
+                w.replicas as f64,
+                false,
+                w.unplaced_cost,
+            );
+            let mut coefs: Vec<(usize, f64)> = xs.iter().map(|&(_, x)| (x, 1.0)).collect();
+            coefs.push((u, 1.0));
+            milp.row(
+                format!("demand_w{wi}"),
+                coefs,
+                w.replicas as f64,
+                w.replicas as f64,
+            );
+            // Spread over failure domains.
+            if let Some(k) = w.max_per_failure_domain {
+                for d in 0..p.failure_domains.len() {
+                    let coefs: Vec<(usize, f64)> = xs
+                        .iter()
+                        .filter(|(s, _)| p.sites[*s].failure_domain == Some(d))
+                        .map(|&(_, x)| (x, 1.0))
+                        .collect();
+                    let most: f64 = coefs.iter().map(|(c, _)| milp.columns[*c].upper).sum();
+                    if most > k as f64 {
+                        milp.row(
+                            format!("domain_w{wi}_d{d}"),
+                            coefs,
+                            f64::NEG_INFINITY,
+                            k as f64,
+                        );
+                    }
+                }
+            }
+            milp.x.push(xs);
+            milp.m.push(ms);
+            milp.u.push(u);
+        }
+        // Per-site resource and power rows.
+        let mut at_site: Vec<Vec<(usize, usize)>> = vec![Vec::new(); p.sites.len()];
+        for (wi, xs) in milp.x.iter().enumerate() {
+            for (k, &(s, x)) in xs.iter().enumerate() {
+                at_site[s].push((wi, x));
+                let _ = k;
+            }
+        }
+        for (si, site) in p.sites.iter().enumerate() {
+            for (r, res) in p.resources.iter().enumerate() {
+                let coefs: Vec<(usize, f64)> = at_site[si]
+                    .iter()
+                    .map(|&(wi, x)| (x, p.workloads[wi].demand[r]))
+                    .filter(|(_, d)| *d > 0.0)
+                    .collect();
+                let most: f64 = coefs.iter().map(|(x, d)| d * milp.columns[*x].upper).sum();
+                if most > site.capacity[r] {
+                    milp.row(
+                        format!("cap_s{si}_{res}"),
+                        coefs,
+                        f64::NEG_INFINITY,
+                        site.capacity[r],
+                    );
+                }
+            }
+            let coefs: Vec<(usize, f64)> = at_site[si]
+                .iter()
+                .filter_map(|&(wi, x)| {
+                    let c = p.workloads[wi].candidate_at(si)?;
+                    Some((x, c.dynamic_kw))
+                })
+                .filter(|(_, kw)| *kw > 0.0)
+                .collect();
+            let most: f64 = coefs
+                .iter()
+                .map(|(x, kw)| kw * milp.columns[*x].upper)
+                .sum();
+            if most > site.dynamic_kw_limit {
+                milp.row(
+                    format!("power_s{si}"),
+                    coefs,
+                    f64::NEG_INFINITY,
+                    site.dynamic_kw_limit,
+                );
+            }
+        }
+        // Anti-affinity: at most one replica of the group per site.
+        for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
+            for si in 0..p.sites.len() {
+                let coefs: Vec<(usize, f64)> = members
+                    .iter()
+                    .filter_map(|&wi| milp.x_col(wi, si))
+                    .map(|x| (x, 1.0))
+                    .collect();
+                if coefs.len() > 1 {
+                    milp.row(format!("anti_g{g}_s{si}"), coefs, f64::NEG_INFINITY, 1.0);
+                }
+            }
+        }
+        // Affinity: all members on exactly the same set of sites.
+        for (g, (_, members)) in p.affinity_groups.iter().enumerate() {
+            let mut ys = Vec::new();
+            for si in 0..p.sites.len() {
+                let cols: Vec<Option<usize>> =
+                    members.iter().map(|&wi| milp.x_col(wi, si)).collect();
+                if cols.iter().all(Option::is_some) {
+                    let y = milp.col(format!("y_g{g}_s{si}"), 0.0, 1.0, true, 0.0);
+                    for x in cols.into_iter().flatten() {
+                        let ub = milp.columns[x].upper;
+                        // x <= ub·y and x >= y
+                        milp.row(
+                            format!("aff_hi_g{g}_s{si}_c{x}"),
+                            vec![(x, 1.0), (y, -ub)],
+                            f64::NEG_INFINITY,
+                            0.0,
+                        );
+                        milp.row(
+                            format!("aff_lo_g{g}_s{si}_c{x}"),
+                            vec![(x, 1.0), (y, -1.0)],
+                            0.0,
+                            f64::INFINITY,
+                        );
+                    }
+                    ys.push((si, y));
+                } else {
+                    // A site some member can't use: none of them may.
+                    for x in cols.into_iter().flatten() {
+                        milp.columns[x].upper = 0.0;
+                    }
+                }
+            }
+            milp.y.push(ys);
+        }
+        if let Some(k) = p.max_moves {
+            let coefs: Vec<(usize, f64)> =
+                milp.m.iter().flatten().map(|&(_, m)| (m, 1.0)).collect();
+            milp.row("max_moves".to_string(), coefs, f64::NEG_INFINITY, k as f64);
+        }
+        milp
+    }
+
+    pub fn x_col(&self, wi: usize, si: usize) -> Option<usize> {
+        self.x[wi].iter().find(|(s, _)| *s == si).map(|&(_, c)| c)
+    }
+
+    /// Column values for an indexed placement (x as given; m, u, y implied).
+    /// Replicas on sites that have no column are dropped.
+    pub fn assignment_of(&self, p: &Problem, x: &[Vec<(usize, u32)>]) -> Vec<f64> {
+        let mut values = vec![0.0; self.columns.len()];
+        for (wi, sites) in x.iter().enumerate() {
+            let mut placed = 0u32;
+            for &(si, n) in sites {
+                if let Some(c) = self.x_col(wi, si) {
+                    values[c] = n as f64;
+                    placed += n;
+                }
+            }
+            values[self.u[wi]] = p.workloads[wi].replicas.saturating_sub(placed) as f64;
+            for &(si, m) in &self.m[wi] {
+                let xv = self.x_col(wi, si).map_or(0.0, |c| values[c]);
+                values[m] = (xv - p.workloads[wi].current_at(si) as f64).max(0.0);
+            }
+        }
+        for (g, ys) in self.y.iter().enumerate() {
+            let members = &p.affinity_groups[g].1;
+            for &(si, y) in ys {
+                let used = members
+                    .iter()
+                    .any(|&wi| self.x_col(wi, si).is_some_and(|c| values[c] > 0.0));
+                values[y] = if used { 1.0 } else { 0.0 };
+            }
+        }
+        values
+    }
+
+    /// The objective at given column values, offset included.
+    pub fn objective_at(&self, values: &[f64]) -> f64 {
+        self.offset
+            + self
+                .columns
+                .iter()
+                .zip(values)
+                .map(|(c, v)| c.cost * v)
+                .sum::<f64>()
+    }
+
+    /// Read the placement out of column values (rounded to integers).
+    pub fn placement_from(&self, values: &[f64]) -> Vec<Vec<(usize, u32)>> {
+        self.x
+            .iter()
+            .map(|xs| {
+                xs.iter()
+                    .filter_map(|&(s, c)| {
+                        let n = values[c].round().max(0.0) as u32;
+                        (n > 0).then_some((s, n))
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Free-format MPS. The objective row's RHS carries the negated offset
+    /// (the convention HiGHS and most readers follow).
+    pub fn to_mps(&self, name: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "NAME {}", sanitize(name));
+        let _ = writeln!(out, "OBJSENSE\n    MIN");
+        let _ = writeln!(out, "ROWS\n N  obj");
+        for r in &self.rows {
+            let kind = if r.lower == r.upper {
+                "E"
+            } else if r.lower.is_finite() {
+                "G"
+            } else {
+                "L"
+            };
+            let _ = writeln!(out, " {kind}  {}", r.name);
+        }
+        // Column-major coefficients.
+        let mut by_col: Vec<Vec<(usize, f64)>> = vec![Vec::new(); self.columns.len()];
+        for (ri, r) in self.rows.iter().enumerate() {
+            for &(c, v) in &r.coefs {
+                by_col[c].push((ri, v));
+            }
+        }
+        let _ = writeln!(out, "COLUMNS");
+        let mut in_int = false;
+        for (ci, c) in self.columns.iter().enumerate() {
+            if c.integer != in_int {
+                let marker = if c.integer { "INTORG" } else { "INTEND" };
+                let _ = writeln!(out, "    MARKER 'MARKER' '{marker}'");
+                in_int = c.integer;
+            }
+            let _ = writeln!(out, "    {} obj {}", c.name, num(c.cost));
+            for &(ri, v) in &by_col[ci] {
+                let _ = writeln!(out, "    {} {} {}", c.name, self.rows[ri].name, num(v));
+            }
+        }
+        if in_int {
+            let _ = writeln!(out, "    MARKER 'MARKER' 'INTEND'");
+        }
+        let _ = writeln!(out, "RHS");
+        if self.offset != 0.0 {
+            let _ = writeln!(out, "    rhs obj {}", num(-self.offset));
+        }
+        for r in &self.rows {
+            let rhs = if r.lower.is_finite() {
+                r.lower
+            } else {
+                r.upper
+            };
+            if rhs != 0.0 {
+                let _ = writeln!(out, "    rhs {} {}", r.name, num(rhs));
+            }
+        }
+        let ranged: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|r| r.lower.is_finite() && r.upper.is_finite() && r.lower != r.upper)
+            .collect();
+        if !ranged.is_empty() {
+            let _ = writeln!(out, "RANGES");
+            for r in ranged {
+                let _ = writeln!(out, "    rng {} {}", r.name, num(r.upper - r.lower));
+            }
+        }
+        let _ = writeln!(out, "BOUNDS");
+        for c in &self.columns {
+            if c.lower != 0.0 {
+                let _ = writeln!(out, " LO bnd {} {}", c.name, num(c.lower));
+            }
+            if c.upper.is_finite() {
+                let _ = writeln!(out, " UP bnd {} {}", c.name, num(c.upper));
+            } else {
+                let _ = writeln!(out, " PL bnd {}", c.name);
+            }
+        }
+        let _ = writeln!(out, "ENDATA");
+        out
+    }
+
+    /// CPLEX LP format; the offset is a constant term of the objective.
+    pub fn to_lp(&self, name: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "\\ {}", sanitize(name));
+        let _ = writeln!(out, "Minimize");
+        let mut line = String::from(" obj:");
+        for c in &self.columns {
+            if c.cost != 0.0 {
+                let _ = write!(line, " {} {}", signed(c.cost), c.name);
+            }
+        }
+        if self.offset != 0.0 {
+            let _ = write!(line, " {}", signed(self.offset));
+        }
+        wrap(&mut out, &line);
+        let _ = writeln!(out, "Subject To");
+        for r in &self.rows {
+            let mut lhs = String::new();
+            for &(c, v) in &r.coefs {
+                let _ = write!(lhs, " {} {}", signed(v), self.columns[c].name);
+            }
+            if r.lower == r.upper {
+                wrap(&mut out, &format!(" {}:{lhs} = {}", r.name, num(r.lower)));
+            } else {
+                if r.lower.is_finite() {
+                    wrap(
+                        &mut out,
+                        &format!(" {}_lo:{lhs} >= {}", r.name, num(r.lower)),
+                    );
+                }
+                if r.upper.is_finite() {
+                    wrap(&mut out, &format!(" {}:{lhs} <= {}", r.name, num(r.upper)));
+                }
+            }
+        }
+        let _ = writeln!(out, "Bounds");
+        for c in &self.columns {
+            if c.upper.is_finite() {
+                let _ = writeln!(out, " {} <= {} <= {}", num(c.lower), c.name, num(c.upper));
+            } else {
+                let _ = writeln!(out, " {} >= {}", c.name, num(c.lower));
+            }
+        }
+        let ints: Vec<&str> = self
+            .columns
+            .iter()
+            .filter(|c| c.integer)
+            .map(|c| c.name.as_str())
+            .collect();
+        if !ints.is_empty() {
+            let _ = writeln!(out, "General");
+            for chunk in ints.chunks(8) {
+                let _ = writeln!(out, " {}", chunk.join(" "));
+            }
+        }
+        let _ = writeln!(out, "End");
+        out
+    }
+}
+
+fn num(v: f64) -> String {
+    format!("{v:.12e}")
+}
+
+fn signed(v: f64) -> String {
+    if v < 0.0 {
+        format!("- {}", num(-v))
+    } else {
+        format!("+ {}", num(v))
+    }
+}
+
+/// LP readers limit line length; break long expressions between terms.
+fn wrap(out: &mut String, line: &str) {
+    let mut width = 0;
+    for (i, token) in line.split(' ').enumerate() {
+        if i > 0 {
+            if width > 200 && (token == "+" || token == "-") {
+                out.push('\n');
+                width = 0;
+            } else {
+                out.push(' ');
+            }
+        }
+        out.push_str(token);
+        width += token.len() + 1;
+    }
+    out.push('\n');
+}
+
+fn sanitize(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "edgeplan".into()
+    } else {
+        s
+    }
+}

@@ -1,0 +1,853 @@
+//! The solver front: picks the method by size and says which it used. The
+//! exact path hands the [`Milp`] to HiGHS through good_lp, warm started from
+//! a feasible placement so that a time-limited solve always returns one; the
+//! fast path (`fast`) serves fleets the MILP cannot. Between them, `auto`
+//! improves the fast answer by large-neighbourhood search: HiGHS solves
+//! the sub-model of a few related sites' workloads, the rest held fixed.
+//! Every answer reports a proven bound and the gap. Pure apart from the
+//! time limits; with `deterministic`, a work budget alone stops every part
+//! (the fast path, the neighbourhood search, HiGHS by node limits), so the
+//! answer is the same on any machine.
+
+use good_lp::solvers::highs::highs;
+use good_lp::{variable, Expression, ProblemVariables, SolverModel, Variable};
+use highs::HighsModelStatus;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use edgeplan_model::error::{Error, Result};
+use crate::fast::{self, FastOptions, Limit};
+pub use edgeplan_problem::gap::{placed_gap, relative_gap};
+use crate::milp::{Column, Milp};
+use edgeplan_problem::problem::{Problem, EPS};
+
+/// Options of an exact solve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SolveOptions {
+    /// Stop after this many seconds with the best placement found.
+    pub time_limit_s: Option<f64>,
+    /// Stop once within this gap of the bound, on the placed cost
+    /// ([`placed_gap`]); [`DEFAULT_GAP`] when unset.
+    pub relative_gap: Option<f64>,
+    /// HiGHS threads; `None` leaves HiGHS's default.
+    pub threads: Option<u32>,
+    /// HiGHS random seed, for reproducible runs.
+    pub seed: u32,
+    pub method: Method,
+    /// Work budget (see `fast::Limit`; HiGHS nodes count as the model's
+    /// columns each). Unlimited when unset, unless `deterministic`
+    /// (`fast::DEFAULT_WORK` then).
+    pub work: Option<u64>,
+    /// Stop on the work budget alone: `time_limit_s` is ignored, and the
+    /// answer is the same for the same problem, options and seed on any
+    /// machine.
+    pub deterministic: bool,
+}
+
+impl Default for SolveOptions {
+    fn default() -> Self {
+        Self {
+            time_limit_s: Some(60.0),
+            relative_gap: None,
+            threads: None,
+            seed: 0,
+            method: Method::Auto,
+            work: None,
+            deterministic: false,
+        }
+    }
+}
+
+impl SolveOptions {
+    /// The time limit that applies (none when deterministic).
+    fn clock_s(&self) -> Option<f64> {
+        if self.deterministic {
+            None
+        } else {
+            self.time_limit_s
+        }
+    }
+
+    /// The work budget that applies.
+    fn budget(&self) -> Option<u64> {
+        self.work
+            .or(self.deterministic.then_some(fast::DEFAULT_WORK))
+    }
+}
+
+/// How to solve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The fast path first; then, if its gap is above the target and the
+    /// model is small enough for HiGHS, a large-neighbourhood search with
+    /// HiGHS on sub-problems, and the exact MILP warm-started from its answer.
+    #[default]
+    Auto,
+    /// The exact MILP on HiGHS.
+    Exact,
+    /// Lagrangian bound + price-guided greedy + local search.
+    Fast,
+}
+
+impl std::str::FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Method::Auto),
+            "exact" => Ok(Method::Exact),
+            "fast" => Ok(Method::Fast),
+            other => Err(format!("unknown method {other:?}: auto, exact or fast")),
+        }
+    }
+}
+
+/// Above this many (workload, site) candidate pairs `auto` does not hand
+/// the model to HiGHS: the LP relaxation alone outlasts any interactive
+/// time limit there (5,000 × 100 pairs took seconds just to bound).
+pub const EXACT_MAX_CANDIDATES: usize = 60_000;
+
+/// Share of `auto`'s time after the fast path that goes to the
+/// large-neighbourhood search (the rest: HiGHS on the whole model).
+const LNS_SHARE: f64 = 0.6;
+
+/// At most this long on neighbourhoods: with a generous time limit, HiGHS
+/// on the whole model, from the search's answer, proves the optimum sooner.
+const LNS_MAX_S: f64 = 6.0;
+
+/// Neighbourhoods in a row without an improvement before the search hands
+/// over to HiGHS on the whole model.
+const LNS_PATIENCE: usize = 6;
+
+/// Branch-and-bound nodes of one neighbourhood's sub-solve under a work
+/// budget (its stand-in for the 2 s a sub-solve gets on the clock).
+const LNS_NODES: u64 = 200;
+
+/// The gap `auto` settles for when none is asked for.
+pub const DEFAULT_GAP: f64 = 1e-4;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SolveStatus {
+    /// Proven optimal (within HiGHS's tolerance).
+    Optimal,
+    /// Stopped at the requested gap.
+    GapLimit,
+    /// Stopped by the time limit with a feasible placement.
+    TimeLimit,
+    /// Stopped by the work budget with a feasible placement.
+    WorkLimit,
+    /// An incremental re-plan from the placement in force (`fast::Replanner`).
+    Replanned,
+}
+
+/// What the exact solver found.
+#[derive(Debug, Clone)]
+pub struct Solved {
+    /// Per workload: (site, replicas).
+    pub x: Vec<Vec<(usize, u32)>>,
+    pub status: SolveStatus,
+    /// Objective of `x` (offset included).
+    pub objective: f64,
+    /// Proven lower bound on the optimum.
+    pub bound: f64,
+    /// (objective − bound) over the placed cost: [`placed_gap`].
+    pub gap: f64,
+    /// The method that produced `x` (for `auto`: the last one run).
+    pub method: Method,
+    /// The fast path's Lagrangian multipliers, when it ran (an incremental
+    /// re-plan prices with them; see `fast::Replanner`); empty otherwise.
+    pub price: Vec<f64>,
+    /// Work spent (see `fast::Limit`).
+    pub work: u64,
+}
+
+impl Solved {
+    /// An incremental re-plan's answer, `x` being the replanner's placement.
+    pub fn replanned(x: Vec<Vec<(usize, u32)>>, r: &crate::fast::Replanned) -> Solved {
+        Solved {
+            x,
+            status: SolveStatus::Replanned,
+            objective: r.objective,
+            bound: r.bound,
+            gap: r.gap,
+            method: Method::Fast,
+            price: Vec::new(),
+            work: 0,
+        }
+    }
+}
+
+/// Per workload: (site, replicas) — a placement in index form.
+pub type Replicas = Vec<Vec<(usize, u32)>>;
+
+/// The priority-weighted penalty of what `x` leaves unplaced.
+pub fn unplaced_penalty(problem: &Problem, x: &[Vec<(usize, u32)>]) -> f64 {
+    problem
+        .workloads
+        .iter()
+        .zip(x)
+        .map(|(w, at)| {
+            let placed: u32 = at.iter().map(|&(_, n)| n).sum();
+            f64::from(w.replicas.saturating_sub(placed)) * w.unplaced_cost
+        })
+        .sum()
+}
+
+/// [`placed_gap`] of placement `x`.
+pub fn gap_of(problem: &Problem, x: &[Vec<(usize, u32)>], objective: f64, bound: f64) -> f64 {
+    placed_gap(objective, bound, unplaced_penalty(problem, x))
+}
+
+/// Replicas no placement can place: a proven lower bound on the unplaced
+/// count. Per workload, the replicas beyond what its candidate sites may
+/// hold (per-site caps, failure-domain caps); then, per resource and for
+/// power, the fewest replicas (biggest first) whose removal brings the
+/// placeable demand under the whole fleet's limit. Rules across workloads
+/// (anti-affinity, affinity, the move budget) and the split of the fleet
+/// into sites are ignored, which can only lower it.
+pub fn proven_unplaced(p: &Problem) -> u64 {
+    let mut structural = 0u64;
+    let mut placeable = Vec::with_capacity(p.workloads.len());
+    for w in &p.workloads {
+        let mut by_domain: Vec<(usize, u64)> = Vec::new();
+        let mut cap = 0u64;
+        for c in &w.candidates {
+            let n = u64::from(c.max_count);
+            match (w.max_per_failure_domain, p.sites[c.site].failure_domain) {
+                (Some(_), Some(d)) => match by_domain.iter_mut().find(|e| e.0 == d) {
+                    Some(e) => e.1 += n,
+                    None => by_domain.push((d, n)),
+                },
+                _ => cap += n,
+            }
+        }
+        let per_domain = u64::from(w.max_per_failure_domain.unwrap_or(u32::MAX));
+        cap += by_domain.iter().map(|e| e.1.min(per_domain)).sum::<u64>();
+        let n = u64::from(w.replicas).min(cap);
+        structural += u64::from(w.replicas) - n;
+        placeable.push(n);
+    }
+    // Per row (each resource, then power): (demand per replica, replicas).
+    let mut worst = 0u64;
+    for r in 0..=p.resources.len() {
+        let limit: f64 = p
+            .sites
+            .iter()
+            .map(|s| {
+                let l = if r < p.resources.len() {
+                    s.capacity[r]
+                } else {
+                    s.dynamic_kw_limit
+                };
+                // The same tolerance as `fits`.
+                l.max(0.0) * (1.0 + EPS) + EPS
+            })
+            .sum();
+        let mut demand: Vec<(f64, u64)> = p
+            .workloads
+            .iter()
+            .zip(&placeable)
+            .filter(|(_, &n)| n > 0)
+            .map(|(w, &n)| {
+                let d = if r < p.resources.len() {
+                    w.demand[r]
+                } else {
+                    // Its least power at any candidate site.
+                    w.candidates
+                        .iter()
+                        .map(|c| c.dynamic_kw)
+                        .fold(f64::INFINITY, f64::min)
+                };
+                (d.max(0.0), n)
+            })
+            .filter(|(d, _)| d.is_finite() && *d > 0.0)
+            .collect();
+        let mut excess = demand.iter().map(|(d, n)| d * *n as f64).sum::<f64>() - limit;
+        if excess <= 0.0 {
+            continue;
+        }
+        demand.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut dropped = 0u64;
+        for (d, n) in demand {
+            if excess <= 0.0 {
+                break;
+            }
+            let k = ((excess / d).ceil() as u64).clamp(1, n);
+            dropped += k;
+            excess -= d * k as f64;
+        }
+        worst = worst.max(dropped);
+    }
+    structural + worst
+}
+
+/// Solve a problem with the method the options ask for.
+pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
+    let started = std::time::Instant::now();
+    let target = options.relative_gap.unwrap_or(DEFAULT_GAP);
+    match options.method {
+        Method::Exact => exact(problem, options, greedy(problem)),
+        Method::Fast => Ok(fast_solved(problem, options, target)),
+        Method::Auto => {
+            let candidates: usize = problem.workloads.iter().map(|w| w.candidates.len()).sum();
+            if candidates > EXACT_MAX_CANDIDATES {
+                return Ok(fast_solved(problem, options, target));
+            }
+            // HiGHS will continue: the fast path gets a third of the time
+            // and of the work, HiGHS (warm-started from it) the rest.
+            let work = options.budget();
+            let fast_options = SolveOptions {
+                time_limit_s: options.time_limit_s.map(|t| t / 3.0),
+                work: work.map(|w| w / 3),
+                ..options.clone()
+            };
+            let fast = fast_solved(problem, &fast_options, target.max(1e-3));
+            if fast.gap <= target {
+                return Ok(fast);
+            }
+            let milp = Milp::build(problem);
+            let mut start = fast.x.clone();
+            let mut spent = fast.work;
+            // With a time limit or a budget: most of what is left on
+            // neighbourhoods HiGHS solves exactly, the rest on the whole
+            // model (for its bound, and whatever it still finds).
+            if options.clock_s().is_some() || work.is_some() {
+                let until = options.clock_s().map(|t| {
+                    let left = (t - started.elapsed().as_secs_f64()).max(0.0);
+                    std::time::Instant::now() + edgeplan_model::duration_s((left * LNS_SHARE).min(LNS_MAX_S))
+                });
+                let lns_work = work.map(|w| (w.saturating_sub(spent) as f64 * LNS_SHARE) as u64);
+                let limit = Limit::new(until, lns_work);
+                start = lns(problem, &milp, start, &limit, options)?.0;
+                spent += limit.spent();
+            }
+            let exact_options = SolveOptions {
+                time_limit_s: options
+                    .time_limit_s
+                    .map(|t| (t - started.elapsed().as_secs_f64()).max(0.1)),
+                work: work.map(|w| w.saturating_sub(spent)),
+                ..options.clone()
+            };
+            let mut solved = exact_on(problem, &milp, &exact_options, start)?;
+            solved.work += spent;
+            if fast.objective < solved.objective {
+                solved.x = fast.x;
+                solved.objective = fast.objective;
+                solved.method = Method::Fast;
+            }
+            solved.bound = solved.bound.max(fast.bound).min(solved.objective);
+            solved.price = fast.price;
+            solved.gap = gap_of(problem, &solved.x, solved.objective, solved.bound);
+            Ok(solved)
+        }
+    }
+}
+
+fn fast_solved(problem: &Problem, options: &SolveOptions, target: f64) -> Solved {
+    let r = fast::solve(
+        problem,
+        &FastOptions {
+            target_gap: target,
+            time_limit_s: options.time_limit_s.unwrap_or(f64::INFINITY).min(1e6),
+            work: options.budget(),
+            deterministic: options.deterministic,
+            ..FastOptions::default()
+        },
+    );
+    Solved {
+        status: if r.gap <= 1e-9 {
+            SolveStatus::Optimal
+        } else if r.gap <= target {
+            SolveStatus::GapLimit
+        } else if r.out_of_work {
+            SolveStatus::WorkLimit
+        } else {
+            SolveStatus::TimeLimit
+        },
+        work: r.work,
+        x: r.x,
+        objective: r.objective,
+        bound: r.bound,
+        gap: r.gap,
+        method: Method::Fast,
+        price: r.price,
+    }
+}
+
+/// Solve the exact MILP of a problem, warm-started from `start`.
+pub fn exact(
+    problem: &Problem,
+    options: &SolveOptions,
+    start: Vec<Vec<(usize, u32)>>,
+) -> Result<Solved> {
+    exact_on(problem, &Milp::build(problem), options, start)
+}
+
+/// What one HiGHS run left.
+struct HighsRun {
+    /// Column values of its best solution, if it has one.
+    values: Option<Vec<f64>>,
+    status: HighsModelStatus,
+    /// HiGHS's dual bound (offset excluded), −∞ if unknown.
+    dual_bound: f64,
+}
+
+/// HiGHS on `milp` with these column bounds (the model's, or some fixed),
+/// warm-started from `start_values`. With `abs_gap`, HiGHS stops at that
+/// absolute gap instead of `options.relative_gap` (see [`exact_on`]).
+fn run_highs(
+    milp: &Milp,
+    columns: &[Column],
+    start_values: &[f64],
+    options: &SolveOptions,
+    abs_gap: Option<f64>,
+    max_nodes: Option<u64>,
+) -> Result<HighsRun> {
+    let mut vars = ProblemVariables::new();
+    let cols: Vec<Variable> = columns
+        .iter()
+        .map(|c| {
+            let mut v = variable().min(c.lower).max(c.upper);
+            if c.integer {
+                v = v.integer();
+            }
+            vars.add(v)
+        })
+        .collect();
+    let mut objective = Expression::with_capacity(cols.len());
+    for (c, v) in columns.iter().zip(&cols) {
+        if c.cost != 0.0 {
+            objective.add_mul(c.cost, *v);
+        }
+    }
+    let mut model = vars.minimise(objective).using(highs);
+    for r in &milp.rows {
+        let mut e = Expression::with_capacity(r.coefs.len());
+        for &(c, v) in &r.coefs {
+            e.add_mul(v, cols[c]);
+        }
+        if r.lower == r.upper {
+            model.add_constraint(e.eq(r.lower));
+        } else {
+            if r.lower.is_finite() {
+                model.add_constraint(e.clone().geq(r.lower));
+            }
+            if r.upper.is_finite() {
+                model.add_constraint(e.leq(r.upper));
+            }
+        }
+    }
+    let mut hm = model
+        .try_into_inner()
+        .map_err(|e| Error::Solver(e.to_string()))?;
+    hm.make_quiet();
+    hm.set_option("output_flag", false);
+    hm.set_option("random_seed", options.seed as i32);
+    if let Some(t) = options.clock_s() {
+        hm.set_option("time_limit", t.max(0.0));
+    }
+    if let Some(n) = max_nodes {
+        hm.set_option("mip_max_nodes", n.clamp(1, i32::MAX as u64) as i32);
+    }
+    if let Some(a) = abs_gap {
+        hm.set_option("mip_rel_gap", 0.0);
+        hm.set_option("mip_abs_gap", a.max(0.0));
+    } else if let Some(g) = options.relative_gap {
+        hm.set_option("mip_rel_gap", g.max(0.0));
+    }
+    if let Some(t) = options.threads {
+        hm.set_option("threads", t.max(1) as i32);
+    }
+    // The warm start only helps; HiGHS may refuse it (it then starts cold),
+    // and a refused hint must not abort the solve.
+    if let Err(e) = hm.try_set_solution(Some(start_values), None, None, None) {
+        tracing::debug!("HiGHS refused the start: {e:?}");
+    }
+    let solved = hm
+        .try_solve()
+        .map_err(|e| Error::Solver(format!("HiGHS failed: {e:?}")))?;
+    // Read the raw info: the binding's accessor panics on "no status yet".
+    let has_solution = solved
+        .int_info_value(c"primal_solution_status")
+        .is_ok_and(|v| v == highs::HighsSolutionStatus::Feasible as i64);
+    Ok(HighsRun {
+        values: has_solution.then(|| solved.get_solution().columns().to_vec()),
+        status: solved.status(),
+        dual_bound: solved
+            .double_info_value(c"mip_dual_bound")
+            .unwrap_or(f64::NEG_INFINITY),
+    })
+}
+
+/// [`exact`] on a model already built.
+fn exact_on(
+    problem: &Problem,
+    milp: &Milp,
+    options: &SolveOptions,
+    start: Vec<Vec<(usize, u32)>>,
+) -> Result<Solved> {
+    let start_values = milp.assignment_of(problem, &start);
+    let start_objective = milp.objective_at(&start_values);
+    // HiGHS's relative gap is over the whole objective, which the unplaced
+    // penalty swamps: the target, on the placed cost, becomes an absolute
+    // gap from the start's placed cost.
+    let target = options.relative_gap.unwrap_or(DEFAULT_GAP);
+    let start_placed = start_objective - unplaced_penalty(problem, &start);
+    let abs_gap = target * start_placed.abs().max(1e-9);
+    // Under a budget, HiGHS gets what is left in nodes (each costs the
+    // model's columns): node counts, unlike seconds, repeat.
+    let node_work = milp.columns.len().max(1) as u64;
+    let max_nodes = options.budget().map(|w| w / node_work);
+    let run = run_highs(
+        milp,
+        &milp.columns,
+        &start_values,
+        options,
+        Some(abs_gap),
+        max_nodes,
+    )?;
+    let (x, objective) = match &run.values {
+        Some(values) => {
+            let x = milp.placement_from(values);
+            let obj = milp.objective_at(&milp.assignment_of(problem, &x));
+            if obj <= start_objective + EPS * start_objective.abs().max(1.0) {
+                (x, obj)
+            } else {
+                (start, start_objective)
+            }
+        }
+        None => (start, start_objective),
+    };
+    let status = match run.status {
+        // Settled below as the gap on the placed cost says.
+        HighsModelStatus::Optimal => SolveStatus::Optimal,
+        // The node limit ends in HiGHS's "solution limit".
+        HighsModelStatus::ReachedSolutionLimit if max_nodes.is_some() => SolveStatus::WorkLimit,
+        HighsModelStatus::ReachedTimeLimit
+        | HighsModelStatus::ReachedIterationLimit
+        | HighsModelStatus::ReachedSolutionLimit
+        | HighsModelStatus::ReachedInterrupt
+        | HighsModelStatus::ReachedMemoryLimit => SolveStatus::TimeLimit,
+        other => {
+            return Err(Error::Solver(format!(
+                "HiGHS ended with status {other:?}; the model always has a solution (everything unplaced), so this is a defect"
+            )))
+        }
+    };
+    // HiGHS's bound excludes our offset; an unknown bound is reported as
+    // the problem's trivial one (the offset, less what placements can earn
+    // at negative prices).
+    let bound = if run.dual_bound.is_finite() {
+        (run.dual_bound + milp.offset).min(objective)
+    } else if status == SolveStatus::Optimal {
+        objective
+    } else {
+        problem.trivial_bound().min(objective)
+    };
+    let gap = gap_of(problem, &x, objective, bound);
+    let status = if status == SolveStatus::Optimal && gap > 1e-6 {
+        SolveStatus::GapLimit
+    } else {
+        status
+    };
+    Ok(Solved {
+        gap,
+        x,
+        status,
+        objective,
+        bound,
+        method: Method::Exact,
+        price: Vec::new(),
+        work: max_nodes.map_or(0, |n| n * node_work),
+    })
+}
+
+/// Improve a placement by [large-neighbourhood search](lns) on the exact
+/// model for at most `time_limit_s` (it stops sooner once a neighbourhood
+/// spanning every site was solved to optimality: then the answer is
+/// optimal). Returns the placement and its objective.
+pub fn neighbourhood_search(
+    problem: &Problem,
+    start: Vec<Vec<(usize, u32)>>,
+    time_limit_s: f64,
+    seed: u32,
+) -> Result<(Replicas, f64)> {
+    let limit = Limit::new(
+        Some(std::time::Instant::now() + edgeplan_model::duration_s(time_limit_s)),
+        None,
+    );
+    let options = SolveOptions {
+        seed,
+        ..SolveOptions::default()
+    };
+    lns(problem, &Milp::build(problem), start, &limit, &options)
+}
+
+/// Large-neighbourhood search on the exact model: free the workloads that
+/// run on a few related sites, fix every other workload's columns at the
+/// incumbent, and let HiGHS solve what is left (small after presolve),
+/// warm-started from the incumbent. Every improvement is kept; the
+/// neighbourhood grows while HiGHS proves its sub-problems optimal quickly
+/// and shrinks when it runs out of time; the search ends at its deadline,
+/// after [`LNS_PATIENCE`] fruitless tries once sub-models stop being solved
+/// to optimality, or once it solved every site at once. Returns the best placement and
+/// its objective (the model's pricing); deterministic for a seed when
+/// `limit` has no deadline (sub-solves then stop on node limits, each
+/// node costing the model's columns in work).
+fn lns(
+    problem: &Problem,
+    milp: &Milp,
+    mut x: Vec<Vec<(usize, u32)>>,
+    limit: &Limit,
+    options: &SolveOptions,
+) -> Result<(Replicas, f64)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(u64::from(options.seed) ^ 0x1a5);
+    let sites = problem.sites.len();
+    let mut values = milp.assignment_of(problem, &x);
+    let mut objective = milp.objective_at(&values);
+    let mut width = 3usize; // sites per neighbourhood
+    let (mut tries, mut kept, mut stale) = (0usize, 0usize, 0usize);
+    let node_work = milp.columns.len().max(1) as u64;
+    while !limit.out() && sites > 1 {
+        tries += 1;
+        // Related sites: one at random, then where its workloads could go.
+        let s0 = rng.random_range(0..sites);
+        let mut weight = vec![0u32; sites];
+        for (w, at) in x.iter().enumerate() {
+            if at.iter().any(|&(s, _)| s == s0) {
+                for c in &problem.workloads[w].candidates {
+                    weight[c.site] += 1;
+                }
+            }
+        }
+        let mut near: Vec<usize> = (0..sites).filter(|&s| s != s0 && weight[s] > 0).collect();
+        // Heaviest first, with a random tie-break so neighbourhoods vary.
+        let jitter: Vec<u32> = (0..sites).map(|_| rng.random_range(0..4)).collect();
+        near.sort_by_key(|&s| std::cmp::Reverse(weight[s] * 4 + jitter[s]));
+        // At full width: every site, i.e. the whole model.
+        let mut chosen = vec![width >= sites; sites];
+        chosen[s0] = true;
+        for &s in near.iter().take(width.saturating_sub(1)) {
+            chosen[s] = true;
+        }
+        let free: Vec<bool> = x
+            .iter()
+            .map(|at| at.is_empty() || at.iter().any(|&(s, _)| chosen[s]))
+            .collect();
+        let mut columns = milp.columns.clone();
+        for (w, &is_free) in free.iter().enumerate() {
+            if is_free {
+                continue;
+            }
+            let fixed = milp.x[w]
+                .iter()
+                .chain(&milp.m[w])
+                .map(|&(_, c)| c)
+                .chain([milp.u[w]]);
+            for c in fixed {
+                columns[c].lower = values[c];
+                columns[c].upper = values[c];
+            }
+        }
+        let sub = SolveOptions {
+            time_limit_s: limit.deadline().map(|until| {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                left.as_secs_f64().min(2.0)
+            }),
+            relative_gap: Some(0.0),
+            ..options.clone()
+        };
+        let nodes = limit
+            .left()
+            .map(|w| (w / node_work).saturating_sub(1).clamp(1, LNS_NODES));
+        // A sub-solve is charged what it may spend: its nodes and its root.
+        limit.spend((nodes.unwrap_or(LNS_NODES) + 1) * node_work);
+        let run = run_highs(milp, &columns, &values, &sub, None, nodes)?;
+        let optimal = run.status == HighsModelStatus::Optimal;
+        if optimal {
+            width = (width + width.div_ceil(2)).min(sites);
+        } else {
+            width = (width * 2 / 3).max(2);
+        }
+        // Every site at once, solved: that was the whole model.
+        let whole = optimal && free.iter().all(|&f| f);
+        stale += 1;
+        if let Some(v) = run.values {
+            let candidate = milp.placement_from(&v);
+            let cv = milp.assignment_of(problem, &candidate);
+            let obj = milp.objective_at(&cv);
+            if obj < objective - 1e-9 * objective.abs().max(1.0) {
+                x = candidate;
+                values = cv;
+                objective = obj;
+                kept += 1;
+                stale = 0;
+            }
+        }
+        // Solved whole, or stuck where sub-models are already hard: the
+        // whole model (HiGHS next) does better.
+        if whole || (stale >= LNS_PATIENCE && !optimal) {
+            break;
+        }
+    }
+    tracing::debug!(tries, kept, width, objective, "large-neighbourhood search");
+    Ok((x, objective))
+}
+
+/// A feasible placement, built greedily: keep what runs today where it still
+/// fits, then place the rest, most important first, on the cheapest site with
+/// room. Affinity groups are left unplaced (the MILP places them). Serves as
+/// the MILP's warm start and as its answer when it finds nothing better.
+pub fn greedy(p: &Problem) -> Vec<Vec<(usize, u32)>> {
+    let mut state = State::new(p);
+    let mut in_affinity = vec![false; p.workloads.len()];
+    for (_, members) in &p.affinity_groups {
+        for &w in members {
+            in_affinity[w] = true;
+        }
+    }
+    let mut order: Vec<usize> = (0..p.workloads.len())
+        .filter(|w| !in_affinity[*w])
+        .collect();
+    order.sort_by(|a, b| {
+        p.workloads[*b]
+            .priority
+            .cmp(&p.workloads[*a].priority)
+            .then(a.cmp(b))
+    });
+    // Pass 1: stay where running.
+    for &wi in &order {
+        let w = &p.workloads[wi];
+        for &(si, n) in &w.current {
+            for _ in 0..n {
+                if state.placed[wi] < w.replicas && state.fits(p, wi, si, false) {
+                    state.add(p, wi, si, false);
+                }
+            }
+        }
+    }
+    // Pass 2: the rest, cheapest site first, while it beats leaving it unplaced.
+    for &wi in &order {
+        let w = &p.workloads[wi];
+        let mut by_cost: Vec<usize> = (0..w.candidates.len()).collect();
+        by_cost.sort_by(|a, b| w.candidates[*a].cost().total_cmp(&w.candidates[*b].cost()));
+        'replica: while state.placed[wi] < w.replicas {
+            for &k in &by_cost {
+                let c = &w.candidates[k];
+                let is_move = state.count(wi, c.site) >= w.current_at(c.site);
+                let cost = c.cost() + if is_move { w.move_cost } else { 0.0 };
+                if cost < w.unplaced_cost && state.fits(p, wi, c.site, is_move) {
+                    state.add(p, wi, c.site, is_move);
+                    continue 'replica;
+                }
+            }
+            break;
+        }
+    }
+    state.x
+}
+
+/// Running totals for the greedy.
+struct State {
+    x: Vec<Vec<(usize, u32)>>,
+    placed: Vec<u32>,
+    used: Vec<Vec<f64>>,
+    dynamic_kw: Vec<f64>,
+    anti: Vec<Vec<u32>>,
+    domain: Vec<Vec<(usize, u32)>>,
+    moves: u64,
+    anti_group_of: Vec<Option<usize>>,
+}
+
+impl State {
+    fn new(p: &Problem) -> State {
+        let mut anti_group_of = vec![None; p.workloads.len()];
+        for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
+            for &w in members {
+                anti_group_of[w] = Some(g);
+            }
+        }
+        State {
+            x: vec![Vec::new(); p.workloads.len()],
+            placed: vec![0; p.workloads.len()],
+            used: vec![vec![0.0; p.resources.len()]; p.sites.len()],
+            dynamic_kw: vec![0.0; p.sites.len()],
+            anti: vec![vec![0; p.sites.len()]; p.anti_affinity_groups.len()],
+            domain: vec![Vec::new(); p.workloads.len()],
+            moves: 0,
+            anti_group_of,
+        }
+    }
+
+    fn count(&self, wi: usize, si: usize) -> u32 {
+        self.x[wi]
+            .iter()
+            .find(|(s, _)| *s == si)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn fits(&self, p: &Problem, wi: usize, si: usize, is_move: bool) -> bool {
+        let w = &p.workloads[wi];
+        let Some(c) = w.candidate_at(si) else {
+            return false;
+        };
+        if self.count(wi, si) + 1 > c.max_count {
+            return false;
+        }
+        if is_move && p.max_moves.is_some_and(|k| self.moves + 1 > k as u64) {
+            return false;
+        }
+        let site = &p.sites[si];
+        for (r, d) in w.demand.iter().enumerate() {
+            if self.used[si][r] + d > site.capacity[r] * (1.0 + EPS) + EPS {
+                return false;
+            }
+        }
+        if self.dynamic_kw[si] + c.dynamic_kw > site.dynamic_kw_limit * (1.0 + EPS) + EPS {
+            return false;
+        }
+        if let Some(g) = self.anti_group_of[wi] {
+            if self.anti[g][si] >= 1 {
+                return false;
+            }
+        }
+        if let (Some(k), Some(d)) = (w.max_per_failure_domain, site.failure_domain) {
+            let in_domain = self.domain[wi]
+                .iter()
+                .find(|(x, _)| *x == d)
+                .map_or(0, |(_, n)| *n);
+            if in_domain + 1 > k {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn add(&mut self, p: &Problem, wi: usize, si: usize, is_move: bool) {
+        let w = &p.workloads[wi];
+        let c = w.candidate_at(si).map_or(0.0, |c| c.dynamic_kw);
+        match self.x[wi].iter_mut().find(|(s, _)| *s == si) {
+            Some((_, n)) => *n += 1,
+            None => self.x[wi].push((si, 1)),
+        }
+        self.placed[wi] += 1;
+        for (r, d) in w.demand.iter().enumerate() {
+            self.used[si][r] += d;
+        }
+        self.dynamic_kw[si] += c;
+        if let Some(g) = self.anti_group_of[wi] {
+            self.anti[g][si] += 1;
+        }
+        if let Some(d) = p.sites[si].failure_domain {
+            match self.domain[wi].iter_mut().find(|(x, _)| *x == d) {
+                Some((_, n)) => *n += 1,
+                None => self.domain[wi].push((d, 1)),
+            }
+        }
+        if is_move {
+            self.moves += 1;
+        }
+    }
+}
