@@ -7,17 +7,17 @@
 //! its API and the files edgeplan writes. A library user who wants one part
 //! can depend on its crate (`edgeplan-solve`, `edgeplan-verify`, …) instead.
 
+pub use edgeplan_analysis::{gen, report, whatif};
 pub use edgeplan_model::{
     duration_s, error, instance, kpi, placement, server_models, settings, Error, Result,
     MAX_DURATION_S,
 };
 pub use edgeplan_physics::{physics, topology};
+pub use edgeplan_plan::{execution, explain, plan};
 pub use edgeplan_problem::{gap, problem, validate};
 pub use edgeplan_solve::{fast, milp, solver};
-pub use edgeplan_plan::{execution, explain, plan};
-pub use edgeplan_verify as verify;
 pub use edgeplan_telemetry::{alarm, effective, forecast, telemetry};
-pub use edgeplan_analysis::{gen, report, whatif};
+pub use edgeplan_verify as verify;
 
 #[cfg(feature = "service")]
 pub use edgeplan_api as api;

@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use edgeplan_model::instance::*;
-use edgeplan_problem::problem::Problem;
 use edgeplan_model::server_models::builtin;
+use edgeplan_problem::problem::Problem;
 
 const CITIES: &str = include_str!("../../../data/cities.csv");
 const RTT: &str = include_str!("../../../data/rtt_ms.csv");

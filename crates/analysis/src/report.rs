@@ -5,8 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use edgeplan_plan::explain::{self, SiteBinding, UnplacedExplanation};
 use edgeplan_model::placement::Placement;
+use edgeplan_plan::explain::{self, SiteBinding, UnplacedExplanation};
 use edgeplan_problem::problem::{ObjectiveTerms, Problem, SiteKpi};
 use edgeplan_solve::solver::{Method, SolveStatus, Solved};
 

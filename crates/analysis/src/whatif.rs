@@ -12,12 +12,12 @@ use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::report::SolveReport;
 use edgeplan_model::instance::{Instance, Link, Price};
 use edgeplan_plan::plan::plan;
 use edgeplan_problem::problem::Problem;
-use crate::report::SolveReport;
-use edgeplan_solve::solver::{solve, Method, SolveOptions};
 use edgeplan_problem::validate::{validate_structure, Issue};
+use edgeplan_solve::solver::{solve, Method, SolveOptions};
 
 /// A scenario file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -460,8 +460,8 @@ pub fn run_until(
         if stop() {
             return Err(edgeplan_model::Error::Cancelled);
         }
-        let mut inst =
-            apply(base, s, &format!("scenario {:?}", s.name)).map_err(edgeplan_model::Error::Invalid)?;
+        let mut inst = apply(base, s, &format!("scenario {:?}", s.name))
+            .map_err(edgeplan_model::Error::Invalid)?;
         for w in &mut inst.workloads {
             w.current = base_placement
                 .assignments

@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use super::pb;
-use edgeplan_plan::execution::{Execution, PlanState, StepState, StepStatus};
 use edgeplan_model::instance::Policy;
 use edgeplan_model::instance::{
     AmbientSpec, AshraeClass, CoolingSpec, EnergySpec, Limits, Link, ObjectiveWeights, PowerSpec,
     Price, PricePoint, Region, ServerFleet, Site, Slo, ThermalSpec, Traffic, Workload,
 };
+use edgeplan_plan::execution::{Execution, PlanState, StepState, StepStatus};
 use edgeplan_plan::plan::{Step, StepKind};
 use edgeplan_problem::problem::Kpis;
 use edgeplan_telemetry::telemetry::{ReadingRef, SensorKind};

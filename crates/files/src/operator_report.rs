@@ -9,12 +9,12 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use edgeplan_plan::explain;
+use edgeplan_analysis::whatif::ScenarioResult;
 use edgeplan_model::instance::Instance;
 use edgeplan_physics::physics::supply_c_at;
+use edgeplan_plan::explain;
 use edgeplan_plan::plan::{Plan, StepKind};
 use edgeplan_problem::problem::{Evaluation, Kpis, Problem};
-use edgeplan_analysis::whatif::ScenarioResult;
 
 /// What a report is made from.
 pub struct ReportInput<'a> {
@@ -565,7 +565,10 @@ pub fn whatif_html(title: &str, results: &[ScenarioResult]) -> String {
 
 /// What-if results alone, as Markdown.
 pub fn whatif_markdown(title: &str, results: &[ScenarioResult]) -> String {
-    format!("# {title}\n\n{}", edgeplan_analysis::whatif::comparison_table(results))
+    format!(
+        "# {title}\n\n{}",
+        edgeplan_analysis::whatif::comparison_table(results)
+    )
 }
 
 const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1100px}\

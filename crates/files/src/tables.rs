@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use edgeplan_model::error::{Error, Result};
 use edgeplan_analysis::whatif::ScenarioResult;
+use edgeplan_model::error::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableFormat {

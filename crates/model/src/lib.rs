@@ -13,7 +13,6 @@ pub mod settings;
 
 pub use error::{Error, Result};
 
-
 /// The longest wait or time limit a user-set number of seconds turns into
 /// (about 31 years): far enough to mean "no limit", near enough that
 /// `Instant::now() + it` cannot overflow.

@@ -25,8 +25,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use edgeplan_model::instance::{Limits, Workload};
 use crate::plan::{Plan, Step, StepKind};
+use edgeplan_model::instance::{Limits, Workload};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -23,9 +23,9 @@ use std::collections::HashMap;
 
 use edgeplan_model::instance::{Instance, Limits};
 use edgeplan_model::placement::Placement;
-use edgeplan_problem::problem::Problem;
 pub use edgeplan_model::plan::{state_hash, Blocked, Plan, Step, StepKind, Wave};
 use edgeplan_physics::topology::Route;
+use edgeplan_problem::problem::Problem;
 
 /// Transfer time of a replica's state over a route, plus the fixed overhead.
 pub fn step_duration_s(limits: &Limits, state_gib: f64, route: Option<&Route>) -> f64 {
@@ -149,7 +149,11 @@ impl<'a> Planner<'a> {
 }
 
 /// Plan the way from the instance's current placement to `target`.
-pub fn plan(instance: &Instance, problem: &Problem, target: &Placement) -> edgeplan_model::Result<Plan> {
+pub fn plan(
+    instance: &Instance,
+    problem: &Problem,
+    target: &Placement,
+) -> edgeplan_model::Result<Plan> {
     let target_x = problem.index_placement(target)?;
     let limits = &instance.limits;
     let n_sites = problem.sites.len();

@@ -12,11 +12,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use edgeplan_model::error::{Error, Result};
-pub use edgeplan_model::kpi::{Kpis, ObjectiveTerms};
 use edgeplan_model::instance::{Instance, ObjectiveWeights, Site, Workload};
-use edgeplan_physics::physics::{PowerLimit, SitePhysics};
+pub use edgeplan_model::kpi::{Kpis, ObjectiveTerms};
 use edgeplan_model::placement::Placement;
 use edgeplan_model::server_models::{catalogue_with, ServerModel};
+use edgeplan_physics::physics::{PowerLimit, SitePhysics};
 use edgeplan_physics::topology::Topology;
 
 /// Relative slack for comparisons of sums against limits.

@@ -5,9 +5,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::problem::Problem;
 pub use edgeplan_model::error::Issue;
 use edgeplan_model::instance::{Instance, Price};
-use crate::problem::Problem;
 use edgeplan_model::server_models::{catalogue_with, ServerModel};
 
 #[derive(Default)]

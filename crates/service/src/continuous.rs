@@ -10,11 +10,11 @@ use std::sync::Arc;
 use super::placement::{propose_from, solve_view};
 use super::view::View;
 use super::{now_s, Shared};
-use edgeplan_telemetry::alarm::{Alarms, Thresholds};
+use edgeplan_model::instance::Instance;
 use edgeplan_plan::execution::PlanState;
 use edgeplan_solve::fast::{diff, Replanner};
-use edgeplan_model::instance::Instance;
 use edgeplan_solve::solver::{SolveOptions, SolveStatus, Solved};
+use edgeplan_telemetry::alarm::{Alarms, Thresholds};
 use tonic::Status;
 
 /// What continuous mode remembers between ticks.

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use edgeplan_analysis::gen::{generate, GenOptions};
 use edgeplan_api::pb;
 use edgeplan_api::pb::inventory_client::InventoryClient;
 use edgeplan_api::pb::placement_client::PlacementClient;
 use edgeplan_api::pb::telemetry_client::TelemetryClient;
-use edgeplan_analysis::gen::{generate, GenOptions};
 use edgeplan_model::instance::Instance;
 
 #[derive(Debug, Clone)]
@@ -517,7 +517,9 @@ async fn story(
                 .get_plan(pb::PlanRef { plan_id: p.plan_id })
                 .await?
                 .into_inner();
-            Some(serde_json::from_str::<edgeplan_plan::plan::Plan>(&view.plan_json)?)
+            Some(serde_json::from_str::<edgeplan_plan::plan::Plan>(
+                &view.plan_json,
+            )?)
         }
         None => None,
     };
@@ -528,14 +530,15 @@ async fn story(
         live.sites.len(),
         live.workloads.len()
     );
-    let page = edgeplan_files::operator_report::html(&edgeplan_files::operator_report::ReportInput {
-        title: &title,
-        instance: &live,
-        problem: &problem,
-        x: &x,
-        plan: plan.as_ref(),
-        whatif: None,
-    });
+    let page =
+        edgeplan_files::operator_report::html(&edgeplan_files::operator_report::ReportInput {
+            title: &title,
+            instance: &live,
+            problem: &problem,
+            x: &x,
+            plan: plan.as_ref(),
+            whatif: None,
+        });
     std::fs::write(&opts.report, page)
         .with_context(|| format!("cannot write {}", opts.report.display()))?;
     let k = problem.kpis(&x);

@@ -19,9 +19,9 @@ use super::store::{link_key, Op};
 use super::{invalid, Shared};
 use edgeplan_api::convert;
 use edgeplan_api::pb;
-use edgeplan_plan::execution::PlanState;
 use edgeplan_model::instance::Instance;
 use edgeplan_model::instance::Policy;
+use edgeplan_plan::execution::PlanState;
 use edgeplan_problem::validate::validate_structure;
 
 pub struct InventoryApi(pub Arc<Shared>);
@@ -69,7 +69,8 @@ fn change_at(
     next.name = policy.name.clone();
     next.objective = policy.objective.clone();
     next.limits = policy.limits.clone();
-    next.network.nodes = edgeplan_model::instance::nodes_of(&next.sites, &next.regions, &next.network.links);
+    next.network.nodes =
+        edgeplan_model::instance::nodes_of(&next.sites, &next.regions, &next.network.links);
     // An inventory being filled in may have no sites yet; a solve needs them.
     let issues: Vec<_> = validate_structure(&next)
         .into_iter()

@@ -35,9 +35,9 @@ use tonic::Status;
 
 use edgeplan_api::pb;
 use edgeplan_model::error::Issue;
-use edgeplan_plan::execution::Execution;
 use edgeplan_model::instance::Instance;
 use edgeplan_model::instance::Policy;
+use edgeplan_plan::execution::Execution;
 use edgeplan_telemetry::telemetry::{SanityLimits, TelemetryState};
 use store::Store;
 

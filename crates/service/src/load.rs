@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::client::{AuthChannel, Connect};
+use edgeplan_analysis::gen::{generate, GenOptions};
 use edgeplan_api::pb;
 use edgeplan_api::pb::placement_client::PlacementClient;
 use edgeplan_api::pb::telemetry_client::TelemetryClient;
-use edgeplan_analysis::gen::{generate, GenOptions};
 use edgeplan_model::instance::Instance;
-use crate::client::{AuthChannel, Connect};
 
 #[derive(Debug, Clone)]
 pub struct LoadOptions {

@@ -12,10 +12,10 @@ use tonic::{Request, Response, Status};
 use super::store::Op;
 use super::view::{self, View};
 use super::{now_s, Shared, State};
+use edgeplan_analysis::report::SolveReport;
 use edgeplan_api::convert;
 use edgeplan_api::pb;
 use edgeplan_plan::execution::{Execution, PlanState, TransitionError};
-use edgeplan_analysis::report::SolveReport;
 use edgeplan_solve::solver::{self, SolveOptions, Solved};
 
 pub struct PlacementApi(pub Arc<Shared>);

@@ -234,7 +234,8 @@ impl pb::provisioner_server::Provisioner for SimApi {
         }
         if slow {
             let extra = 2.0 * req.expected_duration_s * sim.config.speed;
-            tokio::time::sleep(edgeplan_model::duration_s(extra).min(Duration::from_secs(600))).await;
+            tokio::time::sleep(edgeplan_model::duration_s(extra).min(Duration::from_secs(600)))
+                .await;
         }
         answer.get_mut().duplicate |= dup;
         Ok(answer)

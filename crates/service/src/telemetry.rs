@@ -378,7 +378,11 @@ pub fn site_states(shared: &Shared, wanted: &[String]) -> Result<pb::SiteStates,
             site_power_kw: summary.site_power_kw.or(summary.rack_power_kw),
             utilization: hub
                 .state
-                .latest(&kpi.site, edgeplan_telemetry::telemetry::SensorKind::Utilization, None)
+                .latest(
+                    &kpi.site,
+                    edgeplan_telemetry::telemetry::SensorKind::Utilization,
+                    None,
+                )
                 .map(|s| s.ewma),
             fresh_sensors: sensors.saturating_sub(summary.stale_sensors as u32),
             stale_sensors: summary.stale_sensors as u32,

@@ -6,10 +6,10 @@
 use tonic::Status;
 
 use super::{now_s, Shared};
-use edgeplan_telemetry::effective::{effective_instance, EffectiveOptions};
 use edgeplan_model::instance::Instance;
 use edgeplan_problem::problem::{Evaluation, Kpis, Problem};
 use edgeplan_problem::validate::validate_structure;
+use edgeplan_telemetry::effective::{effective_instance, EffectiveOptions};
 
 /// The fleet now: the effective instance (inventory + telemetry), its
 /// problem, and the current placement evaluated under it.

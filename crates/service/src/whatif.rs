@@ -7,9 +7,9 @@ use tonic::Status;
 
 use super::view::View;
 use super::Shared;
+use edgeplan_analysis::whatif::{apply, expand, parse, run_until, ScenarioFile, ScenarioResult};
 use edgeplan_api::pb;
 use edgeplan_solve::solver::SolveOptions;
-use edgeplan_analysis::whatif::{apply, expand, parse, run_until, ScenarioFile, ScenarioResult};
 
 /// The base a scenario document must name to run on the live state.
 pub const LIVE: &str = "live";
@@ -137,7 +137,9 @@ pub fn start(
         let gone = || tx.is_closed();
         match run_until(&base, &list, &options, true, &sent, &gone) {
             Ok(_) => {}
-            Err(edgeplan_model::Error::Cancelled) => tracing::info!("what-if stopped: its client went away"),
+            Err(edgeplan_model::Error::Cancelled) => {
+                tracing::info!("what-if stopped: its client went away")
+            }
             Err(e) => {
                 let _ = tx.blocking_send(Err(Status::internal(format!("what-if: {e}"))));
             }

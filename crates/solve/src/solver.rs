@@ -15,10 +15,10 @@ use highs::HighsModelStatus;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use edgeplan_model::error::{Error, Result};
 use crate::fast::{self, FastOptions, Limit};
-pub use edgeplan_problem::gap::{placed_gap, relative_gap};
 use crate::milp::{Column, Milp};
+use edgeplan_model::error::{Error, Result};
+pub use edgeplan_problem::gap::{placed_gap, relative_gap};
 use edgeplan_problem::problem::{Problem, EPS};
 
 /// Options of an exact solve.
@@ -315,7 +315,8 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
             if options.clock_s().is_some() || work.is_some() {
                 let until = options.clock_s().map(|t| {
                     let left = (t - started.elapsed().as_secs_f64()).max(0.0);
-                    std::time::Instant::now() + edgeplan_model::duration_s((left * LNS_SHARE).min(LNS_MAX_S))
+                    std::time::Instant::now()
+                        + edgeplan_model::duration_s((left * LNS_SHARE).min(LNS_MAX_S))
                 });
                 let lns_work = work.map(|w| (w.saturating_sub(spent) as f64 * LNS_SHARE) as u64);
                 let limit = Limit::new(until, lns_work);

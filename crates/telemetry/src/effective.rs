@@ -10,10 +10,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::forecast::HoltWinters;
-use edgeplan_model::instance::Instance;
-use edgeplan_physics::physics::{worst_ambient_c, SitePhysics};
-use edgeplan_model::server_models::catalogue_with;
 use crate::telemetry::{Rejection, SensorKind, TelemetryState};
+use edgeplan_model::instance::Instance;
+use edgeplan_model::server_models::catalogue_with;
+use edgeplan_physics::physics::{worst_ambient_c, SitePhysics};
 
 /// Knobs of the effective-capacity model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

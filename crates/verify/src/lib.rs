@@ -10,9 +10,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use edgeplan_model::instance::{AshraeClass, Instance, Price, Site};
+use edgeplan_model::kpi::ObjectiveTerms;
 use edgeplan_model::placement::Placement;
 use edgeplan_model::plan::{Plan, Step};
-use edgeplan_model::kpi::ObjectiveTerms;
 use edgeplan_model::server_models::{catalogue_with, ServerModel};
 
 /// Absolute slack on limit comparisons (kW, °C, resource units).

@@ -21,9 +21,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use edgeplan_plan::execution::{Execution, PlanState, StepStatus};
 pub use edgeplan_model::instance::Policy;
 use edgeplan_model::instance::{nodes_of, Instance, Link, Network, Region, Site, Workload};
+use edgeplan_plan::execution::{Execution, PlanState, StepStatus};
 use edgeplan_plan::plan::Plan;
 
 #[derive(Debug, thiserror::Error)]

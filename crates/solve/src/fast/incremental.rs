@@ -24,8 +24,8 @@ use rayon::prelude::*;
 use super::{best_response, workload_of, Assign, Flat, Journal, Limit, Slots, State};
 use edgeplan_model::error::Issue;
 use edgeplan_model::error::{Error, Result};
-use edgeplan_problem::gap::placed_gap;
 use edgeplan_model::instance::Instance;
+use edgeplan_problem::gap::placed_gap;
 use edgeplan_problem::problem::{Problem, SiteUpdate};
 
 /// What changed in an instance, as far as a re-plan is concerned.

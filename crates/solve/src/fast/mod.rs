@@ -1236,7 +1236,8 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     };
     // The bound gets the first part of the time and of the work; the rest
     // is for the final local search with ejections.
-    let bound_deadline = deadline.map(|_| started + edgeplan_model::duration_s(options.time_limit_s * 0.6));
+    let bound_deadline =
+        deadline.map(|_| started + edgeplan_model::duration_s(options.time_limit_s * 0.6));
     let bound_work = work.map_or(u64::MAX, |w| w / 5 * 3);
 
     let zero = vec![0.0; rows];
