@@ -14,7 +14,7 @@ services:
 	@./scripts/services.sh start
 
 test: deps services
-	set -a; . ./target/services.env; set +a; cargo test
+	set -a; . ./target/services.env; set +a; cargo test --workspace
 
 # Each fuzz target for FUZZ_SECONDS (CI: 60).
 fuzz:
@@ -23,7 +23,7 @@ fuzz:
 lint: deps
 	python3 scripts/structure.py
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 bench: deps
 	cargo bench --bench planner

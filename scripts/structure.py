@@ -1,61 +1,120 @@
 #!/usr/bin/env python3
-"""The structure read: edgeplan's module import graph (from `crate::…` and,
-inside the service, `super::…` paths) must have no cycle, and nothing
-outside the shell (service, api, main) may import the service.
+"""The structure read, in two parts (exit 1 on a finding):
 
-    python3 scripts/structure.py [SRC_DIR]     (exit 1 on a finding)
+1. Inside each crate under crates/ (and the binary's src/), the module
+   import graph (`crate::…` and `super::…` paths) has no cycle. Between
+   crates Cargo already forbids cycles.
+2. The pure core's crates, and the `edgeplan` facade without its `service`
+   feature, do not depend (directly or through anything) on the shell's
+   runtime: tokio, tonic, redb, postgres, NATS, polars, plotters. Read from
+   `cargo tree`, so it is the real dependency graph, not prose.
+
+    python3 scripts/structure.py
 """
-import os, re, sys, itertools
-root = sys.argv[1] if len(sys.argv) > 1 else 'src'
-def modname(path):
-    rel = os.path.relpath(path, root)[:-3]
-    parts = rel.split('/')
-    if parts[-1] in ('mod', 'lib', 'main'): parts = parts[:-1]
-    if not parts: return None
-    if parts[0] in ('service', 'api', 'fast') and len(parts) > 1:
-        return '::'.join(parts[:2]) if parts[0] == 'service' else parts[0]
-    return parts[0]
-edges = {}
-for dp, _, fs in os.walk(root):
-    for f in fs:
-        if not f.endswith('.rs'): continue
-        p = os.path.join(dp, f); m = modname(p)
-        if m is None: continue
-        text = open(p).read()
-        for t in re.findall(r'crate::([a-z_]+)(?:::([a-z_]+))?', text):
-            tgt = t[0] if t[0] != 'service' or not t[1] else f'service::{t[1]}'
-            if tgt != m and not (tgt == 'service' and m.startswith('service')):
-                edges.setdefault(m, set()).add(tgt)
-        if m.startswith('service'):
-            for t in re.findall(r'super::([a-z_]+)', text):
-                tgt = f'service::{t}'
-                if tgt != m: edges.setdefault(m, set()).add(tgt)
-nodes = set(edges) | {t for v in edges.values() for t in v}
-# cycles of length 2 and SCCs
-idx = {}; low = {}; st = []; on = set(); sccs = []; c = [0]
+import os, re, subprocess, sys
+
+CORE = ['model', 'physics', 'problem', 'solve', 'plan', 'verify', 'telemetry', 'analysis']
+SHELL_RUNTIME = ['tokio', 'tonic', 'redb', 'postgres', 'tokio-postgres', 'async-nats',
+                 'polars', 'plotters', 'hyper']
+# Which crates a crate may depend on: the layering in ARCHITECTURE.md. A
+# new arrow is a design change, made here on purpose.
+LAYERS = {
+    'model': [],
+    'physics': ['model'],
+    'verify': ['model'],
+    'problem': ['model', 'physics'],
+    'solve': ['model', 'problem'],
+    'plan': ['model', 'physics', 'problem'],
+    'telemetry': ['model', 'physics', 'problem'],
+    'analysis': ['model', 'physics', 'problem', 'solve', 'plan'],
+}
 sys.setrecursionlimit(10000)
-def sc(v):
-    idx[v] = low[v] = c[0]; c[0] += 1; st.append(v); on.add(v)
-    for w in edges.get(v, ()):
-        if w not in idx: sc(w); low[v] = min(low[v], low[w])
-        elif w in on: low[v] = min(low[v], idx[w])
-    if low[v] == idx[v]:
-        comp = []
-        while True:
-            w = st.pop(); on.discard(w); comp.append(w)
-            if w == v: break
-        if len(comp) > 1: sccs.append(sorted(comp))
-for v in sorted(nodes):
-    if v not in idx: sc(v)
-for comp in sccs:
-    print('cycle among:', ', '.join(comp))
-    for a in comp:
-        for b in sorted(edges.get(a, ())):
-            if b in comp: print(f'  {a} -> {b}')
-shell = lambda m: m.startswith('service') or m in ('api',)
-upward = sorted((a, b) for a, bs in edges.items() for b in bs
-                if b.startswith('service') and not shell(a))
-for a, b in upward:
-    print(f'core module {a} imports the shell: {a} -> {b}')
-print(f'structure: {len(sccs)} cycle(s), {len(upward)} core-to-shell import(s) over {len(nodes)} modules')
-sys.exit(1 if sccs or upward else 0)
+findings = 0
+
+def module_of(root, path):
+    parts = os.path.relpath(path, root)[:-3].split('/')
+    if parts[-1] in ('mod', 'lib', 'main'):
+        parts = parts[:-1]
+    return parts[0] if parts else None
+
+def cycles(root):
+    edges = {}
+    for dp, _, fs in os.walk(root):
+        for f in fs:
+            if not f.endswith('.rs'):
+                continue
+            p = os.path.join(dp, f)
+            m = module_of(root, p)
+            if m is None:
+                continue
+            text = open(p).read()
+            refs = re.findall(r'\bcrate::([a-z_]+)', text)
+            if os.path.dirname(p) == root:  # top-level module: super:: is the root
+                refs += re.findall(r'\bsuper::([a-z_]+)', text)
+            for t in refs:
+                if t != m and os.path.exists(os.path.join(root, t + '.rs')) or \
+                        os.path.isdir(os.path.join(root, t)) and t != m:
+                    edges.setdefault(m, set()).add(t)
+    idx, low, st, on, sccs, c = {}, {}, [], set(), [], [0]
+    def sc(v):
+        idx[v] = low[v] = c[0]; c[0] += 1; st.append(v); on.add(v)
+        for w in edges.get(v, ()):
+            if w not in idx:
+                sc(w); low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], idx[w])
+        if low[v] == idx[v]:
+            comp = []
+            while True:
+                w = st.pop(); on.discard(w); comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                sccs.append(sorted(comp))
+    nodes = set(edges) | {t for v in edges.values() for t in v}
+    for v in sorted(nodes):
+        if v not in idx:
+            sc(v)
+    for comp in sccs:
+        print(f'{root}: cycle among:', ', '.join(comp))
+        for a in comp:
+            for b in sorted(edges.get(a, ())):
+                if b in comp:
+                    print(f'  {a} -> {b}')
+    return len(sccs), len(nodes)
+
+roots = sorted(f'crates/{c}/src' for c in os.listdir('crates')) + ['src']
+total_cycles = total_modules = 0
+for r in roots:
+    n, m = cycles(r)
+    total_cycles += n; total_modules += m
+findings += total_cycles
+
+def tree(args, depth=None):
+    extra = ['--depth', str(depth)] if depth is not None else []
+    out = subprocess.run(['cargo', 'tree', '-q', '-e', 'normal', '--prefix', 'none',
+                          '--format', '{p}'] + extra + args,
+                         capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+def check_runtime(label, deps):
+    global findings
+    bad = sorted(d for d in deps if d in SHELL_RUNTIME)
+    if bad:
+        findings += 1
+        print(f'{label} depends on the shell runtime: {", ".join(bad)}')
+
+for c in CORE:
+    deps = tree(['-p', f'edgeplan-{c}'])
+    check_runtime(f'edgeplan-{c}', deps)
+    direct = tree(['-p', f'edgeplan-{c}'], depth=1)
+    ours = sorted(d[len('edgeplan-'):] for d in direct if d.startswith('edgeplan-') and d != f'edgeplan-{c}')
+    extra = [d for d in ours if d not in LAYERS[c]]
+    if extra:
+        findings += 1
+        print(f'edgeplan-{c} depends on {", ".join(extra)} (allowed: {", ".join(LAYERS[c]) or "none"})')
+check_runtime('edgeplan --no-default-features', tree(['-p', 'edgeplan', '--no-default-features']))
+
+print(f'structure: {total_cycles} module cycle(s) over {total_modules} modules in {len(roots)} crates; '
+      f'pure core ({len(CORE)} crates) checked against the shell runtime; {findings} finding(s)')
+sys.exit(1 if findings else 0)

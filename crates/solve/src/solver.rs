@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fast::{self, FastOptions, Limit};
 use crate::milp::{Column, Milp};
+use edgeplan_model::clock::{Deadline, Stopwatch};
 use edgeplan_model::error::{Error, Result};
 pub use edgeplan_problem::gap::{placed_gap, relative_gap};
 use edgeplan_problem::problem::{Problem, EPS};
@@ -284,7 +285,7 @@ pub fn proven_unplaced(p: &Problem) -> u64 {
 
 /// Solve a problem with the method the options ask for.
 pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
-    let started = std::time::Instant::now();
+    let started = Stopwatch::start();
     let target = options.relative_gap.unwrap_or(DEFAULT_GAP);
     match options.method {
         Method::Exact => exact(problem, options, greedy(problem)),
@@ -313,10 +314,9 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
             // neighbourhoods HiGHS solves exactly, the rest on the whole
             // model (for its bound, and whatever it still finds).
             if options.clock_s().is_some() || work.is_some() {
-                let until = options.clock_s().map(|t| {
-                    let left = (t - started.elapsed().as_secs_f64()).max(0.0);
-                    std::time::Instant::now()
-                        + edgeplan_model::duration_s((left * LNS_SHARE).min(LNS_MAX_S))
+                let until = options.clock_s().map_or(Deadline::NONE, |t| {
+                    let left = (t - started.elapsed_s()).max(0.0);
+                    Deadline::after_s((left * LNS_SHARE).min(LNS_MAX_S))
                 });
                 let lns_work = work.map(|w| (w.saturating_sub(spent) as f64 * LNS_SHARE) as u64);
                 let limit = Limit::new(until, lns_work);
@@ -326,7 +326,7 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
             let exact_options = SolveOptions {
                 time_limit_s: options
                     .time_limit_s
-                    .map(|t| (t - started.elapsed().as_secs_f64()).max(0.1)),
+                    .map(|t| (t - started.elapsed_s()).max(0.1)),
                 work: work.map(|w| w.saturating_sub(spent)),
                 ..options.clone()
             };
@@ -574,10 +574,7 @@ pub fn neighbourhood_search(
     time_limit_s: f64,
     seed: u32,
 ) -> Result<(Replicas, f64)> {
-    let limit = Limit::new(
-        Some(std::time::Instant::now() + edgeplan_model::duration_s(time_limit_s)),
-        None,
-    );
+    let limit = Limit::new(Deadline::after_s(time_limit_s), None);
     let options = SolveOptions {
         seed,
         ..SolveOptions::default()
@@ -653,10 +650,10 @@ fn lns(
             }
         }
         let sub = SolveOptions {
-            time_limit_s: limit.deadline().map(|until| {
-                let left = until.saturating_duration_since(std::time::Instant::now());
-                left.as_secs_f64().min(2.0)
-            }),
+            time_limit_s: limit
+                .deadline()
+                .remaining()
+                .map(|left| left.as_secs_f64().min(2.0)),
             relative_gap: Some(0.0),
             ..options.clone()
         };

@@ -14,7 +14,9 @@
 //! The bound stays proven: the Lagrangian at the kept multipliers, with
 //! only the changed workloads' subproblems solved again.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use edgeplan_model::clock::Deadline;
 
 /// The default wall-clock guard of one re-plan.
 pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(2);
@@ -198,7 +200,7 @@ impl Replanner {
                 updates.push(self.problem.site_update(inst, si)?);
             }
         }
-        let limit = Limit::new(self.time_limit.map(|t| Instant::now() + t), self.work);
+        let limit = Limit::new(self.time_limit.map_or(Deadline::NONE, Deadline::after), self.work);
         self.state_mut().journal = Some(Journal::default());
         let mut rebuilt = false;
         let mut revalue: Vec<usize> = Vec::new();

@@ -22,7 +22,9 @@
 //! wall-clock deadline, when it binds, is the only clock.
 
 use std::cell::Cell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use edgeplan_model::clock::{Deadline, Stopwatch};
 
 use rayon::prelude::*;
 
@@ -76,14 +78,14 @@ pub const DEFAULT_WORK: u64 = 200_000_000;
 /// one unit), so a search stopped by its budget alone is deterministic.
 #[derive(Debug)]
 pub struct Limit {
-    deadline: Option<Instant>,
+    deadline: Deadline,
     budget: u64,
     spent: Cell<u64>,
 }
 
 impl Limit {
-    /// `None` for either: no such limit.
-    pub fn new(deadline: Option<Instant>, work: Option<u64>) -> Limit {
+    /// `Deadline::NONE` and `None`: no such limit.
+    pub fn new(deadline: Deadline, work: Option<u64>) -> Limit {
         Limit {
             deadline,
             budget: work.unwrap_or(u64::MAX),
@@ -93,7 +95,7 @@ impl Limit {
 
     /// No limit at all (loading a placement, which always ends).
     pub fn none() -> Limit {
-        Limit::new(None, None)
+        Limit::new(Deadline::NONE, None)
     }
 
     pub fn spend(&self, units: u64) {
@@ -107,10 +109,10 @@ impl Limit {
 
     /// Whether the budget is spent or the deadline passed.
     pub fn out(&self) -> bool {
-        self.spent.get() >= self.budget || self.deadline.is_some_and(|d| Instant::now() > d)
+        self.spent.get() >= self.budget || self.deadline.reached()
     }
 
-    pub fn deadline(&self) -> Option<Instant> {
+    pub fn deadline(&self) -> Deadline {
         self.deadline
     }
 
@@ -122,7 +124,7 @@ impl Limit {
     /// Whether `units` more work taking `took` still fit.
     pub fn affords(&self, units: u64, took: Duration) -> bool {
         self.spent.get().saturating_add(units) < self.budget
-            && self.deadline.is_none_or(|d| Instant::now() + took < d)
+            && self.deadline.has_room_for(took)
     }
 }
 
@@ -1161,15 +1163,12 @@ fn workload_of(f: &Flat, k: usize) -> usize {
 
 /// Solve a problem on the fast path.
 pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
-    let started = Instant::now();
+    let started = Stopwatch::start();
     // Reproducible runs never read the clock to decide anything.
     let (deadline, work) = if options.deterministic {
-        (None, Some(options.work.unwrap_or(DEFAULT_WORK)))
+        (Deadline::NONE, Some(options.work.unwrap_or(DEFAULT_WORK)))
     } else {
-        (
-            Some(started + edgeplan_model::duration_s(options.time_limit_s)),
-            options.work,
-        )
+        (started.deadline_at_s(options.time_limit_s), options.work)
     };
     let limit = Limit::new(deadline, work);
     let f = Flat::new(p);
@@ -1214,7 +1213,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             if best.is_some() && !limit.affords(took.1, took.0) {
                 break;
             }
-            let t = (Instant::now(), limit.spent());
+            let t = (Stopwatch::start(), limit.spent());
             limit.spend(pairs);
             let mut a = Assign::new(p, &f, &limit);
             if from_response {
@@ -1236,8 +1235,11 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     };
     // The bound gets the first part of the time and of the work; the rest
     // is for the final local search with ejections.
-    let bound_deadline =
-        deadline.map(|_| started + edgeplan_model::duration_s(options.time_limit_s * 0.6));
+    let bound_deadline = if deadline.is_set() {
+        started.deadline_at_s(options.time_limit_s * 0.6)
+    } else {
+        Deadline::NONE
+    };
     let bound_work = work.map_or(u64::MAX, |w| w / 5 * 3);
 
     let zero = vec![0.0; rows];
@@ -1245,7 +1247,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     // best placement travels with it.
     let ((mut best_x, mut best_obj, mut best_pen), mut primal_took) = primal(&zero);
     tracing::debug!(
-        elapsed_s = started.elapsed().as_secs_f64(),
+        elapsed_s = started.elapsed_s(),
         best_obj,
         "first placement"
     );
@@ -1263,7 +1265,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
         if placed_gap(best_obj, best_bound, best_pen) <= options.target_gap
             || (iterations > 0
                 && (limit.spent() >= bound_work
-                    || bound_deadline.is_some_and(|d| Instant::now() > d)))
+                    || bound_deadline.reached()))
         {
             break;
         }
@@ -1311,7 +1313,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             let ((x, obj, pen), took) = primal(&best_price);
             primal_took = took;
             tracing::debug!(
-                elapsed_s = started.elapsed().as_secs_f64(),
+                elapsed_s = started.elapsed_s(),
                 iterations,
                 bound = best_bound,
                 primal = obj,
@@ -1351,7 +1353,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
         }
     }
     tracing::debug!(
-        elapsed_s = started.elapsed().as_secs_f64(),
+        elapsed_s = started.elapsed_s(),
         iterations,
         bound = best_bound,
         best = best_obj,
