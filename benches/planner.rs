@@ -31,6 +31,7 @@ fn fleet() -> (Instance, Placement) {
             ]),
             reserve_fraction: BTreeMap::new(),
             hardware: Vec::new(),
+            uplink_gbps: None,
             servers: ServerFleet {
                 model: "dell-r630-e5-2699v4".into(),
                 count: 4,
@@ -105,6 +106,7 @@ fn fleet() -> (Instance, Placement) {
             hardware: Vec::new(),
             priority: 1 + (k % 3) as u32,
             state_gib: 8.0,
+            egress_gbps: 0.0,
             current: BTreeMap::from([(ids[from].clone(), 1)]),
             disruption_allowed: false,
         });

@@ -238,6 +238,37 @@ proptest! {
         );
     }
 
+    /// The same tiny instances with an uplink on some sites and egress on
+    /// every workload (sized so the uplink often binds): the exact solver
+    /// still matches enumeration judged by the verifier, and the fast path
+    /// is feasible with a valid bound.
+    #[test]
+    fn solver_matches_brute_force_under_uplinks(
+        t in tiny(),
+        uplinks in prop::collection::vec(prop::option::of(1.0..9.0f64), 3),
+        egress in prop::collection::vec(0.5..4.0f64, 3),
+    ) {
+        let mut inst = build(&t);
+        for (s, up) in inst.sites.iter_mut().zip(&uplinks) {
+            s.uplink_gbps = up.map(|g| (g * 2.0).round() / 2.0);
+        }
+        for (w, e) in inst.workloads.iter_mut().zip(&egress) {
+            w.egress_gbps = (e * 2.0).round() / 2.0;
+        }
+        prop_assume!(edgeplan::validate::validate(&inst).is_empty());
+        let (_, solved, _, _) = solve_and_verify(&inst);
+        let best = enumerated_optimum(&inst);
+        let tol = 1e-6 * best.abs().max(1.0);
+        prop_assert!((solved.objective - best).abs() <= tol,
+            "solver {} vs brute force {}", solved.objective, best);
+        let problem = edgeplan::problem::Problem::build(&inst).unwrap();
+        let fast = fast_solve(&problem);
+        let report = verify(&inst, &problem.placement_of(&fast.x));
+        prop_assert!(report.feasible, "{:?}", report.violations);
+        prop_assert!(fast.objective >= best - tol, "fast {} below the optimum {}", fast.objective, best);
+        prop_assert!(fast.bound <= best + tol, "bound {} above the optimum {}", fast.bound, best);
+    }
+
     /// The fast path on the same tiny instances: a feasible placement, no
     /// better than the enumerated optimum, and a bound no higher than it.
     #[test]

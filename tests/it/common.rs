@@ -37,6 +37,7 @@ pub fn site(id: &str, cpu: f64, price: f64) -> Site {
         capacity: BTreeMap::from([("cpu_cores".into(), cpu)]),
         reserve_fraction: BTreeMap::new(),
         hardware: Vec::new(),
+        uplink_gbps: None,
         servers: ServerFleet {
             model: "toy".into(),
             count: 1,
@@ -95,6 +96,7 @@ pub fn workload(id: &str, replicas: u32, cores: f64) -> Workload {
         hardware: Vec::new(),
         priority: 1,
         state_gib: 0.0,
+        egress_gbps: 0.0,
         current: BTreeMap::new(),
         disruption_allowed: false,
     }

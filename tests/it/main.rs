@@ -24,4 +24,5 @@ mod security;
 mod service;
 mod store;
 mod telemetry;
+mod uplink;
 mod whatif;

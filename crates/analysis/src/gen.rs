@@ -243,6 +243,7 @@ pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
                 .choose(&mut rng)
                 .unwrap_or(&1),
             state_gib: round2(mem * rng.random_range(0.1..1.0)),
+            egress_gbps: 0.0,
             current: BTreeMap::new(),
             disruption_allowed: false,
         });
@@ -344,6 +345,7 @@ pub fn generate(opts: &GenOptions) -> Result<Instance, String> {
             } else {
                 Vec::new()
             },
+            uplink_gbps: None,
             servers: ServerFleet {
                 model: model.name.clone(),
                 count: servers,

@@ -81,6 +81,7 @@ pub fn site_from_pb(s: pb::Site, path: &str) -> Result<Site, FieldError> {
         capacity: sorted(&s.capacity),
         reserve_fraction: sorted(&s.reserve_fraction),
         hardware: s.hardware,
+        uplink_gbps: s.uplink_gbps,
         servers: ServerFleet {
             model: servers.model,
             count: servers.count,
@@ -145,6 +146,7 @@ pub fn site_to_pb(s: &Site) -> pb::Site {
         capacity: s.capacity.clone().into_iter().collect(),
         reserve_fraction: s.reserve_fraction.clone().into_iter().collect(),
         hardware: s.hardware.clone(),
+        uplink_gbps: s.uplink_gbps,
         servers: Some(pb::ServerFleet {
             model: s.servers.model.clone(),
             count: s.servers.count,
@@ -251,6 +253,7 @@ pub fn workload_from_pb(w: pb::Workload) -> Workload {
         hardware: w.hardware,
         priority: w.priority.unwrap_or(1),
         state_gib: w.state_gib,
+        egress_gbps: w.egress_gbps,
         current: sorted(&w.current),
         disruption_allowed: w.disruption_allowed,
     }
@@ -283,6 +286,7 @@ pub fn workload_to_pb(w: &Workload) -> pb::Workload {
         hardware: w.hardware.clone(),
         priority: Some(w.priority),
         state_gib: w.state_gib,
+        egress_gbps: w.egress_gbps,
         current: w.current.clone().into_iter().collect(),
         disruption_allowed: w.disruption_allowed,
     }

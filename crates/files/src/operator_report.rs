@@ -633,11 +633,13 @@ pub fn html(input: &ReportInput<'_>) -> String {
     for (si, s) in f.eval.sites.iter().enumerate() {
         let _ = write!(h, "<tr><td class=\"l\">{}</td>", esc(&s.site));
         for r in &input.problem.resources {
-            let _ = write!(
-                h,
-                "<td>{:.0} %</td>",
-                s.utilization.get(r).copied().unwrap_or(0.0) * 100.0
-            );
+            // No figure where the site has no such limit (no uplink declared).
+            match s.utilization.get(r) {
+                Some(u) => {
+                    let _ = write!(h, "<td>{:.0} %</td>", u * 100.0);
+                }
+                None => h.push_str("<td>—</td>"),
+            }
         }
         let inlet_class = if s.inlet_c > s.inlet_limit_c {
             "bad"

@@ -57,6 +57,10 @@ pub struct Site {
     /// Hardware features offered (e.g. `gpu-a100`, `nvme`, `sgx`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hardware: Vec<String>,
+    /// Backhaul uplink capacity, Gbps: the replicas' egress here may not
+    /// exceed it. Unset: the uplink is not a limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink_gbps: Option<f64>,
     pub servers: ServerFleet,
     pub power: PowerSpec,
     pub cooling: CoolingSpec,
@@ -289,6 +293,9 @@ pub struct Workload {
     /// State moved with a replica on migration, GiB.
     #[serde(default)]
     pub state_gib: f64,
+    /// Egress traffic per replica over its site's uplink, Gbps (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub egress_gbps: f64,
     /// Where its replicas run today: site id → replicas.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub current: BTreeMap<String, u32>,
@@ -461,4 +468,8 @@ impl Format {
 pub fn json_schema() -> serde_json::Value {
     let schema = schemars::schema_for!(Instance);
     serde_json::to_value(schema).unwrap_or(serde_json::Value::Null)
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }

@@ -27,6 +27,15 @@ impl Placement {
         }
     }
 
+    /// Replicas of `workload` on `site`.
+    pub fn count(&self, workload: &str, site: &str) -> u32 {
+        self.assignments
+            .get(workload)
+            .and_then(|m| m.get(site))
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub fn replicas_of(&self, workload: &str) -> u32 {
         self.assignments
             .get(workload)

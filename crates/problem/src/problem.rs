@@ -22,6 +22,34 @@ use edgeplan_physics::topology::Topology;
 /// Relative slack for comparisons of sums against limits.
 pub const EPS: f64 = 1e-9;
 
+/// The row of the per-site uplink (backhaul) limit: a site's
+/// `uplink_gbps` against the sum of its replicas' `egress_gbps`. It joins
+/// the resource rows (and so every solver, the room test and the
+/// explanations) when any site or workload declares it; a site that
+/// declares none has an infinite limit there. The name is reserved: no
+/// resource may take it.
+pub const UPLINK: &str = "uplink_gbps";
+
+/// The one capacity test, with its one tolerance: is `value` (a site's load
+/// on one of its limits, after adding a replica) within `limit`? Every
+/// solver, the planner's room test and the explanations ask this and
+/// nothing else, so they never disagree at the edge. An infinite limit
+/// (a site that declares no uplink) is never reached.
+#[inline]
+pub fn within(value: f64, limit: f64) -> bool {
+    value <= limit + EPS * limit.abs().max(1.0)
+}
+
+/// The most replicas of size `need` that fit within `limit` by [`within`]
+/// (`u32::MAX` for a need of zero or an infinite limit).
+pub fn most_within(need: f64, limit: f64) -> u32 {
+    if need <= 0.0 {
+        return u32::MAX;
+    }
+    // `as` saturates: infinity gives u32::MAX, a negative limit 0.
+    ((limit + EPS * limit.abs().max(1.0)) / need).floor() as u32
+}
+
 #[derive(Debug, Clone)]
 pub struct Problem {
     pub name: String,
@@ -196,6 +224,11 @@ impl Ineligible {
             Ineligible::Hardware { missing } => format!("{site} lacks hardware {missing:?}"),
             Ineligible::NotPinned => format!("{site} is not among its pinned sites"),
             Ineligible::Forbidden => format!("{site} is forbidden to it"),
+            Ineligible::TooBig { resource, need, capacity } if resource == UPLINK => format!(
+                "{site}'s {} Gbps uplink is too small: one replica's egress is {} Gbps",
+                round2(*capacity),
+                round2(*need)
+            ),
             Ineligible::TooBig { resource, need, capacity } => format!(
                 "{site} has {capacity} {resource} in all, one replica needs {need}"
             ),
@@ -231,6 +264,12 @@ impl Problem {
             .collect();
         resources.sort();
         resources.dedup();
+        if inst.sites.iter().any(|s| s.uplink_gbps.is_some())
+            || inst.workloads.iter().any(|w| w.egress_gbps > 0.0)
+        {
+            resources.retain(|r| r != UPLINK);
+            resources.push(UPLINK.to_string());
+        }
         let mut domains: Vec<String> = inst
             .sites
             .iter()
@@ -326,7 +365,13 @@ impl Problem {
         let demand: Vec<f64> = self
             .resources
             .iter()
-            .map(|r| wl.resources.get(r).copied().unwrap_or(0.0))
+            .map(|r| {
+                if r == UPLINK {
+                    wl.egress_gbps
+                } else {
+                    wl.resources.get(r).copied().unwrap_or(0.0)
+                }
+            })
             .collect();
         let mut candidates = Vec::new();
         for (rep, members) in &self.node_sites {
@@ -374,14 +419,9 @@ impl Problem {
             max_count = max_count.min(1);
         }
         for (r, d) in demand.iter().enumerate() {
-            if *d > 0.0 {
-                max_count = max_count.min(((site.capacity[r] / d) * (1.0 + EPS)).floor() as u32);
-            }
+            max_count = max_count.min(most_within(*d, site.capacity[r]));
         }
-        if dynamic_kw > 0.0 {
-            max_count =
-                max_count.min(((site.dynamic_kw_limit / dynamic_kw) * (1.0 + EPS)).floor() as u32);
-        }
+        max_count = max_count.min(most_within(dynamic_kw, site.dynamic_kw_limit));
         if max_count == 0 {
             return None;
         }
@@ -411,6 +451,7 @@ impl Problem {
             && old.lon == new.lon
             && old.failure_domain == new.failure_domain
             && new.capacity.keys().all(|r| self.resources.contains(r))
+            && (new.uplink_gbps.is_none() || self.resources.iter().any(|r| r == UPLINK))
     }
 
     /// The new model of site `si` of `inst`, for `update_site`: the
@@ -478,6 +519,7 @@ impl Problem {
             && old.anti_affinity_group == new.anti_affinity_group
             && old.affinity_group == new.affinity_group
             && new.resources.keys().all(|r| self.resources.contains(r))
+            && (new.egress_gbps == 0.0 || self.resources.iter().any(|r| r == UPLINK))
             && new
                 .traffic
                 .iter()
@@ -540,7 +582,7 @@ impl Problem {
         let site = &self.sites[si];
         for (r, d) in self.workloads[wi].demand.iter().enumerate() {
             let free = site.capacity[r] - used[r];
-            if *d > 0.0 && *d > free + EPS * site.capacity[r].max(1.0) {
+            if *d > 0.0 && !within(used[r] + d, site.capacity[r]) {
                 return Err(Shortfall::Resource {
                     resource: r,
                     need: *d,
@@ -550,7 +592,7 @@ impl Problem {
         }
         let need_kw = self.replica_dynamic_kw(wi, si);
         let free_kw = site.dynamic_kw_limit - dynamic_kw;
-        if need_kw > 0.0 && need_kw > free_kw + EPS * site.dynamic_kw_limit.max(1.0) {
+        if need_kw > 0.0 && !within(dynamic_kw + need_kw, site.dynamic_kw_limit) {
             return Err(Shortfall::Power {
                 binding: site.physics.binding,
                 need_kw,
@@ -566,9 +608,10 @@ impl Problem {
     /// site's cooling leaves it over before any plan runs).
     pub fn over_limit(&self, si: usize, used: &[f64], dynamic_kw: f64) -> bool {
         let site = &self.sites[si];
-        let over = |value: f64, limit: f64| value > limit + EPS * limit.max(1.0);
-        used.iter().zip(&site.capacity).any(|(u, c)| over(*u, *c))
-            || over(dynamic_kw, site.dynamic_kw_limit)
+        used.iter()
+            .zip(&site.capacity)
+            .any(|(u, c)| !within(*u, *c))
+            || !within(dynamic_kw, site.dynamic_kw_limit)
     }
 
     /// KPIs of an indexed placement (moves counted against today's placement).
@@ -745,7 +788,7 @@ impl Problem {
     fn size_reason(&self, si: usize, demand: &[f64], dynamic_kw: f64) -> Option<Ineligible> {
         let site = &self.sites[si];
         for (r, d) in demand.iter().enumerate() {
-            if *d > site.capacity[r] * (1.0 + EPS) {
+            if !within(*d, site.capacity[r]) {
                 return Some(Ineligible::TooBig {
                     resource: self.resources[r].clone(),
                     need: *d,
@@ -753,7 +796,7 @@ impl Problem {
                 });
             }
         }
-        if dynamic_kw > site.dynamic_kw_limit * (1.0 + EPS) {
+        if !within(dynamic_kw, site.dynamic_kw_limit) {
             return Some(Ineligible::TooHot {
                 need_kw: dynamic_kw,
                 available_kw: site.dynamic_kw_limit,
@@ -909,7 +952,7 @@ impl Problem {
             .resources
             .iter()
             .enumerate()
-            .filter(|(r, _)| s.capacity[*r] > 0.0)
+            .filter(|(r, _)| s.capacity[*r] > 0.0 && s.capacity[*r].is_finite())
             .map(|(r, name)| (name.clone(), used[r] / s.capacity[r]))
             .collect();
         SiteKpi {
@@ -950,6 +993,9 @@ fn site_model(
     let capacity = resources
         .iter()
         .map(|r| {
+            if r == UPLINK {
+                return s.uplink_gbps.unwrap_or(f64::INFINITY);
+            }
             let cap = s.capacity.get(r).copied().unwrap_or(0.0);
             cap * (1.0 - s.reserve_fraction.get(r).copied().unwrap_or(0.0))
         })
@@ -1019,6 +1065,17 @@ impl Shortfall {
     pub fn describe(&self, p: &Problem, si: usize) -> String {
         let site = &p.sites[si];
         match self {
+            Shortfall::Resource {
+                resource,
+                need,
+                free,
+            } if p.resources[*resource] == UPLINK => format!(
+                "{}'s {} Gbps uplink is full: one replica needs {} Gbps, {} left",
+                site.name,
+                round2(site.capacity[*resource]),
+                round2(*need),
+                round2(free.max(0.0))
+            ),
             Shortfall::Resource {
                 resource,
                 need,

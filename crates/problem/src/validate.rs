@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::problem::Problem;
+use crate::problem::{Problem, UPLINK};
 pub use edgeplan_model::error::Issue;
 use edgeplan_model::instance::{Instance, Price};
 use edgeplan_model::server_models::{catalogue_with, ServerModel};
@@ -118,6 +118,17 @@ fn check_server_model(c: &mut Checker, path: &str, m: &ServerModel) {
     }
 }
 
+/// The uplink's row name is taken: a resource of that name would be
+/// counted twice.
+fn reserved_name(c: &mut Checker, path: &str, resource: &str) {
+    if resource == UPLINK {
+        c.push(
+            path,
+            format!("{UPLINK:?} is reserved for the site's uplink: declare it as the site's `uplink_gbps` and the workload's `egress_gbps`"),
+        );
+    }
+}
+
 fn structural(inst: &Instance, c: &mut Checker) {
     for (i, m) in inst.server_models.iter().enumerate() {
         check_server_model(c, &format!("server_models[{i}]"), m);
@@ -172,7 +183,11 @@ fn structural(inst: &Instance, c: &mut Checker) {
         c.within(&format!("{p}.lon"), s.lon, -180.0, 180.0);
         for (r, v) in &s.capacity {
             c.non_negative(&format!("{p}.capacity.{r}"), *v);
+            reserved_name(c, &format!("{p}.capacity.{r}"), r);
             offered.insert(r.as_str());
+        }
+        if let Some(gbps) = s.uplink_gbps {
+            c.positive(&format!("{p}.uplink_gbps"), gbps);
         }
         for (r, v) in &s.reserve_fraction {
             if !s.capacity.contains_key(r) {
@@ -346,6 +361,7 @@ fn structural(inst: &Instance, c: &mut Checker) {
         let p = format!("workloads[{i}]");
         for (r, v) in &w.resources {
             c.non_negative(&format!("{p}.resources.{r}"), *v);
+            reserved_name(c, &format!("{p}.resources.{r}"), r);
             if !offered.contains(r.as_str()) {
                 c.push(
                     format!("{p}.resources.{r}"),
@@ -398,6 +414,7 @@ fn structural(inst: &Instance, c: &mut Checker) {
             c.push(format!("{p}.priority"), "must be > 0, got 0");
         }
         c.non_negative(&format!("{p}.state_gib"), w.state_gib);
+        c.non_negative(&format!("{p}.egress_gbps"), w.egress_gbps);
         // More replicas running than the spec asks for is a scale-down in
         // progress (where replicas run is observed): plans stop the surplus.
         for s in w.current.keys() {

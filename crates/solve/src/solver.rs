@@ -20,7 +20,7 @@ use crate::milp::{Column, Milp};
 use edgeplan_model::clock::{Deadline, Stopwatch};
 use edgeplan_model::error::{Error, Result};
 pub use edgeplan_problem::gap::{placed_gap, relative_gap};
-use edgeplan_problem::problem::{Problem, EPS};
+use edgeplan_problem::problem::{within, Problem, EPS};
 
 /// Options of an exact solve.
 #[derive(Debug, Clone, PartialEq)]
@@ -241,8 +241,9 @@ pub fn proven_unplaced(p: &Problem) -> u64 {
                 } else {
                     s.dynamic_kw_limit
                 };
-                // The same tolerance as `fits`.
-                l.max(0.0) * (1.0 + EPS) + EPS
+                // The same tolerance as `within`.
+                let l = l.max(0.0);
+                l + EPS * l.max(1.0)
             })
             .sum();
         let mut demand: Vec<(f64, u64)> = p
@@ -799,11 +800,12 @@ impl State {
         }
         let site = &p.sites[si];
         for (r, d) in w.demand.iter().enumerate() {
-            if self.used[si][r] + d > site.capacity[r] * (1.0 + EPS) + EPS {
+            if *d > 0.0 && !within(self.used[si][r] + d, site.capacity[r]) {
                 return false;
             }
         }
-        if self.dynamic_kw[si] + c.dynamic_kw > site.dynamic_kw_limit * (1.0 + EPS) + EPS {
+        if c.dynamic_kw > 0.0 && !within(self.dynamic_kw[si] + c.dynamic_kw, site.dynamic_kw_limit)
+        {
             return false;
         }
         if let Some(g) = self.anti_group_of[wi] {

@@ -252,7 +252,12 @@ fn workload_index(inst: &Instance) -> HashMap<&str, usize> {
         .collect()
 }
 
-/// Resources used and IT kW per site for (workload, site, replicas) counts.
+/// The key of the replicas' summed egress (Gbps) among a site's used
+/// resources; the instance keeps resource names from taking it.
+const EGRESS: &str = "uplink_gbps";
+
+/// Resources used (and egress, under [`EGRESS`]) and IT kW per site for
+/// (workload, site, replicas) counts.
 fn site_loads<'a>(
     inst: &'a Instance,
     checks: &[Option<SiteCheck>],
@@ -267,6 +272,9 @@ fn site_loads<'a>(
         let w = &inst.workloads[wi];
         for (r, amount) in &w.resources {
             *used[si].entry(r.as_str()).or_default() += amount * n as f64;
+        }
+        if w.egress_gbps > 0.0 {
+            *used[si].entry(EGRESS).or_default() += w.egress_gbps * n as f64;
         }
         let cores = w.resources.get("cpu_cores").copied().unwrap_or(0.0);
         if let Some(c) = &checks[si] {
@@ -325,6 +333,23 @@ fn site_breaches<'a>(
         })
     };
     for (r, amount) in used {
+        if *r == EGRESS {
+            // The uplink: the egress of every replica here within the
+            // site's backhaul (no limit when it declares none).
+            if let Some(gbps) = site.uplink_gbps {
+                if *amount > gbps + TOL * gbps.max(1.0) {
+                    bad(
+                        "uplink",
+                        format!(
+                            "{}: egress {amount:.3} Gbps over the uplink's {gbps} Gbps",
+                            site.id
+                        ),
+                        Some((Quantity::Resource(r), *amount, gbps)),
+                    );
+                }
+            }
+            continue;
+        }
         let cap = site.capacity.get(*r).copied().unwrap_or(0.0)
             * (1.0 - site.reserve_fraction.get(*r).copied().unwrap_or(0.0));
         if *amount > cap + TOL * cap.max(1.0) {

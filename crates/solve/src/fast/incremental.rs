@@ -200,7 +200,10 @@ impl Replanner {
                 updates.push(self.problem.site_update(inst, si)?);
             }
         }
-        let limit = Limit::new(self.time_limit.map_or(Deadline::NONE, Deadline::after), self.work);
+        let limit = Limit::new(
+            self.time_limit.map_or(Deadline::NONE, Deadline::after),
+            self.work,
+        );
         self.state_mut().journal = Some(Journal::default());
         let mut rebuilt = false;
         let mut revalue: Vec<usize> = Vec::new();

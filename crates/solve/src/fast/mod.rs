@@ -29,7 +29,7 @@ use edgeplan_model::clock::{Deadline, Stopwatch};
 use rayon::prelude::*;
 
 use edgeplan_problem::gap::placed_gap;
-use edgeplan_problem::problem::{Problem, EPS};
+use edgeplan_problem::problem::{within, Problem};
 
 mod incremental;
 pub use incremental::{
@@ -123,8 +123,7 @@ impl Limit {
 
     /// Whether `units` more work taking `took` still fit.
     pub fn affords(&self, units: u64, took: Duration) -> bool {
-        self.spent.get().saturating_add(units) < self.budget
-            && self.deadline.has_room_for(took)
+        self.spent.get().saturating_add(units) < self.budget && self.deadline.has_room_for(took)
     }
 }
 
@@ -536,13 +535,15 @@ impl<'a> Assign<'a> {
         let site = &self.p.sites[s];
         let base = s * f.stride;
         for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
-            if *d > 0.0 && self.s.used[base + r] + d > site.capacity[r] * (1.0 + EPS) + EPS {
+            if *d > 0.0 && !within(self.s.used[base + r] + d, site.capacity[r]) {
                 return false;
             }
         }
         if f.kw[k] > 0.0
-            && self.s.used[base + f.stride - 1] + f.kw[k]
-                > site.dynamic_kw_limit * (1.0 + EPS) + EPS
+            && !within(
+                self.s.used[base + f.stride - 1] + f.kw[k],
+                site.dynamic_kw_limit,
+            )
         {
             return false;
         }
@@ -712,15 +713,15 @@ impl<'a> Assign<'a> {
         let base = s * f.stride;
         let (d, d2) = (&self.p.workloads[w].demand, &self.p.workloads[w2].demand);
         for r in 0..d.len() {
-            if d[r] > 0.0
-                && self.s.used[base + r] - d2[r] + d[r] > site.capacity[r] * (1.0 + EPS) + EPS
-            {
+            if d[r] > 0.0 && !within(self.s.used[base + r] - d2[r] + d[r], site.capacity[r]) {
                 return false;
             }
         }
         f.kw[j] <= 0.0
-            || self.s.used[base + f.stride - 1] - f.kw[k2] + f.kw[j]
-                <= site.dynamic_kw_limit * (1.0 + EPS) + EPS
+            || within(
+                self.s.used[base + f.stride - 1] - f.kw[k2] + f.kw[j],
+                site.dynamic_kw_limit,
+            )
     }
 
     /// The feasible candidate of `w` with the least `score`, if any.
@@ -1246,11 +1247,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     // The gap is on the placed cost (`placed_gap`), so the penalty of the
     // best placement travels with it.
     let ((mut best_x, mut best_obj, mut best_pen), mut primal_took) = primal(&zero);
-    tracing::debug!(
-        elapsed_s = started.elapsed_s(),
-        best_obj,
-        "first placement"
-    );
+    tracing::debug!(elapsed_s = started.elapsed_s(), best_obj, "first placement");
     let mut price = zero;
     let mut grad = vec![0.0; rows];
     let mut best_bound = f64::NEG_INFINITY;
@@ -1263,9 +1260,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
         // One iteration at least: it turns the trivial bound (the fixed
         // cost) into the Lagrangian's, even when placing took all the time.
         if placed_gap(best_obj, best_bound, best_pen) <= options.target_gap
-            || (iterations > 0
-                && (limit.spent() >= bound_work
-                    || bound_deadline.reached()))
+            || (iterations > 0 && (limit.spent() >= bound_work || bound_deadline.reached()))
         {
             break;
         }
