@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use edgeplan_physics::physics::PowerLimit;
+use edgeplan_problem::load::Load;
 use edgeplan_problem::problem::{Ineligible, Problem, Shortfall, EPS};
 
 /// Kinds of reasons a site could not take a replica.
@@ -139,35 +140,6 @@ pub fn binding(p: &Problem, x: &[Vec<(usize, u32)>]) -> Vec<SiteBinding> {
             }
         })
         .collect()
-}
-
-struct Load {
-    used: Vec<Vec<f64>>,
-    dynamic_kw: Vec<f64>,
-    moves: u64,
-}
-
-impl Load {
-    fn of(p: &Problem, x: &[Vec<(usize, u32)>]) -> Load {
-        let mut used = vec![vec![0.0; p.resources.len()]; p.sites.len()];
-        let mut dynamic_kw = vec![0.0; p.sites.len()];
-        let mut moves = 0;
-        for (wi, sites) in x.iter().enumerate() {
-            let w = &p.workloads[wi];
-            for &(si, n) in sites {
-                for (r, d) in w.demand.iter().enumerate() {
-                    used[si][r] += d * n as f64;
-                }
-                dynamic_kw[si] += p.replica_dynamic_kw(wi, si) * n as f64;
-                moves += n.saturating_sub(w.current_at(si)) as u64;
-            }
-        }
-        Load {
-            used,
-            dynamic_kw,
-            moves,
-        }
-    }
 }
 
 fn count(x: &[Vec<(usize, u32)>], wi: usize, si: usize) -> u32 {

@@ -25,6 +25,7 @@ use edgeplan_model::instance::{Instance, Limits};
 use edgeplan_model::placement::Placement;
 pub use edgeplan_model::plan::{state_hash, Blocked, Plan, Step, StepKind, Wave};
 use edgeplan_physics::topology::Route;
+use edgeplan_problem::load::Load;
 use edgeplan_problem::problem::Problem;
 
 /// Transfer time of a replica's state over a route, plus the fixed overhead.
@@ -55,10 +56,8 @@ struct Draft {
 struct Planner<'a> {
     p: &'a Problem,
     routes: HashMap<usize, Vec<Option<Route>>>,
-    counts: Vec<HashMap<usize, u32>>,
-    used: Vec<Vec<f64>>,
-    dynamic_kw: Vec<f64>,
-    anti_group_of: Vec<Option<usize>>,
+    /// Where replicas serve now (steps of finished waves applied).
+    load: Load,
     per_link: usize,
 }
 
@@ -85,7 +84,7 @@ impl<'a> Planner<'a> {
     }
 
     fn count(&self, wi: usize, si: usize) -> u32 {
-        self.counts[wi].get(&si).copied().unwrap_or(0)
+        self.load.count(wi, si)
     }
 
     /// Would one more replica of `wi` arriving at `to` (from `from`) keep
@@ -101,22 +100,14 @@ impl<'a> Planner<'a> {
         if let (Some(k), Some(d)) = (w.max_per_failure_domain, p.sites[to].failure_domain) {
             let from_inside = from.is_some_and(|f| p.sites[f].failure_domain == Some(d));
             if !from_inside {
-                let committed: u32 = self.counts[wi]
-                    .iter()
-                    .filter(|(s, _)| p.sites[**s].failure_domain == Some(d))
-                    .map(|(_, n)| *n)
-                    .sum();
+                let committed = self.load.in_domain(wi, d);
                 if committed + wave.in_domain.get(&(wi, d)).copied().unwrap_or(0) + 1 > k {
                     return false;
                 }
             }
         }
-        if let Some(g) = self.anti_group_of[wi] {
-            let committed: u32 = p.anti_affinity_groups[g]
-                .1
-                .iter()
-                .map(|&o| self.count(o, to))
-                .sum();
+        if let Some(g) = self.load.anti_group_of(wi) {
+            let committed = self.load.in_group(g, to);
             if committed + wave.in_group.get(&(g, to)).copied().unwrap_or(0) + 1 > 1 {
                 return false;
             }
@@ -132,19 +123,17 @@ impl<'a> Planner<'a> {
                 *wave.in_domain.entry((wi, d)).or_default() += 1;
             }
         }
-        if let Some(g) = self.anti_group_of[wi] {
+        if let Some(g) = self.load.anti_group_of(wi) {
             *wave.in_group.entry((g, to)).or_default() += 1;
         }
     }
 
     fn apply(&mut self, wi: usize, si: usize, delta: i32) {
-        let c = self.counts[wi].entry(si).or_insert(0);
-        *c = (*c as i64 + delta as i64).max(0) as u32;
-        let d = delta as f64;
-        for (r, amount) in self.p.workloads[wi].demand.iter().enumerate() {
-            self.used[si][r] += d * amount;
+        if delta >= 0 {
+            self.load.add(self.p, wi, si, delta.unsigned_abs());
+        } else {
+            self.load.remove(self.p, wi, si, delta.unsigned_abs());
         }
-        self.dynamic_kw[si] += d * self.p.replica_dynamic_kw(wi, si);
     }
 }
 
@@ -157,19 +146,10 @@ pub fn plan(
     let target_x = problem.index_placement(target)?;
     let limits = &instance.limits;
     let n_sites = problem.sites.len();
-    let mut anti_group_of = vec![None; problem.workloads.len()];
-    for (g, (_, members)) in problem.anti_affinity_groups.iter().enumerate() {
-        for &w in members {
-            anti_group_of[w] = Some(g);
-        }
-    }
     let mut pl = Planner {
         p: problem,
         routes: HashMap::new(),
-        counts: vec![HashMap::new(); problem.workloads.len()],
-        used: vec![vec![0.0; problem.resources.len()]; n_sites],
-        dynamic_kw: vec![0.0; n_sites],
-        anti_group_of,
+        load: Load::empty(problem),
         per_link: ((1.0 / limits.migration_bandwidth_share).floor() as usize).max(1),
     };
     let current = problem.current_placement();
@@ -187,7 +167,11 @@ pub fn plan(
         let tgt: HashMap<usize, u32> = target_sites.iter().copied().collect();
         let mut surplus: Vec<usize> = Vec::new();
         let mut deficit: Vec<usize> = Vec::new();
-        let mut sites: Vec<usize> = pl.counts[wi].keys().chain(tgt.keys()).copied().collect();
+        let mut sites: Vec<usize> = pl.load.x[wi]
+            .iter()
+            .map(|(s, _)| *s)
+            .chain(tgt.keys().copied())
+            .collect();
         sites.sort_unstable();
         sites.dedup();
         for si in sites {
@@ -235,7 +219,7 @@ pub fn plan(
     }
     // A site over a limit at the start is brought back first.
     let overloaded: Vec<bool> = (0..n_sites)
-        .map(|si| problem.over_limit(si, &pl.used[si], pl.dynamic_kw[si]))
+        .map(|si| problem.over_limit(si, &pl.load.used[si], pl.load.dynamic_kw[si]))
         .collect();
     let relieves = |d: &Draft| d.from.is_some_and(|f| overloaded[f]);
     // Stops first (they only free space), then moves away from overloaded
@@ -263,8 +247,8 @@ pub fn plan(
 
     while !pending.is_empty() {
         // Worst case of the wave so far: committed state plus every accepted target.
-        let mut worst_used = pl.used.clone();
-        let mut worst_kw = pl.dynamic_kw.clone();
+        let mut worst_used = pl.load.used.clone();
+        let mut worst_kw = pl.load.dynamic_kw.clone();
         let mut in_count = vec![0u32; n_sites];
         let mut out_count = vec![0u32; n_sites];
         let mut link_count: HashMap<usize, usize> = HashMap::new();
@@ -441,14 +425,11 @@ pub fn plan(
         }
     }
     let reached_x: Vec<Vec<(usize, u32)>> = pl
-        .counts
+        .load
+        .x
         .iter()
         .map(|m| {
-            let mut v: Vec<(usize, u32)> = m
-                .iter()
-                .filter(|(_, n)| **n > 0)
-                .map(|(s, n)| (*s, *n))
-                .collect();
+            let mut v: Vec<(usize, u32)> = m.iter().copied().filter(|(_, n)| *n > 0).collect();
             v.sort_unstable();
             v
         })
@@ -495,7 +476,7 @@ fn break_deadlock(
             if s == from || s == to || pl.count(d.wi, s) + 1 > c.max_count {
                 continue;
             }
-            if let Some(g) = pl.anti_group_of[d.wi] {
+            if let Some(g) = pl.load.anti_group_of(d.wi) {
                 let taken: u32 = p.anti_affinity_groups[g]
                     .1
                     .iter()
@@ -505,7 +486,9 @@ fn break_deadlock(
                     continue;
                 }
             }
-            if p.room_for(d.wi, s, &pl.used[s], pl.dynamic_kw[s]).is_err() {
+            if p.room_for(d.wi, s, &pl.load.used[s], pl.load.dynamic_kw[s])
+                .is_err()
+            {
                 continue;
             }
             let rtt = pl.route(from, s).map_or(f64::INFINITY, |r| r.rtt_ms);
@@ -566,7 +549,7 @@ fn blocked_reason(
     {
         "waits for a step that is itself blocked".to_string()
     } else if let Some(t) = d.to {
-        match p.room_for(d.wi, t, &pl.used[t], pl.dynamic_kw[t]) {
+        match p.room_for(d.wi, t, &pl.load.used[t], pl.load.dynamic_kw[t]) {
             Err(short) => {
                 let mut r = short.describe(p, t);
                 if d.kind == StepKind::Migrate && !p.workloads[d.wi].disruption_allowed {

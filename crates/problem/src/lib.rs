@@ -4,5 +4,6 @@
 //! objective and a bound. Pure.
 
 pub mod gap;
+pub mod load;
 pub mod problem;
 pub mod validate;

@@ -590,7 +590,9 @@ impl Problem {
                 });
             }
         }
-        let need_kw = self.replica_dynamic_kw(wi, si);
+        let need_kw = self.workloads[wi]
+            .candidate_at(si)
+            .map_or_else(|| self.replica_dynamic_kw(wi, si), |c| c.dynamic_kw);
         let free_kw = site.dynamic_kw_limit - dynamic_kw;
         if need_kw > 0.0 && !within(dynamic_kw + need_kw, site.dynamic_kw_limit) {
             return Err(Shortfall::Power {

@@ -20,7 +20,8 @@ use crate::milp::{Column, Milp};
 use edgeplan_model::clock::{Deadline, Stopwatch};
 use edgeplan_model::error::{Error, Result};
 pub use edgeplan_problem::gap::{placed_gap, relative_gap};
-use edgeplan_problem::problem::{within, Problem, EPS};
+use edgeplan_problem::load::Load;
+use edgeplan_problem::problem::{Problem, EPS};
 
 /// Options of an exact solve.
 #[derive(Debug, Clone, PartialEq)]
@@ -700,7 +701,7 @@ fn lns(
 /// room. Affinity groups are left unplaced (the MILP places them). Serves as
 /// the MILP's warm start and as its answer when it finds nothing better.
 pub fn greedy(p: &Problem) -> Vec<Vec<(usize, u32)>> {
-    let mut state = State::new(p);
+    let mut state = Load::empty(p);
     let mut in_affinity = vec![false; p.workloads.len()];
     for (_, members) in &p.affinity_groups {
         for &w in members {
@@ -722,7 +723,7 @@ pub fn greedy(p: &Problem) -> Vec<Vec<(usize, u32)>> {
         for &(si, n) in &w.current {
             for _ in 0..n {
                 if state.placed[wi] < w.replicas && state.fits(p, wi, si, false) {
-                    state.add(p, wi, si, false);
+                    state.add(p, wi, si, 1);
                 }
             }
         }
@@ -738,7 +739,8 @@ pub fn greedy(p: &Problem) -> Vec<Vec<(usize, u32)>> {
                 let is_move = state.count(wi, c.site) >= w.current_at(c.site);
                 let cost = c.cost() + if is_move { w.move_cost } else { 0.0 };
                 if cost < w.unplaced_cost && state.fits(p, wi, c.site, is_move) {
-                    state.add(p, wi, c.site, is_move);
+                    state.add(p, wi, c.site, 1);
+                    state.moves += u64::from(is_move);
                     continue 'replica;
                 }
             }
@@ -746,108 +748,4 @@ pub fn greedy(p: &Problem) -> Vec<Vec<(usize, u32)>> {
         }
     }
     state.x
-}
-
-/// Running totals for the greedy.
-struct State {
-    x: Vec<Vec<(usize, u32)>>,
-    placed: Vec<u32>,
-    used: Vec<Vec<f64>>,
-    dynamic_kw: Vec<f64>,
-    anti: Vec<Vec<u32>>,
-    domain: Vec<Vec<(usize, u32)>>,
-    moves: u64,
-    anti_group_of: Vec<Option<usize>>,
-}
-
-impl State {
-    fn new(p: &Problem) -> State {
-        let mut anti_group_of = vec![None; p.workloads.len()];
-        for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
-            for &w in members {
-                anti_group_of[w] = Some(g);
-            }
-        }
-        State {
-            x: vec![Vec::new(); p.workloads.len()],
-            placed: vec![0; p.workloads.len()],
-            used: vec![vec![0.0; p.resources.len()]; p.sites.len()],
-            dynamic_kw: vec![0.0; p.sites.len()],
-            anti: vec![vec![0; p.sites.len()]; p.anti_affinity_groups.len()],
-            domain: vec![Vec::new(); p.workloads.len()],
-            moves: 0,
-            anti_group_of,
-        }
-    }
-
-    fn count(&self, wi: usize, si: usize) -> u32 {
-        self.x[wi]
-            .iter()
-            .find(|(s, _)| *s == si)
-            .map_or(0, |(_, n)| *n)
-    }
-
-    fn fits(&self, p: &Problem, wi: usize, si: usize, is_move: bool) -> bool {
-        let w = &p.workloads[wi];
-        let Some(c) = w.candidate_at(si) else {
-            return false;
-        };
-        if self.count(wi, si) + 1 > c.max_count {
-            return false;
-        }
-        if is_move && p.max_moves.is_some_and(|k| self.moves + 1 > k as u64) {
-            return false;
-        }
-        let site = &p.sites[si];
-        for (r, d) in w.demand.iter().enumerate() {
-            if *d > 0.0 && !within(self.used[si][r] + d, site.capacity[r]) {
-                return false;
-            }
-        }
-        if c.dynamic_kw > 0.0 && !within(self.dynamic_kw[si] + c.dynamic_kw, site.dynamic_kw_limit)
-        {
-            return false;
-        }
-        if let Some(g) = self.anti_group_of[wi] {
-            if self.anti[g][si] >= 1 {
-                return false;
-            }
-        }
-        if let (Some(k), Some(d)) = (w.max_per_failure_domain, site.failure_domain) {
-            let in_domain = self.domain[wi]
-                .iter()
-                .find(|(x, _)| *x == d)
-                .map_or(0, |(_, n)| *n);
-            if in_domain + 1 > k {
-                return false;
-            }
-        }
-        true
-    }
-
-    fn add(&mut self, p: &Problem, wi: usize, si: usize, is_move: bool) {
-        let w = &p.workloads[wi];
-        let c = w.candidate_at(si).map_or(0.0, |c| c.dynamic_kw);
-        match self.x[wi].iter_mut().find(|(s, _)| *s == si) {
-            Some((_, n)) => *n += 1,
-            None => self.x[wi].push((si, 1)),
-        }
-        self.placed[wi] += 1;
-        for (r, d) in w.demand.iter().enumerate() {
-            self.used[si][r] += d;
-        }
-        self.dynamic_kw[si] += c;
-        if let Some(g) = self.anti_group_of[wi] {
-            self.anti[g][si] += 1;
-        }
-        if let Some(d) = p.sites[si].failure_domain {
-            match self.domain[wi].iter_mut().find(|(x, _)| *x == d) {
-                Some((_, n)) => *n += 1,
-                None => self.domain[wi].push((d, 1)),
-            }
-        }
-        if is_move {
-            self.moves += 1;
-        }
-    }
 }

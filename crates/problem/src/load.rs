@@ -1,0 +1,164 @@
+//! What a placement puts on each site, kept as replicas come and go: the
+//! one running total that the exact solver's greedy warm start, the
+//! migration planner and the explanations share. (The fast path keeps the
+//! same totals in flat per-slot arrays for speed, and asks the same
+//! [`within`](crate::problem::within) test.)
+
+use crate::problem::{Problem, Shortfall};
+
+/// Per site: resource rows used and workload IT kW; per workload: replicas
+/// per site and per failure domain; per anti-affinity group: replicas per
+/// site; and moves (replicas started where they did not run).
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Per workload: (site, replicas), in the order sites were first used.
+    pub x: Vec<Vec<(usize, u32)>>,
+    /// Per workload: replicas placed.
+    pub placed: Vec<u32>,
+    /// Per site: use of each resource row (`Problem::resources`).
+    pub used: Vec<Vec<f64>>,
+    /// Per site: workload IT power, kW.
+    pub dynamic_kw: Vec<f64>,
+    pub moves: u64,
+    anti: Vec<Vec<u32>>,
+    domain: Vec<Vec<(usize, u32)>>,
+    anti_group_of: Vec<Option<usize>>,
+}
+
+impl Load {
+    /// Nothing placed.
+    pub fn empty(p: &Problem) -> Load {
+        let mut anti_group_of = vec![None; p.workloads.len()];
+        for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
+            for &w in members {
+                anti_group_of[w] = Some(g);
+            }
+        }
+        Load {
+            x: vec![Vec::new(); p.workloads.len()],
+            placed: vec![0; p.workloads.len()],
+            used: vec![vec![0.0; p.resources.len()]; p.sites.len()],
+            dynamic_kw: vec![0.0; p.sites.len()],
+            moves: 0,
+            anti: vec![vec![0; p.sites.len()]; p.anti_affinity_groups.len()],
+            domain: vec![Vec::new(); p.workloads.len()],
+            anti_group_of,
+        }
+    }
+
+    /// The load of placement `x`, moves counted against today's placement.
+    pub fn of(p: &Problem, x: &[Vec<(usize, u32)>]) -> Load {
+        let mut load = Load::empty(p);
+        for (wi, sites) in x.iter().enumerate() {
+            for &(si, n) in sites {
+                let moved = n.saturating_sub(p.workloads[wi].current_at(si));
+                load.add(p, wi, si, n);
+                load.moves += u64::from(moved);
+            }
+        }
+        load
+    }
+
+    /// The anti-affinity group of workload `wi`, if any.
+    pub fn anti_group_of(&self, wi: usize) -> Option<usize> {
+        self.anti_group_of[wi]
+    }
+
+    /// Replicas of `wi` on site `si`.
+    pub fn count(&self, wi: usize, si: usize) -> u32 {
+        self.x[wi]
+            .iter()
+            .find(|(s, _)| *s == si)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Replicas of anti-affinity group `g` on site `si`.
+    pub fn in_group(&self, g: usize, si: usize) -> u32 {
+        self.anti[g][si]
+    }
+
+    /// Replicas of `wi` in failure domain `d`.
+    pub fn in_domain(&self, wi: usize, d: usize) -> u32 {
+        self.domain[wi]
+            .iter()
+            .find(|(x, _)| *x == d)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Put `n` replicas of `wi` on `si` (moves are the caller's to count).
+    pub fn add(&mut self, p: &Problem, wi: usize, si: usize, n: u32) {
+        self.change(p, wi, si, i64::from(n));
+    }
+
+    /// Take `n` replicas of `wi` off `si` (no more than are there).
+    pub fn remove(&mut self, p: &Problem, wi: usize, si: usize, n: u32) {
+        let n = n.min(self.count(wi, si));
+        self.change(p, wi, si, -i64::from(n));
+    }
+
+    fn change(&mut self, p: &Problem, wi: usize, si: usize, delta: i64) {
+        if delta == 0 {
+            return;
+        }
+        let w = &p.workloads[wi];
+        let step = |n: &mut u32| *n = (i64::from(*n) + delta).max(0) as u32;
+        match self.x[wi].iter_mut().find(|(s, _)| *s == si) {
+            Some((_, n)) => step(n),
+            None => self.x[wi].push((si, delta.max(0) as u32)),
+        }
+        step(&mut self.placed[wi]);
+        let d = delta as f64;
+        for (r, amount) in w.demand.iter().enumerate() {
+            self.used[si][r] += d * amount;
+        }
+        let kw = w
+            .candidate_at(si)
+            .map_or_else(|| p.replica_dynamic_kw(wi, si), |c| c.dynamic_kw);
+        self.dynamic_kw[si] += d * kw;
+        if let Some(g) = self.anti_group_of[wi] {
+            step(&mut self.anti[g][si]);
+        }
+        if let Some(dom) = p.sites[si].failure_domain {
+            match self.domain[wi].iter_mut().find(|(x, _)| *x == dom) {
+                Some((_, n)) => step(n),
+                None => self.domain[wi].push((dom, delta.max(0) as u32)),
+            }
+        }
+    }
+
+    /// May site `si` take one more replica of `wi` under its limits
+    /// (resource rows and IT power)? See [`Problem::room_for`].
+    pub fn room(&self, p: &Problem, wi: usize, si: usize) -> Result<(), Shortfall> {
+        p.room_for(wi, si, &self.used[si], self.dynamic_kw[si])
+    }
+
+    /// May one more replica of `wi` go to `si` (a move when `is_move`):
+    /// a candidate with room for it under its per-site count, the move
+    /// budget, its limits, anti-affinity and the failure-domain spread?
+    pub fn fits(&self, p: &Problem, wi: usize, si: usize, is_move: bool) -> bool {
+        let w = &p.workloads[wi];
+        let Some(c) = w.candidate_at(si) else {
+            return false;
+        };
+        if self.count(wi, si) + 1 > c.max_count {
+            return false;
+        }
+        if is_move && p.max_moves.is_some_and(|k| self.moves + 1 > u64::from(k)) {
+            return false;
+        }
+        if self.room(p, wi, si).is_err() {
+            return false;
+        }
+        if let Some(g) = self.anti_group_of[wi] {
+            if self.anti[g][si] >= 1 {
+                return false;
+            }
+        }
+        if let (Some(k), Some(d)) = (w.max_per_failure_domain, p.sites[si].failure_domain) {
+            if self.in_domain(wi, d) + 1 > k {
+                return false;
+            }
+        }
+        true
+    }
+}
