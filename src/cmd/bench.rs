@@ -1,0 +1,299 @@
+//! `edgeplan bench`: the scale benchmark. Each size is generated here and
+//! solved in a fresh process (`bench --one`, hidden), so its peak memory is
+//! its own.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use edgeplan::fast::{diff, Replanner};
+use edgeplan::gen::{generate, GenOptions};
+use edgeplan::instance::Instance;
+use edgeplan::problem::Problem;
+use edgeplan::solver::{solve, Method, SolveOptions};
+
+use super::io::load_problem;
+use super::verified::verified;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Sizes as REPLICASxSITES:SECONDS:GAP, comma-separated.
+    #[arg(long, default_value = "5000x100:1:0.005,100000x1000:10:0.01")]
+    pub sizes: String,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Share of the fleet's CPU the demand uses.
+    #[arg(long, default_value_t = 0.7)]
+    pub load: f64,
+    #[arg(long, default_value = "fast")]
+    pub method: Method,
+    /// Keep the generated instances here (for `scripts/peer.py`).
+    #[arg(long)]
+    pub keep: Option<PathBuf>,
+    /// Internal: solve this instance and print one JSON line.
+    #[arg(long, hide = true)]
+    pub one: Option<PathBuf>,
+    #[arg(long, hide = true, default_value_t = 10.0)]
+    pub time_limit: f64,
+    #[arg(long, hide = true, default_value_t = 0.01)]
+    pub gap: f64,
+    /// After each solve, this many incremental re-plans (one site's
+    /// heat, cooling or price, or one workload's demand, in turn); prints
+    /// their median and worst time.
+    #[arg(long, default_value_t = 20)]
+    pub replans: usize,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.one {
+        Some(path) => bench_one(
+            &path,
+            args.method,
+            args.time_limit,
+            args.gap,
+            args.replans,
+            args.seed,
+        ),
+        None => bench(
+            &args.sizes,
+            args.seed,
+            args.load,
+            args.method,
+            args.keep.as_deref(),
+            args.replans,
+        ),
+    }
+}
+
+/// One benchmark size: (replicas, sites, seconds, gap).
+fn parse_sizes(text: &str) -> Result<Vec<(usize, usize, f64, f64)>> {
+    text.split(',')
+        .map(|item| {
+            let parse = || -> Option<(usize, usize, f64, f64)> {
+                let mut parts = item.trim().split(':');
+                let (replicas, sites) = parts.next()?.split_once('x')?;
+                let seconds = parts.next().map_or(Some(10.0), |v| v.parse().ok())?;
+                let gap = parts.next().map_or(Some(0.01), |v| v.parse().ok())?;
+                Some((replicas.parse().ok()?, sites.parse().ok()?, seconds, gap))
+            };
+            parse().ok_or_else(|| {
+                anyhow::anyhow!("--sizes: {item:?} is not REPLICASxSITES[:SECONDS[:GAP]]")
+            })
+        })
+        .collect()
+}
+
+fn bench(
+    sizes: &str,
+    seed: u64,
+    load: f64,
+    method: Method,
+    keep: Option<&Path>,
+    replans: usize,
+) -> Result<()> {
+    let sizes = parse_sizes(sizes)?;
+    let temp = std::env::temp_dir().join(format!("edgeplan-bench-{}", std::process::id()));
+    let dir = keep.unwrap_or(&temp);
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let exe = std::env::current_exe()?;
+    println!(
+        "{:>9} {:>6} {:>7} {:>6} {:>8} {:>8} {:>14} {:>14} {:>8} {:>9} {:>11} {:>11}",
+        "replicas",
+        "sites",
+        "limit_s",
+        "method",
+        "build_s",
+        "solve_s",
+        "objective",
+        "bound",
+        "gap_%",
+        "peak_MiB",
+        "replan_p50",
+        "replan_max"
+    );
+    for (replicas, sites, seconds, gap) in sizes {
+        let inst = generate(&GenOptions {
+            sites,
+            workloads: 0,
+            replicas: Some(replicas),
+            seed,
+            load,
+        })
+        .map_err(anyhow::Error::msg)?;
+        let path = dir.join(format!("bench-{replicas}x{sites}-seed{seed}.json"));
+        fs::write(&path, serde_json::to_string(&inst)?)?;
+        drop(inst);
+        let out = std::process::Command::new(&exe)
+            .arg("bench")
+            .arg("--one")
+            .arg(&path)
+            .arg("--method")
+            .arg(format!("{method:?}").to_lowercase())
+            .arg("--time-limit")
+            .arg(seconds.to_string())
+            .arg("--gap")
+            .arg(gap.to_string())
+            .arg("--replans")
+            .arg(replans.to_string())
+            .arg("--seed")
+            .arg(seed.to_string())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "{replicas}x{sites}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        if keep.is_none() {
+            let _ = fs::remove_file(&path);
+        }
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "{:>9} {:>6} {:>7} {:>6} {:>8.2} {:>8.2} {:>14.4} {:>14.4} {:>8.3} {:>9.0} {:>8.1} ms {:>8.1} ms",
+            replicas,
+            sites,
+            seconds,
+            r["method"].as_str().unwrap_or("?"),
+            num("build_s"),
+            num("solve_s"),
+            num("objective"),
+            num("bound"),
+            num("gap") * 100.0,
+            num("peak_mib"),
+            num("replan_p50_ms"),
+            num("replan_max_ms"),
+        );
+    }
+    if keep.is_none() {
+        let _ = fs::remove_dir(&temp);
+    }
+    Ok(())
+}
+
+/// Load, build and solve one instance, then time `replans` incremental
+/// re-plans; print the figures as one JSON line.
+fn bench_one(
+    path: &Path,
+    method: Method,
+    time_limit: f64,
+    gap: f64,
+    replans: usize,
+    seed: u64,
+) -> Result<()> {
+    let started = Instant::now();
+    let (inst, problem) = load_problem(path)?;
+    let build_s = started.elapsed().as_secs_f64();
+    let solving = Instant::now();
+    let solved = solve(
+        &problem,
+        &SolveOptions {
+            time_limit_s: Some(time_limit),
+            relative_gap: Some(gap),
+            threads: None,
+            seed: 0,
+            method,
+            work: None,
+            deterministic: false,
+        },
+    )?;
+    let solve_s = solving.elapsed().as_secs_f64();
+    verified(&inst, &problem, &solved.x)?;
+    let peak_kib: f64 = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(f64::NAN);
+    let mut replan_ms = Vec::new();
+    let mut replan_gap = f64::NAN;
+    if replans > 0 {
+        let mut current = inst;
+        let mut replanner = Replanner::new(problem, &solved.x, solved.price.clone());
+        for (i, scenario) in bench_changes(&current, replans, seed).iter().enumerate() {
+            let next = edgeplan::whatif::apply(&current, scenario, "bench")
+                .map_err(|e| anyhow::anyhow!("bench change {i}: {e:?}"))?;
+            let Some(changes) = diff(replanner.problem(), &current, &next) else {
+                bail!("bench change {i} is structural");
+            };
+            let t = Instant::now();
+            let r = replanner.apply(&next, &changes)?;
+            replan_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            replan_gap = r.gap;
+            current = next;
+        }
+        // The final placement against the changed instance, independently.
+        let rebuilt = Problem::build(&current)?;
+        verified(&current, &rebuilt, &replanner.placement())?;
+    }
+    replan_ms.sort_by(f64::total_cmp);
+    let nan = f64::NAN;
+    println!(
+        "{}",
+        serde_json::json!({
+            "method": solved.method,
+            "build_s": build_s,
+            "solve_s": solve_s,
+            "objective": solved.objective,
+            "bound": solved.bound,
+            "gap": solved.gap,
+            "peak_mib": peak_kib / 1024.0,
+            "replan_p50_ms": replan_ms.get(replan_ms.len() / 2).copied().unwrap_or(nan),
+            "replan_max_ms": replan_ms.last().copied().unwrap_or(nan),
+            "replan_final_gap": replan_gap,
+        })
+    );
+    Ok(())
+}
+
+/// `n` single changes in turn, deterministic for `seed`: a heat wave
+/// (+10 °C), half the cooling lost, the electricity price halved at one
+/// site; one workload's replicas doubled.
+fn bench_changes(inst: &Instance, n: usize, seed: u64) -> Vec<edgeplan::whatif::Scenario> {
+    use edgeplan::whatif::{Perturbation, Scenario, Selection};
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = |m: usize| {
+        // xorshift: enough to spread the changes over the fleet.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % m.max(1) as u64) as usize
+    };
+    (0..n)
+        .map(|i| {
+            let site = inst.sites[next(inst.sites.len())].id.clone();
+            let perturbation = match i % 4 {
+                0 => Perturbation::HeatWave {
+                    sites: vec![site],
+                    delta_c: 10.0,
+                    from_hour: 0,
+                    hours: None,
+                },
+                1 => Perturbation::CoolingLoss {
+                    site,
+                    fraction: 0.5,
+                },
+                2 => Perturbation::Price {
+                    sites: vec![site],
+                    multiplier: 0.5,
+                    series: None,
+                },
+                _ => Perturbation::DemandGrowth {
+                    factor: 2.0,
+                    selection: Selection {
+                        regions: Vec::new(),
+                        workloads: vec![inst.workloads[next(inst.workloads.len())].id.clone()],
+                    },
+                },
+            };
+            Scenario {
+                name: format!("change {i}"),
+                perturbations: vec![perturbation],
+            }
+        })
+        .collect()
+}
