@@ -4,12 +4,13 @@
 use std::collections::BTreeMap;
 
 use edgeplan::alarm::{AlarmKind, Alarms, Thresholds};
+use edgeplan::evaluate::SiteKpi;
 use edgeplan::execution::{apply_step, Execution, PlanState, StepState};
 use edgeplan::instance::Limits;
 use edgeplan::physics::PowerLimit;
 use edgeplan::placement::Placement;
 use edgeplan::plan::{Plan, Step, StepKind};
-use edgeplan::problem::{Kpis, SiteKpi};
+use edgeplan::problem::Kpis;
 use proptest::prelude::*;
 
 fn step(id: usize, from: &str, to: &str, wave: usize, deps: Vec<usize>) -> Step {

@@ -140,7 +140,7 @@ fn parallel_and_sequential_runs_give_identical_tables() {
 fn site_of<'a>(
     r: &'a edgeplan::whatif::ScenarioResult,
     id: &str,
-) -> &'a edgeplan::problem::SiteKpi {
+) -> &'a edgeplan::evaluate::SiteKpi {
     r.sites.iter().find(|s| s.site == id).unwrap()
 }
 

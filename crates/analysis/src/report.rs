@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use edgeplan_model::placement::Placement;
 use edgeplan_plan::explain::{self, SiteBinding, UnplacedExplanation};
-use edgeplan_problem::problem::{ObjectiveTerms, Problem, SiteKpi};
+use edgeplan_problem::evaluate::SiteKpi;
+use edgeplan_problem::problem::{ObjectiveTerms, Problem};
 use edgeplan_solve::solver::{Method, SolveStatus, Solved};
 
 /// What `edgeplan solve` writes.

@@ -414,7 +414,7 @@ pub struct ScenarioResult {
     pub max_power_use: f64,
     /// Sites where some limit binds, with what binds.
     pub binding_sites: Vec<String>,
-    pub sites: Vec<edgeplan_problem::problem::SiteKpi>,
+    pub sites: Vec<edgeplan_problem::evaluate::SiteKpi>,
 }
 
 /// Run the base and every scenario (in parallel when `parallel`), each from

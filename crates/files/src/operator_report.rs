@@ -14,7 +14,8 @@ use edgeplan_model::instance::Instance;
 use edgeplan_physics::physics::supply_c_at;
 use edgeplan_plan::explain;
 use edgeplan_plan::plan::{Plan, StepKind};
-use edgeplan_problem::problem::{Evaluation, Kpis, Problem};
+use edgeplan_problem::evaluate::Evaluation;
+use edgeplan_problem::problem::{Kpis, Problem};
 
 /// What a report is made from.
 pub struct ReportInput<'a> {
@@ -250,8 +251,8 @@ fn latency_chart(input: &ReportInput<'_>) -> String {
             let violates = matches!(
                 p.ineligible(wi, si),
                 Some(
-                    edgeplan_problem::problem::Ineligible::Latency { .. }
-                        | edgeplan_problem::problem::Ineligible::Unreachable { .. }
+                    edgeplan_problem::rules::Ineligible::Latency { .. }
+                        | edgeplan_problem::rules::Ineligible::Unreachable { .. }
                 )
             );
             if violates {

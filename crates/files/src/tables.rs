@@ -49,11 +49,11 @@ pub fn scenario_frame(results: &[ScenarioResult]) -> PolarsResult<DataFrame> {
 
 /// One row per scenario and site.
 pub fn site_frame(results: &[ScenarioResult]) -> PolarsResult<DataFrame> {
-    let rows: Vec<(&str, &edgeplan_problem::problem::SiteKpi)> = results
+    let rows: Vec<(&str, &edgeplan_problem::evaluate::SiteKpi)> = results
         .iter()
         .flat_map(|r| r.sites.iter().map(move |s| (r.scenario.as_str(), s)))
         .collect();
-    let f = |g: fn(&edgeplan_problem::problem::SiteKpi) -> f64| {
+    let f = |g: fn(&edgeplan_problem::evaluate::SiteKpi) -> f64| {
         rows.iter().map(|(_, s)| g(s)).collect::<Vec<f64>>()
     };
     df!(

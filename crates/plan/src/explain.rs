@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use edgeplan_physics::physics::PowerLimit;
 use edgeplan_problem::load::Load;
-use edgeplan_problem::problem::{Ineligible, Problem, Shortfall, EPS};
+use edgeplan_problem::problem::Problem;
+use edgeplan_problem::rows::{Shortfall, EPS};
+use edgeplan_problem::rules::Ineligible;
 
 /// Kinds of reasons a site could not take a replica.
 #[derive(

@@ -3,7 +3,11 @@
 //! a placement; the validation that needs it; and the gap between an
 //! objective and a bound. Pure.
 
+pub mod build;
+pub mod evaluate;
 pub mod gap;
 pub mod load;
 pub mod problem;
+pub mod rows;
+pub mod rules;
 pub mod validate;

@@ -2,9 +2,10 @@
 //! one running total that the exact solver's greedy warm start, the
 //! migration planner and the explanations share. (The fast path keeps the
 //! same totals in flat per-slot arrays for speed, and asks the same
-//! [`within`](crate::problem::within) test.)
+//! [`within`](crate::rows::within) test.)
 
-use crate::problem::{Problem, Shortfall};
+use crate::problem::Problem;
+use crate::rows::Shortfall;
 
 /// Per site: resource rows used and workload IT kW; per workload: replicas
 /// per site and per failure domain; per anti-affinity group: replicas per
@@ -130,35 +131,5 @@ impl Load {
     /// (resource rows and IT power)? See [`Problem::room_for`].
     pub fn room(&self, p: &Problem, wi: usize, si: usize) -> Result<(), Shortfall> {
         p.room_for(wi, si, &self.used[si], self.dynamic_kw[si])
-    }
-
-    /// May one more replica of `wi` go to `si` (a move when `is_move`):
-    /// a candidate with room for it under its per-site count, the move
-    /// budget, its limits, anti-affinity and the failure-domain spread?
-    pub fn fits(&self, p: &Problem, wi: usize, si: usize, is_move: bool) -> bool {
-        let w = &p.workloads[wi];
-        let Some(c) = w.candidate_at(si) else {
-            return false;
-        };
-        if self.count(wi, si) + 1 > c.max_count {
-            return false;
-        }
-        if is_move && p.max_moves.is_some_and(|k| self.moves + 1 > u64::from(k)) {
-            return false;
-        }
-        if self.room(p, wi, si).is_err() {
-            return false;
-        }
-        if let Some(g) = self.anti_group_of[wi] {
-            if self.anti[g][si] >= 1 {
-                return false;
-            }
-        }
-        if let (Some(k), Some(d)) = (w.max_per_failure_domain, p.sites[si].failure_domain) {
-            if self.in_domain(wi, d) + 1 > k {
-                return false;
-            }
-        }
-        true
     }
 }

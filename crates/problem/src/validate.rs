@@ -5,7 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::problem::{Problem, UPLINK};
+use crate::problem::Problem;
+use crate::rows::UPLINK;
 pub use edgeplan_model::error::Issue;
 use edgeplan_model::instance::{Instance, Price};
 use edgeplan_model::server_models::{catalogue_with, ServerModel};

@@ -7,7 +7,8 @@ use tonic::Status;
 
 use super::{now_s, Shared};
 use edgeplan_model::instance::Instance;
-use edgeplan_problem::problem::{Evaluation, Kpis, Problem};
+use edgeplan_problem::evaluate::Evaluation;
+use edgeplan_problem::problem::{Kpis, Problem};
 use edgeplan_problem::validate::validate_structure;
 use edgeplan_telemetry::effective::{effective_instance, EffectiveOptions};
 

@@ -21,7 +21,8 @@ use edgeplan_model::clock::{Deadline, Stopwatch};
 use edgeplan_model::error::{Error, Result};
 pub use edgeplan_problem::gap::{placed_gap, relative_gap};
 use edgeplan_problem::load::Load;
-use edgeplan_problem::problem::{Problem, EPS};
+use edgeplan_problem::problem::Problem;
+use edgeplan_problem::rows::EPS;
 
 /// Options of an exact solve.
 #[derive(Debug, Clone, PartialEq)]

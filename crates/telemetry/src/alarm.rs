@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use edgeplan_problem::problem::SiteKpi;
+use edgeplan_problem::evaluate::SiteKpi;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Thresholds {

@@ -27,8 +27,9 @@ use super::{best_response, workload_of, Assign, Flat, Journal, Limit, Slots, Sta
 use edgeplan_model::error::Issue;
 use edgeplan_model::error::{Error, Result};
 use edgeplan_model::instance::Instance;
+use edgeplan_problem::build::SiteUpdate;
 use edgeplan_problem::gap::placed_gap;
-use edgeplan_problem::problem::{Problem, SiteUpdate};
+use edgeplan_problem::problem::Problem;
 
 /// What changed in an instance, as far as a re-plan is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -29,7 +29,8 @@ use edgeplan_model::clock::{Deadline, Stopwatch};
 use rayon::prelude::*;
 
 use edgeplan_problem::gap::placed_gap;
-use edgeplan_problem::problem::{within, Problem};
+use edgeplan_problem::problem::Problem;
+use edgeplan_problem::rows::within;
 
 mod incremental;
 pub use incremental::{

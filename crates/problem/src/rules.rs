@@ -1,0 +1,352 @@
+//! The placement rules, each one named thing (the Kubernetes scheduler
+//! framework's plugins): a [`Rule`] has a *filter* role (why a site can
+//! never host a workload, in words: [`Ineligible`]), a *cap* role (the
+//! most replicas of a workload a site may take, whatever else runs there)
+//! and a *fits* role (may one more replica go there, given the shared
+//! [`Load`]). The per-site rows (resources, uplink, IT power) are one rule,
+//! [`Rule::Limits`], over every row. The MILP's rows for each rule are in
+//! `edgeplan-solve`'s `milp.rs`, the fast path's `fits` mirrors the fits
+//! roles on its flat state, and the verifier checks every rule on its own.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use edgeplan_physics::physics::PowerLimit;
+
+use crate::load::Load;
+use crate::problem::{region_name, Problem};
+use crate::rows::{most_within, round2, within, UPLINK};
+
+/// A placement rule, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rule {
+    /// `forbidden_sites`: never there.
+    Forbidden,
+    /// `pinned_sites`: only there.
+    Pinned,
+    /// `hardware`: a site must offer every feature asked for.
+    Hardware,
+    /// Every traffic region reachable, and the SLO's share of traffic
+    /// within its RTT.
+    Latency,
+    /// The per-site rows: every resource, the uplink and IT power (under
+    /// the power cap, cooling and inlet) — one replica within an empty
+    /// site's limits to be a candidate, the load within them to fit.
+    Limits,
+    /// `max_per_site`.
+    PerSite,
+    /// `anti_affinity_group`: one replica of the group per site.
+    AntiAffinity,
+    /// `max_per_failure_domain`.
+    FailureDomainSpread,
+    /// `limits.max_moves`: replicas started where they did not run.
+    MoveBudget,
+}
+
+impl Rule {
+    /// Every rule, in the order explanations name them.
+    pub const ALL: [Rule; 9] = [
+        Rule::Forbidden,
+        Rule::Pinned,
+        Rule::Hardware,
+        Rule::Latency,
+        Rule::Limits,
+        Rule::PerSite,
+        Rule::AntiAffinity,
+        Rule::FailureDomainSpread,
+        Rule::MoveBudget,
+    ];
+
+    /// Its name in reports and traces.
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Forbidden => "forbidden",
+            Rule::Pinned => "pinned",
+            Rule::Hardware => "hardware",
+            Rule::Latency => "latency",
+            Rule::Limits => "limits",
+            Rule::PerSite => "max_per_site",
+            Rule::AntiAffinity => "anti_affinity",
+            Rule::FailureDomainSpread => "max_per_failure_domain",
+            Rule::MoveBudget => "max_moves",
+        }
+    }
+
+    /// Filter role: why site `si` can never host workload `wi` under this
+    /// rule (`demand` and `dynamic_kw` are one replica's), or `None`.
+    pub fn filter(
+        self,
+        p: &Problem,
+        wi: usize,
+        si: usize,
+        demand: &[f64],
+        dynamic_kw: f64,
+    ) -> Option<Ineligible> {
+        let wl = &p.instance_workloads[wi];
+        let site = &p.sites[si];
+        match self {
+            Rule::Forbidden => wl
+                .forbidden_sites
+                .contains(&site.id)
+                .then_some(Ineligible::Forbidden),
+            Rule::Pinned => (!wl.pinned_sites.is_empty() && !wl.pinned_sites.contains(&site.id))
+                .then_some(Ineligible::NotPinned),
+            Rule::Hardware => wl
+                .hardware
+                .iter()
+                .find(|h| !p.hardware[si].contains(h))
+                .map(|missing| Ineligible::Hardware {
+                    missing: missing.clone(),
+                }),
+            Rule::Latency => p.latency_reason(wi, si),
+            Rule::Limits => p.size_reason(si, demand, dynamic_kw),
+            Rule::PerSite | Rule::AntiAffinity | Rule::FailureDomainSpread | Rule::MoveBudget => {
+                None
+            }
+        }
+    }
+
+    /// Cap role: the most replicas of `wi` site `si` may take under this
+    /// rule whatever else runs there (`u32::MAX`: no cap).
+    pub fn cap(self, p: &Problem, wi: usize, si: usize, demand: &[f64], dynamic_kw: f64) -> u32 {
+        let wl = &p.instance_workloads[wi];
+        let site = &p.sites[si];
+        match self {
+            Rule::PerSite => wl.replicas.min(wl.max_per_site.unwrap_or(u32::MAX)),
+            Rule::AntiAffinity if wl.anti_affinity_group.is_some() => 1,
+            Rule::Limits => demand
+                .iter()
+                .zip(&site.capacity)
+                .map(|(d, cap)| most_within(*d, *cap))
+                .fold(most_within(dynamic_kw, site.dynamic_kw_limit), u32::min),
+            _ => u32::MAX,
+        }
+    }
+
+    /// Fits role: may one more replica of `wi` go to candidate site `si`
+    /// (a move when `is_move`) given what `load` already holds?
+    pub fn fits(self, p: &Problem, load: &Load, wi: usize, si: usize, is_move: bool) -> bool {
+        let w = &p.workloads[wi];
+        match self {
+            Rule::Limits => load.room(p, wi, si).is_ok(),
+            Rule::PerSite => w
+                .candidate_at(si)
+                .is_some_and(|c| load.count(wi, si) < c.max_count),
+            Rule::AntiAffinity => load
+                .anti_group_of(wi)
+                .is_none_or(|g| load.in_group(g, si) == 0),
+            Rule::FailureDomainSpread => {
+                match (w.max_per_failure_domain, p.sites[si].failure_domain) {
+                    (Some(k), Some(d)) => load.in_domain(wi, d) < k,
+                    _ => true,
+                }
+            }
+            Rule::MoveBudget => !is_move || p.max_moves.is_none_or(|k| load.moves < u64::from(k)),
+            Rule::Forbidden | Rule::Pinned | Rule::Hardware | Rule::Latency => true,
+        }
+    }
+}
+
+impl Load {
+    /// May one more replica of `wi` go to `si` (a move when `is_move`)?
+    /// Every rule's fits role: a candidate under its per-site count, the
+    /// move budget, the site's limits, anti-affinity and the
+    /// failure-domain spread.
+    pub fn fits(&self, p: &Problem, wi: usize, si: usize, is_move: bool) -> bool {
+        Rule::ALL.iter().all(|r| r.fits(p, self, wi, si, is_move))
+    }
+}
+
+/// Why a site can never host a workload, whatever else runs there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Ineligible {
+    /// Too little of the traffic is within the SLO's RTT.
+    Latency {
+        within_pct: f64,
+        needed_pct: f64,
+        rtt_ms: f64,
+    },
+    /// A traffic region has no network path to the site.
+    Unreachable {
+        region: String,
+    },
+    Hardware {
+        missing: String,
+    },
+    NotPinned,
+    Forbidden,
+    /// One replica needs more of a resource than the site has.
+    TooBig {
+        resource: String,
+        need: f64,
+        capacity: f64,
+    },
+    /// One replica's power does not fit under the site's effective limit.
+    TooHot {
+        need_kw: f64,
+        available_kw: f64,
+        binding: PowerLimit,
+    },
+}
+
+impl Ineligible {
+    /// A short stable name of the kind of reason.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Ineligible::Latency { .. } => "latency",
+            Ineligible::Unreachable { .. } => "unreachable",
+            Ineligible::Hardware { .. } => "hardware",
+            Ineligible::NotPinned => "pinned",
+            Ineligible::Forbidden => "forbidden",
+            Ineligible::TooBig { .. } => "too_big",
+            Ineligible::TooHot { .. } => "too_hot",
+        }
+    }
+
+    pub fn describe(&self, site: &str) -> String {
+        match self {
+            Ineligible::Latency { within_pct, needed_pct, rtt_ms } => format!(
+                "{site} is out of latency reach ({within_pct:.0} % of traffic within {rtt_ms} ms, the SLO needs {needed_pct} %)"
+            ),
+            Ineligible::Unreachable { region } => {
+                format!("{site} has no network path to region {region}")
+            }
+            Ineligible::Hardware { missing } => format!("{site} lacks hardware {missing:?}"),
+            Ineligible::NotPinned => format!("{site} is not among its pinned sites"),
+            Ineligible::Forbidden => format!("{site} is forbidden to it"),
+            Ineligible::TooBig { resource, need, capacity } if resource == UPLINK => format!(
+                "{site}'s {} Gbps uplink is too small: one replica's egress is {} Gbps",
+                round2(*capacity),
+                round2(*need)
+            ),
+            Ineligible::TooBig { resource, need, capacity } => format!(
+                "{site} has {capacity} {resource} in all, one replica needs {need}"
+            ),
+            Ineligible::TooHot { need_kw, available_kw, binding } => format!(
+                "{site} has {available_kw:.2} kW under its {} even when empty, one replica needs {need_kw:.2} kW",
+                binding.describe()
+            ),
+        }
+    }
+}
+
+impl Problem {
+    /// Why site `si` can never host workload `wi`, or `None` if it may.
+    pub fn ineligible(&self, wi: usize, si: usize) -> Option<Ineligible> {
+        let wl = &self.workloads[wi];
+        if wl.candidate_at(si).is_some() {
+            return None;
+        }
+        self.static_reason(wi, si, &wl.demand, self.replica_dynamic_kw(wi, si))
+    }
+
+    /// The first filter that rules site `si` out for workload `wi`.
+    pub(crate) fn static_reason(
+        &self,
+        wi: usize,
+        si: usize,
+        demand: &[f64],
+        dynamic_kw: f64,
+    ) -> Option<Ineligible> {
+        Rule::ALL
+            .iter()
+            .find_map(|r| r.filter(self, wi, si, demand, dynamic_kw))
+    }
+
+    /// Every filter but latency (which `build` checks once per node).
+    pub(crate) fn site_reason(
+        &self,
+        wi: usize,
+        si: usize,
+        demand: &[f64],
+        dynamic_kw: f64,
+    ) -> Option<Ineligible> {
+        Rule::ALL
+            .iter()
+            .filter(|r| **r != Rule::Latency)
+            .find_map(|r| r.filter(self, wi, si, demand, dynamic_kw))
+    }
+
+    /// Unreachable regions or an SLO the site's RTTs cannot meet.
+    pub(crate) fn latency_reason(&self, wi: usize, si: usize) -> Option<Ineligible> {
+        let wl = &self.instance_workloads[wi];
+        for (ri, _) in self.traffic[wi].iter() {
+            if !self.topology.rtt_ms[*ri][si].is_finite() {
+                return Some(Ineligible::Unreachable {
+                    region: region_name(&self.instance_workloads[wi], *ri, &self.traffic[wi]),
+                });
+            }
+        }
+        if let Some(slo) = &wl.slo {
+            let within: f64 = self.traffic[wi]
+                .iter()
+                .filter(|(r, _)| self.topology.rtt_ms[*r][si] <= slo.rtt_ms)
+                .map(|(_, share)| share)
+                .sum();
+            if within * 100.0 + 1e-6 < slo.percentile {
+                return Some(Ineligible::Latency {
+                    // + 0.0 turns an empty sum's -0.0 into 0.0 for display.
+                    within_pct: within * 100.0 + 0.0,
+                    needed_pct: slo.percentile,
+                    rtt_ms: slo.rtt_ms,
+                });
+            }
+        }
+        None
+    }
+
+    /// One replica bigger than the site, or hotter than its power limit.
+    pub(crate) fn size_reason(
+        &self,
+        si: usize,
+        demand: &[f64],
+        dynamic_kw: f64,
+    ) -> Option<Ineligible> {
+        let site = &self.sites[si];
+        for (r, d) in demand.iter().enumerate() {
+            if !within(*d, site.capacity[r]) {
+                return Some(Ineligible::TooBig {
+                    resource: self.resources[r].clone(),
+                    need: *d,
+                    capacity: site.capacity[r],
+                });
+            }
+        }
+        if !within(dynamic_kw, site.dynamic_kw_limit) {
+            return Some(Ineligible::TooHot {
+                need_kw: dynamic_kw,
+                available_kw: site.dynamic_kw_limit,
+                binding: site.physics.binding,
+            });
+        }
+        None
+    }
+
+    /// One line on why no site can host workload `wi` (for validation):
+    /// reasons grouped by kind, a few sites named per kind.
+    pub fn ineligibility_summary(&self, wi: usize) -> String {
+        let mut by_kind: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
+        for (si, site) in self.sites.iter().enumerate() {
+            let (kind, text) = match self.ineligible(wi, si) {
+                Some(reason) => (reason.kind_name(), reason.describe(&site.name)),
+                None => ("room", format!("{} cannot fit even one replica", site.name)),
+            };
+            by_kind.entry(kind).or_default().push(text);
+        }
+        by_kind
+            .into_values()
+            .map(|v| {
+                let shown = v.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+                if v.len() > 3 {
+                    format!("{shown}; and {} more sites alike", v.len() - 3)
+                } else {
+                    shown
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
