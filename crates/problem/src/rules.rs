@@ -7,6 +7,9 @@
 //! [`Rule::Limits`], over every row. The MILP's rows for each rule are in
 //! `edgeplan-solve`'s `milp.rs`, the fast path's `fits` mirrors the fits
 //! roles on its flat state, and the verifier checks every rule on its own.
+//! Affinity groups (the same set of sites for every member) are not a
+//! per-replica rule: the MILP models them with a binary per (group, site),
+//! the greedy leaves their members to it, and the verifier checks them.
 
 use std::collections::BTreeMap;
 
