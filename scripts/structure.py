@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""The structure read, in two parts (exit 1 on a finding):
+"""The structure read, in three parts (exit 1 on a finding):
 
 1. Inside each crate under crates/ (and the binary's src/), the module
-   import graph (`crate::…` and `super::…` paths) has no cycle. Between
-   crates Cargo already forbids cycles.
+   import graph (`crate::…` paths, `crate::{a::…, b::…}` groups and, in
+   top-level modules, `super::…`) has no cycle. Between crates Cargo
+   already forbids cycles.
 2. The pure core's crates, and the `edgeplan` facade without its `service`
    feature, do not depend (directly or through anything) on the shell's
    runtime: tokio, tonic, redb, postgres, NATS, polars, plotters. Read from
    `cargo tree`, so it is the real dependency graph, not prose.
+3. Each core crate depends directly only on the crates below it (LAYERS).
 
     python3 scripts/structure.py
 """
@@ -49,6 +51,8 @@ def cycles(root):
                 continue
             text = open(p).read()
             refs = re.findall(r'\bcrate::([a-z_]+)', text)
+            for group in re.findall(r'\bcrate::\{([^}]*)\}', text):
+                refs += re.findall(r'(?:^|,)\s*([a-z_]+)', group)
             if os.path.dirname(p) == root:  # top-level module: super:: is the root
                 refs += re.findall(r'\bsuper::([a-z_]+)', text)
             for t in refs:

@@ -162,3 +162,54 @@ fn spot_price_series_and_humid_air_shape_the_answer() {
     assert_close(solved.objective, 0.175, "objective");
     assert_eq!(placement.assignments["w"]["a"], 1);
 }
+
+/// The one capacity test at its edge: three replicas of 0.1 core sum to
+/// 0.30000000000000004 in floating point, a hair over a 0.3-core site; and
+/// a replica asking 1e-12 of a resource a site has none of. `within`'s
+/// tolerance (1e-9, relative above 1) takes both, so the candidate caps,
+/// the exact solver, the fast path, the planner's room test and the
+/// verifier (whose own tolerance is looser) all agree: every replica is
+/// placed, and the result is feasible.
+#[test]
+fn capacity_edges_agree_across_caps_solvers_room_test_and_verifier() {
+    use edgeplan::solver::{solve, Method, SolveOptions};
+    let mut tiny = site("tiny", 0.3, 0.1);
+    tiny.capacity.insert("licences".into(), 0.0);
+    let mut w = workload("w", 3, 0.1);
+    w.resources.insert("licences".into(), 1e-12);
+    let mut inst = instance(vec![tiny], vec![w], &[]);
+    inst.objective = energy_only();
+    let problem = edgeplan::problem::Problem::build(&inst).unwrap();
+    assert_eq!(
+        problem.workloads[0].candidates.len(),
+        1,
+        "the site is a candidate"
+    );
+    assert_eq!(problem.workloads[0].candidates[0].max_count, 3);
+    // Two placed: the third fits by the room test.
+    let r = problem
+        .resources
+        .iter()
+        .position(|r| r == "cpu_cores")
+        .unwrap();
+    let mut used = vec![0.0; problem.resources.len()];
+    used[r] = 0.1 + 0.1;
+    assert!(problem.room_for(0, 0, &used, 0.0).is_ok());
+    used[r] += 0.1;
+    assert!(used[r] > 0.3, "the float sum is over the limit by a hair");
+    assert!(!problem.over_limit(0, &used, 0.0));
+    for method in [Method::Exact, Method::Fast] {
+        let solved = solve(
+            &problem,
+            &SolveOptions {
+                method,
+                ..SolveOptions::default()
+            },
+        )
+        .unwrap();
+        let placement = problem.placement_of(&solved.x);
+        assert_eq!(placement.count("w", "tiny"), 3, "{method:?}");
+        let report = edgeplan::verify::verify(&inst, &placement);
+        assert!(report.feasible, "{method:?}: {:?}", report.violations);
+    }
+}

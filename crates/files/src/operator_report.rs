@@ -635,11 +635,17 @@ pub fn html(input: &ReportInput<'_>) -> String {
         let _ = write!(h, "<tr><td class=\"l\">{}</td>", esc(&s.site));
         for r in &input.problem.resources {
             // No figure where the site has no such limit (no uplink declared).
-            match s.utilization.get(r) {
-                Some(u) => {
-                    let _ = write!(h, "<td>{:.0} %</td>", u * 100.0);
-                }
-                None => h.push_str("<td>—</td>"),
+            let unlimited = input
+                .problem
+                .resources
+                .iter()
+                .position(|name| name == r)
+                .is_some_and(|ri| input.problem.sites[si].capacity[ri].is_infinite());
+            if unlimited {
+                h.push_str("<td>—</td>");
+            } else {
+                let u = s.utilization.get(r).copied().unwrap_or(0.0);
+                let _ = write!(h, "<td>{:.0} %</td>", u * 100.0);
             }
         }
         let inlet_class = if s.inlet_c > s.inlet_limit_c {

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 /// When a search must stop; `Deadline::NONE` for never.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Deadline(Option<Instant>);
 
 impl Deadline {

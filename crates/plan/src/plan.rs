@@ -302,7 +302,7 @@ pub fn plan(
                 for (r, amount) in problem.workloads[d.wi].demand.iter().enumerate() {
                     worst_used[t][r] += amount;
                 }
-                worst_kw[t] += problem.replica_dynamic_kw(d.wi, t);
+                worst_kw[t] += problem.replica_kw(d.wi, t);
             }
             for l in links {
                 *link_count.entry(l).or_default() += 1;
@@ -477,12 +477,7 @@ fn break_deadlock(
                 continue;
             }
             if let Some(g) = pl.load.anti_group_of(d.wi) {
-                let taken: u32 = p.anti_affinity_groups[g]
-                    .1
-                    .iter()
-                    .map(|&o| pl.count(o, s))
-                    .sum();
-                if taken > 0 {
+                if pl.load.in_group(g, s) > 0 {
                     continue;
                 }
             }

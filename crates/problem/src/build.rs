@@ -48,9 +48,10 @@ impl Problem {
             .collect();
         resources.sort();
         resources.dedup();
-        if inst.sites.iter().any(|s| s.uplink_gbps.is_some())
-            || inst.workloads.iter().any(|w| w.egress_gbps > 0.0)
-        {
+        // Only a site's uplink can bind: without one anywhere, egress is
+        // no limit and needs no row (and a workload batch added later by
+        // `set_workloads` cannot miss it).
+        if inst.sites.iter().any(|s| s.uplink_gbps.is_some()) {
             resources.retain(|r| r != UPLINK);
             resources.push(UPLINK.to_string());
         }
@@ -299,7 +300,6 @@ impl Problem {
             && old.anti_affinity_group == new.anti_affinity_group
             && old.affinity_group == new.affinity_group
             && new.resources.keys().all(|r| self.resources.contains(r))
-            && (new.egress_gbps == 0.0 || self.resources.iter().any(|r| r == UPLINK))
             && new
                 .traffic
                 .iter()

@@ -112,9 +112,7 @@ impl Load {
         for (r, amount) in w.demand.iter().enumerate() {
             self.used[si][r] += d * amount;
         }
-        let kw = w
-            .candidate_at(si)
-            .map_or_else(|| p.replica_dynamic_kw(wi, si), |c| c.dynamic_kw);
+        let kw = p.replica_kw(wi, si);
         self.dynamic_kw[si] += d * kw;
         if let Some(g) = self.anti_group_of[wi] {
             step(&mut self.anti[g][si]);

@@ -1,9 +1,9 @@
-//! The problem builder: turns an instance into indexed, solver-ready data —
-//! effective capacities, the effective IT-power limit per site, latency
-//! eligibility, per-replica cost coefficients — and evaluates a placement
-//! against exactly those coefficients (the objective the MILP minimises).
-//! Every rule lives here once; the MILP, explanations and validation read it.
-//! Pure: no I/O.
+//! The indexed problem's types: sites with their effective limits and cost
+//! rates, workloads with their demand per row and their candidate sites,
+//! each candidate with its cap and per-replica costs; and the accessors
+//! every solver reads. `build` makes one from an instance, `rules` decides
+//! candidates, `rows` holds the capacity test, `evaluate` prices a
+//! placement with exactly these coefficients. Pure: no I/O.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -48,7 +48,8 @@ pub struct SiteModel {
     pub id: String,
     pub name: String,
     pub physics: SitePhysics,
-    /// Capacity per resource after the reserve.
+    /// Capacity per resource row after the reserve; `f64::INFINITY` on the
+    /// uplink row of a site that declares no uplink.
     pub capacity: Vec<f64>,
     pub failure_domain: Option<usize>,
     pub carbon_g_per_kwh: f64,
@@ -170,6 +171,16 @@ impl Problem {
             .iter()
             .map(|(r, share)| share * self.topology.rtt_ms[*r][si])
             .sum()
+    }
+
+    /// Dynamic kW of one replica of `wi` on `si`: its candidate's figure,
+    /// or the server curve's where `si` is no candidate (a replica still
+    /// running on a site it may no longer use). The one source of a
+    /// replica's kW for running loads and the room test.
+    pub fn replica_kw(&self, wi: usize, si: usize) -> f64 {
+        self.workloads[wi]
+            .candidate_at(si)
+            .map_or_else(|| self.replica_dynamic_kw(wi, si), |c| c.dynamic_kw)
     }
 
     /// Dynamic kW of one replica of workload `wi` on site `si`'s servers.

@@ -12,9 +12,10 @@ pub const EPS: f64 = 1e-9;
 /// The row of the per-site uplink (backhaul) limit: a site's
 /// `uplink_gbps` against the sum of its replicas' `egress_gbps`. It joins
 /// the resource rows (and so every solver, the room test and the
-/// explanations) when any site or workload declares it; a site that
-/// declares none has an infinite limit there. The name is reserved: no
-/// resource may take it.
+/// explanations) when any site declares an uplink; a site that declares
+/// none has an infinite limit there. The name is reserved: no resource may
+/// take it (validation refuses it; the build and the verifier rely on
+/// that).
 pub const UPLINK: &str = "uplink_gbps";
 
 /// The one capacity test, with its one tolerance: is `value` (a site's load
@@ -58,9 +59,7 @@ impl Problem {
                 });
             }
         }
-        let need_kw = self.workloads[wi]
-            .candidate_at(si)
-            .map_or_else(|| self.replica_dynamic_kw(wi, si), |c| c.dynamic_kw);
+        let need_kw = self.replica_kw(wi, si);
         let free_kw = site.dynamic_kw_limit - dynamic_kw;
         if need_kw > 0.0 && !within(dynamic_kw + need_kw, site.dynamic_kw_limit) {
             return Err(Shortfall::Power {

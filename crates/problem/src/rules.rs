@@ -4,9 +4,13 @@
 //! most replicas of a workload a site may take, whatever else runs there)
 //! and a *fits* role (may one more replica go there, given the shared
 //! [`Load`]). The per-site rows (resources, uplink, IT power) are one rule,
-//! [`Rule::Limits`], over every row. The MILP's rows for each rule are in
-//! `edgeplan-solve`'s `milp.rs`, the fast path's `fits` mirrors the fits
-//! roles on its flat state, and the verifier checks every rule on its own.
+//! [`Rule::Limits`], over every row. Candidates are the filter and cap
+//! roles; the greedy's `Load::fits` is every fits role; explanations give
+//! the filter's `Ineligible` reason in words (and, for a site with no room
+//! left, their own account of which rule is full). The MILP's rows for
+//! each rule are in `edgeplan-solve`'s `milp.rs`; the fast path's `fits`
+//! checks the same roles on its flat per-slot state; the verifier checks
+//! every rule on its own.
 //! Affinity groups (the same set of sites for every member) are not a
 //! per-replica rule: the MILP models them with a binary per (group, site),
 //! the greedy leaves their members to it, and the verifier checks them.
@@ -49,33 +53,20 @@ pub enum Rule {
 }
 
 impl Rule {
-    /// Every rule, in the order explanations name them.
+    /// Every rule. The first whose filter rules a site out is the reason
+    /// given for it (forbidden, pinned, hardware, latency, then limits);
+    /// the cheap fits roles come before the limits' row sums.
     pub const ALL: [Rule; 9] = [
         Rule::Forbidden,
         Rule::Pinned,
         Rule::Hardware,
         Rule::Latency,
-        Rule::Limits,
         Rule::PerSite,
+        Rule::MoveBudget,
         Rule::AntiAffinity,
         Rule::FailureDomainSpread,
-        Rule::MoveBudget,
+        Rule::Limits,
     ];
-
-    /// Its name in reports and traces.
-    pub fn name(self) -> &'static str {
-        match self {
-            Rule::Forbidden => "forbidden",
-            Rule::Pinned => "pinned",
-            Rule::Hardware => "hardware",
-            Rule::Latency => "latency",
-            Rule::Limits => "limits",
-            Rule::PerSite => "max_per_site",
-            Rule::AntiAffinity => "anti_affinity",
-            Rule::FailureDomainSpread => "max_per_failure_domain",
-            Rule::MoveBudget => "max_moves",
-        }
-    }
 
     /// Filter role: why site `si` can never host workload `wi` under this
     /// rule (`demand` and `dynamic_kw` are one replica's), or `None`.

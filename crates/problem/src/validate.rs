@@ -120,14 +120,16 @@ fn check_server_model(c: &mut Checker, path: &str, m: &ServerModel) {
 }
 
 /// The uplink's row name is taken: a resource of that name would be
-/// counted twice.
-fn reserved_name(c: &mut Checker, path: &str, resource: &str) {
-    if resource == UPLINK {
+/// counted twice. Whether it was.
+fn reserved_name(c: &mut Checker, path: &str, resource: &str) -> bool {
+    let reserved = resource == UPLINK;
+    if reserved {
         c.push(
             path,
             format!("{UPLINK:?} is reserved for the site's uplink: declare it as the site's `uplink_gbps` and the workload's `egress_gbps`"),
         );
     }
+    reserved
 }
 
 fn structural(inst: &Instance, c: &mut Checker) {
@@ -362,7 +364,9 @@ fn structural(inst: &Instance, c: &mut Checker) {
         let p = format!("workloads[{i}]");
         for (r, v) in &w.resources {
             c.non_negative(&format!("{p}.resources.{r}"), *v);
-            reserved_name(c, &format!("{p}.resources.{r}"), r);
+            if reserved_name(c, &format!("{p}.resources.{r}"), r) {
+                continue;
+            }
             if !offered.contains(r.as_str()) {
                 c.push(
                     format!("{p}.resources.{r}"),

@@ -253,7 +253,8 @@ fn workload_index(inst: &Instance) -> HashMap<&str, usize> {
 }
 
 /// The key of the replicas' summed egress (Gbps) among a site's used
-/// resources; the instance keeps resource names from taking it.
+/// resources. Validation refuses a resource of that name; on an instance
+/// that skipped validation, such a resource would count as egress here.
 const EGRESS: &str = "uplink_gbps";
 
 /// Resources used (and egress, under [`EGRESS`]) and IT kW per site for
