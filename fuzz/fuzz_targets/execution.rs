@@ -99,7 +99,6 @@ fn build(u: &mut Unstructured) -> Result<(Plan, Limits)> {
             wave: u.int_in_range(0..=3)?,
             depends_on,
             state_gib: 1.0,
-            egress_gbps: 0.0,
             links: Vec::new(),
             duration_s: 10.0,
             start_s: 0.0,
