@@ -10,6 +10,7 @@ use std::process::Command;
 use edgeplan::fast::{diff, Change, Replanner};
 use edgeplan::instance::Instance;
 use edgeplan::problem::Problem;
+use edgeplan::replicas::Replicas;
 use edgeplan::solver::{solve, Method, SolveOptions, Solved};
 use edgeplan::verify::verify;
 use edgeplan::whatif::{apply, Perturbation, Scenario, Selection};
@@ -47,7 +48,7 @@ fn perturbed(inst: &Instance, p: Perturbation) -> Instance {
 }
 
 /// The sites carrying the most IT power in `x`, busiest first.
-fn busiest_sites(problem: &Problem, x: &[Vec<(usize, u32)>]) -> Vec<String> {
+fn busiest_sites(problem: &Problem, x: &Replicas) -> Vec<String> {
     let mut sites = problem.evaluate(x).sites;
     sites.sort_by(|a, b| b.it_kw.total_cmp(&a.it_kw));
     sites.into_iter().map(|k| k.site).collect()

@@ -8,12 +8,13 @@ use edgeplan::gen::{generate, GenOptions};
 use edgeplan::operator_report::{html, markdown, ReportInput};
 use edgeplan::plan::plan;
 use edgeplan::problem::Problem;
+use edgeplan::replicas::Replicas;
 use edgeplan::solver::{solve, SolveOptions};
 
 struct Fixture {
     inst: edgeplan::instance::Instance,
     problem: Problem,
-    x: Vec<Vec<(usize, u32)>>,
+    x: Replicas,
     plan: edgeplan::plan::Plan,
 }
 

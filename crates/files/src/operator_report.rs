@@ -16,6 +16,7 @@ use edgeplan_plan::explain;
 use edgeplan_plan::plan::{Plan, StepKind};
 use edgeplan_problem::evaluate::Evaluation;
 use edgeplan_problem::problem::{Kpis, Problem};
+use edgeplan_problem::replicas::Replicas;
 
 /// What a report is made from.
 pub struct ReportInput<'a> {
@@ -23,7 +24,7 @@ pub struct ReportInput<'a> {
     pub instance: &'a Instance,
     pub problem: &'a Problem,
     /// The placement reported on (per workload: site, replicas).
-    pub x: &'a [Vec<(usize, u32)>],
+    pub x: &'a Replicas,
     pub plan: Option<&'a Plan>,
     pub whatif: Option<&'a [ScenarioResult]>,
 }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use edgeplan_physics::physics::PowerLimit;
 use edgeplan_problem::load::Load;
 use edgeplan_problem::problem::Problem;
+use edgeplan_problem::replicas::Replicas;
 use edgeplan_problem::rows::{Shortfall, EPS};
 use edgeplan_problem::rules::Ineligible;
 
@@ -91,11 +92,11 @@ pub struct SiteBinding {
 const BINDING_SHARE: f64 = 0.995;
 
 /// Explain every unplaced replica of an indexed placement.
-pub fn unplaced(p: &Problem, x: &[Vec<(usize, u32)>]) -> Vec<UnplacedExplanation> {
+pub fn unplaced(p: &Problem, x: &Replicas) -> Vec<UnplacedExplanation> {
     let load = Load::of(p, x);
     let mut out = Vec::new();
     for (wi, w) in p.workloads.iter().enumerate() {
-        let placed: u32 = x[wi].iter().map(|(_, n)| n).sum();
+        let placed = x.placed(wi);
         if placed >= w.replicas {
             continue;
         }
@@ -116,7 +117,7 @@ pub fn unplaced(p: &Problem, x: &[Vec<(usize, u32)>]) -> Vec<UnplacedExplanation
 }
 
 /// The binding constraints of every site under a placement.
-pub fn binding(p: &Problem, x: &[Vec<(usize, u32)>]) -> Vec<SiteBinding> {
+pub fn binding(p: &Problem, x: &Replicas) -> Vec<SiteBinding> {
     let load = Load::of(p, x);
     p.sites
         .iter()
@@ -144,12 +145,8 @@ pub fn binding(p: &Problem, x: &[Vec<(usize, u32)>]) -> Vec<SiteBinding> {
         .collect()
 }
 
-fn count(x: &[Vec<(usize, u32)>], wi: usize, si: usize) -> u32 {
-    x[wi].iter().find(|(s, _)| *s == si).map_or(0, |(_, n)| *n)
-}
-
 /// The first reason site `si` could not take one more replica of `wi`.
-fn cause(p: &Problem, load: &Load, x: &[Vec<(usize, u32)>], wi: usize, si: usize) -> Cause {
+fn cause(p: &Problem, load: &Load, x: &Replicas, wi: usize, si: usize) -> Cause {
     let site = &p.sites[si];
     let w = &p.workloads[wi];
     let make = |kind: CauseKind, text: String| Cause {
@@ -169,10 +166,10 @@ fn cause(p: &Problem, load: &Load, x: &[Vec<(usize, u32)>], wi: usize, si: usize
         };
         return make(kind, reason.describe(&site.name));
     }
-    let here = count(x, wi, si);
+    let here = x.count(wi, si);
     let max_count = w.candidate_at(si).map_or(0, |c| c.max_count);
     if let Some(g) = p.anti_affinity_groups.iter().find(|(_, m)| m.contains(&wi)) {
-        let taken = g.1.iter().map(|&o| count(x, o, si)).sum::<u32>();
+        let taken = g.1.iter().map(|&o| x.count(o, si)).sum::<u32>();
         if taken >= 1 {
             return make(
                 CauseKind::AntiAffinity,
@@ -298,11 +295,7 @@ pub struct MoveExplanation {
 /// at its destination, term by term; or that its source can no longer host
 /// it; or which limit binds at the source it leaves. `before` is the
 /// placement the plan starts from.
-pub fn moves(
-    p: &Problem,
-    before: &[Vec<(usize, u32)>],
-    steps: &[crate::plan::Step],
-) -> Vec<MoveExplanation> {
+pub fn moves(p: &Problem, before: &Replicas, steps: &[crate::plan::Step]) -> Vec<MoveExplanation> {
     use crate::plan::StepKind;
     let binds = binding(p, before);
     let wi_of: BTreeMap<&str, usize> = p
@@ -413,7 +406,7 @@ pub fn moves(
                 ),
             },
             (StepKind::Start, None, Some(t)) => {
-                let placed: u32 = before[wi].iter().map(|(_, n)| n).sum();
+                let placed = before.placed(wi);
                 if placed < w.replicas {
                     format!(
                         "starts a replica of {} at {}: it had {} of {} replicas placed",

@@ -27,6 +27,7 @@ pub use edgeplan_model::plan::{state_hash, Blocked, Plan, Step, StepKind, Wave};
 use edgeplan_physics::topology::Route;
 use edgeplan_problem::load::Load;
 use edgeplan_problem::problem::Problem;
+use edgeplan_problem::replicas::Replicas;
 
 /// Transfer time of a replica's state over a route, plus the fixed overhead.
 pub fn step_duration_s(limits: &Limits, state_gib: f64, route: Option<&Route>) -> f64 {
@@ -424,7 +425,7 @@ pub fn plan(
             steps[s].start_s = w.start_s;
         }
     }
-    let reached_x: Vec<Vec<(usize, u32)>> = pl
+    let reached_x: Replicas = pl
         .load
         .x
         .iter()

@@ -10,11 +10,12 @@ use edgeplan_model::kpi::{Kpis, ObjectiveTerms};
 use edgeplan_physics::physics::PowerLimit;
 
 use crate::problem::{Candidate, Problem};
+use crate::replicas::Replicas;
 use crate::rules::Ineligible;
 
 impl Problem {
     /// KPIs of an indexed placement (moves counted against today's placement).
-    pub fn kpis(&self, x: &[Vec<(usize, u32)>]) -> Kpis {
+    pub fn kpis(&self, x: &Replicas) -> Kpis {
         let eval = self.evaluate(x);
         let mut k = Kpis {
             moves: eval.moves,
@@ -59,7 +60,7 @@ impl Problem {
 
     /// Traffic-weighted `q`-quantile of the RTT users see, over every placed
     /// replica and each of its traffic regions, ms.
-    pub fn latency_quantile_ms(&self, x: &[Vec<(usize, u32)>], q: f64) -> f64 {
+    pub fn latency_quantile_ms(&self, x: &Replicas, q: f64) -> f64 {
         let mut samples: Vec<(f64, f64)> = Vec::new();
         for (wi, sites) in x.iter().enumerate() {
             for &(si, n) in sites {
@@ -83,7 +84,7 @@ impl Problem {
     /// The objective terms and per-site figures of an indexed placement, with
     /// the very coefficients the MILP uses. Pairs that are not candidates are
     /// priced as if they were (the verifier flags them as violations).
-    pub fn evaluate(&self, x: &[Vec<(usize, u32)>]) -> Evaluation {
+    pub fn evaluate(&self, x: &Replicas) -> Evaluation {
         let mut it_dynamic_kw = vec![0.0; self.sites.len()];
         let mut used = vec![vec![0.0; self.resources.len()]; self.sites.len()];
         let mut terms = ObjectiveTerms::default();

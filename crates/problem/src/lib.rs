@@ -8,6 +8,7 @@ pub mod evaluate;
 pub mod gap;
 pub mod load;
 pub mod problem;
+pub mod replicas;
 pub mod rows;
 pub mod rules;
 pub mod validate;

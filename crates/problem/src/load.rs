@@ -5,6 +5,7 @@
 //! [`within`](crate::rows::within) test.)
 
 use crate::problem::Problem;
+use crate::replicas::Replicas;
 use crate::rows::Shortfall;
 
 /// Per site: resource rows used and workload IT kW; per workload: replicas
@@ -13,7 +14,7 @@ use crate::rows::Shortfall;
 #[derive(Debug, Clone)]
 pub struct Load {
     /// Per workload: (site, replicas), in the order sites were first used.
-    pub x: Vec<Vec<(usize, u32)>>,
+    pub x: Replicas,
     /// Per workload: replicas placed.
     pub placed: Vec<u32>,
     /// Per site: use of each resource row (`Problem::resources`).
@@ -36,7 +37,7 @@ impl Load {
             }
         }
         Load {
-            x: vec![Vec::new(); p.workloads.len()],
+            x: Replicas::empty(p.workloads.len()),
             placed: vec![0; p.workloads.len()],
             used: vec![vec![0.0; p.resources.len()]; p.sites.len()],
             dynamic_kw: vec![0.0; p.sites.len()],
@@ -48,7 +49,7 @@ impl Load {
     }
 
     /// The load of placement `x`, moves counted against today's placement.
-    pub fn of(p: &Problem, x: &[Vec<(usize, u32)>]) -> Load {
+    pub fn of(p: &Problem, x: &Replicas) -> Load {
         let mut load = Load::empty(p);
         for (wi, sites) in x.iter().enumerate() {
             for &(si, n) in sites {
@@ -67,10 +68,7 @@ impl Load {
 
     /// Replicas of `wi` on site `si`.
     pub fn count(&self, wi: usize, si: usize) -> u32 {
-        self.x[wi]
-            .iter()
-            .find(|(s, _)| *s == si)
-            .map_or(0, |(_, n)| *n)
+        self.x.count(wi, si)
     }
 
     /// Replicas of anti-affinity group `g` on site `si`.

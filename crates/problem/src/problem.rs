@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::replicas::Replicas;
 use edgeplan_model::error::{Error, Result};
 use edgeplan_model::instance::{ObjectiveWeights, Workload};
 pub use edgeplan_model::kpi::{Kpis, ObjectiveTerms};
@@ -157,7 +158,7 @@ impl Problem {
     }
 
     /// Today's placement, indexed.
-    pub fn current_placement(&self) -> Vec<Vec<(usize, u32)>> {
+    pub fn current_placement(&self) -> Replicas {
         self.workloads.iter().map(|w| w.current.clone()).collect()
     }
 
@@ -191,7 +192,7 @@ impl Problem {
     }
 
     /// Turn an external placement into per-workload (site, count) lists.
-    pub fn index_placement(&self, placement: &Placement) -> Result<Vec<Vec<(usize, u32)>>> {
+    pub fn index_placement(&self, placement: &Placement) -> Result<Replicas> {
         let wl_index: HashMap<&str, usize> = self
             .workloads
             .iter()
@@ -212,11 +213,11 @@ impl Problem {
                 }
             }
         }
-        Ok(out)
+        Ok(out.into())
     }
 
     /// The external form of an indexed placement.
-    pub fn placement_of(&self, x: &[Vec<(usize, u32)>]) -> Placement {
+    pub fn placement_of(&self, x: &Replicas) -> Placement {
         let mut assignments = BTreeMap::new();
         for (wi, sites) in x.iter().enumerate() {
             let m: BTreeMap<String, u32> = sites

@@ -7,6 +7,7 @@
 use std::fmt::Write as _;
 
 use edgeplan_problem::problem::Problem;
+use edgeplan_problem::replicas::Replicas;
 
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -254,7 +255,7 @@ impl Milp {
 
     /// Column values for an indexed placement (x as given; m, u, y implied).
     /// Replicas on sites that have no column are dropped.
-    pub fn assignment_of(&self, p: &Problem, x: &[Vec<(usize, u32)>]) -> Vec<f64> {
+    pub fn assignment_of(&self, p: &Problem, x: &Replicas) -> Vec<f64> {
         let mut values = vec![0.0; self.columns.len()];
         for (wi, sites) in x.iter().enumerate() {
             let mut placed = 0u32;
@@ -294,7 +295,7 @@ impl Milp {
     }
 
     /// Read the placement out of column values (rounded to integers).
-    pub fn placement_from(&self, values: &[f64]) -> Vec<Vec<(usize, u32)>> {
+    pub fn placement_from(&self, values: &[f64]) -> Replicas {
         self.x
             .iter()
             .map(|xs| {

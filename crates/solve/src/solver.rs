@@ -22,6 +22,7 @@ use edgeplan_model::error::{Error, Result};
 pub use edgeplan_problem::gap::{placed_gap, relative_gap};
 use edgeplan_problem::load::Load;
 use edgeplan_problem::problem::Problem;
+use edgeplan_problem::replicas::Replicas;
 use edgeplan_problem::rows::EPS;
 
 /// Options of an exact solve.
@@ -148,7 +149,7 @@ pub enum SolveStatus {
 #[derive(Debug, Clone)]
 pub struct Solved {
     /// Per workload: (site, replicas).
-    pub x: Vec<Vec<(usize, u32)>>,
+    pub x: Replicas,
     pub status: SolveStatus,
     /// Objective of `x` (offset included).
     pub objective: f64,
@@ -167,7 +168,7 @@ pub struct Solved {
 
 impl Solved {
     /// An incremental re-plan's answer, `x` being the replanner's placement.
-    pub fn replanned(x: Vec<Vec<(usize, u32)>>, r: &crate::fast::Replanned) -> Solved {
+    pub fn replanned(x: Replicas, r: &crate::fast::Replanned) -> Solved {
         Solved {
             x,
             status: SolveStatus::Replanned,
@@ -181,11 +182,8 @@ impl Solved {
     }
 }
 
-/// Per workload: (site, replicas) — a placement in index form.
-pub type Replicas = Vec<Vec<(usize, u32)>>;
-
 /// The priority-weighted penalty of what `x` leaves unplaced.
-pub fn unplaced_penalty(problem: &Problem, x: &[Vec<(usize, u32)>]) -> f64 {
+pub fn unplaced_penalty(problem: &Problem, x: &Replicas) -> f64 {
     problem
         .workloads
         .iter()
@@ -198,7 +196,7 @@ pub fn unplaced_penalty(problem: &Problem, x: &[Vec<(usize, u32)>]) -> f64 {
 }
 
 /// [`placed_gap`] of placement `x`.
-pub fn gap_of(problem: &Problem, x: &[Vec<(usize, u32)>], objective: f64, bound: f64) -> f64 {
+pub fn gap_of(problem: &Problem, x: &Replicas, objective: f64, bound: f64) -> f64 {
     placed_gap(objective, bound, unplaced_penalty(problem, x))
 }
 
@@ -380,11 +378,7 @@ fn fast_solved(problem: &Problem, options: &SolveOptions, target: f64) -> Solved
 }
 
 /// Solve the exact MILP of a problem, warm-started from `start`.
-pub fn exact(
-    problem: &Problem,
-    options: &SolveOptions,
-    start: Vec<Vec<(usize, u32)>>,
-) -> Result<Solved> {
+pub fn exact(problem: &Problem, options: &SolveOptions, start: Replicas) -> Result<Solved> {
     exact_on(problem, &Milp::build(problem), options, start)
 }
 
@@ -489,7 +483,7 @@ fn exact_on(
     problem: &Problem,
     milp: &Milp,
     options: &SolveOptions,
-    start: Vec<Vec<(usize, u32)>>,
+    start: Replicas,
 ) -> Result<Solved> {
     let start_values = milp.assignment_of(problem, &start);
     let start_objective = milp.objective_at(&start_values);
@@ -573,7 +567,7 @@ fn exact_on(
 /// optimal). Returns the placement and its objective.
 pub fn neighbourhood_search(
     problem: &Problem,
-    start: Vec<Vec<(usize, u32)>>,
+    start: Replicas,
     time_limit_s: f64,
     seed: u32,
 ) -> Result<(Replicas, f64)> {
@@ -599,7 +593,7 @@ pub fn neighbourhood_search(
 fn lns(
     problem: &Problem,
     milp: &Milp,
-    mut x: Vec<Vec<(usize, u32)>>,
+    mut x: Replicas,
     limit: &Limit,
     options: &SolveOptions,
 ) -> Result<(Replicas, f64)> {
@@ -701,7 +695,7 @@ fn lns(
 /// fits, then place the rest, most important first, on the cheapest site with
 /// room. Affinity groups are left unplaced (the MILP places them). Serves as
 /// the MILP's warm start and as its answer when it finds nothing better.
-pub fn greedy(p: &Problem) -> Vec<Vec<(usize, u32)>> {
+pub fn greedy(p: &Problem) -> Replicas {
     let mut state = Load::empty(p);
     let mut in_affinity = vec![false; p.workloads.len()];
     for (_, members) in &p.affinity_groups {

@@ -30,6 +30,7 @@ use edgeplan_model::instance::Instance;
 use edgeplan_problem::build::SiteUpdate;
 use edgeplan_problem::gap::placed_gap;
 use edgeplan_problem::problem::Problem;
+use edgeplan_problem::replicas::Replicas;
 
 /// What changed in an instance, as far as a re-plan is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,7 +90,7 @@ impl Replanner {
     /// Start from `problem`, a feasible placement `x` of it, and the
     /// multipliers of the fast path's best bound (`FastSolved::price`; any
     /// non-negative prices give a valid, if weaker, bound).
-    pub fn new(problem: Problem, x: &[Slots], price: Vec<f64>) -> Replanner {
+    pub fn new(problem: Problem, x: &Replicas, price: Vec<f64>) -> Replanner {
         let flat = Flat::new(&problem);
         let rows = problem.sites.len() * flat.stride;
         let price = if price.len() == rows {
@@ -148,7 +149,7 @@ impl Replanner {
     }
 
     /// The whole placement in force.
-    pub fn placement(&self) -> Vec<Slots> {
+    pub fn placement(&self) -> Replicas {
         self.state().placement(&self.flat)
     }
 

@@ -30,6 +30,7 @@ use rayon::prelude::*;
 
 use edgeplan_problem::gap::placed_gap;
 use edgeplan_problem::problem::Problem;
+use edgeplan_problem::replicas::Replicas;
 use edgeplan_problem::rows::within;
 
 mod incremental;
@@ -132,7 +133,7 @@ impl Limit {
 #[derive(Debug, Clone)]
 pub struct FastSolved {
     /// Per workload: (site, replicas).
-    pub x: Vec<Vec<(usize, u32)>>,
+    pub x: Replicas,
     /// Objective of `x` (as `Problem::evaluate` prices it).
     pub objective: f64,
     /// Proven lower bound on the optimum.
@@ -435,7 +436,7 @@ impl State {
             .collect()
     }
 
-    fn placement(&self, f: &Flat) -> Vec<Slots> {
+    fn placement(&self, f: &Flat) -> Replicas {
         (0..self.placed.len()).map(|w| self.slots(f, w)).collect()
     }
 }
@@ -745,7 +746,7 @@ impl<'a> Assign<'a> {
         best
     }
 
-    fn placement(&self) -> Vec<Vec<(usize, u32)>> {
+    fn placement(&self) -> Replicas {
         self.s.placement(self.f)
     }
 
@@ -839,7 +840,7 @@ impl<'a> Assign<'a> {
     }
 
     /// Start from a placement (feasible by construction of its source).
-    fn load(&mut self, x: &[Vec<(usize, u32)>]) {
+    fn load(&mut self, x: &[Slots]) {
         for (w, sites) in x.iter().enumerate() {
             for &(s, n) in sites {
                 if let Some(k) = self.f.range(w).find(|&k| self.f.site[k] == s) {
@@ -1209,7 +1210,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     // is skipped when the first one's time would not fit before the
     // deadline (at a million replicas one takes tens of seconds).
     let primal = |price: &[f64]| {
-        let mut best: Option<(Vec<Slots>, f64, f64)> = None;
+        let mut best: Option<(Replicas, f64, f64)> = None;
         let mut took = (Duration::ZERO, 0u64);
         for from_response in [false, true] {
             if best.is_some() && !limit.affords(took.1, took.0) {
