@@ -316,3 +316,42 @@ fn uplink_in_the_operator_report() {
         binding[0]
     );
 }
+
+/// A partial update, re-planned in place: the fast path's answer is kept
+/// in a `Replanner`; then `a`'s uplink shrinks (a site update) and later
+/// every replica's egress grows (a workload update). Each re-plan must
+/// keep the new uplink by the verifier's own count, and match what the
+/// rows now allow: 10 Gbps / 2 = all 4 at `a`; 5 / 2 → 2; 5 / 3 → 1.
+#[test]
+fn uplink_partial_updates_replanned_in_place_keep_the_new_limit() {
+    use edgeplan::fast::{diff, Replanner};
+    let mut inst = video(Some(10.0));
+    inst.workloads[0].egress_gbps = 2.0;
+    let problem = Problem::build(&inst).unwrap();
+    let solved = solve(
+        &problem,
+        &SolveOptions {
+            method: Method::Fast,
+            relative_gap: Some(0.0),
+            ..SolveOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(problem.placement_of(&solved.x).count("video", "a"), 4);
+    let mut replanner = Replanner::new(problem.clone(), &solved.x, solved.price.clone());
+    let mut before = inst.clone();
+    for (step, (uplink, egress, at_a)) in [(5.0, 2.0, 2), (5.0, 3.0, 1)].into_iter().enumerate() {
+        let mut changed = before.clone();
+        changed.sites[0].uplink_gbps = Some(uplink);
+        changed.workloads[0].egress_gbps = egress;
+        let rebuilt = Problem::build(&changed).unwrap();
+        let changes = diff(replanner.problem(), &before, &changed).expect("an in-place change");
+        replanner.apply(&changed, &changes).unwrap();
+        let placement = rebuilt.placement_of(&replanner.placement());
+        let report = verify(&changed, &placement);
+        assert!(report.feasible, "step {step}: {:?}", report.violations);
+        assert_eq!(placement.count("video", "a"), at_a, "step {step}");
+        assert_eq!(placement.count("video", "b"), 4 - at_a, "step {step}");
+        before = changed;
+    }
+}

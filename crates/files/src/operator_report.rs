@@ -634,15 +634,9 @@ pub fn html(input: &ReportInput<'_>) -> String {
     h.push_str("<th>IT kW / limit</th><th>facility kW / cap</th><th>inlet °C / limit</th><th>cooling headroom kW</th><th>price /kWh</th><th>gCO2/kWh</th><th class=\"l\">binding</th></tr>");
     for (si, s) in f.eval.sites.iter().enumerate() {
         let _ = write!(h, "<tr><td class=\"l\">{}</td>", esc(&s.site));
-        for r in &input.problem.resources {
+        for (ri, r) in input.problem.resources.iter().enumerate() {
             // No figure where the site has no such limit (no uplink declared).
-            let unlimited = input
-                .problem
-                .resources
-                .iter()
-                .position(|name| name == r)
-                .is_some_and(|ri| input.problem.sites[si].capacity[ri].is_infinite());
-            if unlimited {
+            if input.problem.sites[si].capacity[ri].is_infinite() {
                 h.push_str("<td>—</td>");
             } else {
                 let u = s.utilization.get(r).copied().unwrap_or(0.0);

@@ -195,7 +195,10 @@ impl Problem {
     fn candidate(&self, wi: usize, si: usize, demand: &[f64]) -> Option<Candidate> {
         let site = &self.sites[si];
         let dynamic_kw = self.replica_dynamic_kw(wi, si);
-        if self.site_reason(wi, si, demand, dynamic_kw).is_some() {
+        if self
+            .first_filter(wi, si, demand, dynamic_kw, false)
+            .is_some()
+        {
             return None;
         }
         let max_count = Rule::ALL

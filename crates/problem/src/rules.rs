@@ -234,33 +234,23 @@ impl Problem {
         if wl.candidate_at(si).is_some() {
             return None;
         }
-        self.static_reason(wi, si, &wl.demand, self.replica_dynamic_kw(wi, si))
+        self.first_filter(wi, si, &wl.demand, self.replica_dynamic_kw(wi, si), true)
     }
 
-    /// The first filter that rules site `si` out for workload `wi`.
-    pub(crate) fn static_reason(
+    /// The first filter that rules site `si` out for workload `wi`
+    /// (`demand` and `dynamic_kw` are one replica's); latency only when
+    /// asked (`build` checks it once per network node).
+    pub(crate) fn first_filter(
         &self,
         wi: usize,
         si: usize,
         demand: &[f64],
         dynamic_kw: f64,
+        latency: bool,
     ) -> Option<Ineligible> {
         Rule::ALL
             .iter()
-            .find_map(|r| r.filter(self, wi, si, demand, dynamic_kw))
-    }
-
-    /// Every filter but latency (which `build` checks once per node).
-    pub(crate) fn site_reason(
-        &self,
-        wi: usize,
-        si: usize,
-        demand: &[f64],
-        dynamic_kw: f64,
-    ) -> Option<Ineligible> {
-        Rule::ALL
-            .iter()
-            .filter(|r| **r != Rule::Latency)
+            .filter(|r| latency || **r != Rule::Latency)
             .find_map(|r| r.filter(self, wi, si, demand, dynamic_kw))
     }
 
