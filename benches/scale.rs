@@ -87,7 +87,7 @@ fn incremental(c: &mut Criterion) {
     sites.sort_by(|a, b| b.it_kw.total_cmp(&a.it_kw));
     let busiest = problem.site_index(&sites[0].site).expect("a site");
     let mut hot = inst.clone();
-    let ambient = &mut hot.sites[busiest].ambient;
+    let ambient = &mut hot.sites[busiest.ix()].ambient;
     ambient.current_c += 10.0;
     ambient.forecast_c.iter_mut().for_each(|t| *t += 10.0);
     let mut replanner = Replanner::new(problem, &solved.x, solved.price);

@@ -84,8 +84,8 @@ fn replan(
             let names: Vec<String> = changes
                 .iter()
                 .map(|c| match *c {
-                    Change::Site(i) => format!("site {}", new.sites[i].id),
-                    Change::Workload(i) => format!("workload {}", new.workloads[i].id),
+                    Change::Site(i) => format!("site {}", new.sites[i.ix()].id),
+                    Change::Workload(i) => format!("workload {}", new.workloads[i.ix()].id),
                 })
                 .collect();
             let mut replanner = Replanner::new(problem, &solved.x, solved.price);

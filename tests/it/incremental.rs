@@ -9,6 +9,7 @@ use std::process::Command;
 
 use edgeplan::fast::{diff, Change, Replanner};
 use edgeplan::instance::Instance;
+use edgeplan::ix::{SiteIx, WorkloadIx};
 use edgeplan::problem::Problem;
 use edgeplan::replicas::Replicas;
 use edgeplan::solver::{solve, Method, SolveOptions, Solved};
@@ -139,7 +140,7 @@ fn replans_stay_feasible_and_move_only_what_they_report() {
             fresh.objective
         );
         // Exactly the reported workloads changed; they are a few.
-        for (w, (b, a)) in before.iter().zip(&after).enumerate() {
+        for ((w, b), a) in before.iter_enumerated().zip(after.iter()) {
             let reported = r.moved.iter().find(|m| m.workload == w);
             match reported {
                 Some(m) => {
@@ -175,11 +176,11 @@ fn a_site_that_becomes_a_candidate_rebuilds_the_layout() {
     assert!(problem
         .workloads
         .iter()
-        .all(|w| w.candidates.iter().all(|c| c.site != 0)));
+        .all(|w| w.candidates.iter().all(|c| c.site != SiteIx::new(0))));
     let solved = fast(&problem);
     let mut replanner = Replanner::new(problem, &solved.x, solved.price.clone());
     let changes = diff(replanner.problem(), &capped, &inst).expect("not structural");
-    assert_eq!(changes, vec![Change::Site(0)]);
+    assert_eq!(changes, vec![Change::Site(SiteIx::new(0))]);
     let r = replanner.apply(&inst, &changes).expect("re-plans");
     assert!(r.rebuilt, "site 0 is a candidate again");
     let rebuilt = Problem::build(&inst).expect("builds");
@@ -223,17 +224,20 @@ fn a_bad_change_is_refused_and_changes_nothing() {
     let mut bad = inst.clone();
     bad.sites[4].servers.model = "no-such-server".into();
     let err = replanner
-        .apply(&bad, &[Change::Site(4)])
+        .apply(&bad, &[Change::Site(SiteIx::new(4))])
         .expect_err("unknown model");
     assert!(err.to_string().contains("no-such-server"), "{err}");
     let mut fewer = inst.clone();
     fewer.workloads.pop();
     let err = replanner
-        .apply(&fewer, &[Change::Workload(0)])
+        .apply(&fewer, &[Change::Workload(WorkloadIx::new(0))])
         .expect_err("different size");
     assert!(err.to_string().contains("build it afresh"), "{err}");
     let err = replanner
-        .apply(&inst, &[Change::Workload(inst.workloads.len())])
+        .apply(
+            &inst,
+            &[Change::Workload(WorkloadIx::new(inst.workloads.len()))],
+        )
         .expect_err("out of range");
     assert!(err.to_string().contains("no such item"), "{err}");
     assert_eq!(

@@ -3,6 +3,7 @@
 //! of order) are refused with their path.
 
 use edgeplan::instance::{Instance, Price, PricePoint};
+use edgeplan::ix::WorkloadIx;
 use edgeplan::plan::plan;
 use edgeplan::problem::Problem;
 use edgeplan::solver::{solve, Method, SolveOptions, Solved};
@@ -49,7 +50,7 @@ fn check_negative_price_instance(inst: &Instance, price_a: f64, idle_a_kw: f64) 
         );
         // Replica counts are fixed: being paid to run load places no extra.
         for (w, wl) in inst.workloads.iter().enumerate() {
-            let placed: u32 = solved.x[w].iter().map(|(_, n)| n).sum();
+            let placed = solved.x.placed(WorkloadIx::new(w));
             assert_eq!(placed, wl.replicas, "{method:?}: {}", wl.id);
         }
         assert!(
@@ -147,7 +148,7 @@ fn replicas_zero_is_accepted_and_flows_through_solve_plan_and_verify() {
     assert!(issues.is_empty(), "{issues:?}");
     let (problem, solved, placement, report) = solve_and_verify(&inst);
     assert_eq!(report.unplaced_replicas, 0);
-    assert!(solved.x[2].is_empty() && solved.x[3].is_empty());
+    assert!(solved.x[WorkloadIx::new(2)].is_empty() && solved.x[WorkloadIx::new(3)].is_empty());
     assert!(placement
         .assignments
         .get("scaled-to-zero")

@@ -1,5 +1,6 @@
 //! Instances solved by hand; the arithmetic is in the comments.
 
+use edgeplan::ix::{SiteIx, WorkloadIx};
 use edgeplan::physics::PowerLimit;
 use edgeplan::report::SolveReport;
 
@@ -181,11 +182,14 @@ fn capacity_edges_agree_across_caps_solvers_room_test_and_verifier() {
     inst.objective = energy_only();
     let problem = edgeplan::problem::Problem::build(&inst).unwrap();
     assert_eq!(
-        problem.workloads[0].candidates.len(),
+        problem.workloads[WorkloadIx::new(0)].candidates.len(),
         1,
         "the site is a candidate"
     );
-    assert_eq!(problem.workloads[0].candidates[0].max_count, 3);
+    assert_eq!(
+        problem.workloads[WorkloadIx::new(0)].candidates[0].max_count,
+        3
+    );
     // Two placed: the third fits by the room test.
     let r = problem
         .resources
@@ -194,10 +198,12 @@ fn capacity_edges_agree_across_caps_solvers_room_test_and_verifier() {
         .unwrap();
     let mut used = vec![0.0; problem.resources.len()];
     used[r] = 0.1 + 0.1;
-    assert!(problem.room_for(0, 0, &used, 0.0).is_ok());
+    assert!(problem
+        .room_for(WorkloadIx::new(0), SiteIx::new(0), &used, 0.0)
+        .is_ok());
     used[r] += 0.1;
     assert!(used[r] > 0.3, "the float sum is over the limit by a hair");
-    assert!(!problem.over_limit(0, &used, 0.0));
+    assert!(!problem.over_limit(SiteIx::new(0), &used, 0.0));
     for method in [Method::Exact, Method::Fast] {
         let solved = solve(
             &problem,

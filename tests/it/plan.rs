@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use edgeplan::gen::{generate, GenOptions};
 use edgeplan::instance::{Instance, Price};
+use edgeplan::ix::WorkloadIx;
 use edgeplan::placement::Placement;
 use edgeplan::plan::{plan, Plan, StepKind};
 use edgeplan::problem::Problem;
@@ -323,7 +324,7 @@ fn a_scale_down_in_progress_is_valid_and_the_plan_stops_the_surplus() {
         &[("a", "b", 5.0)],
     );
     let (problem, solved, placement, _) = solve_and_verify(&inst);
-    assert_eq!(solved.x[0].iter().map(|(_, n)| n).sum::<u32>(), 2);
+    assert_eq!(solved.x.placed(WorkloadIx::new(0)), 2);
     let p = make_plan(&inst, &placement);
     let stops = p.steps.iter().filter(|s| s.kind == StepKind::Stop).count();
     assert_eq!(stops, 1, "{:#?}", p.steps);

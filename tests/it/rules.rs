@@ -1,10 +1,13 @@
 //! Each placement rule's roles, one at a time: the filter names its reason,
-//! the cap bounds a candidate, and the fits role refuses exactly what it
-//! should against a running `Load` — and `Load::fits` is all of them.
+//! the cap bounds a candidate, the fits role refuses exactly what it
+//! should against a running `Load` — and `Load::fits` is all of them — and
+//! the rows role is what the exact model holds of the rule, no more.
 
+use edgeplan::ix::{SiteIx, WorkloadIx};
 use edgeplan::load::Load;
+use edgeplan::milp::Milp;
 use edgeplan::problem::Problem;
-use edgeplan::rules::{Ineligible, Rule};
+use edgeplan::rules::{Ineligible, LinearRow, Rule, Term};
 
 use crate::common::*;
 
@@ -44,14 +47,22 @@ fn fixture() -> (edgeplan::instance::Instance, Problem) {
     (inst, problem)
 }
 
-fn filtered(p: &Problem, wi: usize, si: usize) -> Option<Ineligible> {
-    p.ineligible(wi, si)
+const A: SiteIx = SiteIx::at(0);
+const B: SiteIx = SiteIx::at(1);
+const C: SiteIx = SiteIx::at(2);
+
+fn w(i: usize) -> WorkloadIx {
+    WorkloadIx::new(i)
+}
+
+fn filtered(p: &Problem, wi: usize, si: SiteIx) -> Option<Ineligible> {
+    p.ineligible(w(wi), si)
 }
 
 #[test]
 fn each_filter_names_its_reason() {
     let (_, p) = fixture();
-    let (a, b, c) = (0, 1, 2);
+    let (a, b, c) = (A, B, C);
     assert_eq!(filtered(&p, 3, a), Some(Ineligible::NotPinned));
     assert_eq!(filtered(&p, 3, c), None);
     assert_eq!(filtered(&p, 4, a), Some(Ineligible::Forbidden));
@@ -65,7 +76,7 @@ fn each_filter_names_its_reason() {
         Some(Ineligible::TooBig { .. })
     ));
     // Caps: max_per_site 1; anti-affinity 1; cores 8 / 1 otherwise.
-    let cap = |wi: usize, si: usize| p.workloads[wi].candidate_at(si).unwrap().max_count;
+    let cap = |wi: usize, si: SiteIx| p.workloads[w(wi)].candidate_at(si).unwrap().max_count;
     assert_eq!(cap(0, a), 1);
     assert_eq!(cap(1, b), 1);
     assert_eq!(cap(4, b), 1, "replicas bound the cap");
@@ -74,12 +85,12 @@ fn each_filter_names_its_reason() {
 #[test]
 fn each_fits_role_refuses_what_it_should_and_load_fits_is_all_of_them() {
     let (_, p) = fixture();
-    let (a, b, c) = (0, 1, 2);
+    let (a, b, c) = (A, B, C);
     let mut load = Load::empty(&p);
-    load.add(&p, 0, a, 1); // spread: one at a (domain eu)
-    load.add(&p, 1, c, 1); // front at c
-    let fits = |rule: Rule, load: &Load, wi: usize, si: usize, is_move: bool| {
-        rule.fits(&p, load, wi, si, is_move)
+    load.add(&p, w(0), a, 1); // spread: one at a (domain eu)
+    load.add(&p, w(1), c, 1); // front at c
+    let fits = |rule: Rule, load: &Load, wi: usize, si: SiteIx, is_move: bool| {
+        rule.fits(&p, load, w(wi), si, is_move)
     };
     // PerSite: spread already has its one replica at a.
     assert!(!fits(Rule::PerSite, &load, 0, a, false));
@@ -100,19 +111,115 @@ fn each_fits_role_refuses_what_it_should_and_load_fits_is_all_of_them() {
     );
     // Limits: fill b's 8 cores, then nothing more fits there.
     let mut full = Load::empty(&p);
-    full.add(&p, 4, b, 1);
+    full.add(&p, w(4), b, 1);
     for _ in 0..7 {
-        full.add(&p, 2, b, 1);
+        full.add(&p, w(2), b, 1);
     }
     assert!(!fits(Rule::Limits, &full, 0, b, false));
     assert!(fits(Rule::Limits, &load, 0, b, false));
     // Load::fits is every role: each refusal above is a refusal there.
-    assert!(!load.fits(&p, 0, a, false));
-    assert!(!load.fits(&p, 0, b, false));
-    assert!(!load.fits(&p, 2, c, false));
-    assert!(!load.fits(&p, 4, b, true));
-    assert!(!full.fits(&p, 0, b, false));
-    assert!(load.fits(&p, 0, c, false));
+    assert!(!load.fits(&p, w(0), a, false));
+    assert!(!load.fits(&p, w(0), b, false));
+    assert!(!load.fits(&p, w(2), c, false));
+    assert!(!load.fits(&p, w(4), b, true));
+    assert!(!full.fits(&p, w(0), b, false));
+    assert!(load.fits(&p, w(0), c, false));
     // A non-candidate is refused whatever the load.
-    assert!(!Load::empty(&p).fits(&p, 3, a, false));
+    assert!(!Load::empty(&p).fits(&p, w(3), a, false));
+}
+
+fn row<'a>(rows: &'a [LinearRow], name: &str) -> &'a LinearRow {
+    rows.iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no row {name} in {rows:?}"))
+}
+
+#[test]
+fn each_rows_role_holds_its_rule_and_only_rows_that_can_bind() {
+    let (_, p) = fixture();
+    // Spread: one per domain; "eu" (a, b) could hold 2 — a row; "us" (c)
+    // holds at most 1 anyway — none.
+    let spread = Rule::FailureDomainSpread.rows(&p);
+    assert_eq!(spread.len(), 1, "{spread:?}");
+    let eu = row(&spread, "domain_w0_d0");
+    assert_eq!(eu.upper, 1.0);
+    assert_eq!(
+        eu.terms,
+        vec![(Term::Placed(w(0), A), 1.0), (Term::Placed(w(0), B), 1.0)]
+    );
+    // Anti-affinity: front and back may both use every site.
+    let anti = Rule::AntiAffinity.rows(&p);
+    assert_eq!(anti.len(), 3);
+    for (si, r) in [A, B, C].into_iter().zip(&anti) {
+        assert_eq!(r.upper, 1.0);
+        assert_eq!(
+            r.terms,
+            vec![(Term::Placed(w(1), si), 1.0), (Term::Placed(w(2), si), 1.0)]
+        );
+    }
+    // The move budget: every replica that could start anywhere.
+    let moves = Rule::MoveBudget.rows(&p);
+    let budget = row(&moves, "max_moves");
+    assert_eq!(budget.upper, 1.0);
+    let candidates: usize = p.workloads.iter().map(|wl| wl.candidates.len()).sum();
+    assert_eq!(budget.terms.len(), candidates);
+    assert!(budget
+        .terms
+        .iter()
+        .all(|(t, c)| matches!(t, Term::MovedIn(..)) && *c == 1.0));
+    // The limits: 8 cores a site, at most 3 asked at a — nothing can bind.
+    assert!(Rule::Limits.rows(&p).is_empty());
+    // Filters and caps live in the columns: no rows.
+    for rule in [
+        Rule::Forbidden,
+        Rule::Pinned,
+        Rule::Hardware,
+        Rule::Latency,
+        Rule::PerSite,
+    ] {
+        assert!(rule.rows(&p).is_empty(), "{rule:?}");
+    }
+}
+
+#[test]
+fn the_limits_rows_are_each_site_row_that_can_overflow() {
+    // Two 5-core workloads of 1 replica on an 8-core site: a cores row;
+    // a 1-core one beside them on a 16-core site: none there.
+    let inst = instance(
+        vec![site("small", 8.0, 0.1), site("big", 16.0, 0.1)],
+        vec![workload("x", 1, 5.0), workload("y", 1, 5.0)],
+        &[("small", "big", 5.0)],
+    );
+    let p = Problem::build(&inst).unwrap();
+    let rows = Rule::Limits.rows(&p);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let cores = row(&rows, "cap_s0_cpu_cores");
+    assert_eq!(cores.upper, 8.0);
+    assert_eq!(
+        cores.terms,
+        vec![(Term::Placed(w(0), A), 5.0), (Term::Placed(w(1), A), 5.0)]
+    );
+}
+
+#[test]
+fn the_exact_model_holds_every_rules_rows_and_no_other_rule_rows() {
+    let (_, p) = fixture();
+    let milp = Milp::build(&p);
+    let mut from_rules: Vec<String> = Rule::WITH_ROWS
+        .iter()
+        .flat_map(|r| r.rows(&p))
+        .filter(|r| !r.terms.is_empty())
+        .map(|r| r.name)
+        .collect();
+    let structural = ["move_", "demand_", "aff_hi_", "aff_lo_"];
+    let mut in_model: Vec<String> = milp
+        .rows
+        .iter()
+        .map(|r| r.name.clone())
+        .filter(|n| !structural.iter().any(|s| n.starts_with(s)))
+        .collect();
+    from_rules.sort();
+    in_model.sort();
+    assert_eq!(in_model, from_rules);
+    assert!(!in_model.is_empty());
 }

@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use edgeplan_model::instance::*;
 use edgeplan_model::server_models::builtin;
+use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
 use edgeplan_problem::problem::Problem;
 
 const CITIES: &str = include_str!("../../../data/cities.csv");
@@ -428,7 +429,14 @@ fn set_slos(inst: &mut Instance, rng: &mut ChaCha8Rng) {
         let last = (first + chunk).min(inst.workloads.len());
         problem.set_workloads(&inst.workloads[first..last]);
         for (local, w) in inst.workloads[first..last].iter_mut().enumerate() {
-            if !set_slo(w, local, &problem, &inst.sites, &inst.regions, rng) {
+            if !set_slo(
+                w,
+                WorkloadIx::new(local),
+                &problem,
+                &inst.sites,
+                &inst.regions,
+                rng,
+            ) {
                 unhostable.push(first + local);
             }
         }
@@ -442,7 +450,7 @@ fn set_slos(inst: &mut Instance, rng: &mut ChaCha8Rng) {
 /// One workload's SLO; false if no site could host it at all.
 fn set_slo(
     w: &mut Workload,
-    wi: usize,
+    wi: WorkloadIx,
     problem: &Problem,
     sites: &[Site],
     regions: &[Region],
@@ -463,7 +471,7 @@ fn set_slo(
     // Only sites that could host it at all (hardware, size, power); the
     // problem was built before any SLO, so latency plays no part yet.
     let mut needed: Vec<f64> = (0..sites.len())
-        .filter(|&si| problem.ineligible(wi, si).is_none())
+        .filter(|&si| problem.ineligible(wi, SiteIx::new(si)).is_none())
         .map(|si| {
             let mut by_rtt: Vec<(f64, f64)> = shares
                 .iter()
@@ -501,9 +509,10 @@ fn set_current(inst: &mut Instance, rng: &mut ChaCha8Rng) {
     let Ok(problem) = Problem::build(inst) else {
         return;
     };
-    let mut used = vec![vec![0.0; problem.resources.len()]; problem.sites.len()];
-    let mut kw = vec![0.0; problem.sites.len()];
-    for (wi, w) in problem.workloads.iter().enumerate() {
+    let mut used: IndexVec<SiteIx, Vec<f64>> =
+        IndexVec::from_elem_n(vec![0.0; problem.resources.len()], problem.sites.len());
+    let mut kw: IndexVec<SiteIx, f64> = IndexVec::from_elem_n(0.0, problem.sites.len());
+    for (w, wl) in problem.workloads.iter().zip(inst.workloads.iter_mut()) {
         let mut current: BTreeMap<String, u32> = BTreeMap::new();
         let mut cands = w.candidates.clone();
         cands.shuffle(rng);
@@ -526,7 +535,7 @@ fn set_current(inst: &mut Instance, rng: &mut ChaCha8Rng) {
                 left -= 1;
             }
         }
-        inst.workloads[wi].current = current;
+        wl.current = current;
     }
 }
 

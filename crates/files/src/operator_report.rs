@@ -15,6 +15,7 @@ use edgeplan_physics::physics::supply_c_at;
 use edgeplan_plan::explain;
 use edgeplan_plan::plan::{Plan, StepKind};
 use edgeplan_problem::evaluate::Evaluation;
+use edgeplan_problem::ix::SiteIx;
 use edgeplan_problem::problem::{Kpis, Problem};
 use edgeplan_problem::replicas::Replicas;
 
@@ -241,7 +242,7 @@ fn latency_chart(input: &ReportInput<'_>) -> String {
     let bin_ms = 5.0;
     let mut ok: Vec<u64> = Vec::new();
     let mut miss: Vec<u64> = Vec::new();
-    for (wi, sites) in input.x.iter().enumerate() {
+    for (wi, sites) in input.x.iter_enumerated() {
         for &(si, n) in sites {
             let b = (p.mean_rtt_ms(wi, si) / bin_ms).floor().max(0.0) as usize;
             let b = b.min(60);
@@ -338,7 +339,7 @@ fn forecast_chart(input: &ReportInput<'_>, f: &Facts) -> String {
             if ambient.len() == 1 {
                 ambient.push(ambient[0]);
             }
-            let rise = input.problem.sites[si].inlet_c_per_it_kw * k.it_kw;
+            let rise = input.problem.sites[SiteIx::new(si)].inlet_c_per_it_kw * k.it_kw;
             let inlet = ambient
                 .iter()
                 .map(|&t| supply_c_at(site, t) + rise)
@@ -636,7 +637,7 @@ pub fn html(input: &ReportInput<'_>) -> String {
         let _ = write!(h, "<tr><td class=\"l\">{}</td>", esc(&s.site));
         for (ri, r) in input.problem.resources.iter().enumerate() {
             // No figure where the site has no such limit (no uplink declared).
-            if input.problem.sites[si].capacity[ri].is_infinite() {
+            if input.problem.sites[SiteIx::new(si)].capacity[ri].is_infinite() {
                 h.push_str("<td>—</td>");
             } else {
                 let u = s.utilization.get(r).copied().unwrap_or(0.0);
@@ -648,7 +649,7 @@ pub fn html(input: &ReportInput<'_>) -> String {
         } else {
             "ok"
         };
-        let site = &input.problem.sites[si];
+        let site = &input.problem.sites[SiteIx::new(si)];
         let _ = write!(
             h,
             "<td>{:.2} / {:.2}</td><td>{:.2} / {:.2}</td><td class=\"{inlet_class}\">{:.1} / {:.1}</td><td>{:.2}</td><td>{:.3}</td><td>{:.0}</td><td class=\"l\">{}</td></tr>",

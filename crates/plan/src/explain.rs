@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use edgeplan_physics::physics::PowerLimit;
+use edgeplan_problem::ix::{SiteIx, WorkloadIx};
 use edgeplan_problem::load::Load;
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
@@ -95,12 +96,14 @@ const BINDING_SHARE: f64 = 0.995;
 pub fn unplaced(p: &Problem, x: &Replicas) -> Vec<UnplacedExplanation> {
     let load = Load::of(p, x);
     let mut out = Vec::new();
-    for (wi, w) in p.workloads.iter().enumerate() {
+    for (wi, w) in p.workloads.iter_enumerated() {
         let placed = x.placed(wi);
         if placed >= w.replicas {
             continue;
         }
-        let causes: Vec<Cause> = (0..p.sites.len())
+        let causes: Vec<Cause> = p
+            .sites
+            .indices()
             .map(|si| cause(p, &load, x, wi, si))
             .collect();
         let text = summarize(p, wi, w.replicas - placed, &causes);
@@ -120,8 +123,7 @@ pub fn unplaced(p: &Problem, x: &Replicas) -> Vec<UnplacedExplanation> {
 pub fn binding(p: &Problem, x: &Replicas) -> Vec<SiteBinding> {
     let load = Load::of(p, x);
     p.sites
-        .iter()
-        .enumerate()
+        .iter_enumerated()
         .map(|(si, s)| {
             let mut binding: Vec<String> = p
                 .resources
@@ -146,7 +148,7 @@ pub fn binding(p: &Problem, x: &Replicas) -> Vec<SiteBinding> {
 }
 
 /// The first reason site `si` could not take one more replica of `wi`.
-fn cause(p: &Problem, load: &Load, x: &Replicas, wi: usize, si: usize) -> Cause {
+fn cause(p: &Problem, load: &Load, x: &Replicas, wi: WorkloadIx, si: SiteIx) -> Cause {
     let site = &p.sites[si];
     let w = &p.workloads[wi];
     let make = |kind: CauseKind, text: String| Cause {
@@ -241,7 +243,7 @@ fn cause(p: &Problem, load: &Load, x: &Replicas, wi: usize, si: usize) -> Cause 
     )
 }
 
-fn summarize(p: &Problem, wi: usize, unplaced: u32, causes: &[Cause]) -> String {
+fn summarize(p: &Problem, wi: WorkloadIx, unplaced: u32, causes: &[Cause]) -> String {
     let w = &p.workloads[wi];
     let mut groups: BTreeMap<CauseKind, Vec<&Cause>> = BTreeMap::new();
     for c in causes {
@@ -298,10 +300,9 @@ pub struct MoveExplanation {
 pub fn moves(p: &Problem, before: &Replicas, steps: &[crate::plan::Step]) -> Vec<MoveExplanation> {
     use crate::plan::StepKind;
     let binds = binding(p, before);
-    let wi_of: BTreeMap<&str, usize> = p
+    let wi_of: BTreeMap<&str, WorkloadIx> = p
         .workloads
-        .iter()
-        .enumerate()
+        .iter_enumerated()
         .map(|(i, w)| (w.id.as_str(), i))
         .collect();
     let mut out = Vec::with_capacity(steps.len());
@@ -312,8 +313,8 @@ pub fn moves(p: &Problem, before: &Replicas, steps: &[crate::plan::Step]) -> Vec
         let w = &p.workloads[wi];
         let from = step.from.as_deref().and_then(|s| p.site_index(s));
         let to = step.to.as_deref().and_then(|s| p.site_index(s));
-        let cand = |si: usize| w.candidate_at(si);
-        let name = |si: usize| p.sites[si].id.as_str();
+        let cand = |si: SiteIx| w.candidate_at(si);
+        let name = |si: SiteIx| p.sites[si].id.as_str();
         let text = match (step.kind, from, to) {
             (StepKind::Stage, Some(f), Some(t)) => format!(
                 "moves one replica of {} off {} through {} (staging): the sites it is going to and coming from are waiting on each other for room",
@@ -354,7 +355,7 @@ pub fn moves(p: &Problem, before: &Replicas, steps: &[crate::plan::Step]) -> Vec
                     ];
                     let saving = a.cost() - b.cost();
                     let src_binds = binds
-                        .get(f)
+                        .get(f.ix())
                         .filter(|b| !b.binding.is_empty())
                         .map(|b| b.binding.join(", "));
                     if saving > EPS {

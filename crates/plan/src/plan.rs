@@ -25,6 +25,7 @@ use edgeplan_model::instance::{Instance, Limits};
 use edgeplan_model::placement::Placement;
 pub use edgeplan_model::plan::{state_hash, Blocked, Plan, Step, StepKind, Wave};
 use edgeplan_physics::topology::Route;
+use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
 use edgeplan_problem::load::Load;
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
@@ -43,20 +44,20 @@ pub fn step_duration_s(limits: &Limits, state_gib: f64, route: Option<&Route>) -
 #[derive(Debug, Clone)]
 struct Draft {
     id: usize,
-    wi: usize,
+    wi: WorkloadIx,
     kind: StepKind,
-    from: Option<usize>,
-    to: Option<usize>,
+    from: Option<SiteIx>,
+    to: Option<SiteIx>,
     after: Vec<usize>,
     /// Already rerouted through staging or split into stop + start.
     rewritten: bool,
     /// Final destination, for blocked reports of staged moves.
-    goal: Option<usize>,
+    goal: Option<SiteIx>,
 }
 
 struct Planner<'a> {
     p: &'a Problem,
-    routes: HashMap<usize, Vec<Option<Route>>>,
+    routes: HashMap<SiteIx, Vec<Option<Route>>>,
     /// Where replicas serve now (steps of finished waves applied).
     load: Load,
     per_link: usize,
@@ -66,32 +67,38 @@ struct Planner<'a> {
 #[derive(Default)]
 struct WaveSpread {
     /// (workload, site) → replicas arriving.
-    at_site: HashMap<(usize, usize), u32>,
+    at_site: HashMap<(WorkloadIx, SiteIx), u32>,
     /// (workload, failure domain) → replicas arriving from outside the domain.
-    in_domain: HashMap<(usize, usize), u32>,
+    in_domain: HashMap<(WorkloadIx, usize), u32>,
     /// (anti-affinity group, site) → replicas arriving.
-    in_group: HashMap<(usize, usize), u32>,
+    in_group: HashMap<(usize, SiteIx), u32>,
 }
 
 impl<'a> Planner<'a> {
-    fn route(&mut self, from: usize, to: usize) -> Option<Route> {
+    fn route(&mut self, from: SiteIx, to: SiteIx) -> Option<Route> {
         let p = self.p;
         self.routes
             .entry(from)
-            .or_insert_with(|| p.topology.routes_from(from))
-            .get(to)
+            .or_insert_with(|| p.topology.routes_from(from.ix()))
+            .get(to.ix())
             .cloned()
             .flatten()
     }
 
-    fn count(&self, wi: usize, si: usize) -> u32 {
+    fn count(&self, wi: WorkloadIx, si: SiteIx) -> u32 {
         self.load.count(wi, si)
     }
 
     /// Would one more replica of `wi` arriving at `to` (from `from`) keep
     /// `max_per_site`, `max_per_failure_domain` and anti-affinity in every
     /// state of the wave (arrivals cut over, departures not yet released)?
-    fn spread_ok(&self, wi: usize, from: Option<usize>, to: usize, wave: &WaveSpread) -> bool {
+    fn spread_ok(
+        &self,
+        wi: WorkloadIx,
+        from: Option<SiteIx>,
+        to: SiteIx,
+        wave: &WaveSpread,
+    ) -> bool {
         let p = self.p;
         let w = &p.workloads[wi];
         let max_here = w.candidate_at(to).map_or(0, |c| c.max_count);
@@ -116,7 +123,13 @@ impl<'a> Planner<'a> {
         true
     }
 
-    fn note_arrival(&self, wi: usize, from: Option<usize>, to: usize, wave: &mut WaveSpread) {
+    fn note_arrival(
+        &self,
+        wi: WorkloadIx,
+        from: Option<SiteIx>,
+        to: SiteIx,
+        wave: &mut WaveSpread,
+    ) {
         let p = self.p;
         *wave.at_site.entry((wi, to)).or_default() += 1;
         if let Some(d) = p.sites[to].failure_domain {
@@ -129,7 +142,7 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn apply(&mut self, wi: usize, si: usize, delta: i32) {
+    fn apply(&mut self, wi: WorkloadIx, si: SiteIx, delta: i32) {
         if delta >= 0 {
             self.load.add(self.p, wi, si, delta.unsigned_abs());
         } else {
@@ -154,7 +167,7 @@ pub fn plan(
         per_link: ((1.0 / limits.migration_bandwidth_share).floor() as usize).max(1),
     };
     let current = problem.current_placement();
-    for (wi, sites) in current.iter().enumerate() {
+    for (wi, sites) in current.iter_enumerated() {
         for &(si, n) in sites {
             for _ in 0..n {
                 pl.apply(wi, si, 1);
@@ -164,11 +177,11 @@ pub fn plan(
 
     // The moves: pair each surplus replica with the nearest deficit.
     let mut drafts: Vec<Draft> = Vec::new();
-    for (wi, target_sites) in target_x.iter().enumerate() {
-        let tgt: HashMap<usize, u32> = target_sites.iter().copied().collect();
-        let mut surplus: Vec<usize> = Vec::new();
-        let mut deficit: Vec<usize> = Vec::new();
-        let mut sites: Vec<usize> = pl.load.x[wi]
+    for (wi, target_sites) in target_x.iter_enumerated() {
+        let tgt: HashMap<SiteIx, u32> = target_sites.iter().copied().collect();
+        let mut surplus: Vec<SiteIx> = Vec::new();
+        let mut deficit: Vec<SiteIx> = Vec::new();
+        let mut sites: Vec<SiteIx> = pl.load.x[wi]
             .iter()
             .map(|(s, _)| *s)
             .chain(tgt.keys().copied())
@@ -219,7 +232,9 @@ pub fn plan(
         }
     }
     // A site over a limit at the start is brought back first.
-    let overloaded: Vec<bool> = (0..n_sites)
+    let overloaded: IndexVec<SiteIx, bool> = problem
+        .sites
+        .indices()
         .map(|si| problem.over_limit(si, &pl.load.used[si], pl.load.dynamic_kw[si]))
         .collect();
     let relieves = |d: &Draft| d.from.is_some_and(|f| overloaded[f]);
@@ -244,14 +259,14 @@ pub fn plan(
     let mut blocked: Vec<Blocked> = Vec::new();
     let mut wave_index = 0usize;
     // Which step last freed space at a site (for dependencies).
-    let mut freed_at: Vec<Vec<usize>> = vec![Vec::new(); n_sites];
+    let mut freed_at: IndexVec<SiteIx, Vec<usize>> = IndexVec::from_elem_n(Vec::new(), n_sites);
 
     while !pending.is_empty() {
         // Worst case of the wave so far: committed state plus every accepted target.
         let mut worst_used = pl.load.used.clone();
         let mut worst_kw = pl.load.dynamic_kw.clone();
-        let mut in_count = vec![0u32; n_sites];
-        let mut out_count = vec![0u32; n_sites];
+        let mut in_count: IndexVec<SiteIx, u32> = IndexVec::from_elem_n(0, n_sites);
+        let mut out_count: IndexVec<SiteIx, u32> = IndexVec::from_elem_n(0, n_sites);
         let mut link_count: HashMap<usize, usize> = HashMap::new();
         let mut spread = WaveSpread::default();
         let mut chosen: Vec<usize> = Vec::new();
@@ -334,7 +349,7 @@ pub fn plan(
             }
         }
         pending = rest;
-        let mut freed_now: Vec<(usize, usize)> = Vec::new();
+        let mut freed_now: Vec<(SiteIx, usize)> = Vec::new();
         for mut d in taken {
             if let Some(t) = d.to {
                 // Depends on whatever freed its space in earlier waves.
@@ -430,7 +445,7 @@ pub fn plan(
         .x
         .iter()
         .map(|m| {
-            let mut v: Vec<(usize, u32)> = m.iter().copied().filter(|(_, n)| *n > 0).collect();
+            let mut v: Vec<(SiteIx, u32)> = m.iter().copied().filter(|(_, n)| *n > 0).collect();
             v.sort_unstable();
             v
         })
@@ -471,7 +486,7 @@ fn break_deadlock(
             continue;
         }
         // Staging: an eligible site with room for one more replica, nearest to the source.
-        let mut best: Option<(f64, usize)> = None;
+        let mut best: Option<(f64, SiteIx)> = None;
         for c in &p.workloads[d.wi].candidates {
             let s = c.site;
             if s == from || s == to || pl.count(d.wi, s) + 1 > c.max_count {
@@ -537,7 +552,7 @@ fn blocked_reason(
     wave_index: usize,
 ) -> Blocked {
     let p = pl.p;
-    let name = |s: Option<usize>| s.map(|s| p.sites[s].id.clone());
+    let name = |s: Option<SiteIx>| s.map(|s| p.sites[s].id.clone());
     let reason = if !d
         .after
         .iter()

@@ -13,6 +13,7 @@ use edgeplan_model::server_models::{catalogue_with, ServerModel};
 use edgeplan_physics::physics::SitePhysics;
 use edgeplan_physics::topology::Topology;
 
+use crate::ix::{IndexVec, SiteIx, WorkloadIx};
 use crate::problem::{Candidate, Problem, SiteModel, WorkloadModel};
 use crate::rows::UPLINK;
 use crate::rules::Rule;
@@ -64,16 +65,15 @@ impl Problem {
         domains.dedup();
         let w = &inst.objective;
 
-        let mut sites = Vec::with_capacity(inst.sites.len());
-        let mut site_models = Vec::with_capacity(inst.sites.len());
+        let mut sites = IndexVec::with_capacity(inst.sites.len());
+        let mut site_models = IndexVec::with_capacity(inst.sites.len());
         for s in &inst.sites {
             let (site, model) = site_model(s, &models, horizon, w, &resources, &domains)?;
             sites.push(site);
             site_models.push(model);
         }
-        let site_index: HashMap<String, usize> = sites
-            .iter()
-            .enumerate()
+        let site_index: HashMap<String, SiteIx> = sites
+            .iter_enumerated()
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
         let region_index: HashMap<String, usize> = inst
@@ -88,26 +88,26 @@ impl Problem {
             name: inst.name.clone(),
             resources,
             sites,
-            workloads: Vec::new(),
+            workloads: IndexVec::new(),
             failure_domains: domains,
             anti_affinity_groups: Vec::new(),
             affinity_groups: Vec::new(),
             weights: w.clone(),
             max_moves: inst.limits.max_moves,
             topology,
-            traffic: Vec::new(),
+            traffic: IndexVec::new(),
             region_index,
             site_index,
             hardware: inst.sites.iter().map(|s| s.hardware.clone()).collect(),
             site_servers: site_models,
             site_calibration: inst.sites.iter().map(|s| s.power.calibration).collect(),
-            instance_workloads: Vec::new(),
+            instance_workloads: IndexVec::new(),
             node_sites: Vec::new(),
         };
         // Sites grouped by network node, in site order; (first site, members).
         let mut group_of_node: HashMap<usize, usize> = HashMap::new();
-        for si in 0..problem.sites.len() {
-            let node = problem.topology.site_node(si);
+        for si in problem.sites.indices() {
+            let node = problem.topology.site_node(si.ix());
             let g = *group_of_node.entry(node).or_insert_with(|| {
                 problem.node_sites.push((si, Vec::new()));
                 problem.node_sites.len() - 1
@@ -133,19 +133,19 @@ impl Problem {
             .collect();
         self.anti_affinity_groups = groups(workloads, |w| w.anti_affinity_group.as_deref());
         self.affinity_groups = groups(workloads, |w| w.affinity_group.as_deref());
-        self.instance_workloads = workloads.to_vec();
+        self.instance_workloads = IndexVec::from_raw(workloads.to_vec());
         // Each workload's model is its own (rayon; collected in order).
         let models: Vec<WorkloadModel> = workloads
             .par_iter()
             .enumerate()
-            .map(|(wi, wl)| self.workload_model(wi, wl))
+            .map(|(wi, wl)| self.workload_model(WorkloadIx::new(wi), wl))
             .collect();
-        self.workloads = models;
+        self.workloads = IndexVec::from_raw(models);
     }
 
     /// The model of workload `wi` (described by `wl`): demand, costs, and
     /// its candidate sites, latency checked once per network node.
-    fn workload_model(&self, wi: usize, wl: &Workload) -> WorkloadModel {
+    fn workload_model(&self, wi: WorkloadIx, wl: &Workload) -> WorkloadModel {
         let w = &self.weights;
         let demand: Vec<f64> = self
             .resources
@@ -192,7 +192,7 @@ impl Problem {
 
     /// Site `si` as a candidate of workload `wi` (latency aside), or `None`
     /// when a placement rule or one replica's size rules it out.
-    fn candidate(&self, wi: usize, si: usize, demand: &[f64]) -> Option<Candidate> {
+    fn candidate(&self, wi: WorkloadIx, si: SiteIx, demand: &[f64]) -> Option<Candidate> {
         let site = &self.sites[si];
         let dynamic_kw = self.replica_dynamic_kw(wi, si);
         if self
@@ -227,8 +227,8 @@ impl Problem {
     /// id, network attachment, position, failure domain and resource names
     /// (what the topology, the failure domains and the resource index
     /// depend on). Telemetry changes none of them.
-    pub fn site_updatable(&self, inst: &Instance, si: usize, new: &Site) -> bool {
-        let old = &inst.sites[si];
+    pub fn site_updatable(&self, inst: &Instance, si: SiteIx, new: &Site) -> bool {
+        let old = &inst.sites[si.ix()];
         old.id == new.id
             && old.node == new.node
             && old.lat == new.lat
@@ -241,10 +241,10 @@ impl Problem {
     /// The new model of site `si` of `inst`, for `update_site`: the
     /// fallible half (an unknown server model), so that a failed update
     /// changes nothing.
-    pub fn site_update(&self, inst: &Instance, si: usize) -> Result<SiteUpdate> {
+    pub fn site_update(&self, inst: &Instance, si: SiteIx) -> Result<SiteUpdate> {
         let models = catalogue_with(&inst.server_models);
         let (site, model) = site_model(
-            &inst.sites[si],
+            &inst.sites[si.ix()],
             &models,
             inst.limits.horizon_hours,
             &self.weights,
@@ -258,21 +258,26 @@ impl Problem {
     /// model and rebuild every workload's candidate there. The caller
     /// checked `site_updatable`. Returns the workloads whose candidate at
     /// `si` changed, appeared or went.
-    pub fn update_site(&mut self, inst: &Instance, si: usize, update: SiteUpdate) -> Vec<usize> {
+    pub fn update_site(
+        &mut self,
+        inst: &Instance,
+        si: SiteIx,
+        update: SiteUpdate,
+    ) -> Vec<WorkloadIx> {
         let SiteUpdate { site, model } = update;
         self.sites[si] = site;
         self.site_servers[si] = model;
-        self.hardware[si] = inst.sites[si].hardware.clone();
-        self.site_calibration[si] = inst.sites[si].power.calibration;
-        let node = self.topology.site_node(si);
+        self.hardware[si] = inst.sites[si.ix()].hardware.clone();
+        self.site_calibration[si] = inst.sites[si.ix()].power.calibration;
+        let node = self.topology.site_node(si.ix());
         let rep = self
             .node_sites
             .iter()
             .find(|(_, members)| members.contains(&si))
             .map_or(si, |(rep, _)| *rep);
-        debug_assert_eq!(self.topology.site_node(rep), node);
+        debug_assert_eq!(self.topology.site_node(rep.ix()), node);
         let mut touched = Vec::new();
-        for wi in 0..self.workloads.len() {
+        for wi in self.workloads.indices() {
             let at = self.workloads[wi]
                 .candidates
                 .binary_search_by_key(&si, |c| c.site);
@@ -297,8 +302,8 @@ impl Problem {
 
     /// Whether `update_workload` can take `new` in place of workload `wi`:
     /// the same id, groups and resource names.
-    pub fn workload_updatable(&self, inst: &Instance, wi: usize, new: &Workload) -> bool {
-        let old = &inst.workloads[wi];
+    pub fn workload_updatable(&self, inst: &Instance, wi: WorkloadIx, new: &Workload) -> bool {
+        let old = &inst.workloads[wi.ix()];
         old.id == new.id
             && old.anti_affinity_group == new.anti_affinity_group
             && old.affinity_group == new.affinity_group
@@ -311,8 +316,8 @@ impl Problem {
 
     /// Workload `wi` of `inst` changed (demand, replicas, SLO, today's
     /// placement…): rebuild its model. The caller checked `workload_updatable`.
-    pub fn update_workload(&mut self, inst: &Instance, wi: usize) {
-        let wl = &inst.workloads[wi];
+    pub fn update_workload(&mut self, inst: &Instance, wi: WorkloadIx) {
+        let wl = &inst.workloads[wi.ix()];
         let total: f64 = wl.traffic.iter().map(|t| t.weight).sum();
         self.traffic[wi] = wl
             .traffic
@@ -379,11 +384,13 @@ fn site_model(
 fn groups(
     workloads: &[Workload],
     key: impl Fn(&Workload) -> Option<&str>,
-) -> Vec<(String, Vec<usize>)> {
-    let mut map: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+) -> Vec<(String, Vec<WorkloadIx>)> {
+    let mut map: BTreeMap<String, Vec<WorkloadIx>> = BTreeMap::new();
     for (i, w) in workloads.iter().enumerate() {
         if let Some(g) = key(w) {
-            map.entry(g.to_string()).or_default().push(i);
+            map.entry(g.to_string())
+                .or_default()
+                .push(WorkloadIx::new(i));
         }
     }
     map.into_iter().collect()

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use edgeplan_model::kpi::{Kpis, ObjectiveTerms};
 use edgeplan_physics::physics::PowerLimit;
 
+use crate::ix::{IndexVec, SiteIx, WorkloadIx};
 use crate::problem::{Candidate, Problem};
 use crate::replicas::Replicas;
 use crate::rules::Ineligible;
@@ -24,9 +25,9 @@ impl Problem {
             min_cooling_headroom_kw: f64::INFINITY,
             ..Kpis::default()
         };
-        for (si, s) in eval.sites.iter().enumerate() {
-            k.energy_cost_per_h += s.facility_kw * self.sites[si].physics.price_per_kwh;
-            k.carbon_kg_per_h += s.facility_kw * self.sites[si].carbon_g_per_kwh / 1000.0;
+        for (s, site) in eval.sites.iter().zip(self.sites.iter()) {
+            k.energy_cost_per_h += s.facility_kw * site.physics.price_per_kwh;
+            k.carbon_kg_per_h += s.facility_kw * site.carbon_g_per_kwh / 1000.0;
             k.min_inlet_headroom_c = k.min_inlet_headroom_c.min(s.inlet_limit_c - s.inlet_c);
             k.min_cooling_headroom_kw = k.min_cooling_headroom_kw.min(s.cooling_headroom_kw);
             if s.power_cap_kw > 0.0 {
@@ -34,7 +35,7 @@ impl Problem {
             }
         }
         let mut rtt_sum = 0.0;
-        for (wi, sites) in x.iter().enumerate() {
+        for (wi, sites) in x.iter_enumerated() {
             for &(si, n) in sites {
                 k.placed_replicas += n as u64;
                 rtt_sum += n as f64 * self.mean_rtt_ms(wi, si);
@@ -62,10 +63,10 @@ impl Problem {
     /// replica and each of its traffic regions, ms.
     pub fn latency_quantile_ms(&self, x: &Replicas, q: f64) -> f64 {
         let mut samples: Vec<(f64, f64)> = Vec::new();
-        for (wi, sites) in x.iter().enumerate() {
+        for (wi, sites) in x.iter_enumerated() {
             for &(si, n) in sites {
                 for &(r, share) in &self.traffic[wi] {
-                    samples.push((self.topology.rtt_ms[r][si], share * n as f64));
+                    samples.push((self.topology.rtt_ms[r][si.ix()], share * n as f64));
                 }
             }
         }
@@ -85,12 +86,13 @@ impl Problem {
     /// the very coefficients the MILP uses. Pairs that are not candidates are
     /// priced as if they were (the verifier flags them as violations).
     pub fn evaluate(&self, x: &Replicas) -> Evaluation {
-        let mut it_dynamic_kw = vec![0.0; self.sites.len()];
-        let mut used = vec![vec![0.0; self.resources.len()]; self.sites.len()];
+        let mut it_dynamic_kw: IndexVec<SiteIx, f64> = IndexVec::from_elem_n(0.0, self.sites.len());
+        let mut used: IndexVec<SiteIx, Vec<f64>> =
+            IndexVec::from_elem_n(vec![0.0; self.resources.len()], self.sites.len());
         let mut terms = ObjectiveTerms::default();
         let mut moves = 0u64;
         let mut unplaced = 0u64;
-        for (wi, sites) in x.iter().enumerate() {
+        for (wi, sites) in x.iter_enumerated() {
             let wl = &self.workloads[wi];
             let mut placed = 0u32;
             for &(si, n) in sites {
@@ -114,7 +116,7 @@ impl Problem {
             terms.unplaced += u as f64 * wl.unplaced_cost;
         }
         let mut sites = Vec::with_capacity(self.sites.len());
-        for (si, s) in self.sites.iter().enumerate() {
+        for (si, s) in self.sites.iter_enumerated() {
             terms.energy += s.physics.idle_kw * s.energy_cost_per_it_kwh;
             terms.carbon += s.physics.idle_kw * s.carbon_cost_per_it_kwh;
             terms.thermal += s.physics.idle_kw * s.thermal_cost_per_it_kw;
@@ -135,7 +137,7 @@ impl Problem {
         }
     }
 
-    fn candidate_or_priced(&self, wi: usize, si: usize) -> Candidate {
+    fn candidate_or_priced(&self, wi: WorkloadIx, si: SiteIx) -> Candidate {
         if let Some(c) = self.workloads[wi].candidate_at(si) {
             return c.clone();
         }
@@ -154,7 +156,7 @@ impl Problem {
         }
     }
 
-    fn site_kpi(&self, si: usize, it_kw: f64, used: &[f64]) -> SiteKpi {
+    fn site_kpi(&self, si: SiteIx, it_kw: f64, used: &[f64]) -> SiteKpi {
         let s = &self.sites[si];
         let p = &s.physics;
         let utilization = self

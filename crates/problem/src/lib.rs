@@ -6,6 +6,7 @@
 pub mod build;
 pub mod evaluate;
 pub mod gap;
+pub mod ix;
 pub mod load;
 pub mod problem;
 pub mod replicas;

@@ -4,6 +4,7 @@
 //! same totals in flat per-slot arrays for speed, and asks the same
 //! [`within`](crate::rows::within) test.)
 
+use crate::ix::{IndexVec, SiteIx, WorkloadIx};
 use crate::problem::Problem;
 use crate::replicas::Replicas;
 use crate::rows::Shortfall;
@@ -16,21 +17,21 @@ pub struct Load {
     /// Per workload: (site, replicas), in the order sites were first used.
     pub x: Replicas,
     /// Per workload: replicas placed.
-    pub placed: Vec<u32>,
+    pub placed: IndexVec<WorkloadIx, u32>,
     /// Per site: use of each resource row (`Problem::resources`).
-    pub used: Vec<Vec<f64>>,
+    pub used: IndexVec<SiteIx, Vec<f64>>,
     /// Per site: workload IT power, kW.
-    pub dynamic_kw: Vec<f64>,
+    pub dynamic_kw: IndexVec<SiteIx, f64>,
     pub moves: u64,
-    anti: Vec<Vec<u32>>,
-    domain: Vec<Vec<(usize, u32)>>,
-    anti_group_of: Vec<Option<usize>>,
+    anti: Vec<IndexVec<SiteIx, u32>>,
+    domain: IndexVec<WorkloadIx, Vec<(usize, u32)>>,
+    anti_group_of: IndexVec<WorkloadIx, Option<usize>>,
 }
 
 impl Load {
     /// Nothing placed.
     pub fn empty(p: &Problem) -> Load {
-        let mut anti_group_of = vec![None; p.workloads.len()];
+        let mut anti_group_of = IndexVec::from_elem_n(None, p.workloads.len());
         for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
             for &w in members {
                 anti_group_of[w] = Some(g);
@@ -38,12 +39,12 @@ impl Load {
         }
         Load {
             x: Replicas::empty(p.workloads.len()),
-            placed: vec![0; p.workloads.len()],
-            used: vec![vec![0.0; p.resources.len()]; p.sites.len()],
-            dynamic_kw: vec![0.0; p.sites.len()],
+            placed: IndexVec::from_elem_n(0, p.workloads.len()),
+            used: IndexVec::from_elem_n(vec![0.0; p.resources.len()], p.sites.len()),
+            dynamic_kw: IndexVec::from_elem_n(0.0, p.sites.len()),
             moves: 0,
-            anti: vec![vec![0; p.sites.len()]; p.anti_affinity_groups.len()],
-            domain: vec![Vec::new(); p.workloads.len()],
+            anti: vec![IndexVec::from_elem_n(0, p.sites.len()); p.anti_affinity_groups.len()],
+            domain: IndexVec::from_elem_n(Vec::new(), p.workloads.len()),
             anti_group_of,
         }
     }
@@ -51,7 +52,7 @@ impl Load {
     /// The load of placement `x`, moves counted against today's placement.
     pub fn of(p: &Problem, x: &Replicas) -> Load {
         let mut load = Load::empty(p);
-        for (wi, sites) in x.iter().enumerate() {
+        for (wi, sites) in x.iter_enumerated() {
             for &(si, n) in sites {
                 let moved = n.saturating_sub(p.workloads[wi].current_at(si));
                 load.add(p, wi, si, n);
@@ -62,22 +63,22 @@ impl Load {
     }
 
     /// The anti-affinity group of workload `wi`, if any.
-    pub fn anti_group_of(&self, wi: usize) -> Option<usize> {
+    pub fn anti_group_of(&self, wi: WorkloadIx) -> Option<usize> {
         self.anti_group_of[wi]
     }
 
     /// Replicas of `wi` on site `si`.
-    pub fn count(&self, wi: usize, si: usize) -> u32 {
+    pub fn count(&self, wi: WorkloadIx, si: SiteIx) -> u32 {
         self.x.count(wi, si)
     }
 
     /// Replicas of anti-affinity group `g` on site `si`.
-    pub fn in_group(&self, g: usize, si: usize) -> u32 {
+    pub fn in_group(&self, g: usize, si: SiteIx) -> u32 {
         self.anti[g][si]
     }
 
     /// Replicas of `wi` in failure domain `d`.
-    pub fn in_domain(&self, wi: usize, d: usize) -> u32 {
+    pub fn in_domain(&self, wi: WorkloadIx, d: usize) -> u32 {
         self.domain[wi]
             .iter()
             .find(|(x, _)| *x == d)
@@ -85,17 +86,17 @@ impl Load {
     }
 
     /// Put `n` replicas of `wi` on `si` (moves are the caller's to count).
-    pub fn add(&mut self, p: &Problem, wi: usize, si: usize, n: u32) {
+    pub fn add(&mut self, p: &Problem, wi: WorkloadIx, si: SiteIx, n: u32) {
         self.change(p, wi, si, i64::from(n));
     }
 
     /// Take `n` replicas of `wi` off `si` (no more than are there).
-    pub fn remove(&mut self, p: &Problem, wi: usize, si: usize, n: u32) {
+    pub fn remove(&mut self, p: &Problem, wi: WorkloadIx, si: SiteIx, n: u32) {
         let n = n.min(self.count(wi, si));
         self.change(p, wi, si, -i64::from(n));
     }
 
-    fn change(&mut self, p: &Problem, wi: usize, si: usize, delta: i64) {
+    fn change(&mut self, p: &Problem, wi: WorkloadIx, si: SiteIx, delta: i64) {
         if delta == 0 {
             return;
         }
@@ -125,7 +126,7 @@ impl Load {
 
     /// May site `si` take one more replica of `wi` under its limits
     /// (resource rows and IT power)? See [`Problem::room_for`].
-    pub fn room(&self, p: &Problem, wi: usize, si: usize) -> Result<(), Shortfall> {
+    pub fn room(&self, p: &Problem, wi: WorkloadIx, si: SiteIx) -> Result<(), Shortfall> {
         p.room_for(wi, si, &self.used[si], self.dynamic_kw[si])
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::ix::{IndexVec, SiteIx, WorkloadIx};
 use crate::replicas::Replicas;
 use edgeplan_model::error::{Error, Result};
 use edgeplan_model::instance::{ObjectiveWeights, Workload};
@@ -21,27 +22,27 @@ pub struct Problem {
     pub name: String,
     /// Resource names, in index order.
     pub resources: Vec<String>,
-    pub sites: Vec<SiteModel>,
-    pub workloads: Vec<WorkloadModel>,
+    pub sites: IndexVec<SiteIx, SiteModel>,
+    pub workloads: IndexVec<WorkloadIx, WorkloadModel>,
     pub failure_domains: Vec<String>,
     /// Workload indices per anti-affinity group: at most one replica of the group per site.
-    pub anti_affinity_groups: Vec<(String, Vec<usize>)>,
+    pub anti_affinity_groups: Vec<(String, Vec<WorkloadIx>)>,
     /// Workload indices per affinity group: the same set of sites for all.
-    pub affinity_groups: Vec<(String, Vec<usize>)>,
+    pub affinity_groups: Vec<(String, Vec<WorkloadIx>)>,
     pub weights: ObjectiveWeights,
     pub max_moves: Option<u32>,
     /// Region → site RTT, kept for explanations.
     pub topology: Topology,
     /// Per workload: (region index, weight / total weight).
-    pub(crate) traffic: Vec<Vec<(usize, f64)>>,
+    pub(crate) traffic: IndexVec<WorkloadIx, Vec<(usize, f64)>>,
     pub(crate) region_index: HashMap<String, usize>,
-    pub(crate) site_index: HashMap<String, usize>,
-    pub(crate) hardware: Vec<Vec<String>>,
-    pub(crate) site_servers: Vec<ServerModel>,
-    pub(crate) site_calibration: Vec<f64>,
-    pub(crate) instance_workloads: Vec<Workload>,
+    pub(crate) site_index: HashMap<String, SiteIx>,
+    pub(crate) hardware: IndexVec<SiteIx, Vec<String>>,
+    pub(crate) site_servers: IndexVec<SiteIx, ServerModel>,
+    pub(crate) site_calibration: IndexVec<SiteIx, f64>,
+    pub(crate) instance_workloads: IndexVec<WorkloadIx, Workload>,
     /// Sites grouped by network node, in site order: (first site, members).
-    pub(crate) node_sites: Vec<(usize, Vec<usize>)>,
+    pub(crate) node_sites: Vec<(SiteIx, Vec<SiteIx>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,21 +84,21 @@ pub struct WorkloadModel {
     /// Break-before-make allowed (see `Workload::disruption_allowed`).
     pub disruption_allowed: bool,
     /// (site, replicas) today.
-    pub current: Vec<(usize, u32)>,
+    pub current: Vec<(SiteIx, u32)>,
     /// Sites that may host it, with per-replica figures.
     pub candidates: Vec<Candidate>,
 }
 
 impl WorkloadModel {
     /// Its candidate at site `si`, if any (candidates are sorted by site).
-    pub fn candidate_at(&self, si: usize) -> Option<&Candidate> {
+    pub fn candidate_at(&self, si: SiteIx) -> Option<&Candidate> {
         self.candidates
             .binary_search_by_key(&si, |c| c.site)
             .ok()
             .map(|i| &self.candidates[i])
     }
 
-    pub fn current_at(&self, site: usize) -> u32 {
+    pub fn current_at(&self, site: SiteIx) -> u32 {
         self.current
             .iter()
             .find(|(s, _)| *s == site)
@@ -108,7 +109,7 @@ impl WorkloadModel {
 /// A site that may host a workload, and what one replica there costs.
 #[derive(Debug, Clone)]
 pub struct Candidate {
-    pub site: usize,
+    pub site: SiteIx,
     /// Upper bound on replicas there (spread, anti-affinity, capacity).
     pub max_count: u32,
     pub dynamic_kw: f64,
@@ -162,15 +163,15 @@ impl Problem {
         self.workloads.iter().map(|w| w.current.clone()).collect()
     }
 
-    pub fn site_index(&self, id: &str) -> Option<usize> {
+    pub fn site_index(&self, id: &str) -> Option<SiteIx> {
         self.site_index.get(id).copied()
     }
 
     /// Traffic-weighted mean RTT from a workload's regions to a site (0 without traffic).
-    pub fn mean_rtt_ms(&self, wi: usize, si: usize) -> f64 {
+    pub fn mean_rtt_ms(&self, wi: WorkloadIx, si: SiteIx) -> f64 {
         self.traffic[wi]
             .iter()
-            .map(|(r, share)| share * self.topology.rtt_ms[*r][si])
+            .map(|(r, share)| share * self.topology.rtt_ms[*r][si.ix()])
             .sum()
     }
 
@@ -178,14 +179,14 @@ impl Problem {
     /// or the server curve's where `si` is no candidate (a replica still
     /// running on a site it may no longer use). The one source of a
     /// replica's kW for running loads and the room test.
-    pub fn replica_kw(&self, wi: usize, si: usize) -> f64 {
+    pub fn replica_kw(&self, wi: WorkloadIx, si: SiteIx) -> f64 {
         self.workloads[wi]
             .candidate_at(si)
             .map_or_else(|| self.replica_dynamic_kw(wi, si), |c| c.dynamic_kw)
     }
 
     /// Dynamic kW of one replica of workload `wi` on site `si`'s servers.
-    pub fn replica_dynamic_kw(&self, wi: usize, si: usize) -> f64 {
+    pub fn replica_dynamic_kw(&self, wi: WorkloadIx, si: SiteIx) -> f64 {
         let wl = &self.instance_workloads[wi];
         let cores = wl.resources.get("cpu_cores").copied().unwrap_or(0.0);
         self.site_servers[si].replica_dynamic_kw(cores, wl.utilization) * self.site_calibration[si]
@@ -193,13 +194,12 @@ impl Problem {
 
     /// Turn an external placement into per-workload (site, count) lists.
     pub fn index_placement(&self, placement: &Placement) -> Result<Replicas> {
-        let wl_index: HashMap<&str, usize> = self
+        let wl_index: HashMap<&str, WorkloadIx> = self
             .workloads
-            .iter()
-            .enumerate()
+            .iter_enumerated()
             .map(|(i, w)| (w.id.as_str(), i))
             .collect();
-        let mut out = vec![Vec::new(); self.workloads.len()];
+        let mut out = Replicas::empty(self.workloads.len());
         for (wid, sites) in &placement.assignments {
             let wi = *wl_index
                 .get(wid.as_str())
@@ -213,13 +213,13 @@ impl Problem {
                 }
             }
         }
-        Ok(out.into())
+        Ok(out)
     }
 
     /// The external form of an indexed placement.
     pub fn placement_of(&self, x: &Replicas) -> Placement {
         let mut assignments = BTreeMap::new();
-        for (wi, sites) in x.iter().enumerate() {
+        for (wi, sites) in x.iter_enumerated() {
             let m: BTreeMap<String, u32> = sites
                 .iter()
                 .filter(|(_, n)| *n > 0)

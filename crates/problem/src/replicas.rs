@@ -6,19 +6,24 @@
 
 use std::ops::{Deref, DerefMut};
 
-/// Workload index → (site index, replicas), sites in no particular order,
-/// no site twice; a site absent holds none.
+use crate::ix::{IndexVec, SiteIx, WorkloadIx};
+
+/// One workload's sites: (site, replicas), no site twice.
+pub type Sites = Vec<(SiteIx, u32)>;
+
+/// Workload → (site, replicas), sites in no particular order, no site
+/// twice; a site absent holds none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Replicas(Vec<Vec<(usize, u32)>>);
+pub struct Replicas(IndexVec<WorkloadIx, Sites>);
 
 impl Replicas {
     /// Nothing placed, for `workloads` workloads.
     pub fn empty(workloads: usize) -> Replicas {
-        Replicas(vec![Vec::new(); workloads])
+        Replicas(IndexVec::from_elem_n(Vec::new(), workloads))
     }
 
     /// Replicas of workload `wi` on site `si`.
-    pub fn count(&self, wi: usize, si: usize) -> u32 {
+    pub fn count(&self, wi: WorkloadIx, si: SiteIx) -> u32 {
         self.0[wi]
             .iter()
             .find(|(s, _)| *s == si)
@@ -26,37 +31,43 @@ impl Replicas {
     }
 
     /// Replicas of workload `wi` placed anywhere.
-    pub fn placed(&self, wi: usize) -> u32 {
+    pub fn placed(&self, wi: WorkloadIx) -> u32 {
         self.0[wi].iter().map(|(_, n)| n).sum()
     }
 
-    pub fn into_inner(self) -> Vec<Vec<(usize, u32)>> {
+    pub fn into_inner(self) -> IndexVec<WorkloadIx, Sites> {
         self.0
     }
 }
 
-impl From<Vec<Vec<(usize, u32)>>> for Replicas {
-    fn from(per_workload: Vec<Vec<(usize, u32)>>) -> Replicas {
+impl From<IndexVec<WorkloadIx, Sites>> for Replicas {
+    fn from(per_workload: IndexVec<WorkloadIx, Sites>) -> Replicas {
         Replicas(per_workload)
     }
 }
 
-impl FromIterator<Vec<(usize, u32)>> for Replicas {
-    fn from_iter<I: IntoIterator<Item = Vec<(usize, u32)>>>(iter: I) -> Replicas {
+impl From<Vec<Sites>> for Replicas {
+    fn from(per_workload: Vec<Sites>) -> Replicas {
+        Replicas(IndexVec::from_raw(per_workload))
+    }
+}
+
+impl FromIterator<Sites> for Replicas {
+    fn from_iter<I: IntoIterator<Item = Sites>>(iter: I) -> Replicas {
         Replicas(iter.into_iter().collect())
     }
 }
 
 impl<'a> IntoIterator for &'a Replicas {
-    type Item = &'a Vec<(usize, u32)>;
-    type IntoIter = std::slice::Iter<'a, Vec<(usize, u32)>>;
+    type Item = &'a Sites;
+    type IntoIter = std::slice::Iter<'a, Sites>;
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter()
     }
 }
 
 impl Deref for Replicas {
-    type Target = [Vec<(usize, u32)>];
+    type Target = IndexVec<WorkloadIx, Sites>;
     fn deref(&self) -> &Self::Target {
         &self.0
     }

@@ -4,6 +4,7 @@
 
 use edgeplan_physics::physics::PowerLimit;
 
+use crate::ix::{SiteIx, WorkloadIx};
 use crate::problem::Problem;
 
 /// Relative slack for comparisons of sums against limits.
@@ -43,8 +44,8 @@ impl Problem {
     /// `dynamic_kw` of workload power, take one more replica of `wi`?
     pub fn room_for(
         &self,
-        wi: usize,
-        si: usize,
+        wi: WorkloadIx,
+        si: SiteIx,
         used: &[f64],
         dynamic_kw: f64,
     ) -> std::result::Result<(), Shortfall> {
@@ -75,7 +76,7 @@ impl Problem {
     /// power, over any of its limits already? The same limits and
     /// tolerance as [`room_for`](Self::room_for) (a heat wave that cut a
     /// site's cooling leaves it over before any plan runs).
-    pub fn over_limit(&self, si: usize, used: &[f64], dynamic_kw: f64) -> bool {
+    pub fn over_limit(&self, si: SiteIx, used: &[f64], dynamic_kw: f64) -> bool {
         let site = &self.sites[si];
         used.iter()
             .zip(&site.capacity)
@@ -100,7 +101,7 @@ pub enum Shortfall {
 }
 
 impl Shortfall {
-    pub fn describe(&self, p: &Problem, si: usize) -> String {
+    pub fn describe(&self, p: &Problem, si: SiteIx) -> String {
         let site = &p.sites[si];
         match self {
             Shortfall::Resource {

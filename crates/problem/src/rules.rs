@@ -7,10 +7,11 @@
 //! [`Rule::Limits`], over every row. Candidates are the filter and cap
 //! roles; the greedy's `Load::fits` is every fits role; explanations give
 //! the filter's `Ineligible` reason in words (and, for a site with no room
-//! left, their own account of which rule is full). The MILP's rows for
-//! each rule are in `edgeplan-solve`'s `milp.rs`; the fast path's `fits`
-//! checks the same roles on its flat per-slot state; the verifier checks
-//! every rule on its own.
+//! left, their own account of which rule is full). The *rows* role
+//! ([`Rule::rows`]) is the rule as linear rows for the exact model, which
+//! `edgeplan-solve`'s `milp.rs` turns into columns' coefficients and
+//! nothing more. The fast path's `fits` checks the same roles on its flat
+//! per-slot state; the verifier checks every rule on its own.
 //! Affinity groups (the same set of sites for every member) are not a
 //! per-replica rule: the MILP models them with a binary per (group, site),
 //! the greedy leaves their members to it, and the verifier checks them.
@@ -22,8 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use edgeplan_physics::physics::PowerLimit;
 
+use crate::ix::{IndexVec, SiteIx, WorkloadIx};
 use crate::load::Load;
-use crate::problem::{region_name, Problem};
+use crate::problem::{region_name, Candidate, Problem};
 use crate::rows::{most_within, round2, within, UPLINK};
 
 /// A placement rule, by name.
@@ -73,8 +75,8 @@ impl Rule {
     pub fn filter(
         self,
         p: &Problem,
-        wi: usize,
-        si: usize,
+        wi: WorkloadIx,
+        si: SiteIx,
         demand: &[f64],
         dynamic_kw: f64,
     ) -> Option<Ineligible> {
@@ -104,7 +106,14 @@ impl Rule {
 
     /// Cap role: the most replicas of `wi` site `si` may take under this
     /// rule whatever else runs there (`u32::MAX`: no cap).
-    pub fn cap(self, p: &Problem, wi: usize, si: usize, demand: &[f64], dynamic_kw: f64) -> u32 {
+    pub fn cap(
+        self,
+        p: &Problem,
+        wi: WorkloadIx,
+        si: SiteIx,
+        demand: &[f64],
+        dynamic_kw: f64,
+    ) -> u32 {
         let wl = &p.instance_workloads[wi];
         let site = &p.sites[si];
         match self {
@@ -121,7 +130,7 @@ impl Rule {
 
     /// Fits role: may one more replica of `wi` go to candidate site `si`
     /// (a move when `is_move`) given what `load` already holds?
-    pub fn fits(self, p: &Problem, load: &Load, wi: usize, si: usize, is_move: bool) -> bool {
+    pub fn fits(self, p: &Problem, load: &Load, wi: WorkloadIx, si: SiteIx, is_move: bool) -> bool {
         let w = &p.workloads[wi];
         match self {
             Rule::Limits => load.room(p, wi, si).is_ok(),
@@ -143,12 +152,163 @@ impl Rule {
     }
 }
 
+/// A decision a rule's linear row speaks of, for the exact model: the
+/// replicas of a workload on a site (`x`), or those of them started there
+/// where they did not run (`m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Term {
+    Placed(WorkloadIx, SiteIx),
+    MovedIn(WorkloadIx, SiteIx),
+}
+
+/// One linear constraint of a rule: `Σ coef · term ≤ upper`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearRow {
+    /// Its name in the exported model (`cap_s3_cpu_cores`, `power_s3`, …).
+    pub name: String,
+    pub terms: Vec<(Term, f64)>,
+    pub upper: f64,
+}
+
+impl Rule {
+    /// The rules with a rows role, in the order the exact model adds them.
+    pub const WITH_ROWS: [Rule; 4] = [
+        Rule::FailureDomainSpread,
+        Rule::Limits,
+        Rule::AntiAffinity,
+        Rule::MoveBudget,
+    ];
+
+    /// Rows role: this rule as linear rows over the replicas placed and
+    /// moved, for the exact model — only the rows that can bind when each
+    /// candidate holds at most its cap. (Filters and caps need no rows:
+    /// they decide which columns exist and their bounds. A move column
+    /// exists wherever a candidate can take more replicas than it runs.)
+    pub fn rows(self, p: &Problem) -> Vec<LinearRow> {
+        let mut rows = Vec::new();
+        match self {
+            Rule::Limits => {
+                let mut at_site: IndexVec<SiteIx, Vec<(WorkloadIx, &Candidate)>> =
+                    IndexVec::from_elem_n(Vec::new(), p.sites.len());
+                for (wi, w) in p.workloads.iter_enumerated() {
+                    for c in &w.candidates {
+                        at_site[c.site].push((wi, c));
+                    }
+                }
+                for (si, site) in p.sites.iter_enumerated() {
+                    let here = &at_site[si];
+                    // Each resource row, then IT power (a replica's kW
+                    // depends on the site's servers: its candidate's figure).
+                    let limits =
+                        (0..p.resources.len())
+                            .map(Some)
+                            .chain([None])
+                            .map(|row| match row {
+                                Some(r) => (
+                                    format!("cap_s{si}_{}", p.resources[r]),
+                                    site.capacity[r],
+                                    row,
+                                ),
+                                None => (format!("power_s{si}"), site.dynamic_kw_limit, row),
+                            });
+                    for (name, limit, row) in limits {
+                        let need = |wi: WorkloadIx, c: &Candidate| match row {
+                            Some(r) => p.workloads[wi].demand[r],
+                            None => c.dynamic_kw,
+                        };
+                        let terms: Vec<(Term, f64)> = here
+                            .iter()
+                            .map(|&(wi, c)| (Term::Placed(wi, si), need(wi, c)))
+                            .filter(|(_, d)| *d > 0.0)
+                            .collect();
+                        let most: f64 = here
+                            .iter()
+                            .map(|&(wi, c)| need(wi, c).max(0.0) * c.max_count as f64)
+                            .sum();
+                        if most > limit && !terms.is_empty() {
+                            rows.push(LinearRow {
+                                name,
+                                terms,
+                                upper: limit,
+                            });
+                        }
+                    }
+                }
+            }
+            Rule::FailureDomainSpread => {
+                for (wi, w) in p.workloads.iter_enumerated() {
+                    let Some(k) = w.max_per_failure_domain else {
+                        continue;
+                    };
+                    for d in 0..p.failure_domains.len() {
+                        let inside: Vec<&Candidate> = w
+                            .candidates
+                            .iter()
+                            .filter(|c| p.sites[c.site].failure_domain == Some(d))
+                            .collect();
+                        let most: u64 = inside.iter().map(|c| u64::from(c.max_count)).sum();
+                        if most > u64::from(k) {
+                            rows.push(LinearRow {
+                                name: format!("domain_w{wi}_d{d}"),
+                                terms: inside
+                                    .iter()
+                                    .map(|c| (Term::Placed(wi, c.site), 1.0))
+                                    .collect(),
+                                upper: f64::from(k),
+                            });
+                        }
+                    }
+                }
+            }
+            Rule::AntiAffinity => {
+                for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
+                    for si in p.sites.indices() {
+                        let terms: Vec<(Term, f64)> = members
+                            .iter()
+                            .filter(|&&wi| p.workloads[wi].candidate_at(si).is_some())
+                            .map(|&wi| (Term::Placed(wi, si), 1.0))
+                            .collect();
+                        if terms.len() > 1 {
+                            rows.push(LinearRow {
+                                name: format!("anti_g{g}_s{si}"),
+                                terms,
+                                upper: 1.0,
+                            });
+                        }
+                    }
+                }
+            }
+            Rule::MoveBudget => {
+                if let Some(k) = p.max_moves {
+                    let terms = p
+                        .workloads
+                        .iter_enumerated()
+                        .flat_map(|(wi, w)| {
+                            w.candidates
+                                .iter()
+                                .filter(move |c| w.current_at(c.site) < c.max_count)
+                                .map(move |c| (Term::MovedIn(wi, c.site), 1.0))
+                        })
+                        .collect();
+                    rows.push(LinearRow {
+                        name: "max_moves".to_string(),
+                        terms,
+                        upper: f64::from(k),
+                    });
+                }
+            }
+            Rule::Forbidden | Rule::Pinned | Rule::Hardware | Rule::Latency | Rule::PerSite => {}
+        }
+        rows
+    }
+}
+
 impl Load {
     /// May one more replica of `wi` go to `si` (a move when `is_move`)?
     /// Every rule's fits role: a candidate under its per-site count, the
     /// move budget, the site's limits, anti-affinity and the
     /// failure-domain spread.
-    pub fn fits(&self, p: &Problem, wi: usize, si: usize, is_move: bool) -> bool {
+    pub fn fits(&self, p: &Problem, wi: WorkloadIx, si: SiteIx, is_move: bool) -> bool {
         Rule::ALL.iter().all(|r| r.fits(p, self, wi, si, is_move))
     }
 }
@@ -229,7 +389,7 @@ impl Ineligible {
 
 impl Problem {
     /// Why site `si` can never host workload `wi`, or `None` if it may.
-    pub fn ineligible(&self, wi: usize, si: usize) -> Option<Ineligible> {
+    pub fn ineligible(&self, wi: WorkloadIx, si: SiteIx) -> Option<Ineligible> {
         let wl = &self.workloads[wi];
         if wl.candidate_at(si).is_some() {
             return None;
@@ -242,8 +402,8 @@ impl Problem {
     /// asked (`build` checks it once per network node).
     pub(crate) fn first_filter(
         &self,
-        wi: usize,
-        si: usize,
+        wi: WorkloadIx,
+        si: SiteIx,
         demand: &[f64],
         dynamic_kw: f64,
         latency: bool,
@@ -255,10 +415,10 @@ impl Problem {
     }
 
     /// Unreachable regions or an SLO the site's RTTs cannot meet.
-    pub(crate) fn latency_reason(&self, wi: usize, si: usize) -> Option<Ineligible> {
+    pub(crate) fn latency_reason(&self, wi: WorkloadIx, si: SiteIx) -> Option<Ineligible> {
         let wl = &self.instance_workloads[wi];
         for (ri, _) in self.traffic[wi].iter() {
-            if !self.topology.rtt_ms[*ri][si].is_finite() {
+            if !self.topology.rtt_ms[*ri][si.ix()].is_finite() {
                 return Some(Ineligible::Unreachable {
                     region: region_name(&self.instance_workloads[wi], *ri, &self.traffic[wi]),
                 });
@@ -267,7 +427,7 @@ impl Problem {
         if let Some(slo) = &wl.slo {
             let within: f64 = self.traffic[wi]
                 .iter()
-                .filter(|(r, _)| self.topology.rtt_ms[*r][si] <= slo.rtt_ms)
+                .filter(|(r, _)| self.topology.rtt_ms[*r][si.ix()] <= slo.rtt_ms)
                 .map(|(_, share)| share)
                 .sum();
             if within * 100.0 + 1e-6 < slo.percentile {
@@ -285,7 +445,7 @@ impl Problem {
     /// One replica bigger than the site, or hotter than its power limit.
     pub(crate) fn size_reason(
         &self,
-        si: usize,
+        si: SiteIx,
         demand: &[f64],
         dynamic_kw: f64,
     ) -> Option<Ineligible> {
@@ -311,9 +471,9 @@ impl Problem {
 
     /// One line on why no site can host workload `wi` (for validation):
     /// reasons grouped by kind, a few sites named per kind.
-    pub fn ineligibility_summary(&self, wi: usize) -> String {
+    pub fn ineligibility_summary(&self, wi: WorkloadIx) -> String {
         let mut by_kind: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-        for (si, site) in self.sites.iter().enumerate() {
+        for (si, site) in self.sites.iter_enumerated() {
             let (kind, text) = match self.ineligible(wi, si) {
                 Some(reason) => (reason.kind_name(), reason.describe(&site.name)),
                 None => ("room", format!("{} cannot fit even one replica", site.name)),

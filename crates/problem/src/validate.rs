@@ -438,7 +438,7 @@ fn hostability(inst: &Instance, c: &mut Checker) -> Option<Problem> {
             return None;
         }
     };
-    for (wi, w) in problem.workloads.iter().enumerate() {
+    for (wi, w) in problem.workloads.iter_enumerated() {
         // Scaled to zero (`replicas: 0`): nothing to host, nothing to judge.
         if w.candidates.is_empty() && w.replicas > 0 {
             let why = problem.ineligibility_summary(wi);

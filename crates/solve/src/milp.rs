@@ -6,8 +6,10 @@
 
 use std::fmt::Write as _;
 
+use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
+use edgeplan_problem::rules::{Rule, Term};
 
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -34,13 +36,13 @@ pub struct Milp {
     /// Constant part of the objective (idle power of every site).
     pub offset: f64,
     /// Per workload: (site, column of x = replicas there).
-    pub x: Vec<Vec<(usize, usize)>>,
+    pub x: IndexVec<WorkloadIx, Vec<(SiteIx, usize)>>,
     /// Per workload: (site, column of m = replicas moved in), where a move is possible.
-    pub m: Vec<Vec<(usize, usize)>>,
+    pub m: IndexVec<WorkloadIx, Vec<(SiteIx, usize)>>,
     /// Per workload: column of u = unplaced replicas.
-    pub u: Vec<usize>,
+    pub u: IndexVec<WorkloadIx, usize>,
     /// Per affinity group: (site, column of y = the group uses the site).
-    pub y: Vec<Vec<(usize, usize)>>,
+    pub y: Vec<Vec<(SiteIx, usize)>>,
 }
 
 impl Milp {
@@ -72,14 +74,15 @@ impl Milp {
             columns: Vec::new(),
             rows: Vec::new(),
             offset: p.fixed_cost(),
-            x: Vec::with_capacity(p.workloads.len()),
-            m: Vec::with_capacity(p.workloads.len()),
-            u: Vec::with_capacity(p.workloads.len()),
+            x: IndexVec::with_capacity(p.workloads.len()),
+            m: IndexVec::with_capacity(p.workloads.len()),
+            u: IndexVec::with_capacity(p.workloads.len()),
             y: Vec::new(),
         };
         let track_moves = p.max_moves.is_some();
-        // x, m, u and the demand row of every workload.
-        for (wi, w) in p.workloads.iter().enumerate() {
+        // x, m, u and the demand row of every workload; then every rule's
+        // rows; then the affinity groups' y (not a per-replica rule).
+        for (wi, w) in p.workloads.iter_enumerated() {
             let mut xs = Vec::with_capacity(w.candidates.len());
             let mut ms = Vec::new();
             for c in &w.candidates {
@@ -125,92 +128,33 @@ impl Milp {
                 w.replicas as f64,
                 w.replicas as f64,
             );
-            // Spread over failure domains.
-            if let Some(k) = w.max_per_failure_domain {
-                for d in 0..p.failure_domains.len() {
-                    let coefs: Vec<(usize, f64)> = xs
-                        .iter()
-                        .filter(|(s, _)| p.sites[*s].failure_domain == Some(d))
-                        .map(|&(_, x)| (x, 1.0))
-                        .collect();
-                    let most: f64 = coefs.iter().map(|(c, _)| milp.columns[*c].upper).sum();
-                    if most > k as f64 {
-                        milp.row(
-                            format!("domain_w{wi}_d{d}"),
-                            coefs,
-                            f64::NEG_INFINITY,
-                            k as f64,
-                        );
-                    }
-                }
-            }
             milp.x.push(xs);
             milp.m.push(ms);
             milp.u.push(u);
         }
-        // Per-site resource and power rows.
-        let mut at_site: Vec<Vec<(usize, usize)>> = vec![Vec::new(); p.sites.len()];
-        for (wi, xs) in milp.x.iter().enumerate() {
-            for (k, &(s, x)) in xs.iter().enumerate() {
-                at_site[s].push((wi, x));
-                let _ = k;
-            }
-        }
-        for (si, site) in p.sites.iter().enumerate() {
-            for (r, res) in p.resources.iter().enumerate() {
-                let coefs: Vec<(usize, f64)> = at_site[si]
+        // Every rule's rows (spread, the per-site limits, anti-affinity, the
+        // move budget), each rule saying which of its rows can bind.
+        for rule in Rule::WITH_ROWS {
+            for row in rule.rows(p) {
+                let coefs: Vec<(usize, f64)> = row
+                    .terms
                     .iter()
-                    .map(|&(wi, x)| (x, p.workloads[wi].demand[r]))
-                    .filter(|(_, d)| *d > 0.0)
+                    .map(|&(term, coef)| {
+                        let column = match term {
+                            Term::Placed(wi, si) => milp.x_col(wi, si),
+                            Term::MovedIn(wi, si) => milp.m_col(wi, si),
+                        };
+                        let column = column.expect("a rule's row speaks of a column that exists");
+                        (column, coef)
+                    })
                     .collect();
-                let most: f64 = coefs.iter().map(|(x, d)| d * milp.columns[*x].upper).sum();
-                if most > site.capacity[r] {
-                    milp.row(
-                        format!("cap_s{si}_{res}"),
-                        coefs,
-                        f64::NEG_INFINITY,
-                        site.capacity[r],
-                    );
-                }
-            }
-            let coefs: Vec<(usize, f64)> = at_site[si]
-                .iter()
-                .filter_map(|&(wi, x)| {
-                    let c = p.workloads[wi].candidate_at(si)?;
-                    Some((x, c.dynamic_kw))
-                })
-                .filter(|(_, kw)| *kw > 0.0)
-                .collect();
-            let most: f64 = coefs
-                .iter()
-                .map(|(x, kw)| kw * milp.columns[*x].upper)
-                .sum();
-            if most > site.dynamic_kw_limit {
-                milp.row(
-                    format!("power_s{si}"),
-                    coefs,
-                    f64::NEG_INFINITY,
-                    site.dynamic_kw_limit,
-                );
-            }
-        }
-        // Anti-affinity: at most one replica of the group per site.
-        for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
-            for si in 0..p.sites.len() {
-                let coefs: Vec<(usize, f64)> = members
-                    .iter()
-                    .filter_map(|&wi| milp.x_col(wi, si))
-                    .map(|x| (x, 1.0))
-                    .collect();
-                if coefs.len() > 1 {
-                    milp.row(format!("anti_g{g}_s{si}"), coefs, f64::NEG_INFINITY, 1.0);
-                }
+                milp.row(row.name, coefs, f64::NEG_INFINITY, row.upper);
             }
         }
         // Affinity: all members on exactly the same set of sites.
         for (g, (_, members)) in p.affinity_groups.iter().enumerate() {
             let mut ys = Vec::new();
-            for si in 0..p.sites.len() {
+            for si in p.sites.indices() {
                 let cols: Vec<Option<usize>> =
                     members.iter().map(|&wi| milp.x_col(wi, si)).collect();
                 if cols.iter().all(Option::is_some) {
@@ -241,23 +185,24 @@ impl Milp {
             }
             milp.y.push(ys);
         }
-        if let Some(k) = p.max_moves {
-            let coefs: Vec<(usize, f64)> =
-                milp.m.iter().flatten().map(|&(_, m)| (m, 1.0)).collect();
-            milp.row("max_moves".to_string(), coefs, f64::NEG_INFINITY, k as f64);
-        }
         milp
     }
 
-    pub fn x_col(&self, wi: usize, si: usize) -> Option<usize> {
+    /// The column of x = replicas of `wi` on `si`, if it is a candidate.
+    pub fn x_col(&self, wi: WorkloadIx, si: SiteIx) -> Option<usize> {
         self.x[wi].iter().find(|(s, _)| *s == si).map(|&(_, c)| c)
+    }
+
+    /// The column of m = replicas of `wi` moved in to `si`, if any.
+    pub fn m_col(&self, wi: WorkloadIx, si: SiteIx) -> Option<usize> {
+        self.m[wi].iter().find(|(s, _)| *s == si).map(|&(_, c)| c)
     }
 
     /// Column values for an indexed placement (x as given; m, u, y implied).
     /// Replicas on sites that have no column are dropped.
     pub fn assignment_of(&self, p: &Problem, x: &Replicas) -> Vec<f64> {
         let mut values = vec![0.0; self.columns.len()];
-        for (wi, sites) in x.iter().enumerate() {
+        for (wi, sites) in x.iter_enumerated() {
             let mut placed = 0u32;
             for &(si, n) in sites {
                 if let Some(c) = self.x_col(wi, si) {

@@ -20,6 +20,7 @@ use crate::milp::{Column, Milp};
 use edgeplan_model::clock::{Deadline, Stopwatch};
 use edgeplan_model::error::{Error, Result};
 pub use edgeplan_problem::gap::{placed_gap, relative_gap};
+use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
 use edgeplan_problem::load::Load;
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
@@ -608,31 +609,34 @@ fn lns(
     while !limit.out() && sites > 1 {
         tries += 1;
         // Related sites: one at random, then where its workloads could go.
-        let s0 = rng.random_range(0..sites);
-        let mut weight = vec![0u32; sites];
-        for (w, at) in x.iter().enumerate() {
+        let s0 = SiteIx::new(rng.random_range(0..sites));
+        let mut weight: IndexVec<SiteIx, u32> = IndexVec::from_elem_n(0, sites);
+        for (w, at) in x.iter_enumerated() {
             if at.iter().any(|&(s, _)| s == s0) {
                 for c in &problem.workloads[w].candidates {
                     weight[c.site] += 1;
                 }
             }
         }
-        let mut near: Vec<usize> = (0..sites).filter(|&s| s != s0 && weight[s] > 0).collect();
+        let mut near: Vec<SiteIx> = weight
+            .indices()
+            .filter(|&s| s != s0 && weight[s] > 0)
+            .collect();
         // Heaviest first, with a random tie-break so neighbourhoods vary.
-        let jitter: Vec<u32> = (0..sites).map(|_| rng.random_range(0..4)).collect();
+        let jitter: IndexVec<SiteIx, u32> = (0..sites).map(|_| rng.random_range(0..4)).collect();
         near.sort_by_key(|&s| std::cmp::Reverse(weight[s] * 4 + jitter[s]));
         // At full width: every site, i.e. the whole model.
-        let mut chosen = vec![width >= sites; sites];
+        let mut chosen: IndexVec<SiteIx, bool> = IndexVec::from_elem_n(width >= sites, sites);
         chosen[s0] = true;
         for &s in near.iter().take(width.saturating_sub(1)) {
             chosen[s] = true;
         }
-        let free: Vec<bool> = x
+        let free: IndexVec<WorkloadIx, bool> = x
             .iter()
             .map(|at| at.is_empty() || at.iter().any(|&(s, _)| chosen[s]))
             .collect();
         let mut columns = milp.columns.clone();
-        for (w, &is_free) in free.iter().enumerate() {
+        for (w, &is_free) in free.iter_enumerated() {
             if is_free {
                 continue;
             }
@@ -697,15 +701,13 @@ fn lns(
 /// the MILP's warm start and as its answer when it finds nothing better.
 pub fn greedy(p: &Problem) -> Replicas {
     let mut state = Load::empty(p);
-    let mut in_affinity = vec![false; p.workloads.len()];
+    let mut in_affinity = IndexVec::from_elem_n(false, p.workloads.len());
     for (_, members) in &p.affinity_groups {
         for &w in members {
             in_affinity[w] = true;
         }
     }
-    let mut order: Vec<usize> = (0..p.workloads.len())
-        .filter(|w| !in_affinity[*w])
-        .collect();
+    let mut order: Vec<WorkloadIx> = p.workloads.indices().filter(|w| !in_affinity[*w]).collect();
     order.sort_by(|a, b| {
         p.workloads[*b]
             .priority

@@ -29,6 +29,7 @@ use edgeplan_model::error::{Error, Result};
 use edgeplan_model::instance::Instance;
 use edgeplan_problem::build::SiteUpdate;
 use edgeplan_problem::gap::placed_gap;
+use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
 
@@ -36,15 +37,15 @@ use edgeplan_problem::replicas::Replicas;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// Site `i` (its telemetry-driven physics, prices, capacity…).
-    Site(usize),
+    Site(SiteIx),
     /// Workload `i` (demand, replicas, SLO, traffic, today's placement…).
-    Workload(usize),
+    Workload(WorkloadIx),
 }
 
 /// One workload whose placement the re-plan changed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkloadMove {
-    pub workload: usize,
+    pub workload: WorkloadIx,
     /// (site, replicas) before and after.
     pub before: Slots,
     pub after: Slots,
@@ -75,10 +76,10 @@ pub struct Replanner {
     state: Option<State>,
     price: Vec<f64>,
     /// Per workload, its Lagrangian subproblem's value at `price`.
-    values: Vec<f64>,
+    values: IndexVec<WorkloadIx, f64>,
     fixed_cost: f64,
     /// Affinity group of each workload, if any.
-    affinity_of: Vec<Option<usize>>,
+    affinity_of: IndexVec<WorkloadIx, Option<usize>>,
     /// Guard against a runaway search in one re-plan (the clock: not
     /// reproducible when it binds).
     time_limit: Option<Duration>,
@@ -103,7 +104,7 @@ impl Replanner {
         let mut a = Assign::new(&problem, &flat, &none);
         a.load(x);
         let state = a.s;
-        let mut affinity_of = vec![None; problem.workloads.len()];
+        let mut affinity_of = IndexVec::from_elem_n(None, problem.workloads.len());
         for (g, (_, members)) in problem.affinity_groups.iter().enumerate() {
             for &w in members {
                 affinity_of[w] = Some(g);
@@ -113,9 +114,13 @@ impl Replanner {
             .into_par_iter()
             .map_init(
                 || (Vec::new(), Vec::new()),
-                |(segments, taken), w| best_response(&problem, &flat, w, &price, segments, taken),
+                |(segments, taken), w| {
+                    let w = WorkloadIx::new(w);
+                    best_response(&problem, &flat, w, &price, segments, taken)
+                },
             )
-            .collect();
+            .collect::<Vec<f64>>()
+            .into();
         Replanner {
             fixed_cost: problem.fixed_cost(),
             problem,
@@ -189,8 +194,8 @@ impl Replanner {
         let mut updates = Vec::new();
         for c in changes {
             let (what, i, n) = match *c {
-                Change::Site(i) => ("sites", i, inst.sites.len()),
-                Change::Workload(i) => ("workloads", i, inst.workloads.len()),
+                Change::Site(i) => ("sites", i.ix(), inst.sites.len()),
+                Change::Workload(i) => ("workloads", i.ix(), inst.workloads.len()),
             };
             if i >= n {
                 return Err(Error::Invalid(vec![Issue {
@@ -208,7 +213,7 @@ impl Replanner {
         );
         self.state_mut().journal = Some(Journal::default());
         let mut rebuilt = false;
-        let mut revalue: Vec<usize> = Vec::new();
+        let mut revalue: Vec<WorkloadIx> = Vec::new();
         let mut updates = updates.into_iter();
         for c in changes {
             match *c {
@@ -301,15 +306,15 @@ impl Replanner {
     fn site_changed(
         &mut self,
         inst: &Instance,
-        si: usize,
+        si: SiteIx,
         update: SiteUpdate,
         limit: &Limit,
-        revalue: &mut Vec<usize>,
+        revalue: &mut Vec<WorkloadIx>,
     ) -> bool {
         // 1. Take every replica off the site (its costs and power change).
         let state = self.take();
         let mut a = Assign::resume(&self.problem, &self.flat, state, limit);
-        let mut displaced: Vec<(usize, u32)> = Vec::new();
+        let mut displaced: Vec<(WorkloadIx, u32)> = Vec::new();
         for idx in 0..self.flat.at_site[si].len() {
             let k = self.flat.at_site[si][idx];
             let n = a.s.n[k];
@@ -376,7 +381,7 @@ impl Replanner {
             }
         }
 
-        let stuck: Vec<usize> = displaced
+        let stuck: Vec<WorkloadIx> = displaced
             .iter()
             .map(|d| d.0)
             .filter(|&w| !a.s.fixed[w] && a.s.placed[w] < p.workloads[w].replicas)
@@ -421,9 +426,9 @@ impl Replanner {
     }
 
     /// Workload `wi` changed. Returns whether the layout was rebuilt.
-    fn workload_changed(&mut self, inst: &Instance, wi: usize, limit: &Limit) -> bool {
+    fn workload_changed(&mut self, inst: &Instance, wi: WorkloadIx, limit: &Limit) -> bool {
         // Affinity groups move as a block: take the whole group off.
-        let members: Vec<usize> = match self.affinity_of[wi] {
+        let members: Vec<WorkloadIx> = match self.affinity_of[wi] {
             Some(g) => self.problem.affinity_groups[g].1.clone(),
             None => vec![wi],
         };
@@ -474,7 +479,7 @@ impl Replanner {
 }
 
 /// Up to `n` replicas of `w` onto site `s`, as many as fit.
-fn put_back(a: &mut Assign, w: usize, s: usize, n: u32) {
+fn put_back(a: &mut Assign, w: WorkloadIx, s: SiteIx, n: u32) {
     if let Some(k) = a.f.slot_at(w, s) {
         for _ in 0..n {
             if !a.fits(w, k) {
@@ -490,13 +495,13 @@ fn put_back(a: &mut Assign, w: usize, s: usize, n: u32) {
 /// may use — most important, then least flexible, then biggest first, each
 /// on its cheapest site at the kept prices; then the local search. Kept only
 /// if it lowers the objective (the placement before is restored otherwise).
-fn resolve_neighbourhood(a: &mut Assign, stuck: &[usize], price: &[f64]) {
+fn resolve_neighbourhood(a: &mut Assign, stuck: &[WorkloadIx], price: &[f64]) {
     if stuck.is_empty() {
         return;
     }
     let (p, f) = (a.p, a.f);
     let saved = a.s.clone();
-    let mut on_site = vec![false; p.sites.len()];
+    let mut on_site: IndexVec<SiteIx, bool> = IndexVec::from_elem_n(false, p.sites.len());
     for &w in stuck {
         for k in f.range(w) {
             if f.max[k] > 0 {
@@ -504,8 +509,8 @@ fn resolve_neighbourhood(a: &mut Assign, stuck: &[usize], price: &[f64]) {
             }
         }
     }
-    let mut members: Vec<usize> = stuck.to_vec();
-    for (s, _) in on_site.iter().enumerate().filter(|e| *e.1) {
+    let mut members: Vec<WorkloadIx> = stuck.to_vec();
+    for (s, _) in on_site.iter_enumerated().filter(|e| *e.1) {
         for &k in &f.at_site[s] {
             if a.s.n[k] == 0 {
                 continue;
@@ -522,8 +527,8 @@ fn resolve_neighbourhood(a: &mut Assign, stuck: &[usize], price: &[f64]) {
     }
     members.sort_unstable();
     members.dedup();
-    let open = |w: usize| f.range(w).filter(|&k| f.max[k] > 0).count();
-    let size = |w: usize| p.workloads[w].demand.iter().sum::<f64>();
+    let open = |w: WorkloadIx| f.range(w).filter(|&k| f.max[k] > 0).count();
+    let size = |w: WorkloadIx| p.workloads[w].demand.iter().sum::<f64>();
     members.sort_by(|&x, &y| {
         let (wx, wy) = (&p.workloads[x], &p.workloads[y]);
         wy.unplaced_cost
@@ -575,6 +580,7 @@ pub fn diff(problem: &Problem, old: &Instance, new: &Instance) -> Option<Vec<Cha
     let mut changes = Vec::new();
     for (i, (a, b)) in old.sites.iter().zip(&new.sites).enumerate() {
         if a != b {
+            let i = SiteIx::new(i);
             if !problem.site_updatable(old, i, b) {
                 return None;
             }
@@ -583,6 +589,7 @@ pub fn diff(problem: &Problem, old: &Instance, new: &Instance) -> Option<Vec<Cha
     }
     for (i, (a, b)) in old.workloads.iter().zip(&new.workloads).enumerate() {
         if a != b {
+            let i = WorkloadIx::new(i);
             if !problem.workload_updatable(old, i, b) {
                 return None;
             }

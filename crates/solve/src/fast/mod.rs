@@ -29,6 +29,7 @@ use edgeplan_model::clock::{Deadline, Stopwatch};
 use rayon::prelude::*;
 
 use edgeplan_problem::gap::placed_gap;
+use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
 use edgeplan_problem::rows::within;
@@ -152,14 +153,17 @@ pub struct FastSolved {
     pub price: Vec<f64>,
 }
 
-/// (site or candidate, replicas) pairs of one workload.
-type Slots = Vec<(usize, u32)>;
+/// (site, replicas) pairs of one workload.
+type Slots = Vec<(SiteIx, u32)>;
+
+/// (candidate slot, replicas) pairs of one workload.
+type Taken = Vec<(usize, u32)>;
 
 /// Candidates of all workloads in flat arrays, workload by workload.
 struct Flat {
     /// Workload `w`'s candidates are `start[w]..start[w + 1]`.
     start: Vec<usize>,
-    site: Vec<usize>,
+    site: Vec<SiteIx>,
     /// Cost per replica (energy, carbon, latency, thermal).
     cost: Vec<f64>,
     kw: Vec<f64>,
@@ -168,7 +172,7 @@ struct Flat {
     /// Failure domain of the candidate's site, if any.
     domain: Vec<Option<usize>>,
     /// Per site, the candidates at it.
-    at_site: Vec<Vec<usize>>,
+    at_site: IndexVec<SiteIx, Vec<usize>>,
     /// Row stride: resources, then power.
     stride: usize,
     /// 1 / limit per (site, row); 0 where the limit is not positive.
@@ -187,7 +191,7 @@ impl Flat {
             max: Vec::with_capacity(n),
             current: Vec::with_capacity(n),
             domain: Vec::with_capacity(n),
-            at_site: vec![Vec::new(); p.sites.len()],
+            at_site: IndexVec::from_elem_n(Vec::new(), p.sites.len()),
             stride,
             inv_limit: vec![0.0; p.sites.len() * stride],
         };
@@ -204,23 +208,16 @@ impl Flat {
             }
         }
         f.start.push(f.site.len());
-        for (s, site) in p.sites.iter().enumerate() {
-            for (r, cap) in site.capacity.iter().enumerate() {
-                if *cap > 0.0 {
-                    f.inv_limit[s * stride + r] = 1.0 / cap;
-                }
-            }
-            if site.dynamic_kw_limit > 0.0 {
-                f.inv_limit[s * stride + stride - 1] = 1.0 / site.dynamic_kw_limit;
-            }
+        for s in p.sites.indices() {
+            f.set_limits(p, s);
         }
         f
     }
 
     /// Per-(site, row) scaling of site `s`'s limits.
-    fn set_limits(&mut self, p: &Problem, s: usize) {
+    fn set_limits(&mut self, p: &Problem, s: SiteIx) {
         let site = &p.sites[s];
-        let base = s * self.stride;
+        let base = s.ix() * self.stride;
         for (r, cap) in site.capacity.iter().enumerate() {
             self.inv_limit[base + r] = if *cap > 0.0 { 1.0 / cap } else { 0.0 };
         }
@@ -233,7 +230,7 @@ impl Flat {
 
     /// Slot `k` (workload `w`) from the problem's candidate there, or
     /// closed (no replicas allowed) when the site is no longer a candidate.
-    fn refresh_slot(&mut self, p: &Problem, w: usize, k: usize) {
+    fn refresh_slot(&mut self, p: &Problem, w: WorkloadIx, k: usize) {
         let wl = &p.workloads[w];
         let s = self.site[k];
         match wl.candidates.binary_search_by_key(&s, |c| c.site) {
@@ -254,7 +251,7 @@ impl Flat {
     /// Take site `s`'s new model for the workloads in `touched` (whose
     /// candidate there changed). False when one of them gained a candidate
     /// the layout has no slot for: the caller rebuilds.
-    fn update_site(&mut self, p: &Problem, s: usize, touched: &[usize]) -> bool {
+    fn update_site(&mut self, p: &Problem, s: SiteIx, touched: &[WorkloadIx]) -> bool {
         self.set_limits(p, s);
         for &w in touched {
             match self.slot_at(w, s) {
@@ -266,7 +263,7 @@ impl Flat {
     }
 
     /// Workload `w`'s slot at site `s`, if it has one (slots are by site).
-    fn slot_at(&self, w: usize, s: usize) -> Option<usize> {
+    fn slot_at(&self, w: WorkloadIx, s: SiteIx) -> Option<usize> {
         let slots = self.range(w);
         self.site[slots.clone()]
             .binary_search(&s)
@@ -276,7 +273,7 @@ impl Flat {
 
     /// Take workload `w`'s new model. False when its candidate sites are
     /// not the ones the layout has slots for.
-    fn update_workload(&mut self, p: &Problem, w: usize) -> bool {
+    fn update_workload(&mut self, p: &Problem, w: WorkloadIx) -> bool {
         let slots = self.range(w);
         let wl = &p.workloads[w];
         if wl.candidates.len() > slots.len()
@@ -293,14 +290,14 @@ impl Flat {
         true
     }
 
-    fn range(&self, w: usize) -> std::ops::Range<usize> {
-        self.start[w]..self.start[w + 1]
+    fn range(&self, w: WorkloadIx) -> std::ops::Range<usize> {
+        self.start[w.ix()]..self.start[w.ix() + 1]
     }
 
     /// The priced cost of one replica slot: its cost plus the multipliers'
     /// price of what it uses at its site.
-    fn priced(&self, p: &Problem, w: usize, k: usize, price: &[f64]) -> f64 {
-        let base = self.site[k] * self.stride;
+    fn priced(&self, p: &Problem, w: WorkloadIx, k: usize, price: &[f64]) -> f64 {
+        let base = self.site[k].ix() * self.stride;
         let mut a = self.cost[k];
         for (r, d) in p.workloads[w].demand.iter().enumerate() {
             a += price[base + r] * d * self.inv_limit[base + r];
@@ -315,10 +312,10 @@ impl Flat {
 fn best_response(
     p: &Problem,
     f: &Flat,
-    w: usize,
+    w: WorkloadIx,
     price: &[f64],
     segments: &mut Vec<(f64, usize, u32)>,
-    taken: &mut Vec<(usize, u32)>,
+    taken: &mut Taken,
 ) -> f64 {
     let wl = &p.workloads[w];
     segments.clear();
@@ -363,11 +360,12 @@ fn best_response(
 /// The Lagrangian at `price`: a lower bound, and the subgradient (row use
 /// over limit, minus one) of the relaxed solution.
 fn lagrangian(p: &Problem, f: &Flat, price: &[f64], fixed: f64, grad: &mut [f64]) -> f64 {
-    let responses: Vec<(f64, Vec<(usize, u32)>)> = (0..p.workloads.len())
+    let responses: Vec<(f64, Taken)> = (0..p.workloads.len())
         .into_par_iter()
         .map_init(
             || Vec::with_capacity(64),
             |segments, w| {
+                let w = WorkloadIx::new(w);
                 let mut taken = Vec::new();
                 let v = best_response(p, f, w, price, segments, &mut taken);
                 (v, taken)
@@ -377,9 +375,10 @@ fn lagrangian(p: &Problem, f: &Flat, price: &[f64], fixed: f64, grad: &mut [f64]
     grad.iter_mut().for_each(|g| *g = 0.0);
     let mut value = fixed;
     for (w, (v, taken)) in responses.iter().enumerate() {
+        let w = WorkloadIx::new(w);
         value += v;
         for &(k, n) in taken {
-            let base = f.site[k] * f.stride;
+            let base = f.site[k].ix() * f.stride;
             for (r, d) in p.workloads[w].demand.iter().enumerate() {
                 grad[base + r] += n as f64 * d * f.inv_limit[base + r];
             }
@@ -408,17 +407,17 @@ struct Assign<'a> {
 struct State {
     /// Replicas per candidate slot.
     n: Vec<u32>,
-    placed: Vec<u32>,
+    placed: IndexVec<WorkloadIx, u32>,
     /// Per (site, row): resources used, then dynamic kW.
     used: Vec<f64>,
-    anti_group_of: Vec<Option<usize>>,
+    anti_group_of: IndexVec<WorkloadIx, Option<usize>>,
     /// Per anti-affinity group, replicas per site.
-    anti: Vec<Vec<u32>>,
+    anti: Vec<IndexVec<SiteIx, u32>>,
     /// Per workload, replicas per failure domain.
-    domain: Vec<Vec<(usize, u32)>>,
+    domain: IndexVec<WorkloadIx, Vec<(usize, u32)>>,
     moves: u64,
     /// Members of affinity groups: placed as a block, then left alone.
-    fixed: Vec<bool>,
+    fixed: IndexVec<WorkloadIx, bool>,
     /// Cost of the placed replicas, their moves included.
     cost: f64,
     /// Cost of the replicas left unplaced.
@@ -429,7 +428,7 @@ struct State {
 
 impl State {
     /// Workload `w`'s (site, replicas).
-    fn slots(&self, f: &Flat, w: usize) -> Slots {
+    fn slots(&self, f: &Flat, w: WorkloadIx) -> Slots {
         f.range(w)
             .filter(|&k| self.n[k] > 0)
             .map(|k| (f.site[k], self.n[k]))
@@ -437,26 +436,26 @@ impl State {
     }
 
     fn placement(&self, f: &Flat) -> Replicas {
-        (0..self.placed.len()).map(|w| self.slots(f, w)).collect()
+        self.placed.indices().map(|w| self.slots(f, w)).collect()
     }
 }
 
 #[derive(Debug, Clone, Default)]
 struct Journal {
-    seen: std::collections::HashSet<usize>,
+    seen: std::collections::HashSet<WorkloadIx>,
     /// (workload, its (site, replicas) before), in order of first change.
-    before: Vec<(usize, Slots)>,
+    before: Vec<(WorkloadIx, Slots)>,
 }
 
 impl<'a> Assign<'a> {
     fn new(p: &'a Problem, f: &'a Flat, limit: &'a Limit) -> Assign<'a> {
-        let mut anti_group_of = vec![None; p.workloads.len()];
+        let mut anti_group_of = IndexVec::from_elem_n(None, p.workloads.len());
         for (g, (_, members)) in p.anti_affinity_groups.iter().enumerate() {
             for &w in members {
                 anti_group_of[w] = Some(g);
             }
         }
-        let mut fixed = vec![false; p.workloads.len()];
+        let mut fixed = IndexVec::from_elem_n(false, p.workloads.len());
         for (_, members) in &p.affinity_groups {
             for &w in members {
                 fixed[w] = true;
@@ -464,11 +463,11 @@ impl<'a> Assign<'a> {
         }
         let state = State {
             n: vec![0; f.site.len()],
-            placed: vec![0; p.workloads.len()],
+            placed: IndexVec::from_elem_n(0, p.workloads.len()),
             used: vec![0.0; p.sites.len() * f.stride],
             anti_group_of,
-            anti: vec![vec![0; p.sites.len()]; p.anti_affinity_groups.len()],
-            domain: vec![Vec::new(); p.workloads.len()],
+            anti: vec![IndexVec::from_elem_n(0, p.sites.len()); p.anti_affinity_groups.len()],
+            domain: IndexVec::from_elem_n(Vec::new(), p.workloads.len()),
             moves: 0,
             fixed,
             cost: 0.0,
@@ -492,7 +491,7 @@ impl<'a> Assign<'a> {
     }
 
     /// Cost of one more replica at candidate `k` (its move included).
-    fn add_cost(&self, w: usize, k: usize) -> f64 {
+    fn add_cost(&self, w: WorkloadIx, k: usize) -> f64 {
         self.f.cost[k]
             + if self.is_move(k) {
                 self.p.workloads[w].move_cost
@@ -502,7 +501,7 @@ impl<'a> Assign<'a> {
     }
 
     /// What removing one replica at `k` saves (its move included).
-    fn remove_saving(&self, w: usize, k: usize) -> f64 {
+    fn remove_saving(&self, w: WorkloadIx, k: usize) -> f64 {
         self.f.cost[k]
             + if self.s.n[k] > self.f.current[k] {
                 self.p.workloads[w].move_cost
@@ -511,7 +510,7 @@ impl<'a> Assign<'a> {
             }
     }
 
-    fn domain_count(&self, w: usize, d: usize) -> u32 {
+    fn domain_count(&self, w: WorkloadIx, d: usize) -> u32 {
         self.s.domain[w]
             .iter()
             .find(|(x, _)| *x == d)
@@ -520,7 +519,7 @@ impl<'a> Assign<'a> {
 
     /// May one more replica of `w` go to candidate `k`? The same limits and
     /// tolerance as the greedy warm start of the exact solver.
-    fn fits(&self, w: usize, k: usize) -> bool {
+    fn fits(&self, w: WorkloadIx, k: usize) -> bool {
         let f = self.f;
         if self.s.n[k] + 1 > f.max[k] || self.s.placed[w] >= self.p.workloads[w].replicas {
             return false;
@@ -535,7 +534,7 @@ impl<'a> Assign<'a> {
         }
         let s = f.site[k];
         let site = &self.p.sites[s];
-        let base = s * f.stride;
+        let base = s.ix() * f.stride;
         for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
             if *d > 0.0 && !within(self.s.used[base + r] + d, site.capacity[r]) {
                 return false;
@@ -563,7 +562,7 @@ impl<'a> Assign<'a> {
     }
 
     /// Record `w`'s slots before its first change, when journaling.
-    fn note(&mut self, w: usize) {
+    fn note(&mut self, w: WorkloadIx) {
         match &self.s.journal {
             Some(journal) if !journal.seen.contains(&w) => {}
             _ => return,
@@ -575,7 +574,7 @@ impl<'a> Assign<'a> {
         }
     }
 
-    fn add(&mut self, w: usize, k: usize) {
+    fn add(&mut self, w: WorkloadIx, k: usize) {
         let f = self.f;
         self.note(w);
         self.s.cost += self.add_cost(w, k);
@@ -586,7 +585,7 @@ impl<'a> Assign<'a> {
         self.s.n[k] += 1;
         self.s.placed[w] += 1;
         let s = f.site[k];
-        let base = s * f.stride;
+        let base = s.ix() * f.stride;
         for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
             self.s.used[base + r] += d;
         }
@@ -602,7 +601,7 @@ impl<'a> Assign<'a> {
         }
     }
 
-    fn remove(&mut self, w: usize, k: usize) {
+    fn remove(&mut self, w: WorkloadIx, k: usize) {
         let f = self.f;
         self.note(w);
         self.s.cost -= self.remove_saving(w, k);
@@ -613,7 +612,7 @@ impl<'a> Assign<'a> {
         }
         self.s.placed[w] -= 1;
         let s = f.site[k];
-        let base = s * f.stride;
+        let base = s.ix() * f.stride;
         for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
             self.s.used[base + r] -= d;
         }
@@ -635,7 +634,7 @@ impl<'a> Assign<'a> {
     /// changes. `budget` bounds the trials.
     fn make_room(
         &mut self,
-        w: usize,
+        w: WorkloadIx,
         skip: usize,
         depth: usize,
         budget: &mut usize,
@@ -708,11 +707,11 @@ impl<'a> Assign<'a> {
     /// Would removing one replica at `k2` (of `w2`) leave room at that site
     /// for one of `w` at `j`, as far as resources and power go? A cheap
     /// filter before trying the ejection for real.
-    fn frees_enough(&self, w: usize, j: usize, w2: usize, k2: usize) -> bool {
+    fn frees_enough(&self, w: WorkloadIx, j: usize, w2: WorkloadIx, k2: usize) -> bool {
         let f = self.f;
         let s = f.site[j];
         let site = &self.p.sites[s];
-        let base = s * f.stride;
+        let base = s.ix() * f.stride;
         let (d, d2) = (&self.p.workloads[w].demand, &self.p.workloads[w2].demand);
         for r in 0..d.len() {
             if d[r] > 0.0 && !within(self.s.used[base + r] - d2[r] + d[r], site.capacity[r]) {
@@ -729,7 +728,7 @@ impl<'a> Assign<'a> {
     /// The feasible candidate of `w` with the least `score`, if any.
     fn best_fit(
         &self,
-        w: usize,
+        w: WorkloadIx,
         skip: Option<usize>,
         score: impl Fn(usize) -> f64,
     ) -> Option<(usize, f64)> {
@@ -767,7 +766,7 @@ impl<'a> Assign<'a> {
             let Some(&first) = members.first() else {
                 return;
             };
-            let mut best: Option<(usize, f64)> = None;
+            let mut best: Option<(SiteIx, f64)> = None;
             for k0 in self.f.range(first) {
                 let s = self.f.site[k0];
                 let ks: Vec<Option<usize>> = members
@@ -815,7 +814,7 @@ impl<'a> Assign<'a> {
     }
 
     /// Greedy construction at `price` (zero prices: plain cheapest-first).
-    fn construct(&mut self, order: &[usize], price: &[f64]) {
+    fn construct(&mut self, order: &[WorkloadIx], price: &[f64]) {
         if self.s.placed.iter().all(|&n| n == 0) {
             self.place_affinity_groups();
         }
@@ -840,8 +839,8 @@ impl<'a> Assign<'a> {
     }
 
     /// Start from a placement (feasible by construction of its source).
-    fn load(&mut self, x: &[Slots]) {
-        for (w, sites) in x.iter().enumerate() {
+    fn load(&mut self, x: &Replicas) {
+        for (w, sites) in x.iter_enumerated() {
             for &(s, n) in sites {
                 if let Some(k) = self.f.range(w).find(|&k| self.f.site[k] == s) {
                     for _ in 0..n {
@@ -855,14 +854,14 @@ impl<'a> Assign<'a> {
     /// Start from the Lagrangian's own answer at `price`: each workload takes
     /// the slots it chose there, those with most to lose first, as far as
     /// they fit; what does not fit is placed by `construct`.
-    fn start_from_response(&mut self, order: &[usize], price: &[f64]) {
+    fn start_from_response(&mut self, order: &[WorkloadIx], price: &[f64]) {
         let p = self.p;
         let f = self.f;
         self.place_affinity_groups();
         let mut segments = Vec::new();
         let mut taken = Vec::new();
-        let mut chosen: Vec<(f64, usize, Slots)> = Vec::with_capacity(p.workloads.len());
-        for w in 0..p.workloads.len() {
+        let mut chosen: Vec<(f64, WorkloadIx, Taken)> = Vec::with_capacity(p.workloads.len());
+        for w in p.workloads.indices() {
             if self.s.fixed[w] {
                 continue;
             }
@@ -899,8 +898,8 @@ impl<'a> Assign<'a> {
         let mut steps = 0;
         for _pass in 0..passes {
             let mut improved = 0;
-            for w in 0..p.workloads.len() {
-                if w % 1024 == 0 && limit.out() {
+            for w in p.workloads.indices() {
+                if w.ix() % 1024 == 0 && limit.out() {
                     return steps + improved;
                 }
                 if !self.s.fixed[w] {
@@ -911,12 +910,12 @@ impl<'a> Assign<'a> {
             // Ejections for unplaced replicas are few and always worth a
             // look; for every replica, only once relocation is exhausted.
             if eject == Eject::Unplaced || (improved == 0 && eject == Eject::All) {
-                for w in 0..p.workloads.len() {
+                for w in p.workloads.indices() {
                     let unplaced = self.s.placed[w] < p.workloads[w].replicas;
                     if !self.s.fixed[w] && (unplaced || eject == Eject::All) {
                         improved += self.eject_for(w, eject == Eject::All);
                     }
-                    if w % 256 == 0 && limit.out() {
+                    if w.ix() % 256 == 0 && limit.out() {
                         break;
                     }
                 }
@@ -930,7 +929,7 @@ impl<'a> Assign<'a> {
     }
 
     /// Place what is unplaced, then relocate single replicas to cheaper sites.
-    fn improve_workload(&mut self, w: usize) -> usize {
+    fn improve_workload(&mut self, w: WorkloadIx) -> usize {
         let wl = &self.p.workloads[w];
         let mut steps = 0;
         while self.s.placed[w] < wl.replicas {
@@ -972,7 +971,7 @@ impl<'a> Assign<'a> {
     /// replica of another workload off it to that workload's best other
     /// site (possibly the one `w` left). Taken when the pair lowers the
     /// objective.
-    fn eject_for(&mut self, w: usize, placed_too: bool) -> usize {
+    fn eject_for(&mut self, w: WorkloadIx, placed_too: bool) -> usize {
         let f = self.f;
         let p = self.p;
         let wl = &p.workloads[w];
@@ -1096,11 +1095,11 @@ impl<'a> Assign<'a> {
     /// site with room, cheapest relocations first. Changes go to `log`;
     /// returns their cost, or `None` (everything undone) when no such set
     /// of moves makes room.
-    fn make_room_many(&mut self, w: usize, j: usize, log: &mut Vec<Edit>) -> Option<f64> {
+    fn make_room_many(&mut self, w: WorkloadIx, j: usize, log: &mut Vec<Edit>) -> Option<f64> {
         let f = self.f;
         let t = f.site[j];
         // (relocation cost, slot, workload) of each replica on the site.
-        let mut movable: Vec<(f64, usize, usize)> = Vec::new();
+        let mut movable: Vec<(f64, usize, WorkloadIx)> = Vec::new();
         for &k2 in &f.at_site[t] {
             if self.s.n[k2] == 0 {
                 continue;
@@ -1148,8 +1147,8 @@ impl<'a> Assign<'a> {
 /// One change to a placement under construction, for undoing.
 #[derive(Debug, Clone, Copy)]
 enum Edit {
-    Add(usize, usize),
-    Remove(usize, usize),
+    Add(WorkloadIx, usize),
+    Remove(WorkloadIx, usize),
 }
 
 /// Which replicas the local search may make room for by ejecting another.
@@ -1160,8 +1159,8 @@ enum Eject {
     All,
 }
 
-fn workload_of(f: &Flat, k: usize) -> usize {
-    f.start.partition_point(|&s| s <= k) - 1
+fn workload_of(f: &Flat, k: usize) -> WorkloadIx {
+    WorkloadIx::new(f.start.partition_point(|&s| s <= k) - 1)
 }
 
 /// Solve a problem on the fast path.
@@ -1185,7 +1184,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     let fleet: Vec<f64> = (0..p.resources.len())
         .map(|r| p.sites.iter().map(|s| s.capacity[r]).sum())
         .collect();
-    let size: Vec<f64> = p
+    let size: IndexVec<WorkloadIx, f64> = p
         .workloads
         .iter()
         .map(|w| {
@@ -1196,7 +1195,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
                 .fold(0.0, f64::max)
         })
         .collect();
-    let mut order: Vec<usize> = (0..p.workloads.len()).collect();
+    let mut order: Vec<WorkloadIx> = p.workloads.indices().collect();
     order.sort_by(|&a, &b| {
         let (wa, wb) = (&p.workloads[a], &p.workloads[b]);
         wb.unplaced_cost
