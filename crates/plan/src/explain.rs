@@ -13,7 +13,7 @@ use edgeplan_problem::ix::{SiteIx, WorkloadIx};
 use edgeplan_problem::load::Load;
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
-use edgeplan_problem::rows::{Shortfall, EPS};
+use edgeplan_problem::rows::{Row, EPS};
 use edgeplan_problem::rules::Ineligible;
 
 /// Kinds of reasons a site could not take a replica.
@@ -125,20 +125,19 @@ pub fn binding(p: &Problem, x: &Replicas) -> Vec<SiteBinding> {
     p.sites
         .iter_enumerated()
         .map(|(si, s)| {
-            let mut binding: Vec<String> = p
-                .resources
-                .iter()
-                .enumerate()
-                .filter(|(r, _)| {
-                    s.capacity[*r] > 0.0 && load.used[si][*r] >= BINDING_SHARE * s.capacity[*r]
+            let binding: Vec<String> = p
+                .rows()
+                .filter_map(|row| {
+                    let (limit, used) = (p.limit(si, row), load.use_of(p, si, row));
+                    match row {
+                        Row::Resource(r) => (limit > 0.0 && used >= BINDING_SHARE * limit)
+                            .then(|| p.resources[r].clone()),
+                        // A site with no power to spare at all binds too.
+                        Row::Power => (limit <= EPS || used >= BINDING_SHARE * limit)
+                            .then(|| s.physics.binding.describe().to_string()),
+                    }
                 })
-                .map(|(_, name)| name.clone())
                 .collect();
-            if s.dynamic_kw_limit <= EPS
-                || load.dynamic_kw[si] >= BINDING_SHARE * s.dynamic_kw_limit
-            {
-                binding.push(s.physics.binding.describe().to_string());
-            }
             SiteBinding {
                 site: s.id.clone(),
                 binding,
@@ -182,10 +181,10 @@ fn cause(p: &Problem, load: &Load, x: &Replicas, wi: WorkloadIx, si: SiteIx) -> 
             );
         }
     }
-    if let Err(short) = p.room_for(wi, si, &load.used[si], load.dynamic_kw[si]) {
-        let kind = match &short {
-            Shortfall::Resource { .. } => CauseKind::Resource,
-            Shortfall::Power { binding, .. } => (*binding).into(),
+    if let Err(short) = p.room_for(wi, si, &load.used[si]) {
+        let kind = match short.row {
+            Row::Resource(_) => CauseKind::Resource,
+            Row::Power => site.physics.binding.into(),
         };
         return make(kind, short.describe(p, si));
     }

@@ -235,7 +235,7 @@ pub fn plan(
     let overloaded: IndexVec<SiteIx, bool> = problem
         .sites
         .indices()
-        .map(|si| problem.over_limit(si, &pl.load.used[si], pl.load.dynamic_kw[si]))
+        .map(|si| problem.over_limit(si, &pl.load.used[si]))
         .collect();
     let relieves = |d: &Draft| d.from.is_some_and(|f| overloaded[f]);
     // Stops first (they only free space), then moves away from overloaded
@@ -264,7 +264,6 @@ pub fn plan(
     while !pending.is_empty() {
         // Worst case of the wave so far: committed state plus every accepted target.
         let mut worst_used = pl.load.used.clone();
-        let mut worst_kw = pl.load.dynamic_kw.clone();
         let mut in_count: IndexVec<SiteIx, u32> = IndexVec::from_elem_n(0, n_sites);
         let mut out_count: IndexVec<SiteIx, u32> = IndexVec::from_elem_n(0, n_sites);
         let mut link_count: HashMap<usize, usize> = HashMap::new();
@@ -291,9 +290,7 @@ pub fn plan(
                 if in_count[t] >= limits.max_in_per_site {
                     continue;
                 }
-                if problem
-                    .room_for(d.wi, t, &worst_used[t], worst_kw[t])
-                    .is_err()
+                if problem.room_for(d.wi, t, &worst_used[t]).is_err()
                     || !pl.spread_ok(d.wi, d.from, t, &spread)
                 {
                     continue;
@@ -315,10 +312,7 @@ pub fn plan(
             if let Some(t) = d.to {
                 in_count[t] += 1;
                 pl.note_arrival(d.wi, d.from, t, &mut spread);
-                for (r, amount) in problem.workloads[d.wi].demand.iter().enumerate() {
-                    worst_used[t][r] += amount;
-                }
-                worst_kw[t] += problem.replica_kw(d.wi, t);
+                problem.add_use(d.wi, t, &mut worst_used[t], 1.0);
             }
             for l in links {
                 *link_count.entry(l).or_default() += 1;
@@ -497,9 +491,7 @@ fn break_deadlock(
                     continue;
                 }
             }
-            if p.room_for(d.wi, s, &pl.load.used[s], pl.load.dynamic_kw[s])
-                .is_err()
-            {
+            if p.room_for(d.wi, s, &pl.load.used[s]).is_err() {
                 continue;
             }
             let rtt = pl.route(from, s).map_or(f64::INFINITY, |r| r.rtt_ms);
@@ -560,7 +552,7 @@ fn blocked_reason(
     {
         "waits for a step that is itself blocked".to_string()
     } else if let Some(t) = d.to {
-        match p.room_for(d.wi, t, &pl.load.used[t], pl.load.dynamic_kw[t]) {
+        match p.room_for(d.wi, t, &pl.load.used[t]) {
             Err(short) => {
                 let mut r = short.describe(p, t);
                 if d.kind == StepKind::Migrate && !p.workloads[d.wi].disruption_allowed {

@@ -7,7 +7,7 @@
 use crate::ix::{IndexVec, SiteIx, WorkloadIx};
 use crate::problem::Problem;
 use crate::replicas::Replicas;
-use crate::rows::Shortfall;
+use crate::rows::{Row, Shortfall};
 
 /// Per site: resource rows used and workload IT kW; per workload: replicas
 /// per site and per failure domain; per anti-affinity group: replicas per
@@ -18,10 +18,9 @@ pub struct Load {
     pub x: Replicas,
     /// Per workload: replicas placed.
     pub placed: IndexVec<WorkloadIx, u32>,
-    /// Per site: use of each resource row (`Problem::resources`).
+    /// Per site: use of each row (`Problem::rows`: the resources, then
+    /// workload IT power in kW).
     pub used: IndexVec<SiteIx, Vec<f64>>,
-    /// Per site: workload IT power, kW.
-    pub dynamic_kw: IndexVec<SiteIx, f64>,
     pub moves: u64,
     anti: Vec<IndexVec<SiteIx, u32>>,
     domain: IndexVec<WorkloadIx, Vec<(usize, u32)>>,
@@ -40,8 +39,7 @@ impl Load {
         Load {
             x: Replicas::empty(p.workloads.len()),
             placed: IndexVec::from_elem_n(0, p.workloads.len()),
-            used: IndexVec::from_elem_n(vec![0.0; p.resources.len()], p.sites.len()),
-            dynamic_kw: IndexVec::from_elem_n(0.0, p.sites.len()),
+            used: IndexVec::from_elem_n(vec![0.0; p.row_count()], p.sites.len()),
             moves: 0,
             anti: vec![IndexVec::from_elem_n(0, p.sites.len()); p.anti_affinity_groups.len()],
             domain: IndexVec::from_elem_n(Vec::new(), p.workloads.len()),
@@ -100,19 +98,13 @@ impl Load {
         if delta == 0 {
             return;
         }
-        let w = &p.workloads[wi];
         let step = |n: &mut u32| *n = (i64::from(*n) + delta).max(0) as u32;
         match self.x[wi].iter_mut().find(|(s, _)| *s == si) {
             Some((_, n)) => step(n),
             None => self.x[wi].push((si, delta.max(0) as u32)),
         }
         step(&mut self.placed[wi]);
-        let d = delta as f64;
-        for (r, amount) in w.demand.iter().enumerate() {
-            self.used[si][r] += d * amount;
-        }
-        let kw = p.replica_kw(wi, si);
-        self.dynamic_kw[si] += d * kw;
+        p.add_use(wi, si, &mut self.used[si], delta as f64);
         if let Some(g) = self.anti_group_of[wi] {
             step(&mut self.anti[g][si]);
         }
@@ -125,8 +117,13 @@ impl Load {
     }
 
     /// May site `si` take one more replica of `wi` under its limits
-    /// (resource rows and IT power)? See [`Problem::room_for`].
+    /// (every row)? See [`Problem::room_for`].
     pub fn room(&self, p: &Problem, wi: WorkloadIx, si: SiteIx) -> Result<(), Shortfall> {
-        p.room_for(wi, si, &self.used[si], self.dynamic_kw[si])
+        p.room_for(wi, si, &self.used[si])
+    }
+
+    /// Site `si`'s use of `row`.
+    pub fn use_of(&self, p: &Problem, si: SiteIx, row: Row) -> f64 {
+        self.used[si][row.index(p.resources.len())]
     }
 }

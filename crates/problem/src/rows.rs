@@ -1,6 +1,7 @@
-//! The per-site rows — every resource, the uplink (`UPLINK`) and IT power —
-//! and the one capacity test every solver, the planner's room test and the
-//! explanations ask ([`within`]), with the words for a site that lacks room.
+//! The per-site rows ([`Row`]: every resource, the uplink (`UPLINK`)
+//! among them, and IT power) and the one capacity test every solver, the
+//! planner's room test and the explanations ask ([`within`]), with the
+//! words for a site that lacks room.
 
 use edgeplan_physics::physics::PowerLimit;
 
@@ -39,99 +40,140 @@ pub fn most_within(need: f64, limit: f64) -> u32 {
     ((limit + EPS * limit.abs().max(1.0)) / need).floor() as u32
 }
 
+/// One per-site limit, linear in the replicas placed: a resource (its
+/// index in `Problem::resources`; the uplink is one of them) or IT power
+/// (the effective limit under the power cap, cooling and inlet, less idle
+/// power). A replica's need on a resource row is the same everywhere; on
+/// the power row it depends on the site's servers. Every solver, the room
+/// test, the caps, the exact model's rows and the explanations iterate
+/// [`Problem::rows`], so a new row needs no new code there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Row {
+    Resource(usize),
+    Power,
+}
+
+impl Row {
+    /// Its position in a per-site vector of row use (resources, then power).
+    pub fn index(self, resources: usize) -> usize {
+        match self {
+            Row::Resource(r) => r,
+            Row::Power => resources,
+        }
+    }
+
+    /// One replica's need on this row, given its resource demand and its
+    /// IT kW at the site.
+    pub fn need_of(self, demand: &[f64], dynamic_kw: f64) -> f64 {
+        match self {
+            Row::Resource(r) => demand[r],
+            Row::Power => dynamic_kw,
+        }
+    }
+}
+
 impl Problem {
-    /// The one capacity rule: may site `si`, with `used` resources and
-    /// `dynamic_kw` of workload power, take one more replica of `wi`?
+    /// Every per-site row: each resource, then IT power.
+    pub fn rows(&self) -> impl DoubleEndedIterator<Item = Row> + Clone + 'static {
+        (0..self.resources.len())
+            .map(Row::Resource)
+            .chain(std::iter::once(Row::Power))
+    }
+
+    /// How many rows a site has (a per-site use vector's length).
+    pub fn row_count(&self) -> usize {
+        self.resources.len() + 1
+    }
+
+    /// Site `si`'s limit on `row`.
+    pub fn limit(&self, si: SiteIx, row: Row) -> f64 {
+        let site = &self.sites[si];
+        match row {
+            Row::Resource(r) => site.capacity[r],
+            Row::Power => site.dynamic_kw_limit,
+        }
+    }
+
+    /// One replica of `wi`'s need on `row` at site `si`.
+    pub fn need(&self, wi: WorkloadIx, si: SiteIx, row: Row) -> f64 {
+        match row {
+            Row::Resource(r) => self.workloads[wi].demand[r],
+            Row::Power => self.replica_kw(wi, si),
+        }
+    }
+
+    /// Add `n` replicas of `wi` (negative: remove) to a site's row use
+    /// `used` (one entry per row, [`row_count`](Self::row_count) long).
+    pub fn add_use(&self, wi: WorkloadIx, si: SiteIx, used: &mut [f64], n: f64) {
+        let resources = self.resources.len();
+        for row in self.rows() {
+            used[row.index(resources)] += n * self.need(wi, si, row);
+        }
+    }
+
+    /// The one capacity rule: may site `si`, with `used` on its rows
+    /// (resources, then IT power), take one more replica of `wi`?
     pub fn room_for(
         &self,
         wi: WorkloadIx,
         si: SiteIx,
         used: &[f64],
-        dynamic_kw: f64,
     ) -> std::result::Result<(), Shortfall> {
-        let site = &self.sites[si];
-        for (r, d) in self.workloads[wi].demand.iter().enumerate() {
-            let free = site.capacity[r] - used[r];
-            if *d > 0.0 && !within(used[r] + d, site.capacity[r]) {
-                return Err(Shortfall::Resource {
-                    resource: r,
-                    need: *d,
-                    free,
+        let resources = self.resources.len();
+        for row in self.rows() {
+            let need = self.need(wi, si, row);
+            let (u, limit) = (used[row.index(resources)], self.limit(si, row));
+            if need > 0.0 && !within(u + need, limit) {
+                return Err(Shortfall {
+                    row,
+                    need,
+                    free: limit - u,
                 });
             }
-        }
-        let need_kw = self.replica_kw(wi, si);
-        let free_kw = site.dynamic_kw_limit - dynamic_kw;
-        if need_kw > 0.0 && !within(dynamic_kw + need_kw, site.dynamic_kw_limit) {
-            return Err(Shortfall::Power {
-                binding: site.physics.binding,
-                need_kw,
-                free_kw,
-            });
         }
         Ok(())
     }
 
-    /// Is site `si`, with `used` resources and `dynamic_kw` of workload
-    /// power, over any of its limits already? The same limits and
-    /// tolerance as [`room_for`](Self::room_for) (a heat wave that cut a
-    /// site's cooling leaves it over before any plan runs).
-    pub fn over_limit(&self, si: SiteIx, used: &[f64], dynamic_kw: f64) -> bool {
-        let site = &self.sites[si];
-        used.iter()
-            .zip(&site.capacity)
-            .any(|(u, c)| !within(*u, *c))
-            || !within(dynamic_kw, site.dynamic_kw_limit)
+    /// Is site `si`, with `used` on its rows, over any of its limits
+    /// already? The same limits and tolerance as
+    /// [`room_for`](Self::room_for) (a heat wave that cut a site's cooling
+    /// leaves it over before any plan runs).
+    pub fn over_limit(&self, si: SiteIx, used: &[f64]) -> bool {
+        let resources = self.resources.len();
+        self.rows()
+            .any(|row| !within(used[row.index(resources)], self.limit(si, row)))
     }
 }
 
-/// What a site lacks to take one more replica.
+/// What a site lacks to take one more replica: room on one row.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Shortfall {
-    Resource {
-        resource: usize,
-        need: f64,
-        free: f64,
-    },
-    Power {
-        binding: PowerLimit,
-        need_kw: f64,
-        free_kw: f64,
-    },
+pub struct Shortfall {
+    pub row: Row,
+    pub need: f64,
+    pub free: f64,
 }
 
 impl Shortfall {
     pub fn describe(&self, p: &Problem, si: SiteIx) -> String {
         let site = &p.sites[si];
-        match self {
-            Shortfall::Resource {
-                resource,
-                need,
-                free,
-            } if p.resources[*resource] == UPLINK => format!(
+        let (need, free) = (self.need, self.free.max(0.0));
+        match self.row {
+            Row::Resource(r) if p.resources[r] == UPLINK => format!(
                 "{}'s {} Gbps uplink is full: one replica needs {} Gbps, {} left",
                 site.name,
-                round2(site.capacity[*resource]),
-                round2(*need),
-                round2(free.max(0.0))
+                round2(site.capacity[r]),
+                round2(need),
+                round2(free)
             ),
-            Shortfall::Resource {
-                resource,
-                need,
-                free,
-            } => format!(
+            Row::Resource(r) => format!(
                 "{} is out of {}: one replica needs {}, {} free",
                 site.name,
-                p.resources[*resource],
-                round2(*need),
-                round2(free.max(0.0))
+                p.resources[r],
+                round2(need),
+                round2(free)
             ),
-            Shortfall::Power {
-                binding,
-                need_kw,
-                free_kw,
-            } => {
-                let what = match binding {
+            Row::Power => {
+                let what = match site.physics.binding {
                     PowerLimit::PowerCap => format!(
                         "{} is at its {:.0} kW power cap (PUE {:.2} at {:.1} °C)",
                         site.name, site.power_cap_kw, site.physics.pue, site.physics.ambient_c
@@ -145,10 +187,7 @@ impl Shortfall {
                         site.name, site.physics.inlet_limit_c, site.physics.ambient_c
                     ),
                 };
-                format!(
-                    "{what}: one replica needs {need_kw:.3} kW, {:.3} kW left",
-                    free_kw.max(0.0)
-                )
+                format!("{what}: one replica needs {need:.3} kW, {free:.3} kW left")
             }
         }
     }

@@ -26,7 +26,7 @@ use edgeplan_physics::physics::PowerLimit;
 use crate::ix::{IndexVec, SiteIx, WorkloadIx};
 use crate::load::Load;
 use crate::problem::{region_name, Candidate, Problem};
-use crate::rows::{most_within, round2, within, UPLINK};
+use crate::rows::{most_within, round2, within, Row, UPLINK};
 
 /// A placement rule, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,15 +115,14 @@ impl Rule {
         dynamic_kw: f64,
     ) -> u32 {
         let wl = &p.instance_workloads[wi];
-        let site = &p.sites[si];
         match self {
             Rule::PerSite => wl.replicas.min(wl.max_per_site.unwrap_or(u32::MAX)),
             Rule::AntiAffinity if wl.anti_affinity_group.is_some() => 1,
-            Rule::Limits => demand
-                .iter()
-                .zip(&site.capacity)
-                .map(|(d, cap)| most_within(*d, *cap))
-                .fold(most_within(dynamic_kw, site.dynamic_kw_limit), u32::min),
+            Rule::Limits => p
+                .rows()
+                .map(|row| most_within(row.need_of(demand, dynamic_kw), p.limit(si, row)))
+                .min()
+                .unwrap_or(u32::MAX),
             _ => u32::MAX,
         }
     }
@@ -195,26 +194,17 @@ impl Rule {
                         at_site[c.site].push((wi, c));
                     }
                 }
-                for (si, site) in p.sites.iter_enumerated() {
+                for si in p.sites.indices() {
                     let here = &at_site[si];
-                    // Each resource row, then IT power (a replica's kW
-                    // depends on the site's servers: its candidate's figure).
-                    let limits =
-                        (0..p.resources.len())
-                            .map(Some)
-                            .chain([None])
-                            .map(|row| match row {
-                                Some(r) => (
-                                    format!("cap_s{si}_{}", p.resources[r]),
-                                    site.capacity[r],
-                                    row,
-                                ),
-                                None => (format!("power_s{si}"), site.dynamic_kw_limit, row),
-                            });
-                    for (name, limit, row) in limits {
-                        let need = |wi: WorkloadIx, c: &Candidate| match row {
-                            Some(r) => p.workloads[wi].demand[r],
-                            None => c.dynamic_kw,
+                    for row in p.rows() {
+                        let name = match row {
+                            Row::Resource(r) => format!("cap_s{si}_{}", p.resources[r]),
+                            Row::Power => format!("power_s{si}"),
+                        };
+                        let limit = p.limit(si, row);
+                        // A candidate's kW is its own figure at the site.
+                        let need = |wi: WorkloadIx, c: &Candidate| {
+                            row.need_of(&p.workloads[wi].demand, c.dynamic_kw)
                         };
                         let terms: Vec<(Term, f64)> = here
                             .iter()
@@ -449,24 +439,22 @@ impl Problem {
         demand: &[f64],
         dynamic_kw: f64,
     ) -> Option<Ineligible> {
-        let site = &self.sites[si];
-        for (r, d) in demand.iter().enumerate() {
-            if !within(*d, site.capacity[r]) {
-                return Some(Ineligible::TooBig {
-                    resource: self.resources[r].clone(),
-                    need: *d,
-                    capacity: site.capacity[r],
-                });
-            }
-        }
-        if !within(dynamic_kw, site.dynamic_kw_limit) {
-            return Some(Ineligible::TooHot {
-                need_kw: dynamic_kw,
-                available_kw: site.dynamic_kw_limit,
-                binding: site.physics.binding,
-            });
-        }
-        None
+        let row = self
+            .rows()
+            .find(|row| !within(row.need_of(demand, dynamic_kw), self.limit(si, *row)))?;
+        let (need, limit) = (row.need_of(demand, dynamic_kw), self.limit(si, row));
+        Some(match row {
+            Row::Resource(r) => Ineligible::TooBig {
+                resource: self.resources[r].clone(),
+                need,
+                capacity: limit,
+            },
+            Row::Power => Ineligible::TooHot {
+                need_kw: need,
+                available_kw: limit,
+                binding: self.sites[si].physics.binding,
+            },
+        })
     }
 
     /// One line on why no site can host workload `wi` (for validation):

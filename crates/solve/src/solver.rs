@@ -24,7 +24,7 @@ use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
 use edgeplan_problem::load::Load;
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
-use edgeplan_problem::rows::EPS;
+use edgeplan_problem::rows::{Row, EPS};
 
 /// Options of an exact solve.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,16 +232,12 @@ pub fn proven_unplaced(p: &Problem) -> u64 {
     }
     // Per row (each resource, then power): (demand per replica, replicas).
     let mut worst = 0u64;
-    for r in 0..=p.resources.len() {
+    for row in p.rows() {
         let limit: f64 = p
             .sites
-            .iter()
-            .map(|s| {
-                let l = if r < p.resources.len() {
-                    s.capacity[r]
-                } else {
-                    s.dynamic_kw_limit
-                };
+            .indices()
+            .map(|si| {
+                let l = p.limit(si, row);
                 // The same tolerance as `within`.
                 let l = l.max(0.0);
                 l + EPS * l.max(1.0)
@@ -253,14 +249,14 @@ pub fn proven_unplaced(p: &Problem) -> u64 {
             .zip(&placeable)
             .filter(|(_, &n)| n > 0)
             .map(|(w, &n)| {
-                let d = if r < p.resources.len() {
-                    w.demand[r]
-                } else {
+                let d = match row {
+                    Row::Resource(r) => w.demand[r],
                     // Its least power at any candidate site.
-                    w.candidates
+                    Row::Power => w
+                        .candidates
                         .iter()
                         .map(|c| c.dynamic_kw)
-                        .fold(f64::INFINITY, f64::min)
+                        .fold(f64::INFINITY, f64::min),
                 };
                 (d.max(0.0), n)
             })

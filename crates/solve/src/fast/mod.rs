@@ -173,8 +173,10 @@ struct Flat {
     domain: Vec<Option<usize>>,
     /// Per site, the candidates at it.
     at_site: IndexVec<SiteIx, Vec<usize>>,
-    /// Row stride: resources, then power.
+    /// Row stride: `Problem::rows` (resources, then power).
     stride: usize,
+    /// Limit per (site, row).
+    limit: Vec<f64>,
     /// 1 / limit per (site, row); 0 where the limit is not positive.
     inv_limit: Vec<f64>,
 }
@@ -182,7 +184,7 @@ struct Flat {
 impl Flat {
     fn new(p: &Problem) -> Flat {
         let n: usize = p.workloads.iter().map(|w| w.candidates.len()).sum();
-        let stride = p.resources.len() + 1;
+        let stride = p.row_count();
         let mut f = Flat {
             start: Vec::with_capacity(p.workloads.len() + 1),
             site: Vec::with_capacity(n),
@@ -193,6 +195,7 @@ impl Flat {
             domain: Vec::with_capacity(n),
             at_site: IndexVec::from_elem_n(Vec::new(), p.sites.len()),
             stride,
+            limit: vec![0.0; p.sites.len() * stride],
             inv_limit: vec![0.0; p.sites.len() * stride],
         };
         for w in &p.workloads {
@@ -214,18 +217,25 @@ impl Flat {
         f
     }
 
-    /// Per-(site, row) scaling of site `s`'s limits.
+    /// Site `s`'s limits per row, and their scaling.
     fn set_limits(&mut self, p: &Problem, s: SiteIx) {
-        let site = &p.sites[s];
         let base = s.ix() * self.stride;
-        for (r, cap) in site.capacity.iter().enumerate() {
-            self.inv_limit[base + r] = if *cap > 0.0 { 1.0 / cap } else { 0.0 };
+        for (i, row) in p.rows().enumerate() {
+            let limit = p.limit(s, row);
+            self.limit[base + i] = limit;
+            self.inv_limit[base + i] = if limit > 0.0 { 1.0 / limit } else { 0.0 };
         }
-        self.inv_limit[base + self.stride - 1] = if site.dynamic_kw_limit > 0.0 {
-            1.0 / site.dynamic_kw_limit
-        } else {
-            0.0
-        };
+    }
+
+    /// One replica of `w`'s need on each row at slot `k`, in row order:
+    /// its resource demand, then its IT kW there.
+    fn needs<'p>(&self, p: &'p Problem, w: WorkloadIx, k: usize) -> impl Iterator<Item = f64> + 'p {
+        let kw = self.kw[k];
+        p.workloads[w]
+            .demand
+            .iter()
+            .copied()
+            .chain(std::iter::once(kw))
     }
 
     /// Slot `k` (workload `w`) from the problem's candidate there, or
@@ -299,10 +309,10 @@ impl Flat {
     fn priced(&self, p: &Problem, w: WorkloadIx, k: usize, price: &[f64]) -> f64 {
         let base = self.site[k].ix() * self.stride;
         let mut a = self.cost[k];
-        for (r, d) in p.workloads[w].demand.iter().enumerate() {
-            a += price[base + r] * d * self.inv_limit[base + r];
+        for (i, d) in self.needs(p, w, k).enumerate() {
+            a += price[base + i] * d * self.inv_limit[base + i];
         }
-        a + price[base + self.stride - 1] * self.kw[k] * self.inv_limit[base + self.stride - 1]
+        a
     }
 }
 
@@ -379,10 +389,9 @@ fn lagrangian(p: &Problem, f: &Flat, price: &[f64], fixed: f64, grad: &mut [f64]
         value += v;
         for &(k, n) in taken {
             let base = f.site[k].ix() * f.stride;
-            for (r, d) in p.workloads[w].demand.iter().enumerate() {
-                grad[base + r] += n as f64 * d * f.inv_limit[base + r];
+            for (i, d) in f.needs(p, w, k).enumerate() {
+                grad[base + i] += n as f64 * d * f.inv_limit[base + i];
             }
-            grad[base + f.stride - 1] += n as f64 * f.kw[k] * f.inv_limit[base + f.stride - 1];
         }
     }
     for (i, g) in grad.iter_mut().enumerate() {
@@ -533,20 +542,11 @@ impl<'a> Assign<'a> {
             return false;
         }
         let s = f.site[k];
-        let site = &self.p.sites[s];
         let base = s.ix() * f.stride;
-        for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
-            if *d > 0.0 && !within(self.s.used[base + r] + d, site.capacity[r]) {
+        for (i, d) in f.needs(self.p, w, k).enumerate() {
+            if d > 0.0 && !within(self.s.used[base + i] + d, f.limit[base + i]) {
                 return false;
             }
-        }
-        if f.kw[k] > 0.0
-            && !within(
-                self.s.used[base + f.stride - 1] + f.kw[k],
-                site.dynamic_kw_limit,
-            )
-        {
-            return false;
         }
         if let Some(g) = self.s.anti_group_of[w] {
             if self.s.anti[g][s] >= 1 {
@@ -586,10 +586,9 @@ impl<'a> Assign<'a> {
         self.s.placed[w] += 1;
         let s = f.site[k];
         let base = s.ix() * f.stride;
-        for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
-            self.s.used[base + r] += d;
+        for (i, d) in f.needs(self.p, w, k).enumerate() {
+            self.s.used[base + i] += d;
         }
-        self.s.used[base + f.stride - 1] += f.kw[k];
         if let Some(g) = self.s.anti_group_of[w] {
             self.s.anti[g][s] += 1;
         }
@@ -613,10 +612,9 @@ impl<'a> Assign<'a> {
         self.s.placed[w] -= 1;
         let s = f.site[k];
         let base = s.ix() * f.stride;
-        for (r, d) in self.p.workloads[w].demand.iter().enumerate() {
-            self.s.used[base + r] -= d;
+        for (i, d) in f.needs(self.p, w, k).enumerate() {
+            self.s.used[base + i] -= d;
         }
-        self.s.used[base + f.stride - 1] -= f.kw[k];
         if let Some(g) = self.s.anti_group_of[w] {
             self.s.anti[g][s] -= 1;
         }
@@ -709,20 +707,13 @@ impl<'a> Assign<'a> {
     /// filter before trying the ejection for real.
     fn frees_enough(&self, w: WorkloadIx, j: usize, w2: WorkloadIx, k2: usize) -> bool {
         let f = self.f;
-        let s = f.site[j];
-        let site = &self.p.sites[s];
-        let base = s.ix() * f.stride;
-        let (d, d2) = (&self.p.workloads[w].demand, &self.p.workloads[w2].demand);
-        for r in 0..d.len() {
-            if d[r] > 0.0 && !within(self.s.used[base + r] - d2[r] + d[r], site.capacity[r]) {
-                return false;
-            }
-        }
-        f.kw[j] <= 0.0
-            || within(
-                self.s.used[base + f.stride - 1] - f.kw[k2] + f.kw[j],
-                site.dynamic_kw_limit,
-            )
+        let base = f.site[j].ix() * f.stride;
+        f.needs(self.p, w, j)
+            .zip(f.needs(self.p, w2, k2))
+            .enumerate()
+            .all(|(i, (d, d2))| {
+                d <= 0.0 || within(self.s.used[base + i] - d2 + d, f.limit[base + i])
+            })
     }
 
     /// The feasible candidate of `w` with the least `score`, if any.
