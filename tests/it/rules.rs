@@ -223,3 +223,91 @@ fn the_exact_model_holds_every_rules_rows_and_no_other_rule_rows() {
     assert_eq!(in_model, from_rules);
     assert!(!in_model.is_empty());
 }
+
+#[test]
+fn the_fast_paths_own_fits_agrees_with_every_rules_fits_role() {
+    // The fast path keeps its counts in flat per-slot arrays; whatever it
+    // says about one more replica must be what `Load::fits` (every rule's
+    // fits role) says, on states a random walk reaches: tight fleets,
+    // failure domains, anti-affinity, a move budget.
+    use edgeplan::fast::fits_under;
+    use edgeplan::replicas::Replicas;
+    use rand::seq::IndexedRandom;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    let mut free = fixture().0;
+    free.limits.max_moves = None;
+    let mut fleets = vec![fixture().0, free];
+    for (seed, load, moves) in [(1, 0.95, None), (2, 0.8, Some(60))] {
+        let mut inst = gen_instance(300, 12, seed, load);
+        inst.limits.max_moves = moves;
+        // `gen` sets no spread rules: some of every kind.
+        for (i, wl) in inst.workloads.iter_mut().enumerate() {
+            if i % 5 == 0 {
+                wl.anti_affinity_group = Some(format!("g{}", i % 3));
+            }
+            if i % 7 == 0 {
+                wl.max_per_failure_domain = Some(1 + (i % 2) as u32);
+            }
+            if i % 11 == 0 {
+                wl.max_per_site = Some(1);
+            }
+        }
+        fleets.push(inst);
+    }
+    let (mut fitting, mut refused) = (0u64, 0u64);
+    for (f, inst) in fleets.iter().enumerate() {
+        let p = Problem::build(inst).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(f as u64);
+        let mut x = p.current_placement();
+        for step in 0..120 {
+            let load = Load::of(&p, &x);
+            let fast = fits_under(&p, &x);
+            let mut open = Vec::new();
+            for (wi, slots) in fast.iter_enumerated() {
+                let wl = &p.workloads[wi];
+                for &(si, fast_fits) in slots {
+                    let is_move = load.count(wi, si) >= wl.current_at(si);
+                    let by_rules = load.placed[wi] < wl.replicas && load.fits(&p, wi, si, is_move);
+                    assert_eq!(
+                        fast_fits, by_rules,
+                        "fleet {f} step {step}: {} at {} — fast path {fast_fits}, rules {by_rules}",
+                        wl.id, p.sites[si].id
+                    );
+                    if by_rules {
+                        fitting += 1;
+                        open.push((wi, si));
+                    } else {
+                        refused += 1;
+                    }
+                }
+            }
+            // One step: mostly add where it fits, sometimes take one away.
+            let placed: Vec<(WorkloadIx, SiteIx)> = x
+                .iter_enumerated()
+                .flat_map(|(wi, sites)| sites.iter().map(move |&(si, _)| (wi, si)))
+                .collect();
+            if rng.random_bool(0.5) || placed.is_empty() {
+                if let Some(&(wi, si)) = open.choose(&mut rng) {
+                    add(&mut x, wi, si, 1);
+                }
+            } else if let Some(&(wi, si)) = placed.choose(&mut rng) {
+                add(&mut x, wi, si, -1);
+            }
+        }
+    }
+    assert!(
+        fitting > 1_000 && refused > 1_000,
+        "{fitting} fit, {refused} refused"
+    );
+
+    fn add(x: &mut Replicas, wi: WorkloadIx, si: SiteIx, delta: i32) {
+        let sites = &mut x[wi];
+        match sites.iter_mut().find(|(s, _)| *s == si) {
+            Some((_, n)) => *n = n.saturating_add_signed(delta),
+            None => sites.push((si, delta.max(0) as u32)),
+        }
+        sites.retain(|(_, n)| *n > 0);
+    }
+}

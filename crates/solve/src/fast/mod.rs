@@ -1150,6 +1150,23 @@ enum Eject {
     All,
 }
 
+/// Where one more replica of each workload fits under placement `x`, by
+/// the fast path's own checks on its flat state: per workload, (candidate
+/// site, fits). The fast path keeps its counts in per-slot arrays for
+/// speed rather than asking each `Rule`'s fits role; this is the view the
+/// tests hold against `Load::fits` (every rule's fits role), so the two
+/// cannot drift apart. `x` must place only on candidates.
+pub fn fits_under(p: &Problem, x: &Replicas) -> IndexVec<WorkloadIx, Vec<(SiteIx, bool)>> {
+    let f = Flat::new(p);
+    let none = Limit::none();
+    let mut a = Assign::new(p, &f, &none);
+    a.load(x);
+    p.workloads
+        .indices()
+        .map(|w| f.range(w).map(|k| (f.site[k], a.fits(w, k))).collect())
+        .collect()
+}
+
 fn workload_of(f: &Flat, k: usize) -> WorkloadIx {
     WorkloadIx::new(f.start.partition_point(|&s| s <= k) - 1)
 }
