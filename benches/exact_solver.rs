@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use edgeplan::clock::Deadline;
 use edgeplan::gen::{generate, GenOptions};
 use edgeplan::problem::Problem;
 use edgeplan::solver::{solve, SolveOptions};
@@ -20,8 +21,9 @@ fn bench(c: &mut Criterion) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30.0);
-    let options = SolveOptions {
-        time_limit_s: Some(limit),
+    // A deadline is a moment: each solve gets its own, made just before.
+    let options = || SolveOptions {
+        deadline: Deadline::after_s(limit),
         relative_gap: None,
         threads: None,
         seed: 0,
@@ -42,7 +44,7 @@ fn bench(c: &mut Criterion) {
         .expect("gen");
         let problem = Problem::build(&inst).expect("problem");
         let started = Instant::now();
-        let solved = solve(&problem, &options).expect("solve");
+        let solved = solve(&problem, &options()).expect("solve");
         eprintln!(
             "exact_solver/{replicas}x{sites}: {:.2} s, status {:?}, objective {:.6}, bound {:.6}, gap {:.4} %",
             started.elapsed().as_secs_f64(),
@@ -52,7 +54,7 @@ fn bench(c: &mut Criterion) {
             solved.gap * 100.0
         );
         group.bench_function(format!("{replicas}x{sites}"), |b| {
-            b.iter(|| solve(&problem, &options).expect("solve"))
+            b.iter(|| solve(&problem, &options()).expect("solve"))
         });
     }
     group.finish();

@@ -12,7 +12,8 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use edgeplan::fast::{Change, Replanner};
+use edgeplan::clock::Deadline;
+use edgeplan::fast::{Change, Replanner, DEFAULT_REPLAN_TIME_LIMIT};
 use edgeplan::gen::{generate, GenOptions};
 use edgeplan::problem::Problem;
 use edgeplan::solver::{solve, Method, SolveOptions};
@@ -31,7 +32,7 @@ fn bench(c: &mut Criterion) {
         })
         .expect("gen");
         let options = SolveOptions {
-            time_limit_s: Some(seconds),
+            deadline: Deadline::after_s(seconds),
             relative_gap: Some(gap),
             threads: None,
             seed: 0,
@@ -73,7 +74,7 @@ fn incremental(c: &mut Criterion) {
     let solved = solve(
         &problem,
         &SolveOptions {
-            time_limit_s: Some(10.0),
+            deadline: Deadline::after_s(10.0),
             relative_gap: Some(0.01),
             threads: None,
             seed: 0,
@@ -99,7 +100,11 @@ fn incremental(c: &mut Criterion) {
             heat = !heat;
             let now = if heat { &hot } else { &inst };
             replanner
-                .apply(now, &[Change::Site(busiest)])
+                .apply(
+                    now,
+                    &[Change::Site(busiest)],
+                    Deadline::after(DEFAULT_REPLAN_TIME_LIMIT),
+                )
                 .expect("re-plan")
         })
     });

@@ -9,7 +9,7 @@
 
 pub use edgeplan_analysis::{gen, report, whatif};
 pub use edgeplan_model::{
-    duration_s, error, instance, kpi, placement, server_models, settings, Error, Result,
+    clock, duration_s, error, instance, kpi, placement, server_models, settings, Error, Result,
     MAX_DURATION_S,
 };
 pub use edgeplan_physics::{physics, topology};

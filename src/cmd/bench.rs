@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use edgeplan::fast::{diff, Replanner};
+use edgeplan::clock::Deadline;
+use edgeplan::fast::{diff, Replanner, DEFAULT_REPLAN_TIME_LIMIT};
 use edgeplan::gen::{generate, GenOptions};
 use edgeplan::instance::Instance;
 use edgeplan::problem::Problem;
@@ -190,7 +191,7 @@ fn bench_one(
     let solved = solve(
         &problem,
         &SolveOptions {
-            time_limit_s: Some(time_limit),
+            deadline: Deadline::after_s(time_limit),
             relative_gap: Some(gap),
             threads: None,
             seed: 0,
@@ -221,7 +222,7 @@ fn bench_one(
                 bail!("bench change {i} is structural");
             };
             let t = Instant::now();
-            let r = replanner.apply(&next, &changes)?;
+            let r = replanner.apply(&next, &changes, Deadline::after(DEFAULT_REPLAN_TIME_LIMIT))?;
             replan_ms.push(t.elapsed().as_secs_f64() * 1e3);
             replan_gap = r.gap;
             current = next;

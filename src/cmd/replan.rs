@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use edgeplan::clock::Deadline;
 use edgeplan::fast::{diff, Change, Replanner, DEFAULT_REPLAN_TIME_LIMIT, DEFAULT_WORK};
 use edgeplan::problem::Problem;
 use edgeplan::report::SolveReport;
@@ -46,8 +47,10 @@ pub fn run(args: Args) -> Result<()> {
         &args.instance,
         &args.changed,
         args.out.as_deref(),
+        args.time_limit,
         SolveOptions {
-            time_limit_s: Some(args.time_limit),
+            // Made once the instances are read (see `replan`).
+            deadline: Deadline::NONE,
             relative_gap: Some(args.gap),
             threads: None,
             seed: 0,
@@ -64,11 +67,17 @@ fn replan(
     before: &Path,
     changed: &Path,
     out: Option<&Path>,
+    time_limit_s: f64,
     options: SolveOptions,
     plan_out: Option<&Path>,
 ) -> Result<()> {
     let (old, problem) = load_problem(before)?;
     let new = load(changed)?;
+    // The first solve's time starts now, the files read.
+    let options = SolveOptions {
+        deadline: Deadline::after_s(time_limit_s),
+        ..options
+    };
     let started = Instant::now();
     let solved = solve(&problem, &options)?;
     eprintln!(
@@ -89,13 +98,17 @@ fn replan(
                 })
                 .collect();
             let mut replanner = Replanner::new(problem, &solved.x, solved.price);
-            if options.deterministic {
-                replanner.set_limits(None, Some(options.work.unwrap_or(DEFAULT_WORK)));
-            } else if options.work.is_some() {
-                replanner.set_limits(Some(DEFAULT_REPLAN_TIME_LIMIT), options.work);
-            }
+            // Reproducible: the work budget alone; otherwise a wall-clock
+            // guard too.
+            let deadline = if options.deterministic {
+                replanner.set_work(Some(options.work.unwrap_or(DEFAULT_WORK)));
+                Deadline::NONE
+            } else {
+                replanner.set_work(options.work);
+                Deadline::after(DEFAULT_REPLAN_TIME_LIMIT)
+            };
             let started = Instant::now();
-            let r = replanner.apply(&new, &changes)?;
+            let r = replanner.apply(&new, &changes, deadline)?;
             let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
             eprintln!(
                 "changed: {}",

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
+use edgeplan::clock::Deadline;
 use edgeplan::report::SolveReport;
 use edgeplan::solver::{solve, Method, SolveOptions};
 
@@ -64,7 +65,7 @@ pub fn run(args: Args) -> Result<()> {
     let solved = solve(
         &problem,
         &SolveOptions {
-            time_limit_s: Some(time_limit),
+            deadline: Deadline::after_s(time_limit),
             relative_gap: gap,
             threads: None,
             seed,

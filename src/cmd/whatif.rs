@@ -7,6 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use clap::ValueEnum;
 
+use edgeplan::clock::Deadline;
 use edgeplan::solver::SolveOptions;
 use edgeplan::tables::TableFormat;
 use edgeplan::whatif::{apply, expand, parse};
@@ -73,7 +74,8 @@ pub fn run(args: Args) -> Result<()> {
         &base,
         &list,
         &SolveOptions {
-            time_limit_s: Some(file.time_limit_s),
+            // What-if stops each solve on its work budget, never the clock.
+            deadline: Deadline::NONE,
             relative_gap: file.gap,
             threads: Some(1),
             seed: file.seed,

@@ -313,7 +313,9 @@ proptest! {
         prop_assume!(edgeplan::validate::validate(&changed).is_empty());
         let changes = diff(&problem, &inst, &changed).expect("not structural");
         let mut replanner = Replanner::new(problem, &solved.x, solved.price.clone());
-        let r = replanner.apply(&changed, &changes).unwrap();
+        let r = replanner
+            .apply(&changed, &changes, Deadline::after(DEFAULT_REPLAN_TIME_LIMIT))
+            .unwrap();
         let rebuilt = edgeplan::problem::Problem::build(&changed).unwrap();
         let report = verify(&changed, &rebuilt.placement_of(&replanner.placement()));
         prop_assert!(report.feasible, "{:?}", report.violations);

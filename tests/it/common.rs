@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub use edgeplan::clock::Deadline;
+pub use edgeplan::fast::DEFAULT_REPLAN_TIME_LIMIT;
 use edgeplan::instance::*;
 use edgeplan::placement::Placement;
 use edgeplan::problem::Problem;
@@ -154,7 +156,7 @@ pub fn instance(
 
 pub fn exact() -> SolveOptions {
     SolveOptions {
-        time_limit_s: Some(30.0),
+        deadline: Deadline::after_s(30.0),
         relative_gap: Some(0.0),
         threads: Some(1),
         seed: 0,

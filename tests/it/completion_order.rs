@@ -215,7 +215,7 @@ fn tight_case(rng: &mut ChaCha8Rng) -> Option<(Instance, Plan)> {
     let problem = Problem::build(&shuffled).ok()?;
     let mut opts = exact();
     opts.relative_gap = Some(0.02);
-    opts.time_limit_s = Some(5.0);
+    opts.deadline = Deadline::after_s(5.0);
     let target = problem.placement_of(&solve(&problem, &opts).ok()?.x);
     let problem = Problem::build(&inst).ok()?;
     let p = plan(&inst, &problem, &target).ok()?;

@@ -4,7 +4,7 @@
 //! and on small instances it is within its stated gap of that optimum. The
 //! tiny-instance property against enumeration is in `brute_force`.
 
-use crate::common::edgeplan;
+use crate::common::{edgeplan, Deadline};
 
 use edgeplan::instance::Instance;
 use edgeplan::problem::Problem;
@@ -19,7 +19,7 @@ fn solve_with(problem: &Problem, method: Method, gap: f64) -> Solved {
     solve(
         problem,
         &SolveOptions {
-            time_limit_s: Some(60.0),
+            deadline: Deadline::after_s(60.0),
             relative_gap: Some(gap),
             threads: Some(1),
             seed: 0,
@@ -157,7 +157,8 @@ fn neighbourhood_search_never_worsens_and_ends_at_the_optimum_on_small_fleets() 
         let start_objective = verify(&inst, &problem.placement_of(&start)).objective.total;
         let started = std::time::Instant::now();
         let (x, objective) =
-            edgeplan::solver::neighbourhood_search(&problem, start, 120.0, 1).expect("searches");
+            edgeplan::solver::neighbourhood_search(&problem, start, Deadline::after_s(120.0), 1)
+                .expect("searches");
         let report = verify(&inst, &problem.placement_of(&x));
         assert!(report.feasible, "{:?}", &report.violations[..1]);
         let priced = report.objective.total;
@@ -169,5 +170,34 @@ fn neighbourhood_search_never_worsens_and_ends_at_the_optimum_on_small_fleets() 
             "{replicas}x{sites}: {objective} against the optimum {optimum}"
         );
         assert!(started.elapsed().as_secs_f64() < 120.0, "ran to its limit");
+    }
+}
+
+#[test]
+fn a_deadline_already_passed_still_gets_a_verified_placement_and_a_bound() {
+    // The deadline is a value the caller hands in; one that has passed
+    // before the solve starts (a slow parse, a clock that jumped) must
+    // still give every method's first answer, feasible and bounded.
+    let inst = gen(600, 20, 9);
+    let problem = Problem::build(&inst).expect("builds");
+    for method in [Method::Auto, Method::Exact, Method::Fast] {
+        let solved = solve(
+            &problem,
+            &SolveOptions {
+                deadline: Deadline::passed(),
+                method,
+                ..SolveOptions::default()
+            },
+        )
+        .expect("solves");
+        let report = verify(&inst, &problem.placement_of(&solved.x));
+        assert!(report.feasible, "{method:?}: {:?}", &report.violations[..1]);
+        let priced = report.objective.total;
+        assert!(
+            (priced - solved.objective).abs() <= 1e-6 * priced.abs().max(1.0),
+            "{method:?}: verifier {priced} vs solver {}",
+            solved.objective
+        );
+        assert!(solved.bound <= solved.objective + 1e-9 * solved.objective.abs().max(1.0));
     }
 }

@@ -16,7 +16,7 @@ use edgeplan::service::client::{push_instance, Connect};
 use edgeplan::solver::{solve, Method, SolveOptions};
 use edgeplan::whatif::{apply, expand, run, Perturbation, Scenario};
 
-use crate::common::{assert_close, edgeplan, gen_instance, instance, site, workload};
+use crate::common::{assert_close, edgeplan, gen_instance, instance, site, workload, Deadline};
 use crate::live::{connect, ingest_ambient, now_s, rt, server, sim};
 
 /// 600 replicas on 8 sites at 97 % load: one replica stays unplaced, and its
@@ -27,7 +27,7 @@ fn crowded() -> Instance {
 
 fn options(method: Method, time_limit_s: f64, gap: Option<f64>) -> SolveOptions {
     SolveOptions {
-        time_limit_s: Some(time_limit_s),
+        deadline: Deadline::after_s(time_limit_s),
         relative_gap: gap,
         threads: Some(1),
         seed: 0,
@@ -369,9 +369,9 @@ fn deterministic_replanner_on_a_budget_repeats() {
     let changes = diff(&problem, &inst, &changed).expect("incremental");
     let replan = |busy: bool| {
         let mut r = Replanner::new(problem.clone(), &solved.x, solved.price.clone());
-        r.set_limits(None, Some(5_000_000));
+        r.set_work(Some(5_000_000));
         let _hog = busy.then(hog);
-        let out = r.apply(&changed, &changes).unwrap();
+        let out = r.apply(&changed, &changes, Deadline::NONE).unwrap();
         (r.placement(), out.objective.to_bits(), out.moved)
     };
     let a = replan(false);

@@ -7,7 +7,8 @@
 
 use std::process::Command;
 
-use edgeplan::fast::{diff, Change, Replanner};
+use edgeplan::clock::Deadline;
+use edgeplan::fast::{diff, Change, Replanner, DEFAULT_REPLAN_TIME_LIMIT};
 use edgeplan::instance::Instance;
 use edgeplan::ix::{SiteIx, WorkloadIx};
 use edgeplan::problem::Problem;
@@ -24,7 +25,7 @@ fn fast(problem: &Problem) -> Solved {
     solve(
         problem,
         &SolveOptions {
-            time_limit_s: Some(30.0),
+            deadline: Deadline::after_s(30.0),
             relative_gap: Some(0.005),
             threads: Some(1),
             seed: 0,
@@ -111,7 +112,9 @@ fn replans_stay_feasible_and_move_only_what_they_report() {
             1,
             "change {i}: one site or workload, got {found:?}"
         );
-        let r = replanner.apply(&next, &found).expect("re-plans");
+        let r = replanner
+            .apply(&next, &found, Deadline::after(DEFAULT_REPLAN_TIME_LIMIT))
+            .expect("re-plans");
         let after = replanner.placement();
 
         // Feasible and priced as the verifier prices it, on the changed instance.
@@ -181,7 +184,9 @@ fn a_site_that_becomes_a_candidate_rebuilds_the_layout() {
     let mut replanner = Replanner::new(problem, &solved.x, solved.price.clone());
     let changes = diff(replanner.problem(), &capped, &inst).expect("not structural");
     assert_eq!(changes, vec![Change::Site(SiteIx::new(0))]);
-    let r = replanner.apply(&inst, &changes).expect("re-plans");
+    let r = replanner
+        .apply(&inst, &changes, Deadline::after(DEFAULT_REPLAN_TIME_LIMIT))
+        .expect("re-plans");
     assert!(r.rebuilt, "site 0 is a candidate again");
     let rebuilt = Problem::build(&inst).expect("builds");
     let report = verify(&inst, &rebuilt.placement_of(&replanner.placement()));
@@ -224,19 +229,28 @@ fn a_bad_change_is_refused_and_changes_nothing() {
     let mut bad = inst.clone();
     bad.sites[4].servers.model = "no-such-server".into();
     let err = replanner
-        .apply(&bad, &[Change::Site(SiteIx::new(4))])
+        .apply(
+            &bad,
+            &[Change::Site(SiteIx::new(4))],
+            Deadline::after(DEFAULT_REPLAN_TIME_LIMIT),
+        )
         .expect_err("unknown model");
     assert!(err.to_string().contains("no-such-server"), "{err}");
     let mut fewer = inst.clone();
     fewer.workloads.pop();
     let err = replanner
-        .apply(&fewer, &[Change::Workload(WorkloadIx::new(0))])
+        .apply(
+            &fewer,
+            &[Change::Workload(WorkloadIx::new(0))],
+            Deadline::after(DEFAULT_REPLAN_TIME_LIMIT),
+        )
         .expect_err("different size");
     assert!(err.to_string().contains("build it afresh"), "{err}");
     let err = replanner
         .apply(
             &inst,
             &[Change::Workload(WorkloadIx::new(inst.workloads.len()))],
+            Deadline::after(DEFAULT_REPLAN_TIME_LIMIT),
         )
         .expect_err("out of range");
     assert!(err.to_string().contains("no such item"), "{err}");

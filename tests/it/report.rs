@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use edgeplan::clock::Deadline;
 use edgeplan::gen::{generate, GenOptions};
 use edgeplan::operator_report::{html, markdown, ReportInput};
 use edgeplan::plan::plan;
@@ -31,7 +32,7 @@ fn fixture() -> Fixture {
     let solved = solve(
         &problem,
         &SolveOptions {
-            time_limit_s: Some(20.0),
+            deadline: Deadline::after_s(20.0),
             ..SolveOptions::default()
         },
     )

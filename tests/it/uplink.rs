@@ -346,7 +346,13 @@ fn uplink_partial_updates_replanned_in_place_keep_the_new_limit() {
         changed.workloads[0].egress_gbps = egress;
         let rebuilt = Problem::build(&changed).unwrap();
         let changes = diff(replanner.problem(), &before, &changed).expect("an in-place change");
-        replanner.apply(&changed, &changes).unwrap();
+        replanner
+            .apply(
+                &changed,
+                &changes,
+                Deadline::after(DEFAULT_REPLAN_TIME_LIMIT),
+            )
+            .unwrap();
         let placement = rebuilt.placement_of(&replanner.placement());
         let report = verify(&changed, &placement);
         assert!(report.feasible, "step {step}: {:?}", report.violations);

@@ -2,6 +2,7 @@
 //! report KPIs; sweeps expand; bad scenarios are named; parallel equals
 //! sequential.
 
+use edgeplan::clock::Deadline;
 use edgeplan::instance::{parse, Format, Instance};
 use edgeplan::solver::SolveOptions;
 use edgeplan::whatif::{apply, comparison_table, expand, run, ScenarioFile};
@@ -17,7 +18,7 @@ fn file() -> ScenarioFile {
 
 fn options() -> SolveOptions {
     SolveOptions {
-        time_limit_s: Some(20.0),
+        deadline: Deadline::after_s(20.0),
         relative_gap: Some(0.0),
         threads: Some(1),
         seed: 1,

@@ -4,6 +4,7 @@
 //! at most once per `min_interval_s`. Nothing happens while a plan is
 //! approved or executing: its steps are still changing the placement.
 
+use edgeplan_model::clock::Deadline;
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use super::view::View;
 use super::{now_s, Shared};
 use edgeplan_model::instance::Instance;
 use edgeplan_plan::execution::PlanState;
-use edgeplan_solve::fast::{diff, Replanner};
+use edgeplan_solve::fast::{diff, Replanner, DEFAULT_REPLAN_TIME_LIMIT};
 use edgeplan_solve::solver::{SolveOptions, SolveStatus, Solved};
 use edgeplan_telemetry::alarm::{Alarms, Thresholds};
 use tonic::Status;
@@ -140,7 +141,7 @@ fn tick(shared: &Shared, m: &mut Memory) {
         m.pending.push(alarm.text);
     }
     let options = SolveOptions {
-        time_limit_s: Some(shared.config.solve_time_limit_s),
+        deadline: Deadline::after_s(shared.config.solve_time_limit_s),
         ..SolveOptions::default()
     };
     // One solve per tick at most: the gain check's answer is also the plan's.
@@ -220,7 +221,11 @@ impl Memory {
         if let Some((before, replanner)) = self.kept.as_mut().filter(|_| incremental) {
             if let Some(changes) = diff(replanner.problem(), before, &view.effective) {
                 let started = std::time::Instant::now();
-                match replanner.apply(&view.effective, &changes) {
+                match replanner.apply(
+                    &view.effective,
+                    &changes,
+                    Deadline::after(DEFAULT_REPLAN_TIME_LIMIT),
+                ) {
                     Ok(r) => {
                         tracing::info!(
                             changes = changes.len(),

@@ -3,6 +3,7 @@
 //! cancel, watch). The solve path is the CLI's: effective instance →
 //! problem → solver → planner; continuous mode calls the same [`propose`].
 
+use edgeplan_model::clock::Deadline;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -283,7 +284,7 @@ impl pb::placement_server::Placement for PlacementApi {
             time_limit = time_limit.min((d * 0.7).max(0.05));
         }
         let options = SolveOptions {
-            time_limit_s: Some(time_limit),
+            deadline: Deadline::after_s(time_limit),
             relative_gap: r.relative_gap,
             threads: None,
             seed: r.seed,

@@ -2,6 +2,7 @@
 //! state (inventory as telemetry says it is) instead of a file, with each
 //! scenario's result streamed as it finishes.
 
+use edgeplan_model::clock::Deadline;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -121,7 +122,8 @@ pub fn start(
         return Err(Status::invalid_argument(issues.join("; ")));
     }
     let options = SolveOptions {
-        time_limit_s: Some(file.time_limit_s),
+        // What-if stops on its work budget alone (deterministic).
+        deadline: Deadline::NONE,
         relative_gap: file.gap,
         threads: Some(1),
         seed: file.seed,

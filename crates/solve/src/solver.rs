@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fast::{self, FastOptions, Limit};
 use crate::milp::{Column, Milp};
-use edgeplan_model::clock::{Deadline, Stopwatch};
+use edgeplan_model::clock::Deadline;
 use edgeplan_model::error::{Error, Result};
 pub use edgeplan_problem::gap::{placed_gap, relative_gap};
 use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
@@ -29,8 +29,10 @@ use edgeplan_problem::rows::{Row, EPS};
 /// Options of an exact solve.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SolveOptions {
-    /// Stop after this many seconds with the best placement found.
-    pub time_limit_s: Option<f64>,
+    /// When to stop with the best placement found: made by the shell
+    /// (`Deadline::after_s`) and handed in; `Deadline::NONE` for none.
+    /// Ignored when `deterministic`.
+    pub deadline: Deadline,
     /// Stop once within this gap of the bound, on the placed cost
     /// ([`placed_gap`]); [`DEFAULT_GAP`] when unset.
     pub relative_gap: Option<f64>,
@@ -43,7 +45,7 @@ pub struct SolveOptions {
     /// columns each). Unlimited when unset, unless `deterministic`
     /// (`fast::DEFAULT_WORK` then).
     pub work: Option<u64>,
-    /// Stop on the work budget alone: `time_limit_s` is ignored, and the
+    /// Stop on the work budget alone: `deadline` is ignored, and the
     /// answer is the same for the same problem, options and seed on any
     /// machine.
     pub deterministic: bool,
@@ -52,7 +54,7 @@ pub struct SolveOptions {
 impl Default for SolveOptions {
     fn default() -> Self {
         Self {
-            time_limit_s: Some(60.0),
+            deadline: Deadline::NONE,
             relative_gap: None,
             threads: None,
             seed: 0,
@@ -64,12 +66,12 @@ impl Default for SolveOptions {
 }
 
 impl SolveOptions {
-    /// The time limit that applies (none when deterministic).
-    fn clock_s(&self) -> Option<f64> {
+    /// The deadline that applies (none when deterministic).
+    fn clock(&self) -> Deadline {
         if self.deterministic {
-            None
+            Deadline::NONE
         } else {
-            self.time_limit_s
+            self.deadline
         }
     }
 
@@ -283,7 +285,6 @@ pub fn proven_unplaced(p: &Problem) -> u64 {
 
 /// Solve a problem with the method the options ask for.
 pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
-    let started = Stopwatch::start();
     let target = options.relative_gap.unwrap_or(DEFAULT_GAP);
     match options.method {
         Method::Exact => exact(problem, options, greedy(problem)),
@@ -297,7 +298,7 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
             // and of the work, HiGHS (warm-started from it) the rest.
             let work = options.budget();
             let fast_options = SolveOptions {
-                time_limit_s: options.time_limit_s.map(|t| t / 3.0),
+                deadline: options.deadline.share(1.0 / 3.0),
                 work: work.map(|w| w / 3),
                 ..options.clone()
             };
@@ -311,20 +312,15 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
             // With a time limit or a budget: most of what is left on
             // neighbourhoods HiGHS solves exactly, the rest on the whole
             // model (for its bound, and whatever it still finds).
-            if options.clock_s().is_some() || work.is_some() {
-                let until = options.clock_s().map_or(Deadline::NONE, |t| {
-                    let left = (t - started.elapsed_s()).max(0.0);
-                    Deadline::after_s((left * LNS_SHARE).min(LNS_MAX_S))
-                });
+            if options.clock().is_set() || work.is_some() {
+                let until = options.clock().share(LNS_SHARE).cap_s(LNS_MAX_S);
                 let lns_work = work.map(|w| (w.saturating_sub(spent) as f64 * LNS_SHARE) as u64);
                 let limit = Limit::new(until, lns_work);
                 start = lns(problem, &milp, start, &limit, options)?.0;
                 spent += limit.spent();
             }
             let exact_options = SolveOptions {
-                time_limit_s: options
-                    .time_limit_s
-                    .map(|t| (t - started.elapsed_s()).max(0.1)),
+                deadline: options.deadline.at_least_s(0.1),
                 work: work.map(|w| w.saturating_sub(spent)),
                 ..options.clone()
             };
@@ -348,7 +344,7 @@ fn fast_solved(problem: &Problem, options: &SolveOptions, target: f64) -> Solved
         problem,
         &FastOptions {
             target_gap: target,
-            time_limit_s: options.time_limit_s.unwrap_or(f64::INFINITY).min(1e6),
+            deadline: options.deadline,
             work: options.budget(),
             deterministic: options.deterministic,
             ..FastOptions::default()
@@ -439,8 +435,8 @@ fn run_highs(
     hm.make_quiet();
     hm.set_option("output_flag", false);
     hm.set_option("random_seed", options.seed as i32);
-    if let Some(t) = options.clock_s() {
-        hm.set_option("time_limit", t.max(0.0));
+    if let Some(t) = options.clock().remaining_s() {
+        hm.set_option("time_limit", t);
     }
     if let Some(n) = max_nodes {
         hm.set_option("mip_max_nodes", n.clamp(1, i32::MAX as u64) as i32);
@@ -559,16 +555,16 @@ fn exact_on(
 }
 
 /// Improve a placement by [large-neighbourhood search](lns) on the exact
-/// model for at most `time_limit_s` (it stops sooner once a neighbourhood
-/// spanning every site was solved to optimality: then the answer is
-/// optimal). Returns the placement and its objective.
+/// model until `deadline` (it stops sooner once a neighbourhood spanning
+/// every site was solved to optimality: then the answer is optimal).
+/// Returns the placement and its objective.
 pub fn neighbourhood_search(
     problem: &Problem,
     start: Replicas,
-    time_limit_s: f64,
+    deadline: Deadline,
     seed: u32,
 ) -> Result<(Replicas, f64)> {
-    let limit = Limit::new(Deadline::after_s(time_limit_s), None);
+    let limit = Limit::new(deadline, None);
     let options = SolveOptions {
         seed,
         ..SolveOptions::default()
@@ -647,10 +643,7 @@ fn lns(
             }
         }
         let sub = SolveOptions {
-            time_limit_s: limit
-                .deadline()
-                .remaining()
-                .map(|left| left.as_secs_f64().min(2.0)),
+            deadline: limit.deadline().cap_s(2.0),
             relative_gap: Some(0.0),
             ..options.clone()
         };

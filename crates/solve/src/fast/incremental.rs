@@ -80,9 +80,6 @@ pub struct Replanner {
     fixed_cost: f64,
     /// Affinity group of each workload, if any.
     affinity_of: IndexVec<WorkloadIx, Option<usize>>,
-    /// Guard against a runaway search in one re-plan (the clock: not
-    /// reproducible when it binds).
-    time_limit: Option<Duration>,
     /// Work budget of one re-plan (see `fast::Limit`).
     work: Option<u64>,
 }
@@ -129,17 +126,15 @@ impl Replanner {
             price,
             values,
             affinity_of,
-            time_limit: Some(DEFAULT_TIME_LIMIT),
             work: None,
         }
     }
 
-    /// The limits of each re-plan: a wall-clock guard ([`DEFAULT_TIME_LIMIT`]
-    /// unless set) and a work budget (none unless set). With a budget and no
-    /// time limit a re-plan stops on its work alone and is deterministic: the
-    /// same changes give the same placement on any machine.
-    pub fn set_limits(&mut self, time_limit: Option<Duration>, work: Option<u64>) {
-        self.time_limit = time_limit;
+    /// The work budget of each re-plan (none unless set). With a budget
+    /// and no deadline a re-plan stops on its work alone and is
+    /// deterministic: the same changes give the same placement on any
+    /// machine.
+    pub fn set_work(&mut self, work: Option<u64>) {
         self.work = work;
     }
 
@@ -172,9 +167,17 @@ impl Replanner {
     }
 
     /// Re-plan after `changes` made `inst` out of the instance this
-    /// replanner holds (see [`diff`]; `inst` is validated). On an error
-    /// nothing is changed.
-    pub fn apply(&mut self, inst: &Instance, changes: &[Change]) -> Result<Replanned> {
+    /// replanner holds (see [`diff`]; `inst` is validated), searching no
+    /// later than `deadline` — a guard against a runaway search, made by
+    /// the caller (`Deadline::after(DEFAULT_TIME_LIMIT)` is the usual one;
+    /// `Deadline::NONE` with a work budget for reproducible re-plans). On an
+    /// error nothing is changed.
+    pub fn apply(
+        &mut self,
+        inst: &Instance,
+        changes: &[Change],
+        deadline: Deadline,
+    ) -> Result<Replanned> {
         if inst.sites.len() != self.problem.sites.len()
             || inst.workloads.len() != self.problem.workloads.len()
         {
@@ -207,10 +210,7 @@ impl Replanner {
                 updates.push(self.problem.site_update(inst, si)?);
             }
         }
-        let limit = Limit::new(
-            self.time_limit.map_or(Deadline::NONE, Deadline::after),
-            self.work,
-        );
+        let limit = Limit::new(deadline, self.work);
         self.state_mut().journal = Some(Journal::default());
         let mut rebuilt = false;
         let mut revalue: Vec<WorkloadIx> = Vec::new();

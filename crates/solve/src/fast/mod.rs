@@ -45,9 +45,9 @@ pub use incremental::{
 pub struct FastOptions {
     /// Stop once (objective − bound) / placed cost is at most this.
     pub target_gap: f64,
-    /// Stop after this many seconds with the best placement and bound found
-    /// (ignored when `deterministic`).
-    pub time_limit_s: f64,
+    /// When to stop with the best placement and bound found, handed in by
+    /// the caller (ignored when `deterministic`).
+    pub deadline: Deadline,
     /// Subgradient iterations at most.
     pub max_iterations: usize,
     /// Work budget (see [`Limit`]); unlimited when unset, unless
@@ -61,7 +61,7 @@ impl Default for FastOptions {
     fn default() -> Self {
         Self {
             target_gap: 1e-3,
-            time_limit_s: 60.0,
+            deadline: Deadline::NONE,
             max_iterations: 3000,
             work: None,
             deterministic: false,
@@ -1178,7 +1178,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     let (deadline, work) = if options.deterministic {
         (Deadline::NONE, Some(options.work.unwrap_or(DEFAULT_WORK)))
     } else {
-        (started.deadline_at_s(options.time_limit_s), options.work)
+        (options.deadline, options.work)
     };
     let limit = Limit::new(deadline, work);
     let f = Flat::new(p);
@@ -1245,11 +1245,7 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     };
     // The bound gets the first part of the time and of the work; the rest
     // is for the final local search with ejections.
-    let bound_deadline = if deadline.is_set() {
-        started.deadline_at_s(options.time_limit_s * 0.6)
-    } else {
-        Deadline::NONE
-    };
+    let bound_deadline = deadline.share(0.6);
     let bound_work = work.map_or(u64::MAX, |w| w / 5 * 3);
 
     let zero = vec![0.0; rows];
