@@ -13,6 +13,11 @@ their protobuf does not clash with grpcio-tools':
 
     python3 -m venv .peer && .peer/bin/pip install highspy ortools
     .peer/bin/python scripts/peer.py [--sizes 5000x100:1,100000x1000:10]
+    .peer/bin/python scripts/peer.py --suite quick [--times 1,10,60]
+
+`--suite` takes the instances of `edgeplan bench --suite NAME` (families:
+gen at several loads, gpu-tight, metro, rules; several seeds), each at its
+own time limit or at every one of `--times`.
 
 Build edgeplan first (`cargo build --release`); EDGEPLAN overrides the
 binary's path.
@@ -37,7 +42,7 @@ def edgeplan_solve(instance, seconds):
     started = time.monotonic()
     out = run(EDGEPLAN, "solve", "--instance", instance, "--time-limit", str(seconds), "--gap", "0")
     report = json.loads(out.stdout)
-    return report["objective"]["total"], time.monotonic() - started
+    return report["objective"]["total"], time.monotonic() - started, report.get("unplaced_replicas")
 
 
 def highs_solve(mps, seconds):
@@ -91,31 +96,45 @@ def main():
                         help="REPLICASxSITES:SECONDS, comma-separated")
     parser.add_argument("--seed", default="1")
     parser.add_argument("--load", default="0.7")
+    parser.add_argument("--suite", help="the instances of `edgeplan bench --suite NAME`")
+    parser.add_argument("--times", help="with --suite: these time limits (s), comma-separated")
     args = parser.parse_args()
     if args.peer:
         solve_mps = highs_solve if args.peer == "highs" else cpsat_solve
         print("\n", *solve_mps(args.mps, args.seconds))
         return
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    # (family, replicas, sites, load, seed, seconds) per instance.
+    if args.suite:
+        listed = run(EDGEPLAN, "bench", "--suite", args.suite, "--list").stdout.split("\n")
+        entries = [line.split() for line in listed if line.strip()]
+    else:
+        entries = []
         for item in args.sizes.split(","):
             size, seconds = item.split(":")
             replicas, sites = size.split("x")
-            inst = os.path.join(tmp, f"{size}.json")
-            mps = os.path.join(tmp, f"{size}.mps")
-            run(EDGEPLAN, "gen", "--sites", sites, "--replicas", replicas, "--seed", args.seed,
-                "--load", args.load, "--out", inst)
+            entries.append(["standard", replicas, sites, args.load, args.seed, seconds])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for family, replicas, sites, load, seed, seconds in entries:
+            name = f"{family}-{replicas}x{sites}-load{load}-seed{seed}"
+            inst = os.path.join(tmp, f"{name}.json")
+            mps = os.path.join(tmp, f"{name}.mps")
+            run(EDGEPLAN, "gen", "--family", family, "--sites", sites, "--replicas", replicas,
+                "--seed", seed, "--load", load, "--out", inst)
             run(EDGEPLAN, "export", "--instance", inst, "--format", "mps", "--out", mps)
-            ours, ours_s = edgeplan_solve(inst, seconds)
-            highs, highs_s = in_own_process("highs", mps, seconds)
-            cpsat, cpsat_s = in_own_process("cpsat", mps, seconds)
-            rows.append((size, seconds, ours, ours_s, highs, highs_s, cpsat, cpsat_s))
-            print(f"{size}: edgeplan {ours:.4f} ({ours_s:.1f} s), HiGHS {highs:.4f} ({highs_s:.1f} s), "
-                  f"CP-SAT {cpsat:.4f} ({cpsat_s:.1f} s)", file=sys.stderr)
-    print(f"{'size':>12} {'limit_s':>7} {'edgeplan':>12} {'highs':>12} {'cp_sat':>12} "
-          f"{'ours/highs':>10} {'ours/cpsat':>10}")
-    for size, seconds, ours, _, highs, _, cpsat, _ in rows:
-        print(f"{size:>12} {seconds:>7} {ours:>12.4f} {highs:>12.4f} {cpsat:>12.4f} "
+            for limit in (args.times.split(",") if args.times else [seconds]):
+                ours, ours_s, unplaced = edgeplan_solve(inst, limit)
+                highs, highs_s = in_own_process("highs", mps, limit)
+                cpsat, cpsat_s = in_own_process("cpsat", mps, limit)
+                rows.append((name, limit, ours, unplaced, highs, cpsat))
+                print(f"{name} at {limit} s: edgeplan {ours:.4f} ({ours_s:.1f} s, {unplaced} unplaced), "
+                      f"HiGHS {highs:.4f} ({highs_s:.1f} s), CP-SAT {cpsat:.4f} ({cpsat_s:.1f} s)",
+                      file=sys.stderr)
+    # Below 1: edgeplan is better; nan: the peer found no solution.
+    print(f"{'instance':>40} {'limit_s':>7} {'edgeplan':>14} {'unplaced':>8} {'highs':>14} "
+          f"{'cp_sat':>14} {'ours/highs':>10} {'ours/cpsat':>10}")
+    for name, limit, ours, unplaced, highs, cpsat in rows:
+        print(f"{name:>40} {limit:>7} {ours:>14.4f} {unplaced!s:>8} {highs:>14.4f} {cpsat:>14.4f} "
               f"{ours / highs:>10.4f} {ours / cpsat:>10.4f}")
 
 

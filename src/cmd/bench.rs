@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use edgeplan::clock::Deadline;
 use edgeplan::fast::{diff, Replanner, DEFAULT_REPLAN_TIME_LIMIT};
-use edgeplan::gen::{generate, GenOptions};
+use edgeplan::gen::{generate_family, Family, GenOptions};
 use edgeplan::instance::Instance;
 use edgeplan::problem::Problem;
 use edgeplan::solver::{solve, Method, SolveOptions};
@@ -23,6 +23,16 @@ pub struct Args {
     /// Sizes as REPLICASxSITES:SECONDS:GAP, comma-separated.
     #[arg(long, default_value = "5000x100:1:0.005,100000x1000:10:0.01")]
     pub sizes: String,
+    /// Run a suite of instance families instead of --sizes: smoke (tiny,
+    /// for tests), quick (5,000 × 100: gen at loads 0.6–0.9 and the
+    /// gpu-tight, metro and rules families, two seeds each, 1 s) or full
+    /// (quick, plus 100,000 × 1,000 at 10 s and 1,000,000 × 5,000 at 60 s).
+    #[arg(long)]
+    pub suite: Option<String>,
+    /// With --suite: print its instances (family replicas sites load seed
+    /// seconds, one a line) and stop — what `scripts/peer.py --suite` runs.
+    #[arg(long)]
+    pub list: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Share of the fleet's CPU the demand uses.
@@ -57,15 +67,93 @@ pub fn run(args: Args) -> Result<()> {
             args.replans,
             args.seed,
         ),
-        None => bench(
-            &args.sizes,
-            args.seed,
-            args.load,
-            args.method,
-            args.keep.as_deref(),
-            args.replans,
-        ),
+        None => {
+            let entries = match &args.suite {
+                Some(name) => suite(name)?,
+                None => parse_sizes(&args.sizes)?
+                    .into_iter()
+                    .map(|(replicas, sites, seconds, gap)| Entry {
+                        family: Family::Standard,
+                        replicas,
+                        sites,
+                        load: args.load,
+                        seed: args.seed,
+                        seconds,
+                        gap,
+                    })
+                    .collect(),
+            };
+            if args.list {
+                for e in &entries {
+                    println!(
+                        "{} {} {} {} {} {}",
+                        e.family.name(),
+                        e.replicas,
+                        e.sites,
+                        e.load,
+                        e.seed,
+                        e.seconds
+                    );
+                }
+                return Ok(());
+            }
+            bench(&entries, args.method, args.keep.as_deref(), args.replans)
+        }
     }
+}
+
+/// One instance of a benchmark run.
+struct Entry {
+    family: Family,
+    replicas: usize,
+    sites: usize,
+    load: f64,
+    seed: u64,
+    seconds: f64,
+    gap: f64,
+}
+
+/// The benchmark suite's instances: families and loads where fleets are
+/// tight, several seeds, and the sizes the README's numbers are about.
+fn suite(name: &str) -> Result<Vec<Entry>> {
+    let entry = |family, replicas, sites, load, seed, seconds| Entry {
+        family,
+        replicas,
+        sites,
+        load,
+        seed,
+        seconds,
+        gap: 0.0,
+    };
+    let mut entries = Vec::new();
+    match name {
+        "smoke" => {
+            for family in Family::ALL {
+                entries.push(entry(family, 400, 20, 0.85, 1, 0.5));
+            }
+        }
+        "quick" | "full" => {
+            for load in [0.6, 0.7, 0.8, 0.9] {
+                for seed in [1, 2] {
+                    entries.push(entry(Family::Standard, 5_000, 100, load, seed, 1.0));
+                }
+            }
+            for family in [Family::GpuTight, Family::Metro, Family::Rules] {
+                for seed in [1, 2] {
+                    entries.push(entry(family, 5_000, 100, 0.8, seed, 1.0));
+                }
+            }
+            if name == "full" {
+                for load in [0.8, 0.9] {
+                    entries.push(entry(Family::Standard, 100_000, 1_000, load, 1, 10.0));
+                }
+                entries.push(entry(Family::GpuTight, 100_000, 1_000, 0.8, 1, 10.0));
+                entries.push(entry(Family::Standard, 1_000_000, 5_000, 0.7, 1, 60.0));
+            }
+        }
+        other => bail!("--suite: unknown suite {other:?}: smoke, quick or full"),
+    }
+    Ok(entries)
 }
 
 /// One benchmark size: (replicas, sites, seconds, gap).
@@ -86,44 +174,49 @@ fn parse_sizes(text: &str) -> Result<Vec<(usize, usize, f64, f64)>> {
         .collect()
 }
 
-fn bench(
-    sizes: &str,
-    seed: u64,
-    load: f64,
-    method: Method,
-    keep: Option<&Path>,
-    replans: usize,
-) -> Result<()> {
-    let sizes = parse_sizes(sizes)?;
+fn bench(entries: &[Entry], method: Method, keep: Option<&Path>, replans: usize) -> Result<()> {
     let temp = std::env::temp_dir().join(format!("edgeplan-bench-{}", std::process::id()));
     let dir = keep.unwrap_or(&temp);
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let exe = std::env::current_exe()?;
     println!(
-        "{:>9} {:>6} {:>7} {:>6} {:>8} {:>8} {:>14} {:>14} {:>8} {:>9} {:>11} {:>11}",
+        "{:>9} {:>9} {:>6} {:>4} {:>4} {:>7} {:>6} {:>8} {:>8} {:>14} {:>8} {:>8} {:>14} {:>8} {:>9} {:>11} {:>11}",
+        "family",
         "replicas",
         "sites",
+        "load",
+        "seed",
         "limit_s",
         "method",
         "build_s",
         "solve_s",
         "objective",
+        "unplaced",
+        "proven",
         "bound",
         "gap_%",
         "peak_MiB",
         "replan_p50",
         "replan_max"
     );
-    for (replicas, sites, seconds, gap) in sizes {
-        let inst = generate(&GenOptions {
-            sites,
-            workloads: 0,
-            replicas: Some(replicas),
-            seed,
-            load,
-        })
+    for e in entries {
+        let (replicas, sites, seed, seconds, gap) = (e.replicas, e.sites, e.seed, e.seconds, e.gap);
+        let inst = generate_family(
+            &GenOptions {
+                sites,
+                workloads: 0,
+                replicas: Some(replicas),
+                seed,
+                load: e.load,
+            },
+            e.family,
+        )
         .map_err(anyhow::Error::msg)?;
-        let path = dir.join(format!("bench-{replicas}x{sites}-seed{seed}.json"));
+        let path = dir.join(format!(
+            "bench-{}-{replicas}x{sites}-load{}-seed{seed}.json",
+            e.family.name(),
+            e.load
+        ));
         fs::write(&path, serde_json::to_string(&inst)?)?;
         drop(inst);
         let out = std::process::Command::new(&exe)
@@ -153,14 +246,19 @@ fn bench(
         let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "{:>9} {:>6} {:>7} {:>6} {:>8.2} {:>8.2} {:>14.4} {:>14.4} {:>8.3} {:>9.0} {:>8.1} ms {:>8.1} ms",
+            "{:>9} {:>9} {:>6} {:>4} {:>4} {:>7} {:>6} {:>8.2} {:>8.2} {:>14.4} {:>8} {:>8} {:>14.4} {:>8.3} {:>9.0} {:>8.1} ms {:>8.1} ms",
+            e.family.name(),
             replicas,
             sites,
+            e.load,
+            seed,
             seconds,
             r["method"].as_str().unwrap_or("?"),
             num("build_s"),
             num("solve_s"),
             num("objective"),
+            num("unplaced"),
+            num("proven_unplaced"),
             num("bound"),
             num("gap") * 100.0,
             num("peak_mib"),
@@ -202,6 +300,9 @@ fn bench_one(
     )?;
     let solve_s = solving.elapsed().as_secs_f64();
     verified(&inst, &problem, &solved.x)?;
+    // Replicas left out, and how many of them no placement could hold.
+    let unplaced = problem.evaluate(&solved.x).unplaced_replicas;
+    let proven = edgeplan::solver::proven_unplaced(&problem);
     let peak_kib: f64 = fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -240,6 +341,8 @@ fn bench_one(
             "build_s": build_s,
             "solve_s": solve_s,
             "objective": solved.objective,
+            "unplaced": unplaced,
+            "proven_unplaced": proven,
             "bound": solved.bound,
             "gap": solved.gap,
             "peak_mib": peak_kib / 1024.0,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use edgeplan::gen::{generate, GenOptions};
+use edgeplan::gen::{generate_family, Family, GenOptions};
 use edgeplan::instance::Format;
 
 use super::io::write_out;
@@ -23,6 +23,11 @@ pub struct Args {
     /// Share of the fleet's CPU the demand uses.
     #[arg(long, default_value_t = 0.75)]
     pub load: f64,
+    /// standard, gpu-tight (a quarter of the workloads want 1–8 GPUs, at
+    /// about 95 % of the GPU supply), metro (ten sites to a network node)
+    /// or rules (anti-affinity, affinity and failure-domain spread).
+    #[arg(long, default_value = "standard")]
+    pub family: Family,
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -34,15 +39,19 @@ pub fn run(args: Args) -> Result<()> {
         replicas,
         seed,
         load,
+        family,
         out,
     } = args;
-    let inst = generate(&GenOptions {
-        sites,
-        workloads,
-        replicas,
-        seed,
-        load,
-    })
+    let inst = generate_family(
+        &GenOptions {
+            sites,
+            workloads,
+            replicas,
+            seed,
+            load,
+        },
+        family,
+    )
     .map_err(anyhow::Error::msg)?;
     let text = match out.as_deref().map(Format::from_path) {
         Some(Format::Yaml) => serde_yaml::to_string(&inst)?,

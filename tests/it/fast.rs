@@ -133,10 +133,16 @@ fn cli_solves_on_the_fast_path_and_benchmarks() {
     let table = String::from_utf8_lossy(&b.stdout);
     let row = table.lines().nth(1).expect("one row per size");
     let cols: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&cols[..4], &["300", "20", "5", "fast"], "{table}");
-    let gap_pct: f64 = cols[8].parse().unwrap();
+    assert_eq!(
+        &cols[..7],
+        &["standard", "300", "20", "0.7", "1", "5", "fast"],
+        "{table}"
+    );
+    let gap_pct: f64 = cols[13].parse().unwrap();
     assert!(gap_pct <= 1.0, "{table}");
-    assert!(keep.join("bench-300x20-seed1.json").exists());
+    assert!(keep
+        .join("bench-standard-300x20-load0.7-seed1.json")
+        .exists());
 
     let bad = edgeplan(&["bench", "--sizes", "300by20"]);
     assert!(!bad.status.success());
@@ -200,4 +206,111 @@ fn a_deadline_already_passed_still_gets_a_verified_placement_and_a_bound() {
         );
         assert!(solved.bound <= solved.objective + 1e-9 * solved.objective.abs().max(1.0));
     }
+}
+
+#[test]
+fn each_generated_family_is_what_it_says_and_solves_verified() {
+    use edgeplan::gen::{generate, generate_family, Family, GenOptions};
+    use edgeplan::validate::validate_and_build;
+    let opts = GenOptions {
+        sites: 40,
+        workloads: 0,
+        replicas: Some(1_000),
+        seed: 3,
+        load: 0.8,
+    };
+    // The default family is exactly `gen` as it was.
+    assert_eq!(
+        serde_json::to_string(&generate_family(&opts, Family::Standard).unwrap()).unwrap(),
+        serde_json::to_string(&generate(&opts).unwrap()).unwrap()
+    );
+    for family in Family::ALL {
+        let inst = generate_family(&opts, family).unwrap();
+        let problem = validate_and_build(&inst).unwrap_or_else(|e| panic!("{family:?}: {e:?}"));
+        match family {
+            Family::GpuTight => {
+                let demand: f64 = inst
+                    .workloads
+                    .iter()
+                    .map(|w| w.resources.get("gpus").unwrap_or(&0.0) * w.replicas as f64)
+                    .sum();
+                let supply: f64 = inst
+                    .sites
+                    .iter()
+                    .filter_map(|s| s.capacity.get("gpus"))
+                    .sum();
+                let share = demand / supply;
+                assert!((0.85..=1.0).contains(&share), "GPUs {demand} of {supply}");
+                let big = inst
+                    .workloads
+                    .iter()
+                    .filter(|w| w.resources.get("gpus").is_some_and(|g| *g >= 4.0))
+                    .count();
+                assert!(big > 0, "no 4- or 8-GPU replicas");
+            }
+            Family::Metro => {
+                let nodes: std::collections::BTreeSet<&str> = inst
+                    .sites
+                    .iter()
+                    .map(|s| s.node.as_deref().unwrap_or(&s.id))
+                    .collect();
+                assert_eq!(nodes.len(), 4, "ten sites to a metro");
+            }
+            Family::Rules => {
+                let count = |f: &dyn Fn(&edgeplan::instance::Workload) -> bool| {
+                    inst.workloads.iter().filter(|w| f(w)).count()
+                };
+                assert!(count(&|w| w.anti_affinity_group.is_some()) > 25);
+                assert!(count(&|w| w.affinity_group.is_some()) > 5);
+                assert!(count(&|w| w.max_per_failure_domain.is_some()) > 10);
+            }
+            Family::Standard => {}
+        }
+        // On a work budget: the rules family's gap stays open (its
+        // unplaced replicas), and the clock would run to the limit.
+        let solved = solve(
+            &problem,
+            &SolveOptions {
+                method: Method::Fast,
+                work: Some(2_000_000),
+                deterministic: true,
+                ..SolveOptions::default()
+            },
+        )
+        .expect("solves");
+        let report = verify(&inst, &problem.placement_of(&solved.x));
+        assert!(report.feasible, "{family:?}: {:?}", &report.violations[..1]);
+    }
+}
+
+#[test]
+fn the_benchmark_suite_runs_each_family_from_the_cli() {
+    let list = edgeplan(&["bench", "--suite", "smoke", "--list"]);
+    assert!(list.status.success());
+    let lines = String::from_utf8_lossy(&list.stdout).to_string();
+    assert_eq!(lines.lines().count(), 4, "{lines}");
+    let run = edgeplan(&["bench", "--suite", "smoke", "--replans", "2"]);
+    let out = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for family in ["standard", "gpu-tight", "metro", "rules"] {
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(family))
+            .unwrap_or_else(|| panic!("no {family} row in\n{out}"));
+        // family replicas sites load seed limit method build solve objective unplaced proven …
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let unplaced: u64 = cells[10].parse().unwrap();
+        let proven: u64 = cells[11].parse().unwrap();
+        assert!(
+            proven <= unplaced,
+            "{family}: proven {proven} > unplaced {unplaced}"
+        );
+    }
+    let bad = edgeplan(&["bench", "--suite", "nope"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown suite \"nope\""));
 }
