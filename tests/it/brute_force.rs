@@ -269,6 +269,25 @@ proptest! {
         prop_assert!(fast.bound <= best + tol, "bound {} above the optimum {}", fast.bound, best);
     }
 
+    /// The proven-unplaced count is a lower bound: no placement the
+    /// verifier accepts leaves fewer replicas out (moves, spread, anti-
+    /// affinity, affinity, power and heat all in play).
+    #[test]
+    fn proven_unplaced_never_exceeds_the_fewest_any_placement_leaves(t in tiny()) {
+        let inst = build(&t);
+        prop_assume!(edgeplan::validate::validate(&inst).is_empty());
+        let problem = edgeplan::problem::Problem::build(&inst).unwrap();
+        let total: u32 = inst.workloads.iter().map(|w| w.replicas).sum();
+        let fewest = all_placements(&inst)
+            .iter()
+            .filter(|p| verify(&inst, p).feasible)
+            .map(|p| total - p.assignments.values().flat_map(|m| m.values()).sum::<u32>())
+            .min()
+            .expect("leaving everything unplaced is always feasible");
+        let proven = edgeplan::solver::proven_unplaced(&problem);
+        prop_assert!(u64::from(fewest) >= proven, "proven {proven} > fewest {fewest}");
+    }
+
     /// The fast path on the same tiny instances: a feasible placement, no
     /// better than the enumerated optimum, and a bound no higher than it.
     #[test]

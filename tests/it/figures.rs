@@ -63,6 +63,46 @@ fn honest_gap_covers_the_placed_cost_when_the_penalty_dominates() {
 }
 
 #[test]
+fn the_proven_unplaced_count_knows_anti_affinity_and_affinity() {
+    // Three sites with room to spare. Anti-affinity: three workloads of
+    // two replicas in one group hold one site each at most — 6 replicas,
+    // 3 sites: at least 3 stay out, whatever the solver does.
+    let sites = || {
+        vec![
+            site("a", 64.0, 0.1),
+            site("b", 64.0, 0.2),
+            site("c", 64.0, 0.3),
+        ]
+    };
+    let links = [("a", "b", 5.0), ("b", "c", 5.0)];
+    let mut members: Vec<_> = (0..3).map(|i| workload(&format!("m{i}"), 2, 1.0)).collect();
+    for w in &mut members {
+        w.anti_affinity_group = Some("g".into());
+    }
+    let inst = instance(sites(), members, &links);
+    let problem = Problem::build(&inst).unwrap();
+    assert_eq!(edgeplan::solver::proven_unplaced(&problem), 3);
+    let solved = solve(&problem, &options(Method::Exact, 30.0, Some(0.0))).unwrap();
+    assert_eq!(
+        problem.evaluate(&solved.x).unplaced_replicas,
+        3,
+        "the bound is tight here"
+    );
+    // Affinity: two workloads on the same set of sites; one may use only
+    // a, the other only b and c — no common site, so all 4 replicas stay out.
+    let mut x = workload("x", 2, 1.0);
+    x.pinned_sites = vec!["a".into()];
+    let mut y = workload("y", 2, 1.0);
+    y.forbidden_sites = vec!["a".into()];
+    for w in [&mut x, &mut y] {
+        w.affinity_group = Some("pair".into());
+    }
+    let inst = instance(sites(), vec![x, y], &links);
+    let problem = Problem::build(&inst).unwrap();
+    assert_eq!(edgeplan::solver::proven_unplaced(&problem), 4);
+}
+
+#[test]
 fn honest_gap_counts_unplaced_replicas_apart_with_a_proven_bound() {
     // 18 cores asked of 16: at least one 4-core replica cannot be placed.
     let inst = instance(

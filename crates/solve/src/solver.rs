@@ -205,32 +205,75 @@ pub fn gap_of(problem: &Problem, x: &Replicas, objective: f64, bound: f64) -> f6
 
 /// Replicas no placement can place: a proven lower bound on the unplaced
 /// count. Per workload, the replicas beyond what its candidate sites may
-/// hold (per-site caps, failure-domain caps); then, per resource and for
-/// power, the fewest replicas (biggest first) whose removal brings the
-/// placeable demand under the whole fleet's limit. Rules across workloads
-/// (anti-affinity, affinity, the move budget) and the split of the fleet
-/// into sites are ignored, which can only lower it.
+/// hold (per-site caps, failure-domain caps; for a member of an affinity
+/// group, only the sites every member may use); per anti-affinity group,
+/// the replicas beyond one per site any member may use; then, per row
+/// (each resource, then power), the fewest replicas (biggest first) whose
+/// removal brings the placeable demand under the whole fleet's limit — a
+/// group's excess taken off its members' biggest replicas first, so the
+/// two counts add up without counting a replica twice. The move budget and
+/// the split of the fleet into sites are ignored, which can only lower it.
 pub fn proven_unplaced(p: &Problem) -> u64 {
-    let mut structural = 0u64;
-    let mut placeable = Vec::with_capacity(p.workloads.len());
-    for w in &p.workloads {
-        let mut by_domain: Vec<(usize, u64)> = Vec::new();
-        let mut cap = 0u64;
-        for c in &w.candidates {
-            let n = u64::from(c.max_count);
-            match (w.max_per_failure_domain, p.sites[c.site].failure_domain) {
-                (Some(_), Some(d)) => match by_domain.iter_mut().find(|e| e.0 == d) {
-                    Some(e) => e.1 += n,
-                    None => by_domain.push((d, n)),
-                },
-                _ => cap += n,
+    let mut placeable: IndexVec<WorkloadIx, u64> = p
+        .workloads
+        .iter()
+        .map(|w| {
+            let mut by_domain: Vec<(usize, u64)> = Vec::new();
+            let mut cap = 0u64;
+            for c in &w.candidates {
+                let n = u64::from(c.max_count);
+                match (w.max_per_failure_domain, p.sites[c.site].failure_domain) {
+                    (Some(_), Some(d)) => match by_domain.iter_mut().find(|e| e.0 == d) {
+                        Some(e) => e.1 += n,
+                        None => by_domain.push((d, n)),
+                    },
+                    _ => cap += n,
+                }
             }
+            let per_domain = u64::from(w.max_per_failure_domain.unwrap_or(u32::MAX));
+            cap += by_domain.iter().map(|e| e.1.min(per_domain)).sum::<u64>();
+            u64::from(w.replicas).min(cap)
+        })
+        .collect();
+    // Affinity: the same set of sites for every member — only sites all of
+    // them may use.
+    for (_, members) in &p.affinity_groups {
+        for &wi in members {
+            let common: u64 = p.workloads[wi]
+                .candidates
+                .iter()
+                .filter(|c| {
+                    members
+                        .iter()
+                        .all(|&m| p.workloads[m].candidate_at(c.site).is_some())
+                })
+                .map(|c| u64::from(c.max_count))
+                .sum();
+            placeable[wi] = placeable[wi].min(common);
         }
-        let per_domain = u64::from(w.max_per_failure_domain.unwrap_or(u32::MAX));
-        cap += by_domain.iter().map(|e| e.1.min(per_domain)).sum::<u64>();
-        let n = u64::from(w.replicas).min(cap);
-        structural += u64::from(w.replicas) - n;
-        placeable.push(n);
+    }
+    let mut structural: u64 = p
+        .workloads
+        .iter()
+        .zip(placeable.iter())
+        .map(|(w, &n)| u64::from(w.replicas) - n)
+        .sum();
+    // Anti-affinity: at most one replica of the group per site any member
+    // may use.
+    let mut group_excess: Vec<(&[WorkloadIx], u64)> = Vec::new();
+    for (_, members) in &p.anti_affinity_groups {
+        let mut sites: Vec<SiteIx> = members
+            .iter()
+            .flat_map(|&w| p.workloads[w].candidates.iter().map(|c| c.site))
+            .collect();
+        sites.sort_unstable();
+        sites.dedup();
+        let n: u64 = members.iter().map(|&w| placeable[w]).sum();
+        let excess = n.saturating_sub(sites.len() as u64);
+        if excess > 0 {
+            structural += excess;
+            group_excess.push((members, excess));
+        }
     }
     // Per row (each resource, then power): (demand per replica, replicas).
     let mut worst = 0u64;
@@ -245,11 +288,10 @@ pub fn proven_unplaced(p: &Problem) -> u64 {
                 l + EPS * l.max(1.0)
             })
             .sum();
-        let mut demand: Vec<(f64, u64)> = p
+        let mut per: IndexVec<WorkloadIx, (f64, u64)> = p
             .workloads
             .iter()
-            .zip(&placeable)
-            .filter(|(_, &n)| n > 0)
+            .zip(placeable.iter())
             .map(|(w, &n)| {
                 let d = match row {
                     Row::Resource(r) => w.demand[r],
@@ -262,7 +304,21 @@ pub fn proven_unplaced(p: &Problem) -> u64 {
                 };
                 (d.max(0.0), n)
             })
-            .filter(|(d, _)| d.is_finite() && *d > 0.0)
+            .collect();
+        // A group's excess is already counted: off its biggest replicas.
+        for (members, excess) in &group_excess {
+            let mut by_size: Vec<WorkloadIx> = members.to_vec();
+            by_size.sort_by(|a, b| per[*b].0.total_cmp(&per[*a].0));
+            let mut left = *excess;
+            for w in by_size {
+                let take = left.min(per[w].1);
+                per[w].1 -= take;
+                left -= take;
+            }
+        }
+        let mut demand: Vec<(f64, u64)> = per
+            .into_iter()
+            .filter(|(d, n)| *n > 0 && d.is_finite() && *d > 0.0)
             .collect();
         let mut excess = demand.iter().map(|(d, n)| d * *n as f64).sum::<f64>() - limit;
         if excess <= 0.0 {
