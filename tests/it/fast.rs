@@ -314,3 +314,41 @@ fn the_benchmark_suite_runs_each_family_from_the_cli() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown suite \"nope\""));
 }
+
+#[test]
+fn the_fast_path_spreads_an_affinity_group_over_as_many_common_sites_as_it_needs() {
+    // Two workloads that must share their set of sites, three replicas
+    // each, at most one a site: the group needs three sites. One site
+    // alone (what the fast path did before) leaves four replicas out.
+    use crate::common::{instance, site, workload};
+    let mut members: Vec<_> = ["front", "back"]
+        .iter()
+        .map(|id| {
+            let mut w = workload(id, 3, 2.0);
+            w.max_per_site = Some(1);
+            w.affinity_group = Some("pair".into());
+            w
+        })
+        .collect();
+    members[1].forbidden_sites = vec!["d".into()];
+    let inst = instance(
+        vec![
+            site("a", 16.0, 0.1),
+            site("b", 16.0, 0.2),
+            site("c", 16.0, 0.3),
+            site("d", 16.0, 0.05),
+        ],
+        members,
+        &[("a", "b", 5.0), ("b", "c", 5.0), ("c", "d", 5.0)],
+    );
+    let problem = Problem::build(&inst).expect("builds");
+    let solved = solve_with(&problem, Method::Fast, 0.0);
+    let report = verify(&inst, &problem.placement_of(&solved.x));
+    assert!(report.feasible, "{:?}", report.violations);
+    assert_eq!(problem.evaluate(&solved.x).unplaced_replicas, 0);
+    // The same set of sites for both, and not d (back may not use it).
+    let placement = problem.placement_of(&solved.x);
+    let sites = |w: &str| -> Vec<String> { placement.assignments[w].keys().cloned().collect() };
+    assert_eq!(sites("front"), sites("back"));
+    assert_eq!(sites("front"), vec!["a", "b", "c"]);
+}

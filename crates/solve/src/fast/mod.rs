@@ -740,16 +740,18 @@ impl<'a> Assign<'a> {
         self.s.placement(self.f)
     }
 
-    /// Place each affinity group on the one common site where it costs
-    /// least (all members on the same single site satisfies "the same set of
-    /// sites"), or leave it unplaced.
+    /// Place each affinity group on the common site where it costs least,
+    /// widened to further common sites while that pays (each member on
+    /// every site of the set: "the same set of sites"), or leave it
+    /// unplaced.
     fn place_affinity_groups(&mut self) {
         for g in 0..self.p.affinity_groups.len() {
             self.place_affinity_group(g);
         }
     }
 
-    /// Place affinity group `g` (unplaced so far) on its cheapest common site.
+    /// Place affinity group `g` (unplaced so far) on its cheapest common
+    /// site, then widen the set while every member still has replicas out.
     fn place_affinity_group(&mut self, g: usize) {
         let p = self.p;
         let members = &p.affinity_groups[g].1;
@@ -792,16 +794,100 @@ impl<'a> Assign<'a> {
                 .iter()
                 .map(|&w| p.workloads[w].replicas as f64 * p.workloads[w].unplaced_cost)
                 .sum();
-            if let Some((s, _)) = best.filter(|(_, c)| *c < unplaced) {
-                for &w in members {
-                    if let Some(k) = self.f.range(w).find(|&k| self.f.site[k] == s) {
-                        while self.fits(w, k) {
-                            self.add(w, k);
-                        }
+            let Some((s, _)) = best.filter(|(_, c)| *c < unplaced) else {
+                return;
+            };
+            for &w in members {
+                if let Some(k) = self.f.range(w).find(|&k| self.f.site[k] == s) {
+                    while self.fits(w, k) {
+                        self.add(w, k);
                     }
                 }
             }
+            // One site rarely holds a whole group (per-site caps, room):
+            // while every member still has replicas out, widen the set by
+            // the common site that lowers the cost most.
+            let mut set = vec![s];
+            while members
+                .iter()
+                .all(|&w| self.s.placed[w] < p.workloads[w].replicas)
+            {
+                let mut best: Option<(SiteIx, f64)> = None;
+                for k0 in self.f.range(first) {
+                    let t = self.f.site[k0];
+                    if set.contains(&t) {
+                        continue;
+                    }
+                    if let Some((delta, added)) = self.widen(members, &set, t) {
+                        for &(w, k) in added.iter().rev() {
+                            self.remove(w, k);
+                        }
+                        if delta < -1e-9 && best.is_none_or(|(_, b)| delta < b) {
+                            best = Some((t, delta));
+                        }
+                    }
+                }
+                let Some((t, _)) = best else {
+                    break;
+                };
+                if self.widen(members, &set, t).is_none() {
+                    break;
+                }
+                set.push(t);
+            }
         }
+    }
+
+    /// Add site `t` to affinity group `members`' set of sites `set`: one
+    /// replica of every member there (each still has one out), then each
+    /// member's other replicas out where they cost least in the set, while
+    /// that beats leaving them out. Returns the change in cost and what was
+    /// added, or `None` (nothing changed) when a member cannot go there.
+    fn widen(
+        &mut self,
+        members: &[WorkloadIx],
+        set: &[SiteIx],
+        t: SiteIx,
+    ) -> Option<(f64, Vec<(WorkloadIx, usize)>)> {
+        let p = self.p;
+        let mut added = Vec::new();
+        let mut delta = 0.0;
+        for &w in members {
+            match self.f.slot_at(w, t).filter(|&k| self.fits(w, k)) {
+                Some(k) => {
+                    delta += self.add_cost(w, k) - p.workloads[w].unplaced_cost;
+                    self.add(w, k);
+                    added.push((w, k));
+                }
+                None => {
+                    for &(w, k) in added.iter().rev() {
+                        self.remove(w, k);
+                    }
+                    return None;
+                }
+            }
+        }
+        for &w in members {
+            let unplaced = p.workloads[w].unplaced_cost;
+            while self.s.placed[w] < p.workloads[w].replicas {
+                let cheapest = set
+                    .iter()
+                    .chain([&t])
+                    .filter_map(|&s| self.f.slot_at(w, s))
+                    .filter(|&k| self.fits(w, k))
+                    .map(|k| (self.add_cost(w, k), k))
+                    .min_by(|a, b| a.0.total_cmp(&b.0));
+                match cheapest {
+                    Some((c, k)) if c < unplaced => {
+                        delta += c - unplaced;
+                        self.add(w, k);
+                        added.push((w, k));
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Some((delta, added))
     }
 
     /// Greedy construction at `price` (zero prices: plain cheapest-first).
