@@ -9,9 +9,9 @@ use crate::problem::Problem;
 use crate::replicas::Replicas;
 use crate::rows::{Row, Shortfall};
 
-/// Per site: resource rows used and workload IT kW; per workload: replicas
-/// per site and per failure domain; per anti-affinity group: replicas per
-/// site; and moves (replicas started where they did not run).
+/// Per site: the use of every row (resources, then IT kW); per workload:
+/// replicas per site and per failure domain; per anti-affinity group:
+/// replicas per site; and moves (replicas started where they did not run).
 #[derive(Debug, Clone)]
 pub struct Load {
     /// Per workload: (site, replicas), in the order sites were first used.

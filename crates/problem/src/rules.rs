@@ -439,10 +439,10 @@ impl Problem {
         demand: &[f64],
         dynamic_kw: f64,
     ) -> Option<Ineligible> {
-        let row = self
+        let (row, need, limit) = self
             .rows()
-            .find(|row| !within(row.need_of(demand, dynamic_kw), self.limit(si, *row)))?;
-        let (need, limit) = (row.need_of(demand, dynamic_kw), self.limit(si, row));
+            .map(|row| (row, row.need_of(demand, dynamic_kw), self.limit(si, row)))
+            .find(|(_, need, limit)| !within(*need, *limit))?;
         Some(match row {
             Row::Resource(r) => Ineligible::TooBig {
                 resource: self.resources[r].clone(),
