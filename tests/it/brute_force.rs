@@ -288,6 +288,37 @@ proptest! {
         prop_assert!(u64::from(fewest) >= proven, "proven {proven} > fewest {fewest}");
     }
 
+    /// Repair from the greedy start on the same tiny instances: every
+    /// rule kept (the verifier), never worse than its start, and — where
+    /// leaving a replica out costs more than any placement and no affinity
+    /// group ties sites together (repairs leave those members be) — no
+    /// more priority-weighted replicas out than the enumerated optimum.
+    #[test]
+    fn repair_keeps_every_rule_and_leaves_no_more_out_than_the_optimum(t in tiny()) {
+        let inst = build(&t);
+        prop_assume!(edgeplan::validate::validate(&inst).is_empty());
+        let problem = edgeplan::problem::Problem::build(&inst).unwrap();
+        let start = edgeplan::solver::greedy(&problem);
+        let before = verify(&inst, &problem.placement_of(&start)).objective.total;
+        let r = edgeplan::repair::repair(&problem, start, before, &edgeplan::fast::Limit::none(), 3)
+            .expect("repairs");
+        let report = verify(&inst, &problem.placement_of(&r.x));
+        prop_assert!(report.feasible, "{:?}", report.violations);
+        let tol = 1e-6 * before.abs().max(1.0);
+        prop_assert!(report.objective.total <= before + tol, "{} worse than {before}", report.objective.total);
+        prop_assert!((report.objective.total - r.objective).abs() <= tol);
+        if !t.cheap_unplaced && !t.affinity {
+            let fewest = all_placements(&inst)
+                .iter()
+                .map(|p| verify(&inst, p))
+                .filter(|r| r.feasible)
+                .map(|r| r.objective.unplaced)
+                .fold(f64::INFINITY, f64::min);
+            prop_assert!(report.objective.unplaced <= fewest + 1e-6,
+                "repair leaves {} of penalty out, the optimum {fewest}", report.objective.unplaced);
+        }
+    }
+
     /// The fast path on the same tiny instances: a feasible placement, no
     /// better than the enumerated optimum, and a bound no higher than it.
     #[test]

@@ -18,6 +18,7 @@ mod inputs;
 mod known_optimum;
 mod live;
 mod plan;
+mod repair;
 mod report;
 mod rules;
 mod seams;

@@ -154,7 +154,7 @@ impl Rule {
 /// A decision a rule's linear row speaks of, for the exact model: the
 /// replicas of a workload on a site (`x`), or those of them started there
 /// where they did not run (`m`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Term {
     Placed(WorkloadIx, SiteIx),
     MovedIn(WorkloadIx, SiteIx),

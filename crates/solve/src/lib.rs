@@ -5,4 +5,5 @@
 
 pub mod fast;
 pub mod milp;
+pub mod repair;
 pub mod solver;

@@ -4,12 +4,13 @@
 //! standard MPS and LP formats by `export`, so every solver sees the very
 //! same model. Pure: no I/O.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
-use edgeplan_problem::rules::{Rule, Term};
+use edgeplan_problem::rules::{LinearRow, Rule, Term};
 
 #[derive(Debug, Clone)]
 pub struct Column {
@@ -254,6 +255,15 @@ impl Milp {
             .collect()
     }
 
+    /// The model's rows of every rule (spread, the per-site limits,
+    /// anti-affinity, the move budget), each rule saying which can bind.
+    pub fn rule_rows(p: &Problem) -> Vec<LinearRow> {
+        Rule::WITH_ROWS
+            .iter()
+            .flat_map(|rule| rule.rows(p))
+            .collect()
+    }
+
     /// Free-format MPS. The objective row's RHS carries the negated offset
     /// (the convention HiGHS and most readers follow).
     pub fn to_mps(&self, name: &str) -> String {
@@ -440,4 +450,200 @@ fn sanitize(name: &str) -> String {
     } else {
         s
     }
+}
+
+/// The exact model of the part of a problem that a placement leaves open:
+/// columns only for the free (workload, site) pairs; every other pair is
+/// held where the placement has it, and its share of each row moves into
+/// the row's bound. The same rows as [`Milp::build`] (the rules' own rows,
+/// the demand and move rows), so a repair solves the very model the exact
+/// path does, with most of it fixed. Members of affinity groups are never
+/// free (their sites are chosen together, across the fleet).
+#[derive(Debug, Clone)]
+pub struct Around {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Row>,
+    /// (workload, site, column of x = replicas there).
+    pub x: Vec<(WorkloadIx, SiteIx, usize)>,
+    /// (workload, replicas held elsewhere, column of u = unplaced).
+    pub u: Vec<(WorkloadIx, u32, usize)>,
+    /// (workload, site, column of m = replicas moved in).
+    m: Vec<(WorkloadIx, SiteIx, usize)>,
+}
+
+impl Around {
+    /// The model of `free` (per workload, the candidate sites whose count
+    /// may change) around placement `x`. `rows` are [`Milp::rule_rows`] of
+    /// `p`, and `rows_of` the indices of those rows each workload appears
+    /// in ([`rows_by_workload`]).
+    pub fn build(
+        p: &Problem,
+        x: &Replicas,
+        free: &[(WorkloadIx, Vec<SiteIx>)],
+        rows: &[LinearRow],
+        rows_of: &IndexVec<WorkloadIx, Vec<usize>>,
+    ) -> Around {
+        let mut in_affinity = IndexVec::from_elem_n(false, p.workloads.len());
+        for (_, members) in &p.affinity_groups {
+            for &w in members {
+                in_affinity[w] = true;
+            }
+        }
+        let mut model = Milp {
+            columns: Vec::new(),
+            rows: Vec::new(),
+            offset: 0.0,
+            x: IndexVec::new(),
+            m: IndexVec::new(),
+            u: IndexVec::new(),
+            y: Vec::new(),
+        };
+        let (mut xs, mut ms, mut us) = (Vec::new(), Vec::new(), Vec::new());
+        let mut column_of: HashMap<Term, usize> = HashMap::new();
+        let track_moves = p.max_moves.is_some();
+        for (wi, sites) in free {
+            let wi = *wi;
+            if in_affinity[wi] {
+                continue;
+            }
+            let w = &p.workloads[wi];
+            let mut coefs = Vec::new();
+            for &si in sites {
+                let Some(c) = w.candidate_at(si) else {
+                    continue;
+                };
+                let xc = model.col(
+                    format!("x_w{wi}_s{si}"),
+                    0.0,
+                    c.max_count as f64,
+                    true,
+                    c.cost(),
+                );
+                xs.push((wi, si, xc));
+                column_of.insert(Term::Placed(wi, si), xc);
+                coefs.push((xc, 1.0));
+                let cur = w.current_at(si);
+                if cur < c.max_count && (w.move_cost > 0.0 || track_moves) {
+                    let mc = model.col(
+                        format!("m_w{wi}_s{si}"),
+                        0.0,
+                        (c.max_count - cur) as f64,
+                        false,
+                        w.move_cost,
+                    );
+                    ms.push((wi, si, mc));
+                    column_of.insert(Term::MovedIn(wi, si), mc);
+                    model.row(
+                        format!("move_w{wi}_s{si}"),
+                        vec![(mc, 1.0), (xc, -1.0)],
+                        -(cur as f64),
+                        f64::INFINITY,
+                    );
+                }
+            }
+            if coefs.is_empty() {
+                continue;
+            }
+            let held: u32 = x[wi]
+                .iter()
+                .filter(|&&(s, _)| !sites.contains(&s) || w.candidate_at(s).is_none())
+                .map(|&(_, n)| n)
+                .sum();
+            let open = w.replicas.saturating_sub(held);
+            let uc = model.col(format!("u_w{wi}"), 0.0, open as f64, false, w.unplaced_cost);
+            us.push((wi, held, uc));
+            coefs.push((uc, 1.0));
+            model.row(format!("demand_w{wi}"), coefs, open as f64, open as f64);
+        }
+        // Every rule row a free workload appears in, its fixed terms moved
+        // into the bound.
+        let mut touched: Vec<usize> = us
+            .iter()
+            .flat_map(|&(wi, _, _)| rows_of[wi].iter().copied())
+            .collect();
+        touched.sort_unstable();
+        touched.dedup();
+        let count = |wi: WorkloadIx, si: SiteIx| x.count(wi, si);
+        for r in touched {
+            let row = &rows[r];
+            let mut held = 0.0;
+            let mut coefs = Vec::new();
+            for &(term, coef) in &row.terms {
+                match column_of.get(&term) {
+                    Some(&c) => coefs.push((c, coef)),
+                    None => {
+                        let value = match term {
+                            Term::Placed(wi, si) => count(wi, si),
+                            Term::MovedIn(wi, si) => {
+                                count(wi, si).saturating_sub(p.workloads[wi].current_at(si))
+                            }
+                        };
+                        held += coef * f64::from(value);
+                    }
+                }
+            }
+            model.row(row.name.clone(), coefs, f64::NEG_INFINITY, row.upper - held);
+        }
+        Around {
+            columns: model.columns,
+            rows: model.rows,
+            x: xs,
+            u: us,
+            m: ms,
+        }
+    }
+
+    /// Column values of placement `x` (x as given on the free pairs; m and
+    /// u implied).
+    pub fn values_of(&self, p: &Problem, x: &Replicas) -> Vec<f64> {
+        let mut values = vec![0.0; self.columns.len()];
+        let count = |wi: WorkloadIx, si: SiteIx| x.count(wi, si);
+        let mut placed: HashMap<WorkloadIx, u32> = HashMap::new();
+        for &(wi, si, c) in &self.x {
+            let n = count(wi, si);
+            values[c] = f64::from(n);
+            *placed.entry(wi).or_default() += n;
+        }
+        for &(wi, si, c) in &self.m {
+            values[c] = f64::from(count(wi, si).saturating_sub(p.workloads[wi].current_at(si)));
+        }
+        for &(wi, held, c) in &self.u {
+            let open = p.workloads[wi].replicas.saturating_sub(held);
+            values[c] = f64::from(open.saturating_sub(placed.get(&wi).copied().unwrap_or(0)));
+        }
+        values
+    }
+
+    /// Placement `x` with the free pairs set from column values (rounded).
+    pub fn apply(&self, x: &Replicas, values: &[f64]) -> Replicas {
+        let mut out = x.clone();
+        for &(wi, si, c) in &self.x {
+            let n = values[c].round().max(0.0) as u32;
+            let at = &mut out[wi];
+            match at.iter().position(|&(s, _)| s == si) {
+                Some(i) if n == 0 => {
+                    at.remove(i);
+                }
+                Some(i) => at[i].1 = n,
+                None if n > 0 => at.push((si, n)),
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+/// Per workload, the indices of the rows (of `rows`) it appears in.
+pub fn rows_by_workload(p: &Problem, rows: &[LinearRow]) -> IndexVec<WorkloadIx, Vec<usize>> {
+    let mut of: IndexVec<WorkloadIx, Vec<usize>> =
+        IndexVec::from_elem_n(Vec::new(), p.workloads.len());
+    for (r, row) in rows.iter().enumerate() {
+        for &(term, _) in &row.terms {
+            let (Term::Placed(wi, _) | Term::MovedIn(wi, _)) = term;
+            if of[wi].last() != Some(&r) {
+                of[wi].push(r);
+            }
+        }
+    }
+    of
 }

@@ -73,6 +73,11 @@ impl Default for FastOptions {
 /// ten seconds' work on a 6,500-replica, 20-site fleet.
 pub const DEFAULT_WORK: u64 = 200_000_000;
 
+/// Share of the time and work left after the bound that goes to
+/// [`repair`](crate::repair) when replicas are left out (the rest: the
+/// final polish).
+const REPAIR_SHARE: f64 = 0.5;
+
 /// When a search stops: a wall-clock deadline, a work budget, or both,
 /// whichever runs out first. Work is counted in units that do not depend
 /// on the machine (about one candidate slot looked at: a Lagrangian
@@ -1423,6 +1428,25 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             best_x = x;
             best_obj = obj;
             best_pen = pen;
+        }
+    }
+    // Replicas left out that a placement might hold: small exact models
+    // around them (`repair`) get half of what is left, the polish the rest.
+    if best_pen > 0.0 && !limit.out() {
+        let repair_limit = Limit::new(
+            deadline.share(REPAIR_SHARE),
+            work.map(|w| (w.saturating_sub(limit.spent()) as f64 * REPAIR_SHARE) as u64),
+        );
+        match crate::repair::repair(p, best_x.clone(), best_obj, &repair_limit, 0) {
+            Ok(r) => {
+                limit.spend(repair_limit.spent());
+                if r.objective < best_obj {
+                    best_pen = p.evaluate(&r.x).objective.unplaced;
+                    best_x = r.x;
+                    best_obj = r.objective;
+                }
+            }
+            Err(e) => tracing::warn!("repair failed: {e}"),
         }
     }
     // The final polish: ejection chains from the best placement.
