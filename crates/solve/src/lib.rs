@@ -4,6 +4,8 @@
 //! come in as values.
 
 pub mod fast;
+pub mod highs_run;
+pub mod limit;
 pub mod milp;
 pub mod repair;
 pub mod solver;

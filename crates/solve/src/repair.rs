@@ -22,9 +22,9 @@ use edgeplan_problem::rows::Row;
 use highs::HighsModelStatus;
 use rand::{Rng, SeedableRng};
 
-use crate::fast::Limit;
+use crate::highs_run::{run_highs, HighsOptions};
+use crate::limit::Limit;
 use crate::milp::{rows_by_workload, Around, Milp};
-use crate::solver::{run_highs, SolveOptions};
 
 /// Sites a repair frees at first among the target workload's own, and
 /// half as many beyond them (it grows while sub-models solve to
@@ -247,10 +247,10 @@ pub fn repair(
             .map(|w| (w / node_work).saturating_sub(1).clamp(1, NODES));
         // A sub-solve is charged what it may spend: its nodes and its root.
         limit.spend((nodes.unwrap_or(NODES) + 1) * node_work);
-        let sub = SolveOptions {
+        let sub = HighsOptions {
             deadline: limit.deadline().share(0.25).cap_s(SUB_SOLVE_S),
             seed,
-            ..SolveOptions::default()
+            ..HighsOptions::default()
         };
         // A repair is for what is left out: HiGHS may stop once within a
         // tenth of a replica's penalty of its bound, not prove the last

@@ -9,14 +9,13 @@
 //! (the fast path, the neighbourhood search, HiGHS by node limits), so the
 //! answer is the same on any machine.
 
-use good_lp::solvers::highs::highs;
-use good_lp::{variable, Expression, ProblemVariables, SolverModel, Variable};
 use highs::HighsModelStatus;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::fast::{self, FastOptions, Limit};
-use crate::milp::{Column, Milp};
+use crate::highs_run::{run_highs, HighsOptions};
+use crate::milp::Milp;
 use edgeplan_model::clock::Deadline;
 use edgeplan_model::error::{Error, Result};
 pub use edgeplan_problem::gap::{placed_gap, relative_gap};
@@ -72,6 +71,16 @@ impl SolveOptions {
             Deadline::NONE
         } else {
             self.deadline
+        }
+    }
+
+    /// What HiGHS is told of these options.
+    pub(crate) fn highs(&self) -> HighsOptions {
+        HighsOptions {
+            deadline: self.clock(),
+            relative_gap: self.relative_gap,
+            threads: self.threads,
+            seed: self.seed,
         }
     }
 
@@ -482,102 +491,6 @@ pub fn exact(problem: &Problem, options: &SolveOptions, start: Replicas) -> Resu
     exact_on(problem, &Milp::build(problem), options, start)
 }
 
-/// What one HiGHS run left.
-pub(crate) struct HighsRun {
-    /// Column values of its best solution, if it has one.
-    pub values: Option<Vec<f64>>,
-    pub status: HighsModelStatus,
-    /// HiGHS's dual bound (offset excluded), −∞ if unknown.
-    dual_bound: f64,
-}
-
-/// HiGHS on `milp` with these column bounds (the model's, or some fixed),
-/// warm-started from `start_values`. With `abs_gap`, HiGHS stops at that
-/// absolute gap instead of `options.relative_gap` (see [`exact_on`]).
-pub(crate) fn run_highs(
-    rows: &[crate::milp::Row],
-    columns: &[Column],
-    start_values: &[f64],
-    options: &SolveOptions,
-    abs_gap: Option<f64>,
-    max_nodes: Option<u64>,
-) -> Result<HighsRun> {
-    let mut vars = ProblemVariables::new();
-    let cols: Vec<Variable> = columns
-        .iter()
-        .map(|c| {
-            let mut v = variable().min(c.lower).max(c.upper);
-            if c.integer {
-                v = v.integer();
-            }
-            vars.add(v)
-        })
-        .collect();
-    let mut objective = Expression::with_capacity(cols.len());
-    for (c, v) in columns.iter().zip(&cols) {
-        if c.cost != 0.0 {
-            objective.add_mul(c.cost, *v);
-        }
-    }
-    let mut model = vars.minimise(objective).using(highs);
-    for r in rows {
-        let mut e = Expression::with_capacity(r.coefs.len());
-        for &(c, v) in &r.coefs {
-            e.add_mul(v, cols[c]);
-        }
-        if r.lower == r.upper {
-            model.add_constraint(e.eq(r.lower));
-        } else {
-            if r.lower.is_finite() {
-                model.add_constraint(e.clone().geq(r.lower));
-            }
-            if r.upper.is_finite() {
-                model.add_constraint(e.leq(r.upper));
-            }
-        }
-    }
-    let mut hm = model
-        .try_into_inner()
-        .map_err(|e| Error::Solver(e.to_string()))?;
-    hm.make_quiet();
-    hm.set_option("output_flag", false);
-    hm.set_option("random_seed", options.seed as i32);
-    if let Some(t) = options.clock().remaining_s() {
-        hm.set_option("time_limit", t);
-    }
-    if let Some(n) = max_nodes {
-        hm.set_option("mip_max_nodes", n.clamp(1, i32::MAX as u64) as i32);
-    }
-    if let Some(a) = abs_gap {
-        hm.set_option("mip_rel_gap", 0.0);
-        hm.set_option("mip_abs_gap", a.max(0.0));
-    } else if let Some(g) = options.relative_gap {
-        hm.set_option("mip_rel_gap", g.max(0.0));
-    }
-    if let Some(t) = options.threads {
-        hm.set_option("threads", t.max(1) as i32);
-    }
-    // The warm start only helps; HiGHS may refuse it (it then starts cold),
-    // and a refused hint must not abort the solve.
-    if let Err(e) = hm.try_set_solution(Some(start_values), None, None, None) {
-        tracing::debug!("HiGHS refused the start: {e:?}");
-    }
-    let solved = hm
-        .try_solve()
-        .map_err(|e| Error::Solver(format!("HiGHS failed: {e:?}")))?;
-    // Read the raw info: the binding's accessor panics on "no status yet".
-    let has_solution = solved
-        .int_info_value(c"primal_solution_status")
-        .is_ok_and(|v| v == highs::HighsSolutionStatus::Feasible as i64);
-    Ok(HighsRun {
-        values: has_solution.then(|| solved.get_solution().columns().to_vec()),
-        status: solved.status(),
-        dual_bound: solved
-            .double_info_value(c"mip_dual_bound")
-            .unwrap_or(f64::NEG_INFINITY),
-    })
-}
-
 /// [`exact`] on a model already built.
 fn exact_on(
     problem: &Problem,
@@ -601,7 +514,7 @@ fn exact_on(
         &milp.rows,
         &milp.columns,
         &start_values,
-        options,
+        &options.highs(),
         Some(abs_gap),
         max_nodes,
     )?;
@@ -759,7 +672,7 @@ fn lns(
             .map(|w| (w / node_work).saturating_sub(1).clamp(1, LNS_NODES));
         // A sub-solve is charged what it may spend: its nodes and its root.
         limit.spend((nodes.unwrap_or(LNS_NODES) + 1) * node_work);
-        let run = run_highs(&milp.rows, &columns, &values, &sub, None, nodes)?;
+        let run = run_highs(&milp.rows, &columns, &values, &sub.highs(), None, nodes)?;
         let optimal = run.status == HighsModelStatus::Optimal;
         if optimal {
             width = (width + width.div_ceil(2)).min(sites);
