@@ -180,6 +180,42 @@ fn neighbourhood_search_never_worsens_and_ends_at_the_optimum_on_small_fleets() 
 }
 
 #[test]
+fn a_deadline_shares_caps_and_floors_the_time_left() {
+    // The stages of a solve split one deadline: a share of what is left,
+    // a cap, a floor; NONE stays NONE through each (no deadline is never
+    // turned into one), and remaining time only shrinks.
+    let ten = Deadline::after_s(10.0);
+    let half = ten.share(0.5).remaining_s().expect("set");
+    assert!((4.0..=5.0).contains(&half), "half of 10 s left: {half}");
+    let capped = ten.cap_s(1.0).remaining_s().expect("set");
+    assert!(capped <= 1.0 && capped > 0.5, "capped at 1 s: {capped}");
+    let uncapped = ten.cap_s(60.0).remaining_s().expect("set");
+    assert!(
+        (9.0..=10.0).contains(&uncapped),
+        "a cap above it changes nothing: {uncapped}"
+    );
+    let floored = Deadline::passed()
+        .at_least_s(3.0)
+        .remaining_s()
+        .expect("set");
+    assert!((2.0..=3.0).contains(&floored), "a floor of 3 s: {floored}");
+    assert!(!ten
+        .share(0.0)
+        .has_room_for(std::time::Duration::from_millis(50)));
+    assert!(Deadline::passed().share(0.5).remaining_s() == Some(0.0));
+    for none in [
+        Deadline::NONE.share(0.5),
+        Deadline::NONE.cap_s(1.0),
+        Deadline::NONE.at_least_s(1.0),
+    ] {
+        assert!(!none.is_set() && !none.reached() && none.remaining_s().is_none());
+    }
+    // Shares out of range are clamped, not extended.
+    let over = ten.share(3.0).remaining_s().expect("set");
+    assert!(over <= 10.0, "a share above one is the whole: {over}");
+}
+
+#[test]
 fn a_deadline_already_passed_still_gets_a_verified_placement_and_a_bound() {
     // The deadline is a value the caller hands in; one that has passed
     // before the solve starts (a slow parse, a clock that jumped) must

@@ -23,6 +23,9 @@ pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(2);
 
 use rayon::prelude::*;
 
+/// Sites per stuck workload that a re-plan's neighbourhood places afresh.
+const NEIGHBOURHOOD_SITES: usize = 6;
+
 use super::{best_response, workload_of, Assign, Flat, Journal, Limit, Slots, State};
 use edgeplan_model::error::Issue;
 use edgeplan_model::error::{Error, Result};
@@ -491,8 +494,9 @@ fn put_back(a: &mut Assign, w: WorkloadIx, s: SiteIx, n: u32) {
 }
 
 /// When the local search leaves replicas of `stuck` unplaced: place the
-/// whole neighbourhood afresh — every replica on the sites those workloads
-/// may use — most important, then least flexible, then biggest first, each
+/// neighbourhood afresh — every replica on the [`NEIGHBOURHOOD_SITES`]
+/// cheapest sites (at the kept prices) each of those workloads may use —
+/// most important, then least flexible, then biggest first, each
 /// on its cheapest site at the kept prices; then the local search. Kept only
 /// if it lowers the objective (the placement before is restored otherwise).
 fn resolve_neighbourhood(a: &mut Assign, stuck: &[WorkloadIx], price: &[f64]) {
@@ -501,12 +505,19 @@ fn resolve_neighbourhood(a: &mut Assign, stuck: &[WorkloadIx], price: &[f64]) {
     }
     let (p, f) = (a.p, a.f);
     let saved = a.s.clone();
+    // Each stuck workload's cheapest sites at the kept prices, not all it
+    // may use: on a tight fleet "all" is most of the fleet, and placing
+    // that afresh took up to the 2 s guard per re-plan.
     let mut on_site: IndexVec<SiteIx, bool> = IndexVec::from_elem_n(false, p.sites.len());
     for &w in stuck {
-        for k in f.range(w) {
-            if f.max[k] > 0 {
-                on_site[f.site[k]] = true;
-            }
+        let mut open: Vec<(f64, usize)> = f
+            .range(w)
+            .filter(|&k| f.max[k] > 0)
+            .map(|k| (f.priced(p, w, k, price), k))
+            .collect();
+        open.sort_unstable_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)));
+        for &(_, k) in open.iter().take(NEIGHBOURHOOD_SITES) {
+            on_site[f.site[k]] = true;
         }
     }
     let mut members: Vec<WorkloadIx> = stuck.to_vec();
