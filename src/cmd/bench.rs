@@ -180,7 +180,7 @@ fn bench(entries: &[Entry], method: Method, keep: Option<&Path>, replans: usize)
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let exe = std::env::current_exe()?;
     println!(
-        "{:>9} {:>9} {:>6} {:>4} {:>4} {:>7} {:>6} {:>8} {:>8} {:>14} {:>8} {:>8} {:>14} {:>8} {:>9} {:>11} {:>11}",
+        "{:>9} {:>9} {:>6} {:>4} {:>4} {:>7} {:>6} {:>8} {:>8} {:>14} {:>8} {:>8} {:>14} {:>8} {:>9} {:>11} {:>11} {:>10}",
         "family",
         "replicas",
         "sites",
@@ -197,7 +197,8 @@ fn bench(entries: &[Entry], method: Method, keep: Option<&Path>, replans: usize)
         "gap_%",
         "peak_MiB",
         "replan_p50",
-        "replan_max"
+        "replan_max",
+        "replan_out"
     );
     for e in entries {
         let (replicas, sites, seed, seconds, gap) = (e.replicas, e.sites, e.seed, e.seconds, e.gap);
@@ -246,7 +247,7 @@ fn bench(entries: &[Entry], method: Method, keep: Option<&Path>, replans: usize)
         let r: serde_json::Value = serde_json::from_slice(&out.stdout)?;
         let num = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "{:>9} {:>9} {:>6} {:>4} {:>4} {:>7} {:>6} {:>8.2} {:>8.2} {:>14.4} {:>8} {:>8} {:>14.4} {:>8.3} {:>9.0} {:>8.1} ms {:>8.1} ms",
+            "{:>9} {:>9} {:>6} {:>4} {:>4} {:>7} {:>6} {:>8.2} {:>8.2} {:>14.4} {:>8} {:>8} {:>14.4} {:>8.3} {:>9.0} {:>8.1} ms {:>8.1} ms {:>10}",
             e.family.name(),
             replicas,
             sites,
@@ -264,6 +265,7 @@ fn bench(entries: &[Entry], method: Method, keep: Option<&Path>, replans: usize)
             num("peak_mib"),
             num("replan_p50_ms"),
             num("replan_max_ms"),
+            num("replan_unplaced"),
         );
     }
     if keep.is_none() {
@@ -313,6 +315,8 @@ fn bench_one(
         .unwrap_or(f64::NAN);
     let mut replan_ms = Vec::new();
     let mut replan_gap = f64::NAN;
+    // Replicas the last re-plan's placement leaves out.
+    let mut replan_unplaced = 0u64;
     if replans > 0 {
         let mut current = inst;
         let mut replanner = Replanner::new(problem, &solved.x, solved.price.clone());
@@ -331,6 +335,7 @@ fn bench_one(
         // The final placement against the changed instance, independently.
         let rebuilt = Problem::build(&current)?;
         verified(&current, &rebuilt, &replanner.placement())?;
+        replan_unplaced = rebuilt.evaluate(&replanner.placement()).unplaced_replicas;
     }
     replan_ms.sort_by(f64::total_cmp);
     let nan = f64::NAN;
@@ -349,6 +354,7 @@ fn bench_one(
             "replan_p50_ms": replan_ms.get(replan_ms.len() / 2).copied().unwrap_or(nan),
             "replan_max_ms": replan_ms.last().copied().unwrap_or(nan),
             "replan_final_gap": replan_gap,
+            "replan_unplaced": replan_unplaced,
         })
     );
     Ok(())

@@ -99,12 +99,14 @@ fn replan(
                 .collect();
             let mut replanner = Replanner::new(problem, &solved.x, solved.price);
             // Reproducible: the work budget alone; otherwise a wall-clock
-            // guard too.
+            // guard too (and the replanner's own budget unless --work).
             let deadline = if options.deterministic {
                 replanner.set_work(Some(options.work.unwrap_or(DEFAULT_WORK)));
                 Deadline::NONE
             } else {
-                replanner.set_work(options.work);
+                if options.work.is_some() {
+                    replanner.set_work(options.work);
+                }
                 Deadline::after(DEFAULT_REPLAN_TIME_LIMIT)
             };
             let started = Instant::now();

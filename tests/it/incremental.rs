@@ -336,3 +336,50 @@ fn cli_replan_writes_a_verified_placement_and_a_plan() {
     assert!(!run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("b.json"));
 }
+
+#[test]
+fn a_replan_on_a_tight_fleet_stops_on_its_own_budget_and_repeats_itself() {
+    // GPU-tight at 95 % of the GPUs and a busy site's cooling halved: the
+    // search for room could run to the 2 s guard. With no deadline at
+    // all, the default work budget alone ends it — the same placement
+    // both times, verified on the changed instance.
+    use edgeplan::gen::{generate_family, Family, GenOptions};
+    let inst = generate_family(
+        &GenOptions {
+            sites: 30,
+            workloads: 0,
+            replicas: Some(1_500),
+            seed: 4,
+            load: 0.85,
+        },
+        Family::GpuTight,
+    )
+    .expect("generates");
+    let problem = Problem::build(&inst).expect("builds");
+    let solved = fast(&problem);
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let mut replanner = Replanner::new(problem.clone(), &solved.x, solved.price.clone());
+        let mut current = inst.clone();
+        for site in busiest_sites(&problem, &solved.x).into_iter().take(3) {
+            let next = perturbed(
+                &current,
+                Perturbation::CoolingLoss {
+                    site,
+                    fraction: 0.5,
+                },
+            );
+            let changes = diff(replanner.problem(), &current, &next).expect("not structural");
+            replanner
+                .apply(&next, &changes, Deadline::NONE)
+                .expect("re-plans");
+            current = next;
+        }
+        let x = replanner.placement();
+        let rebuilt = Problem::build(&current).expect("builds");
+        let report = verify(&current, &rebuilt.placement_of(&x));
+        assert!(report.feasible, "{:?}", &report.violations[..1]);
+        answers.push(x);
+    }
+    assert_eq!(answers[0], answers[1]);
+}

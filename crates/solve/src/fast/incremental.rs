@@ -23,6 +23,13 @@ pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(2);
 
 use rayon::prelude::*;
 
+/// The work budget of one re-plan unless set otherwise: a re-plan that
+/// only puts back what fits spends a few thousand units; on a tight fleet
+/// the search for room (ejection chains, the neighbourhood) can spend
+/// millions — a second and more. This stops it at tens of milliseconds;
+/// what it leaves out waits for the next full solve.
+pub const DEFAULT_REPLAN_WORK: u64 = 30_000;
+
 /// Sites per stuck workload that a re-plan's neighbourhood places afresh.
 const NEIGHBOURHOOD_SITES: usize = 6;
 
@@ -129,11 +136,12 @@ impl Replanner {
             price,
             values,
             affinity_of,
-            work: None,
+            work: Some(DEFAULT_REPLAN_WORK),
         }
     }
 
-    /// The work budget of each re-plan (none unless set). With a budget
+    /// The work budget of each re-plan ([`DEFAULT_REPLAN_WORK`] unless
+    /// set; `None`: the deadline alone). With a budget
     /// and no deadline a re-plan stops on its work alone and is
     /// deterministic: the same changes give the same placement on any
     /// machine.
