@@ -136,3 +136,23 @@ fn the_fast_path_with_its_repair_is_the_same_for_the_same_work() {
     let report = verify(&inst, &problem.placement_of(&one.x));
     assert!(report.feasible, "{:?}", &report.violations[..1]);
 }
+
+#[test]
+fn the_lp_proves_what_counting_cannot() {
+    // Two 4-core workloads both pinned to site a (4 cores), site b empty:
+    // the fleet has the cores and each fits on its own, so counting
+    // proves nothing; the LP relaxation sees they share one site.
+    let sites = vec![site("a", 4.0, 0.1), site("b", 4.0, 0.1)];
+    let mut one = workload("one", 1, 4.0);
+    one.pinned_sites = vec!["a".into()];
+    let mut two = workload("two", 1, 4.0);
+    two.pinned_sites = vec!["a".into()];
+    let mut inst = instance(sites, vec![one, two], &[("a", "b", 5.0)]);
+    inst.objective = energy_only();
+    let problem = Problem::build(&inst).expect("builds");
+    assert_eq!(edgeplan::solver::counted_unplaced(&problem), 0);
+    assert_eq!(edgeplan::solver::proven_unplaced(&problem), 1);
+    let (_, solved, _, report) = solve_and_verify(&inst);
+    assert!(report.feasible);
+    assert_eq!(report.unplaced_replicas, 1, "{:?}", solved.x);
+}
