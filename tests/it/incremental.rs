@@ -383,3 +383,42 @@ fn a_replan_on_a_tight_fleet_stops_on_its_own_budget_and_repeats_itself() {
     }
     assert_eq!(answers[0], answers[1]);
 }
+
+/// A running replica moves to a site that became cheaper, and back when
+/// the prices turn: the re-plan is not only a repair of what no longer
+/// fits. (Found by `replay`: every running replica stayed put through a
+/// day-ahead price swap, because the move loop asked whether one replica
+/// *more* fitted a workload already fully placed.)
+#[test]
+fn a_replica_moves_to_a_site_that_became_cheaper() {
+    use crate::common::{instance, site, workload};
+    use edgeplan::instance::Price;
+    let mut w = workload("w", 2, 4.0);
+    w.current = std::collections::BTreeMap::from([("A".to_string(), 2)]);
+    let mut inst = instance(
+        vec![site("A", 10.0, 0.10), site("B", 10.0, 0.30)],
+        vec![w],
+        &[("A", "B", 5.0)],
+    );
+    let problem = Problem::build(&inst).expect("builds");
+    let x = problem.current_placement();
+    let mut replanner = Replanner::new(problem, &x, Vec::new());
+    let on = |r: &Replanner, s: &str| {
+        let p = r.problem();
+        let si = p.site_index(s).expect("site");
+        r.placement().count(WorkloadIx::new(0), si)
+    };
+    assert_eq!(on(&replanner, "A"), 2);
+    for (a, b, to) in [(0.30, 0.10, "B"), (0.10, 0.30, "A")] {
+        inst.sites[0].energy.price_per_kwh = Price::Flat(a);
+        inst.sites[1].energy.price_per_kwh = Price::Flat(b);
+        let changes = [Change::Site(SiteIx::new(0)), Change::Site(SiteIx::new(1))];
+        replanner
+            .apply(&inst, &changes, Deadline::after(DEFAULT_REPLAN_TIME_LIMIT))
+            .expect("re-plans");
+        assert_eq!(on(&replanner, to), 2, "both replicas on {to}");
+        let p = replanner.problem();
+        let placement = p.placement_of(&replanner.placement());
+        assert!(verify(&inst, &placement).violations.is_empty());
+    }
+}

@@ -381,9 +381,18 @@ impl Replanner {
             }
         }
 
-        // 4. Re-home what no longer fits.
+        // 4. Re-home what no longer fits; what was put back reconsiders
+        //    its sites too (this one's costs changed: a replica put back
+        //    on a site that got dearer moves where it is now cheaper).
         for &(w, _) in &displaced {
-            if a.s.fixed[w] || a.s.placed[w] >= p.workloads[w].replicas {
+            if a.s.fixed[w] {
+                continue;
+            }
+            if a.s.placed[w] >= p.workloads[w].replicas {
+                if !limit.out() {
+                    limit.spend(f.range(w).len() as u64);
+                    a.improve_workload(w);
+                }
                 continue;
             }
             a.improve_workload(w);
@@ -413,7 +422,9 @@ impl Replanner {
             {
                 a.add(w, k);
             }
-            while a.fits(w, k) && !limit.out() {
+            // Whether a replica fits here is asked after one is taken off
+            // its site: a fully placed workload never "fits" one more.
+            while a.s.n[k] < f.max[k] && !limit.out() {
                 limit.spend(f.range(w).len() as u64);
                 let from = f
                     .range(w)
