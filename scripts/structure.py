@@ -28,7 +28,7 @@ LAYERS = {
     'solve': ['model', 'problem'],
     'plan': ['model', 'physics', 'problem'],
     'telemetry': ['model', 'physics', 'problem'],
-    'analysis': ['model', 'physics', 'problem', 'solve', 'plan'],
+    'analysis': ['model', 'physics', 'problem', 'solve', 'plan', 'telemetry'],
 }
 sys.setrecursionlimit(10000)
 findings = 0

@@ -73,6 +73,10 @@ enum Command {
     Telemetry(cmd::telemetry::Args),
     /// Run what-if scenarios in parallel and compare their KPIs.
     Whatif(cmd::whatif::Args),
+    /// Replay a fleet hour by hour through a real year of prices, carbon
+    /// and weather under policies side by side; compare cost, carbon,
+    /// moves, SLOs and breaches.
+    Replay(cmd::replay::Args),
     /// Scale benchmark: per size, generate an instance, solve it in a fresh
     /// process and print method, wall time, objective, bound, gap and peak
     /// memory.
@@ -117,6 +121,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(args) => cmd::export::run(args)?,
         Command::Telemetry(args) => cmd::telemetry::run(args)?,
         Command::Whatif(args) => cmd::whatif::run(args)?,
+        Command::Replay(args) => cmd::replay::run(args)?,
         Command::Bench(args) => cmd::bench::run(args)?,
         Command::Gen(args) => cmd::gen::run(args)?,
     }

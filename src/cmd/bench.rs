@@ -14,6 +14,7 @@ use edgeplan::gen::{generate_family, Family, GenOptions};
 use edgeplan::instance::Instance;
 use edgeplan::problem::Problem;
 use edgeplan::solver::{solve, Method, SolveOptions};
+use edgeplan::suite::suite;
 
 use super::io::load_problem;
 use super::verified::verified;
@@ -69,7 +70,7 @@ pub fn run(args: Args) -> Result<()> {
         ),
         None => {
             let entries = match &args.suite {
-                Some(name) => suite(name)?,
+                Some(name) => suite_entries(name)?,
                 None => parse_sizes(&args.sizes)?
                     .into_iter()
                     .map(|(replicas, sites, seconds, gap)| Entry {
@@ -113,47 +114,22 @@ struct Entry {
     gap: f64,
 }
 
-/// The benchmark suite's instances: families and loads where fleets are
-/// tight, several seeds, and the sizes the README's numbers are about.
-fn suite(name: &str) -> Result<Vec<Entry>> {
-    let entry = |family, replicas, sites, load, seed, seconds| Entry {
-        family,
-        replicas,
-        sites,
-        load,
-        seed,
-        seconds,
-        gap: 0.0,
-    };
-    let mut entries = Vec::new();
-    match name {
-        "smoke" => {
-            for family in Family::ALL {
-                entries.push(entry(family, 400, 20, 0.85, 1, 0.5));
-            }
-        }
-        "quick" | "full" => {
-            for load in [0.6, 0.7, 0.8, 0.9] {
-                for seed in [1, 2] {
-                    entries.push(entry(Family::Standard, 5_000, 100, load, seed, 1.0));
-                }
-            }
-            for family in [Family::GpuTight, Family::Metro, Family::Rules] {
-                for seed in [1, 2] {
-                    entries.push(entry(family, 5_000, 100, 0.8, seed, 1.0));
-                }
-            }
-            if name == "full" {
-                for load in [0.8, 0.9] {
-                    entries.push(entry(Family::Standard, 100_000, 1_000, load, 1, 10.0));
-                }
-                entries.push(entry(Family::GpuTight, 100_000, 1_000, 0.8, 1, 10.0));
-                entries.push(entry(Family::Standard, 1_000_000, 5_000, 0.7, 1, 60.0));
-            }
-        }
-        other => bail!("--suite: unknown suite {other:?}: smoke, quick or full"),
-    }
-    Ok(entries)
+/// The suite's instances as benchmark entries (no gap target: every
+/// entry runs to its time limit).
+fn suite_entries(name: &str) -> Result<Vec<Entry>> {
+    let entries = suite(name).map_err(|e| anyhow::anyhow!("--suite: {e}"))?;
+    Ok(entries
+        .into_iter()
+        .map(|e| Entry {
+            family: e.family,
+            replicas: e.replicas,
+            sites: e.sites,
+            load: e.load,
+            seed: e.seed,
+            seconds: e.time_limit_s,
+            gap: 0.0,
+        })
+        .collect())
 }
 
 /// One benchmark size: (replicas, sites, seconds, gap).

@@ -12,6 +12,7 @@ pub mod provisioner_sim;
 pub mod publish;
 pub mod push;
 pub mod replan;
+pub mod replay;
 pub mod report;
 pub mod schema;
 pub mod serve;

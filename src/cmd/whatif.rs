@@ -94,22 +94,27 @@ pub fn run(args: Args) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     if let Some(path) = out {
-        let fmt = match format {
-            Some(TableFormatArg::Csv) => TableFormat::Csv,
-            Some(TableFormatArg::Parquet) => TableFormat::Parquet,
-            Some(TableFormatArg::Json) => TableFormat::Json,
-            None => match path.extension().and_then(|e| e.to_str()) {
-                Some("parquet") => TableFormat::Parquet,
-                Some("json") => TableFormat::Json,
-                _ => TableFormat::Csv,
-            },
-        };
+        let fmt = table_format(format, &path);
         let sites = edgeplan::tables::write(&path, &results, fmt)?;
         eprintln!("wrote {} and {}", path.display(), sites.display());
     } else {
         println!("{}", serde_json::to_string_pretty(&results)?);
     }
     Ok(())
+}
+
+/// `--format`, else the file's extension (CSV by default).
+pub fn table_format(format: Option<TableFormatArg>, path: &Path) -> TableFormat {
+    match format {
+        Some(TableFormatArg::Csv) => TableFormat::Csv,
+        Some(TableFormatArg::Parquet) => TableFormat::Parquet,
+        Some(TableFormatArg::Json) => TableFormat::Json,
+        None => match path.extension().and_then(|e| e.to_str()) {
+            Some("parquet") => TableFormat::Parquet,
+            Some("json") => TableFormat::Json,
+            _ => TableFormat::Csv,
+        },
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]

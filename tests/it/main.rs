@@ -19,6 +19,7 @@ mod known_optimum;
 mod live;
 mod plan;
 mod repair;
+mod replay;
 mod report;
 mod rules;
 mod seams;

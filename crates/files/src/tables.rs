@@ -1,4 +1,4 @@
-//! KPI tables of what-if results as polars frames, written as CSV, Parquet or
+//! KPI tables of what-if and replay results as polars frames, written as CSV, Parquet or
 //! JSON. Shell: does file I/O.
 
 use std::fs::File;
@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
+use edgeplan_analysis::replay::{PolicyHour, Replay, SiteHour};
 use edgeplan_analysis::whatif::ScenarioResult;
 use edgeplan_model::error::{Error, Result};
 
@@ -104,5 +105,59 @@ pub fn write(path: &Path, results: &[ScenarioResult], format: TableFormat) -> Re
     write_frame(path, &mut scenario_frame(results).map_err(err)?, format)?;
     let sites = sites_path(path);
     write_frame(&sites, &mut site_frame(results).map_err(err)?, format)?;
+    Ok(sites)
+}
+
+/// One row per hour and policy of a replay.
+pub fn replay_hour_frame(replay: &Replay) -> PolarsResult<DataFrame> {
+    let rows = &replay.policy_hours;
+    let f = |g: fn(&PolicyHour) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
+    let u = |g: fn(&PolicyHour) -> u64| rows.iter().map(g).collect::<Vec<u64>>();
+    df!(
+        "hour" => u(|h| h.hour as u64),
+        "policy" => rows.iter().map(|h| h.policy).collect::<Vec<_>>(),
+        "energy_cost" => f(|h| h.energy_cost),
+        "carbon_kg" => f(|h| h.carbon_kg),
+        "moves" => u(|h| h.moves as u64),
+        "migrated_gib" => f(|h| h.migrated_gib),
+        "migration_cost" => f(|h| h.migration_cost),
+        "unplaced_replicas" => u(|h| h.unplaced_replicas),
+        "slo_violations" => u(|h| h.slo_violations),
+        "mean_rtt_ms" => f(|h| h.mean_rtt_ms),
+        "inlet_breaches" => u(|h| h.inlet_breaches as u64),
+        "power_breaches" => u(|h| h.power_breaches as u64),
+        "cooling_shortfalls" => u(|h| h.cooling_shortfalls as u64),
+        "worst_inlet_excess_c" => f(|h| h.worst_inlet_excess_c),
+        "worst_power_excess_kw" => f(|h| h.worst_power_excess_kw),
+    )
+}
+
+/// One row per hour, site and policy of a replay.
+pub fn replay_site_frame(replay: &Replay) -> PolarsResult<DataFrame> {
+    let rows = &replay.site_hours;
+    let f = |g: fn(&SiteHour) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
+    df!(
+        "hour" => rows.iter().map(|h| h.hour as u64).collect::<Vec<u64>>(),
+        "policy" => rows.iter().map(|h| h.policy).collect::<Vec<_>>(),
+        "site" => rows.iter().map(|h| h.site.as_str()).collect::<Vec<_>>(),
+        "zone" => rows.iter().map(|h| h.zone.as_str()).collect::<Vec<_>>(),
+        "ambient_c" => f(|h| h.ambient_c),
+        "price_per_kwh" => f(|h| h.price_per_kwh),
+        "carbon_g_per_kwh" => f(|h| h.carbon_g_per_kwh),
+        "it_kw" => f(|h| h.it_kw),
+        "facility_kw" => f(|h| h.facility_kw),
+        "power_cap_kw" => f(|h| h.power_cap_kw),
+        "inlet_c" => f(|h| h.inlet_c),
+        "inlet_limit_c" => f(|h| h.inlet_limit_c),
+    )
+}
+
+/// Write a replay's hour × policy table to `path` and its hour × site ×
+/// policy table beside it.
+pub fn write_replay(path: &Path, replay: &Replay, format: TableFormat) -> Result<PathBuf> {
+    let err = |e: PolarsError| Error::Archive(format!("{}: {e}", path.display()));
+    write_frame(path, &mut replay_hour_frame(replay).map_err(err)?, format)?;
+    let sites = sites_path(path);
+    write_frame(&sites, &mut replay_site_frame(replay).map_err(err)?, format)?;
     Ok(sites)
 }

@@ -37,7 +37,7 @@ use edgeplan_problem::rows::within;
 
 mod incremental;
 pub use incremental::{
-    diff, Change, Replanned, Replanner, WorkloadMove,
+    diff, Change, Replanned, Replanner, WorkloadMove, DEFAULT_REPLAN_WORK,
     DEFAULT_TIME_LIMIT as DEFAULT_REPLAN_TIME_LIMIT,
 };
 

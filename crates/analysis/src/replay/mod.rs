@@ -1,0 +1,728 @@
+//! A year replayed: a fleet stepped hour by hour through real prices,
+//! carbon and weather, each policy deciding on what it could know then and
+//! judged on what happened. Pure: values in, values out, deterministic
+//! (the optimizer runs on work budgets, never on the clock).
+//!
+//! Per hour `t`, for every site (tied to one grid zone of the year):
+//! - **what a policy knows** (`Seen::Forecast`): the last reading (hour
+//!   `t − 1`) of temperature, humidity and carbon; a Holt-Winters forecast
+//!   of temperature fitted on the hours before `t`; the day-ahead prices
+//!   of `t … t + 23` (what a day-ahead market has published);
+//! - **what happened** (`Seen::Actual`): hour `t`'s temperature, humidity,
+//!   carbon and price. The hour is judged on it — cost, carbon, inlet,
+//!   facility power — with the very model the optimizer uses
+//!   (`Problem::evaluate`), so a breach is counted when the real weather
+//!   pushes a site past its limit even if the forecast said otherwise;
+//! - `Seen::Foresight` is what a decision knows with the forecasts
+//!   replaced by what happened (temperature of `t …`, carbon of `t`): the
+//!   bound that prices forecasting (`edgeplan-foresight`).
+
+pub mod policy;
+pub mod year;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use edgeplan_model::clock::Deadline;
+use edgeplan_model::error::{Error, Issue, Result};
+use edgeplan_model::instance::{Instance, Price, PricePoint};
+use edgeplan_problem::evaluate::Evaluation;
+use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
+use edgeplan_problem::problem::Problem;
+use edgeplan_problem::replicas::Replicas;
+use edgeplan_solve::fast::{Change, Replanner, DEFAULT_REPLAN_WORK};
+use edgeplan_solve::solver::{solve, Method, SolveOptions};
+use edgeplan_telemetry::forecast::{HoltWinters, HwState};
+
+pub use policy::PolicyKind;
+use policy::{decide, moves, RuleInput};
+pub use year::{Year, YearFiles, Zone, ZoneHours};
+
+/// Hours of weather a forecast is fitted on before the first decision.
+pub const HISTORY_HOURS: usize = 48;
+
+/// Hours of day-ahead prices a decision sees.
+pub const DAY_AHEAD_HOURS: usize = 24;
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// First hour (index into the year); at least `HISTORY_HOURS`.
+    pub from_hour: usize,
+    pub hours: usize,
+    pub policies: Vec<PolicyKind>,
+    /// Work budget of the optimizer's first solve (see `fast::Limit`).
+    pub first_solve_work: u64,
+    /// Work budget of each hourly re-plan.
+    pub replan_work: u64,
+    /// Zone of a site by id; a site not named takes the zone whose weather
+    /// station is nearest.
+    pub zones: BTreeMap<String, String>,
+    /// Keep a row per hour × site × policy (`Replay::site_hours`).
+    pub site_hours: bool,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        Self {
+            from_hour: HISTORY_HOURS,
+            hours: 24,
+            policies: PolicyKind::ALL.to_vec(),
+            first_solve_work: 2_000_000,
+            replan_work: DEFAULT_REPLAN_WORK,
+            zones: BTreeMap::new(),
+            site_hours: false,
+        }
+    }
+}
+
+/// One policy's hour, judged on what happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyHour {
+    pub hour: usize,
+    pub policy: &'static str,
+    pub energy_cost: f64,
+    pub carbon_kg: f64,
+    /// Replicas moved from one site to another at the hour's start.
+    pub moves: u32,
+    pub migrated_gib: f64,
+    /// The objective's price of those moves.
+    pub migration_cost: f64,
+    pub unplaced_replicas: u64,
+    /// Replicas on a site that misses their latency SLO.
+    pub slo_violations: u64,
+    pub mean_rtt_ms: f64,
+    /// Sites whose real inlet passed their limit (the declared limit, not
+    /// the planning margin below it).
+    pub inlet_breaches: u32,
+    /// Sites whose facility power passed their cap.
+    pub power_breaches: u32,
+    /// Sites whose IT power passed what their cooling removes that hour.
+    pub cooling_shortfalls: u32,
+    pub worst_inlet_excess_c: f64,
+    pub worst_power_excess_kw: f64,
+}
+
+/// One site's hour under one policy.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteHour {
+    pub hour: usize,
+    pub policy: &'static str,
+    pub site: String,
+    pub zone: String,
+    pub ambient_c: f64,
+    pub price_per_kwh: f64,
+    pub carbon_g_per_kwh: f64,
+    pub it_kw: f64,
+    pub facility_kw: f64,
+    pub power_cap_kw: f64,
+    pub inlet_c: f64,
+    pub inlet_limit_c: f64,
+}
+
+/// One policy over the whole replay.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyTotals {
+    pub policy: &'static str,
+    pub energy_cost: f64,
+    pub carbon_kg: f64,
+    pub moves: u64,
+    pub migrated_gib: f64,
+    pub migration_cost: f64,
+    pub unplaced_replica_hours: u64,
+    /// Unplaced replica-hours by workload priority.
+    pub unplaced_by_priority: BTreeMap<u32, u64>,
+    pub slo_violating_replica_hours: u64,
+    /// Replica-weighted mean RTT over the hours.
+    pub mean_rtt_ms: f64,
+    pub inlet_breach_site_hours: u64,
+    pub power_breach_site_hours: u64,
+    pub cooling_shortfall_site_hours: u64,
+    pub worst_inlet_excess_c: f64,
+    pub worst_power_excess_kw: f64,
+}
+
+/// Where every policy started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Start {
+    /// The fleet's own placement (its workloads' `current`).
+    Fleet,
+    /// The fleet placed nothing: every policy starts from the latency-only
+    /// placement of the first hour (what a latency-first scheduler did).
+    LatencyOnly,
+}
+
+/// The replay's answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Replay {
+    pub first_hour: String,
+    pub last_hour: String,
+    pub hours: usize,
+    /// (site, zone) for every site.
+    pub site_zones: Vec<(String, String)>,
+    pub start: Start,
+    pub totals: Vec<PolicyTotals>,
+    /// Per hour, per policy.
+    pub policy_hours: Vec<PolicyHour>,
+    /// Per hour × site × policy, if asked for.
+    pub site_hours: Vec<SiteHour>,
+}
+
+impl Replay {
+    pub fn totals_of(&self, policy: PolicyKind) -> Option<&PolicyTotals> {
+        self.totals.iter().find(|t| t.policy == policy.name())
+    }
+}
+
+/// What a decision (or the judge) sees of hour `t`.
+#[derive(Clone, Copy)]
+enum Seen<'a> {
+    Forecast(&'a [HwState]),
+    Foresight,
+    Actual,
+}
+
+fn invalid(path: &str, message: String) -> Error {
+    Error::Invalid(vec![Issue {
+        path: path.into(),
+        message,
+    }])
+}
+
+/// Replay `fleet` through `year` under every policy of `opts`; `on_hour`
+/// is called after each hour (a progress bar).
+pub fn replay(
+    fleet: &Instance,
+    year: &Year,
+    opts: &ReplayOptions,
+    on_hour: &dyn Fn(usize),
+) -> Result<Replay> {
+    if opts.from_hour < HISTORY_HOURS {
+        return Err(invalid(
+            "from",
+            format!(
+                "the replay starts at hour {} of the year, but forecasts need {HISTORY_HOURS} hours of history: start on {} or later",
+                opts.from_hour,
+                year.labels.get(HISTORY_HOURS).map_or("", String::as_str)
+            ),
+        ));
+    }
+    if opts.hours == 0 || opts.from_hour + opts.hours > year.len() {
+        return Err(invalid(
+            "days",
+            format!(
+                "{} hours from hour {} pass the year's end ({} hours)",
+                opts.hours,
+                opts.from_hour,
+                year.len()
+            ),
+        ));
+    }
+    let mut policies = opts.policies.clone();
+    policies.dedup();
+    if policies.is_empty() {
+        return Err(invalid("policies", "no policy to replay".into()));
+    }
+    let mut site_zone = Vec::with_capacity(fleet.sites.len());
+    for s in &fleet.sites {
+        let z = match opts.zones.get(&s.id) {
+            Some(id) => year.zone_index(id).ok_or_else(|| {
+                invalid(
+                    &format!("zones.{}", s.id),
+                    format!("no zone {id:?} in the year"),
+                )
+            })?,
+            None => year.nearest_zone(s.lat, s.lon),
+        };
+        site_zone.push(z);
+    }
+    let horizon = fleet.limits.horizon_hours.max(1) as usize;
+    let hw = HoltWinters::default();
+    let mut forecasters: Vec<HwState> = year
+        .hours
+        .iter()
+        .map(|z| hw.fit(&z.temperature_c[..opts.from_hour]))
+        .collect::<Option<_>>()
+        .ok_or_else(|| invalid("from", "too little history to fit a forecast".into()))?;
+
+    let t0 = opts.from_hour;
+    let mut knowable = fleet.clone();
+    set_hour(
+        &mut knowable,
+        year,
+        &site_zone,
+        t0,
+        horizon,
+        Seen::Forecast(&forecasters),
+    );
+    let mut actual = fleet.clone();
+    set_hour(&mut actual, year, &site_zone, t0, horizon, Seen::Actual);
+    let mut foresight = fleet.clone();
+    let mut kp = Problem::build(&knowable)?;
+    let mut judge = Problem::build(&actual)?;
+
+    let mut start = Start::Fleet;
+    let mut x0 = kp.current_placement();
+    if x0.iter().all(|sites| sites.is_empty()) {
+        start = Start::LatencyOnly;
+        let mut turn = 0;
+        x0 = decide(
+            &kp,
+            &Replicas::empty(kp.workloads.len()),
+            PolicyKind::LatencyOnly,
+            RuleInput {
+                hot_last_hour: &[],
+                turn: &mut turn,
+                max_moves: Some(0),
+            },
+        );
+    }
+    let mut runs: Vec<Run> = policies
+        .iter()
+        .map(|&kind| Run {
+            kind,
+            x: x0.clone(),
+            optimizer: None,
+            hot: vec![false; fleet.sites.len()],
+            turn: 0,
+            totals: PolicyTotals::new(kind),
+            rtt_replica_hours: 0.0,
+            placed_replica_hours: 0.0,
+        })
+        .collect();
+
+    let mut policy_hours = Vec::new();
+    let mut site_hours = Vec::new();
+    for t in t0..t0 + opts.hours {
+        if t > t0 {
+            set_hour(
+                &mut knowable,
+                year,
+                &site_zone,
+                t,
+                horizon,
+                Seen::Forecast(&forecasters),
+            );
+            set_hour(&mut actual, year, &site_zone, t, horizon, Seen::Actual);
+            update_sites(&mut kp, &knowable)?;
+            update_sites(&mut judge, &actual)?;
+        }
+        if policies.contains(&PolicyKind::EdgeplanForesight) {
+            set_hour(
+                &mut foresight,
+                year,
+                &site_zone,
+                t,
+                horizon,
+                Seen::Foresight,
+            );
+        }
+        for run in &mut runs {
+            let before = std::mem::take(&mut run.x);
+            let after = match run.kind {
+                PolicyKind::Edgeplan => optimize(run, &before, &knowable, opts)?,
+                PolicyKind::EdgeplanForesight => optimize(run, &before, &foresight, opts)?,
+                kind => decide(
+                    &kp,
+                    &before,
+                    kind,
+                    RuleInput {
+                        hot_last_hour: &run.hot,
+                        turn: &mut run.turn,
+                        max_moves: fleet.limits.max_moves,
+                    },
+                ),
+            };
+            let (hour, eval) = judge_hour(&judge, fleet, &before, &after, t, run.kind);
+            for (i, s) in eval.sites.iter().enumerate() {
+                run.hot[i] = s.inlet_c > s.inlet_limit_c;
+                if opts.site_hours {
+                    let site = &actual.sites[i];
+                    site_hours.push(SiteHour {
+                        hour: t,
+                        policy: run.kind.name(),
+                        site: site.id.clone(),
+                        zone: year.zones[site_zone[i]].id.clone(),
+                        ambient_c: site.ambient.current_c,
+                        price_per_kwh: judge.sites[SiteIx::new(i)].physics.price_per_kwh,
+                        carbon_g_per_kwh: site.energy.carbon_g_per_kwh,
+                        it_kw: s.it_kw,
+                        facility_kw: s.facility_kw,
+                        power_cap_kw: s.power_cap_kw,
+                        inlet_c: s.inlet_c,
+                        inlet_limit_c: s.inlet_limit_c + site.thermal.margin_c,
+                    });
+                }
+            }
+            run.add(&hour, &judge, &after);
+            policy_hours.push(hour);
+            run.x = after;
+        }
+        for (z, f) in forecasters.iter_mut().enumerate() {
+            f.update(year.hours[z].temperature_c[t]);
+        }
+        on_hour(t - t0 + 1);
+    }
+    let totals = runs.into_iter().map(Run::finish).collect();
+    Ok(Replay {
+        first_hour: year.labels[t0].clone(),
+        last_hour: year.labels[t0 + opts.hours - 1].clone(),
+        hours: opts.hours,
+        site_zones: fleet
+            .sites
+            .iter()
+            .zip(&site_zone)
+            .map(|(s, &z)| (s.id.clone(), year.zones[z].id.clone()))
+            .collect(),
+        start,
+        totals,
+        policy_hours,
+        site_hours,
+    })
+}
+
+/// One policy's state between hours.
+struct Run {
+    kind: PolicyKind,
+    x: Replicas,
+    optimizer: Option<Optimizer>,
+    /// Sites whose inlet passed the threshold in the last hour.
+    hot: Vec<bool>,
+    turn: usize,
+    totals: PolicyTotals,
+    rtt_replica_hours: f64,
+    placed_replica_hours: f64,
+}
+
+/// The optimizer's own copy of the fleet (its workloads' `current` is its
+/// placement) and its re-planner.
+struct Optimizer {
+    inst: Instance,
+    replanner: Replanner,
+    /// Workloads whose placement changed last hour.
+    changed: Vec<WorkloadIx>,
+}
+
+/// The optimizer's decision for the hour: a fast-path solve the first
+/// hour, an incremental re-plan after.
+fn optimize(
+    run: &mut Run,
+    before: &Replicas,
+    seen: &Instance,
+    opts: &ReplayOptions,
+) -> Result<Replicas> {
+    let after = match &mut run.optimizer {
+        None => {
+            let mut inst = seen.clone();
+            set_current(&mut inst, before);
+            let problem = Problem::build(&inst)?;
+            let solved = solve(
+                &problem,
+                &SolveOptions {
+                    method: Method::Fast,
+                    deterministic: true,
+                    work: Some(opts.first_solve_work),
+                    ..SolveOptions::default()
+                },
+            )?;
+            let mut replanner = Replanner::new(problem, &solved.x, solved.price);
+            replanner.set_work(Some(opts.replan_work));
+            let after = replanner.placement();
+            run.optimizer = Some(Optimizer {
+                inst,
+                replanner,
+                changed: Vec::new(),
+            });
+            after
+        }
+        Some(o) => {
+            o.inst.sites.clone_from(&seen.sites);
+            let mut changes: Vec<Change> = (0..o.inst.sites.len())
+                .map(|i| Change::Site(SiteIx::new(i)))
+                .collect();
+            changes.extend(o.changed.iter().map(|&wi| Change::Workload(wi)));
+            o.replanner.apply(&o.inst, &changes, Deadline::NONE)?;
+            o.replanner.placement()
+        }
+    };
+    // Next hour starts from this placement: its moves are then sunk.
+    if let Some(o) = &mut run.optimizer {
+        o.changed = after
+            .iter_enumerated()
+            .filter(|(wi, sites)| !same_sites(sites, &before[*wi]))
+            .map(|(wi, _)| wi)
+            .collect();
+        for &wi in &o.changed {
+            o.inst.workloads[wi.ix()].current = site_counts(o.replanner.problem(), &after[wi]);
+        }
+    }
+    Ok(after)
+}
+
+fn same_sites(a: &[(SiteIx, u32)], b: &[(SiteIx, u32)]) -> bool {
+    let mut a: Vec<_> = a.iter().filter(|(_, n)| *n > 0).collect();
+    let mut b: Vec<_> = b.iter().filter(|(_, n)| *n > 0).collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
+fn site_counts(p: &Problem, sites: &[(SiteIx, u32)]) -> BTreeMap<String, u32> {
+    sites
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|&(si, n)| (p.sites[si].id.clone(), n))
+        .collect()
+}
+
+fn set_current(inst: &mut Instance, x: &Replicas) {
+    let ids: Vec<String> = inst.sites.iter().map(|s| s.id.clone()).collect();
+    for (wi, sites) in x.iter_enumerated() {
+        inst.workloads[wi.ix()].current = sites
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|&(si, n)| (ids[si.ix()].clone(), n))
+            .collect();
+    }
+}
+
+/// Put hour `t` as `seen` into every site's ambient and energy.
+fn set_hour(
+    inst: &mut Instance,
+    year: &Year,
+    site_zone: &[usize],
+    t: usize,
+    horizon: usize,
+    seen: Seen,
+) {
+    let last = year.len() - 1;
+    for (site, &z) in inst.sites.iter_mut().zip(site_zone) {
+        let h = &year.hours[z];
+        let day_ahead = Price::Series(
+            (0..DAY_AHEAD_HOURS)
+                .map(|k| PricePoint {
+                    hour: k as f64,
+                    price_per_kwh: h.price_per_kwh[(t + k).min(last)],
+                })
+                .collect(),
+        );
+        // (hour of the last reading, forecast from hour t on, price, carbon)
+        let (now, forecast, price, carbon) = match seen {
+            Seen::Forecast(states) => (
+                t - 1,
+                states[z].forecasts(horizon),
+                day_ahead,
+                h.carbon_g_per_kwh[t - 1],
+            ),
+            // The same shape as a forecast, told the truth.
+            Seen::Foresight => (
+                t - 1,
+                (0..horizon)
+                    .map(|k| h.temperature_c[(t + k).min(last)])
+                    .collect(),
+                day_ahead,
+                h.carbon_g_per_kwh[t],
+            ),
+            Seen::Actual => (
+                t,
+                Vec::new(),
+                Price::Flat(h.price_per_kwh[t]),
+                h.carbon_g_per_kwh[t],
+            ),
+        };
+        site.ambient.current_c = h.temperature_c[now];
+        site.ambient.forecast_c = forecast;
+        site.ambient.humidity_pct = Some(h.humidity_pct[now]);
+        site.ambient.dew_point_c = None;
+        site.energy.price_per_kwh = price;
+        site.energy.carbon_g_per_kwh = carbon;
+    }
+}
+
+/// Take every site of `inst` (telemetry changed, nothing structural).
+fn update_sites(p: &mut Problem, inst: &Instance) -> Result<()> {
+    for i in 0..inst.sites.len() {
+        let si = SiteIx::new(i);
+        let update = p.site_update(inst, si)?;
+        p.update_site(inst, si, update);
+    }
+    Ok(())
+}
+
+/// The hour's KPIs of `after` (reached from `before`) on what happened.
+fn judge_hour(
+    judge: &Problem,
+    fleet: &Instance,
+    before: &Replicas,
+    after: &Replicas,
+    t: usize,
+    kind: PolicyKind,
+) -> (PolicyHour, Evaluation) {
+    let kpis = judge.kpis(after);
+    let eval = judge.evaluate(after);
+    let moved = moves(before, after);
+    let mut hour = PolicyHour {
+        hour: t,
+        policy: kind.name(),
+        energy_cost: kpis.energy_cost_per_h,
+        carbon_kg: kpis.carbon_kg_per_h,
+        moves: moved.iter().sum(),
+        migrated_gib: moved
+            .iter_enumerated()
+            .map(|(wi, &n)| n as f64 * judge.workloads[wi].state_gib)
+            .sum(),
+        migration_cost: moved
+            .iter_enumerated()
+            .map(|(wi, &n)| n as f64 * judge.workloads[wi].move_cost)
+            .sum(),
+        unplaced_replicas: kpis.unplaced_replicas,
+        slo_violations: kpis.slo_violations,
+        mean_rtt_ms: kpis.mean_latency_ms,
+        inlet_breaches: 0,
+        power_breaches: 0,
+        cooling_shortfalls: 0,
+        worst_inlet_excess_c: 0.0,
+        worst_power_excess_kw: 0.0,
+    };
+    for (s, site) in eval.sites.iter().zip(&fleet.sites) {
+        let inlet_excess = s.inlet_c - (s.inlet_limit_c + site.thermal.margin_c);
+        if inlet_excess > 1e-9 {
+            hour.inlet_breaches += 1;
+            hour.worst_inlet_excess_c = hour.worst_inlet_excess_c.max(inlet_excess);
+        }
+        let power_excess = s.facility_kw - s.power_cap_kw;
+        if s.power_cap_kw > 0.0 && power_excess > 1e-9 {
+            hour.power_breaches += 1;
+            hour.worst_power_excess_kw = hour.worst_power_excess_kw.max(power_excess);
+        }
+        if s.cooling_headroom_kw < -1e-9 {
+            hour.cooling_shortfalls += 1;
+        }
+    }
+    (hour, eval)
+}
+
+impl PolicyTotals {
+    fn new(kind: PolicyKind) -> PolicyTotals {
+        PolicyTotals {
+            policy: kind.name(),
+            energy_cost: 0.0,
+            carbon_kg: 0.0,
+            moves: 0,
+            migrated_gib: 0.0,
+            migration_cost: 0.0,
+            unplaced_replica_hours: 0,
+            unplaced_by_priority: BTreeMap::new(),
+            slo_violating_replica_hours: 0,
+            mean_rtt_ms: 0.0,
+            inlet_breach_site_hours: 0,
+            power_breach_site_hours: 0,
+            cooling_shortfall_site_hours: 0,
+            worst_inlet_excess_c: 0.0,
+            worst_power_excess_kw: 0.0,
+        }
+    }
+}
+
+impl Run {
+    fn add(&mut self, h: &PolicyHour, judge: &Problem, x: &Replicas) {
+        let t = &mut self.totals;
+        t.energy_cost += h.energy_cost;
+        t.carbon_kg += h.carbon_kg;
+        t.moves += h.moves as u64;
+        t.migrated_gib += h.migrated_gib;
+        t.migration_cost += h.migration_cost;
+        t.unplaced_replica_hours += h.unplaced_replicas;
+        t.slo_violating_replica_hours += h.slo_violations;
+        t.inlet_breach_site_hours += h.inlet_breaches as u64;
+        t.power_breach_site_hours += h.power_breaches as u64;
+        t.cooling_shortfall_site_hours += h.cooling_shortfalls as u64;
+        t.worst_inlet_excess_c = t.worst_inlet_excess_c.max(h.worst_inlet_excess_c);
+        t.worst_power_excess_kw = t.worst_power_excess_kw.max(h.worst_power_excess_kw);
+        let mut unplaced: IndexVec<WorkloadIx, u32> =
+            judge.workloads.iter().map(|w| w.replicas).collect();
+        let mut placed = 0.0;
+        for (wi, sites) in x.iter_enumerated() {
+            let n: u32 = sites.iter().map(|(_, n)| n).sum();
+            unplaced[wi] = unplaced[wi].saturating_sub(n);
+            placed += n as f64;
+        }
+        for (wi, &u) in unplaced.iter_enumerated() {
+            if u > 0 {
+                *t.unplaced_by_priority
+                    .entry(judge.workloads[wi].priority)
+                    .or_default() += u as u64;
+            }
+        }
+        self.rtt_replica_hours += h.mean_rtt_ms * placed;
+        self.placed_replica_hours += placed;
+    }
+
+    fn finish(mut self) -> PolicyTotals {
+        if self.placed_replica_hours > 0.0 {
+            self.totals.mean_rtt_ms = self.rtt_replica_hours / self.placed_replica_hours;
+        }
+        self.totals
+    }
+}
+
+/// The policies side by side, as the terminal shows them: totals, and
+/// energy cost and carbon against `latency-only` and `static` where they ran.
+pub fn comparison_table(replay: &Replay) -> String {
+    use std::fmt::Write;
+    let base = |name: &str| replay.totals.iter().find(|t| t.policy == name);
+    let (lat, stat) = (base("latency-only"), base("static"));
+    let pct = |v: f64, b: Option<&PolicyTotals>, g: fn(&PolicyTotals) -> f64| match b {
+        Some(b) if g(b).abs() > 1e-12 => format!("{:+.1}%", 100.0 * (v - g(b)) / g(b).abs()),
+        _ => "-".into(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} to {} ({} h)",
+        replay.first_hour, replay.last_hour, replay.hours
+    );
+    let _ = writeln!(
+        out,
+        "{:<19} {:>12} {:>8} {:>8} {:>11} {:>8} {:>8} {:>7} {:>9} {:>10} {:>8} {:>7} {:>6} {:>6} {:>7}",
+        "policy",
+        "energy_cost",
+        "vs_lat",
+        "vs_stat",
+        "carbon_kg",
+        "vs_lat",
+        "vs_stat",
+        "moves",
+        "moved_GiB",
+        "unplaced_h",
+        "slo_h",
+        "rtt_ms",
+        "inlet",
+        "power",
+        "cooling"
+    );
+    for t in &replay.totals {
+        let _ = writeln!(
+            out,
+            "{:<19} {:>12.2} {:>8} {:>8} {:>11.1} {:>8} {:>8} {:>7} {:>9.1} {:>10} {:>8} {:>7.1} {:>6} {:>6} {:>7}",
+            t.policy,
+            t.energy_cost,
+            pct(t.energy_cost, lat, |b| b.energy_cost),
+            pct(t.energy_cost, stat, |b| b.energy_cost),
+            t.carbon_kg,
+            pct(t.carbon_kg, lat, |b| b.carbon_kg),
+            pct(t.carbon_kg, stat, |b| b.carbon_kg),
+            t.moves,
+            t.migrated_gib,
+            t.unplaced_replica_hours,
+            t.slo_violating_replica_hours,
+            t.mean_rtt_ms,
+            t.inlet_breach_site_hours,
+            t.power_breach_site_hours,
+            t.cooling_shortfall_site_hours
+        );
+    }
+    out
+}

@@ -1,0 +1,342 @@
+//! `edgeplan replay`: a year of real hours, policies side by side. A
+//! two-site, two-day replay worked out by hand (the right move, and a heat
+//! spike no forecast saw); what each rule really does; breaches judged on
+//! the real weather; the same replay twice gives the same tables.
+
+use std::collections::BTreeMap;
+
+use edgeplan::instance::{Instance, Limits};
+use edgeplan::replay::{replay, PolicyHour, PolicyKind, Replay, ReplayOptions, Year, YearFiles};
+
+use super::common::*;
+
+/// A year of `hours` hours at the given zones, each series a function of
+/// (zone, hour).
+struct Series<'a> {
+    zones: &'a [&'a str],
+    hours: usize,
+    price_per_kwh: &'a dyn Fn(usize, usize) -> f64,
+    carbon_g_per_kwh: &'a dyn Fn(usize, usize) -> f64,
+    temperature_c: &'a dyn Fn(usize, usize) -> f64,
+}
+
+fn year(s: &Series) -> Year {
+    let wide = |f: &dyn Fn(usize, usize) -> f64, scale: f64| {
+        let mut text = format!("utc_hour,{}\n", s.zones.join(","));
+        for h in 0..s.hours {
+            let values: Vec<String> = (0..s.zones.len())
+                .map(|z| format!("{}", f(z, h) * scale))
+                .collect();
+            text += &format!("h{h:03},{}\n", values.join(","));
+        }
+        text
+    };
+    let mut zones = "zone,city,lat,lon\n".to_string();
+    for (i, z) in s.zones.iter().enumerate() {
+        zones += &format!("{z},{z},{},0\n", 10.0 * i as f64);
+    }
+    let price = wide(s.price_per_kwh, 1000.0);
+    let carbon = wide(s.carbon_g_per_kwh, 1.0);
+    let temperature = wide(s.temperature_c, 1.0);
+    let humidity = wide(&|_, _| 50.0, 1.0);
+    Year::parse(&YearFiles {
+        zones: &zones,
+        price_usd_per_mwh: &price,
+        carbon_g_per_kwh: &carbon,
+        temperature_c: &temperature,
+        humidity_pct: &humidity,
+    })
+    .expect("year")
+}
+
+fn zones(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(s, z)| (s.to_string(), z.to_string()))
+        .collect()
+}
+
+fn hour(r: &Replay, policy: PolicyKind, t: usize) -> &PolicyHour {
+    r.policy_hours
+        .iter()
+        .find(|h| h.policy == policy.name() && h.hour == t)
+        .expect("hour")
+}
+
+/// Two sites, one replica of 0.5 kW. Day 1 (hours 48–71) A is cheap, day
+/// 2 (72–95) B is. Both draw PUE 1.2 at 20 °C and 2.0 at 45 °C against a
+/// 0.8 kW cap: the replica fits up to PUE 1.6. At hour 84, and only then,
+/// B is 45 °C — after two days of a steady 20 °C no forecast sees it.
+fn two_sites() -> (Instance, Year) {
+    let mut sites = Vec::new();
+    for id in ["A", "B"] {
+        let mut s = site(id, 10.0, 0.1);
+        s.power.cap_kw = 0.8;
+        s.power.pue_min = 1.2;
+        s.power.pue_max = 2.0;
+        s.cooling.free_cooling_limit_c = 25.0;
+        s.cooling.max_ambient_c = 45.0;
+        sites.push(s);
+    }
+    let mut w = workload("w", 1, 5.0);
+    w.current = BTreeMap::from([("A".to_string(), 1)]);
+    let mut inst = instance(sites, vec![w], &[("A", "B", 5.0)]);
+    inst.limits = Limits {
+        horizon_hours: 1,
+        ..Limits::default()
+    };
+    inst.objective.carbon_per_tonne = 0.0;
+    let y = year(&Series {
+        zones: &["ZA", "ZB"],
+        hours: 96,
+        price_per_kwh: &|z, h| match (z, h < 72) {
+            (0, true) | (1, false) => 0.10,
+            _ => 0.30,
+        },
+        carbon_g_per_kwh: &|z, _| if z == 0 { 100.0 } else { 300.0 },
+        temperature_c: &|z, h| if z == 1 && h == 84 { 45.0 } else { 20.0 },
+    });
+    (inst, y)
+}
+
+fn two_day_options(policies: &[PolicyKind]) -> ReplayOptions {
+    ReplayOptions {
+        from_hour: 48,
+        hours: 48,
+        policies: policies.to_vec(),
+        zones: zones(&[("A", "ZA"), ("B", "ZB")]),
+        site_hours: true,
+        ..ReplayOptions::default()
+    }
+}
+
+#[test]
+fn two_sites_two_days_worked_by_hand() {
+    let (fleet, y) = two_sites();
+    let policies = [
+        PolicyKind::Edgeplan,
+        PolicyKind::EdgeplanForesight,
+        PolicyKind::Static,
+        PolicyKind::LowestPrice,
+    ];
+    let r = replay(&fleet, &y, &two_day_options(&policies), &|_| {}).expect("replay");
+    let total = |p: PolicyKind| r.totals_of(p).expect("totals").clone();
+
+    // static: on A all along, 0.6 kW facility: 24 h × 0.6 × 0.10 + 24 h ×
+    // 0.6 × 0.30; 48 h × 0.6 kWh × 100 g.
+    let s = total(PolicyKind::Static);
+    assert_close(s.energy_cost, 5.76, "static energy");
+    assert_close(s.carbon_kg, 2.88, "static carbon");
+    assert_eq!((s.moves, s.power_breach_site_hours), (0, 0));
+
+    // lowest-price: to B when day 2's price is published for hour 72, and
+    // stays through the heat (rules do not model it): hour 84 draws 1.0 kW
+    // against the 0.8 kW cap. 24 × 0.06 + 23 × 0.06 + 1 × 0.10.
+    let lp = total(PolicyKind::LowestPrice);
+    assert_eq!(lp.moves, 1);
+    assert_eq!(hour(&r, PolicyKind::LowestPrice, 72).moves, 1);
+    assert_close(lp.energy_cost, 2.92, "lowest-price energy");
+    assert_eq!(lp.power_breach_site_hours, 1);
+    assert_eq!(hour(&r, PolicyKind::LowestPrice, 84).power_breaches, 1);
+    assert_close(lp.worst_power_excess_kw, 0.2, "lowest-price excess");
+
+    // edgeplan on forecasts: the same move at 72; the spike comes as a
+    // surprise (a breach at 84, judged on the real 45 °C), and the next
+    // hour's decision sees the 45 °C reading and leaves B for an hour
+    // that turned out 20 °C again — the price of forecasting.
+    let e = total(PolicyKind::Edgeplan);
+    assert_eq!(hour(&r, PolicyKind::Edgeplan, 72).moves, 1);
+    assert_eq!(hour(&r, PolicyKind::Edgeplan, 84).power_breaches, 1);
+    assert_eq!(e.power_breach_site_hours, 1);
+    assert_eq!(hour(&r, PolicyKind::Edgeplan, 85).moves, 1);
+    assert!(e.energy_cost < s.energy_cost);
+    assert_eq!(e.unplaced_replica_hours, 0);
+
+    // With foresight the spike is seen coming: on A for hours 84 and 85
+    // (85 starts from the 45 °C reading), back to B at 86, no breach.
+    // 24 × 0.06 + 22 × 0.06 + 2 × 0.18.
+    let f = total(PolicyKind::EdgeplanForesight);
+    assert_eq!(f.power_breach_site_hours, 0);
+    assert_eq!(hour(&r, PolicyKind::EdgeplanForesight, 84).moves, 1);
+    assert_eq!(hour(&r, PolicyKind::EdgeplanForesight, 86).moves, 1);
+    assert_eq!(f.moves, 3);
+    assert_close(f.energy_cost, 3.12, "foresight energy");
+
+    // Breaches are judged on what happened: at hour 85 every decision saw a
+    // 45 °C reading at B, but B was 20 °C — nobody breached, lowest-price
+    // included (still on B).
+    for p in policies {
+        assert_eq!(hour(&r, p, 85).power_breaches, 0, "{}", p.name());
+    }
+    // The site table agrees: B at hour 84 under lowest-price draws 1.0 kW.
+    let row = r
+        .site_hours
+        .iter()
+        .find(|h| h.policy == "lowest-price" && h.hour == 84 && h.site == "B")
+        .expect("row");
+    assert_close(row.facility_kw, 1.0, "B at 84");
+    assert_eq!((row.zone.as_str(), row.ambient_c), ("ZB", 45.0));
+}
+
+/// lowest-price picks the cheapest eligible site with room: not the
+/// cheapest (forbidden to the workload), not the next (full), but the
+/// third; static never moves.
+#[test]
+fn lowest_price_takes_the_cheapest_eligible_site_with_room_and_static_never_moves() {
+    let ids = ["C1", "C2", "C3", "C4"];
+    let sites = ids.iter().map(|id| site(id, 10.0, 0.1)).collect::<Vec<_>>();
+    let mut w = workload("w", 2, 4.0);
+    w.forbidden_sites = vec!["C1".into()];
+    w.current = BTreeMap::from([("C4".to_string(), 2)]);
+    let mut blocker = workload("blocker", 1, 10.0);
+    blocker.pinned_sites = vec!["C2".into()];
+    blocker.current = BTreeMap::from([("C2".to_string(), 1)]);
+    let fleet = instance(sites, vec![w, blocker], &[]);
+    let y = year(&Series {
+        zones: &ids,
+        hours: 60,
+        price_per_kwh: &|z, _| 0.01 * (z + 1) as f64,
+        carbon_g_per_kwh: &|z, _| 100.0 * (4 - z) as f64,
+        temperature_c: &|_, _| 15.0,
+    });
+    let opts = ReplayOptions {
+        from_hour: 48,
+        hours: 3,
+        policies: vec![
+            PolicyKind::Static,
+            PolicyKind::LowestPrice,
+            PolicyKind::LowestCarbon,
+        ],
+        zones: zones(&[("C1", "C1"), ("C2", "C2"), ("C3", "C3"), ("C4", "C4")]),
+        ..ReplayOptions::default()
+    };
+    let r = replay(&fleet, &y, &opts, &|_| {}).expect("replay");
+    // Energy: w's 2 × 0.4 kW and blocker's 1 kW; lowest-price moves both of
+    // w's replicas to C3 in the first hour, then never again.
+    let lp = r.totals_of(PolicyKind::LowestPrice).expect("lp");
+    assert_eq!(lp.moves, 2);
+    assert_eq!(hour(&r, PolicyKind::LowestPrice, 48).moves, 2);
+    assert_close(
+        lp.energy_cost,
+        3.0 * (0.8 * 0.03 + 1.0 * 0.02),
+        "lowest-price",
+    );
+    // lowest-carbon: C4 is the cleanest, so w stays.
+    assert_eq!(r.totals_of(PolicyKind::LowestCarbon).expect("lc").moves, 0);
+    let st = r.totals_of(PolicyKind::Static).expect("static");
+    assert_eq!(st.moves, 0);
+    assert_close(st.energy_cost, 3.0 * (0.8 * 0.04 + 1.0 * 0.02), "static");
+}
+
+#[test]
+fn a_replay_twice_gives_the_same_tables() {
+    let fleet = gen_instance(300, 12, 3, 0.8);
+    let y = Year::shipped_2023().expect("year");
+    let opts = ReplayOptions {
+        from_hour: y.hour_of("2023-07-10").expect("hour"),
+        hours: 6,
+        policies: PolicyKind::ALL.to_vec(),
+        site_hours: true,
+        ..ReplayOptions::default()
+    };
+    let a = replay(&fleet, &y, &opts, &|_| {}).expect("replay");
+    let b = replay(&fleet, &y, &opts, &|_| {}).expect("replay");
+    assert_eq!(a, b);
+    assert_eq!(a.totals.len(), PolicyKind::ALL.len());
+    assert_eq!(a.policy_hours.len(), 6 * PolicyKind::ALL.len());
+    assert_eq!(a.site_hours.len(), 6 * 12 * PolicyKind::ALL.len());
+    // Every policy keeps what the rules allow: none places a replica where
+    // its SLO fails.
+    for t in &a.totals {
+        assert_eq!(t.slo_violating_replica_hours, 0, "{}", t.policy);
+    }
+}
+
+#[test]
+fn a_replay_refuses_what_it_cannot_do_and_names_it() {
+    let (fleet, y) = two_sites();
+    let bad = |o: ReplayOptions| {
+        replay(&fleet, &y, &o, &|_| {})
+            .expect_err("refused")
+            .to_string()
+    };
+    let too_early = bad(ReplayOptions {
+        from_hour: 10,
+        ..two_day_options(&[PolicyKind::Static])
+    });
+    assert!(too_early.contains("48 hours of history"), "{too_early}");
+    let too_long = bad(ReplayOptions {
+        hours: 100,
+        ..two_day_options(&[PolicyKind::Static])
+    });
+    assert!(too_long.contains("year's end"), "{too_long}");
+    let mut opts = two_day_options(&[PolicyKind::Static]);
+    opts.zones.insert("B".into(), "ZZ".into());
+    let unknown = bad(opts);
+    assert!(
+        unknown.contains("zones.B") && unknown.contains("ZZ"),
+        "{unknown}"
+    );
+}
+
+#[test]
+fn replay_from_the_cli_prints_the_comparison_and_writes_the_tables() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fleet = dir.path().join("fleet.json");
+    let out = dir.path().join("replay.csv");
+    let fleet_s = fleet.to_str().expect("path");
+    let gen = edgeplan(&[
+        "gen",
+        "--sites",
+        "8",
+        "--replicas",
+        "120",
+        "--seed",
+        "2",
+        "--out",
+        fleet_s,
+    ]);
+    assert!(
+        gen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let run = edgeplan(&[
+        "replay",
+        "--fleet",
+        fleet_s,
+        "--from",
+        "2023-08-01",
+        "--hours",
+        "4",
+        "--policies",
+        "edgeplan,static,latency-only",
+        "--out",
+        out.to_str().expect("path"),
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("latency-only") && stderr.contains("vs_lat"),
+        "{stderr}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&run.stdout).expect("json");
+    assert_eq!(json["totals"].as_array().expect("totals").len(), 3);
+    assert_eq!(json["first_hour"], "2023-08-01T00:00:00Z");
+    let hours = std::fs::read_to_string(&out).expect("table");
+    assert_eq!(hours.lines().count(), 1 + 4 * 3);
+    let sites = std::fs::read_to_string(dir.path().join("replay-sites.csv")).expect("sites");
+    assert_eq!(sites.lines().count(), 1 + 4 * 3 * 8);
+
+    let bad = edgeplan(&["replay", "--fleet", fleet_s, "--policies", "cheapest"]);
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("cheapest") && stderr.contains("lowest-price"),
+        "{stderr}"
+    );
+    let early = edgeplan(&["replay", "--fleet", fleet_s, "--from", "2023-01-01"]);
+    assert!(!early.status.success());
+    assert!(String::from_utf8_lossy(&early.stderr).contains("history"));
+}
