@@ -115,7 +115,7 @@ def main():
     regions = [{"id": f"users-{i}", "node": i} for i in ids]
 
     # Users where the servers are: a workload's home metro weighted by its
-    # cores, a second metro among the five nearest.
+    # cores, a second metro among the five nearest (see below).
     weights = [s["capacity"]["cpu_cores"] for s in sites]
     near = {}
     for i, a in enumerate(members):
@@ -126,11 +126,14 @@ def main():
     while placed_cores < target and sum(w["replicas"] for w in workloads) < args.replicas:
         vm = rng.choice(vms)
         home = rng.choices(range(len(sites)), weights=weights)[0]
-        other = rng.choice(near[home])
         replicas = rng.choice([1, 2, 2, 3, 4, 6, 8])
         cores = VMS_PER_REPLICA * float(vm["cpu_cores"])
         roll = rng.random()
         slo = 30.0 if roll < 0.55 else 80.0 if roll < 0.8 else 250.0
+        # A second user metro a fifth of the traffic comes from, near
+        # enough that a site at home serves both within the SLO.
+        reach = [j for j in near[home] if rtt.get((members[home], members[j]), 1e9) <= slo / 2]
+        other = rng.choice(reach) if reach else home
         w = {
             "id": f"wl-{n:05d}",
             "replicas": replicas,
@@ -139,7 +142,7 @@ def main():
             "traffic": [
                 {"region": f"users-{ids[home]}", "weight": 0.8},
                 {"region": f"users-{ids[other]}", "weight": 0.2},
-            ],
+            ] if other != home else [{"region": f"users-{ids[home]}", "weight": 1.0}],
             "slo": {"rtt_ms": slo, "percentile": 95.0},
             "priority": rng.choice([1, 2, 3, 5, 8]),
             "state_gib": round(rng.uniform(1.0, 16.0), 1),

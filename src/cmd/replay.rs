@@ -45,6 +45,10 @@ pub struct Args {
     /// Work budget of each hourly re-plan of edgeplan.
     #[arg(long)]
     pub work: Option<u64>,
+    /// Hours edgeplan prices a move over when it decides (1: a move must
+    /// pay for itself within the hour); outcomes count the full cost.
+    #[arg(long, default_value_t = edgeplan::replay::DEFAULT_MOVE_AMORTIZATION_HOURS)]
+    pub amortize_hours: f64,
     /// Hour × policy table here; the hour × site × policy table beside it
     /// (`NAME-sites.EXT`).
     #[arg(long)]
@@ -110,6 +114,7 @@ pub fn run(args: Args) -> Result<()> {
         policies,
         zones,
         site_hours: args.out.is_some(),
+        move_amortization_hours: args.amortize_hours,
         ..ReplayOptions::default()
     };
     if let Some(work) = args.work {

@@ -270,6 +270,11 @@ fn a_replay_refuses_what_it_cannot_do_and_names_it() {
         ..two_day_options(&[PolicyKind::Static])
     });
     assert!(too_long.contains("year's end"), "{too_long}");
+    let amortized = bad(ReplayOptions {
+        move_amortization_hours: 0.5,
+        ..two_day_options(&[PolicyKind::Static])
+    });
+    assert!(amortized.contains("at least one hour"), "{amortized}");
     let mut opts = two_day_options(&[PolicyKind::Static]);
     opts.zones.insert("B".into(), "ZZ".into());
     let unknown = bad(opts);

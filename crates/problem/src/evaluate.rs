@@ -17,7 +17,12 @@ use crate::rules::Ineligible;
 impl Problem {
     /// KPIs of an indexed placement (moves counted against today's placement).
     pub fn kpis(&self, x: &Replicas) -> Kpis {
-        let eval = self.evaluate(x);
+        self.kpis_of(x, &self.evaluate(x))
+    }
+
+    /// KPIs of `x` from its evaluation (`evaluate(x)`), for callers that
+    /// need both.
+    pub fn kpis_of(&self, x: &Replicas, eval: &Evaluation) -> Kpis {
         let mut k = Kpis {
             moves: eval.moves,
             unplaced_replicas: eval.unplaced_replicas,

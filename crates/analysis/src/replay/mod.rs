@@ -22,6 +22,7 @@ pub mod year;
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use edgeplan_model::clock::Deadline;
@@ -45,6 +46,10 @@ pub const HISTORY_HOURS: usize = 48;
 /// Hours of day-ahead prices a decision sees.
 pub const DAY_AHEAD_HOURS: usize = 24;
 
+/// Hours a move is priced over by default (see
+/// `ReplayOptions::move_amortization_hours`): a day.
+pub const DEFAULT_MOVE_AMORTIZATION_HOURS: f64 = 24.0;
+
 /// What to replay.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -56,6 +61,13 @@ pub struct ReplayOptions {
     pub first_solve_work: u64,
     /// Work budget of each hourly re-plan.
     pub replan_work: u64,
+    /// Hours a move is priced over when the optimizer decides: the
+    /// instance's migration cost is one-off but its objective is per hour,
+    /// so re-planned hourly a move must pay for itself within the hour
+    /// (1: that myopic reading). At `h` a decision sees `1/h` of the
+    /// migration cost — a move held `h` hours. The outcome is judged at the
+    /// full cost either way.
+    pub move_amortization_hours: f64,
     /// Zone of a site by id; a site not named takes the zone whose weather
     /// station is nearest.
     pub zones: BTreeMap<String, String>,
@@ -71,6 +83,7 @@ impl Default for ReplayOptions {
             policies: PolicyKind::ALL.to_vec(),
             first_solve_work: 2_000_000,
             replan_work: DEFAULT_REPLAN_WORK,
+            move_amortization_hours: DEFAULT_MOVE_AMORTIZATION_HOURS,
             zones: BTreeMap::new(),
             site_hours: false,
         }
@@ -220,6 +233,15 @@ pub fn replay(
             ),
         ));
     }
+    if !(opts.move_amortization_hours >= 1.0 && opts.move_amortization_hours.is_finite()) {
+        return Err(invalid(
+            "amortize_hours",
+            format!(
+                "moves are priced over at least one hour, got {}",
+                opts.move_amortization_hours
+            ),
+        ));
+    }
     let mut policies = opts.policies.clone();
     policies.dedup();
     if policies.is_empty() {
@@ -319,46 +341,26 @@ pub fn replay(
                 Seen::Foresight,
             );
         }
-        for run in &mut runs {
-            let before = std::mem::take(&mut run.x);
-            let after = match run.kind {
-                PolicyKind::Edgeplan => optimize(run, &before, &knowable, opts)?,
-                PolicyKind::EdgeplanForesight => optimize(run, &before, &foresight, opts)?,
-                kind => decide(
-                    &kp,
-                    &before,
-                    kind,
-                    RuleInput {
-                        hot_last_hour: &run.hot,
-                        turn: &mut run.turn,
-                        max_moves: fleet.limits.max_moves,
-                    },
-                ),
-            };
-            let (hour, eval) = judge_hour(&judge, fleet, &before, &after, t, run.kind);
-            for (i, s) in eval.sites.iter().enumerate() {
-                run.hot[i] = s.inlet_c > s.inlet_limit_c;
-                if opts.site_hours {
-                    let site = &actual.sites[i];
-                    site_hours.push(SiteHour {
-                        hour: t,
-                        policy: run.kind.name(),
-                        site: site.id.clone(),
-                        zone: year.zones[site_zone[i]].id.clone(),
-                        ambient_c: site.ambient.current_c,
-                        price_per_kwh: judge.sites[SiteIx::new(i)].physics.price_per_kwh,
-                        carbon_g_per_kwh: site.energy.carbon_g_per_kwh,
-                        it_kw: s.it_kw,
-                        facility_kw: s.facility_kw,
-                        power_cap_kw: s.power_cap_kw,
-                        inlet_c: s.inlet_c,
-                        inlet_limit_c: s.inlet_limit_c + site.thermal.margin_c,
-                    });
-                }
-            }
-            run.add(&hour, &judge, &after);
+        // Policies are independent within an hour: in parallel, results
+        // kept in policy order (the same tables on any number of cores).
+        let shared = Hour {
+            fleet,
+            year,
+            site_zone: &site_zone,
+            knowable: &knowable,
+            foresight: &foresight,
+            actual: &actual,
+            kp: &kp,
+            judge: &judge,
+            opts,
+            t,
+        };
+        let results: Vec<Result<(PolicyHour, Vec<SiteHour>)>> =
+            runs.par_iter_mut().map(|run| shared.step(run)).collect();
+        for result in results {
+            let (hour, sites) = result?;
             policy_hours.push(hour);
-            run.x = after;
+            site_hours.extend(sites);
         }
         for (z, f) in forecasters.iter_mut().enumerate() {
             f.update(year.hours[z].temperature_c[t]);
@@ -381,6 +383,66 @@ pub fn replay(
         policy_hours,
         site_hours,
     })
+}
+
+/// What every policy's hour shares.
+struct Hour<'a> {
+    fleet: &'a Instance,
+    year: &'a Year,
+    site_zone: &'a [usize],
+    knowable: &'a Instance,
+    foresight: &'a Instance,
+    actual: &'a Instance,
+    kp: &'a Problem,
+    judge: &'a Problem,
+    opts: &'a ReplayOptions,
+    t: usize,
+}
+
+impl Hour<'_> {
+    /// One policy decides the hour and is judged on it.
+    fn step(&self, run: &mut Run) -> Result<(PolicyHour, Vec<SiteHour>)> {
+        let before = std::mem::take(&mut run.x);
+        let after = match run.kind {
+            PolicyKind::Edgeplan => optimize(run, &before, self.knowable, self.opts)?,
+            PolicyKind::EdgeplanForesight => optimize(run, &before, self.foresight, self.opts)?,
+            kind => decide(
+                self.kp,
+                &before,
+                kind,
+                RuleInput {
+                    hot_last_hour: &run.hot,
+                    turn: &mut run.turn,
+                    max_moves: self.fleet.limits.max_moves,
+                },
+            ),
+        };
+        let (hour, eval) = judge_hour(self.judge, self.fleet, &before, &after, self.t, run.kind);
+        let mut site_hours = Vec::new();
+        for (i, s) in eval.sites.iter().enumerate() {
+            run.hot[i] = s.inlet_c > s.inlet_limit_c;
+            if self.opts.site_hours {
+                let site = &self.actual.sites[i];
+                site_hours.push(SiteHour {
+                    hour: self.t,
+                    policy: run.kind.name(),
+                    site: site.id.clone(),
+                    zone: self.year.zones[self.site_zone[i]].id.clone(),
+                    ambient_c: site.ambient.current_c,
+                    price_per_kwh: self.judge.sites[SiteIx::new(i)].physics.price_per_kwh,
+                    carbon_g_per_kwh: site.energy.carbon_g_per_kwh,
+                    it_kw: s.it_kw,
+                    facility_kw: s.facility_kw,
+                    power_cap_kw: s.power_cap_kw,
+                    inlet_c: s.inlet_c,
+                    inlet_limit_c: s.inlet_limit_c + site.thermal.margin_c,
+                });
+            }
+        }
+        run.add(&hour, self.judge, &after);
+        run.x = after;
+        Ok((hour, site_hours))
+    }
 }
 
 /// One policy's state between hours.
@@ -416,6 +478,9 @@ fn optimize(
     let after = match &mut run.optimizer {
         None => {
             let mut inst = seen.clone();
+            let hold = opts.move_amortization_hours.max(1.0);
+            inst.objective.migration_per_move /= hold;
+            inst.objective.migration_per_gib /= hold;
             set_current(&mut inst, before);
             let problem = Problem::build(&inst)?;
             let solved = solve(
@@ -560,8 +625,8 @@ fn judge_hour(
     t: usize,
     kind: PolicyKind,
 ) -> (PolicyHour, Evaluation) {
-    let kpis = judge.kpis(after);
     let eval = judge.evaluate(after);
+    let kpis = judge.kpis_of(after, &eval);
     let moved = moves(before, after);
     let mut hour = PolicyHour {
         hour: t,
@@ -669,7 +734,8 @@ impl Run {
 }
 
 /// The policies side by side, as the terminal shows them: totals, and
-/// energy cost and carbon against `latency-only` and `static` where they ran.
+/// energy cost (alone and with the migration cost), carbon against
+/// `latency-only` and `static` where they ran.
 pub fn comparison_table(replay: &Replay) -> String {
     use std::fmt::Write;
     let base = |name: &str| replay.totals.iter().find(|t| t.policy == name);
@@ -686,31 +752,38 @@ pub fn comparison_table(replay: &Replay) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<19} {:>12} {:>8} {:>8} {:>11} {:>8} {:>8} {:>7} {:>9} {:>10} {:>8} {:>7} {:>6} {:>6} {:>7}",
+        "{:<19} {:>11} {:>7} {:>7} {:>10} {:>7} {:>7} {:>10} {:>7} {:>7} {:>6} {:>8} {:>8} {:>6} {:>6} {:>5} {:>5} {:>7}",
         "policy",
-        "energy_cost",
+        "energy",
+        "vs_lat",
+        "vs_stat",
+        "+moves",
         "vs_lat",
         "vs_stat",
         "carbon_kg",
         "vs_lat",
         "vs_stat",
         "moves",
-        "moved_GiB",
-        "unplaced_h",
+        "GiB",
+        "unplc_h",
         "slo_h",
         "rtt_ms",
         "inlet",
         "power",
         "cooling"
     );
+    let with_moves = |b: &PolicyTotals| b.energy_cost + b.migration_cost;
     for t in &replay.totals {
         let _ = writeln!(
             out,
-            "{:<19} {:>12.2} {:>8} {:>8} {:>11.1} {:>8} {:>8} {:>7} {:>9.1} {:>10} {:>8} {:>7.1} {:>6} {:>6} {:>7}",
+            "{:<19} {:>11.2} {:>7} {:>7} {:>10.2} {:>7} {:>7} {:>10.1} {:>7} {:>7} {:>6} {:>8.0} {:>8} {:>6} {:>6.1} {:>5} {:>5} {:>7}",
             t.policy,
             t.energy_cost,
             pct(t.energy_cost, lat, |b| b.energy_cost),
             pct(t.energy_cost, stat, |b| b.energy_cost),
+            with_moves(t),
+            pct(with_moves(t), lat, with_moves),
+            pct(with_moves(t), stat, with_moves),
             t.carbon_kg,
             pct(t.carbon_kg, lat, |b| b.carbon_kg),
             pct(t.carbon_kg, stat, |b| b.carbon_kg),
@@ -724,5 +797,9 @@ pub fn comparison_table(replay: &Replay) -> String {
             t.cooling_shortfall_site_hours
         );
     }
+    let _ = writeln!(
+        out,
+        "energy: the facilities' energy bill; +moves: with the objective's migration cost; inlet, power, cooling: site-hours past a limit"
+    );
     out
 }
