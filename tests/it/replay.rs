@@ -270,6 +270,21 @@ fn a_replay_refuses_what_it_cannot_do_and_names_it() {
         ..two_day_options(&[PolicyKind::Static])
     });
     assert!(too_long.contains("year's end"), "{too_long}");
+    // A policy named twice, not side by side, runs once.
+    let twice = replay(
+        &fleet,
+        &y,
+        &two_day_options(&[
+            PolicyKind::Static,
+            PolicyKind::LowestPrice,
+            PolicyKind::Static,
+        ]),
+        &|_| {},
+    )
+    .expect("replay");
+    let names: Vec<&str> = twice.totals.iter().map(|t| t.policy).collect();
+    assert_eq!(names, ["static", "lowest-price"]);
+    assert_eq!(twice.policy_hours.len(), 2 * 48);
     let amortized = bad(ReplayOptions {
         move_amortization_hours: 0.5,
         ..two_day_options(&[PolicyKind::Static])

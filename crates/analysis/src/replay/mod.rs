@@ -242,8 +242,13 @@ pub fn replay(
             ),
         ));
     }
-    let mut policies = opts.policies.clone();
-    policies.dedup();
+    // A policy named twice runs once (its first place kept).
+    let mut policies: Vec<PolicyKind> = Vec::new();
+    for &p in &opts.policies {
+        if !policies.contains(&p) {
+            policies.push(p);
+        }
+    }
     if policies.is_empty() {
         return Err(invalid("policies", "no policy to replay".into()));
     }
