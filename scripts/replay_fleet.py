@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build examples/replay-fleet.json, the fleet `edgeplan replay` is shown on:
+"""Build examples/replay-fleet.yaml, the fleet `edgeplan replay` is shown on:
 edge sites in the metros near the ten grid zones of data/year2023/ (each site
 takes its nearest zone's prices, carbon and weather), sized like real edge
 sites (20–270 kW of IT at full load), users in every metro, measured RTTs
@@ -14,7 +14,9 @@ a fifth anything within 250 ms (batch and inference that may cross zones).
 No placement is given: every policy of a replay starts from the
 latency-only placement of its first hour. Deterministic (seeded).
 
-    python3 scripts/replay_fleet.py [--replicas 20000] [--seed 7] [--out examples/replay-fleet.json]
+    python3 scripts/replay_fleet.py [--replicas 20000] [--seed 7] [--out examples/replay-fleet.yaml]
+
+Needs PyYAML (`pip install pyyaml`) for a .yaml out; a .json out needs nothing.
 """
 
 import argparse
@@ -49,7 +51,7 @@ def main():
     ap.add_argument("--replicas", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--load", type=float, default=0.55, help="share of the fleet's cores the demand uses")
-    ap.add_argument("--out", default="examples/replay-fleet.json")
+    ap.add_argument("--out", default="examples/replay-fleet.yaml")
     args = ap.parse_args()
     rng = random.Random(args.seed)
 
@@ -165,8 +167,16 @@ def main():
         "limits": {"horizon_hours": 3, "max_moves": 200},
     }
     with open(args.out, "w") as f:
-        json.dump(inst, f, indent=1)
-        f.write("\n")
+        if args.out.endswith((".yaml", ".yml")):
+            import yaml  # only here: the JSON path needs no third-party module
+
+            f.write("# Built by scripts/replay_fleet.py; see its docstring for what is real here.\n")
+            # Flow style for leaf collections: one line per site's resources,
+            # a workload's traffic entry, a link.
+            yaml.safe_dump(inst, f, sort_keys=False, default_flow_style=None, width=120)
+        else:
+            json.dump(inst, f, indent=1)
+            f.write("\n")
     it_kw = [s["servers"]["count"] * SERVER[4] for s in sites]
     print(f"{args.out}: {len(sites)} sites ({min(it_kw):.0f}–{max(it_kw):.0f} kW IT at full load), "
           f"{len(workloads)} workloads, {sum(w['replicas'] for w in workloads)} replicas, "

@@ -24,6 +24,6 @@ pub use edgeplan_verify as verify;
 #[cfg(feature = "service")]
 pub use edgeplan_api as api;
 #[cfg(feature = "service")]
-pub use edgeplan_files::{archive, operator_report, tables};
+pub use edgeplan_files::{archive, operator_report, replay_report, tables};
 #[cfg(feature = "service")]
 pub use edgeplan_service as service;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 
 use edgeplan::replay::{comparison_table, replay, PolicyKind, ReplayOptions, Year, YearFiles};
 
-use super::io::{load, read};
+use super::io::{load, read, write};
 use super::whatif::{table_format, TableFormatArg};
 
 #[derive(clap::Args)]
@@ -49,10 +49,17 @@ pub struct Args {
     /// pay for itself within the hour); outcomes count the full cost.
     #[arg(long, default_value_t = edgeplan::replay::DEFAULT_MOVE_AMORTIZATION_HOURS)]
     pub amortize_hours: f64,
-    /// Hour × policy table here; the hour × site × policy table beside it
-    /// (`NAME-sites.EXT`).
+    /// Hours between decisions: `1h` (every hour), `4h`, `1d`; every hour
+    /// is judged.
+    #[arg(long, default_value = "1h")]
+    pub step: String,
+    /// Hour × policy table here; the day × policy table (`NAME-days.EXT`)
+    /// and the hour × site × policy table (`NAME-sites.EXT`) beside it.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The replay report, one self-contained HTML page.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub format: Option<TableFormatArg>,
     /// Print the totals and the site zones as JSON on stdout.
@@ -113,7 +120,8 @@ pub fn run(args: Args) -> Result<()> {
         hours,
         policies,
         zones,
-        site_hours: args.out.is_some(),
+        site_hours: args.out.is_some() || args.report.is_some(),
+        step_hours: step_hours(&args.step)?,
         move_amortization_hours: args.amortize_hours,
         ..ReplayOptions::default()
     };
@@ -138,8 +146,19 @@ pub fn run(args: Args) -> Result<()> {
     );
     if let Some(path) = &args.out {
         let fmt = table_format(args.format, path);
-        let sites = edgeplan::tables::write_replay(path, &result, fmt)?;
-        eprintln!("wrote {} and {}", path.display(), sites.display());
+        let written = edgeplan::tables::write_replay(path, &result, fmt)?;
+        let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+        eprintln!("wrote {}", names.join(", "));
+    }
+    if let Some(path) = &args.report {
+        let title = format!(
+            "{} replayed, {} to {}",
+            args.fleet.display(),
+            result.first_hour,
+            result.last_hour
+        );
+        write(path, &edgeplan::replay_report::html(&title, &result))?;
+        eprintln!("wrote {}", path.display());
     }
     if args.json {
         let summary = serde_json::json!({
@@ -153,4 +172,17 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     }
     Ok(())
+}
+
+/// `1h`, `4h`, `1d`, or a bare number of hours.
+fn step_hours(text: &str) -> Result<usize> {
+    let t = text.trim();
+    let (number, unit) = match t.strip_suffix('d') {
+        Some(n) => (n, 24),
+        None => (t.strip_suffix('h').unwrap_or(t), 1),
+    };
+    match number.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n * unit),
+        _ => bail!("--step {text:?}: expected whole hours or days, at least one (1h, 4h, 1d)"),
+    }
 }

@@ -27,7 +27,12 @@ fn year(s: &Series) -> Year {
             let values: Vec<String> = (0..s.zones.len())
                 .map(|z| format!("{}", f(z, h) * scale))
                 .collect();
-            text += &format!("h{h:03},{}\n", values.join(","));
+            text += &format!(
+                "2023-01-{:02}T{:02}:00:00Z,{}\n",
+                h / 24 + 1,
+                h % 24,
+                values.join(",")
+            );
         }
         text
     };
@@ -172,10 +177,13 @@ fn two_sites_two_days_worked_by_hand() {
     let row = r
         .site_hours
         .iter()
-        .find(|h| h.policy == "lowest-price" && h.hour == 84 && h.site == "B")
+        .find(|h| h.policy == "lowest-price" && h.hour == 84 && r.site_zones[h.site].0 == "B")
         .expect("row");
     assert_close(row.facility_kw, 1.0, "B at 84");
-    assert_eq!((row.zone.as_str(), row.ambient_c), ("ZB", 45.0));
+    assert_eq!(
+        (r.site_zones[row.site].1.as_str(), row.ambient_c),
+        ("ZB", 45.0)
+    );
 }
 
 /// lowest-price picks the cheapest eligible site with room: not the
@@ -250,6 +258,13 @@ fn a_replay_twice_gives_the_same_tables() {
     for t in &a.totals {
         assert_eq!(t.slo_violating_replica_hours, 0, "{}", t.policy);
     }
+    // Every move went through the migration planner: an hour with moves
+    // has waves and takes time.
+    let moving: Vec<_> = a.policy_hours.iter().filter(|h| h.moves > 0).collect();
+    assert!(!moving.is_empty());
+    for h in moving {
+        assert!(h.waves >= 1 && h.migration_s > 0.0, "{h:?}");
+    }
 }
 
 #[test]
@@ -304,6 +319,7 @@ fn replay_from_the_cli_prints_the_comparison_and_writes_the_tables() {
     let dir = tempfile::tempdir().expect("tmp");
     let fleet = dir.path().join("fleet.json");
     let out = dir.path().join("replay.csv");
+    let report = dir.path().join("replay.html");
     let fleet_s = fleet.to_str().expect("path");
     let gen = edgeplan(&[
         "gen",
@@ -333,6 +349,10 @@ fn replay_from_the_cli_prints_the_comparison_and_writes_the_tables() {
         "edgeplan,static,latency-only",
         "--out",
         out.to_str().expect("path"),
+        "--report",
+        report.to_str().expect("path"),
+        "--step",
+        "2h",
         "--json",
     ]);
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -348,6 +368,28 @@ fn replay_from_the_cli_prints_the_comparison_and_writes_the_tables() {
     assert_eq!(hours.lines().count(), 1 + 4 * 3);
     let sites = std::fs::read_to_string(dir.path().join("replay-sites.csv")).expect("sites");
     assert_eq!(sites.lines().count(), 1 + 4 * 3 * 8);
+    let days = std::fs::read_to_string(dir.path().join("replay-days.csv")).expect("days");
+    assert_eq!(days.lines().count(), 1 + 3, "one day, three policies");
+    assert!(days.lines().nth(1).expect("row").starts_with("2023-08-01,"));
+    // --step 2h: decisions at hours 0 and 2 only.
+    let odd_moves: u64 = hours
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains("T01:00") || l.contains("T03:00"))
+        .map(|l| {
+            l.split(',')
+                .nth(5)
+                .expect("moves")
+                .parse::<u64>()
+                .expect("n")
+        })
+        .sum();
+    assert_eq!(odd_moves, 0, "{hours}");
+    let page = std::fs::read_to_string(&report).expect("report");
+    assert!(page.contains("<svg") && page.contains("The result"));
+    let bad_step = edgeplan(&["replay", "--fleet", fleet_s, "--step", "0h"]);
+    assert!(!bad_step.status.success());
+    assert!(String::from_utf8_lossy(&bad_step.stderr).contains("--step"));
 
     let bad = edgeplan(&["replay", "--fleet", fleet_s, "--policies", "cheapest"]);
     assert!(!bad.status.success());
@@ -359,4 +401,190 @@ fn replay_from_the_cli_prints_the_comparison_and_writes_the_tables() {
     let early = edgeplan(&["replay", "--fleet", fleet_s, "--from", "2023-01-01"]);
     assert!(!early.status.success());
     assert!(String::from_utf8_lossy(&early.stderr).contains("history"));
+}
+
+/// Two full sites whose workloads should swap (the heavy one to the cheap
+/// site): no order of steps keeps both sites within capacity, there is no
+/// third site to stage through and neither workload may be stopped, so the
+/// migration planner blocks both moves. edgeplan's first solve asks for
+/// the swap; it is blocked and counted, and the fleet stays where it is —
+/// never half-moved, never over a limit.
+#[test]
+fn moves_the_planner_cannot_make_safely_are_blocked_and_counted() {
+    let sites = vec![site("A", 10.0, 0.3), site("B", 10.0, 0.1)];
+    let mut heavy = workload("heavy", 1, 10.0);
+    heavy.current = BTreeMap::from([("A".to_string(), 1)]);
+    let mut light = workload("light", 1, 10.0);
+    light.utilization = 0.1;
+    light.current = BTreeMap::from([("B".to_string(), 1)]);
+    let mut fleet = instance(sites, vec![heavy, light], &[("A", "B", 5.0)]);
+    fleet.objective = energy_only();
+    fleet.limits.horizon_hours = 1;
+    let y = year(&Series {
+        zones: &["ZA", "ZB"],
+        hours: 60,
+        price_per_kwh: &|z, _| if z == 0 { 0.3 } else { 0.1 },
+        carbon_g_per_kwh: &|_, _| 100.0,
+        temperature_c: &|_, _| 15.0,
+    });
+    let opts = ReplayOptions {
+        from_hour: 48,
+        hours: 4,
+        policies: vec![PolicyKind::Edgeplan, PolicyKind::Static],
+        zones: zones(&[("A", "ZA"), ("B", "ZB")]),
+        site_hours: true,
+        ..ReplayOptions::default()
+    };
+    let r = replay(&fleet, &y, &opts, &|_| {}).expect("replay");
+    let e = r.totals_of(PolicyKind::Edgeplan).expect("edgeplan");
+    let s = r.totals_of(PolicyKind::Static).expect("static");
+    assert_eq!(e.moves, 0, "nothing moved");
+    // The first hour's solve asks for the swap; the planner blocks both.
+    assert_eq!(hour(&r, PolicyKind::Edgeplan, 48).blocked_moves, 2);
+    assert!(e.blocked_moves >= 2);
+    assert_close(e.energy_cost, s.energy_cost, "the fleet stayed put");
+    let over = r.site_hours.iter().filter(|h| h.it_kw > 1.0 + 1e-9).count();
+    assert_eq!(over, 0, "no site ever held both replicas");
+}
+
+/// `step_hours`: decisions every 24 hours, judged every hour. In the
+/// two-site case, lowest-price sees B cheaper from hour 72 on, but decides
+/// only at 48 and 72 — and at 72 it moves; edgeplan, deciding daily, moves
+/// at 72 and stays through the heat at 84 (it cannot react), breaching.
+#[test]
+fn a_step_of_a_day_decides_daily_and_judges_every_hour() {
+    let (fleet, y) = two_sites();
+    let opts = ReplayOptions {
+        step_hours: 24,
+        ..two_day_options(&[PolicyKind::Edgeplan, PolicyKind::LowestPrice])
+    };
+    let r = replay(&fleet, &y, &opts, &|_| {}).expect("replay");
+    assert_eq!(r.policy_hours.len(), 2 * 48, "every hour judged");
+    for h in &r.policy_hours {
+        if h.hour != 48 && h.hour != 72 {
+            assert_eq!(
+                h.moves, 0,
+                "{} moved at {} between decisions",
+                h.policy, h.hour
+            );
+        }
+    }
+    assert_eq!(hour(&r, PolicyKind::LowestPrice, 72).moves, 1);
+    assert_eq!(hour(&r, PolicyKind::Edgeplan, 72).moves, 1);
+    let e = r.totals_of(PolicyKind::Edgeplan).expect("edgeplan");
+    assert_eq!((e.moves, e.power_breach_site_hours), (1, 1));
+    let zero = replay(
+        &fleet,
+        &y,
+        &ReplayOptions {
+            step_hours: 0,
+            ..two_day_options(&[PolicyKind::Static])
+        },
+        &|_| {},
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(zero.contains("at least one hour"), "{zero}");
+}
+
+/// The day table sums the hours: per policy, days add up to the totals,
+/// and a day holds 24 hours (two days here, both whole).
+#[test]
+fn the_day_table_adds_up_to_the_totals() {
+    let (fleet, y) = two_sites();
+    let policies = [
+        PolicyKind::Edgeplan,
+        PolicyKind::Static,
+        PolicyKind::LowestPrice,
+    ];
+    let r = replay(&fleet, &y, &two_day_options(&policies), &|_| {}).expect("replay");
+    let days = r.days();
+    assert_eq!(days.len(), 2 * policies.len());
+    for t in &r.totals {
+        let mine: Vec<_> = days.iter().filter(|d| d.policy == t.policy).collect();
+        assert_eq!(mine.len(), 2, "{}", t.policy);
+        assert!(mine.iter().all(|d| d.hours == 24));
+        assert_ne!(mine[0].day, mine[1].day);
+        assert_close(
+            mine.iter().map(|d| d.energy_cost).sum(),
+            t.energy_cost,
+            t.policy,
+        );
+        assert_close(
+            mine.iter().map(|d| d.carbon_kg).sum(),
+            t.carbon_kg,
+            t.policy,
+        );
+        assert_eq!(mine.iter().map(|d| d.moves).sum::<u64>(), t.moves);
+        assert_eq!(
+            mine.iter().map(|d| d.power_breach_site_hours).sum::<u64>(),
+            t.power_breach_site_hours
+        );
+    }
+    // lowest-price moved on day 2 (hour 72) and breached then.
+    let lp: Vec<_> = days.iter().filter(|d| d.policy == "lowest-price").collect();
+    assert_eq!((lp[0].moves, lp[1].moves), (0, 1));
+    assert_eq!(lp[1].power_breach_site_hours, 1);
+}
+
+/// The report states the result in words — including that lowest-price
+/// beat edgeplan on energy cost in the two-site case (it stayed through
+/// the heat and breached) — and draws its charts.
+#[test]
+fn the_replay_report_says_where_edgeplan_did_not_win() {
+    let (fleet, y) = two_sites();
+    let policies = [
+        PolicyKind::Edgeplan,
+        PolicyKind::Static,
+        PolicyKind::LowestPrice,
+    ];
+    let r = replay(&fleet, &y, &two_day_options(&policies), &|_| {}).expect("replay");
+    let e = r.totals_of(PolicyKind::Edgeplan).expect("edgeplan").clone();
+    let lp = r.totals_of(PolicyKind::LowestPrice).expect("lp").clone();
+    let words = edgeplan::replay_report::verdict(&r).join("\n");
+    assert!(words.contains("Against static"), "{words}");
+    // A is the cleaner grid: static, never leaving it, beat edgeplan on
+    // carbon; lowest-price (cheaper, through a breach) on energy cost.
+    assert!(
+        words.contains("Where edgeplan did not win: static beat edgeplan on carbon"),
+        "{words}"
+    );
+    if lp.energy_cost < e.energy_cost {
+        assert!(
+            words.contains("lowest-price beat edgeplan on energy cost"),
+            "{words}"
+        );
+    } else {
+        assert!(!words.contains("lowest-price beat"), "{words}");
+    }
+    let html = edgeplan::replay_report::html("two sites", &r);
+    assert!(html.contains("<svg"));
+    assert!(!html.contains("chart not drawn"), "a chart failed");
+    for p in policies {
+        assert!(html.contains(p.name()), "{}", p.name());
+    }
+    // The hottest site is B (45 °C at hour 84), named with its zone.
+    assert!(html.contains("B (ZB)"), "hottest site");
+}
+
+/// Policies run in parallel within an hour; on one thread the tables are
+/// the same.
+#[test]
+fn a_replay_on_one_thread_gives_the_tables_of_many() {
+    let fleet = gen_instance(200, 10, 5, 0.8);
+    let y = Year::shipped_2023().expect("year");
+    let opts = ReplayOptions {
+        from_hour: y.hour_of("2023-08-20").expect("hour"),
+        hours: 4,
+        policies: PolicyKind::ALL.to_vec(),
+        site_hours: true,
+        ..ReplayOptions::default()
+    };
+    let many = replay(&fleet, &y, &opts, &|_| {}).expect("replay");
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("pool")
+        .install(|| replay(&fleet, &y, &opts, &|_| {}).expect("replay"));
+    assert_eq!(many, one);
 }

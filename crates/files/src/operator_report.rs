@@ -67,7 +67,7 @@ fn facts(input: &ReportInput<'_>) -> Facts {
     }
 }
 
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -84,9 +84,9 @@ fn headroom_color(headroom: f64, good: f64) -> RGBColor {
     )
 }
 
-type ChartResult = Result<(), String>;
+pub(crate) type ChartResult = Result<(), String>;
 
-fn svg(
+pub(crate) fn svg(
     width: u32,
     height: u32,
     draw: impl FnOnce(DrawingArea<SVGBackend, plotters::coord::Shift>) -> ChartResult,
@@ -105,7 +105,7 @@ fn svg(
     }
 }
 
-fn e<T: std::fmt::Display>(x: T) -> String {
+pub(crate) fn e<T: std::fmt::Display>(x: T) -> String {
     x.to_string()
 }
 
@@ -574,7 +574,7 @@ pub fn whatif_markdown(title: &str, results: &[ScenarioResult]) -> String {
     )
 }
 
-const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1100px}\
+pub(crate) const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1100px}\
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}\
 th{background:#f3f3f3}td.l,th.l{text-align:left}.cards{display:flex;flex-wrap:wrap;gap:10px}\

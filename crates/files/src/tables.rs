@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-use edgeplan_analysis::replay::{PolicyHour, Replay, SiteHour};
+use edgeplan_analysis::replay::{PolicyDay, PolicyHour, Replay, SiteHour};
 use edgeplan_analysis::whatif::ScenarioResult;
 use edgeplan_model::error::{Error, Result};
 
@@ -75,12 +75,17 @@ pub fn site_frame(results: &[ScenarioResult]) -> PolarsResult<DataFrame> {
 
 /// `results.parquet` → `results-sites.parquet`.
 pub fn sites_path(path: &Path) -> PathBuf {
+    beside(path, "sites")
+}
+
+/// `NAME.EXT` → `NAME-SUFFIX.EXT`.
+fn beside(path: &Path, suffix: &str) -> PathBuf {
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("results");
     let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("csv");
-    path.with_file_name(format!("{stem}-sites.{ext}"))
+    path.with_file_name(format!("{stem}-{suffix}.{ext}"))
 }
 
 fn write_frame(path: &Path, df: &mut DataFrame, format: TableFormat) -> Result<()> {
@@ -115,10 +120,14 @@ pub fn replay_hour_frame(replay: &Replay) -> PolarsResult<DataFrame> {
     let u = |g: fn(&PolicyHour) -> u64| rows.iter().map(g).collect::<Vec<u64>>();
     df!(
         "hour" => u(|h| h.hour as u64),
+        "utc" => rows.iter().map(|h| replay.hour_labels[replay.offset_of(h.hour)].as_str()).collect::<Vec<_>>(),
         "policy" => rows.iter().map(|h| h.policy).collect::<Vec<_>>(),
         "energy_cost" => f(|h| h.energy_cost),
         "carbon_kg" => f(|h| h.carbon_kg),
         "moves" => u(|h| h.moves as u64),
+        "blocked_moves" => u(|h| h.blocked_moves as u64),
+        "waves" => u(|h| h.waves as u64),
+        "migration_s" => f(|h| h.migration_s),
         "migrated_gib" => f(|h| h.migrated_gib),
         "migration_cost" => f(|h| h.migration_cost),
         "unplaced_replicas" => u(|h| h.unplaced_replicas),
@@ -139,8 +148,8 @@ pub fn replay_site_frame(replay: &Replay) -> PolarsResult<DataFrame> {
     df!(
         "hour" => rows.iter().map(|h| h.hour as u64).collect::<Vec<u64>>(),
         "policy" => rows.iter().map(|h| h.policy).collect::<Vec<_>>(),
-        "site" => rows.iter().map(|h| h.site.as_str()).collect::<Vec<_>>(),
-        "zone" => rows.iter().map(|h| h.zone.as_str()).collect::<Vec<_>>(),
+        "site" => rows.iter().map(|h| replay.site_zones[h.site].0.as_str()).collect::<Vec<_>>(),
+        "zone" => rows.iter().map(|h| replay.site_zones[h.site].1.as_str()).collect::<Vec<_>>(),
         "ambient_c" => f(|h| h.ambient_c),
         "price_per_kwh" => f(|h| h.price_per_kwh),
         "carbon_g_per_kwh" => f(|h| h.carbon_g_per_kwh),
@@ -152,12 +161,50 @@ pub fn replay_site_frame(replay: &Replay) -> PolarsResult<DataFrame> {
     )
 }
 
-/// Write a replay's hour × policy table to `path` and its hour × site ×
-/// policy table beside it.
-pub fn write_replay(path: &Path, replay: &Replay, format: TableFormat) -> Result<PathBuf> {
+/// One row per UTC day and policy of a replay.
+pub fn replay_day_frame(replay: &Replay) -> PolarsResult<DataFrame> {
+    let rows = replay.days();
+    let f = |g: fn(&PolicyDay) -> f64| rows.iter().map(g).collect::<Vec<f64>>();
+    let u = |g: fn(&PolicyDay) -> u64| rows.iter().map(g).collect::<Vec<u64>>();
+    df!(
+        "day" => rows.iter().map(|d| d.day.as_str()).collect::<Vec<_>>(),
+        "policy" => rows.iter().map(|d| d.policy).collect::<Vec<_>>(),
+        "hours" => u(|d| d.hours as u64),
+        "energy_cost" => f(|d| d.energy_cost),
+        "carbon_kg" => f(|d| d.carbon_kg),
+        "moves" => u(|d| d.moves),
+        "blocked_moves" => u(|d| d.blocked_moves),
+        "migration_hours" => f(|d| d.migration_hours),
+        "migrated_gib" => f(|d| d.migrated_gib),
+        "migration_cost" => f(|d| d.migration_cost),
+        "unplaced_replica_hours" => u(|d| d.unplaced_replica_hours),
+        "slo_violating_replica_hours" => u(|d| d.slo_violating_replica_hours),
+        "inlet_breach_site_hours" => u(|d| d.inlet_breach_site_hours),
+        "power_breach_site_hours" => u(|d| d.power_breach_site_hours),
+        "cooling_shortfall_site_hours" => u(|d| d.cooling_shortfall_site_hours),
+        "worst_inlet_excess_c" => f(|d| d.worst_inlet_excess_c),
+        "worst_power_excess_kw" => f(|d| d.worst_power_excess_kw),
+    )
+}
+
+/// `results.parquet` → `results-days.parquet`.
+pub fn days_path(path: &Path) -> PathBuf {
+    beside(path, "days")
+}
+
+/// Write a replay's hour × policy table to `path`, its day × policy table
+/// beside it (`NAME-days.EXT`) and, if it kept them, its hour × site ×
+/// policy rows (`NAME-sites.EXT`). The paths written, in that order.
+pub fn write_replay(path: &Path, replay: &Replay, format: TableFormat) -> Result<Vec<PathBuf>> {
     let err = |e: PolarsError| Error::Archive(format!("{}: {e}", path.display()));
     write_frame(path, &mut replay_hour_frame(replay).map_err(err)?, format)?;
-    let sites = sites_path(path);
-    write_frame(&sites, &mut replay_site_frame(replay).map_err(err)?, format)?;
-    Ok(sites)
+    let days = days_path(path);
+    write_frame(&days, &mut replay_day_frame(replay).map_err(err)?, format)?;
+    let mut written = vec![path.to_path_buf(), days];
+    if !replay.site_hours.is_empty() {
+        let sites = sites_path(path);
+        write_frame(&sites, &mut replay_site_frame(replay).map_err(err)?, format)?;
+        written.push(sites);
+    }
+    Ok(written)
 }

@@ -158,7 +158,41 @@ pub fn plan(
     target: &Placement,
 ) -> edgeplan_model::Result<Plan> {
     let target_x = problem.index_placement(target)?;
-    let limits = &instance.limits;
+    let current = problem.current_placement();
+    let s = schedule(&instance.limits, problem, &current, &target_x);
+    Ok(Plan {
+        state_hash: state_hash(instance),
+        target: problem.placement_of(&target_x),
+        steps: s.steps,
+        waves: s.waves,
+        makespan_s: s.makespan_s,
+        blocked: s.blocked,
+        reached: problem.placement_of(&s.reached),
+        kpis_before: problem.kpis(&current),
+        kpis_after: problem.kpis(&s.reached),
+    })
+}
+
+/// A plan's steps without the instance around it (see [`schedule`]).
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub steps: Vec<Step>,
+    pub waves: Vec<Wave>,
+    pub makespan_s: f64,
+    pub blocked: Vec<Blocked>,
+    /// Where the steps end (the target, unless something is blocked).
+    pub reached: Replicas,
+}
+
+/// The steps from `current` to `target_x` under `limits`: what [`plan`]
+/// does, for callers that hold placements rather than an instance (a
+/// replay plans every hour's moves of every policy this way).
+pub fn schedule(
+    limits: &Limits,
+    problem: &Problem,
+    current: &Replicas,
+    target_x: &Replicas,
+) -> Schedule {
     let n_sites = problem.sites.len();
     let mut pl = Planner {
         p: problem,
@@ -166,7 +200,6 @@ pub fn plan(
         load: Load::empty(problem),
         per_link: ((1.0 / limits.migration_bandwidth_share).floor() as usize).max(1),
     };
-    let current = problem.current_placement();
     for (wi, sites) in current.iter_enumerated() {
         for &(si, n) in sites {
             for _ in 0..n {
@@ -444,17 +477,13 @@ pub fn plan(
             v
         })
         .collect();
-    Ok(Plan {
-        state_hash: state_hash(instance),
-        target: problem.placement_of(&target_x),
+    Schedule {
         steps,
         waves,
         makespan_s: t,
         blocked,
-        reached: problem.placement_of(&reached_x),
-        kpis_before: problem.kpis(&current),
-        kpis_after: problem.kpis(&reached_x),
-    })
+        reached: reached_x,
+    }
 }
 
 /// Rewrite one blocked move so the plan can go on: through a staging site

@@ -28,6 +28,7 @@ use serde::Serialize;
 use edgeplan_model::clock::Deadline;
 use edgeplan_model::error::{Error, Issue, Result};
 use edgeplan_model::instance::{Instance, Price, PricePoint};
+use edgeplan_plan::plan::schedule;
 use edgeplan_problem::evaluate::Evaluation;
 use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
 use edgeplan_problem::problem::Problem;
@@ -73,6 +74,9 @@ pub struct ReplayOptions {
     pub zones: BTreeMap<String, String>,
     /// Keep a row per hour × site × policy (`Replay::site_hours`).
     pub site_hours: bool,
+    /// Hours between decisions (1: every hour). Between decisions every
+    /// policy holds its placement; every hour is judged.
+    pub step_hours: usize,
 }
 
 impl Default for ReplayOptions {
@@ -86,6 +90,7 @@ impl Default for ReplayOptions {
             move_amortization_hours: DEFAULT_MOVE_AMORTIZATION_HOURS,
             zones: BTreeMap::new(),
             site_hours: false,
+            step_hours: 1,
         }
     }
 }
@@ -99,6 +104,12 @@ pub struct PolicyHour {
     pub carbon_kg: f64,
     /// Replicas moved from one site to another at the hour's start.
     pub moves: u32,
+    /// Moves the policy wanted that the migration planner could not make
+    /// safely this hour (the placement keeps those replicas where they were).
+    pub blocked_moves: u32,
+    /// Waves of the hour's migration plan and how long it runs.
+    pub waves: u32,
+    pub migration_s: f64,
     pub migrated_gib: f64,
     /// The objective's price of those moves.
     pub migration_cost: f64,
@@ -122,8 +133,8 @@ pub struct PolicyHour {
 pub struct SiteHour {
     pub hour: usize,
     pub policy: &'static str,
-    pub site: String,
-    pub zone: String,
+    /// Index into `Replay::site_zones`.
+    pub site: usize,
     pub ambient_c: f64,
     pub price_per_kwh: f64,
     pub carbon_g_per_kwh: f64,
@@ -141,6 +152,10 @@ pub struct PolicyTotals {
     pub energy_cost: f64,
     pub carbon_kg: f64,
     pub moves: u64,
+    pub blocked_moves: u64,
+    /// Hours migration plans ran, summed, and the longest plan.
+    pub migration_hours: f64,
+    pub longest_migration_s: f64,
     pub migrated_gib: f64,
     pub migration_cost: f64,
     pub unplaced_replica_hours: u64,
@@ -181,11 +196,128 @@ pub struct Replay {
     pub policy_hours: Vec<PolicyHour>,
     /// Per hour × site × policy, if asked for.
     pub site_hours: Vec<SiteHour>,
+    /// UTC label of every replayed hour.
+    pub hour_labels: Vec<String>,
+    /// What happened at every zone a site is tied to, hour by hour.
+    pub zones: Vec<ZoneSeries>,
+}
+
+/// A zone's replayed hours, as they happened.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ZoneSeries {
+    pub zone: String,
+    pub city: String,
+    pub price_per_kwh: Vec<f64>,
+    pub carbon_g_per_kwh: Vec<f64>,
+    pub temperature_c: Vec<f64>,
+}
+
+/// One policy's day (UTC), summed from its hours.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyDay {
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub policy: &'static str,
+    pub hours: u32,
+    pub energy_cost: f64,
+    pub carbon_kg: f64,
+    pub moves: u64,
+    pub blocked_moves: u64,
+    pub migration_hours: f64,
+    pub migrated_gib: f64,
+    pub migration_cost: f64,
+    pub unplaced_replica_hours: u64,
+    pub slo_violating_replica_hours: u64,
+    pub inlet_breach_site_hours: u64,
+    pub power_breach_site_hours: u64,
+    pub cooling_shortfall_site_hours: u64,
+    pub worst_inlet_excess_c: f64,
+    pub worst_power_excess_kw: f64,
 }
 
 impl Replay {
     pub fn totals_of(&self, policy: PolicyKind) -> Option<&PolicyTotals> {
         self.totals.iter().find(|t| t.policy == policy.name())
+    }
+
+    /// Index of `hour` (of the year) among the replayed hours.
+    pub fn offset_of(&self, hour: usize) -> usize {
+        hour - self.policy_hours.first().map_or(hour, |h| h.hour)
+    }
+
+    /// Per UTC day and policy (days in order, policies in replay order):
+    /// the hours' KPIs summed, worst excesses the day's worst.
+    pub fn days(&self) -> Vec<PolicyDay> {
+        let mut days: Vec<PolicyDay> = Vec::new();
+        let mut open: BTreeMap<&str, usize> = BTreeMap::new();
+        for h in &self.policy_hours {
+            let label = &self.hour_labels[self.offset_of(h.hour)];
+            let day = label.get(..10).unwrap_or(label);
+            let k = match open.get(h.policy) {
+                Some(&k) if days[k].day == day => k,
+                _ => {
+                    days.push(PolicyDay::new(day, h.policy));
+                    open.insert(h.policy, days.len() - 1);
+                    days.len() - 1
+                }
+            };
+            days[k].add(h);
+        }
+        // Grouped by day, policies in the order they ran.
+        let order: BTreeMap<&str, usize> = self
+            .totals
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.policy, i))
+            .collect();
+        days.sort_by(|a, b| {
+            a.day
+                .cmp(&b.day)
+                .then(order.get(a.policy).cmp(&order.get(b.policy)))
+        });
+        days
+    }
+}
+
+impl PolicyDay {
+    fn new(day: &str, policy: &'static str) -> PolicyDay {
+        PolicyDay {
+            day: day.to_string(),
+            policy,
+            hours: 0,
+            energy_cost: 0.0,
+            carbon_kg: 0.0,
+            moves: 0,
+            blocked_moves: 0,
+            migration_hours: 0.0,
+            migrated_gib: 0.0,
+            migration_cost: 0.0,
+            unplaced_replica_hours: 0,
+            slo_violating_replica_hours: 0,
+            inlet_breach_site_hours: 0,
+            power_breach_site_hours: 0,
+            cooling_shortfall_site_hours: 0,
+            worst_inlet_excess_c: 0.0,
+            worst_power_excess_kw: 0.0,
+        }
+    }
+
+    fn add(&mut self, h: &PolicyHour) {
+        self.hours += 1;
+        self.energy_cost += h.energy_cost;
+        self.carbon_kg += h.carbon_kg;
+        self.moves += h.moves as u64;
+        self.blocked_moves += h.blocked_moves as u64;
+        self.migration_hours += h.migration_s / 3600.0;
+        self.migrated_gib += h.migrated_gib;
+        self.migration_cost += h.migration_cost;
+        self.unplaced_replica_hours += h.unplaced_replicas;
+        self.slo_violating_replica_hours += h.slo_violations;
+        self.inlet_breach_site_hours += h.inlet_breaches as u64;
+        self.power_breach_site_hours += h.power_breaches as u64;
+        self.cooling_shortfall_site_hours += h.cooling_shortfalls as u64;
+        self.worst_inlet_excess_c = self.worst_inlet_excess_c.max(h.worst_inlet_excess_c);
+        self.worst_power_excess_kw = self.worst_power_excess_kw.max(h.worst_power_excess_kw);
     }
 }
 
@@ -240,6 +372,12 @@ pub fn replay(
                 "moves are priced over at least one hour, got {}",
                 opts.move_amortization_hours
             ),
+        ));
+    }
+    if opts.step_hours == 0 {
+        return Err(invalid(
+            "step",
+            "decisions are at least one hour apart".into(),
         ));
     }
     // A policy named twice runs once (its first place kept).
@@ -350,8 +488,6 @@ pub fn replay(
         // kept in policy order (the same tables on any number of cores).
         let shared = Hour {
             fleet,
-            year,
-            site_zone: &site_zone,
             knowable: &knowable,
             foresight: &foresight,
             actual: &actual,
@@ -373,7 +509,23 @@ pub fn replay(
         on_hour(t - t0 + 1);
     }
     let totals = runs.into_iter().map(Run::finish).collect();
+    let span = t0..t0 + opts.hours;
+    let mut used: Vec<usize> = site_zone.clone();
+    used.sort_unstable();
+    used.dedup();
+    let zones = used
+        .into_iter()
+        .map(|z| ZoneSeries {
+            zone: year.zones[z].id.clone(),
+            city: year.zones[z].city.clone(),
+            price_per_kwh: year.hours[z].price_per_kwh[span.clone()].to_vec(),
+            carbon_g_per_kwh: year.hours[z].carbon_g_per_kwh[span.clone()].to_vec(),
+            temperature_c: year.hours[z].temperature_c[span.clone()].to_vec(),
+        })
+        .collect();
     Ok(Replay {
+        hour_labels: year.labels[span].to_vec(),
+        zones,
         first_hour: year.labels[t0].clone(),
         last_hour: year.labels[t0 + opts.hours - 1].clone(),
         hours: opts.hours,
@@ -393,8 +545,6 @@ pub fn replay(
 /// What every policy's hour shares.
 struct Hour<'a> {
     fleet: &'a Instance,
-    year: &'a Year,
-    site_zone: &'a [usize],
     knowable: &'a Instance,
     foresight: &'a Instance,
     actual: &'a Instance,
@@ -408,7 +558,9 @@ impl Hour<'_> {
     /// One policy decides the hour and is judged on it.
     fn step(&self, run: &mut Run) -> Result<(PolicyHour, Vec<SiteHour>)> {
         let before = std::mem::take(&mut run.x);
-        let after = match run.kind {
+        let decides = (self.t - self.opts.from_hour).is_multiple_of(self.opts.step_hours);
+        let target = match run.kind {
+            _ if !decides => before.clone(),
             PolicyKind::Edgeplan => optimize(run, &before, self.knowable, self.opts)?,
             PolicyKind::EdgeplanForesight => optimize(run, &before, self.foresight, self.opts)?,
             kind => decide(
@@ -422,7 +574,29 @@ impl Hour<'_> {
                 },
             ),
         };
-        let (hour, eval) = judge_hour(self.judge, self.fleet, &before, &after, self.t, run.kind);
+        // Every policy's moves go through the migration planner, on what
+        // the decision could know: a move it cannot make safely is left
+        // out, and the hour runs on the placement the plan reaches.
+        let plan = if same_counts(&before, &target) {
+            None
+        } else {
+            Some(schedule(&self.fleet.limits, self.kp, &before, &target))
+        };
+        let after = match &plan {
+            Some(plan) => plan.reached.clone(),
+            None => target,
+        };
+        if let Some(o) = &mut run.optimizer {
+            o.settle(&before, &after);
+        }
+        let (mut hour, eval) =
+            judge_hour(self.judge, self.fleet, &before, &after, self.t, run.kind);
+        if let Some(plan) = &plan {
+            hour.blocked_moves = plan.blocked.len() as u32;
+            hour.waves = plan.waves.len() as u32;
+            hour.migration_s = plan.makespan_s;
+            hour.migrated_gib = plan.steps.iter().map(|s| s.state_gib).sum();
+        }
         let mut site_hours = Vec::new();
         for (i, s) in eval.sites.iter().enumerate() {
             run.hot[i] = s.inlet_c > s.inlet_limit_c;
@@ -431,8 +605,7 @@ impl Hour<'_> {
                 site_hours.push(SiteHour {
                     hour: self.t,
                     policy: run.kind.name(),
-                    site: site.id.clone(),
-                    zone: self.year.zones[self.site_zone[i]].id.clone(),
+                    site: i,
                     ambient_c: site.ambient.current_c,
                     price_per_kwh: self.judge.sites[SiteIx::new(i)].physics.price_per_kwh,
                     carbon_g_per_kwh: site.energy.carbon_g_per_kwh,
@@ -517,18 +690,37 @@ fn optimize(
             o.replanner.placement()
         }
     };
-    // Next hour starts from this placement: its moves are then sunk.
-    if let Some(o) = &mut run.optimizer {
-        o.changed = after
+    Ok(after)
+}
+
+impl Optimizer {
+    /// The hour ended on `after` (from `before`): the next re-plan starts
+    /// there and its moves are sunk. Where the plan did not reach the
+    /// optimizer's target, the re-planner is told where the fleet is.
+    fn settle(&mut self, before: &Replicas, after: &Replicas) {
+        let target = self.replanner.placement();
+        let reached = target
+            .iter_enumerated()
+            .all(|(wi, sites)| same_sites(sites, &after[wi]));
+        if !reached {
+            self.replanner.rebase(after);
+        }
+        self.changed = after
             .iter_enumerated()
             .filter(|(wi, sites)| !same_sites(sites, &before[*wi]))
             .map(|(wi, _)| wi)
             .collect();
-        for &wi in &o.changed {
-            o.inst.workloads[wi.ix()].current = site_counts(o.replanner.problem(), &after[wi]);
+        for &wi in &self.changed {
+            self.inst.workloads[wi.ix()].current =
+                site_counts(self.replanner.problem(), &after[wi]);
         }
     }
-    Ok(after)
+}
+
+/// Whether every workload has the same replica count per site in both.
+fn same_counts(a: &Replicas, b: &Replicas) -> bool {
+    a.iter_enumerated()
+        .all(|(wi, sites)| same_sites(sites, &b[wi]))
 }
 
 fn same_sites(a: &[(SiteIx, u32)], b: &[(SiteIx, u32)]) -> bool {
@@ -639,6 +831,9 @@ fn judge_hour(
         energy_cost: kpis.energy_cost_per_h,
         carbon_kg: kpis.carbon_kg_per_h,
         moves: moved.iter().sum(),
+        blocked_moves: 0,
+        waves: 0,
+        migration_s: 0.0,
         migrated_gib: moved
             .iter_enumerated()
             .map(|(wi, &n)| n as f64 * judge.workloads[wi].state_gib)
@@ -681,6 +876,9 @@ impl PolicyTotals {
             energy_cost: 0.0,
             carbon_kg: 0.0,
             moves: 0,
+            blocked_moves: 0,
+            migration_hours: 0.0,
+            longest_migration_s: 0.0,
             migrated_gib: 0.0,
             migration_cost: 0.0,
             unplaced_replica_hours: 0,
@@ -702,6 +900,9 @@ impl Run {
         t.energy_cost += h.energy_cost;
         t.carbon_kg += h.carbon_kg;
         t.moves += h.moves as u64;
+        t.blocked_moves += h.blocked_moves as u64;
+        t.migration_hours += h.migration_s / 3600.0;
+        t.longest_migration_s = t.longest_migration_s.max(h.migration_s);
         t.migrated_gib += h.migrated_gib;
         t.migration_cost += h.migration_cost;
         t.unplaced_replica_hours += h.unplaced_replicas;

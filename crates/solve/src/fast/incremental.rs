@@ -159,6 +159,20 @@ impl Replanner {
             .expect("the state is put back after each change")
     }
 
+    /// Take `x` as the placement in force, keeping the multipliers: the
+    /// last placement was not reached as planned (a migration plan blocked
+    /// some of its moves), so the next re-plan starts from where the fleet
+    /// is. `x` must be a placement of this problem.
+    pub fn rebase(&mut self, x: &Replicas) {
+        let none = Limit::none();
+        let state = {
+            let mut a = Assign::new(&self.problem, &self.flat, &none);
+            a.load(x);
+            a.s
+        };
+        self.state = Some(state);
+    }
+
     /// The whole placement in force.
     pub fn placement(&self) -> Replicas {
         self.state().placement(&self.flat)
