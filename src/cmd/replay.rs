@@ -9,10 +9,18 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use edgeplan::replay::{comparison_table, replay, PolicyKind, ReplayOptions, Year, YearFiles};
+use edgeplan::replay::{
+    comparison_table, replay, Demand, PolicyKind, ReplayOptions, Year, YearFiles,
+};
 
 use super::io::{load, read, write};
 use super::whatif::{table_format, TableFormatArg};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum DemandArg {
+    Diurnal,
+    Flat,
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,6 +57,10 @@ pub struct Args {
     /// pay for itself within the hour); outcomes count the full cost.
     #[arg(long, default_value_t = edgeplan::replay::DEFAULT_MOVE_AMORTIZATION_HOURS)]
     pub amortize_hours: f64,
+    /// Workload demand: `diurnal` (the Azure 2019 mean day at each
+    /// workload's users' local hour) or `flat` (the fleet's utilisation).
+    #[arg(long, value_enum, default_value_t = DemandArg::Diurnal)]
+    pub demand: DemandArg,
     /// Hours between decisions: `1h` (every hour), `4h`, `1d`; every hour
     /// is judged.
     #[arg(long, default_value = "1h")]
@@ -122,6 +134,10 @@ pub fn run(args: Args) -> Result<()> {
         zones,
         site_hours: args.out.is_some() || args.report.is_some(),
         step_hours: step_hours(&args.step)?,
+        demand: match args.demand {
+            DemandArg::Diurnal => Demand::Diurnal,
+            DemandArg::Flat => Demand::Flat,
+        },
         move_amortization_hours: args.amortize_hours,
         ..ReplayOptions::default()
     };
@@ -153,7 +169,10 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(path) = &args.report {
         let title = format!(
             "{} replayed, {} to {}",
-            args.fleet.display(),
+            args.fleet.file_name().map_or_else(
+                || args.fleet.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            ),
             result.first_hour,
             result.last_hour
         );

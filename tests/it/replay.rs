@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 
 use edgeplan::instance::{Instance, Limits};
-use edgeplan::replay::{replay, PolicyHour, PolicyKind, Replay, ReplayOptions, Year, YearFiles};
+use edgeplan::replay::{
+    replay, Demand, PolicyHour, PolicyKind, Replay, ReplayOptions, Year, YearFiles,
+};
 
 use super::common::*;
 
@@ -111,6 +113,8 @@ fn two_day_options(policies: &[PolicyKind]) -> ReplayOptions {
         policies: policies.to_vec(),
         zones: zones(&[("A", "ZA"), ("B", "ZB")]),
         site_hours: true,
+        // Worked by hand at constant demand.
+        demand: Demand::Flat,
         ..ReplayOptions::default()
     }
 }
@@ -216,6 +220,7 @@ fn lowest_price_takes_the_cheapest_eligible_site_with_room_and_static_never_move
             PolicyKind::LowestCarbon,
         ],
         zones: zones(&[("C1", "C1"), ("C2", "C2"), ("C3", "C3"), ("C4", "C4")]),
+        demand: Demand::Flat,
         ..ReplayOptions::default()
     };
     let r = replay(&fleet, &y, &opts, &|_| {}).expect("replay");
@@ -433,6 +438,7 @@ fn moves_the_planner_cannot_make_safely_are_blocked_and_counted() {
         policies: vec![PolicyKind::Edgeplan, PolicyKind::Static],
         zones: zones(&[("A", "ZA"), ("B", "ZB")]),
         site_hours: true,
+        demand: Demand::Flat,
         ..ReplayOptions::default()
     };
     let r = replay(&fleet, &y, &opts, &|_| {}).expect("replay");
@@ -587,4 +593,68 @@ fn a_replay_on_one_thread_gives_the_tables_of_many() {
         .expect("pool")
         .install(|| replay(&fleet, &y, &opts, &|_| {}).expect("replay"));
     assert_eq!(many, one);
+}
+
+/// Diurnal demand: each workload's utilisation follows the Azure mean day
+/// at its users' local hour. Two sites, one at longitude 2° (UTC+0), one
+/// at 135° (UTC+9), each with a workload of 5 cores at half use whose
+/// users are there; toy servers draw cores × use / 10 kW, PUE 1, a flat
+/// 1.0 per kWh: hour t costs 0.25 × day[t] at the first and
+/// 0.25 × day[t + 9] at the second. Flat demand costs 0.5 every hour.
+#[test]
+fn diurnal_demand_follows_the_users_local_day() {
+    let mut sites = vec![site("W", 10.0, 1.0), site("E", 10.0, 1.0)];
+    sites[1].lon = 135.0;
+    let mut workloads = Vec::new();
+    for id in ["W", "E"] {
+        let mut w = workload(&format!("at-{id}"), 1, 5.0);
+        w.utilization = 0.5;
+        w.traffic = vec![edgeplan::instance::Traffic {
+            region: format!("users-{id}"),
+            weight: 1.0,
+        }];
+        w.pinned_sites = vec![id.into()];
+        w.current = BTreeMap::from([(id.to_string(), 1)]);
+        workloads.push(w);
+    }
+    let mut fleet = instance(sites, workloads, &[("W", "E", 200.0)]);
+    fleet.objective = energy_only();
+    let y = year(&Series {
+        zones: &["ZW", "ZE"],
+        hours: 96,
+        price_per_kwh: &|_, _| 1.0,
+        carbon_g_per_kwh: &|_, _| 0.0,
+        temperature_c: &|_, _| 15.0,
+    });
+    let day = edgeplan::gen::azure_mean_day();
+    let run = |demand: Demand| {
+        let opts = ReplayOptions {
+            from_hour: 48,
+            hours: 24,
+            policies: vec![PolicyKind::Static],
+            zones: zones(&[("W", "ZW"), ("E", "ZE")]),
+            demand,
+            ..ReplayOptions::default()
+        };
+        replay(&fleet, &y, &opts, &|_| {}).expect("replay")
+    };
+    let diurnal = run(Demand::Diurnal);
+    for t in 48..72 {
+        let want = 0.25 * day[t % 24] + 0.25 * day[(t + 9) % 24];
+        assert_close(
+            hour(&diurnal, PolicyKind::Static, t).energy_cost,
+            want,
+            &format!("hour {t}"),
+        );
+    }
+    let flat = run(Demand::Flat);
+    for t in 48..72 {
+        assert_close(hour(&flat, PolicyKind::Static, t).energy_cost, 0.5, "flat");
+    }
+    // A mean of 1 over the day: the same energy in total.
+    assert_close(
+        diurnal.totals[0].energy_cost,
+        flat.totals[0].energy_cost,
+        "daily total",
+    );
 }

@@ -53,6 +53,29 @@ struct City {
     population: f64,
 }
 
+/// The Azure 2019 trace's mean day: CPU use by hour of day (its 30 days
+/// averaged), scaled to a mean of 1. Hour `h` of the trace is taken as
+/// local hour `h` of a workload's users.
+pub fn azure_mean_day() -> [f64; 24] {
+    let values: Vec<f64> = rows(AZURE_CPU).map(|r| num(r[1])).collect();
+    let mut day = [0.0; 24];
+    let mut count = [0usize; 24];
+    for (h, v) in values.iter().enumerate() {
+        day[h % 24] += v;
+        count[h % 24] += 1;
+    }
+    for (d, n) in day.iter_mut().zip(count) {
+        *d /= n.max(1) as f64;
+    }
+    let mean = day.iter().sum::<f64>() / 24.0;
+    if mean > 0.0 {
+        for d in &mut day {
+            *d /= mean;
+        }
+    }
+    day
+}
+
 fn rows(text: &str) -> impl Iterator<Item = Vec<&str>> {
     text.lines()
         .skip(1)

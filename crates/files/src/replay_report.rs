@@ -482,7 +482,7 @@ pub fn html(title: &str, replay: &Replay) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{0}</title><style>{CSS}</style></head><body><h1>{0}</h1>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{0}</title><style>{CSS}body{{max-width:1300px}}table{{font-size:11px}}</style></head><body><h1>{0}</h1>",
         esc(title)
     );
     let _ = write!(

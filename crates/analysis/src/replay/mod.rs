@@ -51,6 +51,10 @@ pub const DAY_AHEAD_HOURS: usize = 24;
 /// `ReplayOptions::move_amortization_hours`): a day.
 pub const DEFAULT_MOVE_AMORTIZATION_HOURS: f64 = 24.0;
 
+/// Relative change of a workload's utilisation the optimizer re-plans for
+/// (see `optimize`); the judge always takes the hour's demand.
+pub const DEMAND_DEADBAND: f64 = 0.05;
+
 /// What to replay.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -77,6 +81,22 @@ pub struct ReplayOptions {
     /// Hours between decisions (1: every hour). Between decisions every
     /// policy holds its placement; every hour is judged.
     pub step_hours: usize,
+    /// How workloads' utilisation moves through the day.
+    pub demand: Demand,
+}
+
+/// Workload demand over the replayed hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Demand {
+    /// Each workload at the fleet's utilisation every hour.
+    Flat,
+    /// The fleet's utilisation times the Azure 2019 mean day
+    /// (`gen::azure_mean_day`, 0.93–1.05) at the local hour of the
+    /// workload's main user region (from its sites' longitude), capped at
+    /// full use. The curve repeats daily, so a decision knows the hour's
+    /// demand (a same-hour-yesterday forecast is exact); forecast error
+    /// stays in the weather.
+    Diurnal,
 }
 
 impl Default for ReplayOptions {
@@ -91,6 +111,7 @@ impl Default for ReplayOptions {
             zones: BTreeMap::new(),
             site_hours: false,
             step_hours: 1,
+            demand: Demand::Diurnal,
         }
     }
 }
@@ -412,6 +433,7 @@ pub fn replay(
         .collect::<Option<_>>()
         .ok_or_else(|| invalid("from", "too little history to fit a forecast".into()))?;
 
+    let demand = DemandCurve::new(fleet, opts.demand);
     let t0 = opts.from_hour;
     let mut knowable = fleet.clone();
     set_hour(
@@ -424,6 +446,8 @@ pub fn replay(
     );
     let mut actual = fleet.clone();
     set_hour(&mut actual, year, &site_zone, t0, horizon, Seen::Actual);
+    demand.set(&mut knowable, t0);
+    demand.set(&mut actual, t0);
     let mut foresight = fleet.clone();
     let mut kp = Problem::build(&knowable)?;
     let mut judge = Problem::build(&actual)?;
@@ -471,8 +495,16 @@ pub fn replay(
                 Seen::Forecast(&forecasters),
             );
             set_hour(&mut actual, year, &site_zone, t, horizon, Seen::Actual);
-            update_sites(&mut kp, &knowable)?;
-            update_sites(&mut judge, &actual)?;
+            let changed = demand.set(&mut knowable, t);
+            demand.set(&mut actual, t);
+            // The two views are independent: updated side by side (the
+            // hour's only serial work besides the forecasts).
+            let (k, j) = rayon::join(
+                || update_view(&mut kp, &knowable, &changed),
+                || update_view(&mut judge, &actual, &changed),
+            );
+            k?;
+            j?;
         }
         if policies.contains(&PolicyKind::EdgeplanForesight) {
             set_hour(
@@ -483,6 +515,7 @@ pub fn replay(
                 horizon,
                 Seen::Foresight,
             );
+            demand.set(&mut foresight, t);
         }
         // Policies are independent within an hour: in parallel, results
         // kept in policy order (the same tables on any number of cores).
@@ -685,7 +718,22 @@ fn optimize(
             let mut changes: Vec<Change> = (0..o.inst.sites.len())
                 .map(|i| Change::Site(SiteIx::new(i)))
                 .collect();
-            changes.extend(o.changed.iter().map(|&wi| Change::Workload(wi)));
+            // Workloads whose placement changed, or whose demand moved by
+            // DEMAND_DEADBAND since the optimizer last took it: re-modelling
+            // every workload every hour for a curve that moves 1–3 % an hour
+            // would cost more than the rest of the re-plan.
+            let mut workloads = o.changed.clone();
+            for (i, (mine, now)) in o.inst.workloads.iter_mut().zip(&seen.workloads).enumerate() {
+                if (now.utilization - mine.utilization).abs()
+                    > DEMAND_DEADBAND * mine.utilization.max(1e-9)
+                {
+                    mine.utilization = now.utilization;
+                    workloads.push(WorkloadIx::new(i));
+                }
+            }
+            workloads.sort_unstable();
+            workloads.dedup();
+            changes.extend(workloads.into_iter().map(Change::Workload));
             o.replanner.apply(&o.inst, &changes, Deadline::NONE)?;
             o.replanner.placement()
         }
@@ -803,14 +851,82 @@ fn set_hour(
     }
 }
 
-/// Take every site of `inst` (telemetry changed, nothing structural).
-fn update_sites(p: &mut Problem, inst: &Instance) -> Result<()> {
+/// Take every site of `inst` (telemetry changed, nothing structural) and
+/// the workloads whose demand changed.
+fn update_view(p: &mut Problem, inst: &Instance, workloads: &[WorkloadIx]) -> Result<()> {
     for i in 0..inst.sites.len() {
         let si = SiteIx::new(i);
         let update = p.site_update(inst, si)?;
         p.update_site(inst, si, update);
     }
+    for &wi in workloads {
+        p.update_workload(inst, wi);
+    }
     Ok(())
+}
+
+/// Each workload's utilisation by hour (see [`Demand`]).
+struct DemandCurve {
+    /// (workload, its fleet utilisation, UTC offset of its users in hours)
+    workloads: Vec<(WorkloadIx, f64, i64)>,
+    day: [f64; 24],
+}
+
+impl DemandCurve {
+    fn new(fleet: &Instance, demand: Demand) -> DemandCurve {
+        let day = crate::gen::azure_mean_day();
+        let workloads = match demand {
+            Demand::Flat => Vec::new(),
+            Demand::Diurnal => fleet
+                .workloads
+                .iter()
+                .enumerate()
+                .map(|(i, w)| (WorkloadIx::new(i), w.utilization, utc_offset_h(fleet, w)))
+                .collect(),
+        };
+        DemandCurve { workloads, day }
+    }
+
+    /// Set hour `t`'s utilisation in `inst`; the workloads it changed.
+    fn set(&self, inst: &mut Instance, t: usize) -> Vec<WorkloadIx> {
+        let mut changed = Vec::new();
+        for &(wi, base, offset) in &self.workloads {
+            let local = (t as i64 + offset).rem_euclid(24) as usize;
+            let u = (base * self.day[local]).min(1.0);
+            let w = &mut inst.workloads[wi.ix()];
+            if w.utilization != u {
+                w.utilization = u;
+                changed.push(wi);
+            }
+        }
+        changed
+    }
+}
+
+/// Hours ahead of UTC at a workload's main user region, from the
+/// longitude of the sites at its node (15° an hour); 0 without users.
+fn utc_offset_h(fleet: &Instance, w: &edgeplan_model::instance::Workload) -> i64 {
+    let Some(main) = w
+        .traffic
+        .iter()
+        .max_by(|a, b| a.weight.total_cmp(&b.weight))
+    else {
+        return 0;
+    };
+    let Some(region) = fleet.regions.iter().find(|r| r.id == main.region) else {
+        return 0;
+    };
+    let lons: Vec<f64> = fleet
+        .sites
+        .iter()
+        .filter(|s| s.node.as_deref().unwrap_or(&s.id) == region.node)
+        .map(|s| s.lon)
+        .collect();
+    if lons.is_empty() {
+        return 0;
+    }
+    let lon = lons.iter().sum::<f64>() / lons.len() as f64;
+    (lon / 15.0).round() as i64
 }
 
 /// The hour's KPIs of `after` (reached from `before`) on what happened.
