@@ -50,9 +50,57 @@ fn register_solve_approve_dispatch_to_success() {
         ] {
             assert!(services.contains(&s.to_string()), "{s} not in {services:?}");
         }
+        // Only what this port serves: the proto's Provisioner is the
+        // provisioner's to implement.
+        assert!(
+            !services.iter().any(|s| s.contains("Provisioner")),
+            "{services:?}"
+        );
+        // v1alpha (Python's grpcio-reflection, older grpcurl) lists the same.
+        let mut alpha = reflection_list_v1alpha(&url).await;
+        let mut v1 = services.clone();
+        alpha.sort();
+        v1.sort();
+        assert_eq!(alpha, v1);
 
         let version = push_instance(&Connect::plain(&url), &inst).await.unwrap();
-        assert!(version >= 5, "one version per change, got {version}");
+        // Sites, links, regions, workloads: one version each; the policy
+        // push changes nothing here (the fleet's is the one in force).
+        assert!(version >= 4, "one version per change, got {version}");
+        // A SetPolicy that changes nothing — no field, or the value in
+        // force — is no change: the version stays.
+        let mut inventory = connect(&url, InventoryClient::new).await;
+        let empty = inventory
+            .set_policy(pb::Policy::default())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((empty.version, empty.changed), (version, 0));
+        let same = inventory
+            .set_policy(pb::Policy {
+                horizon_hours: Some(inst.limits.horizon_hours),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((same.version, same.changed), (version, 0));
+        let changed = inventory
+            .set_policy(pb::Policy {
+                horizon_hours: Some(inst.limits.horizon_hours + 1),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!((changed.version, changed.changed), (version + 1, 1));
+        inventory
+            .set_policy(pb::Policy {
+                horizon_hours: Some(inst.limits.horizon_hours),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let summary = ingest_ambient(&url, &inst, now_s()).await;
         assert_eq!(summary.accepted, inst.sites.len() as u64);
         assert_eq!(summary.rejected, 0);
@@ -120,6 +168,30 @@ fn register_solve_approve_dispatch_to_success() {
         assert_eq!(again.plan_id, 0, "a dry run stores nothing");
         assert!(again.kpis_after.unwrap().moves <= again.kpis_before.unwrap().moves + steps as u64);
     });
+}
+
+async fn reflection_list_v1alpha(url: &str) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    let mut client = connect(url, ServerReflectionClient::new).await;
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = stream.message().await.unwrap().unwrap();
+    match resp.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
 }
 
 async fn reflection_list(url: &str) -> Vec<String> {

@@ -66,6 +66,14 @@ fn change_at(
     let mut next = state.instance.clone();
     let mut policy = state.policy.clone();
     let touched = edit(&mut next, &mut policy)?;
+    if touched.is_empty() {
+        // Nothing changed (a `SetPolicy` naming no field, or only the
+        // values in force): no new version, no plan superseded.
+        return Ok(pb::Change {
+            version: state.version,
+            changed: 0,
+        });
+    }
     next.name = policy.name.clone();
     next.objective = policy.objective.clone();
     next.limits = policy.limits.clone();
@@ -305,8 +313,13 @@ impl pb::inventory_server::Inventory for InventoryApi {
         let shared = self.0.clone();
         blocking(move || {
             change(&shared, |_, policy| {
+                let before = policy.clone();
                 convert::policy_apply(&p, policy);
-                Ok(vec![Touched::Policy])
+                Ok(if *policy == before {
+                    Vec::new()
+                } else {
+                    vec![Touched::Policy]
+                })
             })
         })
         .await

@@ -546,20 +546,39 @@ pub async fn serve_on(
     let max = shared.config.max_message_bytes;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    for name in [
-        "edgeplan.v1.Inventory",
-        "edgeplan.v1.Telemetry",
-        "edgeplan.v1.Placement",
-        "",
-    ] {
+    for name in API.into_iter().chain([""]) {
         health_reporter
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(edgeplan_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl and grpcui speak v1, Python's
+    // grpcio-reflection and older tools v1alpha. Only the services this
+    // port serves are listed: the proto also declares `Provisioner`, which
+    // the provisioner implements, not edgeplan.
+    const API: [&str; 3] = [
+        "edgeplan.v1.Inventory",
+        "edgeplan.v1.Telemetry",
+        "edgeplan.v1.Placement",
+    ];
+    const SERVED: [&str; 6] = [
+        API[0],
+        API[1],
+        API[2],
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let reflection = || {
+        let mut b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(edgeplan_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        for name in SERVED {
+            b = b.with_service_name(name);
+        }
+        b
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let mut tasks = vec![
         tokio::spawn(dispatch::run(shared.clone())),
@@ -587,7 +606,8 @@ pub async fn serve_on(
         .concurrency_limit_per_connection(shared.config.max_concurrent_requests)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(
             pb::inventory_server::InventoryServer::new(inventory::InventoryApi(shared.clone()))
                 .max_decoding_message_size(max),
