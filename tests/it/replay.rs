@@ -658,3 +658,35 @@ fn diurnal_demand_follows_the_users_local_day() {
         "daily total",
     );
 }
+
+/// Unplaced replica-hours are kept by priority, per hour, per day and in
+/// the totals: a priority-3 workload of two 8-core replicas pinned to a
+/// 10-core site runs one replica and leaves one out every hour.
+#[test]
+fn unplaced_replica_hours_are_counted_by_priority() {
+    let (mut fleet, y) = two_sites();
+    let mut w = workload("pinned", 2, 8.0);
+    w.priority = 3;
+    w.pinned_sites = vec!["B".into()];
+    w.current = BTreeMap::from([("B".to_string(), 1)]);
+    fleet.workloads.push(w);
+    let opts = ReplayOptions {
+        hours: 30,
+        ..two_day_options(&[PolicyKind::Static])
+    };
+    let r = replay(&fleet, &y, &opts, &|_| {}).expect("replay");
+    for h in &r.policy_hours {
+        assert_eq!(
+            h.unplaced_by_priority,
+            BTreeMap::from([(3, 1)]),
+            "hour {}",
+            h.hour
+        );
+    }
+    let t = r.totals_of(PolicyKind::Static).expect("static");
+    assert_eq!(t.unplaced_by_priority, BTreeMap::from([(3, 30)]));
+    let days = r.days();
+    assert_eq!(days.len(), 2);
+    assert_eq!(days[0].unplaced_by_priority, BTreeMap::from([(3, 24)]));
+    assert_eq!(days[1].unplaced_by_priority, BTreeMap::from([(3, 6)]));
+}

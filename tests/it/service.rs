@@ -406,6 +406,28 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("atlantis"), "{}", err.message());
+        // A workload no site could ever host: refused as `edgeplan
+        // validate` refuses it in a file, with the same words.
+        let mut huge = inst.workloads[0].clone();
+        huge.id = "too-big".into();
+        huge.resources.insert("cpu_cores".into(), 1.0e6);
+        let mut as_file = inst.clone();
+        as_file.workloads.push(huge.clone());
+        let file_issues = edgeplan::validate::validate(&as_file);
+        assert_eq!(file_issues.len(), 1, "{file_issues:?}");
+        let err = inv
+            .upsert_workloads(pb::UpsertWorkloadsRequest {
+                workloads: vec![edgeplan::api::convert::workload_to_pb(&huge)],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains(&file_issues[0].message),
+            "API: {}\nfile: {}",
+            err.message(),
+            file_issues[0].message
+        );
         // Unknown ids.
         let err = inv
             .delete(pb::DeleteRequest {

@@ -131,6 +131,7 @@ pub fn replay_hour_frame(replay: &Replay) -> PolarsResult<DataFrame> {
         "migrated_gib" => f(|h| h.migrated_gib),
         "migration_cost" => f(|h| h.migration_cost),
         "unplaced_replicas" => u(|h| h.unplaced_replicas),
+        "unplaced_by_priority" => rows.iter().map(|h| by_priority(&h.unplaced_by_priority)).collect::<Vec<_>>(),
         "slo_violations" => u(|h| h.slo_violations),
         "mean_rtt_ms" => f(|h| h.mean_rtt_ms),
         "inlet_breaches" => u(|h| h.inlet_breaches as u64),
@@ -161,6 +162,14 @@ pub fn replay_site_frame(replay: &Replay) -> PolarsResult<DataFrame> {
     )
 }
 
+/// `priority:count;…` (empty: none), as the what-if table writes it.
+fn by_priority(m: &std::collections::BTreeMap<u32, u64>) -> String {
+    m.iter()
+        .map(|(p, n)| format!("{p}:{n}"))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
 /// One row per UTC day and policy of a replay.
 pub fn replay_day_frame(replay: &Replay) -> PolarsResult<DataFrame> {
     let rows = replay.days();
@@ -178,6 +187,7 @@ pub fn replay_day_frame(replay: &Replay) -> PolarsResult<DataFrame> {
         "migrated_gib" => f(|d| d.migrated_gib),
         "migration_cost" => f(|d| d.migration_cost),
         "unplaced_replica_hours" => u(|d| d.unplaced_replica_hours),
+        "unplaced_by_priority" => rows.iter().map(|d| by_priority(&d.unplaced_by_priority)).collect::<Vec<_>>(),
         "slo_violating_replica_hours" => u(|d| d.slo_violating_replica_hours),
         "inlet_breach_site_hours" => u(|d| d.inlet_breach_site_hours),
         "power_breach_site_hours" => u(|d| d.power_breach_site_hours),

@@ -22,7 +22,7 @@ use edgeplan_api::pb;
 use edgeplan_model::instance::Instance;
 use edgeplan_model::instance::Policy;
 use edgeplan_plan::execution::PlanState;
-use edgeplan_problem::validate::validate_structure;
+use edgeplan_problem::validate::{validate, validate_structure};
 
 pub struct InventoryApi(pub Arc<Shared>);
 
@@ -79,11 +79,18 @@ fn change_at(
     next.limits = policy.limits.clone();
     next.network.nodes =
         edgeplan_model::instance::nodes_of(&next.sites, &next.regions, &next.network.links);
-    // An inventory being filled in may have no sites yet; a solve needs them.
-    let issues: Vec<_> = validate_structure(&next)
-        .into_iter()
-        .filter(|i| i.path != "sites")
-        .collect();
+    // An inventory being filled in may have no sites yet; a solve needs
+    // them. With sites, the very checks `edgeplan validate` runs on a file
+    // (a workload no site could ever host included): what the API accepts,
+    // the files path accepts.
+    let issues: Vec<_> = if next.sites.is_empty() {
+        validate_structure(&next)
+            .into_iter()
+            .filter(|i| i.path != "sites")
+            .collect()
+    } else {
+        validate(&next)
+    };
     if !issues.is_empty() {
         return Err(invalid(&issues, &next));
     }

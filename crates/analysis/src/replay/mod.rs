@@ -30,7 +30,7 @@ use edgeplan_model::error::{Error, Issue, Result};
 use edgeplan_model::instance::{Instance, Price, PricePoint};
 use edgeplan_plan::plan::schedule;
 use edgeplan_problem::evaluate::Evaluation;
-use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
+use edgeplan_problem::ix::{SiteIx, WorkloadIx};
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
 use edgeplan_solve::fast::{Change, Replanner, DEFAULT_REPLAN_WORK};
@@ -93,9 +93,9 @@ pub enum Demand {
     /// The fleet's utilisation times the Azure 2019 mean day
     /// (`gen::azure_mean_day`, 0.93–1.05) at the local hour of the
     /// workload's main user region (from its sites' longitude), capped at
-    /// full use. The curve repeats daily, so a decision knows the hour's
-    /// demand (a same-hour-yesterday forecast is exact); forecast error
-    /// stays in the weather.
+    /// full use. The curve repeats daily, so a decision knows it (a
+    /// same-hour-yesterday forecast is exact) and plans for its peak over
+    /// the fleet's horizon; forecast error stays in the weather.
     Diurnal,
 }
 
@@ -135,6 +135,8 @@ pub struct PolicyHour {
     /// The objective's price of those moves.
     pub migration_cost: f64,
     pub unplaced_replicas: u64,
+    /// Unplaced replicas by workload priority (absent: none).
+    pub unplaced_by_priority: BTreeMap<u32, u64>,
     /// Replicas on a site that misses their latency SLO.
     pub slo_violations: u64,
     pub mean_rtt_ms: f64,
@@ -248,6 +250,8 @@ pub struct PolicyDay {
     pub migrated_gib: f64,
     pub migration_cost: f64,
     pub unplaced_replica_hours: u64,
+    /// Unplaced replica-hours by workload priority.
+    pub unplaced_by_priority: BTreeMap<u32, u64>,
     pub slo_violating_replica_hours: u64,
     pub inlet_breach_site_hours: u64,
     pub power_breach_site_hours: u64,
@@ -314,6 +318,7 @@ impl PolicyDay {
             migrated_gib: 0.0,
             migration_cost: 0.0,
             unplaced_replica_hours: 0,
+            unplaced_by_priority: BTreeMap::new(),
             slo_violating_replica_hours: 0,
             inlet_breach_site_hours: 0,
             power_breach_site_hours: 0,
@@ -333,6 +338,9 @@ impl PolicyDay {
         self.migrated_gib += h.migrated_gib;
         self.migration_cost += h.migration_cost;
         self.unplaced_replica_hours += h.unplaced_replicas;
+        for (&p, &n) in &h.unplaced_by_priority {
+            *self.unplaced_by_priority.entry(p).or_default() += n;
+        }
         self.slo_violating_replica_hours += h.slo_violations;
         self.inlet_breach_site_hours += h.inlet_breaches as u64;
         self.power_breach_site_hours += h.power_breaches as u64;
@@ -446,8 +454,8 @@ pub fn replay(
     );
     let mut actual = fleet.clone();
     set_hour(&mut actual, year, &site_zone, t0, horizon, Seen::Actual);
-    demand.set(&mut knowable, t0);
-    demand.set(&mut actual, t0);
+    demand.set(&mut knowable, t0, horizon);
+    demand.set(&mut actual, t0, 1);
     let mut foresight = fleet.clone();
     let mut kp = Problem::build(&knowable)?;
     let mut judge = Problem::build(&actual)?;
@@ -495,13 +503,14 @@ pub fn replay(
                 Seen::Forecast(&forecasters),
             );
             set_hour(&mut actual, year, &site_zone, t, horizon, Seen::Actual);
-            let changed = demand.set(&mut knowable, t);
-            demand.set(&mut actual, t);
+            // Each view re-models the workloads whose demand it saw change.
+            let known_changed = demand.set(&mut knowable, t, horizon);
+            let actual_changed = demand.set(&mut actual, t, 1);
             // The two views are independent: updated side by side (the
             // hour's only serial work besides the forecasts).
             let (k, j) = rayon::join(
-                || update_view(&mut kp, &knowable, &changed),
-                || update_view(&mut judge, &actual, &changed),
+                || update_view(&mut kp, &knowable, &known_changed),
+                || update_view(&mut judge, &actual, &actual_changed),
             );
             k?;
             j?;
@@ -515,7 +524,7 @@ pub fn replay(
                 horizon,
                 Seen::Foresight,
             );
-            demand.set(&mut foresight, t);
+            demand.set(&mut foresight, t, horizon);
         }
         // Policies are independent within an hour: in parallel, results
         // kept in policy order (the same tables on any number of cores).
@@ -650,7 +659,7 @@ impl Hour<'_> {
                 });
             }
         }
-        run.add(&hour, self.judge, &after);
+        run.add(&hour, &after);
         run.x = after;
         Ok((hour, site_hours))
     }
@@ -887,12 +896,17 @@ impl DemandCurve {
         DemandCurve { workloads, day }
     }
 
-    /// Set hour `t`'s utilisation in `inst`; the workloads it changed.
-    fn set(&self, inst: &mut Instance, t: usize) -> Vec<WorkloadIx> {
+    /// Set in `inst` the highest utilisation of hours `t .. t + hours`
+    /// (a decision plans for its horizon's peak demand, as for its worst
+    /// forecast heat; the judge takes the hour alone); the workloads it
+    /// changed.
+    fn set(&self, inst: &mut Instance, t: usize, hours: usize) -> Vec<WorkloadIx> {
         let mut changed = Vec::new();
         for &(wi, base, offset) in &self.workloads {
-            let local = (t as i64 + offset).rem_euclid(24) as usize;
-            let u = (base * self.day[local]).min(1.0);
+            let peak = (0..hours.max(1))
+                .map(|k| self.day[(t as i64 + k as i64 + offset).rem_euclid(24) as usize])
+                .fold(0.0, f64::max);
+            let u = (base * peak).min(1.0);
             let w = &mut inst.workloads[wi.ix()];
             if w.utilization != u {
                 w.utilization = u;
@@ -929,6 +943,20 @@ fn utc_offset_h(fleet: &Instance, w: &edgeplan_model::instance::Workload) -> i64
     (lon / 15.0).round() as i64
 }
 
+/// Replicas of `x` left out, by workload priority.
+fn unplaced_by_priority(judge: &Problem, x: &Replicas) -> BTreeMap<u32, u64> {
+    let mut out = BTreeMap::new();
+    for (wi, sites) in x.iter_enumerated() {
+        let placed: u32 = sites.iter().map(|(_, n)| n).sum();
+        let w = &judge.workloads[wi];
+        let missing = w.replicas.saturating_sub(placed);
+        if missing > 0 {
+            *out.entry(w.priority).or_default() += missing as u64;
+        }
+    }
+    out
+}
+
 /// The hour's KPIs of `after` (reached from `before`) on what happened.
 fn judge_hour(
     judge: &Problem,
@@ -959,6 +987,7 @@ fn judge_hour(
             .map(|(wi, &n)| n as f64 * judge.workloads[wi].move_cost)
             .sum(),
         unplaced_replicas: kpis.unplaced_replicas,
+        unplaced_by_priority: unplaced_by_priority(judge, after),
         slo_violations: kpis.slo_violations,
         mean_rtt_ms: kpis.mean_latency_ms,
         inlet_breaches: 0,
@@ -1011,7 +1040,7 @@ impl PolicyTotals {
 }
 
 impl Run {
-    fn add(&mut self, h: &PolicyHour, judge: &Problem, x: &Replicas) {
+    fn add(&mut self, h: &PolicyHour, x: &Replicas) {
         let t = &mut self.totals;
         t.energy_cost += h.energy_cost;
         t.carbon_kg += h.carbon_kg;
@@ -1028,21 +1057,13 @@ impl Run {
         t.cooling_shortfall_site_hours += h.cooling_shortfalls as u64;
         t.worst_inlet_excess_c = t.worst_inlet_excess_c.max(h.worst_inlet_excess_c);
         t.worst_power_excess_kw = t.worst_power_excess_kw.max(h.worst_power_excess_kw);
-        let mut unplaced: IndexVec<WorkloadIx, u32> =
-            judge.workloads.iter().map(|w| w.replicas).collect();
-        let mut placed = 0.0;
-        for (wi, sites) in x.iter_enumerated() {
-            let n: u32 = sites.iter().map(|(_, n)| n).sum();
-            unplaced[wi] = unplaced[wi].saturating_sub(n);
-            placed += n as f64;
+        for (&p, &n) in &h.unplaced_by_priority {
+            *t.unplaced_by_priority.entry(p).or_default() += n;
         }
-        for (wi, &u) in unplaced.iter_enumerated() {
-            if u > 0 {
-                *t.unplaced_by_priority
-                    .entry(judge.workloads[wi].priority)
-                    .or_default() += u as u64;
-            }
-        }
+        let placed: f64 = x
+            .iter()
+            .map(|sites| sites.iter().map(|(_, n)| *n as f64).sum::<f64>())
+            .sum();
         self.rtt_replica_hours += h.mean_rtt_ms * placed;
         self.placed_replica_hours += placed;
     }
