@@ -94,6 +94,24 @@ fn register_solve_approve_dispatch_to_success() {
             .unwrap()
             .into_inner();
         assert_eq!((changed.version, changed.changed), (version + 1, 1));
+        // The fleet's name travels as a file's `name` does.
+        let renamed = inventory
+            .set_policy(pb::Policy {
+                name: Some("edge-west".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(renamed.changed, 1);
+        let snapshot = inventory
+            .get_inventory(pb::GetInventoryRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let as_file: serde_json::Value = serde_json::from_str(&snapshot.instance_json).unwrap();
+        assert_eq!(as_file["name"], "edge-west");
+        assert_eq!(snapshot.policy.unwrap().name.as_deref(), Some("edge-west"));
         inventory
             .set_policy(pb::Policy {
                 horizon_hours: Some(inst.limits.horizon_hours),

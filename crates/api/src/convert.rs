@@ -319,6 +319,9 @@ pub fn policy_apply(p: &pb::Policy, into: &mut Policy) {
     set!(l.max_out_per_site, p.max_out_per_site);
     set!(l.migration_bandwidth_share, p.migration_bandwidth_share);
     set!(l.step_overhead_s, p.step_overhead_s);
+    if let Some(name) = &p.name {
+        into.name.clone_from(name);
+    }
 }
 
 pub fn policy_to_pb(p: &Policy) -> pb::Policy {
@@ -338,6 +341,7 @@ pub fn policy_to_pb(p: &Policy) -> pb::Policy {
         max_out_per_site: Some(l.max_out_per_site),
         migration_bandwidth_share: Some(l.migration_bandwidth_share),
         step_overhead_s: Some(l.step_overhead_s),
+        name: Some(p.name.clone()),
     }
 }
 
