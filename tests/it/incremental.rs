@@ -422,3 +422,38 @@ fn a_replica_moves_to_a_site_that_became_cheaper() {
         assert!(verify(&inst, &placement).violations.is_empty());
     }
 }
+
+/// `rebase`: a plan reached only part of the re-planner's target, so it is
+/// told where the fleet is. Its placement and objective are then that
+/// placement's, as `Problem::evaluate` prices it — not the target's.
+#[test]
+fn a_rebased_replanner_holds_the_placement_it_was_given() {
+    let inst = gen(400, 10, 5);
+    let problem = Problem::build(&inst).expect("builds");
+    let solved = fast(&problem);
+    // Where the fleet is: one workload's replicas never left (not started).
+    let mut reached = solved.x.clone();
+    let wi = reached
+        .iter_enumerated()
+        .find(|(_, sites)| !sites.is_empty())
+        .map(|(wi, _)| wi)
+        .expect("something placed");
+    reached[wi].clear();
+    let mut replanner = Replanner::new(problem.clone(), &solved.x, solved.price.clone());
+    replanner.rebase(&reached);
+    let mut held = replanner.placement();
+    for sites in held.iter_mut() {
+        sites.sort_unstable();
+    }
+    for sites in reached.iter_mut() {
+        sites.sort_unstable();
+    }
+    assert_eq!(held, reached);
+    let priced = problem.evaluate(&reached).objective.total;
+    assert!(
+        (replanner.objective() - priced).abs() <= 1e-6 * priced,
+        "{} != {priced}",
+        replanner.objective()
+    );
+    assert!(replanner.objective() > solved.objective, "a replica is out");
+}

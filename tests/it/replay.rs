@@ -690,3 +690,48 @@ fn unplaced_replica_hours_are_counted_by_priority() {
     assert_eq!(days[0].unplaced_by_priority, BTreeMap::from([(3, 24)]));
     assert_eq!(days[1].unplaced_by_priority, BTreeMap::from([(3, 6)]));
 }
+
+/// The demand curve reads the hour of day from the year's labels: a year
+/// whose first hour is 06:00 UTC puts index `t` at UTC hour `t + 6`.
+#[test]
+fn diurnal_demand_takes_the_hour_of_day_from_the_labels() {
+    let mut w = workload("w", 1, 5.0);
+    w.utilization = 0.5;
+    w.current = BTreeMap::from([("A".to_string(), 1)]);
+    let mut fleet = instance(vec![site("A", 10.0, 1.0)], vec![w], &[]);
+    fleet.objective = energy_only();
+    let wide = |v: f64| {
+        let mut text = "utc_hour,ZA\n".to_string();
+        for h in 0..60 {
+            let t = h + 6;
+            text += &format!("2023-01-{:02}T{:02}:00:00Z,{v}\n", t / 24 + 1, t % 24);
+        }
+        text
+    };
+    let y = Year::parse(&YearFiles {
+        zones: "zone,city,lat,lon\nZA,ZA,0,0\n",
+        price_usd_per_mwh: &wide(1000.0),
+        carbon_g_per_kwh: &wide(0.0),
+        temperature_c: &wide(15.0),
+        humidity_pct: &wide(50.0),
+    })
+    .expect("year");
+    let opts = ReplayOptions {
+        from_hour: 48,
+        hours: 6,
+        policies: vec![PolicyKind::Static],
+        zones: zones(&[("A", "ZA")]),
+        ..ReplayOptions::default()
+    };
+    let r = replay(&fleet, &y, &opts, &|_| {}).expect("replay");
+    let day = edgeplan::gen::azure_mean_day();
+    // No traffic: the workload keeps UTC. Index 48 is 06:00 UTC.
+    for t in 48..54 {
+        let want = 0.25 * day[(t + 6) % 24];
+        assert_close(
+            hour(&r, PolicyKind::Static, t).energy_cost,
+            want,
+            &format!("index {t}"),
+        );
+    }
+}

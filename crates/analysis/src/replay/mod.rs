@@ -441,7 +441,7 @@ pub fn replay(
         .collect::<Option<_>>()
         .ok_or_else(|| invalid("from", "too little history to fit a forecast".into()))?;
 
-    let demand = DemandCurve::new(fleet, opts.demand);
+    let demand = DemandCurve::new(fleet, year, opts.demand);
     let t0 = opts.from_hour;
     let mut knowable = fleet.clone();
     set_hour(
@@ -879,10 +879,13 @@ struct DemandCurve {
     /// (workload, its fleet utilisation, UTC offset of its users in hours)
     workloads: Vec<(WorkloadIx, f64, i64)>,
     day: [f64; 24],
+    /// UTC hour of the year's first hour (from its label; a year need not
+    /// start at midnight).
+    first_utc_hour: i64,
 }
 
 impl DemandCurve {
-    fn new(fleet: &Instance, demand: Demand) -> DemandCurve {
+    fn new(fleet: &Instance, year: &Year, demand: Demand) -> DemandCurve {
         let day = crate::gen::azure_mean_day();
         let workloads = match demand {
             Demand::Flat => Vec::new(),
@@ -893,7 +896,17 @@ impl DemandCurve {
                 .map(|(i, w)| (WorkloadIx::new(i), w.utilization, utc_offset_h(fleet, w)))
                 .collect(),
         };
-        DemandCurve { workloads, day }
+        let first_utc_hour = year
+            .labels
+            .first()
+            .and_then(|l| l.get(11..13))
+            .and_then(|h| h.parse().ok())
+            .unwrap_or(0);
+        DemandCurve {
+            workloads,
+            day,
+            first_utc_hour,
+        }
     }
 
     /// Set in `inst` the highest utilisation of hours `t .. t + hours`
@@ -904,7 +917,10 @@ impl DemandCurve {
         let mut changed = Vec::new();
         for &(wi, base, offset) in &self.workloads {
             let peak = (0..hours.max(1))
-                .map(|k| self.day[(t as i64 + k as i64 + offset).rem_euclid(24) as usize])
+                .map(|k| {
+                    let local = self.first_utc_hour + t as i64 + k as i64 + offset;
+                    self.day[local.rem_euclid(24) as usize]
+                })
                 .fold(0.0, f64::max);
             let u = (base * peak).min(1.0);
             let w = &mut inst.workloads[wi.ix()];
