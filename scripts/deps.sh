@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bring what the build and the tests need:
 #  - cmake and libclang (HiGHS's build and bindgen),
-#  - grpcio + grpcio-tools (the Python client test),
+#  - grpcio, grpcio-tools, googleapis-common-protos (the Python clients' tests),
 #  - chromium (the report's browser test; only where we may use apt).
 # Uses Debian packages when run as root, else PyPI wheels in the user's site.
 set -euo pipefail
@@ -29,8 +29,9 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
-if ! python3 -c 'import grpc, grpc_tools' >/dev/null 2>&1; then
-  echo "deps: installing grpcio and grpcio-tools from PyPI (Python client test)" >&2
-  python3 -m pip install --quiet --disable-pip-version-check --user grpcio grpcio-tools 2>/dev/null \
-    || python3 -m pip install --quiet --disable-pip-version-check grpcio grpcio-tools
+if ! python3 -c 'import grpc, grpc_tools, google.rpc.error_details_pb2' >/dev/null 2>&1; then
+  echo "deps: installing grpcio, grpcio-tools and googleapis-common-protos from PyPI (Python client tests)" >&2
+  py=(grpcio grpcio-tools googleapis-common-protos)
+  python3 -m pip install --quiet --disable-pip-version-check --user "${py[@]}" 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check "${py[@]}"
 fi

@@ -342,7 +342,7 @@ pub fn nats_url() -> String {
 /// A database of its own for one test, dropped at the end.
 pub struct PgDb {
     pub url: String,
-    name: String,
+    pub name: String,
 }
 
 /// Run `sql` on the server's `postgres` database (on a thread of its own:
@@ -406,4 +406,22 @@ impl Drop for PgDb {
             pg_admin(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         });
     }
+}
+
+/// The Python clients' tests need grpcio, grpcio-tools and
+/// googleapis-common-protos: `make test` installs them (scripts/deps.sh);
+/// a bare `cargo test` on a machine without them fails here, saying so.
+pub fn python_with_grpc() {
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import grpc, grpc_tools, google.rpc.error_details_pb2",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the Python client tests need grpcio, grpcio-tools and googleapis-common-protos: \
+         run scripts/deps.sh (or `make test`)"
+    );
 }

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod common;
 mod completion_order;
+mod contract;
 mod crash;
 mod execution;
 mod explanations;

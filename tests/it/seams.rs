@@ -109,7 +109,10 @@ fn stale_plan_an_inventory_change_supersedes_the_recommended_plan() {
         w.state_gib += 1.0;
         let change = connect(&url, InventoryClient::new)
             .await
-            .upsert_workloads(pb::UpsertWorkloadsRequest { workloads: vec![w] })
+            .upsert_workloads(pb::UpsertWorkloadsRequest {
+                workloads: vec![w],
+                expected_version: None,
+            })
             .await
             .unwrap()
             .into_inner();
@@ -296,6 +299,7 @@ fn observed_state_an_upsert_without_current_starts_only_the_new_replicas() {
             .await
             .upsert_workloads(pb::UpsertWorkloadsRequest {
                 workloads: vec![spec],
+                expected_version: None,
             })
             .await
             .unwrap();
@@ -337,6 +341,7 @@ fn observed_state_a_spec_scale_down_is_accepted_and_stops_the_surplus() {
             .await
             .upsert_workloads(pb::UpsertWorkloadsRequest {
                 workloads: vec![spec],
+                expected_version: None,
             })
             .await
             .expect("a scale-down below what runs is a valid spec");
@@ -383,7 +388,7 @@ fn observed_state_reports_replace_current_and_refuse_a_stale_read() {
             .report_observed(report(Some(version - 1), &w.id))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::FailedPrecondition);
+        assert_eq!(err.code(), Code::Aborted);
         assert!(
             err.message().contains(&format!("{}", version - 1))
                 && err.message().contains(&format!("{version}")),

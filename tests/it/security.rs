@@ -22,17 +22,17 @@ use crate::live::*;
 
 /// PEM files: a CA, a server certificate for localhost and a client
 /// certificate it signed, and a client certificate from another CA.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
     client_cert: PathBuf,
     client_key: PathBuf,
     rogue_cert: PathBuf,
     rogue_key: PathBuf,
 }
 
-fn pki(dir: &Path) -> Pki {
+pub fn pki(dir: &Path) -> Pki {
     let write = |name: &str, text: String| {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
@@ -124,6 +124,7 @@ async fn call(conn: &Connect, inst: &Instance, what: Call) -> Result<(), tonic::
             InventoryClient::new(channel)
                 .upsert_sites(pb::UpsertSitesRequest {
                     sites: vec![convert::site_to_pb(&inst.sites[0])],
+                    expected_version: None,
                 })
                 .await?;
         }

@@ -390,7 +390,10 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
         let mut bad = edgeplan::api::convert::site_to_pb(&inst.sites[1]);
         bad.power.as_mut().unwrap().cap_kw = -5.0;
         let err = inv
-            .upsert_sites(pb::UpsertSitesRequest { sites: vec![bad] })
+            .upsert_sites(pb::UpsertSitesRequest {
+                sites: vec![bad],
+                expected_version: None,
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
@@ -406,6 +409,7 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
         let err = inv
             .upsert_sites(pb::UpsertSitesRequest {
                 sites: vec![partial],
+                expected_version: None,
             })
             .await
             .unwrap_err();
@@ -419,7 +423,10 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
         let mut w = edgeplan::api::convert::workload_to_pb(&inst.workloads[0]);
         w.traffic[0].region = "atlantis".into();
         let err = inv
-            .upsert_workloads(pb::UpsertWorkloadsRequest { workloads: vec![w] })
+            .upsert_workloads(pb::UpsertWorkloadsRequest {
+                workloads: vec![w],
+                expected_version: None,
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
@@ -436,6 +443,7 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
         let err = inv
             .upsert_workloads(pb::UpsertWorkloadsRequest {
                 workloads: vec![edgeplan::api::convert::workload_to_pb(&huge)],
+                expected_version: None,
             })
             .await
             .unwrap_err();
@@ -451,6 +459,7 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
             .delete(pb::DeleteRequest {
                 kind: pb::EntityKind::Site as i32,
                 ids: vec!["nowhere".into()],
+                expected_version: None,
             })
             .await
             .unwrap_err();
@@ -466,6 +475,7 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
             .delete(pb::DeleteRequest {
                 kind: pb::EntityKind::Site as i32,
                 ids: vec![busy.clone()],
+                expected_version: None,
             })
             .await
             .unwrap_err();
@@ -745,18 +755,7 @@ fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
 
 #[test]
 fn python_client_runs_the_happy_path() {
-    let has_grpc = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_grpc {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install grpcio and grpcio-tools (see .ci/run)"
-        );
-        eprintln!("skipping: pip install grpcio grpcio-tools to run the Python client");
-        return;
-    }
+    python_with_grpc();
     let dir = tempfile::tempdir().unwrap();
     let instance = dir.path().join("fleet.json");
     std::fs::write(&instance, serde_json::to_string(&fleet(3)).unwrap()).unwrap();

@@ -342,6 +342,7 @@ pub fn policy_to_pb(p: &Policy) -> pb::Policy {
         migration_bandwidth_share: Some(l.migration_bandwidth_share),
         step_overhead_s: Some(l.step_overhead_s),
         name: Some(p.name.clone()),
+        expected_version: None,
     }
 }
 

@@ -94,6 +94,18 @@ pub struct Execution {
     /// Why the plan failed, when it did.
     #[serde(default)]
     pub error: String,
+    /// The caller's request id and a digest of its request, when the plan
+    /// was made for one: a retried request finds its plan instead of
+    /// making another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestKey>,
+}
+
+/// A client's idempotency key for a request, with a digest of what it asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestKey {
+    pub id: String,
+    pub digest: String,
 }
 
 /// A transition the state machine refuses.
@@ -145,6 +157,7 @@ impl Execution {
             reason,
             inventory_version,
             error: String::new(),
+            request: None,
         }
     }
 

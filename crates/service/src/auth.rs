@@ -19,6 +19,8 @@ use sha2::{Digest, Sha256};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 use tonic::Status;
 
+use crate::errors::{self, Reason};
+
 /// What a token lets its holder do. Read-only ⊂ planner ⊂ admin; the
 /// telemetry writer may only ingest (a site gateway needs nothing else).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -202,10 +204,10 @@ impl Tokens {
             return Ok(());
         }
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
-            return Err(Status::unauthenticated(format!(
-                "{path} needs a bearer token ({})",
-                need.name()
-            )));
+            return Err(errors::error(
+                Reason::Unauthenticated,
+                format!("{path} needs a bearer token ({})", need.name()),
+            ));
         };
         let token = value
             .to_str()
@@ -213,21 +215,27 @@ impl Tokens {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| {
-                Status::unauthenticated("authorization must be `Bearer <token>`".to_string())
+                errors::error(
+                    Reason::Unauthenticated,
+                    "authorization must be `Bearer <token>`",
+                )
             })?;
         let Some((name, role)) = self.by_hash.get(&token_sha256(token)) else {
             tracing::warn!(%path, "call with an unknown token refused");
-            return Err(Status::unauthenticated("unknown token"));
+            return Err(errors::error(Reason::Unauthenticated, "unknown token"));
         };
         if role.allows(need) {
             Ok(())
         } else {
             tracing::warn!(%path, token = %name, role = role.name(), "call refused: role");
-            Err(Status::permission_denied(format!(
-                "token {name} (role {}) may not call {path}: it needs {}",
-                role.name(),
-                need.name()
-            )))
+            Err(errors::error(
+                Reason::PermissionDenied,
+                format!(
+                    "token {name} (role {}) may not call {path}: it needs {}",
+                    role.name(),
+                    need.name()
+                ),
+            ))
         }
     }
 }

@@ -76,18 +76,21 @@ pub async fn push_instance(server: &Connect, inst: &Instance) -> anyhow::Result<
     if !inst.sites.is_empty() {
         c.upsert_sites(pb::UpsertSitesRequest {
             sites: inst.sites.iter().map(convert::site_to_pb).collect(),
+            expected_version: None,
         })
         .await?;
     }
     if !inst.network.links.is_empty() {
         c.upsert_links(pb::UpsertLinksRequest {
             links: inst.network.links.iter().map(convert::link_to_pb).collect(),
+            expected_version: None,
         })
         .await?;
     }
     if !inst.regions.is_empty() {
         c.upsert_regions(pb::UpsertRegionsRequest {
             regions: inst.regions.iter().map(convert::region_to_pb).collect(),
+            expected_version: None,
         })
         .await?;
     }
@@ -105,6 +108,7 @@ pub async fn push_instance(server: &Connect, inst: &Instance) -> anyhow::Result<
         version = c
             .upsert_workloads(pb::UpsertWorkloadsRequest {
                 workloads: inst.workloads.iter().map(convert::workload_to_pb).collect(),
+                expected_version: None,
             })
             .await?
             .into_inner()

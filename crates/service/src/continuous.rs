@@ -8,7 +8,7 @@ use edgeplan_model::clock::Deadline;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::placement::{propose_from, solve_view};
+use super::placement::{propose_from, solve_view, Intent};
 use super::view::View;
 use super::{now_s, Shared};
 use edgeplan_model::instance::Instance;
@@ -184,10 +184,13 @@ fn tick(shared: &Shared, m: &mut Memory) {
         shared,
         &view,
         &solved,
-        false,
-        &reason,
-        cfg.auto_approve,
-        true,
+        Intent {
+            dry_run: false,
+            reason: &reason,
+            auto_approve: cfg.auto_approve,
+            skip_empty: true,
+            request: None,
+        },
     ) {
         Ok(p) => {
             match p.plan_id {

@@ -368,7 +368,10 @@ async fn story(
                 .cloned()
                 .collect();
             inventory
-                .upsert_sites(pb::UpsertSitesRequest { sites })
+                .upsert_sites(pb::UpsertSitesRequest {
+                    sites,
+                    expected_version: None,
+                })
                 .await?;
             let text: Vec<String> = changed
                 .iter()

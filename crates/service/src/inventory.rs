@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::errors::{self, Reason};
 use super::store::{link_key, Op};
 use super::{invalid, Shared};
 use edgeplan_api::convert;
@@ -39,16 +40,11 @@ enum Touched {
     Policy,
 }
 
-/// Apply `edit` to a copy of the inventory, validate, store, make current.
+/// Apply `edit` to a copy of the inventory, validate, store, make current;
+/// refused (VERSION_MISMATCH) unless the inventory is still at `read_at`
+/// when it is set (a mutation's `expected_version`, a report's
+/// `read_at_version`).
 fn change(
-    shared: &Shared,
-    edit: impl FnOnce(&mut Instance, &mut Policy) -> Result<Vec<Touched>, Status>,
-) -> Result<pb::Change, Status> {
-    change_at(shared, None, edit)
-}
-
-/// [`change`], refused unless the inventory is still at `read_at` (when set).
-fn change_at(
     shared: &Shared,
     read_at: Option<u64>,
     edit: impl FnOnce(&mut Instance, &mut Policy) -> Result<Vec<Touched>, Status>,
@@ -56,11 +52,15 @@ fn change_at(
     let mut state = shared.state();
     if let Some(v) = read_at {
         if v != state.version {
-            return Err(Status::failed_precondition(format!(
-                "read_at_version {v} is not the inventory's version {}: it changed since \
-                 (a step's outcome, another client); read it again and report anew",
-                state.version
-            )));
+            return Err(errors::error_with(
+                Reason::VersionMismatch,
+                format!(
+                    "expected version {v} is not the inventory's version {}: it changed since \
+                     (a step's outcome, another client); read it again and retry",
+                    state.version
+                ),
+                &[("version", state.version.to_string())],
+            ));
         }
     }
     let mut next = state.instance.clone();
@@ -99,7 +99,7 @@ fn change_at(
     for old in state.plans.values() {
         if old.state == PlanState::Recommended {
             let mut o = old.clone();
-            o.supersede().map_err(|e| Status::internal(e.to_string()))?;
+            o.supersede().map_err(errors::internal)?;
             o.error = format!("superseded: the inventory changed (version {version})");
             superseded.push(o);
         }
@@ -148,7 +148,7 @@ fn find<T>(items: &[T], pred: impl Fn(&T) -> bool) -> Result<&T, Status> {
     items
         .iter()
         .find(|t| pred(t))
-        .ok_or_else(|| Status::internal("changed entity vanished"))
+        .ok_or_else(|| errors::internal("changed entity vanished"))
 }
 
 /// Insert or replace by key; returns the keys, refusing duplicates in one request.
@@ -163,14 +163,16 @@ fn upsert<T>(
     for (i, item) in items.into_iter().enumerate() {
         let k = key(&item);
         if k.trim().is_empty() || k == "|" {
-            return Err(Status::invalid_argument(format!(
-                "{what}[{i}].id: must not be empty"
-            )));
+            return Err(errors::field(
+                format!("{what}[{i}].id"),
+                "must not be empty",
+            ));
         }
         if !seen.insert(k.clone()) {
-            return Err(Status::invalid_argument(format!(
-                "{what}[{i}]: {k} appears twice in this request"
-            )));
+            return Err(errors::field(
+                format!("{what}[{i}].id"),
+                format!("{k} appears twice in this request"),
+            ));
         }
         match list.iter_mut().find(|t| key(t) == k) {
             Some(slot) => *slot = item,
@@ -179,9 +181,7 @@ fn upsert<T>(
         keys.push(k);
     }
     if keys.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "{what}: nothing to upsert"
-        )));
+        return Err(errors::field(what, "nothing to upsert"));
     }
     Ok(keys)
 }
@@ -191,7 +191,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<Response<T>, Status> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(errors::internal)?
         .map(Response::new)
 }
 
@@ -201,17 +201,18 @@ impl pb::inventory_server::Inventory for InventoryApi {
         &self,
         req: Request<pb::UpsertSitesRequest>,
     ) -> Result<Response<pb::Change>, Status> {
+        let req = req.into_inner();
+        let expected = req.expected_version;
         let mut sites = Vec::new();
-        for (i, s) in req.into_inner().sites.into_iter().enumerate() {
+        for (i, s) in req.sites.into_iter().enumerate() {
             let path = format!("sites[{i}]");
             sites.push(
-                convert::site_from_pb(s, &path)
-                    .map_err(|e| Status::invalid_argument(format!("{}: {}", e.path, e.message)))?,
+                convert::site_from_pb(s, &path).map_err(|e| errors::field(e.path, e.message))?,
             );
         }
         let shared = self.0.clone();
         blocking(move || {
-            change(&shared, |inst, _| {
+            change(&shared, expected, |inst, _| {
                 let keys = upsert(&mut inst.sites, sites, "sites", |s| s.id.clone())?;
                 Ok(keys.into_iter().map(Touched::Site).collect())
             })
@@ -223,15 +224,12 @@ impl pb::inventory_server::Inventory for InventoryApi {
         &self,
         req: Request<pb::UpsertLinksRequest>,
     ) -> Result<Response<pb::Change>, Status> {
-        let links: Vec<_> = req
-            .into_inner()
-            .links
-            .into_iter()
-            .map(convert::link_from_pb)
-            .collect();
+        let req = req.into_inner();
+        let expected = req.expected_version;
+        let links: Vec<_> = req.links.into_iter().map(convert::link_from_pb).collect();
         let shared = self.0.clone();
         blocking(move || {
-            change(&shared, |inst, _| {
+            change(&shared, expected, |inst, _| {
                 let keys = upsert(&mut inst.network.links, links, "links", link_key)?;
                 Ok(keys.into_iter().map(Touched::Link).collect())
             })
@@ -243,15 +241,16 @@ impl pb::inventory_server::Inventory for InventoryApi {
         &self,
         req: Request<pb::UpsertRegionsRequest>,
     ) -> Result<Response<pb::Change>, Status> {
+        let req = req.into_inner();
+        let expected = req.expected_version;
         let regions: Vec<_> = req
-            .into_inner()
             .regions
             .into_iter()
             .map(convert::region_from_pb)
             .collect();
         let shared = self.0.clone();
         blocking(move || {
-            change(&shared, |inst, _| {
+            change(&shared, expected, |inst, _| {
                 let keys = upsert(&mut inst.regions, regions, "regions", |r| r.id.clone())?;
                 Ok(keys.into_iter().map(Touched::Region).collect())
             })
@@ -263,15 +262,16 @@ impl pb::inventory_server::Inventory for InventoryApi {
         &self,
         req: Request<pb::UpsertWorkloadsRequest>,
     ) -> Result<Response<pb::Change>, Status> {
+        let req = req.into_inner();
+        let expected = req.expected_version;
         let workloads: Vec<_> = req
-            .into_inner()
             .workloads
             .into_iter()
             .map(convert::workload_from_pb)
             .collect();
         let shared = self.0.clone();
         blocking(move || {
-            change(&shared, |inst, _| {
+            change(&shared, expected, |inst, _| {
                 // Where replicas run is observed state: a known workload keeps it.
                 let mut workloads = workloads;
                 for w in &mut workloads {
@@ -296,15 +296,13 @@ impl pb::inventory_server::Inventory for InventoryApi {
         let kind = pb::EntityKind::try_from(req.kind)
             .ok()
             .filter(|k| *k != pb::EntityKind::Unspecified)
-            .ok_or_else(|| {
-                Status::invalid_argument("kind: required (site, link, region, workload)")
-            })?;
+            .ok_or_else(|| errors::field("kind", "required (site, link, region, workload)"))?;
         if req.ids.is_empty() {
-            return Err(Status::invalid_argument("ids: nothing to delete"));
+            return Err(errors::field("ids", "nothing to delete"));
         }
         let shared = self.0.clone();
         blocking(move || {
-            change(&shared, |inst, _| {
+            change(&shared, req.expected_version, |inst, _| {
                 let mut touched = Vec::new();
                 for id in req.ids {
                     touched.push(delete_one(inst, kind, id)?);
@@ -319,7 +317,7 @@ impl pb::inventory_server::Inventory for InventoryApi {
         let p = req.into_inner();
         let shared = self.0.clone();
         blocking(move || {
-            change(&shared, |_, policy| {
+            change(&shared, p.expected_version, |_, policy| {
                 let before = policy.clone();
                 convert::policy_apply(&p, policy);
                 Ok(if *policy == before {
@@ -338,29 +336,33 @@ impl pb::inventory_server::Inventory for InventoryApi {
     ) -> Result<Response<pb::Change>, Status> {
         let req = req.into_inner();
         if req.workloads.is_empty() {
-            return Err(Status::invalid_argument("workloads: nothing reported"));
+            return Err(errors::field("workloads", "nothing reported"));
         }
         let shared = self.0.clone();
         blocking(move || {
-            change_at(&shared, req.read_at_version, |inst, _| {
+            change(&shared, req.read_at_version, |inst, _| {
                 let mut seen = HashSet::new();
                 let mut touched = Vec::new();
                 for (i, o) in req.workloads.into_iter().enumerate() {
                     if !seen.insert(o.workload.clone()) {
-                        return Err(Status::invalid_argument(format!(
-                            "workloads[{i}]: {} appears twice in this request",
-                            o.workload
-                        )));
+                        return Err(errors::field(
+                            format!("workloads[{i}].workload"),
+                            format!("{} appears twice in this request", o.workload),
+                        ));
                     }
                     let w = inst
                         .workloads
                         .iter_mut()
                         .find(|w| w.id == o.workload)
                         .ok_or_else(|| {
-                            Status::not_found(format!(
-                                "workloads[{i}].workload: {:?} is not in the inventory",
-                                o.workload
-                            ))
+                            errors::not_found(
+                                "workload",
+                                &o.workload,
+                                format!(
+                                    "workloads[{i}].workload: {:?} is not in the inventory",
+                                    o.workload
+                                ),
+                            )
                         })?;
                     w.current = o.current.into_iter().filter(|(_, n)| *n > 0).collect();
                     touched.push(Touched::Workload(w.id.clone()));
@@ -391,7 +393,8 @@ impl pb::inventory_server::Inventory for InventoryApi {
 
 /// Remove one entity, refusing (FAILED_PRECONDITION) while others refer to it.
 fn delete_one(inst: &mut Instance, kind: pb::EntityKind, id: String) -> Result<Touched, Status> {
-    let not_found = |what: &str| Status::not_found(format!("{what} {id} is not in the inventory"));
+    let not_found =
+        |what: &str| errors::not_found(what, &id, format!("{what} {id} is not in the inventory"));
     match kind {
         pb::EntityKind::Site => {
             let i = inst
@@ -401,16 +404,19 @@ fn delete_one(inst: &mut Instance, kind: pb::EntityKind, id: String) -> Result<T
                 .ok_or_else(|| not_found("site"))?;
             for w in &inst.workloads {
                 if w.current.get(&id).is_some_and(|&n| n > 0) {
-                    return Err(Status::failed_precondition(format!(
-                        "site {id} still runs {} replica(s) of workload {}; move them first",
-                        w.current[&id], w.id
-                    )));
+                    return Err(errors::error(
+                        Reason::InUse,
+                        format!(
+                            "site {id} still runs {} replica(s) of workload {}; move them first",
+                            w.current[&id], w.id
+                        ),
+                    ));
                 }
                 if w.pinned_sites.contains(&id) {
-                    return Err(Status::failed_precondition(format!(
-                        "workload {} is pinned to site {id}",
-                        w.id
-                    )));
+                    return Err(errors::error(
+                        Reason::InUse,
+                        format!("workload {} is pinned to site {id}", w.id),
+                    ));
                 }
             }
             inst.sites.remove(i);
@@ -440,10 +446,10 @@ fn delete_one(inst: &mut Instance, kind: pb::EntityKind, id: String) -> Result<T
                 .iter()
                 .find(|w| w.traffic.iter().any(|t| t.region == id))
             {
-                return Err(Status::failed_precondition(format!(
-                    "workload {} has traffic from region {id}",
-                    w.id
-                )));
+                return Err(errors::error(
+                    Reason::InUse,
+                    format!("workload {} has traffic from region {id}", w.id),
+                ));
             }
             inst.regions.remove(i);
             Ok(Touched::DeletedRegion(id))
@@ -457,6 +463,6 @@ fn delete_one(inst: &mut Instance, kind: pb::EntityKind, id: String) -> Result<T
             inst.workloads.remove(i);
             Ok(Touched::DeletedWorkload(id))
         }
-        pb::EntityKind::Unspecified => Err(Status::invalid_argument("kind: required")),
+        pb::EntityKind::Unspecified => Err(errors::field("kind", "required")),
     }
 }

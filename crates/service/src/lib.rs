@@ -13,6 +13,8 @@ pub mod cluster;
 pub mod continuous;
 pub mod demo;
 pub mod dispatch;
+pub mod errors;
+pub mod health;
 pub mod inventory;
 pub mod load;
 pub mod placement;
@@ -278,7 +280,13 @@ pub struct Shared {
     pub ingest_streams: Arc<tokio::sync::Semaphore>,
     /// Leadership and the telemetry log (cluster mode).
     pub cluster: cluster::Node,
+    /// The last responses to stored solves with a request id, so a retry
+    /// on this replica gets the very answer the first call got.
+    solve_replies: Mutex<std::collections::VecDeque<(String, edgeplan_api::pb::SolveResponse)>>,
 }
+
+/// Solve responses kept for retries (each can hold a whole placement).
+const SOLVE_REPLIES_KEPT: usize = 32;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave half a write: memory is
@@ -328,6 +336,7 @@ impl Shared {
                 dirty: false,
             }),
             plan_changes,
+            solve_replies: Mutex::new(Default::default()),
             dispatch_wake: Notify::new(),
             replan_wake: Notify::new(),
         }))
@@ -419,15 +428,38 @@ impl Shared {
                 return Ok(());
             }
             hub.dirty = false;
-            serde_json::to_vec(&hub.state).map_err(|e| Status::internal(e.to_string()))?
+            serde_json::to_vec(&hub.state).map_err(errors::internal)?
         };
         self.store
             .commit(&[store::Op::Telemetry(&bytes, 0)])
             .map(drop)
             .map_err(|e| {
                 self.telemetry().dirty = true;
-                Status::internal(format!("cannot store telemetry: {e}"))
+                errors::error(
+                    errors::Reason::StoreUnavailable,
+                    format!("cannot store telemetry: {e}"),
+                )
             })
+    }
+
+    /// The response a stored solve with this request id got here, if kept.
+    pub fn solve_reply(&self, request_id: &str) -> Option<edgeplan_api::pb::SolveResponse> {
+        lock(&self.solve_replies)
+            .iter()
+            .find(|(id, _)| id == request_id)
+            .map(|(_, r)| r.clone())
+    }
+
+    pub fn remember_solve_reply(
+        &self,
+        request_id: String,
+        response: edgeplan_api::pb::SolveResponse,
+    ) {
+        let mut kept = lock(&self.solve_replies);
+        if kept.len() == SOLVE_REPLIES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((request_id, response));
     }
 
     pub fn notify_plan(&self, plan_id: u64, step: Option<usize>) {
@@ -435,15 +467,17 @@ impl Shared {
     }
 }
 
-/// A failed commit as a status: ABORTED (retry) when another replica
-/// wrote first or this one lost the lease, INTERNAL otherwise.
+/// A failed commit as a status: WRITE_CONFLICT (ABORTED: retry) when
+/// another replica wrote first or this one lost the lease,
+/// STORE_UNAVAILABLE (UNAVAILABLE: retry later) otherwise.
 pub fn store_status(what: &str, e: store::StoreError) -> Status {
-    match e {
+    let reason = match e {
         store::StoreError::Stale { .. } | store::StoreError::Fenced { .. } => {
-            Status::aborted(format!("{what}: {e}"))
+            errors::Reason::WriteConflict
         }
-        e => Status::internal(format!("{what}: {e}")),
-    }
+        _ => errors::Reason::StoreUnavailable,
+    };
+    errors::error(reason, format!("{what}: {e}"))
 }
 
 /// Seconds since the Unix epoch (the shell's clock; the core gets time as a value).
@@ -453,8 +487,9 @@ pub fn now_s() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// INVALID_ARGUMENT listing the issues, with index paths (`sites[3]`)
-/// rewritten to ids (`sites[id=lisbon]`) so the caller sees its own names.
+/// INVALID_INVENTORY listing every issue in BadRequest, with index paths
+/// (`sites[3]`) rewritten to ids (`sites[id=lisbon]`) so the caller sees
+/// its own names.
 pub fn invalid(issues: &[Issue], instance: &Instance) -> Status {
     let lists: [(&str, Vec<&str>); 3] = [
         (
@@ -493,17 +528,13 @@ pub fn invalid(issues: &[Issue], instance: &Instance) -> Status {
         }
         path.to_string()
     };
-    let text: Vec<String> = issues
-        .iter()
-        .take(20)
-        .map(|i| format!("{}: {}", rewrite(&i.path), i.message))
-        .collect();
-    let more = issues.len().saturating_sub(20);
-    Status::invalid_argument(if more > 0 {
-        format!("{}; and {more} more", text.join("; "))
-    } else {
-        text.join("; ")
-    })
+    errors::bad_request(
+        errors::Reason::InvalidInventory,
+        issues
+            .iter()
+            .map(|i| (rewrite(&i.path), i.message.clone()))
+            .collect(),
+    )
 }
 
 /// Start everything and serve until `shutdown` resolves.
@@ -585,6 +616,11 @@ pub async fn serve_on(
         tokio::spawn(continuous::run(shared.clone())),
         tokio::spawn(telemetry::flusher(shared.clone())),
     ];
+    tasks.push(tokio::spawn(health::watch(
+        shared.clone(),
+        health_reporter,
+        API.to_vec(),
+    )));
     tasks.extend(cluster::start(&shared));
     if shared.config.nats.is_some() {
         tasks.push(tokio::spawn(bus::run(shared.clone())));

@@ -10,14 +10,16 @@ use std::sync::Arc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
+use super::errors::{self, Reason};
 use super::store::Op;
 use super::view::{self, View};
 use super::{now_s, Shared, State};
 use edgeplan_analysis::report::SolveReport;
 use edgeplan_api::convert;
 use edgeplan_api::pb;
-use edgeplan_plan::execution::{Execution, PlanState, TransitionError};
+use edgeplan_plan::execution::{Execution, PlanState, RequestKey, TransitionError};
 use edgeplan_solve::solver::{self, SolveOptions, Solved};
+use sha2::Digest;
 
 pub struct PlacementApi(pub Arc<Shared>);
 
@@ -27,31 +29,84 @@ pub struct Proposal {
     pub plan_id: Option<u64>,
 }
 
+/// What a proposal is for, besides the solve.
+pub struct Intent<'a> {
+    /// Plan, but store nothing.
+    pub dry_run: bool,
+    /// Why the plan is made (the plan's `reason`).
+    pub reason: &'a str,
+    /// Store the plan approved.
+    pub auto_approve: bool,
+    /// Store nothing when the plan has no step.
+    pub skip_empty: bool,
+    /// The caller's idempotency key: a plan already made for it is
+    /// returned instead of a new one.
+    pub request: Option<RequestKey>,
+}
+
 /// Solve, plan, and (unless `dry_run`) store the plan, superseding plans
 /// that have not started. Refused while a plan is executing: its steps are
 /// still changing the placement a new plan would start from.
 pub fn propose(
     shared: &Shared,
     options: &SolveOptions,
-    dry_run: bool,
-    reason: &str,
-    auto_approve: bool,
-    skip_empty: bool,
+    intent: Intent<'_>,
 ) -> Result<Proposal, Status> {
-    if !dry_run {
+    if !intent.dry_run {
         refuse_while_executing(shared)?; // before spending a solve on it
     }
     let view = View::now(shared)?;
     let solved = solve_view(&view, options)?;
-    propose_from(
-        shared,
-        &view,
-        &solved,
-        dry_run,
-        reason,
-        auto_approve,
-        skip_empty,
-    )
+    propose_from(shared, &view, &solved, intent)
+}
+
+/// The answer already given to a stored solve with this request id, if
+/// any: the first response when this replica still holds it, else one
+/// made from the stored plan (status `replayed`, solver figures zero).
+/// REQUEST_ID_REUSED when the id came with a different request.
+fn replayed(
+    shared: &Shared,
+    state: &State,
+    key: &RequestKey,
+) -> Result<Option<pb::SolveResponse>, Status> {
+    let Some(exec) = state
+        .plans
+        .values()
+        .find(|e| e.request.as_ref().is_some_and(|r| r.id == key.id))
+    else {
+        return Ok(None);
+    };
+    if exec
+        .request
+        .as_ref()
+        .is_some_and(|r| r.digest != key.digest)
+    {
+        return Err(errors::error_with(
+            Reason::RequestIdReused,
+            format!(
+                "request_id {:?} was used for another request (plan {}); use a new id",
+                key.id, exec.id
+            ),
+            &[("plan_id", exec.id.to_string())],
+        ));
+    }
+    if let Some(first) = shared.solve_reply(&key.id) {
+        return Ok(Some(first));
+    }
+    let view = convert::plan_to_pb(exec);
+    Ok(Some(pb::SolveResponse {
+        plan_id: exec.id,
+        status: "replayed".into(),
+        kpis_before: view.kpis_before,
+        kpis_after: view.kpis_after,
+        explanations: vec![format!(
+            "replayed: plan {} was made for request_id {:?}",
+            exec.id, key.id
+        )],
+        inventory_version: exec.inventory_version,
+        plan: Some(view),
+        ..Default::default()
+    }))
 }
 
 /// A unit enum's name as serde writes it (`gap_limit`, `fast`).
@@ -66,15 +121,13 @@ fn wire_name(value: &impl serde::Serialize) -> String {
 fn parse_method(name: Option<&str>) -> Result<solver::Method, Status> {
     match name {
         None | Some("") => Ok(solver::Method::Auto),
-        Some(m) => m
-            .parse()
-            .map_err(|e: String| Status::invalid_argument(format!("method: {e}"))),
+        Some(m) => m.parse().map_err(|e: String| errors::field("method", e)),
     }
 }
 
 /// Solve a view's problem.
 pub fn solve_view(view: &View, options: &SolveOptions) -> Result<Solved, Status> {
-    solver::solve(&view.problem, options).map_err(|e| Status::internal(format!("solver: {e}")))
+    solver::solve(&view.problem, options).map_err(|e| errors::internal(format!("solver: {e}")))
 }
 
 /// [`propose`] for a view already solved (continuous mode assessed and
@@ -83,17 +136,21 @@ pub fn propose_from(
     shared: &Shared,
     view: &View,
     solved: &Solved,
-    dry_run: bool,
-    reason: &str,
-    auto_approve: bool,
-    skip_empty: bool,
+    intent: Intent<'_>,
 ) -> Result<Proposal, Status> {
+    let Intent {
+        dry_run,
+        reason,
+        auto_approve,
+        skip_empty,
+        request,
+    } = intent;
     if !dry_run {
         refuse_while_executing(shared)?;
     }
     let report = SolveReport::new(&view.problem, solved);
     let plan = edgeplan_plan::plan::plan(&view.effective, &view.problem, &report.placement)
-        .map_err(|e| Status::internal(format!("planner: {e}")))?;
+        .map_err(|e| errors::internal(format!("planner: {e}")))?;
     let mut explanations: Vec<String> = report.unplaced.iter().map(|u| u.text.clone()).collect();
     explanations.extend(
         report
@@ -145,22 +202,34 @@ pub fn propose_from(
         });
     }
     let mut state = shared.state();
+    // A retry that raced its first call here finds the first call's plan.
+    if let Some(key) = &request {
+        if let Some(first) = replayed(shared, &state, key)? {
+            let plan_id = Some(first.plan_id);
+            return Ok(Proposal {
+                response: first,
+                plan_id,
+            });
+        }
+    }
     if state.version != view.version {
-        return Err(Status::aborted(
+        return Err(errors::error_with(
+            Reason::VersionMismatch,
             "the inventory changed while solving; solve again",
+            &[("version", state.version.to_string())],
         ));
     }
     let id = state.next_plan_id();
     let mut exec = Execution::new(id, plan, reason.into(), view.version);
+    exec.request = request.clone();
     if auto_approve {
-        exec.approve()
-            .map_err(|e| Status::internal(e.to_string()))?;
+        exec.approve().map_err(errors::internal)?;
     }
     let mut superseded = Vec::new();
     for old in state.plans.values() {
         if matches!(old.state, PlanState::Recommended | PlanState::Approved) {
             let mut o = old.clone();
-            o.supersede().map_err(|e| Status::internal(e.to_string()))?;
+            o.supersede().map_err(errors::internal)?;
             superseded.push(o);
         }
     }
@@ -178,6 +247,9 @@ pub fn propose_from(
     }
     state.plans.insert(id, exec);
     drop(state);
+    if let Some(key) = request {
+        shared.remember_solve_reply(key.id, response.clone());
+    }
     shared.notify_plan(id, None);
     shared.dispatch_wake.notify_one();
     Ok(Proposal {
@@ -188,9 +260,11 @@ pub fn propose_from(
 
 fn refuse_while_executing(shared: &Shared) -> Result<(), Status> {
     match executing(shared) {
-        Some(e) => Err(Status::failed_precondition(format!(
-            "plan {e} is executing; wait for it or cancel it first"
-        ))),
+        Some(e) => Err(errors::error_with(
+            Reason::PlanExecuting,
+            format!("plan {e} is executing; wait for it or cancel it first"),
+            &[("plan_id", e.to_string())],
+        )),
         None => Ok(()),
     }
 }
@@ -208,15 +282,18 @@ pub fn executing(shared: &Shared) -> Option<u64> {
 
 fn refused(e: TransitionError) -> Status {
     match e {
-        TransitionError::UnknownStep { .. } => Status::not_found(e.to_string()),
-        _ => Status::failed_precondition(e.to_string()),
+        TransitionError::UnknownStep { step, .. } => errors::not_found("step", step, e.to_string()),
+        _ => errors::error(Reason::PlanState, e.to_string()),
     }
 }
 
-/// Apply an operator's verb to a stored plan: on a copy, stored, then current.
+/// Apply an operator's verb to a stored plan: on a copy, stored, then
+/// current. When `done` says the verb's effect is already there (a retry
+/// after a lost reply), the plan's view is returned and nothing written.
 fn with_plan(
     shared: &Shared,
     id: u64,
+    done: impl FnOnce(&Execution) -> bool,
     verb: impl FnOnce(&mut Execution, &State) -> Result<Vec<usize>, TransitionError>,
 ) -> Result<pb::PlanView, Status> {
     let mut state = shared.state();
@@ -224,7 +301,10 @@ fn with_plan(
         .plans
         .get(&id)
         .cloned()
-        .ok_or_else(|| Status::not_found(format!("plan {id} does not exist")))?;
+        .ok_or_else(|| errors::not_found("plan", id, format!("plan {id} does not exist")))?;
+    if done(&exec) {
+        return Ok(convert::plan_to_pb(&exec));
+    }
     let steps = verb(&mut exec, &state).map_err(refused)?;
     let mut ops = vec![Op::PlanState(&exec)];
     ops.extend(steps.iter().map(|&k| Op::Step(id, k, &exec.steps[k])));
@@ -268,15 +348,17 @@ impl pb::placement_server::Placement for PlacementApi {
         let r = req.into_inner();
         let mut time_limit = r.time_limit_s.unwrap_or(self.0.config.solve_time_limit_s);
         if !(time_limit.is_finite() && time_limit > 0.0) {
-            return Err(Status::invalid_argument(format!(
-                "time_limit_s: must be > 0, got {time_limit}"
-            )));
+            return Err(errors::field(
+                "time_limit_s",
+                format!("must be > 0, got {time_limit}"),
+            ));
         }
         if let Some(gap) = r.relative_gap {
             if !(0.0..1.0).contains(&gap) {
-                return Err(Status::invalid_argument(format!(
-                    "relative_gap: must be in [0, 1), got {gap}"
-                )));
+                return Err(errors::field(
+                    "relative_gap",
+                    format!("must be in [0, 1), got {gap}"),
+                ));
             }
         }
         if let Some(d) = deadline {
@@ -292,19 +374,50 @@ impl pb::placement_server::Placement for PlacementApi {
             work: r.work,
             deterministic: r.deterministic,
         };
+        let request = match r.request_id.as_deref() {
+            Some(id) if !r.dry_run => {
+                if id.is_empty() || id.chars().count() > 128 {
+                    return Err(errors::field(
+                        "request_id",
+                        format!("must be 1 to 128 characters, got {}", id.chars().count()),
+                    ));
+                }
+                // The digest covers everything asked, so a reused id with
+                // another request is told apart from a retry.
+                let bare = pb::SolveRequest {
+                    request_id: None,
+                    ..r.clone()
+                };
+                let digest = sha2::Sha256::digest(prost::Message::encode_to_vec(&bare));
+                Some(RequestKey {
+                    id: id.to_string(),
+                    digest: digest.iter().map(|b| format!("{b:02x}")).collect(),
+                })
+            }
+            _ => None,
+        };
         let shared = self.0.clone();
+        if let Some(key) = &request {
+            let first = replayed(&shared, &shared.state(), key)?;
+            if let Some(first) = first {
+                return Ok(Response::new(first));
+            }
+        }
         let proposal = tokio::task::spawn_blocking(move || {
             propose(
                 &shared,
                 &options,
-                r.dry_run,
-                "requested by Solve",
-                false,
-                false,
+                Intent {
+                    dry_run: r.dry_run,
+                    reason: "requested by Solve",
+                    auto_approve: false,
+                    skip_empty: false,
+                    request,
+                },
             )
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        .map_err(errors::internal)??;
         Ok(Response::new(proposal.response))
     }
 
@@ -314,7 +427,7 @@ impl pb::placement_server::Placement for PlacementApi {
         let exec = state
             .plans
             .get(&id)
-            .ok_or_else(|| Status::not_found(format!("plan {id} does not exist")))?;
+            .ok_or_else(|| errors::not_found("plan", id, format!("plan {id} does not exist")))?;
         Ok(Response::new(convert::plan_to_pb(exec)))
     }
 
@@ -338,7 +451,16 @@ impl pb::placement_server::Placement for PlacementApi {
             // The version is read under the lock the approval is stored
             // under; the current fleet is built only for a plan made from
             // an older inventory (lock order: state, then telemetry).
-            with_plan(&shared, id, |e, state| {
+            let approved = |e: &Execution| {
+                matches!(
+                    e.state,
+                    PlanState::Approved
+                        | PlanState::Executing
+                        | PlanState::Succeeded
+                        | PlanState::Failed
+                )
+            };
+            with_plan(&shared, id, approved, |e, state| {
                 e.approve_at(state.version, |plan| {
                     let effective = view::effective(&shared, &state.instance, now_s());
                     let report = edgeplan_verify::verify_plan(&effective, plan);
@@ -355,7 +477,7 @@ impl pb::placement_server::Placement for PlacementApi {
             })
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(errors::internal)?
         .map(Response::new)
     }
 
@@ -363,10 +485,16 @@ impl pb::placement_server::Placement for PlacementApi {
         let r = req.into_inner();
         let shared = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            with_plan(&shared, r.plan_id, |e, _| e.skip(r.step_id as usize))
+            let step = r.step_id as usize;
+            let skipped = |e: &Execution| {
+                e.steps
+                    .get(step)
+                    .is_some_and(|s| s.state == edgeplan_plan::execution::StepState::Skipped)
+            };
+            with_plan(&shared, r.plan_id, skipped, |e, _| e.skip(step))
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(errors::internal)?
         .map(Response::new)
     }
 
@@ -377,10 +505,12 @@ impl pb::placement_server::Placement for PlacementApi {
         let id = req.into_inner().plan_id;
         let shared = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            with_plan(&shared, id, |e, _| e.cancel().map(|_| vec![]))
+            let cancelled =
+                |e: &Execution| matches!(e.state, PlanState::Cancelling | PlanState::Cancelled);
+            with_plan(&shared, id, cancelled, |e, _| e.cancel().map(|_| vec![]))
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(errors::internal)?
         .map(Response::new)
     }
 
@@ -414,7 +544,7 @@ impl pb::placement_server::Placement for PlacementApi {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let job = tokio::task::spawn_blocking(move || super::whatif::start(&shared, &text, tx))
             .await
-            .map_err(|e| Status::internal(e.to_string()))??;
+            .map_err(errors::internal)??;
         tokio::task::spawn_blocking(job);
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -432,10 +562,9 @@ impl pb::placement_server::Placement for PlacementApi {
         let mut changes = self.0.plan_changes.subscribe();
         let first = {
             let state = self.0.state();
-            let exec = state
-                .plans
-                .get(&id)
-                .ok_or_else(|| Status::not_found(format!("plan {id} does not exist")))?;
+            let exec = state.plans.get(&id).ok_or_else(|| {
+                errors::not_found("plan", id, format!("plan {id} does not exist"))
+            })?;
             pb::PlanEvent {
                 summary: Some(convert::summary_to_pb(exec)),
                 step: None,

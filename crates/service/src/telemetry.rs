@@ -12,6 +12,7 @@ use prost::Message;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::errors::{self, Reason};
 use super::{Shared, TelemetryHub};
 use edgeplan_api::convert;
 use edgeplan_api::pb;
@@ -80,7 +81,7 @@ pub async fn intake(
     batches: Vec<(Option<String>, pb::ReadingBatch)>,
     wait: bool,
 ) -> Result<Vec<Tally>, Status> {
-    let internal = |e: tokio::task::JoinError| Status::internal(e.to_string());
+    let internal = |e: tokio::task::JoinError| errors::internal(e);
     let n = batches.len();
     if !shared.store.is_cluster() {
         let s = shared.clone();
@@ -121,7 +122,12 @@ pub async fn intake(
     let seqs = tokio::task::spawn_blocking(move || s.store.append_telemetry(entries))
         .await
         .map_err(internal)?
-        .map_err(|e| Status::unavailable(format!("cannot log telemetry: {e}")))?;
+        .map_err(|e| {
+            errors::error(
+                Reason::StoreUnavailable,
+                format!("cannot log telemetry: {e}"),
+            )
+        })?;
     shared.cluster.tail_wake.notify_one();
     let dropped = seqs.iter().filter(|s| s.is_none()).count() as u64;
     shared
@@ -139,7 +145,8 @@ pub async fn intake(
             return Ok(tallies);
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(Status::unavailable(
+            return Err(errors::error(
+                Reason::StoreUnavailable,
                 "telemetry was logged but not applied within 30 s; it will be applied",
             ));
         }
@@ -242,10 +249,13 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
             .clone()
             .try_acquire_owned()
             .map_err(|_| {
-                Status::resource_exhausted(format!(
-                    "{} ingest streams are open, the most this server takes",
-                    self.0.config.max_ingest_streams
-                ))
+                errors::error(
+                    Reason::Limit,
+                    format!(
+                        "{} ingest streams are open, the most this server takes",
+                        self.0.config.max_ingest_streams
+                    ),
+                )
             })?;
         let mut stream = req.into_inner();
         let max = self.0.config.max_batch_readings;
@@ -256,10 +266,13 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
             let batch_no = tally.batches;
             tally.batches += 1;
             if batch.readings.len() > max {
-                return Err(Status::invalid_argument(format!(
-                    "batch {batch_no}: {} readings, at most {max} per batch",
-                    batch.readings.len()
-                )));
+                return Err(errors::field(
+                    "readings",
+                    format!(
+                        "batch {batch_no}: {} readings, at most {max} per batch",
+                        batch.readings.len()
+                    ),
+                ));
             }
             if self.0.store.is_cluster() {
                 // Logged batch by batch: a stream that never ends still lands.
@@ -274,7 +287,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
                     tally
                 })
                 .await
-                .map_err(|e| Status::internal(e.to_string()))?;
+                .map_err(errors::internal)?;
             }
         }
         // Durable before the reply (embedded: the state is written now).
@@ -327,9 +340,11 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
             .map(|s| s.id.clone())
             .collect();
         if let Some(unknown) = req.sites.iter().find(|s| !known.contains(s)) {
-            return Err(Status::not_found(format!(
-                "site {unknown} is not in the inventory"
-            )));
+            return Err(errors::not_found(
+                "site",
+                unknown,
+                format!("site {unknown} is not in the inventory"),
+            ));
         }
         let shared = self.0.clone();
         let wanted = req.sites;
@@ -340,7 +355,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
                 let w = wanted.clone();
                 let states = tokio::task::spawn_blocking(move || site_states(&s, &w))
                     .await
-                    .unwrap_or_else(|e| Err(Status::internal(e.to_string())));
+                    .unwrap_or_else(|e| Err(errors::internal(e)));
                 if tx.send(states).await.is_err() {
                     return; // the client went away
                 }

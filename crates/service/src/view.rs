@@ -5,6 +5,7 @@
 
 use tonic::Status;
 
+use super::errors::{self, Reason};
 use super::{now_s, Shared};
 use edgeplan_model::instance::Instance;
 use edgeplan_problem::evaluate::Evaluation;
@@ -44,13 +45,16 @@ impl View {
         let issues = validate_structure(&effective);
         if !issues.is_empty() {
             let first: Vec<String> = issues.iter().take(5).map(|i| i.to_string()).collect();
-            return Err(Status::failed_precondition(format!(
-                "the inventory cannot be planned yet: {}",
-                first.join("; ")
-            )));
+            return Err(errors::error(
+                Reason::NotPlannable,
+                format!("the inventory cannot be planned yet: {}", first.join("; ")),
+            ));
         }
         let problem = Problem::build(&effective).map_err(|e| {
-            Status::failed_precondition(format!("the inventory cannot be planned: {e}"))
+            errors::error(
+                Reason::NotPlannable,
+                format!("the inventory cannot be planned: {e}"),
+            )
         })?;
         let x = problem.current_placement();
         Ok(View {

@@ -6,6 +6,7 @@ use edgeplan_model::clock::Deadline;
 use tokio::sync::mpsc;
 use tonic::Status;
 
+use super::errors;
 use super::view::View;
 use super::Shared;
 use edgeplan_analysis::whatif::{apply, expand, parse, run_until, ScenarioFile, ScenarioResult};
@@ -44,23 +45,28 @@ fn check_bounds(file: &ScenarioFile, cfg: &super::Config) -> Result<(), Status> 
     let t = file.time_limit_s;
     let max_t = cfg.max_whatif_time_limit_s;
     if !(t.is_finite() && t > 0.0 && t <= max_t) {
-        return Err(Status::invalid_argument(format!(
-            "time_limit_s: must be > 0 and at most {max_t} (max_whatif_time_limit_s), got {t}"
-        )));
+        return Err(errors::field(
+            "time_limit_s",
+            format!("must be > 0 and at most {max_t} (max_whatif_time_limit_s), got {t}"),
+        ));
     }
     if let Some(gap) = file.gap {
         if !(0.0..1.0).contains(&gap) {
-            return Err(Status::invalid_argument(format!(
-                "gap: must be in [0, 1), got {gap}"
-            )));
+            return Err(errors::field(
+                "gap",
+                format!("must be in [0, 1), got {gap}"),
+            ));
         }
     }
     if let Some(work) = file.work {
         if work == 0 || work > cfg.max_whatif_work {
-            return Err(Status::invalid_argument(format!(
-                "work: must be in 1..={} (max_whatif_work), got {work}",
-                cfg.max_whatif_work
-            )));
+            return Err(errors::field(
+                "work",
+                format!(
+                    "must be in 1..={} (max_whatif_work), got {work}",
+                    cfg.max_whatif_work
+                ),
+            ));
         }
     }
     let max_values = cfg.max_whatif_sweep_values;
@@ -70,17 +76,23 @@ fn check_bounds(file: &ScenarioFile, cfg: &super::Config) -> Result<(), Status> 
         .enumerate()
         .find(|(_, s)| s.values.len() > max_values)
     {
-        return Err(Status::invalid_argument(format!(
-            "sweeps[{i}].values: {} values, at most {max_values} per sweep (max_whatif_sweep_values)",
-            s.values.len()
-        )));
+        return Err(errors::field(
+            format!("sweeps[{i}].values"),
+            format!(
+                "{} values, at most {max_values} per sweep (max_whatif_sweep_values)",
+                s.values.len()
+            ),
+        ));
     }
     let total = file.scenarios.len() + file.sweeps.iter().map(|s| s.values.len()).sum::<usize>();
     let max_scenarios = cfg.max_whatif_scenarios;
     if total > max_scenarios {
-        return Err(Status::invalid_argument(format!(
-            "{total} scenarios (sweeps expanded), at most {max_scenarios} per call (max_whatif_scenarios)"
-        )));
+        return Err(errors::field(
+            "sweeps",
+            format!(
+                "{total} scenarios (sweeps expanded), at most {max_scenarios} per call (max_whatif_scenarios)"
+            ),
+        ));
     }
     Ok(())
 }
@@ -94,32 +106,33 @@ pub fn start(
     text: &str,
     tx: mpsc::Sender<Result<pb::WhatIfResult, Status>>,
 ) -> Result<impl FnOnce() + Send + 'static, Status> {
-    let file = parse(text).map_err(|i| Status::invalid_argument(i.to_string()))?;
+    let file = parse(text).map_err(|i| errors::field(i.path.clone(), i.message.clone()))?;
     check_bounds(&file, &shared.config)?;
     if file.base != LIVE {
-        return Err(Status::invalid_argument(format!(
-            "base: the service runs scenarios on its live state; write `base: {LIVE}`, got {:?}",
-            file.base
-        )));
+        return Err(errors::field(
+            "base",
+            format!(
+                "the service runs scenarios on its live state; write `base: {LIVE}`, got {:?}",
+                file.base
+            ),
+        ));
     }
-    let list = expand(&file).map_err(|issues| {
-        Status::invalid_argument(
-            issues
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
+    // Paths name the scenario file's fields (`scenarios[2].set.sites`).
+    let violations = |issues: Vec<edgeplan_model::error::Issue>| {
+        errors::bad_request(
+            errors::Reason::InvalidField,
+            issues.into_iter().map(|i| (i.path, i.message)).collect(),
         )
-    })?;
+    };
+    let list = expand(&file).map_err(violations)?;
     let base = View::now(shared)?.effective;
-    let issues: Vec<String> = list
+    let issues: Vec<_> = list
         .iter()
         .filter_map(|s| apply(&base, s, &format!("scenario {:?}", s.name)).err())
         .flatten()
-        .map(|i| i.to_string())
         .collect();
     if !issues.is_empty() {
-        return Err(Status::invalid_argument(issues.join("; ")));
+        return Err(violations(issues));
     }
     let options = SolveOptions {
         // What-if stops on its work budget alone (deterministic).
@@ -143,7 +156,7 @@ pub fn start(
                 tracing::info!("what-if stopped: its client went away")
             }
             Err(e) => {
-                let _ = tx.blocking_send(Err(Status::internal(format!("what-if: {e}"))));
+                let _ = tx.blocking_send(Err(errors::internal(format!("what-if: {e}"))));
             }
         }
     })

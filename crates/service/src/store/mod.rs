@@ -61,6 +61,8 @@ struct PlanMeta {
     inventory_version: u64,
     #[serde(default)]
     error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request: Option<edgeplan_plan::execution::RequestKey>,
 }
 
 /// One write: applied together with the others of a [`Store::commit`].
@@ -331,6 +333,7 @@ fn rows(ops: &[Op<'_>]) -> Result<Vec<Row>, StoreError> {
             reason: e.reason.clone(),
             inventory_version: e.inventory_version,
             error: e.error.clone(),
+            request: e.request.clone(),
         };
         Ok(row(Table::PlanMeta, Key::Plan(e.id), Some(json(&m)?)))
     };
@@ -430,6 +433,7 @@ fn loaded(mut raw: Raw) -> Result<Loaded, StoreError> {
             reason: m.reason,
             inventory_version: m.inventory_version,
             error: m.error,
+            request: m.request,
         });
     }
     Ok(Loaded {

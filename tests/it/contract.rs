@@ -1,0 +1,469 @@
+//! The gRPC API as a contract (over real loopback): errors with stable
+//! reasons and every violation's path, expected versions on mutations,
+//! retry-safe solves and plan verbs, health that follows the store.
+
+use std::time::{Duration, Instant};
+
+use edgeplan::api::pb;
+use edgeplan::api::pb::inventory_client::InventoryClient;
+use edgeplan::api::pb::placement_client::PlacementClient;
+use edgeplan::service::client::{push_instance, Connect};
+use tonic::Code;
+use tonic_types::StatusExt;
+
+use crate::live::*;
+
+/// The reason and domain an error carries.
+fn reason(err: &tonic::Status) -> String {
+    let info = err
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo on {err:?}"));
+    assert_eq!(info.domain, "edgeplan.dev");
+    info.reason
+}
+
+fn metadata(err: &tonic::Status, key: &str) -> String {
+    err.get_details_error_info()
+        .and_then(|i| i.metadata.get(key).cloned())
+        .unwrap_or_else(|| panic!("no ErrorInfo.metadata[{key}] on {err:?}"))
+}
+
+#[test]
+fn errors_carry_a_stable_reason_and_every_violation_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(&dir.path().join("data"), &sim.url(), &[]);
+    let inst = fleet(3);
+    rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        let mut inv = connect(&srv.url(), InventoryClient::new).await;
+
+        // Two bad sites in one request: both violations, each with its path.
+        let bad: Vec<pb::Site> = inst.sites[..2]
+            .iter()
+            .map(|s| {
+                let mut p = edgeplan::api::convert::site_to_pb(s);
+                p.power.as_mut().unwrap().cap_kw = -5.0;
+                p
+            })
+            .collect();
+        let err = inv
+            .upsert_sites(pb::UpsertSitesRequest {
+                sites: bad,
+                expected_version: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert_eq!(reason(&err), "INVALID_INVENTORY");
+        let fields: Vec<String> = err
+            .get_details_bad_request()
+            .expect("BadRequest")
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        for s in &inst.sites[..2] {
+            let path = format!("sites[id={}].power.cap_kw", s.id);
+            assert!(fields.contains(&path), "{path} not in {fields:?}");
+        }
+
+        // A malformed request field: INVALID_FIELD, the field named.
+        let err = inv
+            .delete(pb::DeleteRequest {
+                kind: pb::EntityKind::Unspecified as i32,
+                ids: vec!["x".into()],
+                expected_version: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::InvalidArgument, "INVALID_FIELD".into())
+        );
+        let v = err.get_details_bad_request().expect("BadRequest");
+        assert_eq!(v.field_violations[0].field, "kind");
+
+        // Unknown ids: NOT_FOUND with the kind and id as metadata.
+        let err = inv
+            .delete(pb::DeleteRequest {
+                kind: pb::EntityKind::Workload as i32,
+                ids: vec!["no-such-workload".into()],
+                expected_version: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::NotFound, "NOT_FOUND".into())
+        );
+        assert_eq!(metadata(&err, "kind"), "workload");
+        assert_eq!(metadata(&err, "id"), "no-such-workload");
+        let err = connect(&srv.url(), PlacementClient::new)
+            .await
+            .approve_plan(pb::PlanRef { plan_id: 999 })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::NotFound, "NOT_FOUND".into())
+        );
+        assert_eq!(metadata(&err, "kind"), "plan");
+
+        // A site still in use: IN_USE.
+        let busy = inst
+            .workloads
+            .iter()
+            .find_map(|w| w.current.keys().next().cloned())
+            .unwrap();
+        let err = inv
+            .delete(pb::DeleteRequest {
+                kind: pb::EntityKind::Site as i32,
+                ids: vec![busy],
+                expected_version: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::FailedPrecondition, "IN_USE".into())
+        );
+    });
+}
+
+#[test]
+fn a_mutation_at_a_stale_expected_version_is_aborted_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(&dir.path().join("data"), &sim.url(), &[]);
+    let inst = fleet(3);
+    rt().block_on(async {
+        let version = push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        let mut inv = connect(&srv.url(), InventoryClient::new).await;
+        let mut w = edgeplan::api::convert::workload_to_pb(&inst.workloads[0]);
+        w.state_gib += 1.0;
+        let stale = Some(version - 1);
+        let checks: Vec<tonic::Status> = vec![
+            inv.upsert_workloads(pb::UpsertWorkloadsRequest {
+                workloads: vec![w.clone()],
+                expected_version: stale,
+            })
+            .await
+            .unwrap_err(),
+            inv.set_policy(pb::Policy {
+                max_moves: Some(3),
+                expected_version: stale,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err(),
+            inv.delete(pb::DeleteRequest {
+                kind: pb::EntityKind::Workload as i32,
+                ids: vec![inst.workloads[1].id.clone()],
+                expected_version: stale,
+            })
+            .await
+            .unwrap_err(),
+        ];
+        for err in checks {
+            assert_eq!(
+                (err.code(), reason(&err)),
+                (Code::Aborted, "VERSION_MISMATCH".into())
+            );
+            assert_eq!(metadata(&err, "version"), version.to_string());
+        }
+        let snap = inv
+            .get_inventory(pb::GetInventoryRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(snap.version, version, "nothing was stored");
+        assert_eq!(snap.workloads.len(), inst.workloads.len());
+        // At the version it read, the same change is accepted.
+        let change = inv
+            .upsert_workloads(pb::UpsertWorkloadsRequest {
+                workloads: vec![w],
+                expected_version: Some(version),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(change.version, version + 1);
+    });
+}
+
+fn solve_request(request_id: &str, seed: u32) -> pb::SolveRequest {
+    pb::SolveRequest {
+        request_id: Some(request_id.into()),
+        seed,
+        deterministic: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn retried_solves_and_plan_verbs_make_no_second_plan_and_change_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(&data, &sim.url(), &["--time-scale", "0.002"]);
+    let inst = fleet(3);
+    let plan_id = rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let first = placement
+            .solve(solve_request("r1", 1))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(first.plan_id > 0);
+        let plan = first.plan.as_ref().unwrap();
+        assert!(!plan.steps.is_empty(), "the fleet needs moves");
+        // The retry: the same answer, no second plan (which would have
+        // superseded the first).
+        let again = placement
+            .solve(solve_request("r1", 1))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again, first);
+        let plans = placement
+            .list_plans(pb::ListPlansRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .plans;
+        assert_eq!(plans.len(), 1, "{plans:?}");
+        assert_eq!(plans[0].state, pb::PlanState::Recommended as i32);
+        // The same id with another request is refused, naming the plan.
+        let err = placement.solve(solve_request("r1", 2)).await.unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::AlreadyExists, "REQUEST_ID_REUSED".into())
+        );
+        assert_eq!(metadata(&err, "plan_id"), first.plan_id.to_string());
+
+        // Skip, approve: each twice; the repeat changes nothing.
+        let last = plan.steps.last().unwrap().step_id;
+        let skip = || pb::StepRef {
+            plan_id: first.plan_id,
+            step_id: last,
+        };
+        let skipped = placement.skip_step(skip()).await.unwrap().into_inner();
+        let skipped_again = placement.skip_step(skip()).await.unwrap().into_inner();
+        assert_eq!(skipped_again.steps, skipped.steps);
+        let approved = placement
+            .approve_plan(pb::PlanRef {
+                plan_id: first.plan_id,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            approved.summary.unwrap().state,
+            pb::PlanState::Approved as i32
+        );
+        let again = placement
+            .approve_plan(pb::PlanRef {
+                plan_id: first.plan_id,
+            })
+            .await
+            .expect("approving an approved plan is a retry, not an error")
+            .into_inner();
+        assert_ne!(
+            again.summary.unwrap().state,
+            pb::PlanState::Recommended as i32
+        );
+        let (end, _) = watch_to_end(&srv.url(), first.plan_id, Duration::from_secs(60)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32);
+
+        // Cancel twice: the second returns the cancelled plan.
+        let mut w = edgeplan::api::convert::workload_to_pb(&inst.workloads[0]);
+        w.replicas += 1;
+        connect(&srv.url(), InventoryClient::new)
+            .await
+            .upsert_workloads(pb::UpsertWorkloadsRequest {
+                workloads: vec![w],
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+        let second = placement
+            .solve(solve_request("r2", 1))
+            .await
+            .unwrap()
+            .into_inner();
+        for _ in 0..2 {
+            let view = placement
+                .cancel_plan(pb::PlanRef {
+                    plan_id: second.plan_id,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(view.summary.unwrap().state, pb::PlanState::Cancelled as i32);
+        }
+        first.plan_id
+    });
+    // After a restart the retry still finds its plan (from the store).
+    drop(srv);
+    let srv = server(&data, &sim.url(), &[]);
+    rt().block_on(async {
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let replay = placement
+            .solve(solve_request("r1", 1))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(replay.plan_id, plan_id);
+        assert_eq!(replay.status, "replayed");
+        assert_eq!(
+            replay.plan.unwrap().summary.unwrap().state,
+            pb::PlanState::Succeeded as i32
+        );
+        let n = placement
+            .list_plans(pb::ListPlansRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .plans
+            .len();
+        assert_eq!(n, 2, "r1 and r2, nothing new");
+    });
+}
+
+async fn health(url: &str) -> i32 {
+    let mut client = connect(url, tonic_health::pb::health_client::HealthClient::new).await;
+    client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "edgeplan.v1.Inventory".into(),
+        })
+        .await
+        .map(|r| r.into_inner().status)
+        .unwrap_or(-1)
+}
+
+async fn wait_for_health(url: &str, want: i32, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if health(url).await == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "health did not become {want} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn health_is_not_serving_while_the_store_is_lost_and_serving_when_it_is_back() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let dir = tempfile::tempdir().unwrap();
+    let db = pg_db();
+    let data = dir.path().join("r1");
+    let srv = Proc::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--store",
+        &db.url,
+        "--replica-id",
+        "r1",
+    ]);
+    let name = db.name.clone();
+    rt().block_on(async {
+        wait_for_health(
+            &srv.url(),
+            ServingStatus::Serving as i32,
+            Duration::from_secs(10),
+        )
+        .await;
+        // The database refuses this replica's connections from now on.
+        pg_admin(format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ));
+        let lost = wait_for_health(
+            &srv.url(),
+            ServingStatus::NotServing as i32,
+            Duration::from_secs(15),
+        )
+        .await;
+        eprintln!("NOT_SERVING {lost:?} after the store was cut");
+        pg_admin(format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+        let back = wait_for_health(
+            &srv.url(),
+            ServingStatus::Serving as i32,
+            Duration::from_secs(30),
+        )
+        .await;
+        eprintln!("SERVING {back:?} after it was back");
+    });
+}
+
+#[test]
+fn the_python_client_holds_the_contract_over_tls_with_tokens() {
+    use edgeplan::service::auth::{new_token, token_sha256};
+    python_with_grpc();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::security::pki(dir.path());
+    let (admin, reader) = (new_token(), new_token());
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "tls:\n  cert: {}\n  key: {}\nauth:\n  tokens:\n    \
+             - {{ name: root, role: admin, sha256: {} }}\n    \
+             - {{ name: ops, role: read-only, sha256: {} }}\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            token_sha256(&admin),
+            token_sha256(&reader),
+        ),
+    )
+    .unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let data = dir.path().join("data");
+    let srv = server(
+        &data,
+        &sim.url(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--time-scale",
+            "0.002",
+        ],
+    );
+    let instance = dir.path().join("fleet.json");
+    std::fs::write(&instance, serde_json::to_string(&fleet(3)).unwrap()).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("python3")
+        .arg(format!("{root}/clients/python/contract.py"))
+        .args(["--server", &format!("localhost:{}", srv.port())])
+        .arg("--instance")
+        .arg(&instance)
+        .arg("--ca")
+        .arg(&pki.ca)
+        .args(["--admin-token", &admin, "--reader-token", &reader])
+        .args(["--proto-dir", &format!("{root}/proto")])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Python contract client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{stdout}");
+    assert!(stdout.contains("contract holds"), "{stdout}");
+}
