@@ -77,6 +77,9 @@ def main():
     telemetry = rpc.TelemetryStub(channel)
     placement = rpc.PlacementStub(channel)
 
+    if inst.get("server_models"):  # the fleet's own power curves, before the sites naming them
+        inventory.UpsertServerModels(pb.UpsertServerModelsRequest(
+            server_models=[json_format.ParseDict(m, pb.ServerModel()) for m in inst["server_models"]]))
     inventory.UpsertSites(pb.UpsertSitesRequest(sites=[site_message(pb, s) for s in inst["sites"]]))
     links = inst.get("network", {}).get("links", [])
     if links:

@@ -467,3 +467,124 @@ fn the_python_client_holds_the_contract_over_tls_with_tokens() {
     eprintln!("{stdout}");
     assert!(stdout.contains("contract holds"), "{stdout}");
 }
+
+#[test]
+fn a_fleet_with_its_own_server_models_registers_and_round_trips_to_a_valid_file() {
+    use edgeplan::server_models::builtin;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let plain_srv = server(&dir.path().join("plain"), &sim.url(), &[]);
+    let srv = server(&dir.path().join("data"), &sim.url(), &[]);
+    // Every site on the first site's built-in model; then the same fleet
+    // on servers of its own: that model drawing 30 % more at every load.
+    let mut plain = fleet(3);
+    let model = plain.sites[0].servers.model.clone();
+    for s in &mut plain.sites {
+        s.servers.model = model.clone();
+    }
+    let mut inst = plain.clone();
+    let mut custom = builtin()[&model].clone();
+    custom.name = "edge-box-2026".into();
+    custom.spec_result_id = None;
+    custom.source = "vendor sheet (test)".into();
+    custom.watts.iter_mut().for_each(|w| *w *= 1.3);
+    inst.server_models = vec![custom.clone()];
+    for s in &mut inst.sites {
+        s.servers.model = custom.name.clone();
+    }
+    rt().block_on(async {
+        push_instance(&Connect::plain(&plain_srv.url()), &plain)
+            .await
+            .unwrap();
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        let mut inv = connect(&srv.url(), InventoryClient::new).await;
+        let snap = inv
+            .get_inventory(pb::GetInventoryRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(snap.server_models.len(), 1);
+        assert_eq!(
+            edgeplan::api::convert::server_model_from_pb(snap.server_models[0].clone()),
+            custom
+        );
+        // The file the API returns is one `edgeplan validate` accepts, with the model in it.
+        let file = dir.path().join("from-api.json");
+        std::fs::write(&file, &snap.instance_json).unwrap();
+        let out = crate::common::edgeplan(&["validate", file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let back: edgeplan::instance::Instance = serde_json::from_str(&snap.instance_json).unwrap();
+        assert_eq!(back.server_models, vec![custom.clone()]);
+        // The physics uses it: the same placement costs more energy.
+        let energy = |r: pb::SolveResponse| r.kpis_before.unwrap().energy_cost_per_h;
+        let (with_custom, with_builtin) = (
+            energy(dry_run(&srv.url()).await),
+            energy(dry_run(&plain_srv.url()).await),
+        );
+        assert!(
+            with_custom > with_builtin * 1.1,
+            "{with_custom} vs {with_builtin}"
+        );
+        // A site naming a model nobody declared: refused, the path named.
+        let mut stray = edgeplan::api::convert::site_to_pb(&inst.sites[0]);
+        stray.servers.as_mut().unwrap().model = "no-such-model".into();
+        let err = inv
+            .upsert_sites(pb::UpsertSitesRequest {
+                sites: vec![stray],
+                expected_version: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err), "INVALID_INVENTORY");
+        let fields: Vec<String> = err
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert!(
+            fields.contains(&format!("sites[id={}].servers.model", inst.sites[0].id)),
+            "{fields:?}"
+        );
+        // A model in use cannot go; a bad curve is refused with its path.
+        let err = inv
+            .delete(pb::DeleteRequest {
+                kind: pb::EntityKind::ServerModel as i32,
+                ids: vec![custom.name.clone()],
+                expected_version: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err), "IN_USE");
+        let mut bad = edgeplan::api::convert::server_model_to_pb(&custom);
+        bad.watts.truncate(5);
+        let err = inv
+            .upsert_server_models(pb::UpsertServerModelsRequest {
+                server_models: vec![bad],
+                expected_version: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err), "INVALID_INVENTORY");
+        let fields: Vec<String> = err
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert!(
+            fields
+                .iter()
+                .any(|f| f.starts_with("server_models[0].watts")),
+            "{fields:?}"
+        );
+    });
+}

@@ -10,6 +10,7 @@ use edgeplan_model::instance::{
     AmbientSpec, AshraeClass, CoolingSpec, EnergySpec, Limits, Link, ObjectiveWeights, PowerSpec,
     Price, PricePoint, Region, ServerFleet, Site, Slo, ThermalSpec, Traffic, Workload,
 };
+use edgeplan_model::server_models::ServerModel;
 use edgeplan_plan::execution::{Execution, PlanState, StepState, StepStatus};
 use edgeplan_plan::plan::{Step, StepKind};
 use edgeplan_problem::problem::Kpis;
@@ -223,6 +224,34 @@ pub fn region_to_pb(r: &Region) -> pb::Region {
     pb::Region {
         id: r.id.clone(),
         node: r.node.clone(),
+    }
+}
+
+pub fn server_model_from_pb(m: pb::ServerModel) -> ServerModel {
+    ServerModel {
+        name: m.name,
+        spec_result_id: m.spec_result_id,
+        vendor: m.vendor,
+        system: m.system,
+        processor: m.processor,
+        cores: m.cores,
+        memory_gib: m.memory_gib,
+        watts: m.watts,
+        source: m.source,
+    }
+}
+
+pub fn server_model_to_pb(m: &ServerModel) -> pb::ServerModel {
+    pb::ServerModel {
+        name: m.name.clone(),
+        spec_result_id: m.spec_result_id.clone(),
+        vendor: m.vendor.clone(),
+        system: m.system.clone(),
+        processor: m.processor.clone(),
+        cores: m.cores,
+        memory_gib: m.memory_gib,
+        watts: m.watts.clone(),
+        source: m.source.clone(),
     }
 }
 

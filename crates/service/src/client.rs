@@ -69,10 +69,23 @@ impl Connect {
     }
 }
 
-/// Upsert the instance's sites, links, regions, workloads and policy; returns
+/// Upsert the instance's server models, sites, links, regions, workloads
+/// and policy; returns
 /// the state version after the last change.
 pub async fn push_instance(server: &Connect, inst: &Instance) -> anyhow::Result<u64> {
     let mut c = InventoryClient::new(server.channel().await?);
+    // Models first: the sites name them.
+    if !inst.server_models.is_empty() {
+        c.upsert_server_models(pb::UpsertServerModelsRequest {
+            server_models: inst
+                .server_models
+                .iter()
+                .map(convert::server_model_to_pb)
+                .collect(),
+            expected_version: None,
+        })
+        .await?;
+    }
     if !inst.sites.is_empty() {
         c.upsert_sites(pb::UpsertSitesRequest {
             sites: inst.sites.iter().map(convert::site_to_pb).collect(),

@@ -33,6 +33,8 @@ enum Touched {
     Link(String),
     Region(String),
     Workload(String),
+    /// The fleet's server models (stored as one list).
+    ServerModels,
     DeletedSite(String),
     DeletedLink(String),
     DeletedRegion(String),
@@ -117,6 +119,7 @@ fn change(
             Touched::DeletedRegion(id) => Op::DeleteRegion(id),
             Touched::DeletedWorkload(id) => Op::DeleteWorkload(id),
             Touched::Policy => Op::Policy(&policy),
+            Touched::ServerModels => Op::ServerModels(&next.server_models),
         });
     }
     shared
@@ -288,6 +291,35 @@ impl pb::inventory_server::Inventory for InventoryApi {
         .await
     }
 
+    async fn upsert_server_models(
+        &self,
+        req: Request<pb::UpsertServerModelsRequest>,
+    ) -> Result<Response<pb::Change>, Status> {
+        let req = req.into_inner();
+        let expected = req.expected_version;
+        let models: Vec<_> = req
+            .server_models
+            .into_iter()
+            .map(convert::server_model_from_pb)
+            .collect();
+        let shared = self.0.clone();
+        blocking(move || {
+            change(&shared, expected, |inst, _| {
+                let before = inst.server_models.clone();
+                upsert(&mut inst.server_models, models, "server_models", |m| {
+                    m.name.clone()
+                })?;
+                // One list, one write; a repeat of what is stored is no change.
+                Ok(if inst.server_models == before {
+                    Vec::new()
+                } else {
+                    vec![Touched::ServerModels]
+                })
+            })
+        })
+        .await
+    }
+
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
@@ -296,7 +328,12 @@ impl pb::inventory_server::Inventory for InventoryApi {
         let kind = pb::EntityKind::try_from(req.kind)
             .ok()
             .filter(|k| *k != pb::EntityKind::Unspecified)
-            .ok_or_else(|| errors::field("kind", "required (site, link, region, workload)"))?;
+            .ok_or_else(|| {
+                errors::field(
+                    "kind",
+                    "required (site, link, region, workload, server model)",
+                )
+            })?;
         if req.ids.is_empty() {
             return Err(errors::field("ids", "nothing to delete"));
         }
@@ -387,6 +424,11 @@ impl pb::inventory_server::Inventory for InventoryApi {
             workloads: inst.workloads.iter().map(convert::workload_to_pb).collect(),
             policy: Some(convert::policy_to_pb(&state.policy)),
             instance_json: serde_json::to_string(inst).unwrap_or_default(),
+            server_models: inst
+                .server_models
+                .iter()
+                .map(convert::server_model_to_pb)
+                .collect(),
         }))
     }
 }
@@ -462,6 +504,21 @@ fn delete_one(inst: &mut Instance, kind: pb::EntityKind, id: String) -> Result<T
                 .ok_or_else(|| not_found("workload"))?;
             inst.workloads.remove(i);
             Ok(Touched::DeletedWorkload(id))
+        }
+        pb::EntityKind::ServerModel => {
+            let i = inst
+                .server_models
+                .iter()
+                .position(|m| m.name == id)
+                .ok_or_else(|| not_found("server_model"))?;
+            if let Some(s) = inst.sites.iter().find(|s| s.servers.model == id) {
+                return Err(errors::error(
+                    Reason::InUse,
+                    format!("site {} runs servers of model {id}", s.id),
+                ));
+            }
+            inst.server_models.remove(i);
+            Ok(Touched::ServerModels)
         }
         pb::EntityKind::Unspecified => Err(errors::field("kind", "required")),
     }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use edgeplan_model::instance::Policy;
 use edgeplan_model::instance::{nodes_of, Instance, Link, Network, Region, Site, Workload};
+use edgeplan_model::server_models::ServerModel;
 use edgeplan_plan::execution::{Execution, PlanState, StepStatus};
 use edgeplan_plan::plan::Plan;
 
@@ -76,6 +77,8 @@ pub enum Op<'a> {
     PutWorkload(&'a Workload),
     DeleteWorkload(&'a str),
     Policy(&'a Policy),
+    /// The fleet's own server models, all of them.
+    ServerModels(&'a [ServerModel]),
     Version(u64),
     /// A new plan with all its steps.
     NewPlan(&'a Execution),
@@ -349,6 +352,9 @@ fn rows(ops: &[Op<'_>]) -> Result<Vec<Row>, StoreError> {
             Op::PutWorkload(w) => out.push(row(Table::Workloads, name(&w.id), Some(json(w)?))),
             Op::DeleteWorkload(id) => out.push(row(Table::Workloads, name(id), None)),
             Op::Policy(p) => out.push(row(Table::Meta, name("policy"), Some(json(p)?))),
+            Op::ServerModels(m) => {
+                out.push(row(Table::Meta, name("server_models"), Some(json(m)?)))
+            }
             Op::Version(v) => out.push(row(Table::Meta, name("version"), Some(json(v)?))),
             Op::NewPlan(e) => {
                 out.push(row(Table::Plans, Key::Plan(e.id), Some(json(&e.plan)?)));
@@ -391,6 +397,11 @@ fn loaded(mut raw: Raw) -> Result<Loaded, StoreError> {
         Some(b) => parse("policy", b)?,
         None => Policy::default(),
     };
+    // The fleet's own server models: one small list, rewritten whole.
+    let server_models: Vec<ServerModel> = match raw.meta.get("server_models") {
+        Some(b) => parse("server_models", b)?,
+        None => Vec::new(),
+    };
     let telemetry = raw.meta.remove("telemetry");
     fn all<T: for<'de> Deserialize<'de>>(
         rows: &[(String, Vec<u8>)],
@@ -403,6 +414,7 @@ fn loaded(mut raw: Raw) -> Result<Loaded, StoreError> {
     let [s, l, r, w] = &raw.entities;
     let instance = assemble(
         &policy,
+        server_models,
         all(s, "sites")?,
         all(l, "links")?,
         all(r, "regions")?,
@@ -450,6 +462,7 @@ fn loaded(mut raw: Raw) -> Result<Loaded, StoreError> {
 /// regions and links name.
 pub fn assemble(
     policy: &Policy,
+    server_models: Vec<ServerModel>,
     sites: Vec<Site>,
     links: Vec<Link>,
     regions: Vec<Region>,
@@ -458,7 +471,7 @@ pub fn assemble(
     let nodes = nodes_of(&sites, &regions, &links);
     Instance {
         name: policy.name.clone(),
-        server_models: Vec::new(),
+        server_models,
         sites,
         network: Network { nodes, links },
         regions,
