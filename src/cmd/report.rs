@@ -135,13 +135,13 @@ async fn fetch_live(
     let channel = server.channel().await?;
     let mut inv = pb::inventory_client::InventoryClient::new(channel.clone());
     let snap = inv
-        .get_inventory(pb::GetInventoryRequest {})
+        .get_inventory(pb::GetInventoryRequest::default())
         .await?
         .into_inner();
     let inst: Instance = serde_json::from_str(&snap.instance_json)?;
     let mut placement = pb::placement_client::PlacementClient::new(channel);
     let plans = placement
-        .list_plans(pb::ListPlansRequest {})
+        .list_plans(pb::ListPlansRequest::default())
         .await?
         .into_inner()
         .plans;

@@ -177,7 +177,7 @@ fn a_mutation_at_a_stale_expected_version_is_aborted_and_stores_nothing() {
             assert_eq!(metadata(&err, "version"), version.to_string());
         }
         let snap = inv
-            .get_inventory(pb::GetInventoryRequest {})
+            .get_inventory(pb::GetInventoryRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -234,7 +234,7 @@ fn retried_solves_and_plan_verbs_make_no_second_plan_and_change_nothing_twice() 
             .into_inner();
         assert_eq!(again, first);
         let plans = placement
-            .list_plans(pb::ListPlansRequest {})
+            .list_plans(pb::ListPlansRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -328,7 +328,7 @@ fn retried_solves_and_plan_verbs_make_no_second_plan_and_change_nothing_twice() 
             pb::PlanState::Succeeded as i32
         );
         let n = placement
-            .list_plans(pb::ListPlansRequest {})
+            .list_plans(pb::ListPlansRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -501,7 +501,7 @@ fn a_fleet_with_its_own_server_models_registers_and_round_trips_to_a_valid_file(
             .unwrap();
         let mut inv = connect(&srv.url(), InventoryClient::new).await;
         let snap = inv
-            .get_inventory(pb::GetInventoryRequest {})
+            .get_inventory(pb::GetInventoryRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -586,5 +586,203 @@ fn a_fleet_with_its_own_server_models_registers_and_round_trips_to_a_valid_file(
                 .any(|f| f.starts_with("server_models[0].watts")),
             "{fields:?}"
         );
+    });
+}
+
+async fn list_plans(
+    url: &str,
+    req: pb::ListPlansRequest,
+) -> Result<pb::ListPlansResponse, tonic::Status> {
+    connect(url, PlacementClient::new)
+        .await
+        .list_plans(req)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[test]
+fn list_calls_page_and_filter_and_only_the_newest_ended_plans_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(&config, "keep_ended_plans: 3\n").unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(&data, &sim.url(), &args);
+    let inst = fleet(3);
+    rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let mut ids = Vec::new();
+        for seed in 1..=6 {
+            let r = placement
+                .solve(pb::SolveRequest {
+                    seed,
+                    deterministic: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            ids.push(r.plan_id);
+        }
+        // Each solve superseded the one before: five ended, three kept.
+        let all = list_plans(&srv.url(), pb::ListPlansRequest::default())
+            .await
+            .unwrap();
+        let listed: Vec<u64> = all.plans.iter().map(|p| p.plan_id).collect();
+        assert_eq!(listed, ids[2..].to_vec());
+        assert!(all.next_page_token.is_empty());
+        let err = placement
+            .get_plan(pb::PlanRef { plan_id: ids[0] })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+
+        // Pages of two, in id order, the token carrying on exactly.
+        let mut pages = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = list_plans(
+                &srv.url(),
+                pb::ListPlansRequest {
+                    page_size: 2,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            assert!(page.plans.len() <= 2);
+            pages.push(page.plans.iter().map(|p| p.plan_id).collect::<Vec<_>>());
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(pages, vec![ids[2..4].to_vec(), ids[4..6].to_vec()]);
+        // By state.
+        let superseded = list_plans(
+            &srv.url(),
+            pb::ListPlansRequest {
+                states: vec![pb::PlanState::Superseded as i32],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let listed: Vec<u64> = superseded.plans.iter().map(|p| p.plan_id).collect();
+        assert_eq!(listed, ids[2..5].to_vec());
+        let err = list_plans(
+            &srv.url(),
+            pb::ListPlansRequest {
+                page_token: "give me everything".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(reason(&err), "INVALID_FIELD");
+        assert_eq!(
+            err.get_details_bad_request().unwrap().field_violations[0].field,
+            "page_token"
+        );
+
+        // The inventory in pages of 4: the same entities as unpaged, the
+        // policy once, no file.
+        let mut inv = connect(&srv.url(), InventoryClient::new).await;
+        let whole = inv
+            .get_inventory(pb::GetInventoryRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut paged = pb::InventorySnapshot::default();
+        let mut token = String::new();
+        let mut n_pages = 0;
+        loop {
+            let page = inv
+                .get_inventory(pb::GetInventoryRequest {
+                    page_size: 4,
+                    page_token: token.clone(),
+                    kinds: vec![],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            n_pages += 1;
+            let n = page.sites.len() + page.links.len() + page.regions.len() + page.workloads.len();
+            assert!(n <= 4, "page {n_pages} holds {n}");
+            assert!(page.instance_json.is_empty());
+            assert_eq!(page.policy.is_some(), n_pages == 1);
+            paged.sites.extend(page.sites);
+            paged.links.extend(page.links);
+            paged.regions.extend(page.regions);
+            paged.workloads.extend(page.workloads);
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(
+            (paged.sites, paged.links, paged.regions, paged.workloads),
+            (
+                whole.sites,
+                whole.links,
+                whole.regions,
+                whole.workloads.clone()
+            )
+        );
+        // One kind only.
+        let only = inv
+            .get_inventory(pb::GetInventoryRequest {
+                page_size: 10_000,
+                page_token: String::new(),
+                kinds: vec![pb::EntityKind::Workload as i32],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(only.sites.is_empty() && only.regions.is_empty());
+        assert_eq!(only.workloads, whole.workloads);
+        // A change between pages: the next page is refused.
+        let first = inv
+            .get_inventory(pb::GetInventoryRequest {
+                page_size: 2,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        inv.set_policy(pb::Policy {
+            max_moves: Some(7),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let err = inv
+            .get_inventory(pb::GetInventoryRequest {
+                page_size: 2,
+                page_token: first.next_page_token,
+                kinds: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.code(), reason(&err)),
+            (Code::Aborted, "VERSION_MISMATCH".into())
+        );
+    });
+    // The expired plans are gone from the store too.
+    drop(srv);
+    let srv = server(&data, &sim.url(), &args);
+    rt().block_on(async {
+        let n = list_plans(&srv.url(), pb::ListPlansRequest::default())
+            .await
+            .unwrap()
+            .plans
+            .len();
+        assert_eq!(n, 4, "three ended and the recommended one");
     });
 }

@@ -137,7 +137,7 @@ fn injected_provisioner_faults_never_end_a_plan_succeeded_with_a_failed_step() {
                 let next = loop {
                     let plans = connect(&url, PlacementClient::new)
                         .await
-                        .list_plans(pb::ListPlansRequest {})
+                        .list_plans(pb::ListPlansRequest::default())
                         .await
                         .unwrap()
                         .into_inner()

@@ -284,7 +284,7 @@ pub async fn inventory(url: &str) -> Instance {
         edgeplan::api::pb::inventory_client::InventoryClient::new,
     )
     .await
-    .get_inventory(pb::GetInventoryRequest {})
+    .get_inventory(pb::GetInventoryRequest::default())
     .await
     .unwrap()
     .into_inner();

@@ -103,7 +103,7 @@ async fn call(conn: &Connect, inst: &Instance, what: Call) -> Result<(), tonic::
     match what {
         Call::Read => {
             InventoryClient::new(channel)
-                .get_inventory(pb::GetInventoryRequest {})
+                .get_inventory(pb::GetInventoryRequest::default())
                 .await?;
         }
         Call::Ingest => {

@@ -105,7 +105,7 @@ fn register_solve_approve_dispatch_to_success() {
             .into_inner();
         assert_eq!(renamed.changed, 1);
         let snapshot = inventory
-            .get_inventory(pb::GetInventoryRequest {})
+            .get_inventory(pb::GetInventoryRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -162,7 +162,7 @@ fn register_solve_approve_dispatch_to_success() {
         // The inventory now holds the placement the plan reached.
         let snapshot = connect(&url, InventoryClient::new)
             .await
-            .get_inventory(pb::GetInventoryRequest {})
+            .get_inventory(pb::GetInventoryRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -363,7 +363,7 @@ fn a_failed_step_holds_the_rest_and_fails_the_plan() {
         // The inventory's placement did not change: nothing succeeded.
         let snap = connect(&srv.url(), InventoryClient::new)
             .await
-            .get_inventory(pb::GetInventoryRequest {})
+            .get_inventory(pb::GetInventoryRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -483,7 +483,7 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
         assert!(err.message().contains(&busy));
         // Nothing of that reached the store: same version, same sites.
         let snap = inv
-            .get_inventory(pb::GetInventoryRequest {})
+            .get_inventory(pb::GetInventoryRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -643,7 +643,7 @@ fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
             let plans = placement
-                .list_plans(pb::ListPlansRequest {})
+                .list_plans(pb::ListPlansRequest::default())
                 .await
                 .unwrap()
                 .into_inner()
@@ -654,7 +654,7 @@ fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
             assert!(Instant::now() < deadline, "initial plans never settled");
         }
         let before = placement
-            .list_plans(pb::ListPlansRequest {})
+            .list_plans(pb::ListPlansRequest::default())
             .await
             .unwrap()
             .into_inner()
@@ -680,7 +680,7 @@ fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
             .clone();
         let snap = connect(&srv.url(), InventoryClient::new)
             .await
-            .get_inventory(pb::GetInventoryRequest {})
+            .get_inventory(pb::GetInventoryRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -703,7 +703,7 @@ fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
         let plan = loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             let plans = placement
-                .list_plans(pb::ListPlansRequest {})
+                .list_plans(pb::ListPlansRequest::default())
                 .await
                 .unwrap()
                 .into_inner()
@@ -726,7 +726,7 @@ fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
         // Load left the hot site.
         let snap = connect(&srv.url(), InventoryClient::new)
             .await
-            .get_inventory(pb::GetInventoryRequest {})
+            .get_inventory(pb::GetInventoryRequest::default())
             .await
             .unwrap()
             .into_inner();
@@ -739,7 +739,7 @@ fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
         // Hysteresis: the alarm stays up, so no further plan follows by itself.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let plans = placement
-            .list_plans(pb::ListPlansRequest {})
+            .list_plans(pb::ListPlansRequest::default())
             .await
             .unwrap()
             .into_inner()

@@ -47,6 +47,7 @@ macro_rules! suite {
 suite!(
     inventory_round_trips_and_survives_a_reopen,
     plans_steps_and_idempotency_keys_round_trip,
+    server_models_request_keys_and_plan_deletion_round_trip,
     telemetry_snapshot_round_trips_without_a_new_generation,
     a_stale_write_is_refused_and_writes_nothing,
     the_lease_fences_a_deposed_leader,
@@ -181,6 +182,40 @@ fn plans_steps_and_idempotency_keys_round_trip(b: Backend) {
         assert_eq!(back.plans[0].idempotency_key(k), exec.idempotency_key(k));
     }
     assert_ne!(back.plans[1].idempotency_key(0), exec.idempotency_key(0));
+}
+
+fn server_models_request_keys_and_plan_deletion_round_trip(b: Backend) {
+    let mut inst = fleet(5);
+    let mut model = edgeplan::server_models::builtin()[&inst.sites[0].servers.model].clone();
+    model.name = "own-model".into();
+    inst.server_models = vec![model];
+    let store = b.open().unwrap();
+    put_all(&store, &inst, 1);
+    store
+        .commit(&[Op::ServerModels(&inst.server_models)])
+        .unwrap();
+    let mut first = Execution::new(1, a_plan(&inst), "first".into(), 1);
+    first.request = Some(edgeplan::execution::RequestKey {
+        id: "r-1".into(),
+        digest: "abc".into(),
+    });
+    let second = Execution::new(2, a_plan(&inst), "second".into(), 1);
+    assert!(!first.steps.is_empty());
+    store
+        .commit(&[Op::NewPlan(&first), Op::NewPlan(&second)])
+        .unwrap();
+    drop(store);
+    let store = b.open().unwrap();
+    let back = store.load().unwrap();
+    assert_eq!(back.instance.server_models, inst.server_models);
+    assert_eq!(back.plans[0].request, first.request);
+    // Retention deletes a plan with its steps; the other stays whole.
+    store.commit(&[Op::DeletePlan(&first)]).unwrap();
+    drop(store);
+    let back = b.open().unwrap().load().unwrap();
+    assert_eq!(back.plans.len(), 1);
+    assert_eq!(back.plans[0].id, 2);
+    assert_eq!(back.plans[0].steps.len(), second.steps.len());
 }
 
 fn telemetry_snapshot_round_trips_without_a_new_generation(b: Backend) {

@@ -340,7 +340,7 @@ async fn story(
         if !price_done && elapsed > duration * 0.6 {
             price_done = true;
             let mut snapshot = inventory
-                .get_inventory(pb::GetInventoryRequest {})
+                .get_inventory(pb::GetInventoryRequest::default())
                 .await?
                 .into_inner();
             // The two cheapest sites' spot price goes up sixfold.
@@ -383,7 +383,7 @@ async fn story(
             );
         }
         let plans = placement
-            .list_plans(pb::ListPlansRequest {})
+            .list_plans(pb::ListPlansRequest::default())
             .await?
             .into_inner()
             .plans;
@@ -473,7 +473,7 @@ async fn story(
     let settle = Instant::now() + Duration::from_secs(15);
     loop {
         let plans = placement
-            .list_plans(pb::ListPlansRequest {})
+            .list_plans(pb::ListPlansRequest::default())
             .await?
             .into_inner()
             .plans;
@@ -505,7 +505,7 @@ async fn story(
 
     // The operator report, from the service's state.
     let snapshot = inventory
-        .get_inventory(pb::GetInventoryRequest {})
+        .get_inventory(pb::GetInventoryRequest::default())
         .await?
         .into_inner();
     let live: Instance = serde_json::from_str(&snapshot.instance_json)?;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::errors::{self, Reason};
+use super::paging;
 use super::store::{link_key, Op};
 use super::{invalid, Shared};
 use edgeplan_api::convert;
@@ -412,24 +413,90 @@ impl pb::inventory_server::Inventory for InventoryApi {
 
     async fn get_inventory(
         &self,
-        _req: Request<pb::GetInventoryRequest>,
+        req: Request<pb::GetInventoryRequest>,
     ) -> Result<Response<pb::InventorySnapshot>, Status> {
+        let req = req.into_inner();
         let state = self.0.state();
         let inst = &state.instance;
-        Ok(Response::new(pb::InventorySnapshot {
+        if req.page_size == 0 && req.page_token.is_empty() {
+            return Ok(Response::new(pb::InventorySnapshot {
+                version: state.version,
+                sites: inst.sites.iter().map(convert::site_to_pb).collect(),
+                links: inst.network.links.iter().map(convert::link_to_pb).collect(),
+                regions: inst.regions.iter().map(convert::region_to_pb).collect(),
+                workloads: inst.workloads.iter().map(convert::workload_to_pb).collect(),
+                policy: Some(convert::policy_to_pb(&state.policy)),
+                instance_json: serde_json::to_string(inst).unwrap_or_default(),
+                server_models: inst
+                    .server_models
+                    .iter()
+                    .map(convert::server_model_to_pb)
+                    .collect(),
+                next_page_token: String::new(),
+            }));
+        }
+        let page = paging::InventoryPage::read(&req, state.version)?;
+        let mut snap = pb::InventorySnapshot {
             version: state.version,
-            sites: inst.sites.iter().map(convert::site_to_pb).collect(),
-            links: inst.network.links.iter().map(convert::link_to_pb).collect(),
-            regions: inst.regions.iter().map(convert::region_to_pb).collect(),
-            workloads: inst.workloads.iter().map(convert::workload_to_pb).collect(),
-            policy: Some(convert::policy_to_pb(&state.policy)),
-            instance_json: serde_json::to_string(inst).unwrap_or_default(),
-            server_models: inst
-                .server_models
-                .iter()
-                .map(convert::server_model_to_pb)
-                .collect(),
-        }))
+            policy: (page.offset == 0).then(|| convert::policy_to_pb(&state.policy)),
+            ..Default::default()
+        };
+        // The entities in their fixed order, each kind only when asked for.
+        let lens = [
+            (pb::EntityKind::ServerModel, inst.server_models.len()),
+            (pb::EntityKind::Site, inst.sites.len()),
+            (pb::EntityKind::Link, inst.network.links.len()),
+            (pb::EntityKind::Region, inst.regions.len()),
+            (pb::EntityKind::Workload, inst.workloads.len()),
+        ];
+        let (mut skip, mut room) = (page.offset, page.size);
+        let mut total = 0;
+        for (kind, len) in lens {
+            if !page.wants(kind) {
+                continue;
+            }
+            total += len;
+            let from = skip.min(len);
+            skip -= from;
+            let to = (from + room).min(len);
+            room -= to - from;
+            let range = from..to;
+            match kind {
+                pb::EntityKind::ServerModel => {
+                    snap.server_models = inst.server_models[range]
+                        .iter()
+                        .map(convert::server_model_to_pb)
+                        .collect()
+                }
+                pb::EntityKind::Site => {
+                    snap.sites = inst.sites[range].iter().map(convert::site_to_pb).collect()
+                }
+                pb::EntityKind::Link => {
+                    snap.links = inst.network.links[range]
+                        .iter()
+                        .map(convert::link_to_pb)
+                        .collect()
+                }
+                pb::EntityKind::Region => {
+                    snap.regions = inst.regions[range]
+                        .iter()
+                        .map(convert::region_to_pb)
+                        .collect()
+                }
+                pb::EntityKind::Workload => {
+                    snap.workloads = inst.workloads[range]
+                        .iter()
+                        .map(convert::workload_to_pb)
+                        .collect()
+                }
+                pb::EntityKind::Unspecified => {}
+            }
+        }
+        let next = page.offset + page.size;
+        if next < total {
+            snap.next_page_token = page.token_at(next);
+        }
+        Ok(Response::new(snap))
     }
 }
 

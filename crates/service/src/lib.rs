@@ -17,6 +17,7 @@ pub mod errors;
 pub mod health;
 pub mod inventory;
 pub mod load;
+pub mod paging;
 pub mod placement;
 pub mod provisioner_sim;
 pub mod publish;
@@ -94,6 +95,10 @@ pub struct Config {
     pub auth: auth::AuthConfig,
     /// TLS towards provisioners (their URLs then start with `https://`).
     pub provisioner_tls: Option<auth::ClientTls>,
+    /// Ended plans kept (the newest; succeeded, failed, cancelled or
+    /// superseded): storing a new plan deletes older ended ones beyond
+    /// this. Plans not ended are always kept.
+    pub keep_ended_plans: usize,
 }
 
 impl Default for Config {
@@ -121,6 +126,7 @@ impl Default for Config {
             tls: None,
             auth: auth::AuthConfig::default(),
             provisioner_tls: None,
+            keep_ended_plans: 500,
         }
     }
 }
@@ -563,6 +569,9 @@ pub async fn serve_on(
     if let Some(bus) = &config.nats {
         edgeplan_model::settings::positive_seconds("nats.", &[("ack_wait_s", bus.ack_wait_s)])
             .map_err(anyhow::Error::msg)?;
+    }
+    if config.keep_ended_plans == 0 {
+        anyhow::bail!("keep_ended_plans: must be at least 1 (the plan just ended)");
     }
     let tokens = Arc::new(auth::Tokens::new(&config.auth)?);
     let tls = config.tls.as_ref().map(auth::ServerTls::load).transpose()?;

@@ -233,16 +233,39 @@ pub fn propose_from(
             superseded.push(o);
         }
     }
+    // Retention: the newest ended plans stay, older ones go with this write.
+    let expired: Vec<Execution> =
+        {
+            let mut ended: Vec<&Execution> =
+                superseded
+                    .iter()
+                    .chain(state.plans.values().filter(|e| {
+                        e.state.is_terminal() && !superseded.iter().any(|o| o.id == e.id)
+                    }))
+                    .collect();
+            ended.sort_unstable_by_key(|e| std::cmp::Reverse(e.id));
+            ended
+                .into_iter()
+                .skip(shared.config.keep_ended_plans)
+                .cloned()
+                .collect()
+        };
     let mut ops = vec![Op::NewPlan(&exec)];
     ops.extend(superseded.iter().map(Op::PlanState));
+    ops.extend(expired.iter().map(Op::DeletePlan));
     shared
         .commit(&mut state, &ops, false)
         .map_err(|e| super::store_status("cannot store the plan", e))?;
+    for e in &expired {
+        state.plans.remove(&e.id);
+    }
     response.plan_id = id;
     response.plan = Some(convert::plan_to_pb(&exec));
     for o in superseded {
         let oid = o.id;
-        state.plans.insert(oid, o);
+        if !expired.iter().any(|e| e.id == oid) {
+            state.plans.insert(oid, o);
+        }
         shared.notify_plan(oid, None);
     }
     state.plans.insert(id, exec);
@@ -433,11 +456,30 @@ impl pb::placement_server::Placement for PlacementApi {
 
     async fn list_plans(
         &self,
-        _req: Request<pb::ListPlansRequest>,
+        req: Request<pb::ListPlansRequest>,
     ) -> Result<Response<pb::ListPlansResponse>, Status> {
+        use std::ops::Bound;
+        let r = req.into_inner();
+        let size = super::paging::size(r.page_size, 100, 1000);
+        let after = super::paging::plans_after(&r.page_token)?;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
         let state = self.0.state();
+        let mut plans: Vec<pb::PlanSummary> = state
+            .plans
+            .range((from, Bound::Unbounded))
+            .map(|(_, e)| convert::summary_to_pb(e))
+            .filter(|p| r.states.is_empty() || r.states.contains(&p.state))
+            .take(size + 1)
+            .collect();
+        let more = plans.len() > size;
+        plans.truncate(size);
+        let next_page_token = match plans.last() {
+            Some(last) if more => super::paging::plans_token(last.plan_id),
+            _ => String::new(),
+        };
         Ok(Response::new(pb::ListPlansResponse {
-            plans: state.plans.values().map(convert::summary_to_pb).collect(),
+            plans,
+            next_page_token,
         }))
     }
 

@@ -121,6 +121,15 @@ impl Embedded {
                     (Table::Steps, Key::Step(p, k), Some(v)) => {
                         ok(steps.insert((p, k), v.as_slice()))?;
                     }
+                    (Table::Plans, Key::Plan(id), None) => {
+                        ok(plans.remove(id))?;
+                    }
+                    (Table::PlanMeta, Key::Plan(id), None) => {
+                        ok(plan_meta.remove(id))?;
+                    }
+                    (Table::Steps, Key::Step(p, k), None) => {
+                        ok(steps.remove((p, k)))?;
+                    }
                     (Table::Meta, Key::Name(k), Some(v)) => {
                         ok(meta.insert(k.as_str(), v.as_slice()))?;
                     }

@@ -84,6 +84,8 @@ pub enum Op<'a> {
     NewPlan(&'a Execution),
     /// A plan's state (and error) changed.
     PlanState(&'a Execution),
+    /// A plan gone from history (retention): the plan, its state, its steps.
+    DeletePlan(&'a Execution),
     Step(u64, usize, &'a StepStatus),
     /// The aggregated telemetry, and (cluster mode) the last telemetry log
     /// entry it includes.
@@ -368,6 +370,13 @@ fn rows(ops: &[Op<'_>]) -> Result<Vec<Row>, StoreError> {
                 }
             }
             Op::PlanState(e) => out.push(plan_meta(e)?),
+            Op::DeletePlan(e) => {
+                out.push(row(Table::Plans, Key::Plan(e.id), None));
+                out.push(row(Table::PlanMeta, Key::Plan(e.id), None));
+                for k in 0..e.steps.len() {
+                    out.push(row(Table::Steps, Key::Step(e.id, k as u64), None));
+                }
+            }
             Op::Step(plan, k, st) => out.push(row(
                 Table::Steps,
                 Key::Step(*plan, *k as u64),

@@ -242,9 +242,13 @@ impl PgStore {
                          ON CONFLICT (plan_id, step) DO UPDATE SET value = EXCLUDED.value",
                         &[&i64_of(p)?, &i64_of(k)?, &v],
                     ),
-                    (k, None) => {
-                        return Err(StoreError::Db(format!("cannot delete {k:?} from {t}")))
+                    (Key::Plan(id), None) => {
+                        tx.execute(&format!("DELETE FROM {t} WHERE id = $1"), &[&i64_of(id)?])
                     }
+                    (Key::Step(p, k), None) => tx.execute(
+                        "DELETE FROM steps WHERE plan_id = $1 AND step = $2",
+                        &[&i64_of(p)?, &i64_of(k)?],
+                    ),
                 }
                 .map_err(pg)?;
             }
