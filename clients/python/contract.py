@@ -2,7 +2,7 @@
 """edgeplan's gRPC contract as a Python client sees it: TLS and bearer
 tokens, every error class with its stable reason (google.rpc.ErrorInfo) and
 field paths (google.rpc.BadRequest), expected versions, a retried solve,
-WhatIf, WatchSites, and a WatchPlan reopened after a disconnect.
+WhatIf, WatchSites, and a WatchPlan resumed after a disconnect.
 
 Written from the proto and the README only. Needs `pip install grpcio
 grpcio-tools googleapis-common-protos`. Exits non-zero on the first broken
@@ -189,14 +189,23 @@ def main():
     watch = placement.WatchPlan(pb.PlanRef(plan_id=first.plan_id), timeout=120)
     opening = next(iter(watch))
     watch.cancel()  # the client's network drops
-    print(f"  first event: {pb.PlanState.Name(opening.summary.state)}; reconnecting")
+    if not opening.HasField("view") or len(opening.view.steps) != len(first.plan.steps):
+        fail("the first event of a watch should carry the whole plan")
+    seen = opening.summary.revision
+    print(f"  first event: {pb.PlanState.Name(opening.summary.state)} at revision {seen}, "
+          f"created {opening.summary.created_at.ToJsonString()}; resuming after it")
     final = None
-    for event in rpc.PlacementStub(reader).WatchPlan(pb.PlanRef(plan_id=first.plan_id), timeout=120):
+    resumed = rpc.PlacementStub(reader).WatchPlan(
+        pb.PlanRef(plan_id=first.plan_id, after_revision=seen), timeout=120)
+    for event in resumed:
+        if event.summary.revision < seen or (final is None and event.summary.revision == seen):
+            fail(f"resumed after revision {seen}, got {event.summary.revision}")
+        seen = event.summary.revision
         final = event.summary
     if final is None or final.state != pb.PLAN_STATE_SUCCEEDED:
         fail(f"the reopened watch ended at {final}")
-    print(f"  plan {final.plan_id}: {pb.PlanState.Name(final.state)}, "
-          f"{final.succeeded}/{final.steps} steps")
+    print(f"  plan {final.plan_id}: {pb.PlanState.Name(final.state)} at revision {final.revision}, "
+          f"{final.succeeded}/{final.steps} steps, updated {final.updated_at.ToJsonString()}")
     print("contract holds")
 
 

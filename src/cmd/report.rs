@@ -152,7 +152,10 @@ async fn fetch_live(
     let plan = match latest {
         Some(p) => {
             let view = placement
-                .get_plan(pb::PlanRef { plan_id: p.plan_id })
+                .get_plan(pb::PlanRef {
+                    plan_id: p.plan_id,
+                    after_revision: None,
+                })
                 .await?
                 .into_inner();
             Some(serde_json::from_str(&view.plan_json)?)

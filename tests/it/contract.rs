@@ -103,7 +103,10 @@ fn errors_carry_a_stable_reason_and_every_violation_with_its_path() {
         assert_eq!(metadata(&err, "id"), "no-such-workload");
         let err = connect(&srv.url(), PlacementClient::new)
             .await
-            .approve_plan(pb::PlanRef { plan_id: 999 })
+            .approve_plan(pb::PlanRef {
+                plan_id: 999,
+                after_revision: None,
+            })
             .await
             .unwrap_err();
         assert_eq!(
@@ -253,7 +256,7 @@ fn retried_solves_and_plan_verbs_make_no_second_plan_and_change_nothing_twice() 
         let last = plan.steps.last().unwrap().step_id;
         let skip = || pb::StepRef {
             plan_id: first.plan_id,
-            step_id: last,
+            step_id: Some(last),
         };
         let skipped = placement.skip_step(skip()).await.unwrap().into_inner();
         let skipped_again = placement.skip_step(skip()).await.unwrap().into_inner();
@@ -261,6 +264,7 @@ fn retried_solves_and_plan_verbs_make_no_second_plan_and_change_nothing_twice() 
         let approved = placement
             .approve_plan(pb::PlanRef {
                 plan_id: first.plan_id,
+                after_revision: None,
             })
             .await
             .unwrap()
@@ -272,6 +276,7 @@ fn retried_solves_and_plan_verbs_make_no_second_plan_and_change_nothing_twice() 
         let again = placement
             .approve_plan(pb::PlanRef {
                 plan_id: first.plan_id,
+                after_revision: None,
             })
             .await
             .expect("approving an approved plan is a retry, not an error")
@@ -303,6 +308,7 @@ fn retried_solves_and_plan_verbs_make_no_second_plan_and_change_nothing_twice() 
             let view = placement
                 .cancel_plan(pb::PlanRef {
                     plan_id: second.plan_id,
+                    after_revision: None,
                 })
                 .await
                 .unwrap()
@@ -636,7 +642,10 @@ fn list_calls_page_and_filter_and_only_the_newest_ended_plans_are_kept() {
         assert_eq!(listed, ids[2..].to_vec());
         assert!(all.next_page_token.is_empty());
         let err = placement
-            .get_plan(pb::PlanRef { plan_id: ids[0] })
+            .get_plan(pb::PlanRef {
+                plan_id: ids[0],
+                after_revision: None,
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
@@ -784,5 +793,115 @@ fn list_calls_page_and_filter_and_only_the_newest_ended_plans_are_kept() {
             .plans
             .len();
         assert_eq!(n, 4, "three ended and the recommended one");
+    });
+}
+
+/// Every event of a WatchPlan stream until it ends (or `stop` events).
+async fn watch(url: &str, plan_id: u64, after: Option<u64>, stop: usize) -> Vec<pb::PlanEvent> {
+    use tokio_stream::StreamExt;
+    let mut stream = connect(url, PlacementClient::new)
+        .await
+        .watch_plan(pb::PlanRef {
+            plan_id,
+            after_revision: after,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("an event within 60 s")
+    {
+        events.push(e.unwrap());
+        if events.len() == stop {
+            break;
+        }
+    }
+    events
+}
+
+#[test]
+fn a_watch_starts_with_the_whole_plan_and_resumes_from_the_last_revision_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(
+        &dir.path().join("data"),
+        &sim.url(),
+        &["--time-scale", "0.01"],
+    );
+    let inst = fleet(3);
+    rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        let url = srv.url();
+        let mut placement = connect(&url, PlacementClient::new).await;
+        let solved = placement
+            .solve(pb::SolveRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let id = solved.plan_id;
+        let n_steps = solved.plan.as_ref().unwrap().steps.len();
+        assert!(n_steps >= 2);
+        let created = solved
+            .plan
+            .unwrap()
+            .summary
+            .unwrap()
+            .created_at
+            .expect("created_at");
+        placement
+            .approve_plan(pb::PlanRef {
+                plan_id: id,
+                after_revision: None,
+            })
+            .await
+            .unwrap();
+        // Watch two events, then the network drops.
+        let seen = watch(&url, id, None, 2).await;
+        let view = seen[0]
+            .view
+            .as_ref()
+            .expect("the first event is the whole plan");
+        assert_eq!(view.steps.len(), n_steps);
+        assert!(seen[1].view.is_none());
+        let revisions = |events: &[pb::PlanEvent]| -> Vec<u64> {
+            events
+                .iter()
+                .map(|e| e.summary.as_ref().unwrap().revision)
+                .collect()
+        };
+        let before = revisions(&seen);
+        assert!(before.windows(2).all(|w| w[0] <= w[1]), "{before:?}");
+        let last = *before.last().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await; // changes happen meanwhile
+                                                              // Resume: the rest, starting from a revision after the last seen.
+        let rest = watch(&url, id, Some(last), usize::MAX).await;
+        let after = revisions(&rest);
+        assert!(after[0] > last, "{last} then {after:?}");
+        assert!(after.windows(2).all(|w| w[0] <= w[1]), "{after:?}");
+        let end = rest.last().unwrap().summary.clone().unwrap();
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32);
+        // Timestamps: created ≤ updated; each step started before it ended.
+        let updated = end.updated_at.expect("updated_at");
+        assert!((created.seconds, created.nanos) <= (updated.seconds, updated.nanos));
+        let (final_view, _) = plan_view(&url, id).await;
+        for s in &final_view.steps {
+            let (a, b) = (
+                s.started_at.expect("started_at"),
+                s.ended_at.expect("ended_at"),
+            );
+            assert!((a.seconds, a.nanos) <= (b.seconds, b.nanos), "{s:?}");
+        }
+        // Resumed at the end: nothing more; from an older revision: the
+        // whole (ended) plan, once.
+        assert!(watch(&url, id, Some(end.revision), usize::MAX)
+            .await
+            .is_empty());
+        let again = watch(&url, id, Some(last), usize::MAX).await;
+        assert_eq!(again.len(), 1);
+        assert!(again[0].view.is_some());
     });
 }

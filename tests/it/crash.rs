@@ -112,7 +112,10 @@ fn sigkill_during_ingest_and_dispatch_loses_no_acknowledged_write() {
     runtime.block_on(async {
         connect(&srv.url(), PlacementClient::new)
             .await
-            .approve_plan(pb::PlanRef { plan_id })
+            .approve_plan(pb::PlanRef {
+                plan_id,
+                after_revision: None,
+            })
             .await
             .unwrap();
     });
@@ -161,7 +164,10 @@ fn sigkill_during_ingest_and_dispatch_loses_no_acknowledged_write() {
         let running = runtime.block_on(async {
             connect(&srv.url(), PlacementClient::new)
                 .await
-                .get_plan(pb::PlanRef { plan_id })
+                .get_plan(pb::PlanRef {
+                    plan_id,
+                    after_revision: None,
+                })
                 .await
                 .map(|v| v.into_inner().summary.unwrap().state)
                 .unwrap_or_default()

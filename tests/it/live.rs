@@ -206,7 +206,10 @@ pub async fn connect<T>(url: &str, make: impl Fn(tonic::transport::Channel) -> T
 pub async fn watch_to_end(url: &str, plan_id: u64, limit: Duration) -> (pb::PlanSummary, usize) {
     let mut placement = connect(url, PlacementClient::new).await;
     let mut stream = placement
-        .watch_plan(pb::PlanRef { plan_id })
+        .watch_plan(pb::PlanRef {
+            plan_id,
+            after_revision: None,
+        })
         .await
         .expect("watch")
         .into_inner();
@@ -245,6 +248,7 @@ pub async fn solve_and_approve(url: &str) -> (u64, usize) {
     placement
         .approve_plan(pb::PlanRef {
             plan_id: solved.plan_id,
+            after_revision: None,
         })
         .await
         .unwrap();
@@ -269,7 +273,10 @@ pub async fn dry_run(url: &str) -> pb::SolveResponse {
 pub async fn plan_view(url: &str, plan_id: u64) -> (pb::PlanView, edgeplan::plan::Plan) {
     let view = connect(url, PlacementClient::new)
         .await
-        .get_plan(pb::PlanRef { plan_id })
+        .get_plan(pb::PlanRef {
+            plan_id,
+            after_revision: None,
+        })
         .await
         .unwrap()
         .into_inner();

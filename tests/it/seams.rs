@@ -128,6 +128,7 @@ fn stale_plan_an_inventory_change_supersedes_the_recommended_plan() {
             .await
             .approve_plan(pb::PlanRef {
                 plan_id: solved.plan_id,
+                after_revision: None,
             })
             .await
             .unwrap_err();
@@ -165,6 +166,7 @@ fn stale_plan_a_step_whose_replica_is_gone_fails_the_plan_before_its_call() {
             .await
             .approve_plan(pb::PlanRef {
                 plan_id: solved.plan_id,
+                after_revision: None,
             })
             .await
             .unwrap();
@@ -244,7 +246,10 @@ fn stale_plan_cancel_while_steps_run_is_cancelling_until_they_report() {
         assert!(running, "no step started");
         let view = connect(&url, PlacementClient::new)
             .await
-            .cancel_plan(pb::PlanRef { plan_id })
+            .cancel_plan(pb::PlanRef {
+                plan_id,
+                after_revision: None,
+            })
             .await
             .unwrap()
             .into_inner();

@@ -146,6 +146,7 @@ fn register_solve_approve_dispatch_to_success() {
         placement
             .approve_plan(pb::PlanRef {
                 plan_id: solved.plan_id,
+                after_revision: None,
             })
             .await
             .unwrap();
@@ -260,6 +261,7 @@ fn kill_9_mid_plan_resumes_without_running_a_step_twice() {
         placement
             .approve_plan(pb::PlanRef {
                 plan_id: solved.plan_id,
+                after_revision: None,
             })
             .await
             .unwrap();
@@ -269,6 +271,7 @@ fn kill_9_mid_plan_resumes_without_running_a_step_twice() {
             let p = placement
                 .get_plan(pb::PlanRef {
                     plan_id: solved.plan_id,
+                    after_revision: None,
                 })
                 .await
                 .unwrap()
@@ -334,6 +337,7 @@ fn a_failed_step_holds_the_rest_and_fails_the_plan() {
         placement
             .approve_plan(pb::PlanRef {
                 plan_id: solved.plan_id,
+                after_revision: None,
             })
             .await
             .unwrap();
@@ -343,6 +347,7 @@ fn a_failed_step_holds_the_rest_and_fails_the_plan() {
         let view = placement
             .get_plan(pb::PlanRef {
                 plan_id: solved.plan_id,
+                after_revision: None,
             })
             .await
             .unwrap()
@@ -563,7 +568,10 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
         // Plans: unknown id, superseded plan.
         let mut placement = connect(&srv.url(), PlacementClient::new).await;
         let err = placement
-            .get_plan(pb::PlanRef { plan_id: 999 })
+            .get_plan(pb::PlanRef {
+                plan_id: 999,
+                after_revision: None,
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
@@ -581,6 +589,7 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
         let err = placement
             .approve_plan(pb::PlanRef {
                 plan_id: first.plan_id,
+                after_revision: None,
             })
             .await
             .unwrap_err();
@@ -598,11 +607,21 @@ fn bad_input_is_rejected_with_its_code_and_changes_nothing() {
         let err = placement
             .skip_step(pb::StepRef {
                 plan_id: second.plan_id,
-                step_id: 1_000_000,
+                step_id: Some(1_000_000),
             })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
+        // An unset step id is not step 0.
+        let err = placement
+            .skip_step(pb::StepRef {
+                plan_id: second.plan_id,
+                step_id: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("step_id"), "{}", err.message());
     });
 }
 

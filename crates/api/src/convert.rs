@@ -269,7 +269,9 @@ pub fn workload_from_pb(w: pb::Workload) -> Workload {
                 weight: t.weight,
             })
             .collect(),
-        slo: w.slo.filter(|s| s.rtt_ms != 0.0).map(|s| Slo {
+        // A present Slo is an SLO (an rtt_ms of 0 is refused by validation,
+        // not read as "none"): no SLO is an absent message.
+        slo: w.slo.map(|s| Slo {
             rtt_ms: s.rtt_ms,
             percentile: s.percentile.unwrap_or(95.0),
         }),
@@ -482,7 +484,18 @@ pub fn summary_to_pb(e: &Execution) -> pb::PlanSummary {
         makespan_s: e.plan.makespan_s,
         reason: e.reason.clone(),
         inventory_version: e.inventory_version,
+        revision: e.revision,
+        created_at: timestamp(e.created_unix_s),
+        updated_at: timestamp(e.updated_unix_s),
     }
+}
+
+/// Unix seconds as a Timestamp; unset for 0 (not yet, or not recorded).
+pub fn timestamp(unix_s: f64) -> Option<prost_types::Timestamp> {
+    (unix_s > 0.0 && unix_s.is_finite()).then(|| prost_types::Timestamp {
+        seconds: unix_s.floor() as i64,
+        nanos: ((unix_s - unix_s.floor()) * 1e9).min(999_999_999.0) as i32,
+    })
 }
 
 pub fn step_to_pb(e: &Execution, step: &Step, status: &StepStatus) -> pb::StepView {
@@ -500,6 +513,8 @@ pub fn step_to_pb(e: &Execution, step: &Step, status: &StepStatus) -> pb::StepVi
         attempts: status.attempts,
         message: status.message.clone(),
         idempotency_key: e.idempotency_key(step.id),
+        started_at: timestamp(status.started_unix_s),
+        ended_at: timestamp(status.ended_unix_s),
     }
 }
 

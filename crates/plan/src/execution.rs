@@ -78,6 +78,12 @@ pub struct StepStatus {
     /// The provisioner's last word, or why the step was skipped or failed.
     #[serde(default)]
     pub message: String,
+    /// Unix seconds it was last sent to the provisioner, and its outcome
+    /// stored; 0 until then (the shell's clock: set by the dispatcher).
+    #[serde(default)]
+    pub started_unix_s: f64,
+    #[serde(default)]
+    pub ended_unix_s: f64,
 }
 
 /// A stored plan and where it is.
@@ -99,6 +105,16 @@ pub struct Execution {
     /// making another.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestKey>,
+    /// Changes made to the plan so far: every transition raises it by one,
+    /// so watchers order events and resume from the last one they saw.
+    #[serde(default)]
+    pub revision: u64,
+    /// Unix seconds the plan was stored, and its last change stored (the
+    /// shell's clock; 0 in plans from before they were kept).
+    #[serde(default)]
+    pub created_unix_s: f64,
+    #[serde(default)]
+    pub updated_unix_s: f64,
 }
 
 /// A client's idempotency key for a request, with a digest of what it asked.
@@ -147,6 +163,8 @@ impl Execution {
                 state: StepState::Pending,
                 attempts: 0,
                 message: String::new(),
+                started_unix_s: 0.0,
+                ended_unix_s: 0.0,
             })
             .collect();
         Execution {
@@ -158,6 +176,9 @@ impl Execution {
             inventory_version,
             error: String::new(),
             request: None,
+            revision: 0,
+            created_unix_s: 0.0,
+            updated_unix_s: 0.0,
         }
     }
 
@@ -201,6 +222,7 @@ impl Execution {
         }
         self.state = PlanState::Approved;
         self.settle();
+        self.revision += 1;
         Ok(())
     }
 
@@ -232,6 +254,7 @@ impl Execution {
             return Err(self.refuse("supersede"));
         }
         self.state = PlanState::Superseded;
+        self.revision += 1;
         Ok(())
     }
 
@@ -246,6 +269,7 @@ impl Execution {
         } else {
             PlanState::Cancelled
         };
+        self.revision += 1;
         Ok(())
     }
 
@@ -317,6 +341,7 @@ impl Execution {
         }
         skipped.sort_unstable();
         self.settle();
+        self.revision += 1;
         Ok(skipped)
     }
 
@@ -405,6 +430,7 @@ impl Execution {
         let st = &mut self.steps[step];
         st.state = StepState::Running;
         st.attempts += 1;
+        self.revision += 1;
         Ok(())
     }
 
@@ -431,6 +457,7 @@ impl Execution {
             );
         }
         self.settle();
+        self.revision += 1;
         Ok(())
     }
 
@@ -438,6 +465,7 @@ impl Execution {
     pub fn retry(&mut self, step: usize) -> Result<(), TransitionError> {
         self.expect(step, StepState::Running, "retry")?;
         self.steps[step].attempts += 1;
+        self.revision += 1;
         Ok(())
     }
 
@@ -464,6 +492,7 @@ impl Execution {
             );
         }
         self.settle();
+        self.revision += 1;
         Ok(())
     }
 

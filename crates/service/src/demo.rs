@@ -290,7 +290,10 @@ async fn story(
                         ),
                     );
                     placement
-                        .approve_plan(pb::PlanRef { plan_id: r.plan_id })
+                        .approve_plan(pb::PlanRef {
+                            plan_id: r.plan_id,
+                            after_revision: None,
+                        })
                         .await?;
                 }
                 Err(e) => say(t0, format!("solve refused: {}", e.message())),
@@ -390,7 +393,10 @@ async fn story(
         for p in &plans {
             if seen.insert(p.plan_id) {
                 let view = placement
-                    .get_plan(pb::PlanRef { plan_id: p.plan_id })
+                    .get_plan(pb::PlanRef {
+                        plan_id: p.plan_id,
+                        after_revision: None,
+                    })
                     .await?
                     .into_inner();
                 say(
@@ -517,7 +523,10 @@ async fn story(
     let plan = match last {
         Some(p) => {
             let view = placement
-                .get_plan(pb::PlanRef { plan_id: p.plan_id })
+                .get_plan(pb::PlanRef {
+                    plan_id: p.plan_id,
+                    after_revision: None,
+                })
                 .await?
                 .into_inner();
             Some(serde_json::from_str::<edgeplan_plan::plan::Plan>(

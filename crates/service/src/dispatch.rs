@@ -128,6 +128,7 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
         if can_start {
             for k in orphans {
                 if e.retry(k).is_ok() {
+                    e.steps[k].started_unix_s = super::now_s();
                     changed.push(k);
                 }
             }
@@ -149,12 +150,14 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
                     match preconditions.check(&running, &e.plan.steps[k]) {
                         Ok(()) => {
                             if e.start(k).is_ok() {
+                                e.steps[k].started_unix_s = super::now_s();
                                 changed.push(k);
                             }
                         }
                         Err(why) => {
                             tracing::warn!(plan = e.id, step = k, "precondition failed: {why}");
                             if e.fail_precondition(k, why).is_ok() {
+                                e.steps[k].ended_unix_s = super::now_s();
                                 refused.push(k);
                             }
                             break; // a failure holds the rest of the plan
@@ -193,6 +196,7 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
             });
         }
         changed.extend(refused);
+        e.updated_unix_s = super::now_s();
         updated.push((e, changed));
         if active {
             break;
@@ -304,6 +308,9 @@ fn record(shared: &Shared, done: Done) {
         tracing::warn!("ignoring a step outcome: {e}");
         return;
     }
+    let now = super::now_s();
+    exec.steps[done.step].ended_unix_s = now;
+    exec.updated_unix_s = now;
     let step = exec.plan.steps[done.step].clone();
     let mut workload = None;
     if done.succeeded {

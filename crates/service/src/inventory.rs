@@ -103,6 +103,7 @@ fn change(
         if old.state == PlanState::Recommended {
             let mut o = old.clone();
             o.supersede().map_err(errors::internal)?;
+            o.updated_unix_s = super::now_s();
             o.error = format!("superseded: the inventory changed (version {version})");
             superseded.push(o);
         }

@@ -222,6 +222,8 @@ pub fn propose_from(
     let id = state.next_plan_id();
     let mut exec = Execution::new(id, plan, reason.into(), view.version);
     exec.request = request.clone();
+    exec.created_unix_s = now_s();
+    exec.updated_unix_s = exec.created_unix_s;
     if auto_approve {
         exec.approve().map_err(errors::internal)?;
     }
@@ -230,6 +232,7 @@ pub fn propose_from(
         if matches!(old.state, PlanState::Recommended | PlanState::Approved) {
             let mut o = old.clone();
             o.supersede().map_err(errors::internal)?;
+            o.updated_unix_s = now_s();
             superseded.push(o);
         }
     }
@@ -329,6 +332,7 @@ fn with_plan(
         return Ok(convert::plan_to_pb(&exec));
     }
     let steps = verb(&mut exec, &state).map_err(refused)?;
+    exec.updated_unix_s = now_s();
     let mut ops = vec![Op::PlanState(&exec)];
     ops.extend(steps.iter().map(|&k| Op::Step(id, k, &exec.steps[k])));
     shared
@@ -527,7 +531,10 @@ impl pb::placement_server::Placement for PlacementApi {
         let r = req.into_inner();
         let shared = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            let step = r.step_id as usize;
+            let step = r
+                .step_id
+                .ok_or_else(|| errors::field("step_id", "required (step ids start at 0)"))?
+                as usize;
             let skipped = |e: &Execution| {
                 e.steps
                     .get(step)
@@ -599,7 +606,8 @@ impl pb::placement_server::Placement for PlacementApi {
         &self,
         req: Request<pb::PlanRef>,
     ) -> Result<Response<Self::WatchPlanStream>, Status> {
-        let id = req.into_inner().plan_id;
+        let r = req.into_inner();
+        let id = r.plan_id;
         // Subscribe before the snapshot so no change falls between them.
         let mut changes = self.0.plan_changes.subscribe();
         let first = {
@@ -607,10 +615,18 @@ impl pb::placement_server::Placement for PlacementApi {
             let exec = state.plans.get(&id).ok_or_else(|| {
                 errors::not_found("plan", id, format!("plan {id} does not exist"))
             })?;
-            pb::PlanEvent {
+            // A resume from the revision the plan is at: nothing was
+            // missed, the stream goes on with the next change.
+            let up_to_date = r.after_revision == Some(exec.revision);
+            if up_to_date && exec.state.is_terminal() {
+                // Ended, and the caller saw its last change: nothing follows.
+                return Ok(Response::new(Box::pin(tokio_stream::empty())));
+            }
+            (!up_to_date).then(|| pb::PlanEvent {
                 summary: Some(convert::summary_to_pb(exec)),
                 step: None,
-            }
+                view: Some(convert::plan_to_pb(exec)),
+            })
         };
         let shared = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -628,9 +644,11 @@ impl pb::placement_server::Placement for PlacementApi {
                     })
                 })
             };
-            let finished = done(&first);
-            if tx.send(Ok(first)).await.is_err() || finished {
-                return;
+            if let Some(first) = first {
+                let finished = done(&first);
+                if tx.send(Ok(first)).await.is_err() || finished {
+                    return;
+                }
             }
             loop {
                 let step = match changes.recv().await {
@@ -654,6 +672,7 @@ impl pb::placement_server::Placement for PlacementApi {
                                 exec.steps.get(k)?,
                             ))
                         }),
+                        view: None,
                     }
                 };
                 let finished = done(&event);

@@ -64,6 +64,12 @@ struct PlanMeta {
     error: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     request: Option<edgeplan_plan::execution::RequestKey>,
+    #[serde(default)]
+    revision: u64,
+    #[serde(default)]
+    created_unix_s: f64,
+    #[serde(default)]
+    updated_unix_s: f64,
 }
 
 /// One write: applied together with the others of a [`Store::commit`].
@@ -339,6 +345,9 @@ fn rows(ops: &[Op<'_>]) -> Result<Vec<Row>, StoreError> {
             inventory_version: e.inventory_version,
             error: e.error.clone(),
             request: e.request.clone(),
+            revision: e.revision,
+            created_unix_s: e.created_unix_s,
+            updated_unix_s: e.updated_unix_s,
         };
         Ok(row(Table::PlanMeta, Key::Plan(e.id), Some(json(&m)?)))
     };
@@ -455,6 +464,9 @@ fn loaded(mut raw: Raw) -> Result<Loaded, StoreError> {
             inventory_version: m.inventory_version,
             error: m.error,
             request: m.request,
+            revision: m.revision,
+            created_unix_s: m.created_unix_s,
+            updated_unix_s: m.updated_unix_s,
         });
     }
     Ok(Loaded {
