@@ -22,6 +22,7 @@ fuzz:
 
 lint: deps
 	python3 scripts/structure.py
+	scripts/proto_check.sh
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
