@@ -160,6 +160,38 @@ def main():
     expect_error(lambda: placement.Solve(pb.SolveRequest(request_id="py-1", seed=2), timeout=120),
                  "ALREADY_EXISTS", "REQUEST_ID_REUSED")
 
+    print("paging:")
+    for i in range(2, 5):  # more plans: each supersedes the one before
+        placement.Solve(pb.SolveRequest(request_id=f"py-{i}", deterministic=True, seed=i), timeout=120)
+    pages, token = [], ""
+    while True:
+        page = placement.ListPlans(pb.ListPlansRequest(page_size=2, page_token=token))
+        pages.append([p.plan_id for p in page.plans])
+        token = page.next_page_token
+        if not token:
+            break
+    listed = [i for p in pages for i in p]
+    if len(pages) != 2 or listed != sorted(listed) or len(listed) != 4:
+        fail(f"pages of two: {pages}")
+    superseded = placement.ListPlans(pb.ListPlansRequest(states=[pb.PLAN_STATE_SUPERSEDED]))
+    if len(superseded.plans) != 3:
+        fail(f"three superseded plans, listed {[p.plan_id for p in superseded.plans]}")
+    entities, token, n_pages = 0, "", 0
+    while True:
+        snap = inventory.GetInventory(pb.GetInventoryRequest(page_size=5, page_token=token))
+        n_pages += 1
+        entities += len(snap.sites) + len(snap.links) + len(snap.regions) + len(snap.workloads)
+        token = snap.next_page_token
+        if not token:
+            break
+    whole = inventory.GetInventory(pb.GetInventoryRequest())
+    if entities != len(whole.sites) + len(whole.links) + len(whole.regions) + len(whole.workloads):
+        fail(f"paged inventory holds {entities} entities")
+    expect_error(lambda: placement.ListPlans(pb.ListPlansRequest(page_token="not-a-token")),
+                 "INVALID_ARGUMENT", "INVALID_FIELD")
+    print(f"  plans in pages of two: {pages}; inventory: {entities} entities in {n_pages} pages of 5")
+    latest = max(listed)
+
     print("what-if:")
     a, b = sites[0].id, sites[1].id
     doc = (f"base: live\ntime_limit_s: 5\nscenarios:\n"
@@ -173,6 +205,20 @@ def main():
     expect_error(lambda: list(placement.WhatIf(pb.WhatIfRequest(scenarios="base: live\ngap: 2\n"))),
                  "INVALID_ARGUMENT", "INVALID_FIELD")
 
+    print("ingest with an ack per batch, one batch resent:")
+    now = time.time()
+    readings = [pb.Reading(device_id=f"{site.id}/outside", site=site.id,
+                           device_type=pb.DEVICE_TYPE_TEMPERATURE, placement=pb.DEVICE_PLACEMENT_OUTSIDE,
+                           unit="C", value=21.0, timestamp_s=now) for site in sites]
+    sent = [pb.IngestBatch(batch_id=bid, batch=pb.ReadingBatch(readings=readings))
+            for bid in ("py-gw/1", "py-gw/2", "py-gw/1")]
+    acks = list(telemetry.IngestAcked(iter(sent), timeout=60))
+    if [a.batch_id for a in acks] != ["py-gw/1", "py-gw/2", "py-gw/1"]:
+        fail(f"acks {[a.batch_id for a in acks]}")
+    if acks[0].accepted != len(sites) or acks[0].duplicate or not acks[2].duplicate:
+        fail(f"acks: {acks}")
+    print(f"  {[(a.batch_id, a.accepted, a.duplicate) for a in acks]}")
+
     print("watch sites:")
     stream = rpc.TelemetryStub(reader).WatchSites(pb.WatchSitesRequest(interval_ms=100), timeout=30)
     seen = next(iter(stream))
@@ -184,19 +230,19 @@ def main():
                  "NOT_FOUND", "NOT_FOUND")
 
     print("approve twice, then watch; drop the watch and reopen it:")
-    placement.ApprovePlan(pb.PlanRef(plan_id=first.plan_id))
-    placement.ApprovePlan(pb.PlanRef(plan_id=first.plan_id))  # a retry: no error
-    watch = placement.WatchPlan(pb.PlanRef(plan_id=first.plan_id), timeout=120)
+    placement.ApprovePlan(pb.PlanRef(plan_id=latest))
+    placement.ApprovePlan(pb.PlanRef(plan_id=latest))  # a retry: no error
+    watch = placement.WatchPlan(pb.PlanRef(plan_id=latest), timeout=120)
     opening = next(iter(watch))
     watch.cancel()  # the client's network drops
-    if not opening.HasField("view") or len(opening.view.steps) != len(first.plan.steps):
+    if not opening.HasField("view") or opening.view.summary.plan_id != latest:
         fail("the first event of a watch should carry the whole plan")
     seen = opening.summary.revision
     print(f"  first event: {pb.PlanState.Name(opening.summary.state)} at revision {seen}, "
           f"created {opening.summary.created_at.ToJsonString()}; resuming after it")
     final = None
     resumed = rpc.PlacementStub(reader).WatchPlan(
-        pb.PlanRef(plan_id=first.plan_id, after_revision=seen), timeout=120)
+        pb.PlanRef(plan_id=latest, after_revision=seen), timeout=120)
     for event in resumed:
         if event.summary.revision < seen or (final is None and event.summary.revision == seen):
             fail(f"resumed after revision {seen}, got {event.summary.revision}")

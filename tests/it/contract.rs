@@ -905,3 +905,303 @@ fn a_watch_starts_with_the_whole_plan_and_resumes_from_the_last_revision_seen() 
         assert!(again[0].view.is_some());
     });
 }
+
+/// `clients/python/provisioner.py`, started on a free loopback port.
+struct PyProvisioner {
+    child: std::process::Child,
+    url: String,
+}
+
+impl PyProvisioner {
+    fn start(journal: &std::path::Path, extra: &[&str]) -> PyProvisioner {
+        use std::io::BufRead;
+        let root = env!("CARGO_MANIFEST_DIR");
+        let mut child = std::process::Command::new("python3")
+            .arg(format!("{root}/clients/python/provisioner.py"))
+            .args(["--listen", "127.0.0.1:0", "--journal"])
+            .arg(journal)
+            .args(["--proto-dir", &format!("{root}/proto")])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the Python provisioner");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the Python provisioner said {line:?}"))
+            .to_string();
+        PyProvisioner {
+            child,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for PyProvisioner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The journal's lines: (idempotency key, outcome number).
+fn py_journal(path: &std::path::Path) -> Vec<(String, i64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["key"].as_str().unwrap().to_string(),
+                v["outcome"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_python_provisioner_runs_a_whole_plan_once_per_step_through_errors_and_failures() {
+    python_with_grpc();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("steps.jsonl");
+    // Every third call answers UNAVAILABLE before executing: edgeplan retries.
+    let py = PyProvisioner::start(&journal, &["--unavailable-every", "3"]);
+    let srv = server(
+        &dir.path().join("data"),
+        &py.url,
+        &["--time-scale", "0.002"],
+    );
+    let inst = fleet(3);
+    let url = srv.url();
+    rt().block_on(async {
+        push_instance(&Connect::plain(&url), &inst).await.unwrap();
+        let (plan_id, steps) = solve_and_approve(&url).await;
+        assert!(steps >= 2);
+        let (end, _) = watch_to_end(&url, plan_id, Duration::from_secs(120)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+        let (view, _) = plan_view(&url, plan_id).await;
+        let done = py_journal(&journal);
+        // Each step ran exactly once, under its own key, and succeeded.
+        assert_eq!(done.len(), steps, "{done:?}");
+        for s in &view.steps {
+            let runs: Vec<_> = done
+                .iter()
+                .filter(|(k, _)| *k == s.idempotency_key)
+                .collect();
+            assert_eq!(runs.len(), 1, "step {} ran {} times", s.step_id, runs.len());
+            assert!(
+                s.message.starts_with("python provisioner:"),
+                "{}",
+                s.message
+            );
+        }
+        // Some calls were answered UNAVAILABLE and retried (edgeplan's log).
+        let retried = srv
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("step call failed") && l.contains("python provisioner: busy"))
+            .count();
+        assert!(retried > 0, "no call was refused and retried");
+    });
+    // The provisioner restarts refusing every step: the next plan fails
+    // with its word, and the journal (read back) still has the first plan.
+    drop(py);
+    let py = PyProvisioner::start(&journal, &["--fail-all"]);
+    drop(srv);
+    let srv = server(
+        &dir.path().join("data"),
+        &py.url,
+        &["--time-scale", "0.002"],
+    );
+    let url = srv.url();
+    rt().block_on(async {
+        let mut w = edgeplan::api::convert::workload_to_pb(&inst.workloads[0]);
+        w.replicas += 1;
+        connect(&url, InventoryClient::new)
+            .await
+            .upsert_workloads(pb::UpsertWorkloadsRequest {
+                workloads: vec![w],
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+        let (plan_id, _) = solve_and_approve(&url).await;
+        let (end, _) = watch_to_end(&url, plan_id, Duration::from_secs(120)).await;
+        assert_eq!(end.state, pb::PlanState::Failed as i32, "{end:?}");
+        let (view, _) = plan_view(&url, plan_id).await;
+        assert!(
+            view.error.contains("refused by configuration"),
+            "{}",
+            view.error
+        );
+    });
+}
+
+/// Send `batches` on one `IngestAcked` stream; the acks, in order.
+async fn ingest_acked(url: &str, batches: Vec<(&str, pb::ReadingBatch)>) -> Vec<pb::IngestAck> {
+    use edgeplan::api::pb::telemetry_client::TelemetryClient;
+    use tokio_stream::StreamExt;
+    let items: Vec<pb::IngestBatch> = batches
+        .into_iter()
+        .map(|(id, b)| pb::IngestBatch {
+            batch_id: id.into(),
+            batch: Some(b),
+        })
+        .collect();
+    let n = items.len();
+    let mut acks = connect(url, TelemetryClient::new)
+        .await
+        .ingest_acked(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(a) = acks.next().await {
+        out.push(a.unwrap());
+    }
+    assert_eq!(out.len(), n, "one ack per batch: {out:?}");
+    out
+}
+
+async fn accepted(url: &str) -> u64 {
+    use edgeplan::api::pb::telemetry_client::TelemetryClient;
+    connect(url, TelemetryClient::new)
+        .await
+        .stats(pb::TelemetryStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .accepted
+}
+
+/// The acks of the scenario both stores go through: a batch, a bad id, an
+/// oversize batch, one with a stray reading, and the first one resent.
+async fn ack_scenario(url: &str, inst: &edgeplan::instance::Instance) {
+    let n_sites = inst.sites.len() as u64;
+    let good = ambient_batch(inst, now_s(), None);
+    let mut big = good.clone();
+    while big.readings.len() <= 8 {
+        big.readings.extend(good.readings.clone());
+    }
+    let mut stray = ambient_batch(inst, now_s(), None);
+    stray.readings[0].site = "nowhere".into();
+    let acks = ingest_acked(
+        url,
+        vec![
+            ("gw-1/1", good.clone()),
+            ("", good.clone()),
+            ("gw-1/2", big),
+            ("gw-1/3", stray),
+            ("gw-1/1", good.clone()),
+        ],
+    )
+    .await;
+    let ids: Vec<&str> = acks.iter().map(|a| a.batch_id.as_str()).collect();
+    assert_eq!(ids, ["gw-1/1", "", "gw-1/2", "gw-1/3", "gw-1/1"]);
+    assert_eq!((acks[0].accepted, acks[0].duplicate), (n_sites, false));
+    assert_eq!(acks[1].error_reason, "INVALID_FIELD");
+    assert!(acks[1].error.contains("batch_id"), "{}", acks[1].error);
+    assert_eq!(acks[2].error_reason, "INVALID_FIELD");
+    assert!(acks[2].error.contains("at most 8"), "{}", acks[2].error);
+    assert_eq!(acks[2].accepted, 0);
+    assert_eq!((acks[3].accepted, acks[3].rejected), (n_sites - 1, 1));
+    assert_eq!(acks[3].examples[0].device_id, stray_device(inst));
+    assert!(acks[4].duplicate && acks[4].accepted == 0, "{:?}", acks[4]);
+    // Acked means applied: the stats count each batch once.
+    assert_eq!(accepted(url).await, 2 * n_sites - 1);
+}
+
+fn stray_device(inst: &edgeplan::instance::Instance) -> String {
+    format!("{}/outside", inst.sites[0].id)
+}
+
+#[test]
+fn ingest_acked_acks_each_batch_once_durable_and_never_applies_a_resent_one_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(&config, "max_batch_readings: 8\n").unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let inst = fleet(3);
+    let srv = server(&data, &sim.url(), &args);
+    rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        ack_scenario(&srv.url(), &inst).await;
+    });
+    // After a restart the ids are still known: a resend changes nothing.
+    drop(srv);
+    let srv = server(&data, &sim.url(), &args);
+    rt().block_on(async {
+        let before = accepted(&srv.url()).await;
+        let acks = ingest_acked(
+            &srv.url(),
+            vec![("gw-1/3", ambient_batch(&inst, now_s(), None))],
+        )
+        .await;
+        assert!(acks[0].duplicate, "{acks:?}");
+        assert_eq!(accepted(&srv.url()).await, before);
+    });
+}
+
+#[test]
+fn ingest_acked_in_cluster_mode_dedupes_through_the_shared_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = pg_db();
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(&config, "max_batch_readings: 8\n").unwrap();
+    let start = |id: &str| {
+        let data = dir.path().join(id);
+        Proc::start(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+            "--store",
+            &db.url,
+            "--replica-id",
+            id,
+        ])
+    };
+    let (a, b) = (start("r1"), start("r2"));
+    let inst = fleet(3);
+    rt().block_on(async {
+        push_instance(&Connect::plain(&a.url()), &inst)
+            .await
+            .unwrap();
+        // Wait until the other replica follows the inventory.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let snap = connect(&b.url(), InventoryClient::new)
+                .await
+                .get_inventory(pb::GetInventoryRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            if snap.workloads.len() == inst.workloads.len() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "r2 never saw the inventory");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ack_scenario(&a.url(), &inst).await;
+        // The same batch resent to the other replica (the client failed over).
+        let acks = ingest_acked(
+            &b.url(),
+            vec![("gw-1/1", ambient_batch(&inst, now_s(), None))],
+        )
+        .await;
+        assert!(acks[0].duplicate, "{acks:?}");
+    });
+}

@@ -222,3 +222,57 @@ fn a_provisioner_that_dies_mid_step_is_not_asked_to_run_it_twice() {
     // The step whose answer was lost was called again and answered from the journal.
     assert!(calls_per_key(&calls).values().any(|&n| n >= 2));
 }
+
+#[test]
+fn a_step_sticks_to_its_provisioner_through_timeouts_and_a_dead_endpoint_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ja, jb) = (dir.path().join("a.tsv"), dir.path().join("b.tsv"));
+    // Two provisioners with journals of their own that often run a step and
+    // never answer: a retry sent elsewhere would run it a second time.
+    let a = sim(&ja, &["--seed", "1", "--timeout-rate", "0.3"]);
+    let b = sim(&jb, &["--seed", "2", "--timeout-rate", "0.3"]);
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(
+        &config,
+        "dispatch: { timeout_factor: 2, timeout_slack_s: 0.5, max_attempts: 8, \
+         backoff_initial_ms: 20, time_scale: 0.002 }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    // The first endpoint has nothing listening.
+    let srv = Proc::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--provisioner",
+        "http://127.0.0.1:1",
+        "--provisioner",
+        &a.url(),
+        "--provisioner",
+        &b.url(),
+    ]);
+    let url = srv.url();
+    let inst = fleet(5);
+    rt().block_on(async {
+        push_instance(&Connect::plain(&url), &inst).await.unwrap();
+        let (plan_id, steps) = solve_and_approve(&url).await;
+        let (end, _) = watch_to_end(&url, plan_id, Duration::from_secs(120)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+        let (ran_a, ran_b) = (journal_counts(&ja), journal_counts(&jb));
+        for (key, n) in ran_a.iter().chain(&ran_b) {
+            assert_eq!(*n, 1, "{key} ran {n} times on one provisioner");
+        }
+        let both: Vec<&String> = ran_a.keys().filter(|k| ran_b.contains_key(*k)).collect();
+        assert!(both.is_empty(), "steps run on both provisioners: {both:?}");
+        assert_eq!(ran_a.len() + ran_b.len(), steps);
+        eprintln!(
+            "{steps} steps: {} on a, {} on b, none twice",
+            ran_a.len(),
+            ran_b.len()
+        );
+    });
+}

@@ -88,7 +88,7 @@ pub fn need_for(path: &str) -> Need {
         ("grpc.health.v1.Health", _) => Need::Open,
         (s, _) if s.starts_with("grpc.reflection.") => Need::Read,
         ("edgeplan.v1.Inventory", "GetInventory") => Need::Read,
-        ("edgeplan.v1.Telemetry", "Ingest") => Need::Telemetry,
+        ("edgeplan.v1.Telemetry", "Ingest" | "IngestAcked") => Need::Telemetry,
         ("edgeplan.v1.Telemetry", "WatchSites" | "Stats") => Need::Read,
         ("edgeplan.v1.Placement", "GetPlan" | "ListPlans" | "WatchPlan" | "Replica") => Need::Read,
         (

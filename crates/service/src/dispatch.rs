@@ -233,6 +233,21 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
     out
 }
 
+/// The endpoint a step's key belongs to (FNV-1a: the same on every
+/// replica and after restarts).
+fn home(key: &str, endpoints: usize) -> usize {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (hash % endpoints.max(1) as u64) as usize
+}
+
+/// A call that never reached a provisioner: the connection failed, so no
+/// answer came with headers (a provisioner's own UNAVAILABLE carries them).
+fn unreachable(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable && status.metadata().is_empty()
+}
+
 /// Call the provisioners for one step until an outcome, or give up.
 async fn call(
     clients: Vec<ProvisionerClient<Channel>>,
@@ -241,8 +256,14 @@ async fn call(
 ) -> Done {
     let mut backoff = Duration::from_millis(cfg.backoff_initial_ms.max(1));
     let mut last = String::new();
+    // Sticky: every attempt of a step goes to its key's home provisioner;
+    // the next endpoint is tried only when the home could not be reached
+    // at all (the call never left). A timeout or an error the provisioner
+    // answered stays home, where the key's journal is: a step runs on one
+    // provisioner at most, with no journal shared between them.
+    let mut at = home(&l.request.idempotency_key, clients.len());
     for attempt in 0..cfg.max_attempts.max(1) {
-        let mut client = clients[attempt as usize % clients.len()].clone();
+        let mut client = clients[at].clone();
         let mut req = tonic::Request::new(l.request.clone());
         req.set_timeout(l.timeout);
         match tokio::time::timeout(l.timeout, client.execute(req)).await {
@@ -267,6 +288,9 @@ async fn call(
             }
             Ok(Err(status)) => {
                 last = format!("{:?}: {}", status.code(), status.message());
+                if unreachable(&status) {
+                    at = (at + 1) % clients.len();
+                }
                 if !matches!(
                     status.code(),
                     Code::Unavailable

@@ -141,7 +141,7 @@ pub async fn intake(
     let deadline = tokio::time::Instant::now() + LOG_WAIT;
     loop {
         if let Some(tallies) = shared.cluster.take_tallies(&seqs) {
-            debug_assert_eq!(tallies.len(), n);
+            debug_assert_eq!(tallies.len(), seqs.len()); // a deduplicated entry has none
             return Ok(tallies);
         }
         if tokio::time::Instant::now() > deadline {
@@ -236,6 +236,69 @@ impl Pace {
 }
 
 type SiteStream = Pin<Box<dyn Stream<Item = Result<pb::SiteStates, Status>> + Send>>;
+type AckStream = Pin<Box<dyn Stream<Item = Result<pb::IngestAck, Status>> + Send>>;
+
+/// One batch of `IngestAcked`: refused whole, a duplicate, or taken and
+/// durable — its ack. Only a store that cannot be written ends the stream.
+async fn acked(
+    shared: &Arc<Shared>,
+    batch_id: String,
+    batch: pb::ReadingBatch,
+) -> Result<pb::IngestAck, Status> {
+    let refuse = |why: String| pb::IngestAck {
+        batch_id: batch_id.clone(),
+        error_reason: Reason::InvalidField.as_str().into(),
+        error: why,
+        ..Default::default()
+    };
+    if batch_id.is_empty() || batch_id.chars().count() > 128 {
+        return Ok(refuse("batch_id: must be 1 to 128 characters".into()));
+    }
+    let max = shared.config.max_batch_readings;
+    if batch.readings.len() > max {
+        return Ok(refuse(format!(
+            "readings: {} readings, at most {max} per batch",
+            batch.readings.len()
+        )));
+    }
+    let tally = if shared.store.is_cluster() {
+        // The shared log drops an entry whose key it has logged before.
+        let key = format!("grpc/{batch_id}");
+        intake(shared, vec![(Some(key), batch)], true).await?.pop()
+    } else {
+        let s = shared.clone();
+        let id = batch_id.clone();
+        let tally = tokio::task::spawn_blocking(move || {
+            let mut hub = s.telemetry();
+            if !hub.state.first_time(&id) {
+                return None;
+            }
+            let mut tally = Tally::default();
+            take_batch(&mut hub, 0, batch, &mut tally, super::now_s());
+            hub.dirty = true; // the id is state to keep, even if no reading was
+            Some(tally)
+        })
+        .await
+        .map_err(errors::internal)?;
+        intake(shared, Vec::new(), false).await?; // durable before the ack
+        tally
+    };
+    Ok(match tally {
+        None => pb::IngestAck {
+            batch_id,
+            duplicate: true,
+            ..Default::default()
+        },
+        Some(t) => pb::IngestAck {
+            batch_id,
+            accepted: t.accepted,
+            rejected: t.rejected,
+            rejected_by_reason: t.by_reason.into_iter().collect(),
+            examples: t.examples,
+            ..Default::default()
+        },
+    })
+}
 
 #[tonic::async_trait]
 impl pb::telemetry_server::Telemetry for TelemetryApi {
@@ -299,6 +362,54 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
             examples: tally.examples,
             batches: tally.batches,
         }))
+    }
+
+    type IngestAckedStream = AckStream;
+
+    async fn ingest_acked(
+        &self,
+        req: Request<Streaming<pb::IngestBatch>>,
+    ) -> Result<Response<Self::IngestAckedStream>, Status> {
+        let permit = self
+            .0
+            .ingest_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| {
+                errors::error(
+                    Reason::Limit,
+                    format!(
+                        "{} ingest streams are open, the most this server takes",
+                        self.0.config.max_ingest_streams
+                    ),
+                )
+            })?;
+        let mut stream = req.into_inner();
+        let shared = self.0.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut pace = Pace::new(shared.config.max_ingest_readings_per_s);
+            loop {
+                let item = match stream.message().await {
+                    Ok(Some(item)) => item,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                };
+                let batch = item.batch.unwrap_or_default();
+                pace.wait(batch.readings.len()).await;
+                let ack = acked(&shared, item.batch_id, batch).await;
+                if tx.send(ack).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn stats(

@@ -344,6 +344,37 @@ pub struct TelemetryState {
     /// Site → recent (utilisation, site IT kW) pairs.
     #[serde(skip)]
     pub power_pairs: FxHashMap<String, VecDeque<(f64, f64)>>,
+    /// Client batch ids taken lately, oldest first (the newest
+    /// [`BATCH_IDS_KEPT`]): a batch sent again after a lost acknowledgement
+    /// is recognised and not applied twice.
+    #[serde(default)]
+    batch_ids: VecDeque<String>,
+    #[serde(skip)]
+    batch_id_set: rustc_hash::FxHashSet<String>,
+}
+
+/// Batch ids remembered for deduplication (about 40 bytes each).
+pub const BATCH_IDS_KEPT: usize = 100_000;
+
+impl TelemetryState {
+    /// Remember a client's batch id; false when it was taken before (within
+    /// the last [`BATCH_IDS_KEPT`]), so the batch must not be applied again.
+    pub fn first_time(&mut self, batch_id: &str) -> bool {
+        if self.batch_id_set.len() != self.batch_ids.len() {
+            self.batch_id_set = self.batch_ids.iter().cloned().collect();
+        }
+        if self.batch_id_set.contains(batch_id) {
+            return false;
+        }
+        if self.batch_ids.len() == BATCH_IDS_KEPT {
+            if let Some(old) = self.batch_ids.pop_front() {
+                self.batch_id_set.remove(&old);
+            }
+        }
+        self.batch_ids.push_back(batch_id.to_string());
+        self.batch_id_set.insert(batch_id.to_string());
+        true
+    }
 }
 
 /// The value under `key`, created on first use (no key allocated after that).
@@ -727,5 +758,28 @@ impl TelemetryState {
             .collect();
         v.sort();
         v
+    }
+}
+
+#[cfg(test)]
+mod batch_id_tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_id_is_taken_once_survives_a_restart_and_is_forgotten_only_when_old() {
+        let mut state = TelemetryState::default();
+        assert!(state.first_time("gw-1/1"));
+        assert!(!state.first_time("gw-1/1"));
+        // Written and read back (a restart): still known.
+        let back: TelemetryState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        let mut state = back;
+        assert!(!state.first_time("gw-1/1"));
+        for i in 0..BATCH_IDS_KEPT {
+            assert!(state.first_time(&format!("gw-2/{i}")));
+        }
+        // The oldest fell out of the window; the newest are still known.
+        assert!(state.first_time("gw-1/1"));
+        assert!(!state.first_time(&format!("gw-2/{}", BATCH_IDS_KEPT - 1)));
     }
 }
