@@ -62,12 +62,14 @@ fn fleet() -> (Instance, Placement) {
             energy: EnergySpec {
                 price_per_kwh: Price::Flat(0.1 + (i % 7) as f64 * 0.02),
                 carbon_g_per_kwh: 300.0,
+                series_start_unix_s: None,
             },
             ambient: AmbientSpec {
                 current_c: 15.0 + (i % 10) as f64,
                 forecast_c: Vec::new(),
                 dew_point_c: None,
                 humidity_pct: None,
+                forecast_start_unix_s: None,
             },
         })
         .collect();

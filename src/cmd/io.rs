@@ -34,10 +34,27 @@ pub fn load(path: &Path) -> Result<Instance> {
     Ok(load_problem(path)?.0)
 }
 
-/// Parse, validate, and the problem validation built (built once).
+/// Parse, validate, and the problem validation built (built once). Series
+/// anchored to a start time are read at this machine's clock, as the
+/// service reads them at each solve.
 pub fn load_problem(path: &Path) -> Result<(Instance, Problem)> {
-    let inst = instance::parse(&read(path)?, Format::from_path(path))
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    load_checked(path, Some(now_s))
+}
+
+/// [`load`] keeping anchored series as written (to hand them on: `push`).
+pub fn load_as_written(path: &Path) -> Result<Instance> {
+    Ok(load_checked(path, None)?.0)
+}
+
+fn load_checked(path: &Path, read_at_s: Option<f64>) -> Result<(Instance, Problem)> {
+    let mut inst = instance::parse(&read(path)?, Format::from_path(path))
         .with_context(|| format!("{} is not a valid instance", path.display()))?;
+    if let Some(now_s) = read_at_s {
+        inst.read_at(now_s);
+    }
     match validate_and_build(&inst) {
         Ok(problem) => Ok((inst, problem)),
         Err(issues) => {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::io::load;
+use super::io::load_as_written;
 use super::runtime::runtime;
 use super::server_args::ServerArgs;
 
@@ -29,7 +29,7 @@ pub fn run(args: Args) -> Result<()> {
         observed,
         auth,
     } = args;
-    let inst = load(&instance)?;
+    let inst = load_as_written(&instance)?;
     let connect = auth.connect(&server);
     let rt = runtime()?;
     let mut version = rt.block_on(edgeplan::service::client::push_instance(&connect, &inst))?;

@@ -70,12 +70,14 @@ pub fn site(id: &str, cpu: f64, price: f64) -> Site {
         energy: EnergySpec {
             price_per_kwh: Price::Flat(price),
             carbon_g_per_kwh: 0.0,
+            series_start_unix_s: None,
         },
         ambient: AmbientSpec {
             current_c: 15.0,
             forecast_c: Vec::new(),
             dew_point_c: None,
             humidity_pct: None,
+            forecast_start_unix_s: None,
         },
     }
 }

@@ -1205,3 +1205,72 @@ fn ingest_acked_in_cluster_mode_dedupes_through_the_shared_log() {
         assert!(acks[0].duplicate, "{acks:?}");
     });
 }
+
+#[test]
+fn an_anchored_price_series_is_read_at_each_solve_not_at_upload() {
+    use edgeplan::instance::{Price, PricePoint};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let anchored_srv = server(&dir.path().join("anchored"), &sim.url(), &[]);
+    let plain_srv = server(&dir.path().join("plain"), &sim.url(), &[]);
+    // Cheap for two hours, then dear. Anchored 2.5 h ago, the cheap hours
+    // are past; unanchored, they are read as the next two hours.
+    let start = now_s() - 2.5 * 3600.0;
+    let with = |anchor: Option<f64>| {
+        let mut inst = fleet(3);
+        for s in &mut inst.sites {
+            s.energy.price_per_kwh = Price::Series(vec![
+                PricePoint {
+                    hour: 0.0,
+                    price_per_kwh: 0.01,
+                },
+                PricePoint {
+                    hour: 2.0,
+                    price_per_kwh: 1.0,
+                },
+            ]);
+            s.energy.series_start_unix_s = anchor;
+        }
+        inst
+    };
+    rt().block_on(async {
+        push_instance(&Connect::plain(&anchored_srv.url()), &with(Some(start)))
+            .await
+            .unwrap();
+        push_instance(&Connect::plain(&plain_srv.url()), &with(None))
+            .await
+            .unwrap();
+        let snap = connect(&anchored_srv.url(), InventoryClient::new)
+            .await
+            .get_inventory(pb::GetInventoryRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let stored = snap.sites[0]
+            .energy
+            .as_ref()
+            .unwrap()
+            .price_series_start
+            .unwrap();
+        assert!((edgeplan::api::convert::unix_s(stored) - start).abs() < 1e-3);
+        let file: edgeplan::instance::Instance = serde_json::from_str(&snap.instance_json).unwrap();
+        assert!(
+            file.sites[0].energy.series_start_unix_s.is_some(),
+            "the file keeps the anchor"
+        );
+        let energy = |r: pb::SolveResponse| r.kpis_before.unwrap().energy_cost_per_h;
+        let (anchored, plain) = (
+            energy(dry_run(&anchored_srv.url()).await),
+            energy(dry_run(&plain_srv.url()).await),
+        );
+        eprintln!("energy cost per hour: anchored {anchored:.4}, unanchored {plain:.4}");
+        // Energy cost goes with the mean price over the horizon: 1.0 every
+        // hour anchored, against two hours at 0.01 unanchored.
+        let h = f64::from(fleet(3).limits.horizon_hours.max(1));
+        let expected = 1.0 / ((2.0 * 0.01 + (h - 2.0)) / h);
+        assert!(
+            (anchored / plain - expected).abs() < 0.01,
+            "{anchored} / {plain} against {expected} over {h} h"
+        );
+    });
+}

@@ -487,12 +487,14 @@ pub fn generate_family(opts: &GenOptions, family: Family) -> Result<Instance, St
             energy: EnergySpec {
                 price_per_kwh: price,
                 carbon_g_per_kwh: carbon.round(),
+                series_start_unix_s: None,
             },
             ambient: AmbientSpec {
                 current_c: forecast[0],
                 forecast_c: forecast,
                 dew_point_c: Some(dew),
                 humidity_pct: None,
+                forecast_start_unix_s: None,
             },
         });
     }

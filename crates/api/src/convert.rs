@@ -113,12 +113,14 @@ pub fn site_from_pb(s: pb::Site, path: &str) -> Result<Site, FieldError> {
         energy: EnergySpec {
             price_per_kwh,
             carbon_g_per_kwh: energy.carbon_g_per_kwh,
+            series_start_unix_s: energy.price_series_start.map(unix_s),
         },
         ambient: AmbientSpec {
             current_c: ambient.current_c,
             forecast_c: ambient.forecast_c,
             dew_point_c: ambient.dew_point_c,
             humidity_pct: ambient.humidity_pct,
+            forecast_start_unix_s: ambient.forecast_start.map(unix_s),
         },
     })
 }
@@ -185,12 +187,14 @@ pub fn site_to_pb(s: &Site) -> pb::Site {
             price_per_kwh: price,
             price_series: series,
             carbon_g_per_kwh: s.energy.carbon_g_per_kwh,
+            price_series_start: s.energy.series_start_unix_s.and_then(timestamp),
         }),
         ambient: Some(pb::AmbientSpec {
             current_c: s.ambient.current_c,
             forecast_c: s.ambient.forecast_c.clone(),
             dew_point_c: s.ambient.dew_point_c,
             humidity_pct: s.ambient.humidity_pct,
+            forecast_start: s.ambient.forecast_start_unix_s.and_then(timestamp),
         }),
     }
 }
@@ -488,6 +492,11 @@ pub fn summary_to_pb(e: &Execution) -> pb::PlanSummary {
         created_at: timestamp(e.created_unix_s),
         updated_at: timestamp(e.updated_unix_s),
     }
+}
+
+/// A Timestamp as Unix seconds.
+pub fn unix_s(t: prost_types::Timestamp) -> f64 {
+    t.seconds as f64 + f64::from(t.nanos) / 1e9
 }
 
 /// Unix seconds as a Timestamp; unset for 0 (not yet, or not recorded).

@@ -74,6 +74,44 @@ impl Site {
     pub fn node_id(&self) -> &str {
         self.node.as_deref().unwrap_or(&self.id)
     }
+
+    /// Read the site's anchored series at `now_unix_s`: hour 0 becomes
+    /// now, the hours already past are gone (the price in force now holds
+    /// from hour 0), and the anchors are cleared. Unanchored series are as
+    /// they were.
+    pub fn read_at(&mut self, now_unix_s: f64) {
+        let site = self;
+        if let Some(start) = site.energy.series_start_unix_s.take() {
+            if let Price::Series(points) = &mut site.energy.price_per_kwh {
+                let elapsed_h = (now_unix_s - start) / 3600.0;
+                for p in points.iter_mut() {
+                    p.hour -= elapsed_h;
+                }
+                // The last point at or before now holds from hour 0.
+                let in_force = points.iter().rposition(|p| p.hour <= 0.0);
+                if let Some(k) = in_force {
+                    points.drain(..k);
+                    points[0].hour = 0.0;
+                }
+            }
+        }
+        if let Some(start) = site.ambient.forecast_start_unix_s.take() {
+            // Whole hours past; a forecast that starts later is read as
+            // starting now (its hours before are not known).
+            let past = ((now_unix_s - start) / 3600.0).floor().max(0.0) as usize;
+            let f = &mut site.ambient.forecast_c;
+            f.drain(..past.min(f.len()));
+        }
+    }
+}
+
+impl Instance {
+    /// Every site's anchored series read at `now_unix_s` ([`Site::read_at`]).
+    pub fn read_at(&mut self, now_unix_s: f64) {
+        for s in &mut self.sites {
+            s.read_at(now_unix_s);
+        }
+    }
 }
 
 /// The servers of a site, all of one model.
@@ -185,6 +223,12 @@ pub struct EnergySpec {
     pub price_per_kwh: Price,
     /// Grid carbon intensity, gCO2/kWh.
     pub carbon_g_per_kwh: f64,
+    /// When a price series' hour 0 is, Unix seconds. Set, the series is
+    /// read at the time of each solve ([`Instance::read_at`]), so its
+    /// meaning does not drift between upload and solve; unset, its hours
+    /// count from whenever the instance is read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series_start_unix_s: Option<f64>,
 }
 
 /// A flat price, or a time series (as on a spot market).
@@ -217,6 +261,10 @@ pub struct AmbientSpec {
     /// Current relative humidity, %.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub humidity_pct: Option<f64>,
+    /// When the forecast's first hour is, Unix seconds (as
+    /// `EnergySpec::series_start_unix_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast_start_unix_s: Option<f64>,
 }
 
 /// The network: nodes (sites' and users' attachment points) and links.
@@ -472,4 +520,72 @@ pub fn json_schema() -> serde_json::Value {
 
 fn is_zero(v: &f64) -> bool {
     *v == 0.0
+}
+
+#[cfg(test)]
+mod read_at_tests {
+    use super::*;
+
+    fn site(price: Price, forecast: Vec<f64>, start: Option<f64>) -> Site {
+        let json = serde_json::json!({
+            "id": "s", "lat": 0.0, "lon": 0.0, "capacity": {"cpu_cores": 1.0},
+            "servers": {"model": "m", "count": 1},
+            "power": {"cap_kw": 1.0, "pue_min": 1.1, "pue_max": 1.3},
+            "cooling": {"nominal_kw": 1.0, "derate_min": 0.5, "free_cooling_limit_c": 20.0, "max_ambient_c": 40.0},
+            "thermal": {"ashrae_class": "A2", "inlet_limit_c": 35.0, "recirc_c_per_kw": 0.1, "racks": 1},
+            "energy": {"price_per_kwh": price, "carbon_g_per_kwh": 0.0, "series_start_unix_s": start},
+            "ambient": {"current_c": 10.0, "forecast_c": forecast, "forecast_start_unix_s": start}
+        });
+        serde_json::from_value(json).expect("a site")
+    }
+
+    fn series(points: &[(f64, f64)]) -> Price {
+        Price::Series(
+            points
+                .iter()
+                .map(|&(hour, price_per_kwh)| PricePoint {
+                    hour,
+                    price_per_kwh,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn anchored_series_are_read_at_the_time_given_and_unanchored_ones_are_not() {
+        let t0 = 1_700_000_000.0;
+        let prices = series(&[(0.0, 0.1), (1.0, 0.2), (2.0, 0.3), (3.0, 0.4), (4.0, 0.5)]);
+        let forecast = vec![10.0, 11.0, 12.0, 13.0];
+        // 2.5 h after the start: the hour-2 price holds now, the rest follow
+        // half an hour apart; two whole forecast hours are past.
+        let mut s = site(prices.clone(), forecast.clone(), Some(t0));
+        s.read_at(t0 + 2.5 * 3600.0);
+        assert_eq!(
+            s.energy.price_per_kwh,
+            series(&[(0.0, 0.3), (0.5, 0.4), (1.5, 0.5)])
+        );
+        assert_eq!(s.ambient.forecast_c, vec![12.0, 13.0]);
+        assert_eq!(
+            (
+                s.energy.series_start_unix_s,
+                s.ambient.forecast_start_unix_s
+            ),
+            (None, None)
+        );
+        // Read again: nothing anchored is left to move.
+        let once = s.clone();
+        s.read_at(t0 + 10.0 * 3600.0);
+        assert_eq!(s, once);
+        // Unanchored: hours from whenever it is read, untouched.
+        let mut u = site(prices.clone(), forecast.clone(), None);
+        u.read_at(t0 + 2.5 * 3600.0);
+        assert_eq!(
+            (u.energy.price_per_kwh, u.ambient.forecast_c),
+            (prices.clone(), forecast)
+        );
+        // A series that starts in an hour: its first price from hour 1.
+        let mut f = site(series(&[(0.0, 0.1)]), vec![], Some(t0 + 3600.0));
+        f.read_at(t0);
+        assert_eq!(f.energy.price_per_kwh, series(&[(1.0, 0.1)]));
+    }
 }

@@ -289,6 +289,17 @@ fn structural(inst: &Instance, c: &mut Checker) {
         }
         // Spot prices go negative (DE-LU 2023: −539 USD/MWh): any finite
         // price is real; the objective and the fast path take either sign.
+        for (field, start) in [
+            ("energy.series_start_unix_s", s.energy.series_start_unix_s),
+            (
+                "ambient.forecast_start_unix_s",
+                s.ambient.forecast_start_unix_s,
+            ),
+        ] {
+            if let Some(t) = start {
+                c.finite(&format!("{p}.{field}"), t);
+            }
+        }
         match &s.energy.price_per_kwh {
             Price::Flat(v) => c.finite(&format!("{p}.energy.price_per_kwh"), *v),
             Price::Series(points) => {

@@ -143,6 +143,9 @@ pub fn effective_instance(
     opts: &EffectiveOptions,
 ) -> (Instance, EffectiveReport) {
     let mut inst = base.clone();
+    // Series anchored to a start time are read at `now_s` first, so
+    // declared and measured values speak of the same hours.
+    inst.read_at(now_s);
     let horizon = base.limits.horizon_hours.max(1) as usize;
     let hw = HoltWinters::default();
     let models = catalogue_with(&base.server_models);
