@@ -1274,3 +1274,100 @@ fn an_anchored_price_series_is_read_at_each_solve_not_at_upload() {
         );
     });
 }
+
+#[test]
+fn enums_say_what_the_strings_say() {
+    use edgeplan::api::pb::telemetry_client::TelemetryClient;
+    use tokio_stream::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(&dir.path().join("data"), &sim.url(), &[]);
+    let inst = fleet(3);
+    rt().block_on(async {
+        let url = srv.url();
+        push_instance(&Connect::plain(&url), &inst).await.unwrap();
+        let mut placement = connect(&url, PlacementClient::new).await;
+        let r = placement
+            .solve(pb::SolveRequest {
+                dry_run: true,
+                deterministic: true,
+                solve_method: pb::SolveMethod::Fast as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.method, "fast");
+        assert_eq!(r.solve_method, pb::SolveMethod::Fast as i32);
+        let status = pb::SolveStatus::try_from(r.solve_status).unwrap();
+        assert_ne!(status, pb::SolveStatus::Unspecified);
+        assert_eq!(
+            status
+                .as_str_name()
+                .trim_start_matches("SOLVE_STATUS_")
+                .to_lowercase(),
+            r.status
+        );
+        let err = placement
+            .solve(pb::SolveRequest {
+                dry_run: true,
+                method: Some("exact".into()),
+                solve_method: pb::SolveMethod::Fast as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err), "INVALID_FIELD");
+        assert_eq!(
+            err.get_details_bad_request().unwrap().field_violations[0].field,
+            "solve_method"
+        );
+        // What-if rows and site states carry the enum beside the words.
+        let doc = format!(
+            "base: live\ntime_limit_s: 5\nscenarios:\n  - name: heat\n    perturbations:\n      \
+             - heat_wave: {{ sites: [{}], delta_c: 10 }}\n",
+            inst.sites[0].id
+        );
+        let mut rows = placement
+            .what_if(pb::WhatIfRequest { scenarios: doc })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(row) = rows.next().await {
+            let row = row.unwrap();
+            assert_eq!(
+                super::contract::status_name(row.solve_status),
+                row.status.replace('_', ""),
+                "{row:?}"
+            );
+        }
+        let mut sites = connect(&url, TelemetryClient::new)
+            .await
+            .watch_sites(pb::WatchSitesRequest {
+                sites: vec![],
+                interval_ms: 100,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let states = sites.next().await.unwrap().unwrap();
+        for s in states.sites {
+            let limit = pb::PowerLimit::try_from(s.binding_limit).unwrap();
+            let name = limit
+                .as_str_name()
+                .trim_start_matches("POWER_LIMIT_")
+                .replace('_', "");
+            assert_eq!(name.to_lowercase(), s.binding, "{s:?}");
+        }
+    });
+}
+
+/// A SolveStatus as its wire name without underscores (`gaplimit`).
+fn status_name(code: i32) -> String {
+    pb::SolveStatus::try_from(code)
+        .unwrap()
+        .as_str_name()
+        .trim_start_matches("SOLVE_STATUS_")
+        .replace('_', "")
+        .to_lowercase()
+}

@@ -97,6 +97,7 @@ fn replayed(
     Ok(Some(pb::SolveResponse {
         plan_id: exec.id,
         status: "replayed".into(),
+        solve_status: pb::SolveStatus::Replayed as i32,
         kpis_before: view.kpis_before,
         kpis_after: view.kpis_after,
         explanations: vec![format!(
@@ -117,11 +118,52 @@ fn wire_name(value: &impl serde::Serialize) -> String {
         .unwrap_or_default()
 }
 
-/// The method a request names (auto when it names none).
-fn parse_method(name: Option<&str>) -> Result<solver::Method, Status> {
-    match name {
-        None | Some("") => Ok(solver::Method::Auto),
-        Some(m) => m.parse().map_err(|e: String| errors::field("method", e)),
+/// The method a request names, as a string or an enum (auto when it
+/// names none; both named and different is refused).
+fn parse_method(name: Option<&str>, code: i32) -> Result<solver::Method, Status> {
+    let by_name = match name {
+        None | Some("") => None,
+        Some(m) => Some(m.parse().map_err(|e: String| errors::field("method", e))?),
+    };
+    let by_code = match pb::SolveMethod::try_from(code) {
+        Ok(pb::SolveMethod::Unspecified) => None,
+        Ok(pb::SolveMethod::Auto) => Some(solver::Method::Auto),
+        Ok(pb::SolveMethod::Exact) => Some(solver::Method::Exact),
+        Ok(pb::SolveMethod::Fast) => Some(solver::Method::Fast),
+        Err(_) => {
+            return Err(errors::field(
+                "solve_method",
+                format!("{code} is not a method"),
+            ))
+        }
+    };
+    match (by_name, by_code) {
+        (Some(a), Some(b)) if a != b => Err(errors::field(
+            "solve_method",
+            format!("says {b:?} where method says {a:?}; set one"),
+        )),
+        (a, b) => Ok(a.or(b).unwrap_or(solver::Method::Auto)),
+    }
+}
+
+/// A solve status's wire name (`gap_limit`; what-if's `gaplimit`) as the enum.
+pub fn status_to_pb(name: &str) -> pb::SolveStatus {
+    match name.replace('_', "").as_str() {
+        "optimal" => pb::SolveStatus::Optimal,
+        "gaplimit" => pb::SolveStatus::GapLimit,
+        "timelimit" => pb::SolveStatus::TimeLimit,
+        "worklimit" => pb::SolveStatus::WorkLimit,
+        "replanned" => pb::SolveStatus::Replanned,
+        "replayed" => pb::SolveStatus::Replayed,
+        _ => pb::SolveStatus::Unspecified,
+    }
+}
+
+fn method_to_pb(m: solver::Method) -> pb::SolveMethod {
+    match m {
+        solver::Method::Auto => pb::SolveMethod::Auto,
+        solver::Method::Exact => pb::SolveMethod::Exact,
+        solver::Method::Fast => pb::SolveMethod::Fast,
     }
 }
 
@@ -163,6 +205,8 @@ pub fn propose_from(
         plan_id: 0,
         status: wire_name(&report.status),
         method: wire_name(&report.method),
+        solve_status: status_to_pb(&wire_name(&report.status)) as i32,
+        solve_method: method_to_pb(report.method) as i32,
         objective: report.objective.total,
         bound: report.bound,
         gap: report.gap,
@@ -397,7 +441,7 @@ impl pb::placement_server::Placement for PlacementApi {
             relative_gap: r.relative_gap,
             threads: None,
             seed: r.seed,
-            method: parse_method(r.method.as_deref())?,
+            method: parse_method(r.method.as_deref(), r.solve_method)?,
             work: r.work,
             deterministic: r.deterministic,
         };

@@ -517,6 +517,11 @@ pub fn site_states(shared: &Shared, wanted: &[String]) -> Result<pb::SiteStates,
             inlet_headroom_c: kpi.inlet_limit_c - kpi.inlet_c,
             power_headroom_kw: kpi.it_limit_kw - kpi.it_kw,
             binding: format!("{:?}", kpi.binding).to_lowercase(),
+            binding_limit: match kpi.binding {
+                edgeplan_physics::physics::PowerLimit::PowerCap => pb::PowerLimit::PowerCap,
+                edgeplan_physics::physics::PowerLimit::Cooling => pb::PowerLimit::Cooling,
+                edgeplan_physics::physics::PowerLimit::Inlet => pb::PowerLimit::Inlet,
+            } as i32,
         });
     }
     Ok(pb::SiteStates { sites: out })
