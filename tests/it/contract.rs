@@ -22,6 +22,16 @@ fn reason(err: &tonic::Status) -> String {
     info.reason
 }
 
+/// The field paths of an error's BadRequest violations.
+fn violation_fields(err: &tonic::Status) -> Vec<String> {
+    err.get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest on {err:?}"))
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
 fn metadata(err: &tonic::Status, key: &str) -> String {
     err.get_details_error_info()
         .and_then(|i| i.metadata.get(key).cloned())
@@ -58,13 +68,7 @@ fn errors_carry_a_stable_reason_and_every_violation_with_its_path() {
             .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert_eq!(reason(&err), "INVALID_INVENTORY");
-        let fields: Vec<String> = err
-            .get_details_bad_request()
-            .expect("BadRequest")
-            .field_violations
-            .into_iter()
-            .map(|v| v.field)
-            .collect();
+        let fields = violation_fields(&err);
         for s in &inst.sites[..2] {
             let path = format!("sites[id={}].power.cap_kw", s.id);
             assert!(fields.contains(&path), "{path} not in {fields:?}");
@@ -548,13 +552,7 @@ fn a_fleet_with_its_own_server_models_registers_and_round_trips_to_a_valid_file(
             .await
             .unwrap_err();
         assert_eq!(reason(&err), "INVALID_INVENTORY");
-        let fields: Vec<String> = err
-            .get_details_bad_request()
-            .unwrap()
-            .field_violations
-            .into_iter()
-            .map(|v| v.field)
-            .collect();
+        let fields = violation_fields(&err);
         assert!(
             fields.contains(&format!("sites[id={}].servers.model", inst.sites[0].id)),
             "{fields:?}"
@@ -579,13 +577,7 @@ fn a_fleet_with_its_own_server_models_registers_and_round_trips_to_a_valid_file(
             .await
             .unwrap_err();
         assert_eq!(reason(&err), "INVALID_INVENTORY");
-        let fields: Vec<String> = err
-            .get_details_bad_request()
-            .unwrap()
-            .field_violations
-            .into_iter()
-            .map(|v| v.field)
-            .collect();
+        let fields = violation_fields(&err);
         assert!(
             fields
                 .iter()

@@ -300,26 +300,30 @@ async fn acked(
     })
 }
 
+/// One of the `max_ingest_streams` permits, held while a stream is open.
+fn ingest_permit(shared: &Shared) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    shared
+        .ingest_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            errors::error(
+                Reason::Limit,
+                format!(
+                    "{} ingest streams are open, the most this server takes",
+                    shared.config.max_ingest_streams
+                ),
+            )
+        })
+}
+
 #[tonic::async_trait]
 impl pb::telemetry_server::Telemetry for TelemetryApi {
     async fn ingest(
         &self,
         req: Request<Streaming<pb::ReadingBatch>>,
     ) -> Result<Response<pb::IngestSummary>, Status> {
-        let _permit = self
-            .0
-            .ingest_streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                errors::error(
-                    Reason::Limit,
-                    format!(
-                        "{} ingest streams are open, the most this server takes",
-                        self.0.config.max_ingest_streams
-                    ),
-                )
-            })?;
+        let _permit = ingest_permit(&self.0)?;
         let mut stream = req.into_inner();
         let max = self.0.config.max_batch_readings;
         let mut pace = Pace::new(self.0.config.max_ingest_readings_per_s);
@@ -370,20 +374,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
         &self,
         req: Request<Streaming<pb::IngestBatch>>,
     ) -> Result<Response<Self::IngestAckedStream>, Status> {
-        let permit = self
-            .0
-            .ingest_streams
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                errors::error(
-                    Reason::Limit,
-                    format!(
-                        "{} ingest streams are open, the most this server takes",
-                        self.0.config.max_ingest_streams
-                    ),
-                )
-            })?;
+        let permit = ingest_permit(&self.0)?;
         let mut stream = req.into_inner();
         let shared = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
