@@ -494,6 +494,19 @@ pub fn summary_to_pb(e: &Execution) -> pb::PlanSummary {
     }
 }
 
+/// A solve status's wire name (`gap_limit`; what-if's `gaplimit`) as the enum.
+pub fn solve_status_to_pb(name: &str) -> pb::SolveStatus {
+    match name.replace('_', "").as_str() {
+        "optimal" => pb::SolveStatus::Optimal,
+        "gaplimit" => pb::SolveStatus::GapLimit,
+        "timelimit" => pb::SolveStatus::TimeLimit,
+        "worklimit" => pb::SolveStatus::WorkLimit,
+        "replanned" => pb::SolveStatus::Replanned,
+        "replayed" => pb::SolveStatus::Replayed,
+        _ => pb::SolveStatus::Unspecified,
+    }
+}
+
 /// A Timestamp as Unix seconds.
 pub fn unix_s(t: prost_types::Timestamp) -> f64 {
     t.seconds as f64 + f64::from(t.nanos) / 1e9

@@ -146,19 +146,6 @@ fn parse_method(name: Option<&str>, code: i32) -> Result<solver::Method, Status>
     }
 }
 
-/// A solve status's wire name (`gap_limit`; what-if's `gaplimit`) as the enum.
-pub fn status_to_pb(name: &str) -> pb::SolveStatus {
-    match name.replace('_', "").as_str() {
-        "optimal" => pb::SolveStatus::Optimal,
-        "gaplimit" => pb::SolveStatus::GapLimit,
-        "timelimit" => pb::SolveStatus::TimeLimit,
-        "worklimit" => pb::SolveStatus::WorkLimit,
-        "replanned" => pb::SolveStatus::Replanned,
-        "replayed" => pb::SolveStatus::Replayed,
-        _ => pb::SolveStatus::Unspecified,
-    }
-}
-
 fn method_to_pb(m: solver::Method) -> pb::SolveMethod {
     match m {
         solver::Method::Auto => pb::SolveMethod::Auto,
@@ -205,7 +192,7 @@ pub fn propose_from(
         plan_id: 0,
         status: wire_name(&report.status),
         method: wire_name(&report.method),
-        solve_status: status_to_pb(&wire_name(&report.status)) as i32,
+        solve_status: convert::solve_status_to_pb(&wire_name(&report.status)) as i32,
         solve_method: method_to_pb(report.method) as i32,
         objective: report.objective.total,
         bound: report.bound,

@@ -22,7 +22,7 @@ fn to_pb(index: usize, total: usize, r: &ScenarioResult) -> pb::WhatIfResult {
         total: total as u32,
         scenario: r.scenario.clone(),
         status: r.status.clone(),
-        solve_status: super::placement::status_to_pb(&r.status) as i32,
+        solve_status: edgeplan_api::convert::solve_status_to_pb(&r.status) as i32,
         objective: r.objective,
         energy_cost_per_h: r.energy_cost_per_h,
         carbon_kg_per_h: r.carbon_kg_per_h,
