@@ -895,6 +895,45 @@ fn a_watch_starts_with_the_whole_plan_and_resumes_from_the_last_revision_seen() 
         let again = watch(&url, id, Some(last), usize::MAX).await;
         assert_eq!(again.len(), 1);
         assert!(again[0].view.is_some());
+        // A client ahead of this replica (it saw later revisions on
+        // another): nothing older than what it saw is sent; an ended plan
+        // ends the stream.
+        assert!(watch(&url, id, Some(end.revision + 3), usize::MAX)
+            .await
+            .is_empty());
+        let mut w = edgeplan::api::convert::workload_to_pb(&inst.workloads[0]);
+        w.replicas += 1;
+        connect(&url, InventoryClient::new)
+            .await
+            .upsert_workloads(pb::UpsertWorkloadsRequest {
+                workloads: vec![w],
+                expected_version: None,
+            })
+            .await
+            .unwrap();
+        let next = placement
+            .solve(pb::SolveRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .plan_id;
+        let ahead = {
+            let url = url.clone();
+            tokio::spawn(async move { watch(&url, next, Some(1_000), usize::MAX).await })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        placement
+            .approve_plan(pb::PlanRef {
+                plan_id: next,
+                after_revision: None,
+            })
+            .await
+            .unwrap();
+        let seen = ahead.await.unwrap();
+        assert!(
+            seen.is_empty(),
+            "events at or below revision 1000: {seen:?}"
+        );
     });
 }
 

@@ -646,9 +646,10 @@ impl pb::placement_server::Placement for PlacementApi {
             let exec = state.plans.get(&id).ok_or_else(|| {
                 errors::not_found("plan", id, format!("plan {id} does not exist"))
             })?;
-            // A resume from the revision the plan is at: nothing was
-            // missed, the stream goes on with the next change.
-            let up_to_date = r.after_revision == Some(exec.revision);
+            // A resume from the revision the plan is at (or from a later
+            // one, seen on a replica ahead of this one): nothing was
+            // missed, the stream goes on with the next change after it.
+            let up_to_date = r.after_revision.is_some_and(|seen| seen >= exec.revision);
             if up_to_date && exec.state.is_terminal() {
                 // Ended, and the caller saw its last change: nothing follows.
                 return Ok(Response::new(Box::pin(tokio_stream::empty())));
@@ -707,6 +708,17 @@ impl pb::placement_server::Placement for PlacementApi {
                     }
                 };
                 let finished = done(&event);
+                let old = r
+                    .after_revision
+                    .zip(event.summary.as_ref())
+                    .is_some_and(|(seen, s)| s.revision <= seen);
+                if old {
+                    // This replica is still catching up to what the client saw.
+                    if finished {
+                        return;
+                    }
+                    continue;
+                }
                 if tx.send(Ok(event)).await.is_err() || finished {
                     return;
                 }
