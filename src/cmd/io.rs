@@ -38,10 +38,7 @@ pub fn load(path: &Path) -> Result<Instance> {
 /// anchored to a start time are read at this machine's clock, as the
 /// service reads them at each solve.
 pub fn load_problem(path: &Path) -> Result<(Instance, Problem)> {
-    let now_s = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    load_checked(path, Some(now_s))
+    load_checked(path, Some(edgeplan::service::now_s()))
 }
 
 /// [`load`] keeping anchored series as written (to hand them on: `push`).
