@@ -36,6 +36,7 @@ fn fleet() -> (Instance, Placement) {
                 model: "dell-r630-e5-2699v4".into(),
                 count: 4,
             },
+            accelerators: None,
             power: PowerSpec {
                 cap_kw: 20.0,
                 pue_min: 1.2,
@@ -97,6 +98,7 @@ fn fleet() -> (Instance, Placement) {
                 ("memory_gib".to_string(), 16.0),
             ]),
             utilization: 0.4,
+            gpu_utilization: None,
             traffic: Vec::new(),
             slo: None,
             max_per_site: None,
@@ -119,6 +121,7 @@ fn fleet() -> (Instance, Placement) {
     let inst = Instance {
         name: "planner-bench".into(),
         server_models: Vec::new(),
+        accelerator_models: Vec::new(),
         sites,
         network: Network {
             nodes: ids.iter().map(|id| Node { id: id.clone() }).collect(),

@@ -124,7 +124,18 @@ def weather_seattle():
             w.writerow([h, round((float(r["temp"]) - 32) * 5 / 9, 2)])
 
 
+def gpu_samples():
+    # Hourly mean utilisation and power of one GPU (the readings are per
+    # device: hourly means stay under each card's board power).
+    with open("data/gpu_power_hourly.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["server", "gpu_util_pct", "gpu_power_w"])
+        for r in csv.DictReader(open(f"{SRC}/biohpc_gpu_server_power_temp_hourly.csv")):
+            w.writerow([r["server"], r["gpu_util_avg_pct"], r["gpu_power_avg_w"]])
+
+
 servers()
+gpu_samples()
 weather_seattle()
 cities_and_rtt()
 vm_sizes()

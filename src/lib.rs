@@ -7,10 +7,10 @@
 //! its API and the files edgeplan writes. A library user who wants one part
 //! can depend on its crate (`edgeplan-solve`, `edgeplan-verify`, …) instead.
 
-pub use edgeplan_analysis::{gen, replay, report, suite, whatif};
+pub use edgeplan_analysis::{accelerator_catalogue, gen, replay, report, suite, whatif};
 pub use edgeplan_model::{
-    clock, duration_s, error, instance, kpi, placement, server_models, settings, Error, Result,
-    MAX_DURATION_S,
+    accelerator_models, clock, duration_s, error, instance, kpi, placement, server_models,
+    settings, Error, Result, MAX_DURATION_S,
 };
 pub use edgeplan_physics::{physics, topology};
 pub use edgeplan_plan::{execution, explain, plan};

@@ -44,6 +44,7 @@ pub fn site(id: &str, cpu: f64, price: f64) -> Site {
             model: "toy".into(),
             count: 1,
         },
+        accelerators: None,
         power: PowerSpec {
             cap_kw: 1000.0,
             pue_min: 1.0,
@@ -89,6 +90,7 @@ pub fn workload(id: &str, replicas: u32, cores: f64) -> Workload {
         replicas,
         resources: BTreeMap::from([("cpu_cores".into(), cores)]),
         utilization: 1.0,
+        gpu_utilization: None,
         traffic: Vec::new(),
         slo: None,
         max_per_site: None,
@@ -136,6 +138,7 @@ pub fn instance(
     Instance {
         name: "test".into(),
         server_models: vec![toy_server()],
+        accelerator_models: Vec::new(),
         sites,
         network: Network {
             nodes,

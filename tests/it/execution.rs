@@ -254,6 +254,7 @@ fn kpi(site: &str, inlet_c: f64, it_kw: f64) -> SiteKpi {
         site: site.into(),
         utilization: BTreeMap::new(),
         it_kw,
+        accelerator_kw: 0.0,
         it_limit_kw: 10.0,
         facility_kw: it_kw,
         power_cap_kw: 10.0,

@@ -1,5 +1,6 @@
 //! One integration-test crate (one link of the big binary): modules by topic.
 
+mod accelerators;
 mod bad_input;
 mod brute_force;
 mod cli;

@@ -9,6 +9,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use edgeplan_model::accelerator_models::{self, GPU_RESOURCE};
 use edgeplan_model::instance::*;
 use edgeplan_model::server_models::builtin;
 use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
@@ -314,6 +315,7 @@ pub fn generate_family(opts: &GenOptions, family: Family) -> Result<Instance, St
             replicas,
             resources,
             utilization: round2((p95 * load_now).clamp(0.05, 1.0)),
+            gpu_utilization: None,
             traffic,
             slo: None,
             max_per_site: spread.then_some(1),
@@ -345,6 +347,16 @@ pub fn generate_family(opts: &GenOptions, family: Family) -> Result<Instance, St
         Family::Rules => add_rules(&mut workloads, &mut family_rng),
         Family::Standard | Family::Metro => {}
     }
+    // Accelerators from a stream of their own, so fleets without them are
+    // what they were: each GPU workload's GPU utilisation, each GPU site's
+    // accelerator model.
+    let mut accel_rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0x0acc_e1e7_a70e);
+    for w in &mut workloads {
+        if w.resources.contains_key(GPU_RESOURCE) {
+            w.gpu_utilization = Some(round2(accel_rng.random_range(0.3..0.95)));
+        }
+    }
+    let accelerator_names: Vec<&String> = accelerator_models::builtin().keys().collect();
     let (gpu_share, gpu_load, gpu_min) = match family {
         Family::GpuTight => (0.4, 0.95, 8.0),
         _ => (0.15, opts.load, 4.0),
@@ -411,13 +423,25 @@ pub fn generate_family(opts: &GenOptions, family: Family) -> Result<Instance, St
             ("cpu_cores".to_string(), cpu),
             ("memory_gib".to_string(), cpu * 4.0),
         ]);
+        // The site's accelerators: their idle and full power join the
+        // servers' in sizing the feed and the cooling.
+        let mut accelerators = None;
+        let (mut gpu_idle_kw, mut gpu_dynamic_full_kw) = (0.0, 0.0);
         if has_gpu {
-            capacity.insert(
-                "gpus".to_string(),
-                (total_gpus / gpu_sites as f64 / gpu_load)
-                    .ceil()
-                    .max(gpu_min),
-            );
+            let gpus = (total_gpus / gpu_sites as f64 / gpu_load)
+                .ceil()
+                .max(gpu_min);
+            capacity.insert(GPU_RESOURCE.to_string(), gpus);
+            if let Some(name) = accelerator_names.choose(&mut accel_rng) {
+                let m = &accelerator_models::builtin()[*name];
+                gpu_idle_kw = gpus * m.idle_watts() / 1000.0;
+                gpu_dynamic_full_kw = gpus * m.dynamic_kw(1.0);
+                accelerators = Some(AcceleratorFleet {
+                    model: (*name).clone(),
+                    count: gpus as u32,
+                    calibration: 1.0,
+                });
+            }
         }
         let racks = servers.div_ceil(16).max(1);
         let dynamic_full = it_full_kw - idle_kw;
@@ -452,15 +476,23 @@ pub fn generate_family(opts: &GenOptions, family: Family) -> Result<Instance, St
                 model: model.name.clone(),
                 count: servers,
             },
+            accelerators,
             power: PowerSpec {
-                cap_kw: round1((idle_kw + dynamic_full * rng.random_range(0.6..1.0)) * pue_max),
+                cap_kw: round1(
+                    (idle_kw
+                        + gpu_idle_kw
+                        + (dynamic_full + gpu_dynamic_full_kw) * rng.random_range(0.6..1.0))
+                        * pue_max,
+                ),
                 pue_min,
                 pue_max,
                 idle_kw: None,
                 calibration: 1.0,
             },
             cooling: CoolingSpec {
-                nominal_kw: round1(it_full_kw * rng.random_range(0.9..1.3)),
+                nominal_kw: round1(
+                    (it_full_kw + gpu_idle_kw + gpu_dynamic_full_kw) * rng.random_range(0.9..1.3),
+                ),
                 derate_min: round2(rng.random_range(0.55..0.8)),
                 free_cooling_limit_c: round1(rng.random_range(18.0..24.0)),
                 max_ambient_c: 45.0,
@@ -505,6 +537,7 @@ pub fn generate_family(opts: &GenOptions, family: Family) -> Result<Instance, St
             total_replicas, opts.seed
         ),
         server_models: Vec::new(),
+        accelerator_models: Vec::new(),
         sites,
         network,
         regions,

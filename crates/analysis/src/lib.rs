@@ -2,6 +2,7 @@
 //! policies side by side, the solve report, the synthetic fleet generator
 //! and the benchmark suite built from it. Pure.
 
+pub mod accelerator_catalogue;
 pub mod gen;
 pub mod replay;
 pub mod report;

@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 
 use super::pb;
+use edgeplan_model::accelerator_models::{AcceleratorModel, CurveBasis};
 use edgeplan_model::instance::Policy;
 use edgeplan_model::instance::{
-    AmbientSpec, AshraeClass, CoolingSpec, EnergySpec, Limits, Link, ObjectiveWeights, PowerSpec,
-    Price, PricePoint, Region, ServerFleet, Site, Slo, ThermalSpec, Traffic, Workload,
+    AcceleratorFleet, AmbientSpec, AshraeClass, CoolingSpec, EnergySpec, Limits, Link,
+    ObjectiveWeights, PowerSpec, Price, PricePoint, Region, ServerFleet, Site, Slo, ThermalSpec,
+    Traffic, Workload,
 };
 use edgeplan_model::server_models::ServerModel;
 use edgeplan_plan::execution::{Execution, PlanState, StepState, StepStatus};
@@ -83,6 +85,11 @@ pub fn site_from_pb(s: pb::Site, path: &str) -> Result<Site, FieldError> {
         reserve_fraction: sorted(&s.reserve_fraction),
         hardware: s.hardware,
         uplink_gbps: s.uplink_gbps,
+        accelerators: s.accelerators.map(|a| AcceleratorFleet {
+            model: a.model,
+            count: a.count,
+            calibration: a.calibration.unwrap_or(1.0),
+        }),
         servers: ServerFleet {
             model: servers.model,
             count: servers.count,
@@ -150,6 +157,11 @@ pub fn site_to_pb(s: &Site) -> pb::Site {
         reserve_fraction: s.reserve_fraction.clone().into_iter().collect(),
         hardware: s.hardware.clone(),
         uplink_gbps: s.uplink_gbps,
+        accelerators: s.accelerators.as_ref().map(|a| pb::AcceleratorFleet {
+            model: a.model.clone(),
+            count: a.count,
+            calibration: Some(a.calibration),
+        }),
         servers: Some(pb::ServerFleet {
             model: s.servers.model.clone(),
             count: s.servers.count,
@@ -245,6 +257,32 @@ pub fn server_model_from_pb(m: pb::ServerModel) -> ServerModel {
     }
 }
 
+pub fn accelerator_model_from_pb(m: pb::AcceleratorModel) -> AcceleratorModel {
+    AcceleratorModel {
+        name: m.name,
+        vendor: m.vendor,
+        device: m.device,
+        memory_gib: m.memory_gib,
+        tdp_watts: m.tdp_watts,
+        watts: m.watts,
+        basis: CurveBasis::Declared,
+        fit: None,
+        source: m.source,
+    }
+}
+
+pub fn accelerator_model_to_pb(m: &AcceleratorModel) -> pb::AcceleratorModel {
+    pb::AcceleratorModel {
+        name: m.name.clone(),
+        vendor: m.vendor.clone(),
+        device: m.device.clone(),
+        memory_gib: m.memory_gib,
+        tdp_watts: m.tdp_watts,
+        watts: m.watts.clone(),
+        source: m.source.clone(),
+    }
+}
+
 pub fn server_model_to_pb(m: &ServerModel) -> pb::ServerModel {
     pb::ServerModel {
         name: m.name.clone(),
@@ -265,6 +303,7 @@ pub fn workload_from_pb(w: pb::Workload) -> Workload {
         replicas: w.replicas,
         resources: sorted(&w.resources),
         utilization: w.utilization.unwrap_or(0.5),
+        gpu_utilization: w.gpu_utilization,
         traffic: w
             .traffic
             .into_iter()
@@ -300,6 +339,7 @@ pub fn workload_to_pb(w: &Workload) -> pb::Workload {
         replicas: w.replicas,
         resources: w.resources.clone().into_iter().collect(),
         utilization: Some(w.utilization),
+        gpu_utilization: w.gpu_utilization,
         traffic: w
             .traffic
             .iter()
@@ -396,6 +436,8 @@ pub fn sensor_kind(device: i32, placement: i32) -> Result<SensorKind, &'static s
         (D::Power | D::Ups, P::Site | P::Unspecified) => SensorKind::SitePower,
         (D::Utilization, P::Site | P::Unspecified) => SensorKind::Utilization,
         (D::Utilization, P::Workload) => SensorKind::WorkloadUtilization,
+        (D::Power, P::Accelerators) => SensorKind::GpuPower,
+        (D::Utilization, P::Accelerators) => SensorKind::GpuUtilization,
         (D::Airflow, _) => SensorKind::Airflow,
         (D::Fan, _) => SensorKind::FanSpeed,
         (D::Unspecified, _) => return Err("device_type is required"),

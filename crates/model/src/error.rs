@@ -26,6 +26,8 @@ pub enum Error {
     Invalid(Vec<Issue>),
     #[error("unknown server model {name:?} (known: {known})")]
     UnknownServerModel { name: String, known: String },
+    #[error("unknown accelerator model {name:?} (known: {known})")]
+    UnknownAcceleratorModel { name: String, known: String },
     #[error("placement: {0}")]
     Placement(String),
     #[error("solver: {0}")]

@@ -9,6 +9,7 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::accelerator_models::AcceleratorModel;
 use crate::error::{Error, Result};
 use crate::server_models::ServerModel;
 
@@ -23,6 +24,10 @@ pub struct Instance {
     /// (`models/servers.json`). A name here overrides a built-in one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub server_models: Vec<ServerModel>,
+    /// Extra accelerator power models, beside the built-in catalogue
+    /// (`models/accelerators.json`). A name here overrides a built-in one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accelerator_models: Vec<AcceleratorModel>,
     pub sites: Vec<Site>,
     pub network: Network,
     pub regions: Vec<Region>,
@@ -62,6 +67,12 @@ pub struct Site {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink_gbps: Option<f64>,
     pub servers: ServerFleet,
+    /// The site's accelerators (GPUs), all of one model: their idle power
+    /// counts in the site's, and each replica's `gpus` draw their model's
+    /// power at the workload's `gpu_utilization`. `capacity.gpus` must be
+    /// declared and at most `count`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accelerators: Option<AcceleratorFleet>,
     pub power: PowerSpec,
     pub cooling: CoolingSpec,
     pub thermal: ThermalSpec,
@@ -123,6 +134,19 @@ pub struct ServerFleet {
     pub count: u32,
 }
 
+/// The accelerators of a site, all of one model.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AcceleratorFleet {
+    /// Name of an accelerator model (`edgeplan models` lists the built-in ones).
+    pub model: String,
+    pub count: u32,
+    /// Measured / modelled power of this site's accelerators (from
+    /// telemetry); scales the accelerator curve.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub calibration: f64,
+}
+
 /// Electrical limits and efficiency.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -133,8 +157,8 @@ pub struct PowerSpec {
     pub pue_min: f64,
     /// PUE at the maximum ambient temperature.
     pub pue_max: f64,
-    /// IT power with no workload, kW; defaults to servers × the model's idle
-    /// watts × `calibration`.
+    /// IT power of the servers with no workload, kW; defaults to servers ×
+    /// the model's idle watts × `calibration`. Idle accelerators add theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_kw: Option<f64>,
     /// Measured / modelled power of this site's servers (from telemetry);
@@ -310,6 +334,10 @@ pub struct Workload {
     /// Expected CPU utilisation of the replica's cores (0–1); sets its power.
     #[serde(default = "default_utilization")]
     pub utilization: f64,
+    /// Expected utilisation of the replica's accelerators (`resources.gpus`),
+    /// 0–1; sets their power. Defaults to `utilization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_utilization: Option<f64>,
     /// Where the traffic comes from.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub traffic: Vec<Traffic>,
@@ -351,6 +379,13 @@ pub struct Workload {
     /// Otherwise migrations are make-before-break.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disruption_allowed: bool,
+}
+
+impl Workload {
+    /// Expected utilisation of the replica's accelerators.
+    pub fn gpu_utilization(&self) -> f64 {
+        self.gpu_utilization.unwrap_or(self.utilization)
+    }
 }
 
 fn default_utilization() -> f64 {

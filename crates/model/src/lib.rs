@@ -3,6 +3,7 @@
 //! figures reported about a placement, and the errors every crate shares.
 //! Values only: no solver, no I/O beyond parsing text handed in.
 
+pub mod accelerator_models;
 pub mod clock;
 pub mod error;
 pub mod instance;

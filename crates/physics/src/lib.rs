@@ -3,4 +3,5 @@
 //! RTTs). Pure functions of the model.
 
 pub mod physics;
+pub mod power;
 pub mod topology;

@@ -8,7 +8,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use edgeplan_model::instance::{AmbientSpec, AshraeClass, Price, Site};
-use edgeplan_model::server_models::ServerModel;
+
+use crate::power::SitePowerModel;
 
 /// Which physical limit caps a site's IT power.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
@@ -43,7 +44,10 @@ pub struct SitePhysics {
     pub inlet_limit_c: f64,
     /// 1 inside the humidity envelope, the site's derate outside it.
     pub humidity_factor: f64,
+    /// IT power with no workload (servers and accelerators), kW.
     pub idle_kw: f64,
+    /// The accelerators' part of `idle_kw`, kW.
+    pub accelerator_idle_kw: f64,
     /// IT kW allowed by each limit (after the humidity factor).
     pub it_kw_by_power_cap: f64,
     pub it_kw_by_cooling: f64,
@@ -56,7 +60,7 @@ pub struct SitePhysics {
 }
 
 impl SitePhysics {
-    pub fn of(site: &Site, server: &ServerModel, horizon_hours: u32) -> SitePhysics {
+    pub fn of(site: &Site, power: &SitePowerModel, horizon_hours: u32) -> SitePhysics {
         let ambient_c = worst_ambient_c(&site.ambient, horizon_hours);
         let pue = pue_at(site, ambient_c);
         let cooling_kw = cooling_kw_at(site, ambient_c);
@@ -67,9 +71,12 @@ impl SitePhysics {
         } else {
             site.cooling.humidity_derate
         };
-        let idle_kw = site.power.idle_kw.unwrap_or(
-            site.servers.count as f64 * server.idle_watts() / 1000.0 * site.power.calibration,
-        );
+        let accelerator_idle_kw = power.accelerators_idle_kw();
+        let idle_kw = site
+            .power
+            .idle_kw
+            .unwrap_or_else(|| power.servers_idle_kw())
+            + accelerator_idle_kw;
         let it_kw_by_power_cap = humidity_factor * site.power.cap_kw / pue;
         let it_kw_by_cooling = humidity_factor * cooling_kw;
         let it_kw_by_inlet = if site.thermal.recirc_c_per_kw > 0.0 {
@@ -99,6 +106,7 @@ impl SitePhysics {
             inlet_limit_c,
             humidity_factor,
             idle_kw,
+            accelerator_idle_kw,
             it_kw_by_power_cap,
             it_kw_by_cooling,
             it_kw_by_inlet,

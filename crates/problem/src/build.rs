@@ -7,10 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use rayon::prelude::*;
 
-use edgeplan_model::error::{Error, Result};
+use edgeplan_model::accelerator_models::{self, AcceleratorModel};
+use edgeplan_model::error::Result;
 use edgeplan_model::instance::{Instance, ObjectiveWeights, Site, Workload};
 use edgeplan_model::server_models::{catalogue_with, ServerModel};
 use edgeplan_physics::physics::SitePhysics;
+use edgeplan_physics::power::SitePowerModel;
 use edgeplan_physics::topology::Topology;
 
 use crate::ix::{IndexVec, SiteIx, WorkloadIx};
@@ -22,7 +24,7 @@ use crate::rules::Rule;
 #[derive(Debug, Clone)]
 pub struct SiteUpdate {
     site: SiteModel,
-    model: ServerModel,
+    model: SitePowerModel,
 }
 
 impl Problem {
@@ -36,6 +38,7 @@ impl Problem {
     /// sites and workloads alike.
     pub fn frame(inst: &Instance) -> Result<Problem> {
         let models = catalogue_with(&inst.server_models);
+        let accelerators = accelerator_models::catalogue_with(&inst.accelerator_models);
         let horizon = inst.limits.horizon_hours;
         let mut resources: Vec<String> = inst
             .sites
@@ -68,7 +71,8 @@ impl Problem {
         let mut sites = IndexVec::with_capacity(inst.sites.len());
         let mut site_models = IndexVec::with_capacity(inst.sites.len());
         for s in &inst.sites {
-            let (site, model) = site_model(s, &models, horizon, w, &resources, &domains)?;
+            let (site, model) =
+                site_model(s, &models, &accelerators, horizon, w, &resources, &domains)?;
             sites.push(site);
             site_models.push(model);
         }
@@ -99,8 +103,7 @@ impl Problem {
             region_index,
             site_index,
             hardware: inst.sites.iter().map(|s| s.hardware.clone()).collect(),
-            site_servers: site_models,
-            site_calibration: inst.sites.iter().map(|s| s.power.calibration).collect(),
+            site_power: site_models,
             instance_workloads: IndexVec::new(),
             node_sites: Vec::new(),
         };
@@ -239,13 +242,15 @@ impl Problem {
     }
 
     /// The new model of site `si` of `inst`, for `update_site`: the
-    /// fallible half (an unknown server model), so that a failed update
+    /// fallible half (an unknown server or accelerator model), so that a failed update
     /// changes nothing.
     pub fn site_update(&self, inst: &Instance, si: SiteIx) -> Result<SiteUpdate> {
         let models = catalogue_with(&inst.server_models);
+        let accelerators = accelerator_models::catalogue_with(&inst.accelerator_models);
         let (site, model) = site_model(
             &inst.sites[si.ix()],
             &models,
+            &accelerators,
             inst.limits.horizon_hours,
             &self.weights,
             &self.resources,
@@ -266,9 +271,8 @@ impl Problem {
     ) -> Vec<WorkloadIx> {
         let SiteUpdate { site, model } = update;
         self.sites[si] = site;
-        self.site_servers[si] = model;
+        self.site_power[si] = model;
         self.hardware[si] = inst.sites[si.ix()].hardware.clone();
-        self.site_calibration[si] = inst.sites[si.ix()].power.calibration;
         let node = self.topology.site_node(si.ix());
         let rep = self
             .node_sites
@@ -334,18 +338,14 @@ impl Problem {
 fn site_model(
     s: &Site,
     models: &BTreeMap<String, ServerModel>,
+    accelerators: &BTreeMap<String, AcceleratorModel>,
     horizon: u32,
     w: &ObjectiveWeights,
     resources: &[String],
     domains: &[String],
-) -> Result<(SiteModel, ServerModel)> {
-    let model = models
-        .get(&s.servers.model)
-        .ok_or_else(|| Error::UnknownServerModel {
-            name: s.servers.model.clone(),
-            known: models.keys().cloned().collect::<Vec<_>>().join(", "),
-        })?;
-    let physics = SitePhysics::of(s, model, horizon);
+) -> Result<(SiteModel, SitePowerModel)> {
+    let model = SitePowerModel::of(s, models, accelerators)?;
+    let physics = SitePhysics::of(s, &model, horizon);
     let capacity = resources
         .iter()
         .map(|r| {
@@ -378,7 +378,7 @@ fn site_model(
         inlet_c_per_it_kw: s.thermal.recirc_c_per_kw / s.thermal.racks.max(1) as f64,
         physics,
     };
-    Ok((site, model.clone()))
+    Ok((site, model))
 }
 
 fn groups(

@@ -92,6 +92,8 @@ impl Problem {
     /// priced as if they were (the verifier flags them as violations).
     pub fn evaluate(&self, x: &Replicas) -> Evaluation {
         let mut it_dynamic_kw: IndexVec<SiteIx, f64> = IndexVec::from_elem_n(0.0, self.sites.len());
+        let mut gpu_dynamic_kw: IndexVec<SiteIx, f64> =
+            IndexVec::from_elem_n(0.0, self.sites.len());
         let mut used: IndexVec<SiteIx, Vec<f64>> =
             IndexVec::from_elem_n(vec![0.0; self.resources.len()], self.sites.len());
         let mut terms = ObjectiveTerms::default();
@@ -109,6 +111,7 @@ impl Problem {
                 terms.latency += nf * c.latency_cost;
                 terms.thermal += nf * c.thermal_cost;
                 it_dynamic_kw[si] += nf * c.dynamic_kw;
+                gpu_dynamic_kw[si] += nf * self.replica_gpu_kw(wi, si);
                 for (r, d) in wl.demand.iter().enumerate() {
                     used[si][r] += nf * d;
                 }
@@ -126,7 +129,9 @@ impl Problem {
             terms.carbon += s.physics.idle_kw * s.carbon_cost_per_it_kwh;
             terms.thermal += s.physics.idle_kw * s.thermal_cost_per_it_kw;
             let it_kw = s.physics.idle_kw + it_dynamic_kw[si];
-            sites.push(self.site_kpi(si, it_kw, &used[si]));
+            let mut kpi = self.site_kpi(si, it_kw, &used[si]);
+            kpi.accelerator_kw = s.physics.accelerator_idle_kw + gpu_dynamic_kw[si];
+            sites.push(kpi);
         }
         terms.total = terms.energy
             + terms.carbon
@@ -175,6 +180,7 @@ impl Problem {
             site: s.id.clone(),
             utilization,
             it_kw,
+            accelerator_kw: p.accelerator_idle_kw,
             it_limit_kw: p.it_limit_kw,
             facility_kw: it_kw * p.pue,
             power_cap_kw: s.power_cap_kw,
@@ -196,6 +202,9 @@ pub struct SiteKpi {
     /// Used / available (after reserve), per resource.
     pub utilization: BTreeMap<String, f64>,
     pub it_kw: f64,
+    /// The accelerators' part of `it_kw` (idle and the replicas' draw).
+    #[serde(default)]
+    pub accelerator_kw: f64,
     pub it_limit_kw: f64,
     pub facility_kw: f64,
     pub power_cap_kw: f64,

@@ -13,8 +13,8 @@ use edgeplan_model::error::{Error, Result};
 use edgeplan_model::instance::{ObjectiveWeights, Workload};
 pub use edgeplan_model::kpi::{Kpis, ObjectiveTerms};
 use edgeplan_model::placement::Placement;
-use edgeplan_model::server_models::ServerModel;
 use edgeplan_physics::physics::SitePhysics;
+use edgeplan_physics::power::SitePowerModel;
 use edgeplan_physics::topology::Topology;
 
 #[derive(Debug, Clone)]
@@ -38,8 +38,7 @@ pub struct Problem {
     pub(crate) region_index: HashMap<String, usize>,
     pub(crate) site_index: HashMap<String, SiteIx>,
     pub(crate) hardware: IndexVec<SiteIx, Vec<String>>,
-    pub(crate) site_servers: IndexVec<SiteIx, ServerModel>,
-    pub(crate) site_calibration: IndexVec<SiteIx, f64>,
+    pub(crate) site_power: IndexVec<SiteIx, SitePowerModel>,
     pub(crate) instance_workloads: IndexVec<WorkloadIx, Workload>,
     /// Sites grouped by network node, in site order: (first site, members).
     pub(crate) node_sites: Vec<(SiteIx, Vec<SiteIx>)>,
@@ -185,11 +184,15 @@ impl Problem {
             .map_or_else(|| self.replica_dynamic_kw(wi, si), |c| c.dynamic_kw)
     }
 
-    /// Dynamic kW of one replica of workload `wi` on site `si`'s servers.
+    /// Dynamic kW of one replica of workload `wi` on site `si`: its cores
+    /// on the servers' curve and its accelerators on theirs.
     pub fn replica_dynamic_kw(&self, wi: WorkloadIx, si: SiteIx) -> f64 {
-        let wl = &self.instance_workloads[wi];
-        let cores = wl.resources.get("cpu_cores").copied().unwrap_or(0.0);
-        self.site_servers[si].replica_dynamic_kw(cores, wl.utilization) * self.site_calibration[si]
+        self.site_power[si].replica_dynamic_kw(&self.instance_workloads[wi])
+    }
+
+    /// The accelerators' part of [`Problem::replica_dynamic_kw`].
+    pub fn replica_gpu_kw(&self, wi: WorkloadIx, si: SiteIx) -> f64 {
+        self.site_power[si].replica_gpu_kw(&self.instance_workloads[wi])
     }
 
     /// Turn an external placement into per-workload (site, count) lists.

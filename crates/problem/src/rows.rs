@@ -128,6 +128,10 @@ impl Problem {
                     row,
                     need,
                     free: limit - u,
+                    gpu_kw: match row {
+                        Row::Power => self.replica_gpu_kw(wi, si),
+                        Row::Resource(_) => 0.0,
+                    },
                 });
             }
         }
@@ -151,6 +155,8 @@ pub struct Shortfall {
     pub row: Row,
     pub need: f64,
     pub free: f64,
+    /// On the power row: the replica's accelerators' part of `need`, kW.
+    pub gpu_kw: f64,
 }
 
 impl Shortfall {
@@ -187,7 +193,14 @@ impl Shortfall {
                         site.name, site.physics.inlet_limit_c, site.physics.ambient_c
                     ),
                 };
-                format!("{what}: one replica needs {need:.3} kW, {free:.3} kW left")
+                if self.gpu_kw > 0.0 {
+                    format!(
+                        "{what}: one replica needs {need:.3} kW ({:.3} kW of it its GPUs), {free:.3} kW left",
+                        self.gpu_kw
+                    )
+                } else {
+                    format!("{what}: one replica needs {need:.3} kW, {free:.3} kW left")
+                }
             }
         }
     }

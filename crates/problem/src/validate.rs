@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::problem::Problem;
 use crate::rows::UPLINK;
+use edgeplan_model::accelerator_models::{self, AcceleratorModel, CURVE_POINTS, GPU_RESOURCE};
 pub use edgeplan_model::error::Issue;
 use edgeplan_model::instance::{Instance, Price};
 use edgeplan_model::server_models::{catalogue_with, ServerModel};
@@ -119,6 +120,27 @@ fn check_server_model(c: &mut Checker, path: &str, m: &ServerModel) {
     }
 }
 
+fn check_accelerator_model(c: &mut Checker, path: &str, m: &AcceleratorModel) {
+    if m.watts.len() != CURVE_POINTS {
+        c.push(
+            format!("{path}.watts"),
+            format!(
+                "needs {CURVE_POINTS} values (idle, 10 %, …, 100 % utilisation), got {}",
+                m.watts.len()
+            ),
+        );
+    }
+    for (k, w) in m.watts.iter().enumerate() {
+        c.non_negative(&format!("{path}.watts[{k}]"), *w);
+    }
+    if m.watts.windows(2).any(|w| w[1] < w[0]) {
+        c.push(
+            format!("{path}.watts"),
+            "must not decrease with utilisation",
+        );
+    }
+}
+
 /// The uplink's row name is taken: a resource of that name would be
 /// counted twice. Whether it was.
 fn reserved_name(c: &mut Checker, path: &str, resource: &str) -> bool {
@@ -140,6 +162,13 @@ fn structural(inst: &Instance, c: &mut Checker) {
         "server_models",
         inst.server_models.iter().map(|m| m.name.as_str()),
     );
+    for (i, m) in inst.accelerator_models.iter().enumerate() {
+        check_accelerator_model(c, &format!("accelerator_models[{i}]"), m);
+    }
+    c.unique(
+        "accelerator_models",
+        inst.accelerator_models.iter().map(|m| m.name.as_str()),
+    );
     c.unique("sites", inst.sites.iter().map(|s| s.id.as_str()));
     c.unique(
         "network.nodes",
@@ -152,6 +181,7 @@ fn structural(inst: &Instance, c: &mut Checker) {
     }
 
     let models = catalogue_with(&inst.server_models);
+    let accelerators = accelerator_models::catalogue_with(&inst.accelerator_models);
     let nodes: HashSet<&str> = inst.network.nodes.iter().map(|n| n.id.as_str()).collect();
     let site_ids: HashSet<&str> = inst.sites.iter().map(|s| s.id.as_str()).collect();
     let region_ids: HashSet<&str> = inst.regions.iter().map(|r| r.id.as_str()).collect();
@@ -219,6 +249,39 @@ fn structural(inst: &Instance, c: &mut Checker) {
                 c.push(format!("{p}.servers.count"), "must be > 0, got 0")
             }
             Some(_) => {}
+        }
+        if let Some(a) = &s.accelerators {
+            let ap = format!("{p}.accelerators");
+            if !accelerators.contains_key(&a.model) {
+                c.push(
+                    format!("{ap}.model"),
+                    format!(
+                        "unknown accelerator model {:?}; known: {}",
+                        a.model,
+                        accelerators.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+            c.within(&format!("{ap}.calibration"), a.calibration, 0.1, 10.0);
+            // The accelerators are the site's GPUs: the count the placement
+            // fills is `capacity.gpus`, and no more exist than have power.
+            match s.capacity.get(GPU_RESOURCE) {
+                None => c.push(
+                    format!("{p}.capacity.{GPU_RESOURCE}"),
+                    format!(
+                        "a site with accelerators declares its {GPU_RESOURCE:?} capacity (at most accelerators.count = {})",
+                        a.count
+                    ),
+                ),
+                Some(&g) if g > a.count as f64 => c.push(
+                    format!("{p}.capacity.{GPU_RESOURCE}"),
+                    format!(
+                        "{g} {GPU_RESOURCE} but accelerators.count is {}: every GPU needs a power model",
+                        a.count
+                    ),
+                ),
+                Some(_) => {}
+            }
         }
         c.positive(&format!("{p}.power.cap_kw"), s.power.cap_kw);
         c.within(&format!("{p}.power.pue_min"), s.power.pue_min, 1.0, 10.0);
@@ -386,6 +449,9 @@ fn structural(inst: &Instance, c: &mut Checker) {
             }
         }
         c.within(&format!("{p}.utilization"), w.utilization, 0.0, 1.0);
+        if let Some(u) = w.gpu_utilization {
+            c.within(&format!("{p}.gpu_utilization"), u, 0.0, 1.0);
+        }
         for (k, t) in w.traffic.iter().enumerate() {
             if !region_ids.contains(t.region.as_str()) {
                 c.push(

@@ -69,7 +69,7 @@ impl Connect {
     }
 }
 
-/// Upsert the instance's server models, sites, links, regions, workloads
+/// Upsert the instance's server and accelerator models, sites, links, regions, workloads
 /// and policy; returns
 /// the state version after the last change.
 pub async fn push_instance(server: &Connect, inst: &Instance) -> anyhow::Result<u64> {
@@ -81,6 +81,17 @@ pub async fn push_instance(server: &Connect, inst: &Instance) -> anyhow::Result<
                 .server_models
                 .iter()
                 .map(convert::server_model_to_pb)
+                .collect(),
+            expected_version: None,
+        })
+        .await?;
+    }
+    if !inst.accelerator_models.is_empty() {
+        c.upsert_accelerator_models(pb::UpsertAcceleratorModelsRequest {
+            accelerator_models: inst
+                .accelerator_models
+                .iter()
+                .map(convert::accelerator_model_to_pb)
                 .collect(),
             expected_version: None,
         })

@@ -36,6 +36,8 @@ enum Touched {
     Workload(String),
     /// The fleet's server models (stored as one list).
     ServerModels,
+    /// The fleet's accelerator models (stored as one list).
+    AcceleratorModels,
     DeletedSite(String),
     DeletedLink(String),
     DeletedRegion(String),
@@ -122,6 +124,7 @@ fn change(
             Touched::DeletedWorkload(id) => Op::DeleteWorkload(id),
             Touched::Policy => Op::Policy(&policy),
             Touched::ServerModels => Op::ServerModels(&next.server_models),
+            Touched::AcceleratorModels => Op::AcceleratorModels(&next.accelerator_models),
         });
     }
     shared
@@ -322,6 +325,37 @@ impl pb::inventory_server::Inventory for InventoryApi {
         .await
     }
 
+    async fn upsert_accelerator_models(
+        &self,
+        req: Request<pb::UpsertAcceleratorModelsRequest>,
+    ) -> Result<Response<pb::Change>, Status> {
+        let req = req.into_inner();
+        let expected = req.expected_version;
+        let models: Vec<_> = req
+            .accelerator_models
+            .into_iter()
+            .map(convert::accelerator_model_from_pb)
+            .collect();
+        let shared = self.0.clone();
+        blocking(move || {
+            change(&shared, expected, |inst, _| {
+                let before = inst.accelerator_models.clone();
+                upsert(
+                    &mut inst.accelerator_models,
+                    models,
+                    "accelerator_models",
+                    |m| m.name.clone(),
+                )?;
+                Ok(if inst.accelerator_models == before {
+                    Vec::new()
+                } else {
+                    vec![Touched::AcceleratorModels]
+                })
+            })
+        })
+        .await
+    }
+
     async fn delete(
         &self,
         req: Request<pb::DeleteRequest>,
@@ -433,6 +467,11 @@ impl pb::inventory_server::Inventory for InventoryApi {
                     .iter()
                     .map(convert::server_model_to_pb)
                     .collect(),
+                accelerator_models: inst
+                    .accelerator_models
+                    .iter()
+                    .map(convert::accelerator_model_to_pb)
+                    .collect(),
                 next_page_token: String::new(),
             }));
         }
@@ -445,6 +484,10 @@ impl pb::inventory_server::Inventory for InventoryApi {
         // The entities in their fixed order, each kind only when asked for.
         let lens = [
             (pb::EntityKind::ServerModel, inst.server_models.len()),
+            (
+                pb::EntityKind::AcceleratorModel,
+                inst.accelerator_models.len(),
+            ),
             (pb::EntityKind::Site, inst.sites.len()),
             (pb::EntityKind::Link, inst.network.links.len()),
             (pb::EntityKind::Region, inst.regions.len()),
@@ -467,6 +510,12 @@ impl pb::inventory_server::Inventory for InventoryApi {
                     snap.server_models = inst.server_models[range]
                         .iter()
                         .map(convert::server_model_to_pb)
+                        .collect()
+                }
+                pb::EntityKind::AcceleratorModel => {
+                    snap.accelerator_models = inst.accelerator_models[range]
+                        .iter()
+                        .map(convert::accelerator_model_to_pb)
                         .collect()
                 }
                 pb::EntityKind::Site => {
@@ -587,6 +636,25 @@ fn delete_one(inst: &mut Instance, kind: pb::EntityKind, id: String) -> Result<T
             }
             inst.server_models.remove(i);
             Ok(Touched::ServerModels)
+        }
+        pb::EntityKind::AcceleratorModel => {
+            let i = inst
+                .accelerator_models
+                .iter()
+                .position(|m| m.name == id)
+                .ok_or_else(|| not_found("accelerator_model"))?;
+            let user = inst
+                .sites
+                .iter()
+                .find(|s| s.accelerators.as_ref().is_some_and(|a| a.model == id));
+            if let Some(s) = user {
+                return Err(errors::error(
+                    Reason::InUse,
+                    format!("site {} has accelerators of model {id}", s.id),
+                ));
+            }
+            inst.accelerator_models.remove(i);
+            Ok(Touched::AcceleratorModels)
         }
         pb::EntityKind::Unspecified => Err(errors::field("kind", "required")),
     }

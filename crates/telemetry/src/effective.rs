@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::forecast::HoltWinters;
 use crate::telemetry::{Rejection, SensorKind, TelemetryState};
+use edgeplan_model::accelerator_models;
 use edgeplan_model::instance::Instance;
 use edgeplan_model::server_models::catalogue_with;
 use edgeplan_physics::physics::{worst_ambient_c, SitePhysics};
+use edgeplan_physics::power::SitePowerModel;
 
 /// Knobs of the effective-capacity model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -87,6 +89,45 @@ pub fn fit_line(points: impl IntoIterator<Item = (f64, f64)>) -> Option<LineFit>
     })
 }
 
+/// A scale through the origin, `measured ≈ factor · modelled`, by least
+/// squares: how far a device's real power sits from its curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ScaleFit {
+    pub factor: f64,
+    /// Share of the measured variance the scaled model explains.
+    pub r2: f64,
+    /// Root mean square of the residuals, in the measurement's unit.
+    pub residual: f64,
+    pub samples: usize,
+}
+
+/// Least-squares `factor` over (modelled, measured) points; `None` for
+/// fewer than 3 points or a model that is zero throughout.
+pub fn fit_scale(points: impl IntoIterator<Item = (f64, f64)>) -> Option<ScaleFit> {
+    let points: Vec<(f64, f64)> = points.into_iter().collect();
+    let n = points.len();
+    if n < 3 {
+        return None;
+    }
+    let (spp, spm) = points
+        .iter()
+        .fold((0.0, 0.0), |(pp, pm), (p, m)| (pp + p * p, pm + p * m));
+    if spp <= 1e-12 {
+        return None;
+    }
+    let factor = spm / spp;
+    let mean = points.iter().map(|(_, m)| m).sum::<f64>() / n as f64;
+    let (sse, sst) = points.iter().fold((0.0, 0.0), |(e, t), (p, m)| {
+        (e + (m - factor * p).powi(2), t + (m - mean).powi(2))
+    });
+    Some(ScaleFit {
+        factor,
+        r2: if sst > 0.0 { 1.0 - sse / sst } else { 1.0 },
+        residual: (sse / n as f64).sqrt(),
+        samples: n,
+    })
+}
+
 /// Where a value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -111,6 +152,11 @@ pub struct SiteEffect {
     pub thermal_fit: Option<LineFit>,
     pub calibration_source: Source,
     pub calibration: f64,
+    /// The accelerators' calibration (1 at a site without accelerators).
+    pub gpu_calibration_source: Source,
+    pub gpu_calibration: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_fit: Option<ScaleFit>,
     pub stale_sensors: Vec<String>,
     /// Effective IT limit before and after telemetry, kW.
     pub it_limit_kw_declared: f64,
@@ -149,8 +195,30 @@ pub fn effective_instance(
     let horizon = base.limits.horizon_hours.max(1) as usize;
     let hw = HoltWinters::default();
     let models = catalogue_with(&base.server_models);
+    let accelerators = accelerator_models::catalogue_with(&base.accelerator_models);
+    // Per site: the accelerators' modelled power as declared (idle plus
+    // today's replicas), which the server calibration leaves out of the
+    // site's measured power when no accelerator meter says better.
+    let declared_gpu_kw: Vec<f64> = inst
+        .sites
+        .iter()
+        .map(|site| {
+            let Ok(power) = SitePowerModel::of(site, &models, &accelerators) else {
+                return 0.0;
+            };
+            power.accelerators_idle_kw()
+                + inst
+                    .workloads
+                    .iter()
+                    .map(|w| {
+                        w.current.get(&site.id).copied().unwrap_or(0) as f64
+                            * power.replica_gpu_kw(w)
+                    })
+                    .sum::<f64>()
+        })
+        .collect();
     let mut sites = Vec::with_capacity(inst.sites.len());
-    for site in &mut inst.sites {
+    for (site, declared_gpu_kw) in inst.sites.iter_mut().zip(declared_gpu_kw) {
         let declared = site.clone();
         let mut notes = Vec::new();
         let stale: Vec<(String, SensorKind)> = t
@@ -255,14 +323,31 @@ pub fn effective_instance(
             }
         };
 
-        // Power calibration: measured site IT kW over the model at the same utilisation.
+        // Accelerator calibration first: the server calibration below
+        // takes the accelerators' power out of the site's.
+        let gpu_pairs = t.gpu_pairs.get(&site.id);
+        let (gpu_calibration_source, gpu_fit, measured_gpu_kw) = gpu_calibration(
+            site,
+            &accelerators,
+            gpu_pairs,
+            is_stale(SensorKind::GpuPower),
+            opts,
+            &mut notes,
+        );
+        let gpu_kw_now = measured_gpu_kw.unwrap_or(declared_gpu_kw);
+
+        // Power calibration: measured site IT kW (less the accelerators')
+        // over the server model at the same utilisation.
         let model = models.get(&site.servers.model);
         let mut calibration_source = Source::Declared;
         if let (Some(model), Some(q)) = (model, t.power_pairs.get(&site.id)) {
             if q.len() >= opts.min_fit_samples && !is_stale(SensorKind::SitePower) {
                 let servers = site.servers.count as f64;
                 let (measured, modelled) = q.iter().fold((0.0, 0.0), |(m, p), &(u, kw)| {
-                    (m + kw, p + servers * model.watts_at(u) / 1000.0)
+                    (
+                        m + kw - gpu_kw_now,
+                        p + servers * model.watts_at(u) / 1000.0,
+                    )
                 });
                 if modelled > 0.0 {
                     site.power.calibration = round4((measured / modelled).clamp(0.5, 2.0));
@@ -272,8 +357,8 @@ pub fn effective_instance(
         }
 
         let limit_of = |s: &edgeplan_model::instance::Site| {
-            model.map_or(0.0, |m| {
-                SitePhysics::of(s, m, base.limits.horizon_hours).it_limit_kw
+            SitePowerModel::of(s, &models, &accelerators).map_or(0.0, |p| {
+                SitePhysics::of(s, &p, base.limits.horizon_hours).it_limit_kw
             })
         };
         sites.push(SiteEffect {
@@ -285,6 +370,9 @@ pub fn effective_instance(
             thermal_fit: fit,
             calibration_source,
             calibration: site.power.calibration,
+            gpu_calibration_source,
+            gpu_calibration: site.accelerators.as_ref().map_or(1.0, |a| a.calibration),
+            gpu_fit,
             stale_sensors: stale.iter().map(|(id, _)| id.clone()).collect(),
             it_limit_kw_declared: limit_of(&declared),
             it_limit_kw: limit_of(site),
@@ -337,4 +425,64 @@ fn round2(v: f64) -> f64 {
 
 fn round4(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
+}
+
+/// A site's accelerator calibration from (utilisation, kW) pairs: the
+/// least-squares scale of its curve, used when enough pairs fit well; the
+/// larger of declared and fitted (never less power than either says) when
+/// the meter went silent or the fit is poor; declared otherwise. Returns
+/// the source, the fit, and the accelerators' mean measured kW.
+fn gpu_calibration(
+    site: &mut edgeplan_model::instance::Site,
+    catalogue: &std::collections::BTreeMap<String, accelerator_models::AcceleratorModel>,
+    pairs: Option<&std::collections::VecDeque<(f64, f64)>>,
+    stale: bool,
+    opts: &EffectiveOptions,
+    notes: &mut Vec<String>,
+) -> (Source, Option<ScaleFit>, Option<f64>) {
+    let (Some(fleet), Some(pairs)) = (site.accelerators.as_mut(), pairs) else {
+        return (Source::Declared, None, None);
+    };
+    let Some(model) = catalogue.get(&fleet.model) else {
+        return (Source::Declared, None, None);
+    };
+    let count = fleet.count as f64;
+    let fit = fit_scale(
+        pairs
+            .iter()
+            .map(|&(u, kw)| (count * model.watts_at(u) / 1000.0, kw)),
+    );
+    let measured_kw =
+        (!pairs.is_empty()).then(|| pairs.iter().map(|p| p.1).sum::<f64>() / pairs.len() as f64);
+    let Some(f) = fit else {
+        return (Source::Declared, None, measured_kw);
+    };
+    let factor = round4(f.factor.clamp(0.5, 2.0));
+    if f.samples < opts.min_fit_samples {
+        notes.push(format!(
+            "accelerator power: declared curve (only {} paired samples, need {})",
+            f.samples, opts.min_fit_samples
+        ));
+        return (Source::Declared, Some(f), measured_kw);
+    }
+    if stale || f.r2 < opts.min_r2 {
+        let why = if stale {
+            "accelerator meter silent".to_string()
+        } else {
+            format!("fit R² {:.2} below {}", f.r2, opts.min_r2)
+        };
+        fleet.calibration = fleet.calibration.max(factor);
+        notes.push(format!(
+            "accelerator power: {why}: the larger of declared and fitted calibration ({:.3})",
+            fleet.calibration
+        ));
+        // A silent meter's past mean says nothing of now.
+        return (
+            Source::Conservative,
+            Some(f),
+            (!stale).then_some(measured_kw).flatten(),
+        );
+    }
+    fleet.calibration = factor;
+    (Source::Telemetry, Some(f), measured_kw)
 }

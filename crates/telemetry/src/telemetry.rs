@@ -35,6 +35,10 @@ pub enum SensorKind {
     Utilization,
     /// CPU utilisation of one workload's replicas, 0–1 (% accepted); `sensor` is the workload id.
     WorkloadUtilization,
+    /// Power of all the site's accelerators, kW (W accepted).
+    GpuPower,
+    /// Mean utilisation of the site's accelerators, 0–1 (% accepted).
+    GpuUtilization,
     /// Air volume through a rack or plant, m³/h (cfm accepted). Kept and shown, not modelled.
     Airflow,
     /// Fan speed, rpm. Kept and shown, not modelled.
@@ -344,6 +348,9 @@ pub struct TelemetryState {
     /// Site → recent (utilisation, site IT kW) pairs.
     #[serde(skip)]
     pub power_pairs: FxHashMap<String, VecDeque<(f64, f64)>>,
+    /// Site → recent (accelerator utilisation, accelerator kW) pairs.
+    #[serde(skip)]
+    pub gpu_pairs: FxHashMap<String, VecDeque<(f64, f64)>>,
     /// Client batch ids taken lately, oldest first (the newest
     /// [`BATCH_IDS_KEPT`]): a batch sent again after a lost acknowledgement
     /// is recognised and not applied twice.
@@ -404,8 +411,8 @@ impl SensorKind {
         match self {
             Ambient | Inlet | Supply => "C",
             Humidity => "%",
-            RackPower | SitePower => "kW",
-            Utilization | WorkloadUtilization => "ratio",
+            RackPower | SitePower | GpuPower => "kW",
+            Utilization | WorkloadUtilization | GpuUtilization => "ratio",
             Airflow => "m3/h",
             FanSpeed => "rpm",
         }
@@ -433,12 +440,12 @@ fn canonical(kind: SensorKind, unit: &str, v: f64) -> Option<f64> {
             _ => None,
         },
         Humidity => matches!(u, "%" | "pct" | "percent").then_some(v),
-        RackPower | SitePower => match u {
+        RackPower | SitePower | GpuPower => match u {
             "kw" => Some(v),
             "w" => Some(v / 1000.0),
             _ => None,
         },
-        Utilization | WorkloadUtilization => match u {
+        Utilization | WorkloadUtilization | GpuUtilization => match u {
             "" | "ratio" | "fraction" => Some(v),
             "%" | "pct" | "percent" => Some(v / 100.0),
             _ => None,
@@ -558,8 +565,8 @@ impl TelemetryState {
         let in_range = match r.kind {
             Ambient | Inlet | Supply => (l.min_temperature_c..=l.max_temperature_c).contains(&v),
             Humidity => (0.0..=100.0).contains(&v),
-            RackPower | SitePower => (0.0..=l.max_power_kw).contains(&v),
-            Utilization | WorkloadUtilization => (0.0..=1.0).contains(&v),
+            RackPower | SitePower | GpuPower => (0.0..=l.max_power_kw).contains(&v),
+            Utilization | WorkloadUtilization | GpuUtilization => (0.0..=1.0).contains(&v),
             Airflow | FanSpeed => (0.0..=1e7).contains(&v),
         };
         if !in_range {
@@ -659,6 +666,7 @@ impl TelemetryState {
             }
             SensorKind::Inlet => self.pair_thermal(r),
             SensorKind::SitePower | SensorKind::Utilization => self.pair_power(r.site),
+            SensorKind::GpuPower | SensorKind::GpuUtilization => self.pair_gpu(r.site),
             SensorKind::Supply
             | SensorKind::Humidity
             | SensorKind::RackPower
@@ -709,9 +717,19 @@ impl TelemetryState {
     }
 
     fn pair_power(&mut self, site: &str) {
+        self.pair_site(site, SensorKind::Utilization, SensorKind::SitePower);
+    }
+
+    fn pair_gpu(&mut self, site: &str) {
+        self.pair_site(site, SensorKind::GpuUtilization, SensorKind::GpuPower);
+    }
+
+    /// On a site-level utilisation or power reading: a (utilisation, kW)
+    /// pair, if both were read within [`PAIR_WINDOW_S`] of each other.
+    fn pair_site(&mut self, site: &str, util: SensorKind, power: SensorKind) {
         let (Some(u), Some(p)) = (
-            self.latest(site, SensorKind::Utilization, None),
-            self.latest(site, SensorKind::SitePower, None),
+            self.latest(site, util, None),
+            self.latest(site, power, None),
         ) else {
             return;
         };
@@ -719,7 +737,12 @@ impl TelemetryState {
             return;
         }
         let pair = (u.last, p.last);
-        let q = pairs_at(&mut self.power_pairs, site, VecDeque::new);
+        let pairs = if power == SensorKind::GpuPower {
+            &mut self.gpu_pairs
+        } else {
+            &mut self.power_pairs
+        };
+        let q = pairs_at(pairs, site, VecDeque::new);
         if q.len() == PAIRS_KEPT {
             q.pop_front();
         }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use edgeplan_model::accelerator_models::{self, AcceleratorModel};
 use edgeplan_model::instance::{AshraeClass, Instance, Price, Site};
 use edgeplan_model::server_models::{catalogue_with, ServerModel};
 
@@ -21,6 +22,9 @@ pub(crate) struct SiteCheck {
     pub(crate) cores_per_server: f64,
     pub(crate) watts: Vec<f64>,
     pub(crate) calibration: f64,
+    /// One accelerator's curve (empty at a site without accelerators).
+    pub(crate) gpu_watts: Vec<f64>,
+    pub(crate) gpu_calibration: f64,
 }
 
 pub(crate) fn interpolate(watts: &[f64], u: f64) -> f64 {
@@ -41,9 +45,20 @@ pub(crate) fn interpolate(watts: &[f64], u: f64) -> f64 {
 pub(crate) fn site_check(
     inst: &Instance,
     models: &BTreeMap<String, ServerModel>,
+    accelerators: &BTreeMap<String, AcceleratorModel>,
     site: &Site,
 ) -> Option<SiteCheck> {
     let model = models.get(&site.servers.model)?;
+    let (gpu_watts, gpu_count, gpu_calibration) = match &site.accelerators {
+        None => (Vec::new(), 0.0, 1.0),
+        Some(a) => (
+            accelerators.get(&a.model)?.watts.clone(),
+            a.count as f64,
+            a.calibration,
+        ),
+    };
+    let gpu_idle_kw =
+        gpu_count * gpu_watts.first().copied().unwrap_or(0.0) / 1000.0 * gpu_calibration;
     let horizon = inst.limits.horizon_hours as usize;
     let mut ambient_c = site.ambient.current_c;
     for t in site.ambient.forecast_c.iter().take(horizon) {
@@ -82,7 +97,9 @@ pub(crate) fn site_check(
         },
         idle_kw: site.power.idle_kw.unwrap_or_else(|| {
             site.servers.count as f64 * model.watts[0] / 1000.0 * site.power.calibration
-        }),
+        }) + gpu_idle_kw,
+        gpu_watts,
+        gpu_calibration,
         calibration: site.power.calibration,
         cores_per_server: model.cores as f64,
         watts: model.watts.clone(),
@@ -144,9 +161,10 @@ pub(crate) fn price_over(price: &Price, hours: u32) -> f64 {
 
 pub(crate) fn site_checks(inst: &Instance) -> Vec<Option<SiteCheck>> {
     let models = catalogue_with(&inst.server_models);
+    let accelerators = accelerator_models::catalogue_with(&inst.accelerator_models);
     inst.sites
         .iter()
-        .map(|s| site_check(inst, &models, s))
+        .map(|s| site_check(inst, &models, &accelerators, s))
         .collect()
 }
 
@@ -181,6 +199,14 @@ pub(crate) fn site_loads<'a>(
                 * (interpolate(&c.watts, w.utilization) - c.watts[0])
                 / 1000.0
                 * c.calibration;
+            // Each of the replica's GPUs above idle, on the site's accelerator curve.
+            let gpus = w.resources.get("gpus").copied().unwrap_or(0.0);
+            if gpus > 0.0 && !c.gpu_watts.is_empty() {
+                let u = w.gpu_utilization.unwrap_or(w.utilization);
+                it_kw[si] += n as f64 * gpus * (interpolate(&c.gpu_watts, u) - c.gpu_watts[0])
+                    / 1000.0
+                    * c.gpu_calibration;
+            }
         }
     }
     (used, it_kw)
@@ -262,7 +288,12 @@ pub(crate) fn site_breaches<'a>(
     let Some(c) = check else {
         bad(
             "server_model",
-            format!("{}: unknown server model {:?}", site.id, site.servers.model),
+            format!(
+                "{}: unknown server model {:?} or accelerator model {:?}",
+                site.id,
+                site.servers.model,
+                site.accelerators.as_ref().map(|a| a.model.as_str())
+            ),
             None,
         );
         return v;

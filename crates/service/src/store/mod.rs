@@ -21,6 +21,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use edgeplan_model::accelerator_models::AcceleratorModel;
 pub use edgeplan_model::instance::Policy;
 use edgeplan_model::instance::{nodes_of, Instance, Link, Network, Region, Site, Workload};
 use edgeplan_model::server_models::ServerModel;
@@ -85,6 +86,8 @@ pub enum Op<'a> {
     Policy(&'a Policy),
     /// The fleet's own server models, all of them.
     ServerModels(&'a [ServerModel]),
+    /// The fleet's own accelerator models, all of them.
+    AcceleratorModels(&'a [AcceleratorModel]),
     Version(u64),
     /// A new plan with all its steps.
     NewPlan(&'a Execution),
@@ -366,6 +369,9 @@ fn rows(ops: &[Op<'_>]) -> Result<Vec<Row>, StoreError> {
             Op::ServerModels(m) => {
                 out.push(row(Table::Meta, name("server_models"), Some(json(m)?)))
             }
+            Op::AcceleratorModels(m) => {
+                out.push(row(Table::Meta, name("accelerator_models"), Some(json(m)?)))
+            }
             Op::Version(v) => out.push(row(Table::Meta, name("version"), Some(json(v)?))),
             Op::NewPlan(e) => {
                 out.push(row(Table::Plans, Key::Plan(e.id), Some(json(&e.plan)?)));
@@ -420,6 +426,10 @@ fn loaded(mut raw: Raw) -> Result<Loaded, StoreError> {
         Some(b) => parse("server_models", b)?,
         None => Vec::new(),
     };
+    let accelerator_models: Vec<AcceleratorModel> = match raw.meta.get("accelerator_models") {
+        Some(b) => parse("accelerator_models", b)?,
+        None => Vec::new(),
+    };
     let telemetry = raw.meta.remove("telemetry");
     fn all<T: for<'de> Deserialize<'de>>(
         rows: &[(String, Vec<u8>)],
@@ -433,6 +443,7 @@ fn loaded(mut raw: Raw) -> Result<Loaded, StoreError> {
     let instance = assemble(
         &policy,
         server_models,
+        accelerator_models,
         all(s, "sites")?,
         all(l, "links")?,
         all(r, "regions")?,
@@ -484,6 +495,7 @@ fn loaded(mut raw: Raw) -> Result<Loaded, StoreError> {
 pub fn assemble(
     policy: &Policy,
     server_models: Vec<ServerModel>,
+    accelerator_models: Vec<AcceleratorModel>,
     sites: Vec<Site>,
     links: Vec<Link>,
     regions: Vec<Region>,
@@ -493,6 +505,7 @@ pub fn assemble(
     Instance {
         name: policy.name.clone(),
         server_models,
+        accelerator_models,
         sites,
         network: Network { nodes, links },
         regions,

@@ -338,6 +338,14 @@ impl Replanner {
     ) -> bool {
         // 1. Take every replica off the site (its costs and power change).
         let state = self.take();
+        // Who was short before: a workload the re-plan leaves short that
+        // was not (an ejection's victim) is as stuck as a displaced one.
+        let short_before: Vec<bool> = self
+            .problem
+            .workloads
+            .iter_enumerated()
+            .map(|(w, wl)| state.placed[w] < wl.replicas)
+            .collect();
         let mut a = Assign::resume(&self.problem, &self.flat, state, limit);
         let mut displaced: Vec<(WorkloadIx, u32)> = Vec::new();
         for idx in 0..self.flat.at_site[si].len() {
@@ -415,11 +423,14 @@ impl Replanner {
             }
         }
 
-        let stuck: Vec<WorkloadIx> = displaced
+        let mut stuck: Vec<WorkloadIx> = displaced
             .iter()
             .map(|d| d.0)
+            .chain(p.workloads.indices().filter(|w| !short_before[w.ix()]))
             .filter(|&w| !a.s.fixed[w] && a.s.placed[w] < p.workloads[w].replicas)
             .collect();
+        stuck.sort_unstable();
+        stuck.dedup();
         resolve_neighbourhood(&mut a, &stuck, &self.price);
 
         // 5. Replicas elsewhere move here where that pays for the move
