@@ -29,6 +29,13 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${apt_packages[@]}" >/dev/null
 fi
+if ! python3 -c 'import sushy_tools.static.main' >/dev/null 2>&1; then
+  # OpenStack's static Redfish mockup server (standard library only, so
+  # without its declared dependencies) for the `collect` tests.
+  echo "deps: installing sushy-tools 2.2.0 (sushy-static) from PyPI (Redfish tests)" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --user --no-deps sushy-tools==2.2.0 2>/dev/null \
+    || python3 -m pip install --quiet --disable-pip-version-check --no-deps sushy-tools==2.2.0
+fi
 if ! python3 -c 'import grpc, grpc_tools, google.rpc.error_details_pb2' >/dev/null 2>&1; then
   echo "deps: installing grpcio, grpcio-tools and googleapis-common-protos from PyPI (Python client tests)" >&2
   py=(grpcio grpcio-tools googleapis-common-protos)

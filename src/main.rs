@@ -40,6 +40,12 @@ enum Command {
     /// wait until the service's state holds every reading, then print the
     /// rate end to end.
     Publish(cmd::publish::Args),
+    /// Poll servers' BMCs over Redfish (inlet, power, fans, GPU power) and
+    /// send the readings to the service or to NATS JetStream.
+    Collect(cmd::collect::Args),
+    /// Measure `collect` against simulated BMCs on loopback: readings/s,
+    /// and with --server the delay from a BMC change to WatchSites.
+    CollectBench(cmd::collect::BenchArgs),
     /// Load a running service: telemetry streams, solves and watches for a
     /// fixed time; prints samples/s, ack and solve latency, errors, memory.
     #[command(alias = "load-telemetry")]
@@ -106,6 +112,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::ProvisionerSim(args) => cmd::provisioner_sim::run(args)?,
         Command::Token(args) => cmd::token::run(args)?,
         Command::Publish(args) => cmd::publish::run(args)?,
+        Command::Collect(args) => cmd::collect::run(args)?,
+        Command::CollectBench(args) => cmd::collect::bench(args)?,
         Command::Load(args) => cmd::load::run(args)?,
         Command::Report(args) => cmd::report::run(args)?,
         Command::Push(args) => cmd::push::run(args)?,

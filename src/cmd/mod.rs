@@ -2,6 +2,7 @@
 //! helpers they share (`io`, `runtime`, `server_args`, `verified`).
 
 pub mod bench;
+pub mod collect;
 pub mod demo;
 pub mod export;
 pub mod gen;

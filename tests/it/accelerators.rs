@@ -450,3 +450,31 @@ fn accelerators_through_the_api_end_to_end() {
         );
     });
 }
+
+/// What-if uses the same GPU watts: a power cap cut to 80 % leaves room
+/// for 2 replicas, not 3; the scenario's plan stops one, and the site's
+/// GPU power is reported.
+#[test]
+fn whatif_and_plans_count_gpu_watts() {
+    use edgeplan::whatif::{run, Perturbation, Scenario};
+    let mut inst = gpu_site_and_inference();
+    inst.workloads[0].current = BTreeMap::from([("a".to_string(), 3)]);
+    let cut = Scenario {
+        name: "cap at 80 %".into(),
+        perturbations: vec![Perturbation::PowerCap {
+            site: "a".into(),
+            factor: 0.8,
+        }],
+    };
+    let results = run(&inst, &[cut], &exact(), false, &|_, _| ()).unwrap();
+    // By hand: 1.2 kW less 0.4 kW idle = 0.8 kW: ⌊0.8 / 0.35⌋ = 2.
+    assert_eq!(results[0].placed_replicas, 3);
+    assert_eq!(results[1].placed_replicas, 2);
+    assert_eq!(results[1].plan_steps, 1, "one replica stops");
+    let site = &results[1].sites[0];
+    assert!(
+        (site.accelerator_kw - (0.4 + 2.0 * 0.3)).abs() < 1e-9,
+        "{site:?}"
+    );
+    assert!((site.it_kw - (0.4 + 2.0 * 0.35)).abs() < 1e-9);
+}

@@ -7,9 +7,12 @@
 //! runs ahead of the disk. Locks are never held across an `.await`.
 
 pub mod auth;
+pub mod bmc_sim;
 pub mod bus;
 pub mod client;
 pub mod cluster;
+pub mod collect;
+pub mod collect_bench;
 pub mod continuous;
 pub mod demo;
 pub mod dispatch;

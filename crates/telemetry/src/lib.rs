@@ -5,4 +5,5 @@
 pub mod alarm;
 pub mod effective;
 pub mod forecast;
+pub mod redfish;
 pub mod telemetry;
