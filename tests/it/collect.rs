@@ -424,7 +424,20 @@ fn tiny_bmc(path: &str) -> Option<String> {
         match path {
             "/redfish/v1" | "/redfish/v1/" => r#"{"Chassis": {"@odata.id": "/redfish/v1/Chassis"},
                 "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}}}"#,
-            "/redfish/v1/Chassis" => r#"{"Members": [{"@odata.id": "/redfish/v1/Chassis/1"}]}"#,
+            "/redfish/v1/Chassis" => r#"{"Members": [{"@odata.id": "/redfish/v1/Chassis/1"},
+                {"@odata.id": "/redfish/v1/Chassis/2"}]}"#,
+            // A chassis of the new model only: power from its supplies.
+            "/redfish/v1/Chassis/2" => r#"{"Id": "2", "PowerSubsystem": {"@odata.id": "/redfish/v1/Chassis/2/PowerSubsystem"}}"#,
+            "/redfish/v1/Chassis/2/PowerSubsystem" => r#"{"PowerSupplies": {"@odata.id": "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies"}}"#,
+            "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies" => r#"{"Members": [
+                {"@odata.id": "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies/Bay1"},
+                {"@odata.id": "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies/Bay2"},
+                {"@odata.id": "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies/Bay3"}]}"#,
+            "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies/Bay1" => r#"{"Metrics": {"@odata.id": "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies/Bay1/Metrics"}}"#,
+            "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies/Bay2" => r#"{"Metrics": {"@odata.id": "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies/Bay2/Metrics"}}"#,
+            "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies/Bay3" => r#"{"Status": {"State": "Absent"}}"#,
+            "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies/Bay1/Metrics" => r#"{"InputPowerWatts": {"Reading": 180.5}}"#,
+            "/redfish/v1/Chassis/2/PowerSubsystem/PowerSupplies/Bay2/Metrics" => r#"{"InputPowerWatts": {"Reading": 170.0}}"#,
             "/redfish/v1/Chassis/1" => r#"{"Id": "1", "Thermal": {"@odata.id": "/redfish/v1/Chassis/1/Thermal"},
                 "Power": {"@odata.id": "/redfish/v1/Chassis/1/Power"}}"#,
             "/redfish/v1/Chassis/1/Thermal" => r#"{"Temperatures": [
@@ -527,7 +540,14 @@ fn sessions_and_basic_auth_as_bmcs_want_them() {
         assert!(b["error"].is_null(), "{ok}: {b}");
         assert_eq!(b["chassis"]["1"]["inlet_c"], 19.0);
         assert_eq!(b["chassis"]["1"]["power_w"], 240.0);
+        // The supplies' input power, the absent bay skipped.
+        assert_eq!(b["chassis"]["2"]["power_w"], 350.5, "{b}");
     }
+    assert!(bmc(&report, "session")["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s.as_str().unwrap().contains("Bay3: Absent")));
     let e = bmc(&report, "wrong")["error"]
         .as_str()
         .unwrap_or("")

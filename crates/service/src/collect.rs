@@ -505,12 +505,42 @@ async fn read_bmc(bmc: &Bmc, cfg: &CollectConfig, round: &mut BmcRound) -> Resul
                     }
                 }
             }
+            // The supplies only where nothing else gives the power.
+            let mut supply_metrics = Vec::new();
+            let without_supplies = redfish::chassis(&ChassisDocs {
+                power: power.as_ref(),
+                environment: environment.as_ref(),
+                ..ChassisDocs::default()
+            });
+            if without_supplies.power_w.is_none() {
+                if let Some(l) = redfish::link(&ch, "PowerSubsystem") {
+                    if let Some(sub) = fetch!(l) {
+                        if let Some(col) = redfish::link(&sub, "PowerSupplies") {
+                            if let Some(col) = fetch!(col) {
+                                for m in redfish::members(&col).into_iter().take(cfg.max_sensors) {
+                                    let Some(psu) = fetch!(m) else { continue };
+                                    if let Some(state) = redfish::unusable(&psu) {
+                                        skipped.push(format!("{}: {state}", clean(&m)));
+                                        continue;
+                                    }
+                                    if let Some(ml) = redfish::link(&psu, "Metrics") {
+                                        if let Some(v) = fetch!(ml) {
+                                            supply_metrics.push(v);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             let docs = ChassisDocs {
                 thermal: thermal.as_ref(),
                 thermal_metrics: thermal_metrics.as_ref(),
                 power: power.as_ref(),
                 environment: environment.as_ref(),
                 sensors: sensors.iter().collect(),
+                supply_metrics: supply_metrics.iter().collect(),
             };
             let read = redfish::chassis(&docs);
             skipped.extend(read.skipped.iter().map(|s| format!("{id}: {s}")));

@@ -45,6 +45,9 @@ pub struct ChassisDocs<'a> {
     pub environment: Option<&'a Value>,
     /// Members of the chassis' `Sensors` collection.
     pub sensors: Vec<&'a Value>,
+    /// `PowerSubsystem/PowerSupplies/{id}/Metrics` of each supply (read
+    /// only when neither `Power` nor `EnvironmentMetrics` gives power).
+    pub supply_metrics: Vec<&'a Value>,
 }
 
 /// Why a resource's reading is not used, from its `Status`; `None` when usable.
@@ -212,12 +215,26 @@ pub fn chassis(docs: &ChassisDocs<'_>) -> ChassisReadings {
             *legacy.get_or_insert(0.0) += w;
         }
     }
-    out.power_w = legacy.or_else(|| {
-        docs.environment
-            .and_then(|e| e.pointer("/PowerWatts/Reading"))
-            .and_then(Value::as_f64)
-    });
+    out.power_w = legacy
+        .or_else(|| environment_power_w(docs.environment))
+        .or_else(|| {
+            // The new model's supplies: their input power, summed.
+            docs.supply_metrics
+                .iter()
+                .filter_map(|m| {
+                    m.pointer("/InputPowerWatts/Reading")
+                        .and_then(Value::as_f64)
+                })
+                .reduce(|a, b| a + b)
+        });
     out
+}
+
+/// `EnvironmentMetrics.PowerWatts.Reading`, W.
+pub fn environment_power_w(environment: Option<&Value>) -> Option<f64> {
+    environment
+        .and_then(|e| e.pointer("/PowerWatts/Reading"))
+        .and_then(Value::as_f64)
 }
 
 fn fan(f: &Value, out: &mut ChassisReadings) {
@@ -334,6 +351,28 @@ mod tests {
             .iter()
             .any(|s| s == "Fan 2: fan speed in Percent, not rpm"));
         assert!(r.skipped.iter().any(|s| s == "off: Disabled"));
+    }
+
+    #[test]
+    fn power_from_the_supplies_when_nothing_else_says() {
+        let supplies = [
+            json!({"InputPowerWatts": {"Reading": 210.5}}),
+            json!({"InputPowerWatts": {"Reading": 199.5}}),
+        ];
+        let env = json!({"TemperatureCelsius": {"Reading": 30}});
+        let r = chassis(&ChassisDocs {
+            environment: Some(&env),
+            supply_metrics: supplies.iter().collect(),
+            ..Default::default()
+        });
+        assert_eq!(r.power_w, Some(410.0));
+        let with_env = json!({"PowerWatts": {"Reading": 400}});
+        let r = chassis(&ChassisDocs {
+            environment: Some(&with_env),
+            supply_metrics: supplies.iter().collect(),
+            ..Default::default()
+        });
+        assert_eq!(r.power_w, Some(400.0));
     }
 
     #[test]
