@@ -130,6 +130,17 @@ fn fake_bmc(
     port
 }
 
+/// `edgeplan ARGS`, which must succeed (its stderr shown if not).
+fn edgeplan_ok(args: &[&str]) -> std::process::Output {
+    let out = edgeplan(args);
+    assert!(
+        out.status.success(),
+        "edgeplan {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn endpoint(name: &str, url: &str, site: &str, rack: &str, extra: &str) -> String {
     format!("  - {{ name: {name}, url: \"{url}\", site: {site}, rack: {rack}{extra} }}\n")
 }
@@ -618,7 +629,7 @@ fn collected_readings_reach_the_service_its_watch_and_nats() {
             .await
             .unwrap();
     });
-    let out = edgeplan(&[
+    edgeplan_ok(&[
         "collect",
         "--config",
         config.to_str().unwrap(),
@@ -627,11 +638,6 @@ fn collected_readings_reach_the_service_its_watch_and_nats() {
         "--server",
         &srv.url(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     rt().block_on(async {
         let mut watch = connect(&srv.url(), TelemetryClient::new)
             .await
@@ -662,7 +668,7 @@ fn collected_readings_reach_the_service_its_watch_and_nats() {
     rt().block_on(async {
         let js = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap());
         let consumer = edgeplan::service::bus::consumer(&js, &bus).await.unwrap();
-        let out = edgeplan(&[
+        edgeplan_ok(&[
             "collect",
             "--config",
             config.to_str().unwrap(),
@@ -673,11 +679,6 @@ fn collected_readings_reach_the_service_its_watch_and_nats() {
             "--subject-prefix",
             &bus.subject_prefix,
         ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let mut messages = consumer.fetch().max_messages(10).messages().await.unwrap();
         let m = messages.next().await.expect("a message").unwrap();
         assert_eq!(m.subject.as_str(), format!("{}.{site}", bus.subject_prefix));
@@ -701,7 +702,7 @@ fn collect_bench_on_simulated_bmcs_delivers_every_reading() {
     let dir = tempfile::tempdir().unwrap();
     let sim = crate::live::sim(&dir.path().join("journal.tsv"), &[]);
     let srv = crate::live::server(&dir.path().join("data"), &sim.url(), &[]);
-    let out = edgeplan(&[
+    let out = edgeplan_ok(&[
         "collect-bench",
         "--bmcs",
         "200",
@@ -712,11 +713,6 @@ fn collect_bench_on_simulated_bmcs_delivers_every_reading() {
         "--server",
         &srv.url(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     // Per round: 200 inlets, 400 fans, 4 racks × 5 sites of power, 5 site sums.
     assert_eq!(r["readings_per_round"], 200 + 400 + 20 + 5, "{r}");
