@@ -729,3 +729,78 @@ fn the_shipped_example_config_is_valid() {
     assert_eq!(cfg.endpoints.len(), 2);
     assert!(cfg.endpoints[1].pinned_sha256.is_some());
 }
+
+/// Sessions end (a BMC's idle timeout, a reboot): a GET answered 401 with
+/// a token in use logs in again and retries, so a round is not lost.
+#[test]
+fn an_expired_session_logs_in_again() {
+    use std::sync::{Arc, Mutex};
+    // Each token is good for 4 authenticated GETs; a round takes 12.
+    let state = Arc::new(Mutex::new((0u32, 0u32))); // (logins, uses of the current token)
+    let seen = state.clone();
+    let port = fake_bmc(move |method, path, headers, _| {
+        let mut s = state.lock().unwrap();
+        if method == "POST" && path == "/redfish/v1/SessionService/Sessions" {
+            s.0 += 1;
+            s.1 = 0;
+            return (
+                201,
+                vec![("X-Auth-Token".into(), format!("tok-{}", s.0))],
+                "{}".into(),
+            );
+        }
+        let root = path == "/redfish/v1" || path == "/redfish/v1/";
+        if !root {
+            let current = format!("tok-{}", s.0);
+            if headers.get("x-auth-token") != Some(&current) || s.1 >= 4 {
+                return (401, Vec::new(), "{}".into());
+            }
+            s.1 += 1;
+        }
+        match tiny_bmc(path) {
+            Some(b) => (200, Vec::new(), b),
+            None => (404, Vec::new(), "{}".into()),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("collect.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "interval_s: 0.2\ntimeout_s: 2\nendpoints:\n{}",
+            endpoint(
+                "s",
+                &format!("http://127.0.0.1:{port}"),
+                "fra",
+                "r1",
+                ", username: root, password: calvin"
+            )
+        ),
+    )
+    .unwrap();
+    let out = edgeplan_ok(&[
+        "collect",
+        "--config",
+        config.to_str().unwrap(),
+        "--rounds",
+        "2",
+        "--json",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rounds: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 2);
+    for r in &rounds {
+        let b = bmc(r, "s");
+        assert!(b["error"].is_null(), "{b}");
+        assert_eq!(b["chassis"]["1"]["power_w"], 240.0, "{b}");
+        assert_eq!(b["chassis"]["2"]["power_w"], 350.5, "{b}");
+    }
+    assert!(
+        seen.lock().unwrap().0 >= 6,
+        "logins: {}",
+        seen.lock().unwrap().0
+    );
+}

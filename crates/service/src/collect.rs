@@ -278,6 +278,8 @@ struct Bmc {
     client: reqwest::Client,
     password: Option<String>,
     token: Mutex<Option<String>>,
+    /// Where it logs in (the service root's `Links.Sessions`), once known.
+    sessions: Mutex<Option<String>>,
     /// Whether this BMC reported GPU power in any round (its site's GPU
     /// sum then waits for it).
     had_gpus: std::sync::atomic::AtomicBool,
@@ -286,6 +288,8 @@ struct Bmc {
 /// Why one GET failed.
 #[derive(Debug)]
 enum Fetch {
+    /// The session ended (401 with a token in use): log in again.
+    Expired(String),
     /// Not worth a retry (4xx, bad JSON).
     Final(String),
     /// Timeout, connection, 5xx.
@@ -327,6 +331,19 @@ impl Bmc {
             .map(str::to_string))
     }
 
+    /// Log in (again) at the sessions URL the service root gave.
+    async fn relogin(&self) -> Result<(), String> {
+        let sessions = self
+            .sessions
+            .lock()
+            .await
+            .clone()
+            .unwrap_or_else(|| "/redfish/v1/SessionService/Sessions".to_string());
+        let token = self.login(&sessions).await?;
+        *self.token.lock().await = token;
+        Ok(())
+    }
+
     async fn get_once(&self, path: &str) -> Result<Value, Fetch> {
         let mut req = self.client.get(self.url(path));
         let token = self.token.lock().await.clone();
@@ -351,6 +368,9 @@ impl Bmc {
                 "{path}: HTTP {}",
                 status.as_u16()
             )));
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED && token.is_some() {
+            return Err(Fetch::Expired(format!("{path}: HTTP 401")));
         }
         if !status.is_success() {
             return Err(Fetch::Final(format!("{path}: HTTP {}", status.as_u16())));
@@ -379,9 +399,17 @@ impl Bmc {
 
     async fn get(&self, path: &str, retries: u32) -> Result<Value, String> {
         let mut attempt = 0;
+        let mut relogged = false;
         loop {
             match self.get_once(path).await {
                 Ok(v) => return Ok(v),
+                Err(Fetch::Expired(e)) if relogged => return Err(e),
+                Err(Fetch::Expired(_)) => {
+                    // Once per request: a BMC that refuses a fresh token
+                    // is refusing, not expiring.
+                    relogged = true;
+                    self.relogin().await?;
+                }
                 Err(Fetch::Final(e)) => return Err(e),
                 Err(Fetch::Transient(e)) if attempt >= retries => return Err(e),
                 Err(Fetch::Transient(_)) => {
@@ -449,8 +477,8 @@ async fn read_bmc(bmc: &Bmc, cfg: &CollectConfig, round: &mut BmcRound) -> Resul
             .and_then(Value::as_str)
             .unwrap_or("/redfish/v1/SessionService/Sessions")
             .to_string();
-        let token = bmc.login(&sessions).await?;
-        *bmc.token.lock().await = token;
+        *bmc.sessions.lock().await = Some(sessions);
+        bmc.relogin().await?;
     }
     // A sub-resource that fails is skipped and said; the BMC still counts.
     let mut skipped = Vec::new();
@@ -796,6 +824,7 @@ impl Collector {
                 endpoint: e.clone(),
                 password,
                 token: Mutex::new(None),
+                sessions: Mutex::new(None),
                 had_gpus: std::sync::atomic::AtomicBool::new(false),
             }));
         }
