@@ -478,3 +478,60 @@ fn whatif_and_plans_count_gpu_watts() {
     );
     assert!((site.it_kw - (0.4 + 2.0 * 0.35)).abs() < 1e-9);
 }
+
+/// The migration plan and the operator report count the same GPU watts:
+/// from 3 replicas on `a` to the cheaper `b`, the plan never puts more on
+/// `b` than its power cap holds (the independent plan verifier, which
+/// recomputes GPU power, passes every wave); a target of 4 on `b` (1.8 kW
+/// under a 1.5 kW cap) is blocked, not planned; the report shows each
+/// site's GPU power.
+#[test]
+fn plans_and_the_report_count_gpu_watts() {
+    use edgeplan::plan::plan;
+    use edgeplan::verify::verify_plan;
+    let mut inst = gpu_site_and_inference();
+    let mut b = inst.sites[0].clone();
+    b.id = "b".into();
+    b.energy.price_per_kwh = Price::Flat(0.1);
+    inst.sites.push(b);
+    inst.network
+        .nodes
+        .push(edgeplan::instance::Node { id: "b".into() });
+    inst.network.links.push(edgeplan::instance::Link {
+        a: "a".into(),
+        b: "b".into(),
+        rtt_ms: 5.0,
+        bandwidth_gbps: 10.0,
+    });
+    inst.workloads[0].replicas = 4;
+    inst.workloads[0].current = BTreeMap::from([("a".to_string(), 3)]);
+    let (problem, solved, placement, _) = solve_and_verify(&inst);
+    // By hand: 3 fit on each site; the cheaper b takes 3, a keeps 1.
+    assert_eq!(placement.assignments["infer"]["b"], 3);
+    assert_eq!(placement.assignments["infer"]["a"], 1);
+    let p = plan(&inst, &problem, &placement).unwrap();
+    let r = verify_plan(&inst, &p);
+    assert!(r.valid, "{:?}", r.violations);
+    assert!(p.reaches_target());
+    let mut too_many = Placement::default();
+    too_many
+        .assignments
+        .insert("infer".into(), BTreeMap::from([("b".to_string(), 4)]));
+    let blocked = plan(&inst, &problem, &too_many).unwrap();
+    assert!(!blocked.reaches_target(), "{blocked:?}");
+    let r = verify_plan(&inst, &blocked);
+    assert!(r.valid, "{:?}", r.violations);
+
+    let md = edgeplan::operator_report::markdown(&edgeplan::operator_report::ReportInput {
+        title: "gpus",
+        instance: &inst,
+        problem: &problem,
+        x: &solved.x,
+        plan: Some(&p),
+        whatif: None,
+    });
+    // b: IT 0.4 + 3 × 0.35 = 1.45 kW of which GPUs 0.4 + 3 × 0.3 = 1.30;
+    // a: 0.75 of which 0.70.
+    assert!(md.contains("| b | 1.45 / 1.50 | 1.30 |"), "{md}");
+    assert!(md.contains("| a | 0.75 / 1.50 | 0.70 |"), "{md}");
+}
