@@ -133,9 +133,9 @@ pub fn build(input: &CatalogueInput, samples_csv: &str) -> Result<Catalogue> {
             basis: CurveBasis::Measured,
             fit: Some(fit),
             source: format!(
-                "fitted to hourly per-GPU power and utilisation of {} ({}): {}",
+                "fitted to hourly per-GPU power and utilisation of {} ({} hourly samples): {}",
                 d.servers.join(", "),
-                fitted_words(samples.len()),
+                samples.len(),
                 input.samples_source
             ),
         });
@@ -175,8 +175,4 @@ pub fn build(input: &CatalogueInput, samples_csv: &str) -> Result<Catalogue> {
         source: "accelerator power per device: watts at idle, 10 %, ..., 100 % utilisation; made by `edgeplan models fit-accelerators` from models/accelerators.in.json and data/gpu_power_hourly.csv".into(),
         accelerators: out,
     })
-}
-
-fn fitted_words(n: usize) -> String {
-    format!("{n} hourly samples")
 }

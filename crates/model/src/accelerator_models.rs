@@ -10,6 +10,8 @@ use std::sync::OnceLock;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::server_models::interpolate;
+
 /// The resource that counts a site's and a replica's accelerators.
 pub const GPU_RESOURCE: &str = "gpus";
 
@@ -90,20 +92,6 @@ impl AcceleratorModel {
     pub fn dynamic_kw(&self, u: f64) -> f64 {
         (self.watts_at(u) - self.idle_watts()) / 1000.0
     }
-}
-
-/// Piecewise-linear interpolation on points evenly spaced over 0–1.
-fn interpolate(watts: &[f64], u: f64) -> f64 {
-    let n = watts.len();
-    if n == 0 {
-        return 0.0;
-    }
-    if n == 1 {
-        return watts[0];
-    }
-    let pos = u.clamp(0.0, 1.0) * (n - 1) as f64;
-    let i = (pos.floor() as usize).min(n - 2);
-    watts[i] + (watts[i + 1] - watts[i]) * (pos - i as f64)
 }
 
 #[derive(Deserialize)]

@@ -35,17 +35,7 @@ pub struct ServerModel {
 impl ServerModel {
     /// Watts at utilisation `u` (clamped to 0–1), linear between the 10 % points.
     pub fn watts_at(&self, u: f64) -> f64 {
-        let n = self.watts.len();
-        if n == 0 {
-            return 0.0;
-        }
-        if n == 1 {
-            return self.watts[0];
-        }
-        let pos = u.clamp(0.0, 1.0) * (n - 1) as f64;
-        let i = (pos.floor() as usize).min(n - 2);
-        let frac = pos - i as f64;
-        self.watts[i] + (self.watts[i + 1] - self.watts[i]) * frac
+        interpolate(&self.watts, u)
     }
 
     pub fn idle_watts(&self) -> f64 {
@@ -60,6 +50,21 @@ impl ServerModel {
         }
         cores / self.cores as f64 * (self.watts_at(u) - self.idle_watts()) / 1000.0
     }
+}
+
+/// Piecewise-linear interpolation on points evenly spaced over 0–1 (the
+/// server and the accelerator curves alike).
+pub fn interpolate(watts: &[f64], u: f64) -> f64 {
+    let n = watts.len();
+    if n == 0 {
+        return 0.0;
+    }
+    if n == 1 {
+        return watts[0];
+    }
+    let pos = u.clamp(0.0, 1.0) * (n - 1) as f64;
+    let i = (pos.floor() as usize).min(n - 2);
+    watts[i] + (watts[i + 1] - watts[i]) * (pos - i as f64)
 }
 
 #[derive(Deserialize)]
