@@ -1,12 +1,15 @@
 # Set-up and everyday commands. Each target installs what the build needs
-# (cmake and libclang for HiGHS) if the machine lacks it.
+# (cmake and libclang for HiGHS) if the machine lacks it; without root they
+# come from PyPI and target/deps.env says where (read before each cargo).
 .PHONY: deps services demo test lint bench fuzz
+
+BUILD_ENV = set -a; . ./target/deps.env; set +a;
 
 deps:
 	@./scripts/deps.sh
 
 demo: deps
-	cargo run --release -- demo
+	$(BUILD_ENV) cargo run --release -- demo
 
 # PostgreSQL and nats-server on loopback for the cluster tests (installed
 # from Debian's packages if missing); their URLs in target/services.env.
@@ -14,7 +17,7 @@ services:
 	@./scripts/services.sh start
 
 test: deps services
-	set -a; . ./target/services.env; set +a; cargo test --workspace
+	$(BUILD_ENV) set -a; . ./target/services.env; set +a; cargo test --workspace
 
 # Each fuzz target for FUZZ_SECONDS (CI: 60).
 fuzz:
@@ -24,9 +27,9 @@ lint: deps
 	python3 scripts/structure.py
 	scripts/proto_check.sh
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	$(BUILD_ENV) cargo clippy --workspace --all-targets -- -D warnings
 
 bench: deps
-	cargo bench --bench planner
-	cargo bench --bench exact_solver
-	cargo bench --bench whatif
+	$(BUILD_ENV) cargo bench --bench planner
+	$(BUILD_ENV) cargo bench --bench exact_solver
+	$(BUILD_ENV) cargo bench --bench whatif

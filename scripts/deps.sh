@@ -2,9 +2,11 @@
 # Bring what the build and the tests need:
 #  - cmake and libclang (HiGHS's build and bindgen),
 #  - grpcio, grpcio-tools, googleapis-common-protos (the Python clients' tests),
-#  - chromium (the report's browser test; only where we may use apt).
+#  - chromium (the report's browser test) and prometheus (the test that a
+#    real Prometheus scrapes /metrics); only where we may use apt.
 # Uses Debian packages when run as root, else PyPI wheels in the user's site.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 have_libclang() {
   ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || [ -n "${LIBCLANG_PATH:-}" ]
 }
@@ -14,14 +16,28 @@ if ! command -v cmake >/dev/null 2>&1 || ! have_libclang; then
   if apt_ok; then
     apt_packages+=(cmake libclang-dev)
   else
-    echo "deps: not root; installing cmake and libclang from PyPI" >&2
-    python3 -m pip install --user --quiet cmake libclang
-    echo "deps: set CMAKE=\$(python3 -c 'import cmake,os;print(os.path.join(cmake.CMAKE_BIN_DIR,\"cmake\"))')" >&2
-    echo "deps: and LIBCLANG_PATH=\$(python3 -c 'import clang,os;print(os.path.join(os.path.dirname(clang.__file__),\"native\"))')" >&2
+    echo "deps: not root; installing cmake and libclang from PyPI into your user site" >&2
+    # Debian marks its Python as externally managed: a --user install is
+    # refused there without --break-system-packages (it touches only ~/.local).
+    python3 -m pip install --user --quiet --disable-pip-version-check cmake libclang 2>/dev/null \
+      || python3 -m pip install --user --quiet --disable-pip-version-check --break-system-packages cmake libclang
   fi
+fi
+# Where the PyPI wheels put cmake and libclang, for the Makefile's cargo
+# commands (they read target/deps.env): nothing to export by hand.
+mkdir -p target
+: > target/deps.env
+if ! command -v cmake >/dev/null 2>&1 && python3 -c 'import cmake' >/dev/null 2>&1; then
+  echo "CMAKE=$(python3 -c 'import cmake,os;print(os.path.join(cmake.CMAKE_BIN_DIR,"cmake"))')" >> target/deps.env
+fi
+if ! have_libclang && python3 -c 'import clang' >/dev/null 2>&1; then
+  echo "LIBCLANG_PATH=$(python3 -c 'import clang,os;print(os.path.join(os.path.dirname(clang.__file__),"native"))')" >> target/deps.env
 fi
 if ! command -v chromium >/dev/null 2>&1 && apt_ok; then
   apt_packages+=(chromium)
+fi
+if ! command -v prometheus >/dev/null 2>&1 && apt_ok; then
+  apt_packages+=(prometheus)
 fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
   echo "deps: installing ${apt_packages[*]} from Debian" >&2

@@ -54,21 +54,10 @@ if ! command -v c++ >/dev/null 2>&1 && ! command -v g++ >/dev/null 2>&1; then
     exit 1
   fi
 fi
-have_libclang() {
-  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || [ -n "${LIBCLANG_PATH:-}" ]
-}
-if { ! command -v cmake >/dev/null 2>&1 && [ -z "${CMAKE:-}" ]; } || ! have_libclang; then
-  ./scripts/deps.sh
-fi
-# PyPI's wheels are off PATH: point the build at them (what deps.sh says to set).
-if ! command -v cmake >/dev/null 2>&1 && [ -z "${CMAKE:-}" ]; then
-  CMAKE=$(python3 -c 'import cmake,os;print(os.path.join(cmake.CMAKE_BIN_DIR,"cmake"))')
-  export CMAKE
-fi
-if ! have_libclang; then
-  LIBCLANG_PATH=$(python3 -c 'import clang,os;print(os.path.join(os.path.dirname(clang.__file__),"native"))')
-  export LIBCLANG_PATH
-fi
+# deps.sh brings cmake and libclang if missing and writes where PyPI's
+# wheels put them (off PATH) to target/deps.env.
+./scripts/deps.sh
+set -a; . ./target/deps.env; set +a
 
 # --dev: fuzz/Cargo.toml's dev profile (opt-level 1, overflow checks and
 # debug assertions on); cargo-fuzz's release mode would compile the whole

@@ -24,6 +24,10 @@ pub struct Args {
     /// Keep the service's data here (default: a temporary directory, removed at the end).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The live view's address (the operator report as the service sees
+    /// the fleet, /metrics, /status); a free port if this one is taken.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    pub http: std::net::SocketAddr,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -34,6 +38,7 @@ pub fn run(args: Args) -> Result<()> {
         seed,
         report,
         data_dir,
+        http,
     } = args;
     let opts = edgeplan::service::demo::DemoOptions {
         sites,
@@ -42,6 +47,7 @@ pub fn run(args: Args) -> Result<()> {
         seed,
         report,
         data_dir,
+        http,
     };
     runtime()?.block_on(edgeplan::service::demo::run(&opts))?;
     Ok(())

@@ -28,7 +28,8 @@ pub struct Args {
     /// What-if results: the JSON `edgeplan whatif` prints without --out.
     #[arg(long)]
     pub whatif: Option<PathBuf>,
-    /// Report on a running service's state (inventory, latest plan).
+    /// Report on a running service's state (the inventory as its telemetry
+    /// makes it effective, as the solver sees it; the latest plan).
     #[arg(long, conflicts_with = "instance")]
     pub server: Option<String>,
     #[command(flatten)]
@@ -126,16 +127,20 @@ pub enum ReportFormat {
     Md,
 }
 
-/// A running service's inventory (as an instance) and its latest plan that
-/// is not superseded.
+/// A running service's effective inventory (as an instance: declared limits
+/// as telemetry makes them now) and its latest plan that is not superseded.
 async fn fetch_live(
     server: &edgeplan::service::client::Connect,
 ) -> Result<(Instance, Option<edgeplan::plan::Plan>)> {
     use edgeplan::api::pb;
     let channel = server.channel().await?;
     let mut inv = pb::inventory_client::InventoryClient::new(channel.clone());
+    // The inventory as telemetry makes it effective: what the solver used.
     let snap = inv
-        .get_inventory(pb::GetInventoryRequest::default())
+        .get_inventory(pb::GetInventoryRequest {
+            effective: true,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let inst: Instance = serde_json::from_str(&snap.instance_json)?;

@@ -16,6 +16,10 @@ pub struct Args {
     /// Address to listen on (default 127.0.0.1:50051).
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// The HTTP port: Prometheus metrics (/metrics), a JSON status
+    /// (/status) and the live operator report (/), e.g. 127.0.0.1:9464.
+    #[arg(long)]
+    pub http: Option<std::net::SocketAddr>,
     /// Directory of the database file (default ./edgeplan-data).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -47,6 +51,7 @@ pub fn run(args: Args) -> Result<()> {
     let Args {
         config,
         listen,
+        http,
         data_dir,
         provisioners,
         continuous,
@@ -68,6 +73,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     if let Some(l) = listen {
         cfg.listen = l;
+    }
+    if let Some(h) = http {
+        cfg.http = Some(edgeplan::service::http::HttpConfig { listen: h });
     }
     if let Some(d) = data_dir {
         cfg.data_dir = d;
@@ -99,8 +107,23 @@ pub fn run(args: Args) -> Result<()> {
             }
             None => format!("data in {}", cfg.data_dir.display()),
         };
+        let http = match &cfg.http {
+            Some(h) => {
+                let l = tokio::net::TcpListener::bind(h.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (http)", h.listen))?;
+                let scheme = if cfg.tls.is_some() { "https" } else { "http" };
+                // Before the gRPC line: whoever waits for that has both.
+                eprintln!(
+                    "edgeplan HTTP on {scheme}://{}/ (live report; /metrics, /status)",
+                    l.local_addr()?
+                );
+                Some(l)
+            }
+            None => None,
+        };
         eprintln!("edgeplan listening on {} ({data})", listener.local_addr()?);
-        edgeplan::service::serve_on(cfg, listener, shutdown_signal()).await
+        edgeplan::service::serve_listeners(cfg, listener, http, shutdown_signal()).await
     })?;
     Ok(())
 }

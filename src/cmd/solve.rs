@@ -46,6 +46,25 @@ pub struct Args {
     /// Also plan the migration from today's placement and write it here.
     #[arg(long)]
     pub plan_out: Option<PathBuf>,
+    /// What an unplaced replica's explanation lists: the sites within
+    /// latency reach (out-of-reach ones only counted), or all sites.
+    #[arg(long, value_enum, default_value = "within-reach")]
+    pub explain: ExplainDetail,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExplainDetail {
+    WithinReach,
+    All,
+}
+
+impl From<ExplainDetail> for edgeplan::explain::Detail {
+    fn from(d: ExplainDetail) -> Self {
+        match d {
+            ExplainDetail::WithinReach => edgeplan::explain::Detail::WithinReach,
+            ExplainDetail::All => edgeplan::explain::Detail::All,
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -59,6 +78,7 @@ pub fn run(args: Args) -> Result<()> {
         deterministic,
         method,
         plan_out,
+        explain,
     } = args;
     let (inst, problem) = load_problem(&instance)?;
     let started = Instant::now();
@@ -75,7 +95,7 @@ pub fn run(args: Args) -> Result<()> {
         },
     )?;
     let elapsed = started.elapsed().as_secs_f64();
-    let report = SolveReport::new(&problem, &solved);
+    let report = SolveReport::explained(&problem, &solved, explain.into());
     write_out(
         out.as_deref(),
         &(serde_json::to_string_pretty(&report)? + "\n"),

@@ -708,6 +708,7 @@ fn list_calls_page_and_filter_and_only_the_newest_ended_plans_are_kept() {
                     page_size: 4,
                     page_token: token.clone(),
                     kinds: vec![],
+                    effective: false,
                 })
                 .await
                 .unwrap()
@@ -741,6 +742,7 @@ fn list_calls_page_and_filter_and_only_the_newest_ended_plans_are_kept() {
                 page_size: 10_000,
                 page_token: String::new(),
                 kinds: vec![pb::EntityKind::Workload as i32],
+                effective: false,
             })
             .await
             .unwrap()
@@ -767,6 +769,7 @@ fn list_calls_page_and_filter_and_only_the_newest_ended_plans_are_kept() {
                 page_size: 2,
                 page_token: first.next_page_token,
                 kinds: vec![],
+                effective: false,
             })
             .await
             .unwrap_err();

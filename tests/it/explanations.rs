@@ -77,7 +77,13 @@ fn thermal_cooling_explained() {
         "{}",
         e.text
     );
-    assert!(e.text.contains("at their cooling capacity"), "{}", e.text);
+    assert!(
+        e.text.contains(
+            "0/2 sites can take another replica: 1 out of latency reach, 1 at its cooling capacity."
+        ),
+        "{}",
+        e.text
+    );
 }
 
 #[test]
@@ -112,4 +118,63 @@ fn latency_with_full_resources_explained() {
         "{}",
         e.text
     );
+}
+
+/// Kubernetes' `FailedScheduling` habit: a one-line count first, then the
+/// sites within reach and what stops each; the ten sites out of reach are
+/// only counted unless all are asked for.
+#[test]
+fn the_count_comes_first_and_out_of_reach_sites_are_only_counted() {
+    let mut inst = contested(|a| {
+        a.capacity.insert("cpu_cores".into(), 20.0);
+    });
+    let mut links = vec![("a".to_string(), "b".to_string(), 60.0)];
+    for k in 0..10 {
+        let id = format!("far{k:02}");
+        inst.sites.push(site(&id, 100.0, 0.1));
+        inst.network
+            .nodes
+            .push(edgeplan::instance::Node { id: id.clone() });
+        links.push(("a".into(), id, 80.0));
+    }
+    inst.network.links = links
+        .iter()
+        .map(|(a, b, rtt)| edgeplan::instance::Link {
+            a: a.clone(),
+            b: b.clone(),
+            rtt_ms: *rtt,
+            bandwidth_gbps: 10.0,
+        })
+        .collect();
+    let (problem, solved, placement, _) = solve_and_verify(&inst);
+    assert_eq!(placement.replicas_of("lo"), 0);
+
+    let e = &explain::unplaced(&problem, &solved.x)[0];
+    let count = "1 of 1 replicas of lo unplaced (priority 1). 0/12 sites can take another replica: 11 out of latency reach, 1 out of cores.";
+    assert!(e.text.starts_with(count), "{}", e.text);
+    assert!(
+        e.text
+            .contains("Within reach: a is out of cpu_cores: one replica needs 10, 0 free."),
+        "{}",
+        e.text
+    );
+    assert!(
+        !e.text.contains("far03"),
+        "out-of-reach sites named: {}",
+        e.text
+    );
+    // The structured causes still hold every site.
+    assert_eq!(e.causes.len(), 12);
+
+    let all = &explain::unplaced_with(&problem, &solved.x, explain::Detail::All)[0];
+    assert!(all.text.starts_with(count), "{}", all.text);
+    for k in 0..10 {
+        let far = format!("far{k:02} is out of latency reach");
+        assert!(all.text.contains(&far), "{far} missing: {}", all.text);
+    }
+    let (within, out) = (
+        all.text.find("Within reach").unwrap(),
+        all.text.find("Out of reach").unwrap(),
+    );
+    assert!(within < out, "{}", all.text);
 }

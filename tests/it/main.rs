@@ -16,6 +16,7 @@ mod export;
 mod fast;
 mod faults;
 mod figures;
+mod http;
 mod incremental;
 mod inputs;
 mod known_optimum;

@@ -44,6 +44,11 @@ pub struct SolveReport {
 
 impl SolveReport {
     pub fn new(problem: &Problem, solved: &Solved) -> SolveReport {
+        Self::explained(problem, solved, explain::Detail::WithinReach)
+    }
+
+    /// [`SolveReport::new`], with the unplaced explanations' detail chosen.
+    pub fn explained(problem: &Problem, solved: &Solved, detail: explain::Detail) -> SolveReport {
         let eval = problem.evaluate(&solved.x);
         let o = &eval.objective;
         let bound = solved.bound.min(o.total);
@@ -62,7 +67,7 @@ impl SolveReport {
             objective: eval.objective,
             sites: eval.sites,
             binding: explain::binding(problem, &solved.x),
-            unplaced: explain::unplaced(problem, &solved.x),
+            unplaced: explain::unplaced_with(problem, &solved.x, detail),
         }
     }
 

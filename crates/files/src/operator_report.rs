@@ -641,7 +641,7 @@ pub fn html(input: &ReportInput<'_>) -> String {
     for r in &input.problem.resources {
         let _ = write!(h, "<th>{} use</th>", esc(r));
     }
-    h.push_str("<th>IT kW / limit</th><th>of it GPUs kW</th><th>facility kW / cap</th><th>inlet °C / limit</th><th>cooling headroom kW</th><th>price /kWh</th><th>gCO2/kWh</th><th class=\"l\">binding</th></tr>");
+    h.push_str("<th>outside °C</th><th>IT kW / limit</th><th>of it GPUs kW</th><th>facility kW / cap</th><th>inlet °C / limit</th><th>cooling headroom kW</th><th>price /kWh</th><th>gCO2/kWh</th><th class=\"l\">binding</th></tr>");
     for (si, s) in f.eval.sites.iter().enumerate() {
         let _ = write!(h, "<tr><td class=\"l\">{}</td>", esc(&s.site));
         for (ri, r) in input.problem.resources.iter().enumerate() {
@@ -661,7 +661,8 @@ pub fn html(input: &ReportInput<'_>) -> String {
         let site = &input.problem.sites[SiteIx::new(si)];
         let _ = write!(
             h,
-            "<td>{:.2} / {:.2}</td><td>{}</td><td>{:.2} / {:.2}</td><td class=\"{inlet_class}\">{:.1} / {:.1}</td><td>{:.2}</td><td>{:.3}</td><td>{:.0}</td><td class=\"l\">{}</td></tr>",
+            "<td>{:.1}</td><td>{:.2} / {:.2}</td><td>{}</td><td>{:.2} / {:.2}</td><td class=\"{inlet_class}\">{:.1} / {:.1}</td><td>{:.2}</td><td>{:.3}</td><td>{:.0}</td><td class=\"l\">{}</td></tr>",
+            s.ambient_c,
             s.it_kw,
             s.it_limit_kw,
             gpu_kw(s.accelerator_kw),
@@ -754,12 +755,13 @@ pub fn markdown(input: &ReportInput<'_>) -> String {
             plan.blocked.len()
         );
     }
-    let _ = writeln!(m, "\n| site | IT kW / limit | of it GPUs kW | facility kW / cap | inlet °C / limit | cooling headroom kW | binding |\n|---|---|---|---|---|---|---|");
+    let _ = writeln!(m, "\n| site | outside °C | IT kW / limit | of it GPUs kW | facility kW / cap | inlet °C / limit | cooling headroom kW | binding |\n|---|---|---|---|---|---|---|---|");
     for s in &f.eval.sites {
         let _ = writeln!(
             m,
-            "| {} | {:.2} / {:.2} | {} | {:.2} / {:.2} | {:.1} / {:.1} | {:.2} | {} |",
+            "| {} | {:.1} | {:.2} / {:.2} | {} | {:.2} / {:.2} | {:.1} / {:.1} | {:.2} | {} |",
             s.site,
+            s.ambient_c,
             s.it_kw,
             s.it_limit_kw,
             gpu_kw(s.accelerator_kw),

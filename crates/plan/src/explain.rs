@@ -57,7 +57,66 @@ impl From<PowerLimit> for CauseKind {
 pub struct Cause {
     pub site: String,
     pub kind: CauseKind,
+    /// The resource that is full or too small (`Resource`, `TooBig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
     pub text: String,
+}
+
+impl Cause {
+    /// Whether the site is ruled out by the network alone: such sites are
+    /// only counted in the summary unless [`Detail::All`] is asked.
+    pub fn out_of_reach(&self) -> bool {
+        matches!(self.kind, CauseKind::Latency | CauseKind::Unreachable)
+    }
+
+    /// A few words for the one-line count ("out of GPUs", "at its power cap").
+    fn label(&self) -> String {
+        match self.kind {
+            CauseKind::Latency => "out of latency reach".into(),
+            CauseKind::Unreachable => "with no network path to its users".into(),
+            CauseKind::Hardware => "without the hardware it needs".into(),
+            CauseKind::Pinned => "not among its pinned sites".into(),
+            CauseKind::Forbidden => "forbidden to it".into(),
+            CauseKind::TooBig => format!(
+                "too small in {} for one replica",
+                resource_words(self.resource.as_deref())
+            ),
+            CauseKind::Resource => format!("out of {}", resource_words(self.resource.as_deref())),
+            CauseKind::PowerCap => "at its power cap".into(),
+            CauseKind::Cooling => "at its cooling capacity".into(),
+            CauseKind::Inlet => "at its inlet temperature limit".into(),
+            CauseKind::Spread => "at its per-site limit".into(),
+            CauseKind::FailureDomain => "in a full failure domain".into(),
+            CauseKind::AntiAffinity => "held by its anti-affinity group".into(),
+            CauseKind::Affinity => "unable to host its affinity group".into(),
+            CauseKind::MoveLimit => "past the move limit".into(),
+            CauseKind::Cost => "with room, but dearer than leaving it unplaced".into(),
+        }
+    }
+}
+
+/// How much an unplaced explanation's text lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// The count, then every site within latency reach and what stops it
+    /// (Kubernetes' `FailedScheduling` habit).
+    #[default]
+    WithinReach,
+    /// Also each site out of reach, with its latency figures.
+    All,
+}
+
+/// Resource names as operators say them.
+fn resource_words(resource: Option<&str>) -> String {
+    match resource {
+        Some("gpus") => "GPUs".into(),
+        Some("cpu_cores") => "cores".into(),
+        Some("memory_gib") => "memory".into(),
+        Some(edgeplan_problem::rows::UPLINK) => "uplink bandwidth".into(),
+        Some(r) => r.to_string(),
+        None => "capacity".into(),
+    }
 }
 
 /// Why a workload is not (fully) placed.
@@ -92,8 +151,14 @@ pub struct SiteBinding {
 /// Share of a limit at which it counts as binding.
 const BINDING_SHARE: f64 = 0.995;
 
-/// Explain every unplaced replica of an indexed placement.
+/// Explain every unplaced replica of an indexed placement, listing the
+/// sites within reach ([`Detail::WithinReach`]).
 pub fn unplaced(p: &Problem, x: &Replicas) -> Vec<UnplacedExplanation> {
+    unplaced_with(p, x, Detail::WithinReach)
+}
+
+/// [`unplaced`], with the text's detail chosen.
+pub fn unplaced_with(p: &Problem, x: &Replicas, detail: Detail) -> Vec<UnplacedExplanation> {
     let load = Load::of(p, x);
     let mut out = Vec::new();
     for (wi, w) in p.workloads.iter_enumerated() {
@@ -106,7 +171,7 @@ pub fn unplaced(p: &Problem, x: &Replicas) -> Vec<UnplacedExplanation> {
             .indices()
             .map(|si| cause(p, &load, x, wi, si))
             .collect();
-        let text = summarize(p, wi, w.replicas - placed, &causes);
+        let text = summarize(p, wi, w.replicas - placed, &causes, detail);
         out.push(UnplacedExplanation {
             workload: w.id.clone(),
             unplaced: w.replicas - placed,
@@ -153,6 +218,7 @@ fn cause(p: &Problem, load: &Load, x: &Replicas, wi: WorkloadIx, si: SiteIx) -> 
     let make = |kind: CauseKind, text: String| Cause {
         site: site.id.clone(),
         kind,
+        resource: None,
         text,
     };
     if let Some(reason) = p.ineligible(wi, si) {
@@ -165,7 +231,14 @@ fn cause(p: &Problem, load: &Load, x: &Replicas, wi: WorkloadIx, si: SiteIx) -> 
             Ineligible::TooBig { .. } => CauseKind::TooBig,
             Ineligible::TooHot { binding, .. } => (*binding).into(),
         };
-        return make(kind, reason.describe(&site.name));
+        let resource = match &reason {
+            Ineligible::TooBig { resource, .. } => Some(resource.clone()),
+            _ => None,
+        };
+        return Cause {
+            resource,
+            ..make(kind, reason.describe(&site.name))
+        };
     }
     let here = x.count(wi, si);
     let max_count = w.candidate_at(si).map_or(0, |c| c.max_count);
@@ -182,11 +255,14 @@ fn cause(p: &Problem, load: &Load, x: &Replicas, wi: WorkloadIx, si: SiteIx) -> 
         }
     }
     if let Err(short) = p.room_for(wi, si, &load.used[si]) {
-        let kind = match short.row {
-            Row::Resource(_) => CauseKind::Resource,
-            Row::Power => site.physics.binding.into(),
+        let (kind, resource) = match short.row {
+            Row::Resource(r) => (CauseKind::Resource, Some(p.resources[r].clone())),
+            Row::Power => (site.physics.binding.into(), None),
         };
-        return make(kind, short.describe(p, si));
+        return Cause {
+            resource,
+            ..make(kind, short.describe(p, si))
+        };
     }
     if here >= max_count {
         return make(
@@ -242,46 +318,72 @@ fn cause(p: &Problem, load: &Load, x: &Replicas, wi: WorkloadIx, si: SiteIx) -> 
     )
 }
 
-fn summarize(p: &Problem, wi: WorkloadIx, unplaced: u32, causes: &[Cause]) -> String {
+/// Sites within reach listed by name before "and N more" ([`Detail::WithinReach`]).
+const LISTED_SITES: usize = 8;
+
+/// The paragraph: first a one-line count of what stops the sites
+/// ("0/20 sites can take another replica: 17 out of latency reach, 2 out of
+/// GPUs"), then the sites within reach and what stops each (out-of-reach
+/// ones too when `detail` is [`Detail::All`]).
+fn summarize(
+    p: &Problem,
+    wi: WorkloadIx,
+    unplaced: u32,
+    causes: &[Cause],
+    detail: Detail,
+) -> String {
     let w = &p.workloads[wi];
-    let mut groups: BTreeMap<CauseKind, Vec<&Cause>> = BTreeMap::new();
+    let mut counts: BTreeMap<String, (usize, CauseKind)> = BTreeMap::new();
     for c in causes {
-        groups.entry(c.kind).or_default().push(c);
+        let e = counts.entry(c.label()).or_insert((0, c.kind));
+        e.0 += 1;
     }
-    let mut parts = Vec::new();
-    for (kind, list) in groups {
-        let head = match kind {
-            CauseKind::Latency | CauseKind::Unreachable => "out of latency reach",
-            CauseKind::Hardware | CauseKind::Pinned | CauseKind::Forbidden | CauseKind::TooBig => {
-                "not allowed or too small"
-            }
-            CauseKind::Resource => "within reach but full",
-            CauseKind::PowerCap => "within reach but at their power cap",
-            CauseKind::Cooling => "within reach but at their cooling capacity",
-            CauseKind::Inlet => "within reach but at their inlet temperature limit",
-            CauseKind::Spread
-            | CauseKind::FailureDomain
-            | CauseKind::AntiAffinity
-            | CauseKind::Affinity => "ruled out by placement rules",
-            CauseKind::MoveLimit => "ruled out by the move limit",
-            CauseKind::Cost => "not worth it",
-        };
-        let shown: Vec<&str> = list.iter().take(3).map(|c| c.text.as_str()).collect();
-        let more = if list.len() > 3 {
-            format!(" and {} more", list.len() - 3)
-        } else {
-            String::new()
-        };
-        parts.push(format!("{head}: {}{more}", shown.join("; ")));
-    }
-    format!(
-        "{} of {} replicas of {} unplaced (priority {}). {}.",
+    let mut counts: Vec<(String, usize, CauseKind)> =
+        counts.into_iter().map(|(l, (n, k))| (l, n, k)).collect();
+    // Most sites first; ties in the order of the kinds (network first).
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(&b.0)));
+    let able = causes.iter().filter(|c| c.kind == CauseKind::Cost).count();
+    let count_line = counts
+        .iter()
+        .map(|(label, n, _)| format!("{n} {label}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut text = format!(
+        "{} of {} replicas of {} unplaced (priority {}). {able}/{} sites can take another replica: {count_line}.",
         unplaced,
         w.replicas,
         w.id,
         w.priority,
-        parts.join(". ")
-    )
+        causes.len()
+    );
+    let cap = match detail {
+        Detail::WithinReach => LISTED_SITES,
+        Detail::All => usize::MAX,
+    };
+    let list = |title: &str, shown: Vec<&Cause>, text: &mut String| {
+        if shown.is_empty() {
+            return;
+        }
+        let more = shown.len().saturating_sub(cap);
+        let named: Vec<&str> = shown.iter().take(cap).map(|c| c.text.as_str()).collect();
+        text.push_str(&format!(" {title}: {}", named.join("; ")));
+        if more > 0 {
+            text.push_str(&format!("; and {more} more"));
+        }
+        text.push('.');
+    };
+    // The tightest causes first: a full resource before a rule before cost.
+    let mut within: Vec<&Cause> = causes.iter().filter(|c| !c.out_of_reach()).collect();
+    within.sort_by_key(|c| c.kind);
+    list("Within reach", within, &mut text);
+    if detail == Detail::All {
+        list(
+            "Out of reach",
+            causes.iter().filter(|c| c.out_of_reach()).collect(),
+            &mut text,
+        );
+    }
+    text
 }
 
 /// Why one step of a migration plan happens.

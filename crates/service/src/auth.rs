@@ -199,7 +199,17 @@ impl Tokens {
 
     /// May a request with these headers call this method?
     pub fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<(), Status> {
-        let need = need_for(path);
+        self.check_need(path, need_for(path), headers)
+    }
+
+    /// May a request with these headers do `path`, which needs `need`?
+    /// (The HTTP port's pages need [`Need::Read`].)
+    pub fn check_need(
+        &self,
+        path: &str,
+        need: Need,
+        headers: &http::HeaderMap,
+    ) -> Result<(), Status> {
         if !self.enabled() || need == Need::Open {
             return Ok(());
         }
@@ -322,6 +332,51 @@ fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, AuthError> {
 }
 
 impl ServerTls {
+    /// The same certificate, key and client CA for the HTTP port (rustls).
+    pub fn rustls_config(&self) -> Result<rustls::ServerConfig, AuthError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |what: &'static str, path: &Path, e: String| AuthError::File {
+            what,
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        };
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&read("tls.cert", &self.cert)?)
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad("tls.cert", &self.cert, e.to_string()))?;
+        let key = PrivateKeyDer::from_pem_slice(&read("tls.key", &self.key)?)
+            .map_err(|e| bad("tls.key", &self.key, e.to_string()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad("tls.cert", &self.cert, e.to_string()))?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(&read("tls.client_ca", ca)?) {
+                    let c = c.map_err(|e| bad("tls.client_ca", ca, e.to_string()))?;
+                    roots
+                        .add(c)
+                        .map_err(|e| bad("tls.client_ca", ca, e.to_string()))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| bad("tls.client_ca", ca, e.to_string()))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| bad("tls.key", &self.key, e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
     pub fn load(&self) -> Result<ServerTlsConfig, AuthError> {
         let identity =
             Identity::from_pem(read("tls.cert", &self.cert)?, read("tls.key", &self.key)?);

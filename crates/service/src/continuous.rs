@@ -148,7 +148,7 @@ fn tick(shared: &Shared, m: &mut Memory) {
     let mut solved = None;
     if cfg.min_gain > 0.0 && view.version != m.version_seen {
         m.version_seen = view.version;
-        match solve_view(&view, &options) {
+        match solve_view(&shared.metrics, &view, &options) {
             Ok(s) => {
                 m.keep(&view, &s, cfg.incremental);
                 if let Some(why) = cheaper(cfg.min_gain, &view, &s) {
@@ -168,7 +168,10 @@ fn tick(shared: &Shared, m: &mut Memory) {
         return; // rate-limited; the reasons wait
     }
     let reason = format!("continuous: {}", m.pending.join("; "));
-    let solved = match solved.map_or_else(|| m.solve(&view, &options, cfg.incremental), Ok) {
+    let solved = match solved.map_or_else(
+        || m.solve(&shared.metrics, &view, &options, cfg.incremental),
+        Ok,
+    ) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("continuous re-plan failed: {}", e.message());
@@ -217,6 +220,7 @@ impl Memory {
     /// it; else solve afresh (and keep that answer).
     fn solve(
         &mut self,
+        metrics: &super::metrics::Metrics,
         view: &View,
         options: &SolveOptions,
         incremental: bool,
@@ -237,13 +241,15 @@ impl Memory {
                             "continuous: incremental re-plan"
                         );
                         *before = view.effective.clone();
-                        return Ok(Solved::replanned(replanner.placement(), &r));
+                        let solved = Solved::replanned(replanner.placement(), &r);
+                        metrics.solved(view, &solved, started.elapsed().as_secs_f64());
+                        return Ok(solved);
                     }
                     Err(e) => tracing::warn!("continuous: incremental re-plan refused: {e}"),
                 }
             }
         }
-        let solved = solve_view(view, options)?;
+        let solved = solve_view(metrics, view, options)?;
         self.keep(view, &solved, incremental);
         Ok(solved)
     }

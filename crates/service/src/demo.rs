@@ -31,6 +31,8 @@ pub struct DemoOptions {
     pub report: PathBuf,
     /// Keep the service's data here instead of a temporary directory.
     pub data_dir: Option<PathBuf>,
+    /// The live view's address (a free loopback port if it is taken).
+    pub http: std::net::SocketAddr,
 }
 
 /// What the demo saw, for tests.
@@ -130,13 +132,27 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}");
-    let server = tokio::spawn(super::serve_on(config, listener, stopped(stop_rx.clone())));
+    let http = match tokio::net::TcpListener::bind(opts.http).await {
+        Ok(l) => l,
+        Err(_) => tokio::net::TcpListener::bind((opts.http.ip(), 0)).await?,
+    };
+    let live = format!("http://{}/", http.local_addr()?);
+    let server = tokio::spawn(super::serve_listeners(
+        config,
+        listener,
+        Some(http),
+        stopped(stop_rx.clone()),
+    ));
     say(
         t0,
         format!(
             "edgeplan serving on {addr} (data in {}), provisioner-sim on {sim_addr}",
             data_dir.display()
         ),
+    );
+    say(
+        t0,
+        format!("live view: {live} (open it in a browser to watch the heat wave and the re-plans; metrics at {live}metrics)"),
     );
 
     let result = story(opts, &url, t0, duration, hour_s).await;
@@ -509,9 +525,13 @@ async fn story(
         );
     }
 
-    // The operator report, from the service's state.
+    // The operator report, from the service's state as the solver saw it
+    // (the inventory made effective by telemetry: the heat wave shows).
     let snapshot = inventory
-        .get_inventory(pb::GetInventoryRequest::default())
+        .get_inventory(pb::GetInventoryRequest {
+            effective: true,
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let live: Instance = serde_json::from_str(&snapshot.instance_json)?;

@@ -86,8 +86,9 @@ pub async fn run(shared: Arc<Shared>) {
             let tx = done_tx.clone();
             let clients = clients.clone();
             let cfg = shared.config.dispatch.clone();
+            let counted = shared.clone();
             tokio::spawn(async move {
-                let done = call(clients, &cfg, l).await;
+                let done = call(clients, &cfg, &counted.metrics, l).await;
                 let _ = tx.send(done);
             });
         }
@@ -252,6 +253,7 @@ fn unreachable(status: &tonic::Status) -> bool {
 async fn call(
     clients: Vec<ProvisionerClient<Channel>>,
     cfg: &super::DispatchConfig,
+    metrics: &super::metrics::Metrics,
     l: Launch,
 ) -> Done {
     let mut backoff = Duration::from_millis(cfg.backoff_initial_ms.max(1));
@@ -307,10 +309,12 @@ async fn call(
         }
         tracing::warn!(key = %l.request.idempotency_key, attempt, "step call failed: {last}");
         if attempt + 1 < cfg.max_attempts {
+            metrics.dispatch_retry();
             tokio::time::sleep(backoff).await;
             backoff = backoff.saturating_mul(2);
         }
     }
+    metrics.dispatch_failure();
     Done {
         plan_id: l.plan_id,
         step: l.step,

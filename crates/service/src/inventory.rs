@@ -203,6 +203,43 @@ async fn blocking<T: Send + 'static>(
         .map(Response::new)
 }
 
+/// The whole inventory in one snapshot.
+fn snapshot(inst: &Instance, policy: &Policy, version: u64) -> pb::InventorySnapshot {
+    pb::InventorySnapshot {
+        version,
+        sites: inst.sites.iter().map(convert::site_to_pb).collect(),
+        links: inst.network.links.iter().map(convert::link_to_pb).collect(),
+        regions: inst.regions.iter().map(convert::region_to_pb).collect(),
+        workloads: inst.workloads.iter().map(convert::workload_to_pb).collect(),
+        policy: Some(convert::policy_to_pb(policy)),
+        instance_json: serde_json::to_string(inst).unwrap_or_default(),
+        server_models: inst
+            .server_models
+            .iter()
+            .map(convert::server_model_to_pb)
+            .collect(),
+        accelerator_models: inst
+            .accelerator_models
+            .iter()
+            .map(convert::accelerator_model_to_pb)
+            .collect(),
+        next_page_token: String::new(),
+    }
+}
+
+impl InventoryApi {
+    /// The inventory as the solver sees it now (`GetInventory` with
+    /// `effective`): the same [`super::view::effective`] that `Solve` uses.
+    fn effective_snapshot(&self) -> pb::InventorySnapshot {
+        let (inst, policy, version) = {
+            let s = self.0.state();
+            (s.instance.clone(), s.policy.clone(), s.version)
+        };
+        let effective = super::view::effective(&self.0, &inst, super::now_s());
+        snapshot(&effective, &policy, version)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::inventory_server::Inventory for InventoryApi {
     async fn upsert_sites(
@@ -451,29 +488,19 @@ impl pb::inventory_server::Inventory for InventoryApi {
         req: Request<pb::GetInventoryRequest>,
     ) -> Result<Response<pb::InventorySnapshot>, Status> {
         let req = req.into_inner();
+        if req.effective {
+            if req.page_size != 0 || !req.page_token.is_empty() {
+                return Err(errors::field(
+                    "effective",
+                    "the effective inventory is read unpaged (no page_size, no page_token)",
+                ));
+            }
+            return Ok(Response::new(self.effective_snapshot()));
+        }
         let state = self.0.state();
         let inst = &state.instance;
         if req.page_size == 0 && req.page_token.is_empty() {
-            return Ok(Response::new(pb::InventorySnapshot {
-                version: state.version,
-                sites: inst.sites.iter().map(convert::site_to_pb).collect(),
-                links: inst.network.links.iter().map(convert::link_to_pb).collect(),
-                regions: inst.regions.iter().map(convert::region_to_pb).collect(),
-                workloads: inst.workloads.iter().map(convert::workload_to_pb).collect(),
-                policy: Some(convert::policy_to_pb(&state.policy)),
-                instance_json: serde_json::to_string(inst).unwrap_or_default(),
-                server_models: inst
-                    .server_models
-                    .iter()
-                    .map(convert::server_model_to_pb)
-                    .collect(),
-                accelerator_models: inst
-                    .accelerator_models
-                    .iter()
-                    .map(convert::accelerator_model_to_pb)
-                    .collect(),
-                next_page_token: String::new(),
-            }));
+            return Ok(Response::new(snapshot(inst, &state.policy, state.version)));
         }
         let page = paging::InventoryPage::read(&req, state.version)?;
         let mut snap = pb::InventorySnapshot {

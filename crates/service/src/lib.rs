@@ -18,8 +18,10 @@ pub mod demo;
 pub mod dispatch;
 pub mod errors;
 pub mod health;
+pub mod http;
 pub mod inventory;
 pub mod load;
+pub mod metrics;
 pub mod paging;
 pub mod placement;
 pub mod provisioner_sim;
@@ -54,6 +56,9 @@ use store::Store;
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// The HTTP port: Prometheus metrics, a JSON status and the live
+    /// operator report (`http::HttpConfig`). Unset: none.
+    pub http: Option<http::HttpConfig>,
     /// Where the database file (`edgeplan.redb`) lives.
     pub data_dir: PathBuf,
     /// The shared store for cluster mode, `postgres://user@host/db`. Unset:
@@ -108,6 +113,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http: None,
             data_dir: PathBuf::from("edgeplan-data"),
             store: None,
             cluster: cluster::ClusterConfig::default(),
@@ -289,6 +295,8 @@ pub struct Shared {
     pub ingest_streams: Arc<tokio::sync::Semaphore>,
     /// Leadership and the telemetry log (cluster mode).
     pub cluster: cluster::Node,
+    /// Counters since start, for `/metrics`.
+    pub metrics: metrics::Metrics,
     /// The last responses to stored solves with a request id, so a retry
     /// on this replica gets the very answer the first call got.
     solve_replies: Mutex<std::collections::VecDeque<(String, edgeplan_api::pb::SolveResponse)>>,
@@ -329,6 +337,7 @@ impl Shared {
         );
         Ok(Arc::new(Shared {
             cluster,
+            metrics: Default::default(),
             ingest_streams: Arc::new(tokio::sync::Semaphore::new(config.max_ingest_streams)),
             config,
             store,
@@ -555,10 +564,30 @@ pub async fn serve(
     serve_on(config, listener, shutdown).await
 }
 
-/// As [`serve`], on a bound listener (port 0 in tests).
+/// As [`serve`], on a bound listener (port 0 in tests); the HTTP port, if
+/// configured, is bound here.
 pub async fn serve_on(
     config: Config,
     listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let http = match &config.http {
+        Some(h) => Some(
+            tokio::net::TcpListener::bind(h.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("http.listen {}: {e}", h.listen))?,
+        ),
+        None => None,
+    };
+    serve_listeners(config, listener, http, shutdown).await
+}
+
+/// As [`serve_on`], with the HTTP port's listener bound by the caller (who
+/// then knows its address).
+pub async fn serve_listeners(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    http_listener: Option<tokio::net::TcpListener>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     config.cluster.check().map_err(anyhow::Error::msg)?;
@@ -578,6 +607,18 @@ pub async fn serve_on(
     }
     let tokens = Arc::new(auth::Tokens::new(&config.auth)?);
     let tls = config.tls.as_ref().map(auth::ServerTls::load).transpose()?;
+    let http_tls = match &http_listener {
+        Some(l) => {
+            http::check(l.local_addr()?, config.tls.is_some(), &tokens)
+                .map_err(anyhow::Error::msg)?;
+            config
+                .tls
+                .as_ref()
+                .map(auth::ServerTls::rustls_config)
+                .transpose()?
+        }
+        None => None,
+    };
     if let Some(t) = &config.provisioner_tls {
         t.load()?; // a missing file fails the start, not every dispatch
     }
@@ -634,6 +675,15 @@ pub async fn serve_on(
         API.to_vec(),
     )));
     tasks.extend(cluster::start(&shared));
+    if let Some(l) = http_listener {
+        tracing::info!(addr = %l.local_addr()?, tls = http_tls.is_some(), "edgeplan HTTP port (metrics, status, live report)");
+        let (s, t) = (shared.clone(), tokens.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = http::serve(s, t, l, http_tls, std::future::pending()).await {
+                tracing::error!("HTTP port stopped: {e}");
+            }
+        }));
+    }
     if shared.config.nats.is_some() {
         tasks.push(tokio::spawn(bus::run(shared.clone())));
     }

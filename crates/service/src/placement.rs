@@ -56,7 +56,7 @@ pub fn propose(
         refuse_while_executing(shared)?; // before spending a solve on it
     }
     let view = View::now(shared)?;
-    let solved = solve_view(&view, options)?;
+    let solved = solve_view(&shared.metrics, &view, options)?;
     propose_from(shared, &view, &solved, intent)
 }
 
@@ -154,9 +154,17 @@ fn method_to_pb(m: solver::Method) -> pb::SolveMethod {
     }
 }
 
-/// Solve a view's problem.
-pub fn solve_view(view: &View, options: &SolveOptions) -> Result<Solved, Status> {
-    solver::solve(&view.problem, options).map_err(|e| errors::internal(format!("solver: {e}")))
+/// Solve a view's problem; its time and gap go to the metrics.
+pub fn solve_view(
+    metrics: &super::metrics::Metrics,
+    view: &View,
+    options: &SolveOptions,
+) -> Result<Solved, Status> {
+    let started = std::time::Instant::now();
+    let solved = solver::solve(&view.problem, options)
+        .map_err(|e| errors::internal(format!("solver: {e}")))?;
+    metrics.solved(view, &solved, started.elapsed().as_secs_f64());
+    Ok(solved)
 }
 
 /// [`propose`] for a view already solved (continuous mode assessed and
