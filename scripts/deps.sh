@@ -5,7 +5,12 @@
 #  - chromium (the report's browser test) and prometheus (the test that a
 #    real Prometheus scrapes /metrics); only where we may use apt.
 # Uses Debian packages when run as root, else PyPI wheels in the user's site.
+#
+#   scripts/deps.sh          everything (make test, make lint, make bench)
+#   scripts/deps.sh build    only what the build needs (make demo)
 set -euo pipefail
+only_build=false
+[ "${1:-}" = build ] && only_build=true
 cd "$(dirname "$0")/.."
 have_libclang() {
   ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || [ -n "${LIBCLANG_PATH:-}" ]
@@ -33,10 +38,10 @@ fi
 if ! have_libclang && python3 -c 'import clang' >/dev/null 2>&1; then
   echo "LIBCLANG_PATH=$(python3 -c 'import clang,os;print(os.path.join(os.path.dirname(clang.__file__),"native"))')" >> target/deps.env
 fi
-if ! command -v chromium >/dev/null 2>&1 && apt_ok; then
+if ! $only_build && ! command -v chromium >/dev/null 2>&1 && apt_ok; then
   apt_packages+=(chromium)
 fi
-if ! command -v prometheus >/dev/null 2>&1 && apt_ok; then
+if ! $only_build && ! command -v prometheus >/dev/null 2>&1 && apt_ok; then
   apt_packages+=(prometheus)
 fi
 if [ ${#apt_packages[@]} -gt 0 ]; then
@@ -44,6 +49,9 @@ if [ ${#apt_packages[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${apt_packages[@]}" >/dev/null
+fi
+if $only_build; then
+  exit 0
 fi
 if ! python3 -c 'import sushy_tools.static.main' >/dev/null 2>&1; then
   # OpenStack's static Redfish mockup server (standard library only, so

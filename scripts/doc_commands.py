@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Check that every edgeplan command the docs show still parses.
+"""Check that every edgeplan command the docs show still parses, and that
+every relative link in them leads somewhere.
 
     scripts/doc_commands.py BINARY [FILES...]   (default: README.md docs/*.md)
 
@@ -7,7 +8,9 @@ Finds, in fenced code blocks, each command line that runs edgeplan
 (`edgeplan ...`, `cargo run [--release] -- ...`, `target/*/edgeplan ...`,
 continuation lines joined), and asks the binary: the subcommand (and its
 nested subcommand) must exist, and every `--flag` must be one its `--help`
-lists. Exits non-zero naming the file, line and what no longer exists.
+lists. Each relative link (`[text](path#anchor)`) must name a file that
+exists and, with an anchor into a Markdown file, a heading there. Exits
+non-zero naming the file, line and what no longer exists.
 Runs in seconds; `.ci/run` calls it after the tests built the binary.
 """
 
@@ -17,7 +20,7 @@ import subprocess
 import sys
 
 RUNS = re.compile(
-    r"^(?:\$ )?(?:edgeplan|cargo run(?: --release)?(?: --bin edgeplan)? --|(?:\./)?target/(?:debug|release)/edgeplan)\s+(.*)$"
+    r"^(?:\$ )?(?:edgeplan|cargo run(?: --release)?(?: --bin edgeplan)? --|(?:\./)?target/(?:debug|release)/edgeplan)\s+(-.*|[a-z][a-z-]*(?:\s.*)?)$"
 )
 help_cache = {}
 
@@ -54,6 +57,9 @@ def commands(path):
             pending = ""
             continue
         if not fence:
+            # Inline: `edgeplan solve --instance F` in prose and tables.
+            for args in re.findall(r"`edgeplan ([a-z][^`]*)`", line):
+                found.append((no, args.replace("[", " ").replace("]", " ").replace("\\|", " ")))
             continue
         text = line.rstrip("\n")
         if pending:
@@ -102,11 +108,50 @@ def check(binary, path):
         for w in args_only[len(sub):]:
             if not w.startswith("--"):
                 continue
-            flag = w.split("=", 1)[0]
+            flag = re.split(r"[=,.;:)]", w, maxsplit=1)[0]
             if flag in ("--help", "--version"):
                 continue
             if not re.search(r"(^|[\s,])" + re.escape(flag) + r"([\s=<\[]|$)", h or "", re.M):
                 problems.append(f"{path}:{no}: `edgeplan {' '.join(sub)}` has no {flag}")
+    return problems
+
+
+def slug(title):
+    s = re.sub(r"[^\w\- ]", "", title.strip().lower())
+    return s.replace(" ", "-")
+
+
+def anchors(path):
+    found, fence = set(), False
+    for line in open(path, encoding="utf-8"):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        m = re.match(r"^#{1,6} (.*)$", line)
+        if m and not fence:
+            found.add(slug(m.group(1)))
+    return found
+
+
+def links(path):
+    """Broken relative links of a Markdown file."""
+    import os
+
+    problems, fence = [], False
+    base = os.path.dirname(path)
+    for no, line in enumerate(open(path, encoding="utf-8"), 1):
+        if line.lstrip().startswith("```"):
+            fence = not fence
+        if fence:
+            continue
+        for target in re.findall(r"\]\(([^)\s]+)\)", line):
+            if re.match(r"^(https?:|mailto:)", target):
+                continue
+            file, _, anchor = target.partition("#")
+            dest = os.path.normpath(os.path.join(base, file)) if file else path
+            if not os.path.exists(dest):
+                problems.append(f"{path}:{no}: link to {target}: no {dest}")
+            elif anchor and dest.endswith(".md") and anchor not in anchors(dest):
+                problems.append(f"{path}:{no}: link to {target}: no heading #{anchor}")
     return problems
 
 
@@ -115,14 +160,15 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     binary = sys.argv[1]
-    files = sys.argv[2:] or ["README.md", *sorted(glob.glob("docs/*.md"))]
+    files = sys.argv[2:] or ["README.md", "ARCHITECTURE.md", *sorted(glob.glob("docs/*.md"))]
     problems, total = [], 0
     for f in files:
         total += len(commands(f))
         problems += check(binary, f)
+        problems += links(f)
     for p in problems:
         print(p, file=sys.stderr)
-    print(f"doc commands: {total} edgeplan commands in {len(files)} files, {len(problems)} out of date")
+    print(f"docs: {total} edgeplan commands and the links of {len(files)} files, {len(problems)} out of date")
     return 1 if problems else 0
 
 

@@ -16,7 +16,13 @@ latency-only placement of its first hour. Deterministic (seeded).
 
     python3 scripts/replay_fleet.py [--replicas 20000] [--seed 7] [--out examples/replay-fleet.yaml]
 
-Needs PyYAML (`pip install pyyaml`) for a .yaml out; a .json out needs nothing.
+`--region us` builds the demo's fleet instead (`edgeplan demo`): twelve
+metros of the three US grid zones (California, Texas, New York), sites
+cooled by dry coolers (no chillers) designed for `--max-ambient` °C, which
+keep `--derate-min` of their capacity at and past it:
+
+    python3 scripts/replay_fleet.py --region us --replicas 4000 --max-ambient 38 \\
+        --derate-min 0.35 --name demo-fleet --out examples/demo-fleet.yaml
 """
 
 import argparse
@@ -37,6 +43,13 @@ METROS = [
     ("Tokyo", "L"), ("Osaka", "M"),
     ("Sydney", "L"), ("Melbourne", "M"), ("Brisbane", "S"),
 ]
+# The demo's region: metros whose nearest zone is their own grid's
+# (CAISO, ERCOT, NYISO; Boston and Stamford sit in ISO-NE and take NYISO's).
+METROS_US = [
+    ("San Francisco", "L"), ("Sacramento", "S"), ("Los Angeles", "L"), ("San Diego", "M"),
+    ("Dallas", "L"), ("Austin", "M"), ("Houston", "M"), ("San Antonio", "S"),
+    ("New York", "L"), ("Philadelphia", "M"), ("Stamford", "S"), ("Boston", "M"),
+]
 SERVER = ("dell-r730-e5-2699v4", 44, 128.0, 0.0446, 0.272)  # name, cores, GiB, idle kW, full kW
 VMS_PER_REPLICA = 8
 TIERS = {"S": (80, 150), "M": (200, 400), "L": (500, 1000)}  # servers per site
@@ -52,7 +65,14 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--load", type=float, default=0.55, help="share of the fleet's cores the demand uses")
     ap.add_argument("--out", default="examples/replay-fleet.yaml")
+    ap.add_argument("--region", choices=["world", "us"], default="world")
+    ap.add_argument("--name", default="replay-fleet")
+    ap.add_argument("--max-ambient", type=float, default=45.0,
+                    help="outside air (°C) the sites' coolers are designed for")
+    ap.add_argument("--derate-min", type=float, default=None,
+                    help="share of cooling left at and past the design ambient (default: 0.6–0.8 drawn per site; dry coolers without chillers keep about a third)")
     args = ap.parse_args()
+    metros = METROS_US if args.region == "us" else METROS
     rng = random.Random(args.seed)
 
     cities = list(csv.DictReader(open("data/cities.csv")))
@@ -65,7 +85,7 @@ def main():
            if float(r["cpu_cores"]) >= 1 and float(r["cpu_util_mean"]) > 0.01]
 
     sites, cores_total = [], 0
-    for name, tier in METROS:
+    for name, tier in metros:
         c = cities[index[name]]
         servers = rng.randint(*TIERS[tier])
         it_full = servers * SERVER[4]
@@ -89,9 +109,9 @@ def main():
             },
             "cooling": {
                 "nominal_kw": round(it_full * rng.uniform(0.95, 1.2), 1),
-                "derate_min": round(rng.uniform(0.6, 0.8), 2),
+                "derate_min": round(rng.uniform(0.6, 0.8), 2) if args.derate_min is None else args.derate_min,
                 "free_cooling_limit_c": round(rng.uniform(18.0, 24.0), 1),
-                "max_ambient_c": 45.0,
+                "max_ambient_c": args.max_ambient,
                 "humidity_derate": 0.8,
             },
             "thermal": {
@@ -107,7 +127,7 @@ def main():
             "ambient": {"current_c": 20.0},
         })
     ids = [s["id"] for s in sites]
-    members = [index[n] for n, _ in METROS]
+    members = [index[n] for n, _ in metros]
     links = []
     for i, a in enumerate(members):
         for j in range(i + 1, len(members)):
@@ -153,7 +173,7 @@ def main():
         placed_cores += replicas * cores
         n += 1
     inst = {
-        "name": "replay-fleet",
+        "name": args.name,
         "sites": sites,
         "network": {"nodes": [{"id": i} for i in ids], "links": links},
         "regions": regions,

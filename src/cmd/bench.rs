@@ -1,5 +1,5 @@
 //! `edgeplan bench`: the scale benchmark. Each size is generated here and
-//! solved in a fresh process (`bench --one`, hidden), so its peak memory is
+//! solved in a fresh process (`bench --one`), so its peak memory is
 //! its own.
 
 use std::fs;
@@ -44,12 +44,15 @@ pub struct Args {
     /// Keep the generated instances here (for `scripts/peer.py`).
     #[arg(long)]
     pub keep: Option<PathBuf>,
-    /// Internal: solve this instance and print one JSON line.
-    #[arg(long, hide = true)]
+    /// Solve this one instance file (each size runs as such a process, so
+    /// its peak memory is its own) and print one JSON line.
+    #[arg(long)]
     pub one: Option<PathBuf>,
-    #[arg(long, hide = true, default_value_t = 10.0)]
+    /// With --one: seconds before returning the best placement found.
+    #[arg(long, default_value_t = 10.0)]
     pub time_limit: f64,
-    #[arg(long, hide = true, default_value_t = 0.01)]
+    /// With --one: the gap on the placed cost at which to stop.
+    #[arg(long, default_value_t = 0.01)]
     pub gap: f64,
     /// After each solve, this many incremental re-plans (one site's
     /// heat, cooling or price, or one workload's demand, in turn); prints

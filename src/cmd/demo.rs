@@ -1,5 +1,6 @@
-//! `edgeplan demo`: the whole story (fleet, telemetry, heat wave, price
-//! spike, re-plans, report) run by the service crate.
+//! `edgeplan demo`: the whole story (a real fleet, real hours of 2023's
+//! weather and prices as telemetry, re-plans, the live view, the report)
+//! run by the service crate.
 
 use std::path::PathBuf;
 
@@ -9,10 +10,17 @@ use super::runtime::runtime;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long, default_value_t = 8)]
-    pub sites: usize,
-    #[arg(long, default_value_t = 40)]
-    pub workloads: usize,
+    /// A fleet file (YAML or JSON) instead of the shipped demo fleet
+    /// (examples/demo-fleet.yaml: twelve sites in three US grid zones).
+    #[arg(long)]
+    pub fleet: Option<PathBuf>,
+    /// The first real hour of 2023 to run through (UTC, YYYY-MM-DDTHH):
+    /// by default midnight in Texas on 9 August, ERCOT's heat and price spike.
+    #[arg(long, default_value = edgeplan::service::demo::DEFAULT_FROM)]
+    pub from: String,
+    /// Real hours to run through.
+    #[arg(long, default_value_t = edgeplan::service::demo::DEFAULT_HOURS)]
+    pub hours: usize,
     /// Seconds the story runs (plus a few to finish and report).
     #[arg(long, default_value_t = 90.0)]
     pub duration: f64,
@@ -32,8 +40,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let Args {
-        sites,
-        workloads,
+        fleet,
+        from,
+        hours,
         duration,
         seed,
         report,
@@ -41,8 +50,9 @@ pub fn run(args: Args) -> Result<()> {
         http,
     } = args;
     let opts = edgeplan::service::demo::DemoOptions {
-        sites,
-        workloads,
+        fleet,
+        from,
+        hours,
         duration_s: duration,
         seed,
         report,

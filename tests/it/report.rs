@@ -106,7 +106,7 @@ fn edgeplan(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn chromium() -> Option<PathBuf> {
+pub fn chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("EDGEPLAN_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
@@ -120,8 +120,20 @@ fn chromium() -> Option<PathBuf> {
     .find(|p| p.exists())
 }
 
-/// Render a page headless; returns the screenshot path and Chromium's log.
+/// Render a page headless; returns Chromium's log.
 pub fn screenshot(browser: &Path, page: &Path, png: &Path) -> String {
+    headless(
+        browser,
+        &format!("file://{}", page.display()),
+        &format!("--screenshot={}", png.display()),
+        (1200, 1800),
+    )
+    .1
+}
+
+/// Chromium headless on `url` with one action (`--screenshot=…` or
+/// `--dump-dom`) at a window size: (stdout, stderr log).
+pub fn headless(browser: &Path, url: &str, action: &str, size: (u32, u32)) -> (String, String) {
     let profile = tempfile::tempdir().unwrap();
     let out = Command::new(browser)
         .args([
@@ -136,16 +148,24 @@ pub fn screenshot(browser: &Path, page: &Path, png: &Path) -> String {
             "--hide-scrollbars",
             "--enable-logging=stderr",
             "--v=0",
-            "--window-size=1200,1800",
         ])
+        .arg(format!("--window-size={},{}", size.0, size.1))
         .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", page.display()))
+        .arg(action)
+        .arg(url)
         .output()
         .expect("run chromium");
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "chromium failed:\n{log}");
-    log
+    (String::from_utf8_lossy(&out.stdout).to_string(), log)
+}
+
+/// Lines of a Chromium log that say the page failed: console messages,
+/// uncaught errors, failed fetches.
+pub fn page_errors(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("net::ERR") || l.contains("Uncaught"))
+        .collect()
 }
 
 #[test]
@@ -176,12 +196,7 @@ fn chromium_renders_the_report_without_errors() {
     let png = dir.path().join("report.png");
     let log = screenshot(&browser, &page, &png);
     // The page logged nothing to the console and fetched nothing.
-    for line in log.lines() {
-        assert!(
-            !line.contains("CONSOLE") && !line.contains("net::ERR") && !line.contains("Uncaught"),
-            "page error: {line}"
-        );
-    }
+    assert!(page_errors(&log).is_empty(), "{:?}", page_errors(&log));
     // The screenshot is a real page, not a blank one.
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
     let mut reader = decoder.read_info().unwrap();

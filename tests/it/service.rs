@@ -884,27 +884,147 @@ fn what_if_runs_on_the_live_state_and_streams_each_scenario() {
     });
 }
 
+/// The demo end to end, as a newcomer runs it, with a browser on its live
+/// view: the real heat and the real price spike each bring a re-plan of the
+/// service's own, plans succeed at the provisioner, the live page (served
+/// by the service, nothing fetched from elsewhere, no console error)
+/// changes after a re-plan, and the report is written.
 #[test]
-fn a_short_demo_replans_executes_and_writes_the_report() {
+fn the_demo_replans_after_the_heat_and_the_price_spike_while_a_browser_watches() {
+    use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("demo.html");
-    let out = Command::new(env!("CARGO_BIN_EXE_edgeplan"))
-        .args(["demo", "--duration", "20", "--seed", "7", "--report"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgeplan"))
+        .args([
+            "demo",
+            "--duration",
+            "45",
+            "--seed",
+            "7",
+            "--http",
+            "127.0.0.1:0",
+            "--report",
+        ])
         .arg(&report)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
         .unwrap();
-    let story = String::from_utf8_lossy(&out.stdout);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, out) = (lines.clone(), child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                println!("  | {l}");
+                lines.lock().unwrap().push(l);
+            }
+        })
+    };
+    let wait_for = |what: &dyn Fn(&str) -> bool, limit: Duration| -> Option<String> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(l) = lines.lock().unwrap().iter().find(|l| what(l)) {
+                return Some(l.clone());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    };
+    let live = wait_for(&|l| l.contains("live view: "), Duration::from_secs(60))
+        .expect("no live view line");
+    let live = live
+        .split("live view: ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let browser = crate::report::chromium();
+    if browser.is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must install chromium");
+    }
+    let banner = |dom: &str| -> String {
+        dom.split("<p class=\"live\">")
+            .nth(1)
+            .and_then(|r| r.split("</p>").next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let mut before = String::new();
+    if let Some(b) = &browser {
+        wait_for(
+            &|l| l.contains("plan 1: succeeded"),
+            Duration::from_secs(60),
+        )
+        .expect("the operator's plan never succeeded");
+        let (dom, log) = crate::report::headless(b, &live, "--dump-dom", (1280, 900));
+        assert!(crate::report::page_errors(&log).is_empty(), "{log}");
+        before = banner(&dom);
+        assert!(before.contains("plan 1 succeeded"), "{before}");
+    }
+    // A re-plan of the service's own, executed: the page shows it.
+    wait_for(
+        &|l| l.contains(": succeeded,") && !l.starts_with("plan 1") && !l.contains("] plan 1:"),
+        Duration::from_secs(90),
+    )
+    .expect("no re-plan succeeded");
+    if let Some(b) = &browser {
+        let (dom, log) = crate::report::headless(b, &live, "--dump-dom", (1280, 900));
+        assert!(crate::report::page_errors(&log).is_empty(), "{log}");
+        let after = banner(&dom);
+        assert_ne!(
+            after, before,
+            "the live page did not change after the re-plan"
+        );
+        for bad in ["src=\"http", "href=\"http", "url(http"] {
+            assert!(
+                !dom.contains(bad),
+                "the live page fetches from elsewhere: {bad}"
+            );
+        }
+        // Readable at a desktop's and a phone's width (screenshots kept
+        // where EDGEPLAN_SCREENSHOTS says, for docs/).
+        for (name, size) in [
+            ("live-1280.png", (1280, 2000)),
+            ("live-390.png", (390, 2400)),
+        ] {
+            let png = dir.path().join(name);
+            let (_, log) =
+                crate::report::headless(b, &live, &format!("--screenshot={}", png.display()), size);
+            assert!(crate::report::page_errors(&log).is_empty(), "{log}");
+            assert!(
+                std::fs::metadata(&png).unwrap().len() > 10_000,
+                "{name} blank?"
+            );
+            if let Some(keep) = std::env::var_os("EDGEPLAN_SCREENSHOTS") {
+                std::fs::copy(&png, std::path::Path::new(&keep).join(name)).unwrap();
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let story = lines.lock().unwrap().join("\n");
+    assert!(status.success(), "{story}");
+    let at = |needle: &str| {
+        story
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle:?} in:\n{story}"))
+    };
+    let replans: Vec<usize> = story
+        .match_indices("re-planned on its own because")
+        .map(|(i, _)| i)
+        .collect();
+    let (heat, spike) = (at("HEAT WAVE"), at("PRICE SPIKE"));
     assert!(
-        out.status.success(),
-        "{story}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        replans.iter().any(|&r| r > heat),
+        "no re-plan after the heat:\n{story}"
     );
-    assert!(story.contains("HEAT WAVE"), "{story}");
-    assert!(story.contains("PRICE SPIKE"), "{story}");
     assert!(
-        story.contains("re-planned on its own because"),
-        "no re-plan:\n{story}"
+        replans.iter().any(|&r| r > spike),
+        "no re-plan after the price spike:\n{story}"
     );
+    assert!(story.contains("ERCO"), "{story}");
     assert!(
         story
             .lines()

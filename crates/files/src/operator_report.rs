@@ -545,7 +545,7 @@ pub fn whatif_html(title: &str, results: &[ScenarioResult]) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{0}</title><style>{CSS}</style></head><body><h1>{0}</h1>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{0}</title><style>{CSS}</style></head><body><h1>{0}</h1>",
         esc(title)
     );
     h.push_str("<h2>What-if scenarios</h2>");
@@ -588,7 +588,9 @@ h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;padding:3px 6px;text-align:right}\
 th{background:#f3f3f3}td.l,th.l{text-align:left}.cards{display:flex;flex-wrap:wrap;gap:10px}\
 .card{border:1px solid #ddd;border-radius:6px;padding:8px 12px;min-width:120px}.card b{display:block;font-size:18px}\
-.bad{color:#b22}.ok{color:#282}ul{font-size:13px}.err{color:#b22}";
+.bad{color:#b22}.ok{color:#282}ul{font-size:13px}.err{color:#b22}\
+svg{max-width:100%;height:auto}table{display:block;overflow-x:auto;max-width:100%}\
+@media (max-width:600px){body{margin:10px}.card{min-width:100px}}";
 
 /// The report as one self-contained HTML page.
 pub fn html(input: &ReportInput<'_>) -> String {
@@ -597,7 +599,7 @@ pub fn html(input: &ReportInput<'_>) -> String {
     let mut h = String::new();
     let _ = write!(
         h,
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{CSS}</style></head><body>",
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{}</title><style>{CSS}</style></head><body>",
         esc(input.title)
     );
     let _ = write!(h, "<h1>{}</h1>", esc(input.title));

@@ -1,12 +1,18 @@
-//! `edgeplan demo`: the whole product in two minutes. Starts the service
-//! (temporary data directory, continuous mode with auto-approve) and the
-//! reference provisioner on loopback, registers a generated fleet in real
-//! cities (measured RTTs, SPECpower servers, Bitbrains VM sizes, TMY3
-//! weather), streams sensor telemetry over gRPC driven by the sites' real
-//! weather, then injects a heat wave and an electricity price spike and
-//! narrates what the service notices, plans and executes. Ends with the
-//! operator report. Time is compressed: a simulated hour of weather per
-//! `hour_s` seconds, plan steps at `time_scale` of their modelled duration.
+//! `edgeplan demo`: the whole product in two minutes, on real places and
+//! real days. Starts the service (temporary data directory, continuous mode
+//! with auto-approve, the HTTP port's live view) and the reference
+//! provisioner on loopback, registers the demo fleet — twelve edge sites in
+//! the metros of three US grid zones (`examples/demo-fleet.yaml`, built by
+//! `scripts/replay_fleet.py --region us`: measured RTTs, SPECpower servers,
+//! Bitbrains VM sizes), placed nearest their users — then runs through a
+//! real stretch of 2023 hour by hour (`data/year2023/`: the ERCOT heat wave
+//! and price spike of 9–10 August by default): outside air and humidity,
+//! each workload's utilisation on the Azure diurnal curve and each site's
+//! metered IT power stream in as telemetry; each grid zone's day-ahead price
+//! and carbon reach the inventory when they move. It narrates what the
+//! service notices, plans and executes, and ends with the operator report.
+//! Time is compressed: a real hour per `hour_s` seconds, plan steps at
+//! `time_scale` of their modelled duration.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -14,17 +20,32 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use edgeplan_analysis::gen::{generate, GenOptions};
+use edgeplan_analysis::replay::year::Year;
+use edgeplan_analysis::replay::{
+    latency_only_start, set_actual_hour, set_current, site_zones, Demand, DemandCurve,
+};
 use edgeplan_api::pb;
 use edgeplan_api::pb::inventory_client::InventoryClient;
 use edgeplan_api::pb::placement_client::PlacementClient;
 use edgeplan_api::pb::telemetry_client::TelemetryClient;
 use edgeplan_model::instance::Instance;
+use edgeplan_problem::problem::Problem;
+
+/// The demo's fleet, compiled in (see the module doc).
+const DEMO_FLEET: &str = include_str!("../../../examples/demo-fleet.yaml");
+
+/// The real stretch the demo runs through by default: from midnight in
+/// Texas (05:00 UTC) on 9 August 2023, two days of ERCOT's heat and prices.
+pub const DEFAULT_FROM: &str = "2023-08-09T05";
+pub const DEFAULT_HOURS: usize = 48;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    pub sites: usize,
-    pub workloads: usize,
+    /// A fleet file instead of the shipped demo fleet.
+    pub fleet: Option<PathBuf>,
+    /// The first real hour (UTC, `YYYY-MM-DDTHH`) and how many follow.
+    pub from: String,
+    pub hours: usize,
     pub duration_s: f64,
     pub seed: u64,
     /// Where the operator report goes.
@@ -40,6 +61,7 @@ pub struct DemoOptions {
 pub struct DemoOutcome {
     pub plans: Vec<pb::PlanSummary>,
     pub report: PathBuf,
+    pub live: String,
 }
 
 fn say(t0: Instant, text: impl AsRef<str>) {
@@ -48,7 +70,7 @@ fn say(t0: Instant, text: impl AsRef<str>) {
 
 fn kpi_line(b: &pb::Kpis, a: &pb::Kpis) -> String {
     format!(
-        "energy {:.3} → {:.3}/h · carbon {:.2} → {:.2} kg/h · mean RTT {:.1} → {:.1} ms · min inlet headroom {:.1} → {:.1} °C · max power use {:.0} → {:.0} % · unplaced {} → {}",
+        "energy {:.2} → {:.2}/h · carbon {:.1} → {:.1} kg/h · mean RTT {:.1} → {:.1} ms · min inlet headroom {:.1} → {:.1} °C · max power use {:.0} → {:.0} % · unplaced {} → {}",
         b.energy_cost_per_h,
         a.energy_cost_per_h,
         b.carbon_kg_per_h,
@@ -64,18 +86,58 @@ fn kpi_line(b: &pb::Kpis, a: &pb::Kpis) -> String {
     )
 }
 
-/// Ambient at a site `hour` simulated hours in: its real hourly weather
-/// (the generated forecast from TMY3), plus the injected heat.
-fn ambient_c(inst: &Instance, site: usize, hour: f64) -> f64 {
-    let s = &inst.sites[site];
-    let series: Vec<f64> = std::iter::once(s.ambient.current_c)
-        .chain(s.ambient.forecast_c.iter().copied())
-        .collect();
-    let h = hour.max(0.0);
-    let i = (h.floor() as usize) % series.len();
-    let j = (i + 1) % series.len();
-    let f = h.fract();
-    series[i] * (1.0 - f) + series[j] * f
+/// The fleet the demo runs, placed nearest its users at the first hour
+/// (the latency-only rule an operator would follow by hand).
+pub fn demo_fleet(opts: &DemoOptions, year: &Year) -> anyhow::Result<(Instance, usize)> {
+    let text = match &opts.fleet {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?
+        }
+        None => DEMO_FLEET.to_string(),
+    };
+    let value: serde_json::Value = serde_yaml::from_str(&text).context("the fleet is not YAML")?;
+    let mut fleet: Instance = serde_path_to_error::deserialize(value)
+        .map_err(|e| anyhow::anyhow!("fleet: {}: {}", e.path(), e.inner()))?;
+    let first = year.hour_of(&opts.from).map_err(anyhow::Error::msg)?;
+    if opts.hours == 0 || first + opts.hours > year.len() {
+        anyhow::bail!(
+            "--hours {} from {} pass the year's end",
+            opts.hours,
+            opts.from
+        );
+    }
+    let zones = site_zones(&fleet, year);
+    set_actual_hour(&mut fleet, year, &zones, first);
+    DemandCurve::new(&fleet, year, Demand::Diurnal).set(&mut fleet, first, 1);
+    if fleet.workloads.iter().all(|w| w.current.is_empty()) {
+        let p = Problem::build(&fleet)?;
+        set_current(&mut fleet, &latency_only_start(&p));
+    }
+    Ok((fleet, first))
+}
+
+/// A price this many times the week before's median is a spike.
+const SPIKE: f64 = 3.0;
+
+/// "2023-08-10 23:00 UTC" from a year label.
+fn when(year: &Year, t: usize) -> String {
+    year.labels
+        .get(t)
+        .map(|l| {
+            format!(
+                "{} {} UTC",
+                &l[..10.min(l.len())],
+                l.get(11..16).unwrap_or("")
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// Linear between hour `t` and the next.
+fn between(series: &[f64], t: usize, frac: f64) -> f64 {
+    let a = series[t.min(series.len() - 1)];
+    let b = series[(t + 1).min(series.len() - 1)];
+    a + (b - a) * frac
 }
 
 pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
@@ -89,8 +151,9 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         )),
     };
     let duration = opts.duration_s.max(10.0);
-    // One simulated hour of weather per `hour_s` seconds.
-    let hour_s = duration / 24.0;
+    // One real hour per `hour_s` seconds, the last hour reached at 90 %
+    // of the run (the rest lets the last re-plan show).
+    let hour_s = duration * 0.9 / opts.hours.max(1) as f64;
 
     // The reference provisioner and the service, on loopback ports of their own.
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -150,12 +213,12 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
             data_dir.display()
         ),
     );
+
     say(
         t0,
-        format!("live view: {live} (open it in a browser to watch the heat wave and the re-plans; metrics at {live}metrics)"),
+        format!("live view: {live} — open it in a browser to watch the heat and the re-plans as they happen (metrics: {live}metrics)"),
     );
-
-    let result = story(opts, &url, t0, duration, hour_s).await;
+    let result = story(opts, &url, &live, t0, duration, hour_s).await;
 
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -169,120 +232,202 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
 async fn story(
     opts: &DemoOptions,
     url: &str,
+    live: &str,
     t0: Instant,
     duration: f64,
     hour_s: f64,
 ) -> anyhow::Result<DemoOutcome> {
-    let mut inst = generate(&GenOptions {
-        sites: opts.sites,
-        workloads: opts.workloads,
-        replicas: None,
-        seed: opts.seed,
-        load: 0.8,
-    })
-    .map_err(|e| anyhow::anyhow!(e))?;
-    // Dry coolers: past their design ambient they keep a third of their capacity.
-    for s in &mut inst.sites {
-        s.cooling.derate_min = 0.35;
+    let year = Year::shipped_2023().map_err(anyhow::Error::msg)?;
+    let (fleet, first) = demo_fleet(opts, &year)?;
+    let zones = site_zones(&fleet, &year);
+    let replicas: u32 = fleet.workloads.iter().map(|w| w.replicas).sum();
+    let it_kw: Vec<f64> = {
+        let p = Problem::build(&fleet)?;
+        p.sites.iter().map(|s| s.physics.it_limit_kw).collect()
+    };
+    let mut by_zone: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (s, &z) in fleet.sites.iter().zip(&zones) {
+        by_zone
+            .entry(z)
+            .or_default()
+            .push(s.name.clone().unwrap_or_else(|| s.id.clone()));
     }
-    let replicas: u32 = inst.workloads.iter().map(|w| w.replicas).sum();
-    let cities: Vec<String> = inst
-        .sites
+    super::client::push_instance(&super::client::Connect::plain(url), &fleet).await?;
+    let zone_text: Vec<String> = by_zone
         .iter()
-        .map(|s| s.name.clone().unwrap_or_else(|| s.id.clone()))
+        .map(|(z, names)| format!("{} ({})", year.zones[*z].id, names.join(", ")))
         .collect();
-    super::client::push_instance(&super::client::Connect::plain(url), &inst).await?;
     say(
         t0,
         format!(
-            "registered {} micro data centers ({}) and {} workloads ({} replicas) with measured city RTTs",
-            inst.sites.len(),
-            cities.join(", "),
-            inst.workloads.len(),
+            "registered {} micro data centers in {} grid zones — {} — {:.0}–{:.0} kW of IT each, and {} workloads ({} replicas, Bitbrains VM sizes) placed nearest their users",
+            fleet.sites.len(),
+            by_zone.len(),
+            zone_text.join("; "),
+            it_kw.iter().copied().fold(f64::INFINITY, f64::min),
+            it_kw.iter().copied().fold(0.0, f64::max),
+            fleet.workloads.len(),
             replicas
+        ),
+    );
+    say(
+        t0,
+        format!(
+            "weather, prices and carbon are the real hours of {} to {} ({} s a real hour): outside air, humidity, each workload's utilisation and each site's IT power stream in as telemetry",
+            when(&year, first),
+            when(&year, first + opts.hours - 1),
+            (hour_s * 10.0).round() / 10.0
         ),
     );
 
     let mut placement = PlacementClient::connect(url.to_string()).await?;
-    let mut telemetry = TelemetryClient::connect(url.to_string()).await?;
     let mut inventory = InventoryClient::connect(url.to_string()).await?;
 
-    // Telemetry: every half second, each site's outside air from its real
-    // weather, plus the heat wave once it starts.
-    let heat: std::sync::Arc<std::sync::Mutex<BTreeMap<usize, f64>>> = Default::default();
-    let heat_t = heat.clone();
-    let inst_t = inst.clone();
-    let url_t = url.to_string();
+    // Telemetry, every half second: the real hour's weather (linear between
+    // hours), the workloads' utilisation and the sites' metered IT power.
     let start = Instant::now();
-    let feeder = tokio::spawn(async move {
-        let Ok(mut client) = TelemetryClient::connect(url_t).await else {
-            return 0u64;
-        };
-        let mut sent = 0u64;
-        loop {
-            let hour = start.elapsed().as_secs_f64() / hour_s;
-            let now = super::now_s();
-            let extra = heat_t.lock().map(|h| h.clone()).unwrap_or_default();
-            let readings: Vec<pb::Reading> = (0..inst_t.sites.len())
-                .flat_map(|si| {
-                    let s = &inst_t.sites[si];
-                    let t = ambient_c(&inst_t, si, hour) + extra.get(&si).copied().unwrap_or(0.0);
-                    [
-                        pb::Reading {
-                            device_id: format!("{}/outside-air", s.id),
-                            site: s.id.clone(),
-                            rack: String::new(),
-                            device_type: pb::DeviceType::Temperature as i32,
-                            placement: pb::DevicePlacement::Outside as i32,
-                            unit: "C".into(),
-                            value: (t * 10.0).round() / 10.0,
-                            timestamp_s: now,
-                        },
-                        pb::Reading {
-                            device_id: format!("{}/outside-humidity", s.id),
-                            site: s.id.clone(),
-                            rack: String::new(),
-                            device_type: pb::DeviceType::Humidity as i32,
-                            placement: pb::DevicePlacement::Outside as i32,
-                            unit: "%".into(),
-                            value: s.ambient.humidity_pct.unwrap_or(50.0),
-                            timestamp_s: now,
-                        },
-                    ]
-                })
-                .collect();
-            sent += readings.len() as u64;
-            let batch = pb::ReadingBatch {
-                readings,
-                ..Default::default()
+    let feeder = {
+        let (url, fleet, zones, year) =
+            (url.to_string(), fleet.clone(), zones.clone(), year.clone());
+        let hours = opts.hours;
+        tokio::spawn(async move {
+            let Ok(mut client) = TelemetryClient::connect(url.clone()).await else {
+                return;
             };
-            if client
-                .ingest(tokio_stream::iter(vec![batch]))
-                .await
-                .is_err()
-            {
-                return sent;
+            let Ok(mut inv) = InventoryClient::connect(url).await else {
+                return;
+            };
+            let demand = DemandCurve::new(&fleet, &year, Demand::Diurnal);
+            let mut hour_state: Option<(usize, Instance, Vec<f64>)> = None;
+            loop {
+                let hf = (start.elapsed().as_secs_f64() / hour_s).min(hours as f64 - 1.0);
+                let (t, frac) = (first + hf.floor() as usize, hf.fract());
+                if hour_state.as_ref().is_none_or(|h| h.0 != t) {
+                    // The placement now, at this hour's demand: what the meters read.
+                    let now = match inv.get_inventory(pb::GetInventoryRequest::default()).await {
+                        Ok(r) => {
+                            serde_json::from_str::<Instance>(&r.into_inner().instance_json).ok()
+                        }
+                        Err(_) => None,
+                    };
+                    let mut at = now.unwrap_or_else(|| fleet.clone());
+                    set_actual_hour(&mut at, &year, &zones, t);
+                    demand.set(&mut at, t, 1);
+                    let it_kw = Problem::build(&at)
+                        .map(|p| {
+                            let x = p.current_placement();
+                            p.evaluate(&x).sites.iter().map(|k| k.it_kw).collect()
+                        })
+                        .unwrap_or_default();
+                    hour_state = Some((t, at, it_kw));
+                }
+                let Some((_, at, it_kw)) = &hour_state else {
+                    continue;
+                };
+                let ts = super::now_s();
+                let mut readings = Vec::with_capacity(at.sites.len() * 3 + at.workloads.len());
+                let reading = |device: String,
+                               site: &str,
+                               kind: pb::DeviceType,
+                               place: pb::DevicePlacement,
+                               unit: &str,
+                               value: f64| pb::Reading {
+                    device_id: device,
+                    site: site.to_string(),
+                    rack: String::new(),
+                    device_type: kind as i32,
+                    placement: place as i32,
+                    unit: unit.into(),
+                    value,
+                    timestamp_s: ts,
+                };
+                for (si, s) in at.sites.iter().enumerate() {
+                    let h = &year.hours[zones[si]];
+                    let air = between(&h.temperature_c, t, frac);
+                    readings.push(reading(
+                        format!("{}/outside-air", s.id),
+                        &s.id,
+                        pb::DeviceType::Temperature,
+                        pb::DevicePlacement::Outside,
+                        "C",
+                        (air * 10.0).round() / 10.0,
+                    ));
+                    readings.push(reading(
+                        format!("{}/outside-humidity", s.id),
+                        &s.id,
+                        pb::DeviceType::Humidity,
+                        pb::DevicePlacement::Outside,
+                        "%",
+                        between(&h.humidity_pct, t, frac).clamp(0.0, 100.0).round(),
+                    ));
+                    if let Some(kw) = it_kw.get(si) {
+                        readings.push(reading(
+                            format!("{}/ups", s.id),
+                            &s.id,
+                            pb::DeviceType::Power,
+                            pb::DevicePlacement::Site,
+                            "kW",
+                            (kw * 100.0).round() / 100.0,
+                        ));
+                    }
+                }
+                for w in &at.workloads {
+                    let Some(site) = w.current.keys().next() else {
+                        continue;
+                    };
+                    readings.push(reading(
+                        w.id.clone(),
+                        site,
+                        pb::DeviceType::Utilization,
+                        pb::DevicePlacement::Workload,
+                        "ratio",
+                        w.utilization,
+                    ));
+                }
+                let batch = pb::ReadingBatch {
+                    readings,
+                    ..Default::default()
+                };
+                if client
+                    .ingest(tokio_stream::iter(vec![batch]))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
+        })
+    };
 
-    // Narration: every plan the service makes, and its steps as they run.
+    // Narration: the real hour's events, every plan the service makes and
+    // its steps as they run.
     let mut seen: HashSet<u64> = HashSet::new();
     let mut outcome = DemoOutcome {
         report: opts.report.clone(),
+        live: live.to_string(),
         ..DemoOutcome::default()
     };
-    let mut heat_done = false;
-    let mut price_done = false;
-    let mut first_done = false;
+    let mut solved = false;
+    let mut hour_done: Option<usize> = None;
+    // Per zone: the price last put in the inventory, and the week before's median.
+    let mut published: Vec<f64> = year.hours.iter().map(|h| h.price_per_kwh[first]).collect();
+    let median: Vec<f64> = year
+        .hours
+        .iter()
+        .map(|h| {
+            let mut week: Vec<f64> = h.price_per_kwh[first.saturating_sub(168)..first].to_vec();
+            week.sort_by(f64::total_cmp);
+            week.get(week.len() / 2).copied().unwrap_or(0.0)
+        })
+        .collect();
+    let mut hot_said: HashSet<(usize, usize)> = HashSet::new();
+    let mut spike_said: HashSet<(usize, usize)> = HashSet::new();
     let deadline = t0 + edgeplan_model::duration_s(duration);
     while Instant::now() < deadline {
         let elapsed = t0.elapsed().as_secs_f64();
-        if !first_done && elapsed > 2.0 {
-            first_done = true;
-        }
-        if first_done && seen.is_empty() && elapsed > 2.0 && elapsed < 2.6 {
+        if !solved && elapsed > 2.0 {
+            solved = true;
             say(
                 t0,
                 "the operator asks for a placement (Solve) and approves it",
@@ -315,179 +460,94 @@ async fn story(
                 Err(e) => say(t0, format!("solve refused: {}", e.message())),
             }
         }
-        if !heat_done && elapsed > duration * 0.3 {
-            heat_done = true;
-            let states = telemetry
-                .watch_sites(pb::WatchSitesRequest {
-                    sites: vec![],
-                    interval_ms: 100,
-                })
-                .await?
-                .into_inner()
-                .message()
-                .await?
-                .map(|s| s.sites)
-                .unwrap_or_default();
-            let mut by_use: Vec<(usize, f64)> = states
-                .iter()
-                .filter_map(|s| {
-                    let i = inst.sites.iter().position(|x| x.id == s.site)?;
-                    Some((i, s.it_kw / s.it_limit_kw.max(1e-9)))
-                })
-                .collect();
-            by_use.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let hot: Vec<usize> = by_use.iter().take(2).map(|x| x.0).collect();
-            if let Ok(mut h) = heat.lock() {
-                for &si in &hot {
-                    // Up to the cooling plant's design maximum and beyond.
-                    let now_c = ambient_c(&inst, si, start.elapsed().as_secs_f64() / hour_s);
-                    h.insert(
-                        si,
-                        (inst.sites[si].cooling.max_ambient_c + 3.0 - now_c).max(8.0),
+        let hf = (start.elapsed().as_secs_f64() / hour_s).min(opts.hours as f64 - 1.0);
+        let t = first + hf.floor() as usize;
+        if hour_done != Some(t) {
+            hour_done = Some(t);
+            let day = (t - first) / 24;
+            // Heat: a site's outside air past what its coolers are designed for.
+            for (z, names) in &by_zone {
+                let air = year.hours[*z].temperature_c[t];
+                let design = fleet
+                    .sites
+                    .iter()
+                    .zip(&zones)
+                    .filter(|(_, zz)| *zz == z)
+                    .map(|(s, _)| s.cooling.max_ambient_c)
+                    .fold(f64::INFINITY, f64::min);
+                if air > design && hot_said.insert((*z, day)) {
+                    say(
+                        t0,
+                        format!(
+                            "HEAT WAVE: {:.1} °C outside in {} at {} — past the {:.0} °C the sites' dry coolers are designed for ({})",
+                            air,
+                            year.zones[*z].city,
+                            when(&year, t),
+                            design,
+                            names.join(", ")
+                        ),
                     );
                 }
             }
-            let names: Vec<&str> = hot.iter().map(|&i| inst.sites[i].id.as_str()).collect();
-            say(
-                t0,
-                format!(
-                    "HEAT WAVE: outside air at {} climbs past its cooling plant's design limit",
-                    names.join(" and ")
-                ),
-            );
-        }
-        if !price_done && elapsed > duration * 0.6 {
-            price_done = true;
-            let mut snapshot = inventory
-                .get_inventory(pb::GetInventoryRequest::default())
-                .await?
-                .into_inner();
-            // The two cheapest sites' spot price goes up sixfold.
-            let mut by_price: Vec<(usize, f64)> = snapshot
-                .sites
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (i, s.energy.as_ref().map_or(0.0, |e| e.price_per_kwh)))
-                .collect();
-            by_price.sort_by(|a, b| a.1.total_cmp(&b.1));
-            let mut changed = Vec::new();
-            for &(i, p) in by_price.iter().take(2) {
-                let mut site = snapshot.sites[i].clone();
-                if let Some(e) = site.energy.as_mut() {
-                    e.price_per_kwh = p * 6.0;
-                    e.price_series.clear();
+            // Prices: a zone's day-ahead price reaches the inventory when it moves.
+            let mut moved: Vec<usize> = Vec::new();
+            for (z, h) in year.hours.iter().enumerate() {
+                if !by_zone.contains_key(&z) {
+                    continue;
                 }
-                changed.push((site.id.clone(), p));
-                snapshot.sites[i] = site;
+                let p = h.price_per_kwh[t];
+                if (p - published[z]).abs() > (0.3 * published[z].abs()).max(0.02) {
+                    moved.push(z);
+                    published[z] = p;
+                }
             }
-            let sites: Vec<pb::Site> = snapshot
-                .sites
-                .iter()
-                .filter(|s| changed.iter().any(|(id, _)| id == &s.id))
-                .cloned()
-                .collect();
-            inventory
-                .upsert_sites(pb::UpsertSitesRequest {
-                    sites,
-                    expected_version: None,
-                })
-                .await?;
-            let text: Vec<String> = changed
-                .iter()
-                .map(|(id, p)| format!("{id} {p:.3} → {:.3}/kWh", p * 6.0))
-                .collect();
-            say(
-                t0,
-                format!("PRICE SPIKE on the spot market: {}", text.join(", ")),
-            );
-        }
-        let plans = placement
-            .list_plans(pb::ListPlansRequest::default())
-            .await?
-            .into_inner()
-            .plans;
-        for p in &plans {
-            if seen.insert(p.plan_id) {
-                let view = placement
-                    .get_plan(pb::PlanRef {
-                        plan_id: p.plan_id,
-                        after_revision: None,
-                    })
+            if !moved.is_empty() {
+                let snapshot = inventory
+                    .get_inventory(pb::GetInventoryRequest::default())
                     .await?
                     .into_inner();
-                say(
-                    t0,
-                    format!(
-                        "plan {}: {} steps — {}",
-                        p.plan_id,
-                        p.steps,
-                        if p.reason.starts_with("continuous:") {
-                            format!(
-                                "edgeplan re-planned on its own because {}",
-                                p.reason.trim_start_matches("continuous: ")
-                            )
-                        } else {
-                            p.reason.clone()
+                let sites: Vec<pb::Site> = snapshot
+                    .sites
+                    .into_iter()
+                    .filter_map(|mut s| {
+                        let si = fleet.sites.iter().position(|f| f.id == s.id)?;
+                        let z = zones[si];
+                        if !moved.contains(&z) {
+                            return None;
                         }
-                    ),
-                );
-                if let (Some(b), Some(a)) = (&view.kpis_before, &view.kpis_after) {
-                    say(t0, format!("  expected: {}", kpi_line(b, a)));
-                }
-                for s in view.steps.iter().take(4) {
-                    say(
-                        t0,
-                        format!(
-                            "  step {}: {} {} {} → {}",
-                            s.step_id,
-                            pb::StepKind::try_from(s.kind)
-                                .map(|k| k
-                                    .as_str_name()
-                                    .trim_start_matches("STEP_KIND_")
-                                    .to_lowercase())
-                                .unwrap_or_default(),
-                            s.workload,
-                            if s.from_site.is_empty() {
-                                "-"
-                            } else {
-                                &s.from_site
-                            },
-                            if s.to_site.is_empty() {
-                                "-"
-                            } else {
-                                &s.to_site
-                            }
-                        ),
-                    );
-                }
-                if view.steps.len() > 4 {
-                    say(t0, format!("  … and {} more steps", view.steps.len() - 4));
-                }
-            }
-        }
-        for p in &plans {
-            let old = outcome.plans.iter().find(|o| o.plan_id == p.plan_id);
-            if old.is_none_or(|o| o.state != p.state || o.succeeded != p.succeeded) {
-                let state = pb::PlanState::try_from(p.state)
-                    .map(|s| {
-                        s.as_str_name()
-                            .trim_start_matches("PLAN_STATE_")
-                            .to_lowercase()
+                        let e = s.energy.as_mut()?;
+                        e.price_per_kwh = year.hours[z].price_per_kwh[t];
+                        e.price_series.clear();
+                        e.carbon_g_per_kwh = year.hours[z].carbon_g_per_kwh[t];
+                        Some(s)
                     })
-                    .unwrap_or_default();
-                if old.is_some() || p.state != pb::PlanState::Recommended as i32 {
-                    say(
-                        t0,
-                        format!(
-                            "plan {}: {state}, {}/{} steps done at the provisioner",
-                            p.plan_id, p.succeeded, p.steps
-                        ),
-                    );
+                    .collect();
+                inventory
+                    .upsert_sites(pb::UpsertSitesRequest {
+                        sites,
+                        expected_version: None,
+                    })
+                    .await?;
+                for &z in &moved {
+                    let p = published[z];
+                    if p > SPIKE * median[z].max(0.001) && spike_said.insert((z, day)) {
+                        say(
+                            t0,
+                            format!(
+                                "PRICE SPIKE: {} day-ahead at {:.3}/kWh at {} — {:.0}× the week before's median ({:.3}/kWh)",
+                                year.zones[z].id,
+                                p,
+                                when(&year, t),
+                                p / median[z].max(0.001),
+                                median[z]
+                            ),
+                        );
+                    }
                 }
             }
         }
-        outcome.plans = plans;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        narrate_plans(&mut placement, &mut seen, &mut outcome, t0).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     feeder.abort();
 
@@ -509,24 +569,21 @@ async fn story(
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for p in &outcome.plans {
-        let state = pb::PlanState::try_from(p.state)
-            .map(|s| {
-                s.as_str_name()
-                    .trim_start_matches("PLAN_STATE_")
-                    .to_lowercase()
-            })
-            .unwrap_or_default();
         say(
             t0,
             format!(
-                "plan {} ({state}, {}/{} steps): {}",
-                p.plan_id, p.succeeded, p.steps, p.reason
+                "plan {} ({}, {}/{} steps): {}",
+                p.plan_id,
+                state_name(p.state),
+                p.succeeded,
+                p.steps,
+                p.reason
             ),
         );
     }
 
     // The operator report, from the service's state as the solver saw it
-    // (the inventory made effective by telemetry: the heat wave shows).
+    // (the inventory made effective by telemetry: the heat shows).
     let snapshot = inventory
         .get_inventory(pb::GetInventoryRequest {
             effective: true,
@@ -534,7 +591,7 @@ async fn story(
         })
         .await?
         .into_inner();
-    let live: Instance = serde_json::from_str(&snapshot.instance_json)?;
+    let live_inst: Instance = serde_json::from_str(&snapshot.instance_json)?;
     let last = outcome
         .plans
         .iter()
@@ -555,17 +612,18 @@ async fn story(
         }
         None => None,
     };
-    let problem = edgeplan_problem::problem::Problem::build(&live)?;
+    let problem = Problem::build(&live_inst)?;
     let x = problem.current_placement();
     let title = format!(
-        "edgeplan demo: {} sites, {} workloads",
-        live.sites.len(),
-        live.workloads.len()
+        "edgeplan demo: {} sites, {} workloads, {}",
+        live_inst.sites.len(),
+        live_inst.workloads.len(),
+        when(&year, first + opts.hours - 1)
     );
     let page =
         edgeplan_files::operator_report::html(&edgeplan_files::operator_report::ReportInput {
             title: &title,
-            instance: &live,
+            instance: &live_inst,
             problem: &problem,
             x: &x,
             plan: plan.as_ref(),
@@ -577,7 +635,7 @@ async fn story(
     say(
         t0,
         format!(
-            "now: energy {:.3}/h · carbon {:.2} kg/h · mean RTT {:.1} ms · min inlet headroom {:.1} °C · max power use {:.0} % · {} unplaced",
+            "now: energy {:.2}/h · carbon {:.1} kg/h · mean RTT {:.1} ms · min inlet headroom {:.1} °C · max power use {:.0} % · {} unplaced",
             k.energy_cost_per_h,
             k.carbon_kg_per_h,
             k.mean_latency_ms,
@@ -588,4 +646,104 @@ async fn story(
     );
     say(t0, format!("operator report: {}", opts.report.display()));
     Ok(outcome)
+}
+
+fn state_name(state: i32) -> String {
+    pb::PlanState::try_from(state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("PLAN_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// Say each new plan (why, expected KPIs, its first steps) and each change
+/// of a plan's state.
+async fn narrate_plans(
+    placement: &mut PlacementClient<tonic::transport::Channel>,
+    seen: &mut HashSet<u64>,
+    outcome: &mut DemoOutcome,
+    t0: Instant,
+) -> anyhow::Result<()> {
+    let plans = placement
+        .list_plans(pb::ListPlansRequest::default())
+        .await?
+        .into_inner()
+        .plans;
+    for p in &plans {
+        if !seen.insert(p.plan_id) {
+            continue;
+        }
+        let view = placement
+            .get_plan(pb::PlanRef {
+                plan_id: p.plan_id,
+                after_revision: None,
+            })
+            .await?
+            .into_inner();
+        say(
+            t0,
+            format!(
+                "plan {}: {} steps — {}",
+                p.plan_id,
+                p.steps,
+                match p.reason.strip_prefix("continuous: ") {
+                    Some(why) => format!("edgeplan re-planned on its own because {why}"),
+                    None => p.reason.clone(),
+                }
+            ),
+        );
+        if let (Some(b), Some(a)) = (&view.kpis_before, &view.kpis_after) {
+            say(t0, format!("  expected: {}", kpi_line(b, a)));
+        }
+        for s in view.steps.iter().take(3) {
+            let kind = pb::StepKind::try_from(s.kind)
+                .map(|k| {
+                    k.as_str_name()
+                        .trim_start_matches("STEP_KIND_")
+                        .to_lowercase()
+                })
+                .unwrap_or_default();
+            let site = |x: &str| {
+                if x.is_empty() {
+                    "-".to_string()
+                } else {
+                    x.to_string()
+                }
+            };
+            say(
+                t0,
+                format!(
+                    "  step {}: {kind} {} {} → {}",
+                    s.step_id,
+                    s.workload,
+                    site(&s.from_site),
+                    site(&s.to_site)
+                ),
+            );
+        }
+        if view.steps.len() > 3 {
+            say(t0, format!("  … and {} more steps", view.steps.len() - 3));
+        }
+    }
+    for p in &plans {
+        let old = outcome.plans.iter().find(|o| o.plan_id == p.plan_id);
+        if old.is_none_or(|o| o.state != p.state || o.succeeded != p.succeeded)
+            && (old.is_some() || p.state != pb::PlanState::Recommended as i32)
+        {
+            say(
+                t0,
+                format!(
+                    "plan {}: {}, {}/{} steps done at the provisioner",
+                    p.plan_id,
+                    state_name(p.state),
+                    p.succeeded,
+                    p.steps
+                ),
+            );
+        }
+    }
+    outcome.plans = plans;
+    Ok(())
 }

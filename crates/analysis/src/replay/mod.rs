@@ -420,6 +420,7 @@ pub fn replay(
         return Err(invalid("policies", "no policy to replay".into()));
     }
     let mut site_zone = Vec::with_capacity(fleet.sites.len());
+    // (`site_zones` for the nearest alone)
     for s in &fleet.sites {
         let z = match opts.zones.get(&s.id) {
             Some(id) => year.zone_index(id).ok_or_else(|| {
@@ -464,17 +465,7 @@ pub fn replay(
     let mut x0 = kp.current_placement();
     if x0.iter().all(|sites| sites.is_empty()) {
         start = Start::LatencyOnly;
-        let mut turn = 0;
-        x0 = decide(
-            &kp,
-            &Replicas::empty(kp.workloads.len()),
-            PolicyKind::LatencyOnly,
-            RuleInput {
-                hot_last_hour: &[],
-                turn: &mut turn,
-                max_moves: Some(0),
-            },
-        );
+        x0 = latency_only_start(&kp);
     }
     let mut runs: Vec<Run> = policies
         .iter()
@@ -796,7 +787,39 @@ fn site_counts(p: &Problem, sites: &[(SiteIx, u32)]) -> BTreeMap<String, u32> {
         .collect()
 }
 
-fn set_current(inst: &mut Instance, x: &Replicas) {
+/// Where a fleet with no placement starts: each replica at the nearest
+/// site with room (the latency-only rule), as an operator would by hand.
+pub fn latency_only_start(p: &Problem) -> Replicas {
+    let mut turn = 0;
+    decide(
+        p,
+        &Replicas::empty(p.workloads.len()),
+        PolicyKind::LatencyOnly,
+        RuleInput {
+            hot_last_hour: &[],
+            turn: &mut turn,
+            max_moves: Some(0),
+        },
+    )
+}
+
+/// Each site's grid zone in `year`: the nearest by its weather station.
+pub fn site_zones(fleet: &Instance, year: &Year) -> Vec<usize> {
+    fleet
+        .sites
+        .iter()
+        .map(|s| year.nearest_zone(s.lat, s.lon))
+        .collect()
+}
+
+/// Hour `t` of `year` as it was: every site's outside air, humidity,
+/// price and carbon (the demo's sensors and price feed read these).
+pub fn set_actual_hour(inst: &mut Instance, year: &Year, site_zone: &[usize], t: usize) {
+    set_hour(inst, year, site_zone, t, 1, Seen::Actual);
+}
+
+/// `x` as each workload's `current` placement.
+pub fn set_current(inst: &mut Instance, x: &Replicas) {
     let ids: Vec<String> = inst.sites.iter().map(|s| s.id.clone()).collect();
     for (wi, sites) in x.iter_enumerated() {
         inst.workloads[wi.ix()].current = sites
@@ -875,7 +898,7 @@ fn update_view(p: &mut Problem, inst: &Instance, workloads: &[WorkloadIx]) -> Re
 }
 
 /// Each workload's utilisation by hour (see [`Demand`]).
-struct DemandCurve {
+pub struct DemandCurve {
     /// (workload, its fleet utilisation, UTC offset of its users in hours)
     workloads: Vec<(WorkloadIx, f64, i64)>,
     day: [f64; 24],
@@ -885,7 +908,7 @@ struct DemandCurve {
 }
 
 impl DemandCurve {
-    fn new(fleet: &Instance, year: &Year, demand: Demand) -> DemandCurve {
+    pub fn new(fleet: &Instance, year: &Year, demand: Demand) -> DemandCurve {
         let day = crate::gen::azure_mean_day();
         let workloads = match demand {
             Demand::Flat => Vec::new(),
@@ -913,7 +936,7 @@ impl DemandCurve {
     /// (a decision plans for its horizon's peak demand, as for its worst
     /// forecast heat; the judge takes the hour alone); the workloads it
     /// changed.
-    fn set(&self, inst: &mut Instance, t: usize, hours: usize) -> Vec<WorkloadIx> {
+    pub fn set(&self, inst: &mut Instance, t: usize, hours: usize) -> Vec<WorkloadIx> {
         let mut changed = Vec::new();
         for &(wi, base, offset) in &self.workloads {
             let peak = (0..hours.max(1))
