@@ -8,20 +8,26 @@
 #
 #   scripts/deps.sh          everything (make test, make lint, make bench)
 #   scripts/deps.sh build    only what the build needs (make demo)
+#
+# EDGEPLAN_DEPS_FROM=pypi takes cmake and libclang from PyPI even where the
+# system has them (how the non-root path is tried on a machine that has both).
 set -euo pipefail
 only_build=false
 [ "${1:-}" = build ] && only_build=true
 cd "$(dirname "$0")/.."
+pypi=false
+[ "${EDGEPLAN_DEPS_FROM:-}" = pypi ] && pypi=true
+have_cmake() { ! $pypi && command -v cmake >/dev/null 2>&1; }
 have_libclang() {
-  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || [ -n "${LIBCLANG_PATH:-}" ]
+  ! $pypi && { ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || [ -n "${LIBCLANG_PATH:-}" ]; }
 }
-apt_ok() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+apt_ok() { ! $pypi && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
 apt_packages=()
-if ! command -v cmake >/dev/null 2>&1 || ! have_libclang; then
+if ! have_cmake || ! have_libclang; then
   if apt_ok; then
     apt_packages+=(cmake libclang-dev)
   else
-    echo "deps: not root; installing cmake and libclang from PyPI into your user site" >&2
+    echo "deps: installing cmake and libclang from PyPI into your user site (not root)" >&2
     # Debian marks its Python as externally managed: a --user install is
     # refused there without --break-system-packages (it touches only ~/.local).
     python3 -m pip install --user --quiet --disable-pip-version-check cmake libclang 2>/dev/null \
@@ -32,7 +38,7 @@ fi
 # commands (they read target/deps.env): nothing to export by hand.
 mkdir -p target
 : > target/deps.env
-if ! command -v cmake >/dev/null 2>&1 && python3 -c 'import cmake' >/dev/null 2>&1; then
+if ! have_cmake && python3 -c 'import cmake' >/dev/null 2>&1; then
   echo "CMAKE=$(python3 -c 'import cmake,os;print(os.path.join(cmake.CMAKE_BIN_DIR,"cmake"))')" >> target/deps.env
 fi
 if ! have_libclang && python3 -c 'import clang' >/dev/null 2>&1; then

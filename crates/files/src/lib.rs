@@ -3,6 +3,7 @@
 //! JSON) and the telemetry archive (Parquet).
 
 pub mod archive;
+pub mod basemap;
 pub mod operator_report;
 pub mod replay_report;
 pub mod tables;

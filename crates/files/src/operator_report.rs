@@ -118,7 +118,9 @@ pub(crate) fn e<T: std::fmt::Display>(x: T) -> String {
     x.to_string()
 }
 
-/// Sites on a lat/lon scatter, coloured by inlet headroom.
+/// Sites on the land they stand on (Natural Earth, `basemap`), coloured by
+/// inlet headroom, and the plan's moves as arrows between sites (width by
+/// how many replicas take that way).
 fn map_chart(input: &ReportInput<'_>, f: &Facts) -> String {
     let sites = &input.instance.sites;
     let (mut lat0, mut lat1, mut lon0, mut lon1) = (90f64, -90f64, 180f64, -180f64);
@@ -128,31 +130,95 @@ fn map_chart(input: &ReportInput<'_>, f: &Facts) -> String {
         lon0 = lon0.min(s.lon);
         lon1 = lon1.max(s.lon);
     }
-    let pad = 2.0;
-    svg(720, 380, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                "Sites by inlet headroom (green ≥ 10 °C, red 0 °C)",
-                ("sans-serif", 16),
+    // A margin of a tenth of the span (at least 2°), and a frame no
+    // narrower than the 720 × 400 chart's shape, so land keeps its form.
+    let pad = (0.1 * (lon1 - lon0).max(lat1 - lat0)).max(2.0);
+    let (mut lon, mut lat) = ((lon0 - pad, lon1 + pad), (lat0 - pad, lat1 + pad));
+    let (w, h) = (lon.1 - lon.0, lat.1 - lat.0);
+    if w < 1.8 * h {
+        let grow = (1.8 * h - w) / 2.0;
+        lon = (lon.0 - grow, lon.1 + grow);
+    } else {
+        let grow = (w / 1.8 - h) / 2.0;
+        lat = (lat.0 - grow, lat.1 + grow);
+    }
+    let (lon, lat) = (
+        (lon.0.max(-180.0), lon.1.min(180.0)),
+        (lat.0.max(-90.0), lat.1.min(90.0)),
+    );
+    // Moves between sites, counted per (from, to).
+    let at: std::collections::HashMap<&str, (f64, f64)> = sites
+        .iter()
+        .map(|s| (s.id.as_str(), (s.lon, s.lat)))
+        .collect();
+    let mut ways: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+    for step in input.plan.map_or(&[][..], |p| &p.steps[..]) {
+        if let (Some(a), Some(b)) = (step.from.as_deref(), step.to.as_deref()) {
+            *ways.entry((a, b)).or_default() += 1;
+        }
+    }
+    let most = ways.values().copied().max().unwrap_or(1) as f64;
+    svg(720, 400, |root| {
+        let caption = if ways.is_empty() {
+            "Sites by inlet headroom (green ≥ 10 °C, red 0 °C)".to_string()
+        } else {
+            format!(
+                "Sites by inlet headroom (green ≥ 10 °C, red 0 °C); moves as arrows (thicker: more replicas, most {most:.0})"
             )
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 14))
             .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(40)
-            .build_cartesian_2d((lon0 - pad)..(lon1 + pad), (lat0 - pad)..(lat1 + pad))
+            .x_label_area_size(25)
+            .y_label_area_size(35)
+            .build_cartesian_2d(lon.0..lon.1, lat.0..lat.1)
             .map_err(e)?;
         chart
             .configure_mesh()
+            .disable_mesh()
             .x_desc("longitude")
             .y_desc("latitude")
             .draw()
             .map_err(e)?;
+        chart
+            .draw_series(
+                crate::basemap::in_view(lon, lat)
+                    .into_iter()
+                    .map(|ring| Polygon::new(ring, RGBColor(226, 226, 218).filled())),
+            )
+            .map_err(e)?;
+        for ((a, b), n) in &ways {
+            let (Some(&p), Some(&q)) = (at.get(a), at.get(b)) else {
+                continue;
+            };
+            let width = 1 + (4.0 * *n as f64 / most).round() as u32;
+            let style = RGBColor(40, 90, 170).mix(0.75).stroke_width(width);
+            chart
+                .draw_series(LineSeries::new([p, q], style))
+                .map_err(e)?;
+            // The head: two short strokes back from the target, 30° apart.
+            let (dx, dy) = (q.0 - p.0, q.1 - p.1);
+            let len = (dx * dx + dy * dy).sqrt().max(1e-9);
+            let size = 0.025 * (lon.1 - lon.0);
+            for turn in [0.5f64, -0.5f64] {
+                let (c, s) = (turn.cos(), turn.sin());
+                let (ux, uy) = (-dx / len, -dy / len);
+                let tip = (
+                    q.0 + size * (ux * c - uy * s),
+                    q.1 + size * (ux * s + uy * c),
+                );
+                chart
+                    .draw_series(LineSeries::new([q, tip], style))
+                    .map_err(e)?;
+            }
+        }
         for (s, k) in sites.iter().zip(&f.eval.sites) {
             let h = k.inlet_limit_c - k.inlet_c;
             let color = headroom_color(h, 10.0);
             chart
                 .draw_series(std::iter::once(Circle::new(
                     (s.lon, s.lat),
-                    7,
+                    6,
                     color.filled(),
                 )))
                 .map_err(e)?;
@@ -177,18 +243,38 @@ fn bar_panel(
     bars: &[(f64, RGBColor)],
 ) -> ChartResult {
     let n = names.len().max(1) as i32;
+    // Side by side, more than a few names overlap: they stand upright then.
+    let upright = names.len() > 8;
+    let longest = names.iter().map(|s| s.chars().count()).max().unwrap_or(0);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 14))
         .margin(8)
-        .x_label_area_size(20)
+        .x_label_area_size(if upright {
+            (longest.min(16) * 6 + 8) as u32
+        } else {
+            20
+        })
         .y_label_area_size(50)
         .build_cartesian_2d(0..n, lo..hi)
         .map_err(e)?;
+    let label_style = if upright {
+        ("sans-serif", 11)
+            .into_font()
+            .transform(FontTransform::Rotate90)
+    } else {
+        ("sans-serif", 11).into_font()
+    };
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(n as usize)
-        .x_label_formatter(&|i| names.get(*i as usize).cloned().unwrap_or_default())
+        .x_label_style(label_style)
+        .x_label_formatter(&|i| {
+            names
+                .get(*i as usize)
+                .map(|s| s.chars().take(16).collect())
+                .unwrap_or_default()
+        })
         .draw()
         .map_err(e)?;
     chart
@@ -226,8 +312,9 @@ fn headroom_chart(f: &Facts) -> String {
         .collect();
     let max_h = headroom.iter().map(|b| b.0).fold(1.0f64, f64::max);
     let min_h = headroom.iter().map(|b| b.0).fold(0.0f64, f64::min);
-    svg(720, 340, |root| {
-        let (top, bottom) = root.split_vertically(170);
+    let tall = names.len() > 8; // upright names need room (see `bar_panel`)
+    svg(720, if tall { 460 } else { 340 }, |root| {
+        let (top, bottom) = root.split_vertically(if tall { 230 } else { 170 });
         bar_panel(
             &top,
             "IT power / effective limit",
@@ -424,8 +511,118 @@ fn forecast_chart(input: &ReportInput<'_>, f: &Facts) -> String {
 }
 
 /// The plan as a Gantt chart: one row per step (the first 80), coloured by kind.
+/// Steps drawn one by one up to this many; a larger plan is drawn wave by
+/// wave (a 3,795-step plan on one row per step is an empty tall chart).
+const GANTT_STEPS: usize = 60;
+
+/// The plan over time: each step (small plans) or each wave (large ones).
+fn plan_chart(plan: &Plan) -> String {
+    if plan.steps.len() <= GANTT_STEPS {
+        gantt_chart(plan)
+    } else {
+        waves_chart(plan)
+    }
+}
+
+/// Each wave as a bar over its time span, as tall as its steps; labelled
+/// with its number.
+fn waves_chart(plan: &Plan) -> String {
+    let end = plan.makespan_s.max(1.0);
+    let most = plan
+        .waves
+        .iter()
+        .map(|w| w.steps.len())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let label_every = plan.waves.len().div_ceil(12).max(1);
+    svg(720, 320, |root| {
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "Migration plan: {} steps in {} waves, {:.0} s — steps per wave over time",
+                    plan.steps.len(),
+                    plan.waves.len(),
+                    plan.makespan_s
+                ),
+                ("sans-serif", 13),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0f64..end, 0f64..most as f64 * 1.15)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("steps in the wave")
+            .draw()
+            .map_err(e)?;
+        chart
+            .draw_series(plan.waves.iter().map(|w| {
+                Rectangle::new(
+                    [
+                        (w.start_s, 0.0),
+                        (
+                            (w.start_s + w.duration_s).max(w.start_s + end * 0.002),
+                            w.steps.len() as f64,
+                        ),
+                    ],
+                    RGBColor(60, 120, 200).mix(0.8).filled(),
+                )
+            }))
+            .map_err(e)?;
+        chart
+            .draw_series(
+                plan.waves
+                    .iter()
+                    .filter(|w| w.index % label_every == 0)
+                    .map(|w| {
+                        Text::new(
+                            format!("w{}", w.index),
+                            (w.start_s, w.steps.len() as f64 + most as f64 * 0.03),
+                            ("sans-serif", 10),
+                        )
+                    }),
+            )
+            .map_err(e)?;
+        Ok(())
+    })
+}
+
+/// Per site: steps and GiB leaving and arriving.
+fn plan_sites_table(plan: &Plan) -> String {
+    let mut by_site: std::collections::BTreeMap<&str, [f64; 4]> = Default::default();
+    for s in &plan.steps {
+        if let Some(from) = s.from.as_deref() {
+            let r = by_site.entry(from).or_default();
+            r[0] += 1.0;
+            r[1] += s.state_gib;
+        }
+        if let Some(to) = s.to.as_deref() {
+            let r = by_site.entry(to).or_default();
+            r[2] += 1.0;
+            r[3] += s.state_gib;
+        }
+    }
+    let mut h = String::from("<table><tr><th class=\"l\">site</th><th>steps out</th><th>GiB out</th><th>steps in</th><th>GiB in</th></tr>");
+    for (site, r) in &by_site {
+        let _ = write!(
+            h,
+            "<tr><td class=\"l\">{}</td><td>{:.0}</td><td>{:.1}</td><td>{:.0}</td><td>{:.1}</td></tr>",
+            esc(site),
+            r[0],
+            r[1],
+            r[2],
+            r[3]
+        );
+    }
+    h.push_str("</table>");
+    h
+}
+
 fn gantt_chart(plan: &Plan) -> String {
-    let steps: Vec<_> = plan.steps.iter().take(80).collect();
+    let steps: Vec<_> = plan.steps.iter().take(GANTT_STEPS).collect();
     let rows = steps.len().max(1) as i32;
     let end = plan.makespan_s.max(1.0);
     let color = |k: StepKind| match k {
@@ -439,7 +636,7 @@ fn gantt_chart(plan: &Plan) -> String {
         let mut chart = ChartBuilder::on(&root)
             .caption(
                 format!(
-                    "Migration plan: {} steps in {} waves, {:.0} s (blue migrate, orange stage, green start, red stop)",
+                    "Migration plan: {} steps in {} waves (w0, w1, …), {:.0} s (blue migrate, orange stage, green start, red stop)",
                     plan.steps.len(),
                     plan.waves.len(),
                     plan.makespan_s
@@ -471,6 +668,7 @@ fn gantt_chart(plan: &Plan) -> String {
                 )
             }))
             .map_err(e)?;
+        let label_every = plan.waves.len().div_ceil(12).max(1);
         for w in &plan.waves {
             chart
                 .draw_series(LineSeries::new(
@@ -478,6 +676,15 @@ fn gantt_chart(plan: &Plan) -> String {
                     BLACK.mix(0.3),
                 ))
                 .map_err(e)?;
+            if w.index % label_every == 0 {
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("w{}", w.index),
+                        (w.start_s, 0),
+                        ("sans-serif", 10),
+                    )))
+                    .map_err(e)?;
+            }
         }
         Ok(())
     })
@@ -592,6 +799,9 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}.cards{display:flex;flex-wrap:wr
 svg{max-width:100%;height:auto}table{display:block;overflow-x:auto;max-width:100%}\
 @media (max-width:600px){body{margin:10px}.card{min-width:100px}}";
 
+/// Move explanations shown before the rest are folded away.
+const MOVES_SHOWN: usize = 25;
+
 /// The report as one self-contained HTML page.
 pub fn html(input: &ReportInput<'_>) -> String {
     let f = facts(input);
@@ -690,7 +900,11 @@ pub fn html(input: &ReportInput<'_>) -> String {
     h.push_str(&forecast_chart(input, &f));
     if let Some(plan) = input.plan {
         h.push_str("<h2>Migration plan</h2>");
-        h.push_str(&gantt_chart(plan));
+        h.push_str(&plan_chart(plan));
+        if !plan.steps.is_empty() {
+            h.push_str("<p>Steps and state moved, by site:</p>");
+            h.push_str(&plan_sites_table(plan));
+        }
         if !plan.blocked.is_empty() {
             h.push_str("<p>Blocked moves:</p><ul>");
             for b in &plan.blocked {
@@ -709,11 +923,23 @@ pub fn html(input: &ReportInput<'_>) -> String {
         h.push_str("<p>Nothing moves and every replica is placed.</p>");
     }
     if !f.moves.is_empty() {
+        // The first moves in full; the rest folded, a click away.
         h.push_str("<p>Moves:</p><ul>");
-        for m in &f.moves {
+        for m in f.moves.iter().take(MOVES_SHOWN) {
             let _ = write!(h, "<li>step {}: {}</li>", m.step, esc(&m.text));
         }
         h.push_str("</ul>");
+        if f.moves.len() > MOVES_SHOWN {
+            let _ = write!(
+                h,
+                "<details><summary>the other {} moves</summary><ul>",
+                f.moves.len() - MOVES_SHOWN
+            );
+            for m in f.moves.iter().skip(MOVES_SHOWN) {
+                let _ = write!(h, "<li>step {}: {}</li>", m.step, esc(&m.text));
+            }
+            h.push_str("</ul></details>");
+        }
     }
     if !f.unplaced.is_empty() {
         h.push_str("<p>Unplaced:</p><ul>");

@@ -260,7 +260,7 @@ async fn story(
     say(
         t0,
         format!(
-            "registered {} micro data centers in {} grid zones — {} — {:.0}–{:.0} kW of IT each, and {} workloads ({} replicas, Bitbrains VM sizes) placed nearest their users",
+            "registered {} micro data centers in {} grid zones — {} — with IT limits of {:.0}–{:.0} kW now, and {} workloads ({} replicas, Bitbrains VM sizes) placed nearest their users",
             fleet.sites.len(),
             by_zone.len(),
             zone_text.join("; "),
