@@ -155,16 +155,11 @@ async fn fetch_live(
         .rev()
         .find(|p| p.state != pb::PlanState::Superseded as i32);
     let plan = match latest {
-        Some(p) => {
-            let view = placement
-                .get_plan(pb::PlanRef {
-                    plan_id: p.plan_id,
-                    after_revision: None,
-                })
+        Some(p) => Some(
+            edgeplan::service::client::plan_of(&mut placement, p.plan_id)
                 .await?
-                .into_inner();
-            Some(serde_json::from_str(&view.plan_json)?)
-        }
+                .1,
+        ),
         None => None,
     };
     Ok((inst, plan))

@@ -165,3 +165,21 @@ pub async fn report_observed(
     .into_inner()
     .version)
 }
+
+/// A stored plan as its view says (`GetPlan` at its current revision) and
+/// the plan itself, parsed from the view's JSON.
+pub async fn plan_of(
+    placement: &mut pb::placement_client::PlacementClient<AuthChannel>,
+    plan_id: u64,
+) -> anyhow::Result<(pb::PlanView, edgeplan_plan::plan::Plan)> {
+    let view = placement
+        .get_plan(pb::PlanRef {
+            plan_id,
+            after_revision: None,
+        })
+        .await?
+        .into_inner();
+    let plan = serde_json::from_str(&view.plan_json)
+        .map_err(|e| anyhow::anyhow!("plan {plan_id}'s JSON: {e}"))?;
+    Ok((view, plan))
+}

@@ -280,7 +280,7 @@ async fn story(
         ),
     );
 
-    let mut placement = PlacementClient::connect(url.to_string()).await?;
+    let mut placement = PlacementClient::new(super::client::Connect::plain(url).channel().await?);
     let mut inventory = InventoryClient::connect(url.to_string()).await?;
 
     // Telemetry, every half second: the real hour's weather (linear between
@@ -598,18 +598,7 @@ async fn story(
         .rev()
         .find(|p| p.state == pb::PlanState::Succeeded as i32 && p.steps > 0);
     let plan = match last {
-        Some(p) => {
-            let view = placement
-                .get_plan(pb::PlanRef {
-                    plan_id: p.plan_id,
-                    after_revision: None,
-                })
-                .await?
-                .into_inner();
-            Some(serde_json::from_str::<edgeplan_plan::plan::Plan>(
-                &view.plan_json,
-            )?)
-        }
+        Some(p) => Some(super::client::plan_of(&mut placement, p.plan_id).await?.1),
         None => None,
     };
     let problem = Problem::build(&live_inst)?;
@@ -661,7 +650,7 @@ fn state_name(state: i32) -> String {
 /// Say each new plan (why, expected KPIs, its first steps) and each change
 /// of a plan's state.
 async fn narrate_plans(
-    placement: &mut PlacementClient<tonic::transport::Channel>,
+    placement: &mut PlacementClient<super::client::AuthChannel>,
     seen: &mut HashSet<u64>,
     outcome: &mut DemoOutcome,
     t0: Instant,
@@ -675,13 +664,7 @@ async fn narrate_plans(
         if !seen.insert(p.plan_id) {
             continue;
         }
-        let view = placement
-            .get_plan(pb::PlanRef {
-                plan_id: p.plan_id,
-                after_revision: None,
-            })
-            .await?
-            .into_inner();
+        let (view, _) = super::client::plan_of(placement, p.plan_id).await?;
         say(
             t0,
             format!(
