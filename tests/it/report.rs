@@ -284,3 +284,80 @@ fn a_whatif_results_file_alone_makes_a_report() {
         assert!(html.contains(&s.site));
     }
 }
+
+/// A plan too large for a step-by-step Gantt chart is drawn wave by wave,
+/// with steps and GiB per site, its moves ranked by what they save and the
+/// rest folded; no chart grows past a screen.
+#[test]
+fn a_large_plan_is_drawn_wave_by_wave_with_its_moves_ranked_and_folded() {
+    let mut inst = generate(&GenOptions {
+        sites: 20,
+        workloads: 400,
+        replicas: None,
+        seed: 5,
+        load: 0.6,
+    })
+    .unwrap();
+    // Power twenty times dearer at every other site: much moves.
+    for s in inst.sites.iter_mut().step_by(2) {
+        s.energy.price_per_kwh = edgeplan::instance::Price::Flat(2.0);
+    }
+    inst.limits.max_moves = None;
+    let problem = Problem::build(&inst).unwrap();
+    let solved = solve(
+        &problem,
+        &SolveOptions {
+            deadline: Deadline::after_s(20.0),
+            ..SolveOptions::default()
+        },
+    )
+    .unwrap();
+    let target = problem.placement_of(&solved.x);
+    let big = plan(&inst, &problem, &target).unwrap();
+    let migrations = big
+        .steps
+        .iter()
+        .filter(|s| s.from.is_some() && s.to.is_some())
+        .count();
+    assert!(
+        big.steps.len() > 60 && migrations > 25,
+        "{} steps, {migrations} migrations",
+        big.steps.len()
+    );
+    let page = html(&ReportInput {
+        title: "big",
+        instance: &inst,
+        problem: &problem,
+        x: &solved.x,
+        plan: Some(&big),
+        whatif: None,
+    });
+    assert!(page.contains("steps per wave over time"));
+    assert!(page.contains("moves as arrows"));
+    assert!(page.contains("<th>steps out</th><th>GiB out</th>"));
+    assert!(page.contains(&format!(
+        "<details><summary>the other {} moves</summary>",
+        big.steps.len() - 25
+    )));
+    // Every chart fits a screen's height.
+    for svg in page.split("<svg width=\"").skip(1) {
+        let height: u32 = svg
+            .split("height=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .and_then(|h| h.parse().ok())
+            .unwrap();
+        assert!(height <= 460, "a chart {height} px tall");
+    }
+    // The moves shown first save the most, in order.
+    let saves: Vec<f64> = page
+        .split("<details>")
+        .next()
+        .unwrap()
+        .split(": saves ")
+        .skip(1)
+        .map(|r| r.split("/h").next().unwrap().parse().unwrap())
+        .collect();
+    assert!(saves.len() >= 2, "{saves:?}");
+    assert!(saves.windows(2).all(|w| w[0] >= w[1]), "{saves:?}");
+}

@@ -540,7 +540,7 @@ fn waves_chart(plan: &Plan) -> String {
         let mut chart = ChartBuilder::on(&root)
             .caption(
                 format!(
-                    "Migration plan: {} steps in {} waves, {:.0} s — steps per wave over time",
+                    "Migration plan: {} steps in {} waves, {:.0} s — steps per wave over time (labels: wave · state moved)",
                     plan.steps.len(),
                     plan.waves.len(),
                     plan.makespan_s
@@ -578,8 +578,14 @@ fn waves_chart(plan: &Plan) -> String {
                     .iter()
                     .filter(|w| w.index % label_every == 0)
                     .map(|w| {
+                        let gib: f64 = w
+                            .steps
+                            .iter()
+                            .filter_map(|&i| plan.steps.get(i))
+                            .map(|s| s.state_gib)
+                            .sum();
                         Text::new(
-                            format!("w{}", w.index),
+                            format!("w{} · {gib:.0} GiB", w.index),
                             (w.start_s, w.steps.len() as f64 + most as f64 * 0.03),
                             ("sans-serif", 10),
                         )
@@ -923,19 +929,35 @@ pub fn html(input: &ReportInput<'_>) -> String {
         h.push_str("<p>Nothing moves and every replica is placed.</p>");
     }
     if !f.moves.is_empty() {
-        // The first moves in full; the rest folded, a click away.
-        h.push_str("<p>Moves:</p><ul>");
-        for m in f.moves.iter().take(MOVES_SHOWN) {
+        // The moves that save most per hour first, in full; the rest, in
+        // the plan's order, folded a click away.
+        let mut top: Vec<&explain::MoveExplanation> = f.moves.iter().collect();
+        top.sort_by(|a, b| {
+            let s = |m: &explain::MoveExplanation| m.saving_per_h.unwrap_or(f64::NEG_INFINITY);
+            s(b).total_cmp(&s(a)).then(a.step.cmp(&b.step))
+        });
+        top.truncate(MOVES_SHOWN);
+        if f.moves.len() > MOVES_SHOWN {
+            let _ = write!(
+                h,
+                "<p>The {MOVES_SHOWN} moves that save most per hour (of {}):</p><ul>",
+                f.moves.len()
+            );
+        } else {
+            h.push_str("<p>Moves, those that save most per hour first:</p><ul>");
+        }
+        for m in &top {
             let _ = write!(h, "<li>step {}: {}</li>", m.step, esc(&m.text));
         }
         h.push_str("</ul>");
         if f.moves.len() > MOVES_SHOWN {
+            let shown: std::collections::HashSet<usize> = top.iter().map(|m| m.step).collect();
             let _ = write!(
                 h,
                 "<details><summary>the other {} moves</summary><ul>",
                 f.moves.len() - MOVES_SHOWN
             );
-            for m in f.moves.iter().skip(MOVES_SHOWN) {
+            for m in f.moves.iter().filter(|m| !shown.contains(&m.step)) {
                 let _ = write!(h, "<li>step {}: {}</li>", m.step, esc(&m.text));
             }
             h.push_str("</ul></details>");

@@ -392,6 +392,10 @@ pub struct MoveExplanation {
     pub step: usize,
     pub workload: String,
     pub text: String,
+    /// What one replica saves per hour at its destination (a move between
+    /// two sites it may run at); none for starts, stops and staging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub saving_per_h: Option<f64>,
 }
 
 /// Why each step of a plan happens, in words: what a replica saves per hour
@@ -416,6 +420,12 @@ pub fn moves(p: &Problem, before: &Replicas, steps: &[crate::plan::Step]) -> Vec
         let to = step.to.as_deref().and_then(|s| p.site_index(s));
         let cand = |si: SiteIx| w.candidate_at(si);
         let name = |si: SiteIx| p.sites[si].id.as_str();
+        let saving_per_h = match (step.kind, from, to) {
+            (StepKind::Migrate, Some(f), Some(t)) => {
+                cand(f).zip(cand(t)).map(|(a, b)| a.cost() - b.cost())
+            }
+            _ => None,
+        };
         let text = match (step.kind, from, to) {
             (StepKind::Stage, Some(f), Some(t)) => format!(
                 "moves one replica of {} off {} through {} (staging): the sites it is going to and coming from are waiting on each other for room",
@@ -536,6 +546,7 @@ pub fn moves(p: &Problem, before: &Replicas, steps: &[crate::plan::Step]) -> Vec
             step: step.id,
             workload: w.id.clone(),
             text,
+            saving_per_h,
         });
     }
     out
