@@ -178,17 +178,26 @@ fn plan_status(e: &Execution) -> PlanStatus {
 
 /// The status now (shell: reads the state and the clock).
 pub fn status_now(shared: &Shared) -> Status {
+    status_of(shared, View::now(shared).as_ref())
+}
+
+/// The status with the fleet's view already built (the live page builds
+/// one view for both).
+fn status_of(shared: &Shared, view: Result<&View, &tonic::Status>) -> Status {
     let (version, revision, latest_plan) = {
         let s = shared.state();
+        // The newest plan's id too: pruning an ended plan while storing a
+        // new one must not leave the sum of revisions where it was.
         let plan_revisions: u64 = s.plans.values().map(|e| e.revision + 1).sum();
+        let newest = s.plans.keys().next_back().copied().unwrap_or(0);
         (
             s.version,
-            format!("{}-{}-{plan_revisions}", s.version, s.plans.len()),
+            format!("{}-{newest}-{}-{plan_revisions}", s.version, s.plans.len()),
             latest(&s.plans).map(plan_status),
         )
     };
     let readings_accepted = shared.telemetry().state.accepted;
-    let (kpis, sites, note) = match View::now(shared) {
+    let (kpis, sites, note) = match view {
         Ok(view) => (
             Some(view.kpis.clone()),
             view.eval
@@ -242,8 +251,8 @@ const TELEMETRY_RELOAD_MS: u64 = 15000;
 /// The operator report of the state now, plus the few lines that reload it
 /// when the state changes.
 pub fn live_page(shared: &Shared) -> Result<String, String> {
-    let status = status_now(shared);
     let view = View::now(shared).map_err(|e| e.message().to_string())?;
+    let status = status_of(shared, Ok(&view));
     let plan = {
         let s = shared.state();
         latest(&s.plans).map(|e| e.plan.clone())
