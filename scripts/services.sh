@@ -7,13 +7,16 @@
 #   EDGEPLAN_TEST_NATS=nats://127.0.0.1:54222
 # `scripts/services.sh stop` stops both. Data lives under $SERVICES_DIR
 # (default /tmp/edgeplan-services) and is thrown away by `stop`.
+# `restart-pg` and `restart-nats` restart one of them in place (the fault
+# harness's restarts); SERVICES_DIR, PG_PORT, NATS_PORT and ENV_FILE let a
+# harness run servers of its own beside the shared ones.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DIR=${SERVICES_DIR:-/tmp/edgeplan-services}
 PG_PORT=${PG_PORT:-55432}
 NATS_PORT=${NATS_PORT:-54222}
-ENV_FILE=target/services.env
+ENV_FILE=${ENV_FILE:-target/services.env}
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -102,5 +105,15 @@ start)
     echo "services: PostgreSQL on 127.0.0.1:$PG_PORT, nats-server (JetStream) on 127.0.0.1:$NATS_PORT ($ENV_FILE)"
     ;;
 stop) stop ;;
-*) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
+restart-pg)
+    as_pg "$(pg_bin)/pg_ctl" -D "$DIR/pg" -m fast stop >/dev/null
+    start_pg
+    ;;
+restart-nats)
+    kill "$(cat "$DIR/nats.pid")" 2>/dev/null || true
+    while kill -0 "$(cat "$DIR/nats.pid")" 2>/dev/null; do sleep 0.05; done
+    : >"$DIR/nats.log"
+    start_nats
+    ;;
+*) echo "usage: $0 [start|stop|restart-pg|restart-nats]" >&2; exit 2 ;;
 esac

@@ -19,13 +19,7 @@ use crate::common::edgeplan;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/redfish");
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::live::free_port;
 
 /// sushy-static on loopback, stopped on drop.
 struct Sushy {

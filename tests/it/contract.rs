@@ -1405,3 +1405,72 @@ fn status_name(code: i32) -> String {
         .replace('_', "")
         .to_lowercase()
 }
+
+/// The provisioner contract's fencing: a call with a token below the
+/// highest seen is refused (FAILED_PRECONDITION) and never runs, whether
+/// the higher token came by Fence or by a call; the highest survives the
+/// provisioner's restart (it is in the journal).
+#[test]
+fn a_provisioner_refuses_a_deposed_leaders_token_and_remembers_the_highest_across_restarts() {
+    use edgeplan::api::pb::provisioner_client::ProvisionerClient;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.tsv");
+    let step = |key: &str, token: u64| pb::StepRequest {
+        idempotency_key: key.into(),
+        plan_id: 1,
+        workload: "w".into(),
+        kind: pb::StepKind::Start as i32,
+        to_site: "a".into(),
+        expected_duration_s: 0.01,
+        fencing_token: token,
+        ..Default::default()
+    };
+    let first = sim(&journal, &[]);
+    rt().block_on(async {
+        let mut p = connect(&first.url(), ProvisionerClient::new).await;
+        p.execute(step("1/0/x", 3))
+            .await
+            .expect("token 3 is the first");
+        let fenced = p
+            .fence(pb::FenceRequest {
+                fencing_token: 5,
+                holder: "r2".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(fenced.highest, 5);
+        // The zombie (token 3) wakes up: refused, for a new key and for
+        // the one it ran itself.
+        for key in ["1/1/x", "1/0/x"] {
+            let e = p.execute(step(key, 3)).await.unwrap_err();
+            assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+            assert!(e.message().contains("fencing token 3"), "{}", e.message());
+        }
+        let e = p
+            .fence(pb::FenceRequest {
+                fencing_token: 4,
+                holder: "r1".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        p.execute(step("1/2/x", 6)).await.expect("a higher token");
+    });
+    drop(first);
+    let second = sim(&journal, &[]);
+    rt().block_on(async {
+        let mut p = connect(&second.url(), ProvisionerClient::new).await;
+        let e = p.execute(step("1/3/x", 5)).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "after a restart: {e:?}");
+        p.execute(step("1/3/x", 6))
+            .await
+            .expect("the highest itself");
+    });
+    let executed = journal_counts(&journal);
+    assert_eq!(
+        executed.keys().cloned().collect::<Vec<_>>(),
+        ["1/0/x", "1/2/x", "1/3/x"],
+        "a refused call ran"
+    );
+}

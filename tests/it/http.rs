@@ -195,14 +195,6 @@ fn prometheus() -> Option<std::path::PathBuf> {
         .find(|p| p.exists())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A real Prometheus (Debian's package) scrapes the service every second;
 /// PromQL's `rate()` over the scraped counter is the rate we ingest at.
 #[test]

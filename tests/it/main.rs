@@ -5,6 +5,7 @@ mod bad_input;
 mod brute_force;
 mod cli;
 mod cluster;
+mod cluster_faults;
 mod collect;
 mod common;
 mod completion_order;

@@ -8,9 +8,11 @@
 //!   row in the store, renewed every `renew_interval_s` for `lease_ttl_s`
 //!   by the database's clock; the fence token grows each time it changes
 //!   hands, and every leader-only write carries it, so a deposed leader's
-//!   writes are refused. A replica stops acting as leader once its own
-//!   clock says the lease may have run out, even if it cannot reach the
-//!   store to hear so.
+//!   writes are refused. A replica stops acting as leader at its renewal
+//!   deadline (`renew_deadline_s` after it last asked, on its own monotonic
+//!   clock, before the store's expiry), even if it cannot reach the store
+//!   to hear so. The token goes with every provisioner call too, and a
+//!   provisioner refuses a lower one than it has seen (`dispatch`).
 //! - **Telemetry** goes through a shared log (`telemetry_log`): intake (gRPC
 //!   or the bus) appends batches, every replica applies them in log order
 //!   through the same `take_batch`, so all replicas converge on one state.
@@ -42,6 +44,12 @@ pub struct ClusterConfig {
     pub lease_ttl_s: f64,
     /// Every replica asks for the lease this often, s.
     pub renew_interval_s: f64,
+    /// A leader stops leading (dispatch, continuous mode, leader-only
+    /// writes) this long after its last successful request began, by its
+    /// own monotonic clock; unset: `lease_ttl_s - renew_interval_s`. Below
+    /// the lease, so a paused or cut-off leader gives up before the store
+    /// lets another take over.
+    pub renew_deadline_s: Option<f64>,
     /// How often a replica checks the store for other replicas' writes and
     /// the telemetry log for new batches, ms.
     pub poll_interval_ms: u64,
@@ -58,6 +66,7 @@ impl Default for ClusterConfig {
             replica_id: String::new(),
             lease_ttl_s: 5.0,
             renew_interval_s: 1.0,
+            renew_deadline_s: None,
             poll_interval_ms: 200,
             telemetry_snapshot_s: 10.0,
             telemetry_keep_s: 600.0,
@@ -85,10 +94,26 @@ impl ClusterConfig {
                 self.renew_interval_s, self.lease_ttl_s
             ));
         }
+        let deadline = self.renew_deadline();
+        if !(deadline > self.renew_interval_s && deadline < self.lease_ttl_s) {
+            return Err(format!(
+                "cluster.renew_deadline_s: {deadline} s must be above renew_interval_s ({} s) \
+                 and below lease_ttl_s ({} s)",
+                self.renew_interval_s, self.lease_ttl_s
+            ));
+        }
         if self.poll_interval_ms == 0 {
             return Err("cluster.poll_interval_ms: must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+impl ClusterConfig {
+    /// How long after a successful request began this replica trusts it leads, s.
+    pub fn renew_deadline(&self) -> f64 {
+        self.renew_deadline_s
+            .unwrap_or(self.lease_ttl_s - self.renew_interval_s)
     }
 }
 
@@ -214,6 +239,7 @@ async fn elect(shared: Arc<Shared>) {
     // Checked at start (`ClusterConfig::check`): finite, positive, renewals
     // at most half the lease.
     let ttl = edgeplan_model::duration_s(cfg.lease_ttl_s);
+    let deadline = edgeplan_model::duration_s(cfg.renew_deadline());
     let every = edgeplan_model::duration_s(cfg.renew_interval_s);
     let node = &shared.cluster;
     loop {
@@ -230,7 +256,7 @@ async fn elect(shared: Arc<Shared>) {
             Ok(Ok(Some(fence))) => {
                 node.last_fence.store(fence.token, Ordering::Relaxed);
                 let token = fence.token;
-                *lock(&node.lease) = Some((fence, asked + ttl));
+                *lock(&node.lease) = Some((fence, asked + deadline));
                 if !was {
                     tracing::info!(replica = %node.replica_id, fence = token, "leader: took the lease");
                     // Resume from the stored step states.

@@ -6,6 +6,12 @@
 //! with doubling backoff up to `max_attempts`, then the step fails. A
 //! failed step holds every step not yet started; the plan ends failed and
 //! continuous mode (if on) plans again from the actual state.
+//!
+//! Fencing (cluster mode): every call carries the leader's fencing token,
+//! each provisioner is told the token (`Fence`) before the first call a new
+//! leader makes there, and before every attempt the lease is checked on
+//! this replica's own clock: a leader past its renewal deadline stops
+//! calling, and one that woke up deposed is refused by the provisioner.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,6 +44,62 @@ struct Done {
     step: usize,
     succeeded: bool,
     message: String,
+    /// Left to the leader: nothing is recorded, the step stays stored
+    /// running and the leader asks again with the same key.
+    abandoned: bool,
+}
+
+impl Done {
+    fn abandoned(l: &Launch) -> Done {
+        Done {
+            plan_id: l.plan_id,
+            step: l.step,
+            succeeded: false,
+            message: String::new(),
+            abandoned: true,
+        }
+    }
+}
+
+/// The provisioners, and the fencing token each has acknowledged.
+#[derive(Clone)]
+struct Provisioners {
+    clients: Vec<ProvisionerClient<Channel>>,
+    fenced: Arc<std::sync::Mutex<Vec<u64>>>,
+}
+
+impl Provisioners {
+    fn fenced(&self, at: usize) -> u64 {
+        self.fenced
+            .lock()
+            .map_or(0, |f| f.get(at).copied().unwrap_or(0))
+    }
+
+    /// Tell provisioner `at` this token before calling it with it.
+    async fn fence(&self, at: usize, token: u64, holder: &str) -> Result<(), tonic::Status> {
+        if token == 0 || self.fenced(at) >= token {
+            return Ok(());
+        }
+        let req = pb::FenceRequest {
+            fencing_token: token,
+            holder: holder.to_string(),
+        };
+        let mut client = self.clients[at].clone();
+        match client.fence(req).await {
+            Ok(_) => {}
+            // A provisioner without fencing: its calls still carry the token.
+            Err(s) if s.code() == Code::Unimplemented => {
+                tracing::warn!(provisioner = at, "provisioner does not implement Fence");
+            }
+            Err(s) => return Err(s),
+        }
+        if let Ok(mut f) = self.fenced.lock() {
+            if let Some(t) = f.get_mut(at) {
+                *t = (*t).max(token);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A provisioner's endpoint, with TLS when configured (checked at start).
@@ -66,8 +128,13 @@ pub async fn run(shared: Arc<Shared>) {
             },
         )
         .collect();
+    let provisioners = Provisioners {
+        fenced: Arc::new(std::sync::Mutex::new(vec![0; clients.len()])),
+        clients,
+    };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
     let mut inflight: HashSet<(u64, usize)> = HashSet::new();
+    let mut announced = 0;
     loop {
         let s = shared.clone();
         let busy = inflight.clone();
@@ -77,6 +144,21 @@ pub async fn run(shared: Arc<Shared>) {
         if !leader {
             inflight.clear();
         }
+        let token = shared.cluster.fence().map_or(0, |f| f.token);
+        if token > announced {
+            // A new leader tells every provisioner at once, so that a deposed
+            // leader's late call is refused even where this one calls later.
+            announced = token;
+            for at in 0..provisioners.clients.len() {
+                let (p, holder) = (provisioners.clone(), shared.cluster.replica_id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = p.fence(at, token, &holder).await {
+                        tracing::warn!(provisioner = at, "cannot fence: {e}");
+                    }
+                });
+            }
+        }
+        let clients = &provisioners.clients;
         let can_start = !clients.is_empty() && leader;
         let launches = tokio::task::spawn_blocking(move || launches(&s, &busy, can_start))
             .await
@@ -84,17 +166,20 @@ pub async fn run(shared: Arc<Shared>) {
         for l in launches {
             inflight.insert((l.plan_id, l.step));
             let tx = done_tx.clone();
-            let clients = clients.clone();
+            let provisioners = provisioners.clone();
             let cfg = shared.config.dispatch.clone();
             let counted = shared.clone();
             tokio::spawn(async move {
-                let done = call(clients, &cfg, &counted.metrics, l).await;
+                let done = call(&provisioners, &cfg, &counted, l).await;
                 let _ = tx.send(done);
             });
         }
         tokio::select! {
             Some(done) = done_rx.recv() => {
                 inflight.remove(&(done.plan_id, done.step));
+                if done.abandoned {
+                    continue;
+                }
                 let s = shared.clone();
                 let _ = tokio::task::spawn_blocking(move || record(&s, done)).await;
             }
@@ -107,6 +192,7 @@ pub async fn run(shared: Arc<Shared>) {
 /// Decide and store what starts now: running steps nobody is calling
 /// (after a restart) are sent again; ready steps of the first active plan start.
 fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) -> Vec<Launch> {
+    let fencing_token = shared.cluster.fence().map_or(0, |f| f.token);
     let mut state = shared.state();
     let limits = state.instance.limits.clone();
     let mut updated = Vec::new();
@@ -189,6 +275,7 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
                     to_site: step.to.clone().unwrap_or_default(),
                     state_gib: step.state_gib,
                     expected_duration_s: expected_s,
+                    fencing_token,
                 },
                 // Clamped: a huge modelled duration must not panic here.
                 timeout: edgeplan_model::duration_s(
@@ -249,15 +336,32 @@ fn unreachable(status: &tonic::Status) -> bool {
     status.code() == Code::Unavailable && status.metadata().is_empty()
 }
 
-/// Call the provisioners for one step until an outcome, or give up.
+/// The connection was refused: this call never reached a provisioner.
+fn connect_refused(status: &tonic::Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Call the provisioners for one step until an outcome; give up (failed)
+/// only when no attempt can have reached a provisioner.
 async fn call(
-    clients: Vec<ProvisionerClient<Channel>>,
+    provisioners: &Provisioners,
     cfg: &super::DispatchConfig,
-    metrics: &super::metrics::Metrics,
+    shared: &Shared,
     l: Launch,
 ) -> Done {
+    let (clients, metrics) = (&provisioners.clients, &shared.metrics);
     let mut backoff = Duration::from_millis(cfg.backoff_initial_ms.max(1));
     let mut last = String::new();
+    let mut maybe_ran = false;
     // Sticky: every attempt of a step goes to its key's home provisioner;
     // the next endpoint is tried only when the home could not be reached
     // at all (the call never left). A timeout or an error the provisioner
@@ -265,10 +369,38 @@ async fn call(
     // provisioner at most, with no journal shared between them.
     let mut at = home(&l.request.idempotency_key, clients.len());
     for attempt in 0..cfg.max_attempts.max(1) {
+        // Not leading now, or leading under a newer token: this call is not
+        // ours to make. Its outcome is left to the leader (the step stays
+        // stored running, and the leader asks again with the same key).
+        let token = l.request.fencing_token;
+        if shared.cluster.is_cluster() && shared.cluster.fence().map(|f| f.token) != Some(token) {
+            tracing::warn!(key = %l.request.idempotency_key, "not sent: the lease of fencing token {token} is not held");
+            return Done::abandoned(&l);
+        }
+        let fenced = tokio::time::timeout(
+            l.timeout,
+            provisioners.fence(at, token, &shared.cluster.replica_id),
+        )
+        .await;
         let mut client = clients[at].clone();
         let mut req = tonic::Request::new(l.request.clone());
         req.set_timeout(l.timeout);
-        match tokio::time::timeout(l.timeout, client.execute(req)).await {
+        let answer = match fenced {
+            Ok(Ok(())) => {
+                let answer = tokio::time::timeout(l.timeout, client.execute(req)).await;
+                // No answer: the request may have reached the provisioner
+                // (and run there) even though nothing came back.
+                maybe_ran |= match &answer {
+                    Err(_) => true,
+                    Ok(Err(status)) => status.metadata().is_empty() && !connect_refused(status),
+                    Ok(Ok(_)) => false,
+                };
+                answer
+            }
+            Ok(Err(status)) => Ok(Err(status)),
+            Err(_) => Ok(Err(tonic::Status::deadline_exceeded("no answer to Fence"))),
+        };
+        match answer {
             Ok(Ok(resp)) => {
                 let r = resp.into_inner();
                 let succeeded = r.outcome == pb::Outcome::Succeeded as i32;
@@ -283,10 +415,18 @@ async fn call(
                         step: l.step,
                         succeeded,
                         message: r.message,
+                        abandoned: false,
                     };
                 } else {
                     last = format!("provisioner gave no outcome ({})", r.outcome);
                 }
+            }
+            // Reserved by the contract for the fencing refusal.
+            Ok(Err(status)) if status.code() == Code::FailedPrecondition => {
+                // A newer leader has reached this provisioner.
+                tracing::warn!(key = %l.request.idempotency_key, "refused by the provisioner: {}", status.message());
+                metrics.dispatch_fenced();
+                return Done::abandoned(&l);
             }
             Ok(Err(status)) => {
                 last = format!("{:?}: {}", status.code(), status.message());
@@ -314,6 +454,13 @@ async fn call(
             backoff = backoff.saturating_mul(2);
         }
     }
+    if maybe_ran {
+        // Failing it could be a lie: the provisioner may have run it. It
+        // stays running and is asked again, same key, until one answers.
+        tracing::warn!(key = %l.request.idempotency_key, "outcome unknown after {} attempt(s), asking again: {last}", cfg.max_attempts.max(1));
+        metrics.dispatch_unknown();
+        return Done::abandoned(&l);
+    }
     metrics.dispatch_failure();
     Done {
         plan_id: l.plan_id,
@@ -323,6 +470,7 @@ async fn call(
             "gave up after {} attempt(s): {last}",
             cfg.max_attempts.max(1)
         ),
+        abandoned: false,
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Metrics {
     dispatch_retries: AtomicU64,
     /// Steps given up on after every attempt failed.
     dispatch_failures: AtomicU64,
+    dispatch_fenced: AtomicU64,
+    dispatch_unknown: AtomicU64,
 }
 
 #[derive(Default)]
@@ -65,6 +67,14 @@ impl Metrics {
 
     pub fn dispatch_retry(&self) {
         self.dispatch_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dispatch_unknown(&self) {
+        self.dispatch_unknown.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn dispatch_fenced(&self) {
+        self.dispatch_fenced.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn dispatch_failure(&self) {
@@ -253,6 +263,26 @@ pub fn render(shared: &Shared) -> String {
     .sample(
         &[],
         shared.metrics.dispatch_failures.load(Ordering::Relaxed) as f64,
+    );
+    family(
+        &mut out,
+        "edgeplan_dispatch_fenced_total",
+        "counter",
+        "Provisioner calls refused for a newer leader's fencing token.",
+    )
+    .sample(
+        &[],
+        shared.metrics.dispatch_fenced.load(Ordering::Relaxed) as f64,
+    );
+    family(
+        &mut out,
+        "edgeplan_dispatch_unknown_total",
+        "counter",
+        "Steps whose attempts all ended without an answer: asked again, not failed.",
+    )
+    .sample(
+        &[],
+        shared.metrics.dispatch_unknown.load(Ordering::Relaxed) as f64,
     );
 
     // Cluster mode: this replica's role (a standalone service always leads).

@@ -5,6 +5,10 @@
 //! every real execution to a journal file, which it also reads back at
 //! start so that idempotency survives its own restarts.
 //!
+//! It is fenced (the proto's contract): it keeps the highest fencing token
+//! it has seen, in the journal so that a restart keeps it too, and refuses
+//! a call with a lower one without running it.
+//!
 //! For fault tests it injects what real provisioners do ([`Faults`]):
 //! transient errors, answers that never come (the step ran, the ack is lost),
 //! slow answers, duplicate acks, and dying mid-step.
@@ -68,6 +72,9 @@ pub struct Sim {
     executed: std::sync::atomic::AtomicU64,
     call_log: Option<Mutex<std::fs::File>>,
     slots: Mutex<HashMap<String, Slot>>,
+    /// The highest fencing token seen; held while a call is admitted, so
+    /// that a refusal and a raise cannot interleave.
+    highest_token: Mutex<u64>,
     journal: Option<Mutex<std::fs::File>>,
     rng: Mutex<rand_chacha::ChaCha8Rng>,
 }
@@ -75,12 +82,15 @@ pub struct Sim {
 impl Sim {
     pub fn new(config: SimConfig) -> std::io::Result<Sim> {
         let mut slots = HashMap::new();
+        let mut highest_token = 0;
         let journal = match &config.journal {
             Some(path) => {
                 if let Ok(text) = std::fs::read_to_string(path) {
                     for line in text.lines() {
                         let f: Vec<&str> = line.split('\t').collect();
-                        if f.len() >= 6 {
+                        if let (2, Some(&"fence")) = (f.len(), f.first()) {
+                            highest_token = highest_token.max(f[1].parse().unwrap_or(0));
+                        } else if f.len() >= 6 {
                             let outcome = if f[5] == "succeeded" {
                                 pb::Outcome::Succeeded
                             } else {
@@ -122,8 +132,35 @@ impl Sim {
             rng: Mutex::new(rand_chacha::ChaCha8Rng::seed_from_u64(config.seed)),
             config,
             slots: Mutex::new(slots),
+            highest_token: Mutex::new(highest_token),
             journal,
         })
+    }
+
+    /// Admit a call with this fencing token: refused when lower than the
+    /// highest seen; a higher one is journaled before it is admitted.
+    fn admit(&self, token: u64, who: &str) -> Result<u64, Status> {
+        let mut highest = self
+            .highest_token
+            .lock()
+            .map_err(|_| Status::internal("poisoned"))?;
+        if token < *highest {
+            return Err(Status::failed_precondition(format!(
+                "fenced: {who} carries fencing token {token}, lower than {} already seen; \
+                 a newer leader dispatches now",
+                *highest
+            )));
+        }
+        if token > *highest {
+            if let Some(j) = &self.journal {
+                let mut f = j.lock().map_err(|_| Status::internal("poisoned"))?;
+                writeln!(f, "fence\t{token}")
+                    .and_then(|()| f.sync_data())
+                    .map_err(|e| Status::unavailable(format!("cannot journal the fence: {e}")))?;
+            }
+            *highest = token;
+        }
+        Ok(*highest)
     }
 
     /// True with probability `rate`.
@@ -169,8 +206,14 @@ impl Sim {
             if let Ok(mut f) = j.lock() {
                 let _ = writeln!(
                     f,
-                    "{}\t{}\t{}\t{}\t{}\t{}",
-                    req.idempotency_key, req.workload, kind, req.from_site, req.to_site, outcome
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    req.idempotency_key,
+                    req.workload,
+                    kind,
+                    req.from_site,
+                    req.to_site,
+                    outcome,
+                    req.fencing_token
                 );
                 let _ = f.sync_data();
             }
@@ -221,7 +264,6 @@ impl pb::provisioner_server::Provisioner for SimApi {
                 "injected fault: provisioner unavailable",
             ));
         }
-        sim.log_call(&req.idempotency_key, "call");
         let (lose, slow, dup) = (
             sim.draw(faults.timeout_rate),
             sim.draw(faults.slow_rate),
@@ -240,6 +282,17 @@ impl pb::provisioner_server::Provisioner for SimApi {
         answer.get_mut().duplicate |= dup;
         Ok(answer)
     }
+
+    async fn fence(
+        &self,
+        req: Request<pb::FenceRequest>,
+    ) -> Result<Response<pb::FenceReply>, Status> {
+        let req = req.into_inner();
+        let highest = self.0.admit(req.fencing_token, &req.holder)?;
+        self.0
+            .log_call(&req.holder, &format!("fence\t{}", req.fencing_token));
+        Ok(Response::new(pb::FenceReply { highest }))
+    }
 }
 
 impl SimApi {
@@ -251,6 +304,16 @@ impl SimApi {
                 .slots
                 .lock()
                 .map_err(|_| Status::internal("poisoned"))?;
+            // Admitted under the slots' lock: a Fence that raises the token
+            // lands before this call (refused) or after its step started.
+            let token = req.fencing_token;
+            if let Err(refused) = self.0.admit(token, &req.idempotency_key) {
+                self.0
+                    .log_call(&req.idempotency_key, &format!("fenced\t{token}"));
+                return Err(refused);
+            }
+            self.0
+                .log_call(&req.idempotency_key, &format!("call\t{token}"));
             match slots.get(&req.idempotency_key) {
                 Some(Slot::Done(r)) => {
                     let mut r = r.clone();

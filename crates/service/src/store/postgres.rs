@@ -45,6 +45,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
 )];
 
 /// Advisory lock keys (arbitrary, fixed): commits, log appends, migrations.
+/// The server ends a session idle this long inside a transaction, ms.
+const IDLE_IN_TRANSACTION_MS: u64 = 2000;
 const COMMIT_LOCK: i64 = 0x6564_6765_0001;
 const LOG_LOCK: i64 = 0x6564_6765_0002;
 const MIGRATE_LOCK: i64 = 0x6564_6765_0003;
@@ -71,6 +73,20 @@ impl PgConn {
             .map_err(|e| StoreError::Db(format!("store URL: {e}")))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
+        }
+        // A replica paused or cut off inside a transaction holds its locks
+        // (the commit lock) until the server drops its session; without
+        // this, that is when TCP gives up, hours later, and every other
+        // replica waits that long. Our transactions are never idle longer
+        // than a few milliseconds.
+        let options = config.get_options().unwrap_or_default().to_string();
+        if !options.contains("idle_in_transaction_session_timeout") {
+            config.options(
+                format!(
+                    "{options} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
+                )
+                .trim(),
+            );
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
