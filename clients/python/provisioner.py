@@ -11,6 +11,10 @@ start so idempotency survives its own restarts), and can misbehave the way
 real ones do: answer UNAVAILABLE before executing every Nth call
 (--unavailable-every), or fail steps (--fail-workloads, --fail-all).
 
+It is fenced, as the contract asks: it keeps the highest fencing token
+seen (in `<journal>.fence`, so a restart keeps it) and refuses a call or a
+Fence with a lower one with FAILED_PRECONDITION, without running anything.
+
     python3 clients/python/provisioner.py --listen 127.0.0.1:50052 --journal steps.jsonl
 
 It prints `listening on HOST:PORT` once serving. Needs grpcio and grpcio-tools.
@@ -62,6 +66,28 @@ class Journal:
             self.running.pop(key).set()
 
 
+class Fence:
+    """The highest fencing token seen, on disk before it is admitted."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.highest = int(open(path).read().strip() or 0) if os.path.exists(path) else 0
+
+    def admit(self, token):
+        """None if admitted, else why not."""
+        with self.lock:
+            if token < self.highest:
+                return f"fenced: fencing token {token} is lower than {self.highest} already seen"
+            if token > self.highest:
+                with open(self.path, "w") as f:
+                    f.write(str(token))
+                    f.flush()
+                    os.fsync(f.fileno())
+                self.highest = token
+            return None
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--listen", default="127.0.0.1:50052")
@@ -78,6 +104,7 @@ def main():
 
     pb, rpc = load_stubs(os.path.abspath(args.proto_dir))
     journal = Journal(args.journal)
+    fence = Fence(args.journal + ".fence")
     failing = {w for w in args.fail_workloads.split(",") if w}
     calls = {"n": 0}
     calls_lock = threading.Lock()
@@ -92,6 +119,9 @@ def main():
             key = request.idempotency_key
             if not key:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "idempotency_key: required")
+            refused = fence.admit(request.fencing_token)
+            if refused:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, refused)
             state, found = journal.claim(key)
             if state == "wait":  # a repeat while the first call still runs
                 found.wait()
@@ -112,6 +142,12 @@ def main():
                      "to": request.to_site}
             journal.record(key, entry, outcome, message)
             return pb.StepResult(idempotency_key=key, outcome=outcome, message=message)
+
+        def Fence(self, request, context):
+            refused = fence.admit(request.fencing_token)
+            if refused:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, refused)
+            return pb.FenceReply(highest=fence.highest)
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     rpc.add_ProvisionerServicer_to_server(Provisioner(), server)

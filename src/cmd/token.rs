@@ -11,6 +11,10 @@ pub struct Args {
     pub name: String,
     #[arg(long, value_enum)]
     pub role: Role,
+    /// The only sites whose readings it may write (a site gateway's token:
+    /// `--site madrid-1`); repeat for more. None: every site.
+    #[arg(long = "site")]
+    pub sites: Vec<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -19,10 +23,11 @@ pub fn run(args: Args) -> Result<()> {
         name: args.name,
         role: args.role,
         sha256: token_sha256(&token),
+        sites: args.sites,
     };
     println!("{token}");
     eprintln!(
-        "give the token above to its holder; add this under auth.tokens in serve.yaml:\n  - {}",
+        "give the token above to its holder; add this under auth.tokens in serve.yaml (or in auth.tokens_file, re-read when it changes):\n  - {}",
         serde_json::to_string(&entry)?
     );
     Ok(())

@@ -112,16 +112,23 @@ async fn pipe(
 /// PostgreSQL and nats-server of this test's own (`scripts/services.sh`
 /// with its own directory and ports), so that restarting them touches no
 /// other test.
-struct Servers {
-    dir: PathBuf,
+pub struct Servers {
+    pub dir: PathBuf,
     env: Vec<(String, String)>,
-    pg: String,
-    nats: String,
+    /// `127.0.0.1:port` of each.
+    pub pg: String,
+    pub nats: String,
 }
 
 impl Servers {
-    fn start() -> Servers {
-        let dir = PathBuf::from(format!("/tmp/edgeplan-faults-{}", std::process::id()));
+    pub fn start() -> Servers {
+        // Not in a tempdir: PostgreSQL's own user must reach it.
+        static N: AtomicU64 = AtomicU64::new(0);
+        let dir = PathBuf::from(format!(
+            "/tmp/edgeplan-servers-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
         let (pg_port, nats_port) = (free_port(), free_port());
         let env = vec![
             ("SERVICES_DIR".to_string(), dir.display().to_string()),
@@ -139,7 +146,7 @@ impl Servers {
         s
     }
 
-    fn run(&self, what: &str) {
+    pub fn run(&self, what: &str) {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/services.sh");
         let out = std::process::Command::new("bash")
             .arg(&script)
@@ -281,7 +288,9 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
             std::fs::write(
                 &cfg,
                 format!(
-                    "cluster:\n  poll_interval_ms: 100\n  telemetry_snapshot_s: 1\n  \
+                    // Every plan kept: the checker reads the whole history.
+                    "keep_ended_plans: 1000000\n\
+                     cluster:\n  poll_interval_ms: 100\n  telemetry_snapshot_s: 1\n  \
                      lease_ttl_s: {LEASE_TTL_S}\n  renew_interval_s: 0.4\n\
                      telemetry:\n  late_window_s: 1000000\n\
                      dispatch: {{ timeout_factor: 2, timeout_slack_s: 1, max_attempts: 3, \

@@ -1409,12 +1409,36 @@ fn status_name(code: i32) -> String {
 /// The provisioner contract's fencing: a call with a token below the
 /// highest seen is refused (FAILED_PRECONDITION) and never runs, whether
 /// the higher token came by Fence or by a call; the highest survives the
-/// provisioner's restart (it is in the journal).
+/// provisioner's restart. Held by both reference provisioners: `provisioner-sim`
+/// and the Python one written from the proto.
 #[test]
 fn a_provisioner_refuses_a_deposed_leaders_token_and_remembers_the_highest_across_restarts() {
-    use edgeplan::api::pb::provisioner_client::ProvisionerClient;
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.tsv");
+    fencing_contract(&|| {
+        let p = sim(&journal, &[]);
+        (p.url(), Box::new(p))
+    });
+    let executed = journal_counts(&journal);
+    assert_eq!(
+        executed.keys().cloned().collect::<Vec<_>>(),
+        ["1/0/x", "1/2/x", "1/3/x"],
+        "a refused call ran"
+    );
+    python_with_grpc();
+    let py = dir.path().join("py.jsonl");
+    fencing_contract(&|| {
+        let p = PyProvisioner::start(&py, &[]);
+        (p.url.clone(), Box::new(p))
+    });
+    let keys: Vec<String> = py_journal(&py).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["1/0/x", "1/2/x", "1/3/x"], "a refused call ran");
+}
+
+/// Start a provisioner (on the same journal each time), then the fencing
+/// rules, across one restart.
+fn fencing_contract(start: &dyn Fn() -> (String, Box<dyn std::any::Any>)) {
+    use edgeplan::api::pb::provisioner_client::ProvisionerClient;
     let step = |key: &str, token: u64| pb::StepRequest {
         idempotency_key: key.into(),
         plan_id: 1,
@@ -1425,9 +1449,9 @@ fn a_provisioner_refuses_a_deposed_leaders_token_and_remembers_the_highest_acros
         fencing_token: token,
         ..Default::default()
     };
-    let first = sim(&journal, &[]);
+    let (url, first) = start();
     rt().block_on(async {
-        let mut p = connect(&first.url(), ProvisionerClient::new).await;
+        let mut p = connect(&url, ProvisionerClient::new).await;
         p.execute(step("1/0/x", 3))
             .await
             .expect("token 3 is the first");
@@ -1458,19 +1482,14 @@ fn a_provisioner_refuses_a_deposed_leaders_token_and_remembers_the_highest_acros
         p.execute(step("1/2/x", 6)).await.expect("a higher token");
     });
     drop(first);
-    let second = sim(&journal, &[]);
+    let (url, second) = start();
     rt().block_on(async {
-        let mut p = connect(&second.url(), ProvisionerClient::new).await;
+        let mut p = connect(&url, ProvisionerClient::new).await;
         let e = p.execute(step("1/3/x", 5)).await.unwrap_err();
         assert_eq!(e.code(), Code::FailedPrecondition, "after a restart: {e:?}");
         p.execute(step("1/3/x", 6))
             .await
             .expect("the highest itself");
     });
-    let executed = journal_counts(&journal);
-    assert_eq!(
-        executed.keys().cloned().collect::<Vec<_>>(),
-        ["1/0/x", "1/2/x", "1/3/x"],
-        "a refused call ran"
-    );
+    drop(second);
 }

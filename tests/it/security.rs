@@ -456,3 +456,388 @@ fn a_bad_security_setting_stops_the_start_and_names_itself() {
         assert!(err.contains(named), "{yaml}: {err}");
     }
 }
+
+/// A site gateway's token writes its own sites' readings only: a reading
+/// for another site is rejected (`site_not_allowed`), counted in the
+/// summary, the ack and `/metrics`, and never reaches the state. Tokens in
+/// `auth.tokens_file` are rotated without a restart: the new one works and
+/// the old one is refused within seconds; a broken file is refused by name
+/// and the tokens in force stay.
+#[test]
+fn a_gateway_token_writes_only_its_sites_and_tokens_rotate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = fleet(1);
+    let (a, b) = (inst.sites[0].id.clone(), inst.sites[1].id.clone());
+    let (gw_old, gw_new, admin) = (new_token(), new_token(), new_token());
+    let tokens_file = dir.path().join("tokens.yaml");
+    let write_tokens = |gw: &str| {
+        // Written whole, then renamed: the reload never sees half a file.
+        let tmp = dir.path().join("tokens.yaml.tmp");
+        std::fs::write(
+            &tmp,
+            format!(
+                "tokens:\n  - {{ name: gw-a, role: telemetry-writer, sha256: {}, sites: [{a}] }}\n",
+                token_sha256(gw)
+            ),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &tokens_file).unwrap();
+    };
+    write_tokens(&gw_old);
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "auth:\n  tokens:\n    - {{ name: ops, role: admin, sha256: {} }}\n  tokens_file: {}\n",
+            token_sha256(&admin),
+            tokens_file.display()
+        ),
+    )
+    .unwrap();
+    let http_port = free_port().to_string();
+    let srv = Proc::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--http",
+        &format!("127.0.0.1:{http_port}"),
+    ]);
+    let with = |token: &str| Connect {
+        url: srv.url(),
+        token: Some(token.to_string()),
+        tls: None,
+    };
+    let batch = ambient_batch(&inst, now_s(), None);
+    let ingest = |token: String| {
+        let batch = batch.clone();
+        let conn = with(&token);
+        async move {
+            let mut t = TelemetryClient::new(conn.channel().await.unwrap());
+            t.ingest(tokio_stream::iter(vec![batch])).await
+        }
+    };
+    rt().block_on(async {
+        push_instance(&with(&admin), &inst).await.unwrap();
+        let summary = ingest(gw_old.clone()).await.unwrap().into_inner();
+        assert_eq!(summary.accepted, 1, "only {a}'s reading: {summary:?}");
+        assert_eq!(summary.rejected as usize, inst.sites.len() - 1);
+        assert_eq!(
+            summary.rejected_by_reason.get("site_not_allowed").copied(),
+            Some(summary.rejected),
+            "{summary:?}"
+        );
+        assert!(summary
+            .examples
+            .iter()
+            .any(|e| e.device_id == format!("{b}/outside")));
+        // The acked stream keeps the same rule.
+        let conn = with(&gw_old);
+        let mut t = TelemetryClient::new(conn.channel().await.unwrap());
+        let mut acks = t
+            .ingest_acked(tokio_stream::iter(vec![pb::IngestBatch {
+                batch_id: "b1".into(),
+                batch: Some(ambient_batch(&inst, now_s() + 1.0, None)),
+            }]))
+            .await
+            .unwrap()
+            .into_inner();
+        let ack = acks.message().await.unwrap().unwrap();
+        assert_eq!(
+            (ack.accepted, ack.rejected as usize),
+            (1, inst.sites.len() - 1),
+            "{ack:?}"
+        );
+        // Nothing of another site reached the state; the refusals are counted.
+        let metrics = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{http_port}/metrics"))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let refused = format!(
+            "edgeplan_readings_rejected_total{{reason=\"site_not_allowed\"}} {}",
+            2 * (inst.sites.len() - 1)
+        );
+        assert!(metrics.contains(&refused), "{refused} not in:\n{metrics}");
+        assert!(
+            metrics.contains("edgeplan_readings_accepted_total 2"),
+            "{metrics}"
+        );
+
+        // Rotation: the file now holds the new token only.
+        write_tokens(&gw_new);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let old = ingest(gw_old.clone()).await;
+            let new = ingest(gw_new.clone()).await;
+            if matches!(&old, Err(e) if e.code() == Code::Unauthenticated) && new.is_ok() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new token was not taken up: {old:?} {new:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // A broken file: refused, the table in force stays.
+        std::fs::write(&tokens_file, "tokens:\n  - { name: gw-a, role: root }\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert!(
+            ingest(gw_new.clone()).await.is_ok(),
+            "a broken file dropped the tokens in force"
+        );
+        assert!(ingest(admin.clone()).await.is_ok());
+    });
+    let log = srv.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("auth.tokens_file"),
+        "the refusal names the file: {log}"
+    );
+    assert!(
+        !log.contains(&gw_new) && !log.contains(&gw_old),
+        "a token was logged"
+    );
+}
+
+/// The cluster's links over verified TLS: PostgreSQL (a server of the
+/// test's own with `ssl = on` and the test CA's certificate) and NATS
+/// (nats-server with TLS and a user and password). Every store connection
+/// is encrypted (`pg_stat_ssl`), a reading published over TLS arrives, a
+/// certificate from another CA fails the start by name, and a plaintext
+/// link off loopback is refused before anything connects.
+#[test]
+fn the_store_and_the_bus_are_reached_over_verified_tls_only() {
+    use crate::cluster_faults::Servers;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let other = tempfile::tempdir().unwrap();
+    let other_pki = self::pki(other.path());
+    let servers = Servers::start();
+    // PostgreSQL: its key readable by it alone, then TLS on.
+    let pg_dir = servers.dir.join("pg");
+    for (from, to) in [
+        (&pki.server_cert, "server.crt"),
+        (&pki.server_key, "server.key"),
+    ] {
+        let dest = pg_dir.join(to);
+        std::fs::copy(from, &dest).unwrap();
+        let mut chown = Command::new("chown");
+        if nix_root() {
+            assert!(chown
+                .args(["postgres", dest.to_str().unwrap()])
+                .status()
+                .unwrap()
+                .success());
+        }
+        assert!(Command::new("chmod")
+            .args(["600", dest.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success());
+    }
+    let admin = format!("postgres://postgres@{}/postgres", servers.pg);
+    pg_query(&admin, "ALTER SYSTEM SET ssl = on");
+    pg_query(&admin, "SELECT pg_reload_conf()");
+    // NATS: TLS and a user, on a port of its own.
+    let nats_port = free_port();
+    let nats_conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &nats_conf,
+        format!(
+            "listen: 127.0.0.1:{nats_port}\njetstream {{ store_dir: {} }}\n\
+             tls {{ cert_file: {}, key_file: {} }}\n\
+             authorization {{ user: edgeplan, password: s3cret-bus }}\n",
+            dir.path().join("js").display(),
+            pki.server_cert.display(),
+            pki.server_key.display()
+        ),
+    )
+    .unwrap();
+    let nats_log = dir.path().join("nats.log");
+    let nats = KillOnDrop(
+        Command::new("nats-server")
+            .args([
+                "-c",
+                nats_conf.to_str().unwrap(),
+                "-l",
+                nats_log.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&nats_log)
+        .unwrap_or_default()
+        .contains("Server is ready")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "nats-server with TLS did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let password = dir.path().join("nats.password");
+    std::fs::write(&password, "s3cret-bus\n").unwrap();
+    let config = |ca: &Path| {
+        let path = dir.path().join("serve.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "store_tls: {{ ca: {ca} }}\n\
+                 nats:\n  url: nats://localhost:{nats_port}\n  stream: TLS_TEST\n  \
+                 subject_prefix: tlstest\n  tls: {{ ca: {ca} }}\n  user: edgeplan\n  \
+                 password_file: {pw}\n",
+                ca = ca.display(),
+                pw = password.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let store = format!(
+        "postgres://postgres@localhost:{}/postgres",
+        servers.pg.rsplit(':').next().unwrap()
+    );
+    let serve = |cfg: &Path, store: &str| {
+        // Bounded: a start that wrongly succeeds would serve forever.
+        Command::new("timeout")
+            .args(["30", env!("CARGO_BIN_EXE_edgeplan")])
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--config", cfg.to_str().unwrap(), "--store", store])
+            .env("EDGEPLAN_LOG", "edgeplan=info")
+            .output()
+            .unwrap()
+    };
+    // Another CA's certificate: the start fails, naming the store.
+    let refused = serve(&config(&other_pki.ca), &store);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(err.contains("PostgreSQL") || err.contains("store"), "{err}");
+    // Plaintext off loopback: refused before any connection.
+    let plain = dir.path().join("plain.yaml");
+    std::fs::write(&plain, "{}\n").unwrap();
+    let off = serve(&plain, "postgres://postgres@192.0.2.10:5432/edgeplan");
+    let err = String::from_utf8_lossy(&off.stderr);
+    assert!(
+        err.contains("192.0.2.10 is not loopback") && err.contains("store_tls"),
+        "{err}"
+    );
+    std::fs::write(&plain, "nats: { url: \"nats://192.0.2.10:4222\" }\n").unwrap();
+    let off = serve(&plain, "");
+    let err = String::from_utf8_lossy(&off.stderr);
+    assert!(
+        err.contains("nats.url") && err.contains("nats.tls"),
+        "{err}"
+    );
+
+    // The right CA: serving, every store connection encrypted, a reading over the bus in.
+    let cfg = config(&pki.ca);
+    let srv = Proc::start(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("data2").to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+        "--store",
+        &store,
+    ]);
+    let inst = fleet(2);
+    rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+    });
+    // Serving (the inventory stored): every connection is open by now.
+    let encrypted = pg_query(
+        &admin,
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE s.ssl AND a.backend_type = 'client backend'",
+    );
+    let n: usize = encrypted[0][0].as_deref().unwrap().parse().unwrap();
+    let all = pg_query(
+        &admin,
+        "SELECT s.ssl, a.client_addr, a.state, a.query FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.backend_type = 'client backend'",
+    );
+    assert!(
+        n >= 3,
+        "edgeplan's three store connections are TLS: {n} of {all:?}"
+    );
+    rt().block_on(async {
+        let client = async_nats::ConnectOptions::new()
+            .require_tls(true)
+            .add_root_certificates(pki.ca.clone())
+            .user_and_password("edgeplan".into(), "s3cret-bus".into())
+            .connect(format!("nats://localhost:{nats_port}"))
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let site = &inst.sites[0].id;
+        let mut batch = ambient_batch(&inst, now_s(), None);
+        batch.readings.retain(|r| &r.site == site);
+        use prost::Message;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            // The stream exists once edgeplan's consumer is up.
+            if let Ok(ack) = js
+                .publish(format!("tlstest.{site}"), batch.encode_to_vec().into())
+                .await
+            {
+                if ack.await.is_ok() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "never published over TLS");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = connect(&srv.url(), TelemetryClient::new)
+                .await
+                .stats(pb::TelemetryStatsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if s.accepted >= 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the bus reading never arrived: {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let log = srv.log.lock().unwrap().join("\n");
+    assert!(!log.contains("s3cret-bus"), "the NATS password was logged");
+    drop((srv, nats));
+}
+
+/// A child process stopped when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nix_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}

@@ -104,6 +104,18 @@ pub fn need_for(path: &str) -> Need {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub tokens: Vec<TokenConfig>,
+    /// More tokens, in a YAML file of their own (`tokens: [...]`, entries as
+    /// above), re-read when it changes: rotate a token without a restart.
+    /// A file that does not check is refused by name and the tokens in
+    /// force are kept.
+    pub tokens_file: Option<PathBuf>,
+}
+
+/// The contents of `auth.tokens_file`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokensFile {
+    tokens: Vec<TokenConfig>,
 }
 
 /// One credential: `edgeplan token --name N --role R` makes one.
@@ -115,6 +127,19 @@ pub struct TokenConfig {
     pub role: Role,
     /// Hex SHA-256 of the token.
     pub sha256: String,
+    /// The sites whose readings it may write (a site gateway's token);
+    /// empty: every site. A reading for another site is rejected
+    /// (`site_not_allowed`) and counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<String>,
+}
+
+/// The sites a caller's token may write readings for; put in a request's
+/// extensions by the auth layer when the token is scoped.
+#[derive(Debug, Clone)]
+pub struct SiteScope {
+    pub token: String,
+    pub sites: Arc<std::collections::BTreeSet<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -137,6 +162,8 @@ pub enum AuthError {
     },
     #[error("{0}")]
     Tls(String),
+    #[error("auth.tokens_file {path}: {why}")]
+    TokensFile { path: PathBuf, why: String },
 }
 
 /// Hex SHA-256, the form tokens are configured in.
@@ -160,14 +187,36 @@ pub fn new_token() -> String {
 /// The checked token table.
 #[derive(Debug, Default)]
 pub struct Tokens {
-    by_hash: HashMap<String, (String, Role)>,
+    by_hash: HashMap<String, Holder>,
+}
+
+#[derive(Debug)]
+struct Holder {
+    name: String,
+    role: Role,
+    scope: Option<SiteScope>,
 }
 
 impl Tokens {
+    /// The inline tokens and those of `tokens_file`, checked together.
     pub fn new(config: &AuthConfig) -> Result<Tokens, AuthError> {
-        let mut by_hash: HashMap<String, (String, Role)> = HashMap::new();
+        let mut all = config.tokens.clone();
+        if let Some(path) = &config.tokens_file {
+            let text = read("auth.tokens_file", path)?;
+            let file: TokensFile =
+                serde_yaml::from_slice(&text).map_err(|e| AuthError::TokensFile {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?;
+            all.extend(file.tokens);
+        }
+        Tokens::of(&all)
+    }
+
+    fn of(tokens: &[TokenConfig]) -> Result<Tokens, AuthError> {
+        let mut by_hash: HashMap<String, Holder> = HashMap::new();
         let mut names = std::collections::HashSet::new();
-        for (index, t) in config.tokens.iter().enumerate() {
+        for (index, t) in tokens.iter().enumerate() {
             let hash = t.sha256.to_ascii_lowercase();
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(AuthError::BadHash {
@@ -181,14 +230,25 @@ impl Tokens {
                     name: t.name.clone(),
                 });
             }
-            if let Some((other, _)) = by_hash.get(&hash) {
+            if let Some(other) = by_hash.get(&hash) {
                 return Err(AuthError::DuplicateToken {
                     index,
                     name: t.name.clone(),
-                    other: other.clone(),
+                    other: other.name.clone(),
                 });
             }
-            by_hash.insert(hash, (t.name.clone(), t.role));
+            let scope = (!t.sites.is_empty()).then(|| SiteScope {
+                token: t.name.clone(),
+                sites: Arc::new(t.sites.iter().cloned().collect()),
+            });
+            by_hash.insert(
+                hash,
+                Holder {
+                    name: t.name.clone(),
+                    role: t.role,
+                    scope,
+                },
+            );
         }
         Ok(Tokens { by_hash })
     }
@@ -197,8 +257,13 @@ impl Tokens {
         !self.by_hash.is_empty()
     }
 
-    /// May a request with these headers call this method?
-    pub fn check(&self, path: &str, headers: &http::HeaderMap) -> Result<(), Status> {
+    /// May a request with these headers call this method? The token's
+    /// site scope, if it has one.
+    pub fn check(
+        &self,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Result<Option<SiteScope>, Status> {
         self.check_need(path, need_for(path), headers)
     }
 
@@ -209,9 +274,9 @@ impl Tokens {
         path: &str,
         need: Need,
         headers: &http::HeaderMap,
-    ) -> Result<(), Status> {
+    ) -> Result<Option<SiteScope>, Status> {
         if !self.enabled() || need == Need::Open {
-            return Ok(());
+            return Ok(None);
         }
         let Some(value) = headers.get(http::header::AUTHORIZATION) else {
             return Err(errors::error(
@@ -230,12 +295,12 @@ impl Tokens {
                     "authorization must be `Bearer <token>`",
                 )
             })?;
-        let Some((name, role)) = self.by_hash.get(&token_sha256(token)) else {
+        let Some(Holder { name, role, scope }) = self.by_hash.get(&token_sha256(token)) else {
             tracing::warn!(%path, "call with an unknown token refused");
             return Err(errors::error(Reason::Unauthenticated, "unknown token"));
         };
         if role.allows(need) {
-            Ok(())
+            Ok(scope.clone())
         } else {
             tracing::warn!(%path, token = %name, role = role.name(), "call refused: role");
             Err(errors::error(
@@ -250,9 +315,54 @@ impl Tokens {
     }
 }
 
+/// The token table in force: replaced whole when `auth.tokens_file`
+/// changes, read by every call.
+#[derive(Debug, Default)]
+pub struct TokenTable(std::sync::RwLock<Arc<Tokens>>);
+
+impl TokenTable {
+    pub fn new(tokens: Tokens) -> TokenTable {
+        TokenTable(std::sync::RwLock::new(Arc::new(tokens)))
+    }
+
+    pub fn get(&self) -> Arc<Tokens> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn replace(&self, tokens: Tokens) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+    }
+}
+
+/// Re-read `auth.tokens_file` when it changes (checked every
+/// `every`): a table that checks replaces the one in force; one that does
+/// not is refused, logged by name, and the one in force kept.
+pub async fn reload_tokens(config: AuthConfig, table: Arc<TokenTable>, every: std::time::Duration) {
+    let Some(path) = config.tokens_file.clone() else {
+        return;
+    };
+    let stamp = |p: &Path| std::fs::read(p).ok().map(|b| Sha256::digest(&b));
+    let mut seen = stamp(&path);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = stamp(&path);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match Tokens::new(&config) {
+            Ok(tokens) => {
+                tracing::info!(path = %path.display(), tokens = tokens.by_hash.len(), "auth: tokens reloaded");
+                table.replace(tokens);
+            }
+            Err(e) => tracing::error!("auth: the new tokens are refused, the old ones stay: {e}"),
+        }
+    }
+}
+
 /// The tower layer that runs [`Tokens::check`] before every call.
 #[derive(Clone)]
-pub struct AuthLayer(pub Arc<Tokens>);
+pub struct AuthLayer(pub Arc<TokenTable>);
 
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = Authenticated<S>;
@@ -267,7 +377,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Clone)]
 pub struct Authenticated<S> {
     inner: S,
-    tokens: Arc<Tokens>,
+    tokens: Arc<TokenTable>,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -286,9 +396,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match self.tokens.check(req.uri().path(), req.headers()) {
-            Ok(()) => Box::pin(self.inner.call(req)),
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        match self.tokens.get().check(req.uri().path(), req.headers()) {
+            Ok(scope) => {
+                if let Some(scope) = scope {
+                    req.extensions_mut().insert(scope);
+                }
+                Box::pin(self.inner.call(req))
+            }
             Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
         }
     }
@@ -389,6 +504,54 @@ impl ServerTls {
 }
 
 impl ClientTls {
+    /// A rustls client configuration (the PostgreSQL store, NATS): the
+    /// server's certificate must chain to `ca`, which is required; with
+    /// `cert` and `key`, ours is presented. `what` names the setting in errors.
+    pub fn rustls_client(&self, what: &'static str) -> Result<rustls::ClientConfig, AuthError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |path: &Path, e: String| AuthError::File {
+            what,
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        };
+        let Some(ca) = &self.ca else {
+            return Err(AuthError::Tls(format!(
+                "{what}.ca: required (the CA the server's certificate must chain to)"
+            )));
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&read(what, ca)?) {
+            let c = c.map_err(|e| bad(ca, e.to_string()))?;
+            roots.add(c).map_err(|e| bad(ca, e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(bad(ca, "no certificate in the file".into()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| AuthError::Tls(format!("{what}: {e}")))?
+            .with_root_certificates(roots);
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => {
+                let certs: Vec<CertificateDer<'static>> =
+                    CertificateDer::pem_slice_iter(&read(what, cert)?)
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| bad(cert, e.to_string()))?;
+                let key_der = PrivateKeyDer::from_pem_slice(&read(what, key)?)
+                    .map_err(|e| bad(key, e.to_string()))?;
+                builder
+                    .with_client_auth_cert(certs, key_der)
+                    .map_err(|e| bad(key, e.to_string()))
+            }
+            (None, None) => Ok(builder.with_no_client_auth()),
+            _ => Err(AuthError::Tls(format!("{what}: cert and key go together"))),
+        }
+    }
+}
+
+impl ClientTls {
     pub fn load(&self) -> Result<ClientTlsConfig, AuthError> {
         let mut config = ClientTlsConfig::new();
         if let Some(ca) = &self.ca {
@@ -442,7 +605,9 @@ mod tests {
                 name: "gw".into(),
                 role: Role::TelemetryWriter,
                 sha256: hash.into(),
+                sites: Vec::new(),
             }],
+            tokens_file: None,
         };
         let tokens = Tokens::new(&cfg(&token_sha256("s3cret"))).unwrap();
         let mut h = http::HeaderMap::new();

@@ -41,6 +41,71 @@ pub struct BusConfig {
     pub batch: usize,
     /// Unacked messages go to another replica after this long, s.
     pub ack_wait_s: f64,
+    /// TLS towards NATS (`ca` required; `cert` and `key` for a client
+    /// certificate). Required when the server is off loopback.
+    pub tls: Option<super::auth::ClientTls>,
+    /// NATS user, with its password in `password_file` (never inline).
+    pub user: Option<String>,
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+impl BusConfig {
+    /// Plaintext only to loopback; credentials whole. Checked at start.
+    pub fn check_link(&self) -> anyhow::Result<()> {
+        if self.user.is_some() != self.password_file.is_some() {
+            anyhow::bail!("nats.user and nats.password_file go together");
+        }
+        if self.tls.is_some() {
+            return Ok(());
+        }
+        let host = self
+            .url
+            .split("://")
+            .last()
+            .unwrap_or_default()
+            .split(['/', ','])
+            .next()
+            .unwrap_or_default();
+        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        let loopback = host == "localhost"
+            || host
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        if !loopback {
+            anyhow::bail!(
+                "nats.url {}: {host} is not loopback, and a plaintext link off loopback \
+                 is refused: set nats.tls (its ca at least)",
+                self.url
+            );
+        }
+        Ok(())
+    }
+
+    /// Connect as configured: verified TLS and credentials when set; a
+    /// plaintext link off loopback refused.
+    pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
+        self.check_link()?;
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(tls) = &self.tls {
+            options = options
+                .require_tls(true)
+                .tls_client_config(tls.rustls_client("nats.tls")?);
+        }
+        match (&self.user, &self.password_file) {
+            (Some(user), Some(path)) => {
+                let password = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("nats.password_file {}: {e}", path.display()))?;
+                options = options.user_and_password(user.clone(), password.trim().to_string());
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("nats.user and nats.password_file go together"),
+        }
+        options
+            .connect(&self.url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach NATS at {}: {e}", self.url))
+    }
 }
 
 impl Default for BusConfig {
@@ -52,6 +117,9 @@ impl Default for BusConfig {
             consumer: "edgeplan".into(),
             batch: 256,
             ack_wait_s: 10.0,
+            tls: None,
+            user: None,
+            password_file: None,
         }
     }
 }
@@ -106,7 +174,7 @@ pub async fn consumer(
 }
 
 async fn consume(shared: &Arc<Shared>, cfg: &BusConfig) -> anyhow::Result<()> {
-    let client = async_nats::connect(&cfg.url).await?;
+    let client = cfg.connect().await?;
     let js = jetstream::new(client);
     let consumer = consumer(&js, cfg).await?;
     tracing::info!(url = %cfg.url, stream = %cfg.stream, consumer = %cfg.consumer, "telemetry bus: consuming");

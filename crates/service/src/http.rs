@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use edgeplan_files::operator_report::{self, ReportInput};
 use edgeplan_plan::execution::{Execution, PlanState, StepState};
 
-use super::auth::{Need, Tokens};
+use super::auth::{Need, TokenTable, Tokens};
 use super::view::View;
 use super::Shared;
 
@@ -55,10 +55,10 @@ pub fn check(addr: SocketAddr, tls: bool, tokens: &Tokens) -> Result<(), String>
 #[derive(Clone)]
 struct Ctx {
     shared: Arc<Shared>,
-    tokens: Arc<Tokens>,
+    tokens: Arc<TokenTable>,
 }
 
-fn router(shared: Arc<Shared>, tokens: Arc<Tokens>) -> Router {
+fn router(shared: Arc<Shared>, tokens: Arc<TokenTable>) -> Router {
     Router::new()
         .route("/", get(live_report))
         .route("/status", get(status))
@@ -70,6 +70,7 @@ fn router(shared: Arc<Shared>, tokens: Arc<Tokens>) -> Router {
 /// are on); `None`: go ahead.
 fn refused(ctx: &Ctx, what: &str, headers: &HeaderMap) -> Option<Response> {
     ctx.tokens
+        .get()
         .check_need(what, Need::Read, headers)
         .err()
         .map(|s| {
@@ -358,7 +359,7 @@ impl axum::serve::Listener for TlsListener {
 /// Serve the HTTP port until `shutdown` resolves.
 pub async fn serve(
     shared: Arc<Shared>,
-    tokens: Arc<Tokens>,
+    tokens: Arc<TokenTable>,
     listener: tokio::net::TcpListener,
     tls: Option<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,

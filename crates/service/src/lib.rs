@@ -103,6 +103,10 @@ pub struct Config {
     pub auth: auth::AuthConfig,
     /// TLS towards provisioners (their URLs then start with `https://`).
     pub provisioner_tls: Option<auth::ClientTls>,
+    /// TLS towards the PostgreSQL store (`ca` required; `cert` and `key`
+    /// for a client certificate; `domain` if not the URL's host). Required
+    /// when the store is off loopback.
+    pub store_tls: Option<auth::ClientTls>,
     /// Ended plans kept (the newest; succeeded, failed, cancelled or
     /// superseded): storing a new plan deletes older ended ones beyond
     /// this. Plans not ended are always kept.
@@ -135,6 +139,7 @@ impl Default for Config {
             tls: None,
             auth: auth::AuthConfig::default(),
             provisioner_tls: None,
+            store_tls: None,
             keep_ended_plans: 500,
         }
     }
@@ -314,7 +319,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Shared {
     /// Open the data directory and read the stored state.
     pub fn open(config: Config) -> anyhow::Result<Arc<Shared>> {
-        let store = Store::open(config.store.as_deref(), &config.data_dir)?;
+        let tls = match &config.store_tls {
+            Some(t) => Some(store::pg_tls::MakeRustls::new(
+                Arc::new(t.rustls_client("store_tls")?),
+                t.domain.clone(),
+            )),
+            None => None,
+        };
+        let store = Store::open_with(config.store.as_deref(), tls, &config.data_dir)?;
         let loaded = store.load()?;
         let mut telemetry = match &loaded.telemetry {
             Some(bytes) => serde_json::from_slice::<TelemetryState>(bytes)
@@ -601,15 +613,19 @@ pub async fn serve_listeners(
     if let Some(bus) = &config.nats {
         edgeplan_model::settings::positive_seconds("nats.", &[("ack_wait_s", bus.ack_wait_s)])
             .map_err(anyhow::Error::msg)?;
+        bus.check_link()?;
+        if let Some(tls) = &bus.tls {
+            tls.rustls_client("nats.tls")?; // a missing file fails the start
+        }
     }
     if config.keep_ended_plans == 0 {
         anyhow::bail!("keep_ended_plans: must be at least 1 (the plan just ended)");
     }
-    let tokens = Arc::new(auth::Tokens::new(&config.auth)?);
+    let tokens = Arc::new(auth::TokenTable::new(auth::Tokens::new(&config.auth)?));
     let tls = config.tls.as_ref().map(auth::ServerTls::load).transpose()?;
     let http_tls = match &http_listener {
         Some(l) => {
-            http::check(l.local_addr()?, config.tls.is_some(), &tokens)
+            http::check(l.local_addr()?, config.tls.is_some(), &tokens.get())
                 .map_err(anyhow::Error::msg)?;
             config
                 .tls
@@ -624,7 +640,7 @@ pub async fn serve_listeners(
     }
     let shared = Shared::open(config)?;
     let addr = listener.local_addr()?;
-    if !tokens.enabled() && !addr.ip().is_loopback() {
+    if !tokens.get().enabled() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "no auth.tokens configured: every caller may do everything");
     }
     let max = shared.config.max_message_bytes;
@@ -675,6 +691,11 @@ pub async fn serve_listeners(
         API.to_vec(),
     )));
     tasks.extend(cluster::start(&shared));
+    tasks.push(tokio::spawn(auth::reload_tokens(
+        shared.config.auth.clone(),
+        tokens.clone(),
+        Duration::from_secs(1),
+    )));
     if let Some(l) = http_listener {
         tracing::info!(addr = %l.local_addr()?, tls = http_tls.is_some(), "edgeplan HTTP port (metrics, status, live report)");
         let (s, t) = (shared.clone(), tokens.clone());

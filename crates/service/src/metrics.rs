@@ -30,6 +30,7 @@ pub struct Metrics {
     dispatch_failures: AtomicU64,
     dispatch_fenced: AtomicU64,
     dispatch_unknown: AtomicU64,
+    site_not_allowed: AtomicU64,
 }
 
 #[derive(Default)]
@@ -67,6 +68,10 @@ impl Metrics {
 
     pub fn dispatch_retry(&self) {
         self.dispatch_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn readings_site_not_allowed(&self, n: u64) {
+        self.site_not_allowed.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn dispatch_unknown(&self) {
@@ -163,6 +168,11 @@ pub fn render(shared: &Shared) -> String {
     for (reason, n) in &rejected {
         f.sample(&[("reason", reason)], *n as f64);
     }
+    // Refused before the state (a site-scoped token), so counted here.
+    f.sample(
+        &[("reason", super::telemetry::SITE_NOT_ALLOWED)],
+        shared.metrics.site_not_allowed.load(Ordering::Relaxed) as f64,
+    );
     family(
         &mut out,
         "edgeplan_sensors",

@@ -88,9 +88,7 @@ pub async fn run(opts: &PublishOptions) -> anyhow::Result<PublishReport> {
         Some(c) => totals(c).await?,
         None => (0, 0),
     };
-    let client = async_nats::connect(&opts.bus.url)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach NATS at {}: {e}", opts.bus.url))?;
+    let client = opts.bus.connect().await?;
     let js = jetstream::new(client);
     super::bus::stream(&js, &opts.bus).await?;
     let mut sweeps = Sweeps {

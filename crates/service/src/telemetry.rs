@@ -65,6 +65,42 @@ impl Tally {
     }
 }
 
+/// Take out the readings a site-scoped token may not write: each rejected
+/// (`site_not_allowed`) and counted, none reaches the state or the log.
+fn keep_scoped(
+    shared: &Shared,
+    scope: Option<&super::auth::SiteScope>,
+    batch: &mut pb::ReadingBatch,
+    tally: &mut Tally,
+    batch_no: u64,
+) {
+    let Some(scope) = scope else {
+        return;
+    };
+    let mut refused = 0;
+    let readings = std::mem::take(&mut batch.readings);
+    for (index, r) in readings.into_iter().enumerate() {
+        let site = if r.site.is_empty() {
+            &batch.site
+        } else {
+            &r.site
+        };
+        if scope.sites.contains(site) {
+            batch.readings.push(r);
+        } else {
+            if refused == 0 {
+                tracing::warn!(token = %scope.token, %site, "readings for a site the token may not write refused");
+            }
+            refused += 1;
+            tally.reject(batch_no, index, &r.device_id, SITE_NOT_ALLOWED.into());
+        }
+    }
+    shared.metrics.readings_site_not_allowed(refused);
+}
+
+/// The rejection reason of a reading for a site its token may not write.
+pub const SITE_NOT_ALLOWED: &str = "site_not_allowed";
+
 /// How long an `Ingest` call waits for its batches to come back from the
 /// shared log (cluster mode).
 const LOG_WAIT: Duration = Duration::from_secs(30);
@@ -243,7 +279,8 @@ type AckStream = Pin<Box<dyn Stream<Item = Result<pb::IngestAck, Status>> + Send
 async fn acked(
     shared: &Arc<Shared>,
     batch_id: String,
-    batch: pb::ReadingBatch,
+    mut batch: pb::ReadingBatch,
+    scope: Option<&super::auth::SiteScope>,
 ) -> Result<pb::IngestAck, Status> {
     let refuse = |why: String| pb::IngestAck {
         batch_id: batch_id.clone(),
@@ -261,6 +298,8 @@ async fn acked(
             batch.readings.len()
         )));
     }
+    let mut refused = Tally::default();
+    keep_scoped(shared, scope, &mut batch, &mut refused, 0);
     let tally = if shared.store.is_cluster() {
         // The shared log drops an entry whose key it has logged before.
         let key = format!("grpc/{batch_id}");
@@ -283,6 +322,10 @@ async fn acked(
         intake(shared, Vec::new(), false).await?; // durable before the ack
         tally
     };
+    let tally = tally.map(|t| {
+        refused.absorb(t, 0);
+        refused
+    });
     Ok(match tally {
         None => pb::IngestAck {
             batch_id,
@@ -324,11 +367,12 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
         req: Request<Streaming<pb::ReadingBatch>>,
     ) -> Result<Response<pb::IngestSummary>, Status> {
         let _permit = ingest_permit(&self.0)?;
+        let scope = req.extensions().get::<super::auth::SiteScope>().cloned();
         let mut stream = req.into_inner();
         let max = self.0.config.max_batch_readings;
         let mut pace = Pace::new(self.0.config.max_ingest_readings_per_s);
         let mut tally = Tally::default();
-        while let Some(batch) = stream.message().await? {
+        while let Some(mut batch) = stream.message().await? {
             pace.wait(batch.readings.len()).await;
             let batch_no = tally.batches;
             tally.batches += 1;
@@ -341,6 +385,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
                     ),
                 ));
             }
+            keep_scoped(&self.0, scope.as_ref(), &mut batch, &mut tally, batch_no);
             if self.0.store.is_cluster() {
                 // Logged batch by batch: a stream that never ends still lands.
                 for t in intake(&self.0, vec![(None, batch)], true).await? {
@@ -375,6 +420,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
         req: Request<Streaming<pb::IngestBatch>>,
     ) -> Result<Response<Self::IngestAckedStream>, Status> {
         let permit = ingest_permit(&self.0)?;
+        let scope = req.extensions().get::<super::auth::SiteScope>().cloned();
         let mut stream = req.into_inner();
         let shared = self.0.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -392,7 +438,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
                 };
                 let batch = item.batch.unwrap_or_default();
                 pace.wait(batch.readings.len()).await;
-                let ack = acked(&shared, item.batch_id, batch).await;
+                let ack = acked(&shared, item.batch_id, batch, scope.as_ref()).await;
                 if tx.send(ack).await.is_err() {
                     return; // the client went away
                 }

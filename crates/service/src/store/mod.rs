@@ -14,6 +14,7 @@
 //! here, once.
 
 pub mod embedded;
+pub mod pg_tls;
 pub mod postgres;
 
 use std::collections::BTreeMap;
@@ -231,6 +232,16 @@ impl Store {
     /// embedded file `edgeplan.redb` in `data_dir`. Creates what is missing
     /// and applies schema migrations.
     pub fn open(url: Option<&str>, data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with(url, None, data_dir)
+    }
+
+    /// As [`Store::open`], PostgreSQL over TLS with `tls` (required for a
+    /// server off loopback: a plaintext link there is refused).
+    pub fn open_with(
+        url: Option<&str>,
+        tls: Option<pg_tls::MakeRustls>,
+        data_dir: &Path,
+    ) -> Result<Store, StoreError> {
         match url {
             None | Some("") => {
                 std::fs::create_dir_all(data_dir).map_err(|e| {
@@ -241,7 +252,7 @@ impl Store {
                 )?))
             }
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                Ok(Store::Postgres(postgres::PgStore::open(u)?))
+                Ok(Store::Postgres(postgres::PgStore::open(u, tls)?))
             }
             Some(u) => Err(StoreError::BadUrl(u.to_string())),
         }

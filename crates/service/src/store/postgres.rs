@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
+use super::pg_tls::MakeRustls;
+
 use super::{Fence, Guard, Key, LogEntry, Logged, Raw, Row, StoreError, Table};
 
 /// Numbered migrations; never edit one that shipped, add the next.
@@ -60,6 +62,15 @@ fn pg(e: postgres::Error) -> StoreError {
 
 type Job = Box<dyn FnOnce(&mut Option<Client>) + Send>;
 
+/// A host name or address on this machine's loopback.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// One PostgreSQL connection on its own thread.
 pub struct PgConn {
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -67,10 +78,29 @@ pub struct PgConn {
 
 impl PgConn {
     /// Connect now (an unreachable server fails the start, naming it).
-    pub fn connect(url: &str) -> Result<PgConn, StoreError> {
+    pub fn connect(url: &str, tls: Option<MakeRustls>) -> Result<PgConn, StoreError> {
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::Db(format!("store URL: {e}")))?;
+        match &tls {
+            // Verified TLS or nothing: never a silent fallback to plaintext.
+            Some(_) => {
+                config.ssl_mode(postgres::config::SslMode::Require);
+            }
+            None => {
+                for host in config.get_hosts() {
+                    if let postgres::config::Host::Tcp(name) = host {
+                        if !is_loopback(name) {
+                            return Err(StoreError::Db(format!(
+                                "store {}: {name} is not loopback, and a plaintext link \
+                                 off loopback is refused: set store_tls (its ca at least)",
+                                redact(url)
+                            )));
+                        }
+                    }
+                }
+            }
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -95,7 +125,11 @@ impl PgConn {
             .name("edgeplan-pg".into())
             .spawn(move || {
                 // The client runs its own runtime: connect here, off the service's.
-                let mut client = match config.connect(NoTls) {
+                let open = |config: &postgres::Config| match &tls {
+                    Some(t) => config.connect(t.clone()),
+                    None => config.connect(NoTls),
+                };
+                let mut client = match open(&config) {
                     Ok(c) => {
                         let _ = ready_tx.send(Ok(()));
                         Some(c)
@@ -109,7 +143,7 @@ impl PgConn {
                 };
                 for job in rx {
                     if client.as_ref().is_none_or(Client::is_closed) {
-                        client = config.connect(NoTls).ok();
+                        client = open(&config).ok();
                     }
                     job(&mut client);
                 }
@@ -186,13 +220,13 @@ fn i64_of(v: u64) -> Result<i64, StoreError> {
 }
 
 impl PgStore {
-    pub fn open(url: &str) -> Result<PgStore, StoreError> {
-        let main = PgConn::connect(url)?;
+    pub fn open(url: &str, tls: Option<MakeRustls>) -> Result<PgStore, StoreError> {
+        let main = PgConn::connect(url, tls.clone())?;
         main.run(migrate)?;
         Ok(PgStore {
             main,
-            lease: PgConn::connect(url)?,
-            log: PgConn::connect(url)?,
+            lease: PgConn::connect(url, tls.clone())?,
+            log: PgConn::connect(url, tls)?,
         })
     }
 
