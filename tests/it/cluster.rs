@@ -335,6 +335,15 @@ fn bad_cluster_settings_are_refused_by_name() {
             "cluster.renew_interval_s",
         ),
         ("cluster:\n  lease_ttl_s: .nan\n", "cluster.lease_ttl_s"),
+        // The renewal deadline must lie between renewals and the lease.
+        (
+            "cluster:\n  renew_deadline_s: 6\n",
+            "cluster.renew_deadline_s",
+        ),
+        (
+            "cluster:\n  renew_deadline_s: 0.5\n",
+            "cluster.renew_deadline_s",
+        ),
         (
             "cluster:\n  telemetry_keep_s: -1\n",
             "cluster.telemetry_keep_s",

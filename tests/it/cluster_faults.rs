@@ -396,13 +396,8 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
                         let took = t0.elapsed();
                         // The new leader re-plans while the old one sleeps.
                         if let Some(next) = failover {
-                            let _ = approve_one(
-                                &urls[next],
-                                &inst,
-                                rng.random::<u32>() as usize,
-                                &load,
-                            )
-                            .await;
+                            let _ =
+                                approve_one(&urls[next], &inst, rng.random::<u32>() as usize).await;
                         }
                         tokio::time::sleep(hold.saturating_sub(took)).await;
                         signal("-CONT");
@@ -520,7 +515,7 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
 
 /// Approve a plan made after squeezing one site (60 % of its cores held
 /// back, the others' reserves lifted), so that it moves replicas.
-async fn approve_one(url: &str, inst: &Instance, pick: usize, _load: &Load) -> Option<u64> {
+async fn approve_one(url: &str, inst: &Instance, pick: usize) -> Option<u64> {
     let squeezed = pick % inst.sites.len();
     let sites = inst
         .sites
@@ -642,7 +637,7 @@ async fn plan_load(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     while !stop.load(Ordering::SeqCst) {
         let url = &urls[rng.random_range(0..urls.len())];
-        if approve_one(url, &inst, rng.random::<u32>() as usize, &load)
+        if approve_one(url, &inst, rng.random::<u32>() as usize)
             .await
             .is_some()
         {

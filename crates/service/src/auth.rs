@@ -166,6 +166,16 @@ pub enum AuthError {
     TokensFile { path: PathBuf, why: String },
 }
 
+/// A host name or address on this machine's loopback: the one place a
+/// plaintext link (store, NATS) is allowed.
+pub fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Hex SHA-256, the form tokens are configured in.
 pub fn token_sha256(token: &str) -> String {
     Sha256::digest(token.as_bytes())

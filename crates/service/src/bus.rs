@@ -67,12 +67,7 @@ impl BusConfig {
             .next()
             .unwrap_or_default();
         let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        let loopback = host == "localhost"
-            || host
-                .trim_matches(|c| c == '[' || c == ']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
+        if !super::auth::is_loopback_host(host) {
             anyhow::bail!(
                 "nats.url {}: {host} is not loopback, and a plaintext link off loopback \
                  is refused: set nats.tls (its ca at least)",

@@ -62,15 +62,6 @@ fn pg(e: postgres::Error) -> StoreError {
 
 type Job = Box<dyn FnOnce(&mut Option<Client>) + Send>;
 
-/// A host name or address on this machine's loopback.
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .trim_matches(|c| c == '[' || c == ']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 /// One PostgreSQL connection on its own thread.
 pub struct PgConn {
     jobs: Mutex<mpsc::Sender<Job>>,
@@ -90,7 +81,7 @@ impl PgConn {
             None => {
                 for host in config.get_hosts() {
                     if let postgres::config::Host::Tcp(name) = host {
-                        if !is_loopback(name) {
+                        if !crate::auth::is_loopback_host(name) {
                             return Err(StoreError::Db(format!(
                                 "store {}: {name} is not loopback, and a plaintext link \
                                  off loopback is refused: set store_tls (its ca at least)",
