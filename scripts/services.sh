@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL and nats-server (with JetStream) on loopback, for the cluster
-# tests and for trying cluster mode by hand. Installs both from Debian's
-# packages when missing, starts them (idempotent: a running one is kept) and
+# tests and for trying cluster mode by hand. Installs both (and libfaketime,
+# for the fault harness's clock skew) from Debian's packages when missing, starts them (idempotent: a running one is kept) and
 # writes their addresses to target/services.env:
 #   EDGEPLAN_TEST_PG=postgres://postgres@127.0.0.1:55432/postgres
 #   EDGEPLAN_TEST_NATS=nats://127.0.0.1:54222
@@ -36,6 +36,8 @@ install() {
     local need=()
     [ -n "$(pg_bin)" ] || need+=(postgresql)
     command -v nats-server >/dev/null || need+=(nats-server)
+    # The fault harness's clock skew (a replica's wall clock, preloaded).
+    ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || need+=(libfaketime)
     if [ ${#need[@]} -gt 0 ]; then
         echo "services: installing ${need[*]} from Debian's packages"
         export DEBIAN_FRONTEND=noninteractive

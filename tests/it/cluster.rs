@@ -305,10 +305,13 @@ fn a_replica_killed_mid_batch_loses_and_doubles_no_reading() {
             redelivered += s.bus_redelivered;
         }
         assert!(redelivered > 0, "b died holding messages; they came again");
-        // Each message logged once.
+        // Each message logged once, each with its key.
         let logged = pg_query(
             &db.url,
-            "SELECT count(*), count(DISTINCT dedupe) FROM telemetry_log",
+            &format!(
+                "SELECT (SELECT count(*) FROM telemetry_log),
+                        (SELECT count(*) FROM bus_seen WHERE stream = '{stream}')"
+            ),
         );
         assert_eq!(logged[0][0], logged[0][1]);
         let client = async_nats::connect(&nats).await.unwrap();
@@ -364,4 +367,118 @@ fn bad_cluster_settings_are_refused_by_name() {
         assert!(stderr.contains(named), "{yaml}: {stderr}");
         assert!(!stderr.contains("panicked"), "{yaml}: {stderr}");
     }
+}
+
+/// A message is counted once for as long as the stream can deliver it,
+/// however long after its batch left the log: the durable consumer lost
+/// (deleted, or a server that comes back without its state) and created
+/// again hands the whole stream over once more. A stream deleted and
+/// created again under the same name numbers its messages from 1: those
+/// are new readings, not duplicates of the old stream's.
+#[test]
+fn a_lost_consumer_or_a_recreated_stream_counts_no_reading_twice_and_drops_none() {
+    let db = pg_db();
+    let dir = tempfile::tempdir().unwrap();
+    let tag = format!("k{}", std::process::id());
+    let stream = format!("EDGEPLAN_TEST_{tag}");
+    let prefix = format!("{tag}.telemetry");
+    let nats = nats_url();
+    // The log keeps batches 1 s after a snapshot: pruned within seconds.
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "  telemetry_keep_s: 1\ntelemetry:\n  late_window_s: 1000000\nnats:\n  url: {nats}\n  \
+             stream: {stream}\n  subject_prefix: {prefix}\n  consumer: edgeplan\n  batch: 16\n  \
+             ack_wait_s: 2\n"
+        ),
+    );
+    let a = replica(dir.path(), &db, &cfg, "a", &[]);
+    let runtime = rt();
+    let sites = 4;
+    let fleet = edgeplan::service::load::load_fleet(sites, 0).unwrap();
+    runtime.block_on(async {
+        push_instance(&Connect::plain(&a.url()), &fleet)
+            .await
+            .unwrap();
+    });
+    let bus = edgeplan::service::bus::BusConfig {
+        url: nats.clone(),
+        stream: stream.clone(),
+        subject_prefix: prefix.clone(),
+        ..Default::default()
+    };
+    let publish = |messages: usize, t0: f64| edgeplan::service::publish::PublishOptions {
+        bus: bus.clone(),
+        server: None,
+        sites,
+        racks_per_site: 2,
+        batch: 10,
+        messages,
+        in_flight: 16,
+        wait_s: 0.0,
+        t0,
+    };
+    let run = |o| async move { edgeplan::service::publish::run(&o).await.unwrap().readings };
+    // Every reading in, and the consumer has nothing left to hand over.
+    let settle = |url: String, want: u64, bus: edgeplan::service::bus::BusConfig| async move {
+        let js = async_nats::jetstream::new(async_nats::connect(&bus.url).await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = stats(&url).await;
+            let idle = match edgeplan::service::bus::consumer(&js, &bus).await {
+                Ok(mut c) => c
+                    .info()
+                    .await
+                    .is_ok_and(|i| i.num_pending == 0 && i.num_ack_pending == 0),
+                Err(_) => false,
+            };
+            if (s.accepted == want && idle) || Instant::now() > deadline {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    runtime.block_on(async {
+        let js = async_nats::jetstream::new(async_nats::connect(&nats).await.unwrap());
+        let first = run(publish(200, 1.7e9)).await;
+        let s = settle(a.url(), first, bus.clone()).await;
+        assert_eq!(s.accepted, first, "the first messages, once: {s:?}");
+        // The log pruned behind the snapshots.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pg_query(&db.url, "SELECT count(*) FROM telemetry_log")[0][0].as_deref() != Some("0")
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the telemetry log was never pruned"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The consumer lost: the replica creates it again, and JetStream
+        // delivers every message of the stream again.
+        js.get_stream(&stream)
+            .await
+            .unwrap()
+            .delete_consumer("edgeplan")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let s = settle(a.url(), first, bus.clone()).await;
+        assert_eq!(
+            s.accepted, first,
+            "a message delivered again after its batch left the log is not counted again: {s:?}"
+        );
+        assert!(s.bus_messages >= 2 * 200, "the stream came again: {s:?}");
+        // The stream deleted and created again: sequences start over, and
+        // the new messages are new readings.
+        js.delete_stream(&stream).await.unwrap();
+        let second = run(publish(50, 1.7e9 + 5e5)).await;
+        let s = settle(a.url(), first + second, bus.clone()).await;
+        assert_eq!(
+            s.accepted,
+            first + second,
+            "a recreated stream's messages are counted: {s:?}"
+        );
+        js.delete_stream(&stream).await.unwrap();
+    });
+    drop(a);
 }

@@ -6,6 +6,10 @@
 //!
 //! - `pause`: SIGSTOP of the leader for longer than its lease; another takes
 //!   over and re-plans; then SIGCONT (the zombie wakes up);
+//! - `zombie-call`: the leader's link to the provisioner cut, a plan
+//!   approved through it (its calls held in the cut), the leader paused
+//!   past its lease; once another leads (and has fenced the provisioner),
+//!   the link heals and the held calls land with the old token;
 //! - `partition-store`, `partition-bus`, `partition-provisioner`: the
 //!   leader's own link to PostgreSQL, NATS or the provisioner is cut, then
 //!   healed. Each replica reaches each server through a link of its own (a
@@ -13,7 +17,10 @@
 //!   was in flight, which arrives when it heals — a partition that TCP's
 //!   retransmissions outlive, the case where a stale request lands late;
 //! - `restart-store`, `restart-bus`: PostgreSQL (`pg_ctl -m fast`) and
-//!   nats-server restarted mid-run, servers of this test's own.
+//!   nats-server restarted mid-run, servers of this test's own;
+//! - `skew`: the leader's wall clock set 1–60 min ahead or behind for a
+//!   few seconds (libfaketime, preloaded in every replica, offset by a
+//!   file of the replica's own; monotonic clocks untouched).
 //!
 //! Then a checker reads what everyone recorded — the provisioner's journal
 //! and its log of every call with its fencing token, every replica's plans
@@ -170,20 +177,43 @@ impl Drop for Servers {
     }
 }
 
-const KINDS: [&str; 6] = [
+/// libfaketime (Debian's libfaketime, which `scripts/services.sh start`
+/// installs), for the `skew` fault.
+fn faketime() -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists());
+    found.expect(
+        "libfaketime is missing (the skew fault needs it): `scripts/services.sh start` \
+         installs it as root, or apt-get install libfaketime",
+    )
+}
+
+const KINDS: [&str; 8] = [
     "pause",
+    "zombie-call",
     "partition-store",
     "partition-bus",
     "partition-provisioner",
     "restart-store",
     "restart-bus",
+    "skew",
 ];
+
+/// The telemetry log kept after a snapshot: short, so that every run
+/// prunes the log (and its dedupe keys) while readings still arrive.
+const TELEMETRY_KEEP_S: f64 = 5.0;
 
 /// The lease the harness runs with: short, so that a hundred pauses fit.
 const LEASE_TTL_S: f64 = 2.0;
 
 struct Replica {
     proc: Option<Proc>,
+    /// libfaketime's offset for this replica's wall clock.
+    clock: PathBuf,
     url: String,
     pg: Link,
     nats: Link,
@@ -265,6 +295,19 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(26);
+    // A comma-separated subset of KINDS, to chase one fault.
+    let kinds: Vec<&str> = match std::env::var("EDGEPLAN_FAULT_KINDS") {
+        Ok(v) => KINDS
+            .into_iter()
+            .filter(|k| v.split(',').any(|w| w == *k))
+            .collect(),
+        Err(_) => KINDS.to_vec(),
+    };
+    assert!(
+        !kinds.is_empty(),
+        "EDGEPLAN_FAULT_KINDS names none of {KINDS:?}"
+    );
+    let faketime = faketime();
     let servers = Servers::start();
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.tsv");
@@ -291,7 +334,7 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
                     // Every plan kept: the checker reads the whole history.
                     "keep_ended_plans: 1000000\n\
                      cluster:\n  poll_interval_ms: 100\n  telemetry_snapshot_s: 1\n  \
-                     lease_ttl_s: {LEASE_TTL_S}\n  renew_interval_s: 0.4\n\
+                     telemetry_keep_s: {TELEMETRY_KEEP_S}\n  lease_ttl_s: {LEASE_TTL_S}\n  renew_interval_s: 0.4\n\
                      telemetry:\n  late_window_s: 1000000\n\
                      dispatch: {{ timeout_factor: 2, timeout_slack_s: 1, max_attempts: 3, \
                      backoff_initial_ms: 100, time_scale: 0.02 }}\n\
@@ -303,7 +346,11 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
             .unwrap();
             let store = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port);
             let data = dir.path().join(id);
-            let proc = Proc::start(&[
+            // Its wall clock is libfaketime's, set by a file of its own
+            // (re-read every second); its monotonic clock is the real one.
+            let clock = dir.path().join(format!("{id}.faketime"));
+            std::fs::write(&clock, "+0\n").unwrap();
+            let proc = Proc::start_with(&[
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
@@ -317,8 +364,15 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
                 id,
                 "--provisioner",
                 &format!("http://127.0.0.1:{}", provisioner.port),
+            ], &[
+                ("EDGEPLAN_LOG", "edgeplan=info"),
+                ("LD_PRELOAD", faketime.to_str().unwrap()),
+                ("FAKETIME_TIMESTAMP_FILE", clock.to_str().unwrap()),
+                ("FAKETIME_CACHE_DURATION", "1"),
+                ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
             ]);
             out.push(Replica {
+                clock,
                 url: proc.url(),
                 proc: Some(proc),
                 pg,
@@ -370,8 +424,9 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
             tokio::spawn(observe(urls.clone(), load.clone(), stop.clone())),
         ];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut floors_back = 0;
         for round in 0..rounds {
-            for kind in KINDS {
+            for &kind in &kinds {
                 // A random point in the load.
                 tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
                 let Some(leader) = wait_leader(&urls, None, Duration::from_secs(30)).await else {
@@ -403,6 +458,29 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
                         signal("-CONT");
                         failovers.entry(kind).or_default().push(took.as_secs_f64());
                     }
+                    "zombie-call" => {
+                        // The leader's calls held on their way to the
+                        // provisioner, a plan for it to dispatch into the
+                        // cut, then the leader paused past its lease:
+                        // another leads and fences the provisioner, and the
+                        // held calls land, with the old token, while the
+                        // old leader still sleeps.
+                        r.provisioner.set_cut(true);
+                        let _ =
+                            approve_one(&urls[leader], &inst, rng.random::<u32>() as usize).await;
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        let stopped = Instant::now();
+                        signal("-STOP");
+                        failover = wait_leader(&urls, Some(leader), Duration::from_secs(30)).await;
+                        failovers
+                            .entry(kind)
+                            .or_default()
+                            .push(stopped.elapsed().as_secs_f64());
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        r.provisioner.set_cut(false);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        signal("-CONT");
+                    }
                     "partition-store" => {
                         r.pg.set_cut(true);
                         failover = wait_leader(&urls, Some(leader), Duration::from_secs(30)).await;
@@ -423,18 +501,45 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
                         tokio::time::sleep(hold).await;
                         r.provisioner.set_cut(false);
                     }
+                    "skew" => {
+                        // The leader's wall clock an hour or less off, either
+                        // way, for a while: the lease is PostgreSQL's clock
+                        // and a leader's trust its monotonic one; readings
+                        // are dated by the log's clock.
+                        let offset_s =
+                            rng.random_range(60..3600) * if rng.random() { 1 } else { -1 };
+                        std::fs::write(&r.clock, format!("{offset_s:+}\n")).unwrap();
+                        tokio::time::sleep(hold + Duration::from_secs(2)).await;
+                        std::fs::write(&r.clock, "+0\n").unwrap();
+                        tokio::time::sleep(Duration::from_millis(1200)).await;
+                    }
                     "restart-store" | "restart-bus" => {
                         let what = if kind == "restart-store" {
                             "restart-pg"
                         } else {
                             "restart-nats"
                         };
+                        let floor_before = ack_floor(&servers.nats, &stream).await;
                         // Blocks this test's own thread only; the load runs on.
                         servers.run(what);
+                        if kind == "restart-bus" {
+                            // Whether the server came back with the consumer's
+                            // position, or hands the stream over again.
+                            let after = ack_floor(&servers.nats, &stream).await;
+                            if let (Some(b), Some(a)) = (floor_before, after) {
+                                if a + 100 < b {
+                                    floors_back += 1;
+                                    eprintln!(
+                                        "faults: round {round}: the consumer's ack floor went \
+                                         back from {b} to {a} over the restart"
+                                    );
+                                }
+                            }
+                        }
                     }
                     _ => unreachable!(),
                 }
-                if matches!(kind, "pause" | "partition-store") {
+                if matches!(kind, "pause" | "zombie-call" | "partition-store") {
                     assert!(
                         failover.is_some(),
                         "round {round}, {kind}: no other replica took over within 30 s"
@@ -447,6 +552,7 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
             }
             eprintln!("faults: round {} of {rounds} done", round + 1);
         }
+        eprintln!("faults: the consumer's ack floor went back over {floors_back} bus restart(s)");
         let healthy_t0 = Instant::now();
         let healthy_before = load.acked.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -560,6 +666,20 @@ async fn approve_one(url: &str, inst: &Instance, pick: usize) -> Option<u64> {
         return None;
     }
     Some(solved.plan_id)
+}
+
+/// The durable consumer's ack floor (stream sequence), if it can be read.
+async fn ack_floor(nats: &str, stream: &str) -> Option<u64> {
+    let client = async_nats::connect(format!("nats://{nats}")).await.ok()?;
+    let js = async_nats::jetstream::new(client);
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(stream)
+        .await
+        .ok()?
+        .get_consumer("edgeplan")
+        .await
+        .ok()?;
+    Some(consumer.info().await.ok()?.ack_floor.stream_sequence)
 }
 
 /// Readings through the replicas' gRPC intake, round robin, every 100 ms.
@@ -848,6 +968,16 @@ async fn check(
             };
             let accepted = s.as_ref().map_or(0, |s| s.accepted);
             if (acked..=sent).contains(&accepted) {
+                if let Some(s) = &s {
+                    eprintln!(
+                        "faults: replica {}: {accepted} readings in; bus: {} messages, {} \
+                         delivered again, {} batches already logged and dropped",
+                        i + 1,
+                        s.bus_messages,
+                        s.bus_redelivered,
+                        s.log_duplicates
+                    );
+                }
                 break;
             }
             if Instant::now() > deadline {

@@ -322,7 +322,11 @@ fn a_newer_schema_is_refused_by_name(b: Backend) {
             // Opening again applies nothing twice.
             drop(b.open().unwrap());
             let rows = pg_query(&db.url, "SELECT count(*) FROM schema_migrations");
-            assert_eq!(rows[0][0].as_deref(), Some("1"));
+            assert_eq!(
+                rows[0][0].as_deref(),
+                Some("2"),
+                "the two migrations, once each"
+            );
             pg_query(
                 &db.url,
                 "INSERT INTO schema_migrations (version, name) VALUES (99, 'from the future')",
@@ -368,6 +372,7 @@ fn the_telemetry_log_keeps_order_and_drops_duplicates() {
     let store = b.open().unwrap();
     let entry = |key: Option<&str>, byte: u8| LogEntry {
         dedupe: key.map(str::to_string),
+        bus: None,
         origin: Some("r1".into()),
         batch: vec![byte],
     };
@@ -395,6 +400,48 @@ fn the_telemetry_log_keeps_order_and_drops_duplicates() {
     assert_eq!(store.prune_telemetry(all[1].seq, 600.0).unwrap(), 0);
     assert_eq!(store.prune_telemetry(all[1].seq, 0.0).unwrap(), 2);
     assert_eq!(store.telemetry_since(0, 100).unwrap().len(), 2);
+
+    // Bus messages: a key outlives its batch in the log, and goes only once
+    // its message has left the stream (or the stream is another).
+    use edgeplan::service::store::BusKey;
+    let bus = |created: &str, seq: u64| LogEntry {
+        dedupe: None,
+        bus: Some(BusKey {
+            stream: "S".into(),
+            created: created.into(),
+            seq,
+        }),
+        origin: None,
+        batch: vec![seq as u8],
+    };
+    let logged = store
+        .append_telemetry(vec![bus("c1", 5), bus("c1", 6), bus("c0", 5), bus("c1", 5)])
+        .unwrap();
+    assert_eq!(
+        logged.iter().map(Option::is_some).collect::<Vec<_>>(),
+        vec![true, true, true, false]
+    );
+    let last = store.telemetry_since(0, 100).unwrap().last().unwrap().seq;
+    assert_eq!(store.prune_telemetry(last, 0.0).unwrap(), 5);
+    assert_eq!(
+        store
+            .append_telemetry(vec![bus("c1", 5), bus("c1", 6)])
+            .unwrap(),
+        vec![None, None],
+        "the log pruned, the keys stay"
+    );
+    // Too recent, then c1's 5 (below the first sequence, 6) and all of c0.
+    assert_eq!(store.prune_bus_keys("S", "c1", 6, 600.0).unwrap(), 0);
+    assert_eq!(store.prune_bus_keys("S", "c1", 6, 0.0).unwrap(), 2);
+    assert_eq!(
+        store
+            .append_telemetry(vec![bus("c1", 5), bus("c1", 6), bus("c0", 5)])
+            .unwrap()
+            .iter()
+            .map(Option::is_some)
+            .collect::<Vec<_>>(),
+        vec![true, false, true]
+    );
 
     // The embedded store has no log, and says so.
     let e = embedded().open().unwrap();

@@ -5,10 +5,16 @@
 //! queue group). A replica acks a message only after its batch is durable
 //! through [`super::telemetry::intake`] — the gRPC stream's own path — so a
 //! replica that dies mid-batch leaves its messages unacked and JetStream
-//! hands them to another after `ack_wait_s`. In cluster mode the stream
-//! sequence is the telemetry log's dedupe key: a message redelivered after
-//! its batch was logged (the replica died between the log and the ack) is
-//! dropped, so a reading is counted once.
+//! hands them to another after `ack_wait_s`. In cluster mode the store
+//! keeps the key of every message logged (the stream, by name and creation
+//! time, and the sequence) for as long as the stream holds the message: a
+//! message delivered again after its batch was logged — the replica died
+//! between the log and the ack, or the consumer was lost and created again
+//! and starts over — is dropped, so a reading is counted once. Keys go when
+//! their message has left the stream (below its first sequence, or a
+//! stream of that name deleted since), which the consumer checks every
+//! [`KEY_PRUNE_EVERY`]; streams created here keep messages
+//! `stream_max_age_s`, which bounds both.
 //!
 //! A message that cannot be a batch (not a `ReadingBatch`, too many
 //! readings, a site other than its subject's) is terminated — never
@@ -41,6 +47,9 @@ pub struct BusConfig {
     pub batch: usize,
     /// Unacked messages go to another replica after this long, s.
     pub ack_wait_s: f64,
+    /// A stream created here keeps messages this long, s (a stream that
+    /// exists keeps its own limits).
+    pub stream_max_age_s: f64,
     /// TLS towards NATS (`ca` required; `cert` and `key` for a client
     /// certificate). Required when the server is off loopback.
     pub tls: Option<super::auth::ClientTls>,
@@ -112,6 +121,7 @@ impl Default for BusConfig {
             consumer: "edgeplan".into(),
             batch: 256,
             ack_wait_s: 10.0,
+            stream_max_age_s: 86_400.0,
             tls: None,
             user: None,
             password_file: None,
@@ -141,6 +151,7 @@ pub async fn stream(js: &jetstream::Context, cfg: &BusConfig) -> anyhow::Result<
     js.get_or_create_stream(stream::Config {
         name: cfg.stream.clone(),
         subjects: vec![format!("{}.>", cfg.subject_prefix)],
+        max_age: edgeplan_model::duration_s(cfg.stream_max_age_s),
         ..Default::default()
     })
     .await
@@ -152,8 +163,14 @@ pub async fn consumer(
     js: &jetstream::Context,
     cfg: &BusConfig,
 ) -> anyhow::Result<consumer::PullConsumer> {
-    stream(js, cfg)
-        .await?
+    consumer_of(&stream(js, cfg).await?, cfg).await
+}
+
+async fn consumer_of(
+    stream: &stream::Stream,
+    cfg: &BusConfig,
+) -> anyhow::Result<consumer::PullConsumer> {
+    stream
         .get_or_create_consumer(
             &cfg.consumer,
             consumer::pull::Config {
@@ -168,13 +185,56 @@ pub async fn consumer(
         .map_err(|e| anyhow::anyhow!("consumer {}: {e}", cfg.consumer))
 }
 
+/// How often a consuming replica forgets the keys of messages that have
+/// left the stream (cluster mode).
+pub const KEY_PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+/// A stream's creation time, which tells it from an earlier stream of its
+/// name (whose sequences it reuses).
+fn created(info: &stream::Info) -> String {
+    info.created.unix_timestamp_nanos().to_string()
+}
+
 async fn consume(shared: &Arc<Shared>, cfg: &BusConfig) -> anyhow::Result<()> {
     let client = cfg.connect().await?;
     let js = jetstream::new(client);
-    let consumer = consumer(&js, cfg).await?;
+    let mut stream = stream(&js, cfg).await?;
+    let stream_created = created(stream.cached_info());
+    let consumer = consumer_of(&stream, cfg).await?;
     tracing::info!(url = %cfg.url, stream = %cfg.stream, consumer = %cfg.consumer, "telemetry bus: consuming");
     let max = shared.config.max_batch_readings;
+    let mut prune_at = tokio::time::Instant::now();
     loop {
+        if shared.store.is_cluster() && tokio::time::Instant::now() >= prune_at {
+            prune_at += KEY_PRUNE_EVERY;
+            let info = stream
+                .info()
+                .await
+                .map_err(|e| anyhow::anyhow!("stream {}: {e}", cfg.stream))?;
+            if created(info) != stream_created {
+                anyhow::bail!("stream {} was created again; starting over", cfg.stream);
+            }
+            let (s, name, at, first) = (
+                shared.clone(),
+                cfg.stream.clone(),
+                stream_created.clone(),
+                info.state.first_sequence,
+            );
+            let keep_s = shared.config.cluster.telemetry_keep_s;
+            match tokio::task::spawn_blocking(move || {
+                s.store.prune_bus_keys(&name, &at, first, keep_s)
+            })
+            .await
+            {
+                Ok(Ok(n)) => tracing::debug!(
+                    pruned = n,
+                    first,
+                    "telemetry bus: keys of messages gone from the stream forgotten"
+                ),
+                Ok(Err(e)) => tracing::warn!("telemetry bus: cannot prune message keys: {e}"),
+                Err(e) => tracing::warn!("telemetry bus: key pruning failed: {e}"),
+            }
+        }
         let mut pulled = consumer
             .batch()
             .max_messages(cfg.batch.max(1))
@@ -210,7 +270,16 @@ async fn consume(shared: &Arc<Shared>, cfg: &BusConfig) -> anyhow::Result<()> {
             };
             match check(&m.payload, &site, max) {
                 Ok(batch) => {
-                    batches.push((Some(format!("nats:{}:{seq}", cfg.stream)), batch));
+                    let key = super::store::BusKey {
+                        stream: cfg.stream.clone(),
+                        created: stream_created.clone(),
+                        seq,
+                    };
+                    let source = super::telemetry::Source {
+                        batch_id: None,
+                        bus: Some(key),
+                    };
+                    batches.push((source, batch));
                     keep.push(m);
                 }
                 Err(why) => {

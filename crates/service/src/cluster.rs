@@ -55,8 +55,9 @@ pub struct ClusterConfig {
     pub poll_interval_ms: u64,
     /// The leader writes a telemetry snapshot this often, s.
     pub telemetry_snapshot_s: f64,
-    /// Logged telemetry batches are kept at least this long (their dedupe
-    /// keys with them: keep it above the bus's redelivery time), s.
+    /// Logged telemetry batches are kept at least this long after a
+    /// snapshot includes them (`IngestAcked` batch ids with them; bus
+    /// message keys stay while the stream holds the message), s.
     pub telemetry_keep_s: f64,
 }
 

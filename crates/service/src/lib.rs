@@ -611,8 +611,14 @@ pub async fn serve_listeners(
     )
     .map_err(anyhow::Error::msg)?;
     if let Some(bus) = &config.nats {
-        edgeplan_model::settings::positive_seconds("nats.", &[("ack_wait_s", bus.ack_wait_s)])
-            .map_err(anyhow::Error::msg)?;
+        edgeplan_model::settings::positive_seconds(
+            "nats.",
+            &[
+                ("ack_wait_s", bus.ack_wait_s),
+                ("stream_max_age_s", bus.stream_max_age_s),
+            ],
+        )
+        .map_err(anyhow::Error::msg)?;
         bus.check_link()?;
         if let Some(tls) = &bus.tls {
             tls.rustls_client("nats.tls")?; // a missing file fails the start

@@ -288,7 +288,13 @@ impl pb::provisioner_server::Provisioner for SimApi {
         req: Request<pb::FenceRequest>,
     ) -> Result<Response<pb::FenceReply>, Status> {
         let req = req.into_inner();
-        let highest = self.0.admit(req.fencing_token, &req.holder)?;
+        let highest = self
+            .0
+            .admit(req.fencing_token, &req.holder)
+            .inspect_err(|_| {
+                self.0
+                    .log_call(&req.holder, &format!("fenced\t{}", req.fencing_token))
+            })?;
         self.0
             .log_call(&req.holder, &format!("fence\t{}", req.fencing_token));
         Ok(Response::new(pb::FenceReply { highest }))

@@ -105,16 +105,25 @@ pub const SITE_NOT_ALLOWED: &str = "site_not_allowed";
 /// shared log (cluster mode).
 const LOG_WAIT: Duration = Duration::from_secs(30);
 
+/// Where a batch came from, as far as it makes the batch one of a kind:
+/// the client's batch id (`IngestAcked`) or the bus message. In cluster
+/// mode the shared log takes each once.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    pub batch_id: Option<String>,
+    pub bus: Option<super::store::BusKey>,
+}
+
 /// Every source's way in (the gRPC stream and the bus): batches through
 /// [`take_batch`], durable before this returns. With the embedded store
 /// they are taken here and the state written; in cluster mode they are
-/// appended to the shared log (entries with a `dedupe` key already logged
-/// are dropped) and every replica takes them from there, in log order.
+/// appended to the shared log (a batch whose [`Source`] was logged
+/// before is dropped) and every replica takes them from there, in log order.
 /// With `wait`, returns each batch's tally (in cluster mode, once this
 /// replica applied them); otherwise empty tallies.
 pub async fn intake(
     shared: &Arc<Shared>,
-    batches: Vec<(Option<String>, pb::ReadingBatch)>,
+    batches: Vec<(Source, pb::ReadingBatch)>,
     wait: bool,
 ) -> Result<Vec<Tally>, Status> {
     let internal = |e: tokio::task::JoinError| errors::internal(e);
@@ -148,8 +157,9 @@ pub async fn intake(
     let origin = wait.then(|| shared.cluster.replica_id.clone());
     let entries = batches
         .into_iter()
-        .map(|(dedupe, batch)| super::store::LogEntry {
-            dedupe,
+        .map(|(source, batch)| super::store::LogEntry {
+            dedupe: source.batch_id.map(|id| format!("grpc/{id}")),
+            bus: source.bus,
             origin: origin.clone(),
             batch: batch.encode_to_vec(),
         })
@@ -302,8 +312,11 @@ async fn acked(
     keep_scoped(shared, scope, &mut batch, &mut refused, 0);
     let tally = if shared.store.is_cluster() {
         // The shared log drops an entry whose key it has logged before.
-        let key = format!("grpc/{batch_id}");
-        intake(shared, vec![(Some(key), batch)], true).await?.pop()
+        let source = Source {
+            batch_id: Some(batch_id.clone()),
+            bus: None,
+        };
+        intake(shared, vec![(source, batch)], true).await?.pop()
     } else {
         let s = shared.clone();
         let id = batch_id.clone();
@@ -388,7 +401,7 @@ impl pb::telemetry_server::Telemetry for TelemetryApi {
             keep_scoped(&self.0, scope.as_ref(), &mut batch, &mut tally, batch_no);
             if self.0.store.is_cluster() {
                 // Logged batch by batch: a stream that never ends still lands.
-                for t in intake(&self.0, vec![(None, batch)], true).await? {
+                for t in intake(&self.0, vec![(Source::default(), batch)], true).await? {
                     tally.absorb(t, batch_no);
                 }
             } else {

@@ -187,13 +187,26 @@ pub struct Loaded {
 /// One telemetry batch for the log (cluster mode).
 #[derive(Debug, Clone)]
 pub struct LogEntry {
-    /// Where the batch came from, unique per source message (the JetStream
-    /// stream sequence); a second entry with the same key is dropped.
+    /// The client's key for the batch (`grpc/<batch_id>`); a second entry
+    /// with the same key is dropped while the first is in the log.
     pub dedupe: Option<String>,
+    /// The bus message the batch came in; a second entry for the same
+    /// message is dropped, however long after the first.
+    pub bus: Option<BusKey>,
     /// The replica that appended it, when it waits for its own tally.
     pub origin: Option<String>,
     /// The encoded `ReadingBatch`.
     pub batch: Vec<u8>,
+}
+
+/// One JetStream message: its stream (name and creation time, so that a
+/// stream deleted and created again under its name is another) and its
+/// sequence in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusKey {
+    pub stream: String,
+    pub created: String,
+    pub seq: u64,
 }
 
 /// A logged batch, read back in log order.
@@ -315,7 +328,7 @@ impl Store {
 
     /// Append telemetry batches to the shared log in one transaction, in
     /// order. Returns each entry's sequence number, or `None` for an entry
-    /// whose dedupe key was already logged.
+    /// whose key or bus message was already logged.
     pub fn append_telemetry(&self, entries: Vec<LogEntry>) -> Result<Vec<Option<u64>>, StoreError> {
         match self {
             Store::Embedded(_) => Err(StoreError::Unsupported("the telemetry log")),
@@ -331,8 +344,25 @@ impl Store {
         }
     }
 
-    /// Drop logged batches up to `through` older than `keep_s` (their
-    /// dedupe keys go with them, so keep them longer than a redelivery).
+    /// Forget bus messages that can no longer come: those of `stream`
+    /// below its first sequence, or of an earlier stream of that name,
+    /// logged more than `keep_s` ago (a message pulled just before it left
+    /// the stream may still be on its way to the log).
+    pub fn prune_bus_keys(
+        &self,
+        stream: &str,
+        created: &str,
+        first_seq: u64,
+        keep_s: f64,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Store::Embedded(_) => Err(StoreError::Unsupported("the telemetry log")),
+            Store::Postgres(s) => s.prune_bus_keys(stream, created, first_seq, keep_s),
+        }
+    }
+
+    /// Drop logged batches up to `through` older than `keep_s` (the bus
+    /// keys stay, see [`Store::prune_bus_keys`]).
     pub fn prune_telemetry(&self, through: u64, keep_s: f64) -> Result<u64, StoreError> {
         match self {
             Store::Embedded(_) => Err(StoreError::Unsupported("the telemetry log")),

@@ -24,10 +24,11 @@ use super::pg_tls::MakeRustls;
 use super::{Fence, Guard, Key, LogEntry, Logged, Raw, Row, StoreError, Table};
 
 /// Numbered migrations; never edit one that shipped, add the next.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "tables",
-    "CREATE TABLE meta (key text PRIMARY KEY, value bytea NOT NULL);
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "tables",
+        "CREATE TABLE meta (key text PRIMARY KEY, value bytea NOT NULL);
      CREATE TABLE sites (id text PRIMARY KEY, value bytea NOT NULL);
      CREATE TABLE links (id text PRIMARY KEY, value bytea NOT NULL);
      CREATE TABLE regions (id text PRIMARY KEY, value bytea NOT NULL);
@@ -44,7 +45,23 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[(
      CREATE TABLE telemetry_log (seq bigserial PRIMARY KEY, dedupe text UNIQUE, origin text,
                                  batch bytea NOT NULL,
                                  logged_at timestamptz NOT NULL DEFAULT now());",
-)];
+    ),
+    (
+        2,
+        "bus keys kept as long as the stream",
+        // A bus message's key outlives its batch in the log: JetStream
+        // delivers a message again for as long as the stream holds it (a
+        // consumer lost and created again starts over), so the key goes
+        // only once the message has left the stream. The stream's creation
+        // time tells a stream deleted and created again under its name
+        // (numbered from 1 again) from the one before. Keys the previous
+        // build wrote (`nats:<stream>:<seq>` as the log's dedupe) stay
+        // until the log is pruned; they have no creation time to carry.
+        "CREATE TABLE bus_seen (stream text NOT NULL, created text NOT NULL, seq bigint NOT NULL,
+                                seen_at timestamptz NOT NULL DEFAULT now(),
+                                PRIMARY KEY (stream, created, seq));",
+    ),
+];
 
 /// Advisory lock keys (arbitrary, fixed): commits, log appends, migrations.
 /// The server ends a session idle this long inside a transaction, ms.
@@ -412,6 +429,12 @@ impl PgStore {
             let mut tx = c.transaction().map_err(pg)?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK])
                 .map_err(pg)?;
+            let seen = tx
+                .prepare(
+                    "INSERT INTO bus_seen (stream, created, seq) VALUES ($1, $2, $3)
+                     ON CONFLICT DO NOTHING",
+                )
+                .map_err(pg)?;
             let insert = tx
                 .prepare(
                     "INSERT INTO telemetry_log (dedupe, origin, batch) VALUES ($1, $2, $3)
@@ -420,6 +443,15 @@ impl PgStore {
                 .map_err(pg)?;
             let mut out = Vec::with_capacity(entries.len());
             for e in &entries {
+                if let Some(key) = &e.bus {
+                    let new = tx
+                        .execute(&seen, &[&key.stream, &key.created, &i64_of(key.seq)?])
+                        .map_err(pg)?;
+                    if new == 0 {
+                        out.push(None); // this message was logged before
+                        continue;
+                    }
+                }
                 let row = tx
                     .query_opt(&insert, &[&e.dedupe, &e.origin, &e.batch])
                     .map_err(pg)?;
@@ -449,6 +481,25 @@ impl PgStore {
                     logged_at_s: r.get(3),
                 })
                 .collect())
+        })
+    }
+
+    pub fn prune_bus_keys(
+        &self,
+        stream: &str,
+        created: &str,
+        first_seq: u64,
+        keep_s: f64,
+    ) -> Result<u64, StoreError> {
+        let (stream, created, first) =
+            (stream.to_string(), created.to_string(), i64_of(first_seq)?);
+        self.log.run(move |c| {
+            c.execute(
+                "DELETE FROM bus_seen WHERE stream = $1 AND (created <> $2 OR seq < $3)
+                 AND seen_at < now() - make_interval(secs => $4)",
+                &[&stream, &created, &first, &keep_s],
+            )
+            .map_err(pg)
         })
     }
 
