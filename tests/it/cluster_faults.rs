@@ -210,6 +210,10 @@ const TELEMETRY_KEEP_S: f64 = 5.0;
 /// The lease the harness runs with: short, so that a hundred pauses fit.
 const LEASE_TTL_S: f64 = 2.0;
 
+/// Renewed this often; a leader stops at lease − renewal (its default).
+const RENEW_INTERVAL_S: f64 = 0.4;
+const RENEW_DEADLINE_S: f64 = LEASE_TTL_S - RENEW_INTERVAL_S;
+
 struct Replica {
     proc: Option<Proc>,
     /// libfaketime's offset for this replica's wall clock.
@@ -278,6 +282,44 @@ async fn wait_leader(urls: &[String], except: Option<usize>, limit: Duration) ->
     None
 }
 
+/// How leadership passed on after `old`'s link to the store was cut, in
+/// seconds from the cut: when `old` was last seen leading, when it was
+/// first seen not leading, and who led next, from when.
+struct Handover {
+    last_led: Option<f64>,
+    stopped_at: Option<f64>,
+    next: Option<usize>,
+    next_at: Option<f64>,
+}
+
+async fn handover(urls: &[String], old: usize, limit: Duration) -> Handover {
+    let t0 = Instant::now();
+    let mut h = Handover {
+        last_led: None,
+        stopped_at: None,
+        next: None,
+        next_at: None,
+    };
+    while t0.elapsed() < limit {
+        let leads = replica_status(&urls[old]).await.map(|s| s.leader);
+        let at = t0.elapsed().as_secs_f64();
+        match leads {
+            Some(true) => h.last_led = Some(at),
+            Some(false) if h.stopped_at.is_none() => h.stopped_at = Some(at),
+            _ => {}
+        }
+        for (i, u) in urls.iter().enumerate() {
+            if i != old && replica_status(u).await.is_some_and(|s| s.leader) {
+                h.next = Some(i);
+                h.next_at = Some(t0.elapsed().as_secs_f64());
+                return h;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -334,7 +376,7 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
                     // Every plan kept: the checker reads the whole history.
                     "keep_ended_plans: 1000000\n\
                      cluster:\n  poll_interval_ms: 100\n  telemetry_snapshot_s: 1\n  \
-                     telemetry_keep_s: {TELEMETRY_KEEP_S}\n  lease_ttl_s: {LEASE_TTL_S}\n  renew_interval_s: 0.4\n\
+                     telemetry_keep_s: {TELEMETRY_KEEP_S}\n  lease_ttl_s: {LEASE_TTL_S}\n  renew_interval_s: {RENEW_INTERVAL_S}\n\
                      telemetry:\n  late_window_s: 1000000\n\
                      dispatch: {{ timeout_factor: 2, timeout_slack_s: 1, max_attempts: 3, \
                      backoff_initial_ms: 100, time_scale: 0.02 }}\n\
@@ -425,6 +467,7 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
         ];
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut floors_back = 0;
+        let mut stop_after_cut: Vec<f64> = Vec::new();
         for round in 0..rounds {
             for &kind in &kinds {
                 // A random point in the load.
@@ -483,11 +526,28 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
                     }
                     "partition-store" => {
                         r.pg.set_cut(true);
-                        failover = wait_leader(&urls, Some(leader), Duration::from_secs(30)).await;
+                        let handover = handover(&urls, leader, Duration::from_secs(30)).await;
+                        failover = handover.next;
                         failovers
                             .entry(kind)
                             .or_default()
                             .push(t0.elapsed().as_secs_f64());
+                        // The cut leader stops at its renewal deadline, on
+                        // its own clock, before the lease it last renewed
+                        // expires in the store: never two leaders at once.
+                        if let (Some(last), Some(next_at)) = (handover.last_led, handover.next_at) {
+                            if next_at < last {
+                                load.regressions.lock().unwrap().push(format!(
+                                    "round {round}, {kind}: replica {} still led {last:.3} s \
+                                     after its cut, replica {} led from {next_at:.3} s",
+                                    leader + 1,
+                                    handover.next.map_or(0, |i| i + 1)
+                                ));
+                            }
+                        }
+                        if let Some(s) = handover.stopped_at {
+                            stop_after_cut.push(s);
+                        }
                         tokio::time::sleep(hold.saturating_sub(t0.elapsed())).await;
                         r.pg.set_cut(false);
                     }
@@ -553,6 +613,17 @@ fn cluster_faults_pauses_partitions_and_restarts_break_no_promise() {
             eprintln!("faults: round {} of {rounds} done", round + 1);
         }
         eprintln!("faults: the consumer's ack floor went back over {floors_back} bus restart(s)");
+        stop_after_cut.sort_by(f64::total_cmp);
+        eprintln!(
+            "faults: a leader cut from the store stopped leading p50 {:.2} s, p99 {:.2} s, \
+             max {:.2} s after the cut, seen in {} of {} cuts (in the others it did not answer \
+             before another led) (renewal deadline {RENEW_DEADLINE_S} s, lease {LEASE_TTL_S} s)",
+            percentile(&stop_after_cut, 0.5),
+            percentile(&stop_after_cut, 0.99),
+            stop_after_cut.last().copied().unwrap_or(f64::NAN),
+            stop_after_cut.len(),
+            failovers.get("partition-store").map_or(0, Vec::len)
+        );
         let healthy_t0 = Instant::now();
         let healthy_before = load.acked.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(3)).await;

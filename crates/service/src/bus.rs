@@ -206,7 +206,7 @@ async fn consume(shared: &Arc<Shared>, cfg: &BusConfig) -> anyhow::Result<()> {
     let mut prune_at = tokio::time::Instant::now();
     loop {
         if shared.store.is_cluster() && tokio::time::Instant::now() >= prune_at {
-            prune_at += KEY_PRUNE_EVERY;
+            prune_at = tokio::time::Instant::now() + KEY_PRUNE_EVERY;
             let info = stream
                 .info()
                 .await

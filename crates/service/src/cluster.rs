@@ -128,6 +128,9 @@ pub struct Node {
     last_fence: AtomicU64,
     /// The telemetry log is applied through this entry.
     pub applied: AtomicU64,
+    /// The store generation memory holds, readable without the state's
+    /// lock (which a store call cut off mid-way can hold for a while).
+    pub generation: AtomicU64,
     /// Tallies of batches this replica appended, by log entry, until their
     /// `Ingest` call takes them.
     own_tallies: Mutex<HashMap<u64, Tally>>,
@@ -160,6 +163,7 @@ impl Node {
             lease: Mutex::new(None),
             last_fence: AtomicU64::new(0),
             applied: AtomicU64::new(telemetry_through),
+            generation: AtomicU64::new(0),
             own_tallies: Mutex::new(HashMap::new()),
             tail_wake: Notify::new(),
             bus_messages: AtomicU64::new(0),

@@ -347,6 +347,9 @@ impl Shared {
             store.is_cluster(),
             loaded.telemetry_through,
         );
+        cluster
+            .generation
+            .store(loaded.generation, std::sync::atomic::Ordering::Release);
         Ok(Arc::new(Shared {
             cluster,
             metrics: Default::default(),
@@ -402,6 +405,9 @@ impl Shared {
         match self.store.commit_guarded(ops, &guard) {
             Ok(generation) => {
                 state.generation = generation;
+                self.cluster
+                    .generation
+                    .store(generation, std::sync::atomic::Ordering::Release);
                 Ok(())
             }
             Err(e @ store::StoreError::Stale { .. }) => {
@@ -437,6 +443,9 @@ impl Shared {
         state.version = loaded.version;
         state.plans = plans;
         state.generation = loaded.generation;
+        self.cluster
+            .generation
+            .store(loaded.generation, std::sync::atomic::Ordering::Release);
         for id in changed {
             self.notify_plan(id, None);
         }

@@ -611,7 +611,9 @@ impl pb::placement_server::Placement for PlacementApi {
             replica_id: node.replica_id.clone(),
             leader: node.is_leader(),
             fence: node.fence().map_or(0, |f| f.token),
-            generation: self.0.state().generation,
+            // Not the state's lock: "who leads" must answer while a store
+            // call cut off mid-way holds it.
+            generation: node.generation.load(std::sync::atomic::Ordering::Acquire),
             store: if node.is_cluster() {
                 "postgres"
             } else {

@@ -66,6 +66,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 /// Advisory lock keys (arbitrary, fixed): commits, log appends, migrations.
 /// The server ends a session idle this long inside a transaction, ms.
 const IDLE_IN_TRANSACTION_MS: u64 = 2000;
+/// A store connection that cannot deliver its bytes this long is ended.
+const STORE_TCP_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMIT_LOCK: i64 = 0x6564_6765_0001;
 const LOG_LOCK: i64 = 0x6564_6765_0002;
 const MIGRATE_LOCK: i64 = 0x6564_6765_0003;
@@ -111,6 +113,17 @@ impl PgConn {
         }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
+        }
+        // A partition that drops packets: without these a call waits for
+        // TCP's retransmissions to give up (about 15 min) with the state's
+        // lock held, so this replica's reads wait as long. Unacknowledged
+        // data (or unanswered keepalives) for 10 s ends the connection, and
+        // the next call reconnects.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(STORE_TCP_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(5));
         }
         // A replica paused or cut off inside a transaction holds its locks
         // (the commit lock) until the server drops its session; without
