@@ -71,6 +71,57 @@ async fn leader(urls: &[String], limit: Duration) -> Option<usize> {
     None
 }
 
+fn bus_config(nats: &str, stream: &str, prefix: &str) -> edgeplan::service::bus::BusConfig {
+    edgeplan::service::bus::BusConfig {
+        url: nats.to_string(),
+        stream: stream.to_string(),
+        subject_prefix: prefix.to_string(),
+        ..Default::default()
+    }
+}
+
+/// `edgeplan publish` as the bus tests run it: a fleet's readings, this
+/// many per message, this many unconfirmed at most.
+struct Publish<'a> {
+    bus: &'a edgeplan::service::bus::BusConfig,
+    sites: usize,
+    racks_per_site: usize,
+    batch: usize,
+    in_flight: usize,
+}
+
+impl<'a> Publish<'a> {
+    fn new(
+        bus: &'a edgeplan::service::bus::BusConfig,
+        sites: usize,
+        racks_per_site: usize,
+        batch: usize,
+        in_flight: usize,
+    ) -> Self {
+        Publish {
+            bus,
+            sites,
+            racks_per_site,
+            batch,
+            in_flight,
+        }
+    }
+
+    fn options(&self, messages: usize, t0: f64) -> edgeplan::service::publish::PublishOptions {
+        edgeplan::service::publish::PublishOptions {
+            bus: self.bus.clone(),
+            server: None,
+            sites: self.sites,
+            racks_per_site: self.racks_per_site,
+            batch: self.batch,
+            messages,
+            in_flight: self.in_flight,
+            wait_s: 0.0,
+            t0,
+        }
+    }
+}
+
 async fn stats(url: &str) -> pb::TelemetryStats {
     connect(url, TelemetryClient::new)
         .await
@@ -211,23 +262,8 @@ fn a_replica_killed_mid_batch_loses_and_doubles_no_reading() {
             .await
             .unwrap();
     });
-    let bus = edgeplan::service::bus::BusConfig {
-        url: nats.clone(),
-        stream: stream.clone(),
-        subject_prefix: prefix.clone(),
-        ..Default::default()
-    };
-    let publish = |messages: usize, t0: f64| edgeplan::service::publish::PublishOptions {
-        bus: bus.clone(),
-        server: None,
-        sites,
-        racks_per_site: 18,
-        batch,
-        messages,
-        in_flight: 64,
-        wait_s: 0.0,
-        t0,
-    };
+    let bus = bus_config(&nats, &stream, &prefix);
+    let publish = |messages, t0| Publish::new(&bus, sites, 18, batch, 64).options(messages, t0);
     let run = |o| async move { edgeplan::service::publish::run(&o).await.unwrap().readings };
     let total = runtime.block_on(async {
         let client = async_nats::connect(&nats).await.unwrap();
@@ -401,23 +437,8 @@ fn a_lost_consumer_or_a_recreated_stream_counts_no_reading_twice_and_drops_none(
             .await
             .unwrap();
     });
-    let bus = edgeplan::service::bus::BusConfig {
-        url: nats.clone(),
-        stream: stream.clone(),
-        subject_prefix: prefix.clone(),
-        ..Default::default()
-    };
-    let publish = |messages: usize, t0: f64| edgeplan::service::publish::PublishOptions {
-        bus: bus.clone(),
-        server: None,
-        sites,
-        racks_per_site: 2,
-        batch: 10,
-        messages,
-        in_flight: 16,
-        wait_s: 0.0,
-        t0,
-    };
+    let bus = bus_config(&nats, &stream, &prefix);
+    let publish = |messages, t0| Publish::new(&bus, sites, 2, 10, 16).options(messages, t0);
     let run = |o| async move { edgeplan::service::publish::run(&o).await.unwrap().readings };
     // Every reading in, and the consumer has nothing left to hand over.
     let settle = |url: String, want: u64, bus: edgeplan::service::bus::BusConfig| async move {
