@@ -388,6 +388,7 @@ fn bad_cluster_settings_are_refused_by_name() {
             "cluster.telemetry_keep_s",
         ),
         ("nats:\n  ack_wait_s: 0\n", "nats.ack_wait_s"),
+        ("nats:\n  stream_max_age_s: 0\n", "nats.stream_max_age_s"),
     ] {
         let path = dir.path().join("serve.yaml");
         std::fs::write(&path, yaml).unwrap();
@@ -464,6 +465,16 @@ fn a_lost_consumer_or_a_recreated_stream_counts_no_reading_twice_and_drops_none(
         let first = run(publish(200, 1.7e9)).await;
         let s = settle(a.url(), first, bus.clone()).await;
         assert_eq!(s.accepted, first, "the first messages, once: {s:?}");
+        // The stream edgeplan created keeps messages a day (its keys as long).
+        let info = js
+            .get_stream(&stream)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .clone();
+        assert_eq!(info.config.max_age, Duration::from_secs(86_400));
         // The log pruned behind the snapshots.
         let deadline = Instant::now() + Duration::from_secs(30);
         while pg_query(&db.url, "SELECT count(*) FROM telemetry_log")[0][0].as_deref() != Some("0")
