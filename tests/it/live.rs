@@ -32,7 +32,9 @@ impl Drop for Proc {
 impl Proc {
     /// Start `edgeplan <args>` and wait for its "listening on ADDR" line.
     pub fn start(args: &[&str]) -> Proc {
-        Proc::start_with(args, &[("EDGEPLAN_LOG", "edgeplan=info")])
+        // EDGEPLAN_TEST_LOG (an EDGEPLAN_LOG filter) shows more when chasing a failure.
+        let level = std::env::var("EDGEPLAN_TEST_LOG").unwrap_or("edgeplan=info".into());
+        Proc::start_with(args, &[("EDGEPLAN_LOG", level.as_str())])
     }
 
     /// As [`Proc::start`], with these environment variables.

@@ -772,6 +772,122 @@ fn a_heat_wave_in_telemetry_triggers_a_replan_that_runs() {
     });
 }
 
+/// Continuous mode when the inventory changes faster than a solve (the
+/// demo publishes prices every 0.8 s; a busy CPU solves slower than that):
+/// a cheaper placement found on an older version still becomes a plan, its
+/// answer carried onto the newer inventory, instead of solving again and
+/// losing the race again for ever.
+#[test]
+fn continuous_mode_plans_while_the_inventory_changes_faster_than_a_solve() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(
+        &config,
+        "continuous:\n  enabled: true\n  interval_s: 0.2\n  min_interval_s: 0\n  min_gain: 0.001\n  auto_approve: true\n  slo: false\ndispatch:\n  time_scale: 0.001\n",
+    )
+    .unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(
+        &dir.path().join("data"),
+        &sim.url(),
+        &["--config", config.to_str().unwrap()],
+    );
+    // Big enough that a debug build's solve takes about a second.
+    let inst = edgeplan::gen::generate(&edgeplan::gen::GenOptions {
+        sites: 12,
+        workloads: 300,
+        replicas: None,
+        seed: 3,
+        load: 0.6,
+    })
+    .unwrap();
+    rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let mut inventory = connect(&srv.url(), InventoryClient::new).await;
+        let plans = |p: &mut PlacementClient<tonic::transport::Channel>| {
+            let mut p = p.clone();
+            async move {
+                p.list_plans(pb::ListPlansRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .plans
+            }
+        };
+        // What the fleet asks for at first runs out, and nothing follows.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut quiet_since = (Instant::now(), 0);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = plans(&mut placement).await;
+            let settled = now.iter().all(|p| {
+                p.state != pb::PlanState::Approved as i32
+                    && p.state != pb::PlanState::Executing as i32
+            });
+            if !settled || now.len() != quiet_since.1 {
+                quiet_since = (Instant::now(), now.len());
+            } else if quiet_since.0.elapsed() > Duration::from_secs(4) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "initial plans never settled");
+        }
+        let before = quiet_since.1;
+        // The busiest site's energy becomes dear (a cheaper placement now
+        // exists), then its price moves a little every 250 ms: each move is
+        // a new inventory version.
+        let snap = inventory
+            .get_inventory(pb::GetInventoryRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut load: BTreeMap<String, u32> = BTreeMap::new();
+        for w in &snap.workloads {
+            for (s, n) in &w.current {
+                *load.entry(s.clone()).or_default() += n;
+            }
+        }
+        let busiest = load.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();
+        let mut site = snap.sites.into_iter().find(|s| s.id == busiest).unwrap();
+        let base = site.energy.as_ref().unwrap().price_per_kwh * 20.0 + 5.0;
+        let started = Instant::now();
+        let mut moves = 0u32;
+        let plan = loop {
+            let e = site.energy.as_mut().unwrap();
+            e.price_per_kwh = base + f64::from(moves) * 1e-4;
+            e.price_series.clear();
+            inventory
+                .upsert_sites(pb::UpsertSitesRequest {
+                    sites: vec![site.clone()],
+                    expected_version: None,
+                })
+                .await
+                .unwrap();
+            moves += 1;
+            let now = plans(&mut placement).await;
+            if let Some(p) = now.iter().skip(before).find(|p| p.reason.starts_with("continuous:")) {
+                break p.clone();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no continuous plan in 60 s while the inventory moved every 250 ms ({moves} versions)"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        eprintln!(
+            "plan {} after {:.1} s and {moves} versions: {}",
+            plan.plan_id,
+            started.elapsed().as_secs_f64(),
+            plan.reason
+        );
+        assert!(plan.reason.contains("costs"), "{}", plan.reason);
+        let (end, _) = watch_to_end(&srv.url(), plan.plan_id, Duration::from_secs(60)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+    });
+}
+
 #[test]
 fn python_client_runs_the_happy_path() {
     python_with_grpc();

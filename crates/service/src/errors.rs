@@ -110,6 +110,14 @@ impl Reason {
     }
 }
 
+/// Whether `status` carries `reason` in its `ErrorInfo`.
+pub fn has_reason(status: &Status, reason: Reason) -> bool {
+    status
+        .get_error_details()
+        .error_info()
+        .is_some_and(|i| i.reason == reason.as_str())
+}
+
 /// An error with its reason (and the reason's code).
 pub fn error(reason: Reason, message: impl Into<String>) -> Status {
     error_with(reason, message, &[])

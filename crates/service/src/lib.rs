@@ -226,8 +226,9 @@ pub struct ContinuousConfig {
     /// After a plan fails, plan again from the actual state.
     pub replan_on_failure: bool,
     /// When the inventory changed (a price, a demand, a site), re-plan if a
-    /// solve beats today's placement by at least this share of its cost per
-    /// hour (0 turns it off).
+    /// solve beats today's placement by at least this share of its placed
+    /// cost per hour (the unplaced penalty left out, so it cannot hide a
+    /// saving; fewer unplaced replicas always count; 0 turns it off).
     pub min_gain: f64,
     /// Re-plan incrementally when only sites' telemetry-driven figures or
     /// workloads' demands changed since the last solve: only what must
