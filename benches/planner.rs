@@ -113,6 +113,7 @@ fn fleet() -> (Instance, Placement) {
             egress_gbps: 0.0,
             current: BTreeMap::from([(ids[from].clone(), 1)]),
             disruption_allowed: false,
+            spot: None,
         });
         target
             .assignments

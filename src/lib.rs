@@ -17,7 +17,7 @@ pub use edgeplan_plan::{execution, explain, plan};
 pub use edgeplan_problem::{
     build, evaluate, gap, ix, load, problem, replicas, rows, rules, validate,
 };
-pub use edgeplan_solve::{fast, milp, repair, solver};
+pub use edgeplan_solve::{fast, milp, repair, solver, spot};
 pub use edgeplan_telemetry::{alarm, effective, forecast, telemetry};
 pub use edgeplan_verify as verify;
 

@@ -72,6 +72,10 @@ enum Command {
     VerifyPlan(cmd::verify_plan::Args),
     /// Check a placement against an instance; lists every violation.
     Verify(cmd::verify::Args),
+    /// Per-site spot prices (the optimizer's multipliers on the on-demand
+    /// work, above an energy and carbon floor), each explained, and what
+    /// the spot workloads get at them.
+    SpotPrices(cmd::spot_prices::Args),
     /// Write the exact MILP in a standard format.
     Export(cmd::export::Args),
     /// Apply sensor telemetry to an instance: sanity checks, fitted thermal and
@@ -123,6 +127,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Solve(args) => cmd::solve::run(args)?,
         Command::Replan(args) => cmd::replan::run(args)?,
         Command::Plan(args) => cmd::plan::run(args)?,
+        Command::SpotPrices(args) => cmd::spot_prices::run(args)?,
         // The verifiers pick their exit code: failure when what they check is broken.
         Command::VerifyPlan(args) => return cmd::verify_plan::run(args),
         Command::Verify(args) => return cmd::verify::run(args),

@@ -18,6 +18,7 @@ pub mod report;
 pub mod schema;
 pub mod serve;
 pub mod solve;
+pub mod spot_prices;
 pub mod telemetry;
 pub mod token;
 pub mod validate;

@@ -105,6 +105,7 @@ pub fn workload(id: &str, replicas: u32, cores: f64) -> Workload {
         egress_gbps: 0.0,
         current: BTreeMap::new(),
         disruption_allowed: false,
+        spot: None,
     }
 }
 

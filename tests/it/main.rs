@@ -30,6 +30,7 @@ mod rules;
 mod seams;
 mod security;
 mod service;
+mod spot;
 mod store;
 mod telemetry;
 mod uplink;

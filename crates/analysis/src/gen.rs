@@ -336,6 +336,7 @@ pub fn generate_family(opts: &GenOptions, family: Family) -> Result<Instance, St
             egress_gbps: 0.0,
             current: BTreeMap::new(),
             disruption_allowed: false,
+            spot: None,
         });
         k += 1;
     }

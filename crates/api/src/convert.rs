@@ -9,8 +9,8 @@ use edgeplan_model::accelerator_models::{AcceleratorModel, CurveBasis};
 use edgeplan_model::instance::Policy;
 use edgeplan_model::instance::{
     AcceleratorFleet, AmbientSpec, AshraeClass, CoolingSpec, EnergySpec, Limits, Link,
-    ObjectiveWeights, PowerSpec, Price, PricePoint, Region, ServerFleet, Site, Slo, ThermalSpec,
-    Traffic, Workload,
+    ObjectiveWeights, PowerSpec, Price, PricePoint, Region, ServerFleet, Site, Slo, Spot,
+    ThermalSpec, Traffic, Workload,
 };
 use edgeplan_model::server_models::ServerModel;
 use edgeplan_plan::execution::{Execution, PlanState, StepState, StepStatus};
@@ -330,6 +330,10 @@ pub fn workload_from_pb(w: pb::Workload) -> Workload {
         egress_gbps: w.egress_gbps,
         current: sorted(&w.current),
         disruption_allowed: w.disruption_allowed,
+        spot: w.spot.map(|s| Spot {
+            max_price_per_replica_hour: s.max_price_per_replica_hour,
+            notice_s: s.notice_s,
+        }),
     }
 }
 
@@ -364,6 +368,10 @@ pub fn workload_to_pb(w: &Workload) -> pb::Workload {
         egress_gbps: w.egress_gbps,
         current: w.current.clone().into_iter().collect(),
         disruption_allowed: w.disruption_allowed,
+        spot: w.spot.map(|s| pb::Spot {
+            max_price_per_replica_hour: s.max_price_per_replica_hour,
+            notice_s: s.notice_s,
+        }),
     }
 }
 

@@ -379,6 +379,22 @@ pub struct Workload {
     /// Otherwise migrations are make-before-break.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disruption_allowed: bool,
+    /// Preemptible: placed after every on-demand workload, only where a
+    /// site's spot price for its shape is at most its bid, and the first
+    /// to go when the room is taken back (see `Spot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spot: Option<Spot>,
+}
+
+/// A spot workload's terms: what it pays at most, and the notice it needs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Spot {
+    /// Its bid: the most it pays per replica-hour (the objective's currency).
+    pub max_price_per_replica_hour: f64,
+    /// Seconds between an eviction's notice and the room counted free.
+    #[serde(default)]
+    pub notice_s: f64,
 }
 
 impl Workload {

@@ -185,7 +185,12 @@ impl Problem {
             priority: wl.priority,
             state_gib: wl.state_gib,
             move_cost: w.migration_per_move + w.migration_per_gib * wl.state_gib,
-            unplaced_cost: w.unplaced_per_priority * wl.priority as f64,
+            // Spot replicas are admitted by their bid, not by a penalty.
+            unplaced_cost: if wl.spot.is_some() {
+                0.0
+            } else {
+                w.unplaced_per_priority * wl.priority as f64
+            },
             max_per_failure_domain: wl.max_per_failure_domain,
             disruption_allowed: wl.disruption_allowed,
             current,

@@ -120,7 +120,10 @@ impl Problem {
                 terms.migration += m as f64 * wl.move_cost;
             }
             let u = wl.replicas.saturating_sub(placed) as u64;
-            unplaced += u;
+            // A spot replica left out is the market's answer, not a failure.
+            if self.instance_workloads[wi].spot.is_none() {
+                unplaced += u;
+            }
             terms.unplaced += u as f64 * wl.unplaced_cost;
         }
         let mut sites = Vec::with_capacity(self.sites.len());

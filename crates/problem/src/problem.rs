@@ -157,6 +157,54 @@ impl Problem {
                 .sum::<f64>()
     }
 
+    /// A workload's spot terms (`None`: on-demand).
+    pub fn spot(&self, wi: WorkloadIx) -> Option<edgeplan_model::instance::Spot> {
+        self.instance_workloads[wi].spot
+    }
+
+    /// Whether any workload is spot.
+    pub fn has_spot(&self) -> bool {
+        self.instance_workloads.iter().any(|w| w.spot.is_some())
+    }
+
+    /// The problem of the workloads `keep` says to keep (sites, limits and
+    /// costs unchanged), with each kept workload's index here. Groups keep
+    /// their kept members (validation keeps spot workloads out of groups,
+    /// so dropping them never splits one).
+    pub fn restrict(&self, keep: impl Fn(WorkloadIx) -> bool) -> (Problem, Vec<WorkloadIx>) {
+        let kept: Vec<WorkloadIx> = self.workloads.indices().filter(|&w| keep(w)).collect();
+        let mut new_ix: HashMap<WorkloadIx, WorkloadIx> = HashMap::new();
+        for (k, &w) in kept.iter().enumerate() {
+            new_ix.insert(w, WorkloadIx::new(k));
+        }
+        let regroup = |groups: &[(String, Vec<WorkloadIx>)]| -> Vec<(String, Vec<WorkloadIx>)> {
+            groups
+                .iter()
+                .map(|(g, ws)| {
+                    (
+                        g.clone(),
+                        ws.iter()
+                            .filter_map(|w| new_ix.get(w).copied())
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .filter(|(_, ws)| !ws.is_empty())
+                .collect()
+        };
+        let p = Problem {
+            workloads: kept.iter().map(|&w| self.workloads[w].clone()).collect(),
+            traffic: kept.iter().map(|&w| self.traffic[w].clone()).collect(),
+            instance_workloads: kept
+                .iter()
+                .map(|&w| self.instance_workloads[w].clone())
+                .collect(),
+            anti_affinity_groups: regroup(&self.anti_affinity_groups),
+            affinity_groups: regroup(&self.affinity_groups),
+            ..self.clone()
+        };
+        (p, kept)
+    }
+
     /// Today's placement, indexed.
     pub fn current_placement(&self) -> Replicas {
         self.workloads.iter().map(|w| w.current.clone()).collect()

@@ -3,7 +3,7 @@
 //! planner's room test and the explanations ask ([`within`]), with the
 //! words for a site that lacks room.
 
-use edgeplan_physics::physics::PowerLimit;
+pub use edgeplan_physics::physics::PowerLimit;
 
 use crate::ix::{SiteIx, WorkloadIx};
 use crate::problem::Problem;

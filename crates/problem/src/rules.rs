@@ -482,3 +482,25 @@ impl Problem {
             .join("; ")
     }
 }
+
+impl Problem {
+    /// This problem with each candidate capped by the rules alone, not by
+    /// one site's limits: where a limit is reached, a cap carrying it would
+    /// hide the limit's price from the multipliers (the fast path's
+    /// Lagrangian never sees the row bind). For prices only: a placement of
+    /// this problem may be over a limit.
+    pub fn caps_without_limits(&self) -> Problem {
+        let mut p = self.clone();
+        for (wi, w) in p.workloads.iter_enumerated_mut() {
+            for c in &mut w.candidates {
+                c.max_count = Rule::ALL
+                    .iter()
+                    .filter(|r| **r != Rule::Limits)
+                    .map(|r| r.cap(self, wi, c.site, &w.demand, c.dynamic_kw))
+                    .min()
+                    .unwrap_or(u32::MAX);
+            }
+        }
+        p
+    }
+}

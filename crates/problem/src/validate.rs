@@ -497,6 +497,26 @@ fn structural(inst: &Instance, c: &mut Checker) {
         }
         c.non_negative(&format!("{p}.state_gib"), w.state_gib);
         c.non_negative(&format!("{p}.egress_gbps"), w.egress_gbps);
+        if let Some(spot) = &w.spot {
+            c.non_negative(
+                &format!("{p}.spot.max_price_per_replica_hour"),
+                spot.max_price_per_replica_hour,
+            );
+            c.non_negative(&format!("{p}.spot.notice_s"), spot.notice_s);
+            // Spot replicas are admitted one workload at a time after the
+            // on-demand solve; a group's rule spans workloads.
+            for (field, group) in [
+                ("affinity_group", &w.affinity_group),
+                ("anti_affinity_group", &w.anti_affinity_group),
+            ] {
+                if group.is_some() {
+                    c.push(
+                        format!("{p}.{field}"),
+                        "a spot workload cannot be in a group (groups span workloads; spot replicas are admitted one workload at a time)",
+                    );
+                }
+            }
+        }
         // More replicas running than the spec asks for is a scale-down in
         // progress (where replicas run is observed): plans stop the surplus.
         for s in w.current.keys() {

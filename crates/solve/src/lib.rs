@@ -9,3 +9,4 @@ pub mod limit;
 pub mod milp;
 pub mod repair;
 pub mod solver;
+pub mod spot;

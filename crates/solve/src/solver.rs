@@ -182,6 +182,8 @@ pub struct Solved {
     pub price: Vec<f64>,
     /// Work spent (see `fast::Limit`).
     pub work: u64,
+    /// With spot workloads: the prices and what spot work got at them.
+    pub market: Option<Box<crate::spot::Market>>,
 }
 
 impl Solved {
@@ -196,6 +198,7 @@ impl Solved {
             method: Method::Fast,
             price: Vec::new(),
             work: 0,
+            market: None,
         }
     }
 }
@@ -413,8 +416,38 @@ pub fn counted_unplaced(p: &Problem) -> u64 {
     structural + worst
 }
 
-/// Solve a problem with the method the options ask for.
+/// Solve a problem with the method the options ask for. Spot workloads
+/// (see [`crate::spot`]) are left out of the solve: on-demand work is
+/// placed first, then spot replicas are admitted into the room left where
+/// the site's spot price for their shape is within their bid. The bound
+/// and gap are then those of the on-demand placement, plus what the
+/// admitted spot replicas cost (they are placed by the market's rule, not
+/// optimised).
 pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
+    if !problem.has_spot() {
+        return solve_on_demand(problem, options);
+    }
+    let (market, solved) = crate::spot::clear(problem, |on_demand| {
+        match solve_on_demand(on_demand, options) {
+            Ok(s) => (s.x.clone(), Ok(s)),
+            Err(e) => (Replicas::empty(on_demand.workloads.len()), Err(e)),
+        }
+    });
+    let solved = solved?;
+    let eval = problem.evaluate(&market.x).objective;
+    let spot_cost = eval.total - solved.objective;
+    let bound = solved.bound + spot_cost;
+    Ok(Solved {
+        gap: edgeplan_problem::gap::placed_gap(eval.total, bound, eval.unplaced),
+        objective: eval.total,
+        bound,
+        x: market.x.clone(),
+        market: Some(Box::new(market)),
+        ..solved
+    })
+}
+
+fn solve_on_demand(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
     let target = options.relative_gap.unwrap_or(DEFAULT_GAP);
     match options.method {
         Method::Exact => exact(problem, options, greedy(problem)),
@@ -476,6 +509,7 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
                     method: Method::Fast,
                     price: fast.price,
                     work: fast.work + limit.spent(),
+                    market: None,
                 });
             }
             if !tight && (options.clock().is_set() || work.is_some()) {
@@ -542,6 +576,7 @@ fn fast_solved(problem: &Problem, options: &SolveOptions, target: f64) -> Solved
         gap: r.gap,
         method: Method::Fast,
         price: r.price,
+        market: None,
     }
 }
 
@@ -630,6 +665,7 @@ fn exact_on(
         method: Method::Exact,
         price: Vec::new(),
         work: max_nodes.map_or(0, |n| n * node_work),
+        market: None,
     })
 }
 

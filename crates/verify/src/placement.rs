@@ -215,8 +215,11 @@ pub fn verify(inst: &Instance, placement: &Placement) -> VerifyReport {
                 .push((w.id.as_str(), my_sites));
         }
         let missing = w.replicas.saturating_sub(placed);
-        unplaced_total += missing as u64;
-        obj.unplaced += missing as f64 * w8.unplaced_per_priority * w.priority as f64;
+        // Spot replicas left out are the market's answer: no count, no penalty.
+        if w.spot.is_none() {
+            unplaced_total += missing as u64;
+            obj.unplaced += missing as f64 * w8.unplaced_per_priority * w.priority as f64;
+        }
     }
     for ((g, si), n) in anti {
         if n > 1 {

@@ -620,8 +620,13 @@ fn resolve_neighbourhood(a: &mut Assign, stuck: &[WorkloadIx], price: &[f64]) {
 /// The changes that turn `old` into `new`, or `None` when the difference is
 /// structural (sites, workloads, regions or the network added, removed or
 /// rewired; weights, limits or server models changed): then build and solve
-/// afresh. `problem` is `old`'s.
+/// afresh (so too with spot workloads). `problem` is `old`'s.
 pub fn diff(problem: &Problem, old: &Instance, new: &Instance) -> Option<Vec<Change>> {
+    // Spot work is admitted after a solve of the on-demand work, which an
+    // incremental re-plan does not run: solve afresh.
+    if problem.has_spot() || new.workloads.iter().any(|w| w.spot.is_some()) {
+        return None;
+    }
     if old.sites.len() != new.sites.len()
         || old.workloads.len() != new.workloads.len()
         || old.network != new.network

@@ -1,0 +1,364 @@
+//! Spot capacity: per-site prices from the fast path's multipliers on the
+//! on-demand problem (the marginal value of one more unit of each limit,
+//! under the physics that sets it), a floor (the energy and carbon cost of
+//! running the replica there), and the admission of spot replicas into the
+//! room on-demand work leaves, where the price of their shape is at most
+//! their bid. On-demand work is placed first and never moves for spot:
+//! admission only adds. Pure: values in, values out.
+
+use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
+use edgeplan_problem::problem::Problem;
+use edgeplan_problem::replicas::Replicas;
+use edgeplan_problem::rows::{PowerLimit, Row};
+use serde::Serialize;
+
+use crate::fast::{self, FastOptions};
+
+/// Work for the multipliers when the solve that placed on-demand work did
+/// not run the fast path (the exact model has no multipliers to give).
+pub const PRICE_WORK: u64 = 20_000_000;
+
+/// One limit's price at a site.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnitPrice {
+    /// The resource's name, or `it_kw` for IT power.
+    pub row: String,
+    /// Per unit-hour (per vCPU-hour, GiB-hour, GPU-hour, kW-hour of IT power).
+    pub price_per_unit_hour: f64,
+    /// On-demand use of the limit, and the limit.
+    pub used: f64,
+    pub limit: f64,
+}
+
+/// A site's prices, with the words for them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SitePrices {
+    pub site: String,
+    pub name: String,
+    pub units: Vec<UnitPrice>,
+    /// Why the prices are what they are ("cooling binds at 34.0 °C").
+    pub text: String,
+}
+
+/// A spot workload's replica shape priced at one site.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShapePrice {
+    pub workload: String,
+    pub site: String,
+    /// Energy and carbon of one replica there, per hour.
+    pub floor_per_replica_hour: f64,
+    /// The limits' prices times what one replica uses of them.
+    pub capacity_per_replica_hour: f64,
+    pub price_per_replica_hour: f64,
+}
+
+/// Spot replicas placed at a site, at its price.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Admission {
+    pub workload: String,
+    pub site: String,
+    pub replicas: u32,
+    pub price_per_replica_hour: f64,
+}
+
+/// Spot replicas left out, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeftOut {
+    pub workload: String,
+    pub replicas: u32,
+    pub text: String,
+}
+
+/// The market's answer: prices, and what spot work got at them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Market {
+    pub sites: Vec<SitePrices>,
+    pub shapes: Vec<ShapePrice>,
+    pub admitted: Vec<Admission>,
+    pub left_out: Vec<LeftOut>,
+    /// Σ admitted replicas × the price where they run, per hour.
+    pub revenue_per_hour: f64,
+    /// The whole placement: on-demand as given, spot admitted.
+    #[serde(skip)]
+    pub x: Replicas,
+}
+
+/// The fast path's multipliers for `on_demand` (a problem without spot
+/// workloads), run to convergence on a fixed work budget (deterministic),
+/// with candidates capped by the rules alone (see
+/// `Problem::caps_without_limits`).
+pub fn multipliers(on_demand: &Problem) -> Vec<f64> {
+    fast::solve(
+        &on_demand.caps_without_limits(),
+        &FastOptions {
+            target_gap: 0.0,
+            deterministic: true,
+            work: Some(PRICE_WORK),
+            ..FastOptions::default()
+        },
+    )
+    .price
+}
+
+/// Per site and limit, the price per unit-hour: a multiplier (cost per hour
+/// per whole limit) over the limit. `duals` are per (site, row) as the fast
+/// path lays them out; `x` places `p`'s on-demand work (for `used`).
+pub fn site_prices(p: &Problem, x: &Replicas, duals: &[f64]) -> Vec<SitePrices> {
+    let rows = p.row_count();
+    let resources = p.resources.len();
+    let mut used: IndexVec<SiteIx, Vec<f64>> =
+        IndexVec::from_elem_n(vec![0.0; rows], p.sites.len());
+    for (wi, sites) in x.iter_enumerated() {
+        for &(si, n) in sites {
+            p.add_use(wi, si, &mut used[si], f64::from(n));
+        }
+    }
+    p.sites
+        .iter_enumerated()
+        .map(|(si, s)| {
+            let units: Vec<UnitPrice> = p
+                .rows()
+                .map(|row| {
+                    let i = row.index(resources);
+                    let limit = p.limit(si, row);
+                    let dual = duals
+                        .get(si.ix() * rows + i)
+                        .copied()
+                        .unwrap_or(0.0)
+                        .max(0.0);
+                    let price = if limit.is_finite() && limit > 0.0 {
+                        dual / limit
+                    } else {
+                        0.0
+                    };
+                    UnitPrice {
+                        row: row_name(p, row),
+                        price_per_unit_hour: price,
+                        used: used[si][i],
+                        limit,
+                    }
+                })
+                .collect();
+            let text = explain(p, si, &units);
+            SitePrices {
+                site: s.id.clone(),
+                name: s.name.clone(),
+                units,
+                text,
+            }
+        })
+        .collect()
+}
+
+fn row_name(p: &Problem, row: Row) -> String {
+    match row {
+        Row::Resource(r) => p.resources[r].clone(),
+        Row::Power => "it_kw".into(),
+    }
+}
+
+/// The words for a site's prices: what binds (the dearest limit, by what
+/// its whole limit is worth), or that nothing does.
+fn explain(p: &Problem, si: SiteIx, units: &[UnitPrice]) -> String {
+    let s = &p.sites[si];
+    let dearest = units
+        .iter()
+        .filter(|u| u.price_per_unit_hour > 0.0)
+        .max_by(|a, b| {
+            (a.price_per_unit_hour * a.limit).total_cmp(&(b.price_per_unit_hour * b.limit))
+        });
+    let power = units.last().filter(|u| u.row == "it_kw");
+    let share = power.map_or(0.0, |u| if u.limit > 0.0 { u.used / u.limit } else { 0.0 });
+    match dearest {
+        None => format!(
+            "{}: nothing binds — {:.0} % of its IT power limit in use at {:.1} °C outside; spot pays the floor (energy and carbon)",
+            s.name,
+            100.0 * share,
+            s.physics.ambient_c
+        ),
+        Some(u) if u.row == "it_kw" => {
+            let why = match s.physics.binding {
+                PowerLimit::PowerCap => format!("its {:.0} kW power cap binds", s.power_cap_kw),
+                PowerLimit::Cooling => format!(
+                    "cooling binds at {:.1} °C outside ({:.1} kW of cooling)",
+                    s.physics.ambient_c, s.physics.cooling_kw
+                ),
+                PowerLimit::Inlet => format!(
+                    "the {:.1} °C inlet limit binds at {:.1} °C outside",
+                    s.physics.inlet_limit_c, s.physics.ambient_c
+                ),
+            };
+            format!(
+                "{}: {:.4} per kW-hour of IT power — {why}, {:.1} of {:.1} kW in use",
+                s.name, u.price_per_unit_hour, u.used, u.limit
+            )
+        }
+        Some(u) => format!(
+            "{}: {:.4} per {}-hour — {} binds, {:.1} of {:.1} in use",
+            s.name, u.price_per_unit_hour, u.row, u.row, u.used, u.limit
+        ),
+    }
+}
+
+/// One replica of `wi` at `si`: the floor (its energy and carbon there) and
+/// the limits' prices times its needs; `None` where it may not run.
+pub fn shape_price(
+    p: &Problem,
+    sites: &[SitePrices],
+    wi: WorkloadIx,
+    si: SiteIx,
+) -> Option<ShapePrice> {
+    let c = p.workloads[wi].candidate_at(si)?;
+    let resources = p.resources.len();
+    let units = &sites[si.ix()].units;
+    let capacity: f64 = p
+        .rows()
+        .map(|row| p.need(wi, si, row) * units[row.index(resources)].price_per_unit_hour)
+        .sum();
+    let floor = c.energy_cost + c.carbon_cost;
+    Some(ShapePrice {
+        workload: p.workloads[wi].id.clone(),
+        site: p.sites[si].id.clone(),
+        floor_per_replica_hour: floor,
+        capacity_per_replica_hour: capacity,
+        price_per_replica_hour: floor + capacity,
+    })
+}
+
+/// Admit `p`'s spot replicas into the room `on_demand` (a placement of
+/// `p`, spot workloads empty) leaves: highest bid first, a replica where it
+/// runs today if the price there is within its bid and it fits, else at
+/// the cheapest site that fits within its bid. Prices are `duals` (per
+/// site and row) on the on-demand work. On-demand replicas never move.
+pub fn admit(p: &Problem, on_demand: &Replicas, duals: &[f64]) -> Market {
+    let sites = site_prices(p, on_demand, duals);
+    let rows = p.row_count();
+    let mut x = on_demand.clone();
+    let mut used: IndexVec<SiteIx, Vec<f64>> =
+        IndexVec::from_elem_n(vec![0.0; rows], p.sites.len());
+    for (wi, placed) in x.iter_enumerated() {
+        for &(si, n) in placed {
+            p.add_use(wi, si, &mut used[si], f64::from(n));
+        }
+    }
+    let mut spot: Vec<WorkloadIx> = p
+        .workloads
+        .indices()
+        .filter(|&w| p.spot(w).is_some())
+        .collect();
+    let bid = |w: WorkloadIx| p.spot(w).map_or(0.0, |s| s.max_price_per_replica_hour);
+    spot.sort_by(|&a, &b| bid(b).total_cmp(&bid(a)).then(a.cmp(&b)));
+    let (mut shapes, mut admitted, mut left_out) = (Vec::new(), Vec::new(), Vec::new());
+    let mut revenue = 0.0;
+    for wi in spot {
+        let wl = &p.workloads[wi];
+        let mut priced: Vec<(ShapePrice, SiteIx)> = wl
+            .candidates
+            .iter()
+            .filter_map(|c| Some((shape_price(p, &sites, wi, c.site)?, c.site)))
+            .collect();
+        shapes.extend(priced.iter().map(|(s, _)| s.clone()));
+        // Where it runs today first (no move for nothing), then cheapest.
+        priced.retain(|(s, _)| s.price_per_replica_hour <= bid(wi));
+        priced.sort_by(|(a, sa), (b, sb)| {
+            (wl.current_at(*sb) > 0)
+                .cmp(&(wl.current_at(*sa) > 0))
+                .then(
+                    a.price_per_replica_hour
+                        .total_cmp(&b.price_per_replica_hour),
+                )
+                .then(sa.cmp(sb))
+        });
+        let mut at: Vec<(SiteIx, u32)> = Vec::new();
+        let mut per_domain: Vec<u32> = vec![0; p.failure_domains.len()];
+        for _ in 0..wl.replicas {
+            let fits = priced.iter().find(|(_, si)| {
+                let here = at.iter().find(|(s, _)| s == si).map_or(0, |(_, n)| *n);
+                let cap = wl.candidate_at(*si).map_or(0, |c| c.max_count);
+                let domain_ok = match (p.sites[*si].failure_domain, wl.max_per_failure_domain) {
+                    (Some(d), Some(max)) => per_domain[d] < max,
+                    _ => true,
+                };
+                here < cap && domain_ok && p.room_for(wi, *si, &used[*si]).is_ok()
+            });
+            let Some((shape, si)) = fits else { break };
+            let si = *si;
+            p.add_use(wi, si, &mut used[si], 1.0);
+            if let Some(d) = p.sites[si].failure_domain {
+                per_domain[d] += 1;
+            }
+            revenue += shape.price_per_replica_hour;
+            match at.iter_mut().find(|(s, _)| *s == si) {
+                Some((_, n)) => *n += 1,
+                None => at.push((si, 1)),
+            }
+        }
+        let placed: u32 = at.iter().map(|(_, n)| n).sum();
+        for &(si, n) in &at {
+            let price = priced
+                .iter()
+                .find(|(_, s)| *s == si)
+                .map_or(0.0, |(sh, _)| sh.price_per_replica_hour);
+            admitted.push(Admission {
+                workload: wl.id.clone(),
+                site: p.sites[si].id.clone(),
+                replicas: n,
+                price_per_replica_hour: price,
+            });
+        }
+        if placed < wl.replicas {
+            let cheapest = shapes
+                .iter()
+                .filter(|s| s.workload == wl.id)
+                .map(|s| s.price_per_replica_hour)
+                .fold(f64::INFINITY, f64::min);
+            let text = if priced.is_empty() {
+                if cheapest.is_finite() {
+                    format!(
+                        "{}: no site's spot price is within its bid of {:.4}/h (cheapest {:.4}/h)",
+                        wl.id,
+                        bid(wi),
+                        cheapest
+                    )
+                } else {
+                    format!("{}: no site may host it", wl.id)
+                }
+            } else {
+                format!(
+                    "{}: no room left for more at a spot price within its bid of {:.4}/h",
+                    wl.id,
+                    bid(wi)
+                )
+            };
+            left_out.push(LeftOut {
+                workload: wl.id.clone(),
+                replicas: wl.replicas - placed,
+                text,
+            });
+        }
+        at.sort_unstable();
+        x[wi] = at;
+    }
+    Market {
+        sites,
+        shapes,
+        admitted,
+        left_out,
+        revenue_per_hour: revenue,
+        x,
+    }
+}
+
+/// The market for `p`: on-demand work placed by `place` (a solve of the
+/// on-demand problem), prices from [`multipliers`] on it, spot admitted.
+/// Returns the market and what `place` returned besides its placement.
+pub fn clear<T>(p: &Problem, place: impl FnOnce(&Problem) -> (Replicas, T)) -> (Market, T) {
+    let (on_demand, kept) = p.restrict(|w| p.spot(w).is_none());
+    let (x_od, extra) = place(&on_demand);
+    let duals = multipliers(&on_demand);
+    let mut x = Replicas::empty(p.workloads.len());
+    for (k, &wi) in kept.iter().enumerate() {
+        x[wi] = x_od[WorkloadIx::new(k)].clone();
+    }
+    (admit(p, &x, &duals), extra)
+}

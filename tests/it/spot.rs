@@ -1,0 +1,314 @@
+//! Spot capacity: prices from the multipliers, worked by hand; spot never
+//! displaces on-demand work on random fleets; prices rise with load.
+
+use edgeplan::instance::{Instance, Spot};
+use edgeplan::ix::SiteIx;
+use edgeplan::problem::Problem;
+use edgeplan::solver::{solve, Method, SolveOptions};
+use edgeplan::spot;
+use edgeplan::verify::verify;
+
+use crate::common::*;
+
+fn spot_of(bid: f64) -> Option<Spot> {
+    Some(Spot {
+        max_price_per_replica_hour: bid,
+        notice_s: 120.0,
+    })
+}
+
+/// The unit price of `row` at `site` in a market.
+fn unit(m: &spot::Market, site: &str, row: &str) -> f64 {
+    m.sites
+        .iter()
+        .find(|s| s.site == site)
+        .and_then(|s| s.units.iter().find(|u| u.row == row))
+        .map(|u| u.price_per_unit_hour)
+        .unwrap_or_else(|| panic!("no {row} at {site}"))
+}
+
+fn market(inst: &Instance) -> (Problem, spot::Market) {
+    let problem = Problem::build(inst).expect("builds");
+    let solved = solve(&problem, &exact()).expect("solves");
+    let m = match solved.market {
+        Some(m) => *m,
+        None => spot::admit(&problem, &solved.x, &spot::multipliers(&problem)),
+    };
+    (problem, m)
+}
+
+#[test]
+fn the_binding_power_cap_is_priced_at_what_one_more_kw_saves() {
+    // Two on-demand workloads of one replica each, 10 cores at u = 1: 1 kW
+    // a replica. A: 0.10/kWh, B: 0.20/kWh, PUE 1, no idle power. A's cap
+    // is 1 kW: one replica there, the other at B. One more kW at A would
+    // move the second from B to A and save (0.20 − 0.10) × 1 kW = 0.10/h:
+    // the dual price of A's power limit is 0.10 per kW-hour. B is far from
+    // its limit: 0. Cores are ample everywhere: 0.
+    let mut a = site("a", 100.0, 0.10);
+    a.power.cap_kw = 1.0;
+    let b = site("b", 100.0, 0.20);
+    let mut s1 = workload("spot-rich", 1, 10.0);
+    s1.spot = spot_of(0.25);
+    let mut s2 = workload("spot-poor", 1, 10.0);
+    s2.spot = spot_of(0.15);
+    let inst = instance(
+        vec![a, b],
+        vec![workload("w1", 1, 10.0), workload("w2", 1, 10.0), s1, s2],
+        &[("a", "b", 5.0)],
+    );
+    assert!(edgeplan::validate::validate(&inst).is_empty());
+    let (problem, m) = market(&inst);
+    let a_kw = unit(&m, "a", "it_kw");
+    assert!((a_kw - 0.10).abs() <= 0.002, "A's kW-hour: {a_kw}");
+    assert_eq!(unit(&m, "b", "it_kw"), 0.0);
+    assert_eq!(unit(&m, "a", "cpu_cores"), 0.0);
+    assert!(
+        m.sites[0].text.contains("power cap binds"),
+        "{}",
+        m.sites[0].text
+    );
+    assert!(
+        m.sites[1].text.contains("nothing binds"),
+        "{}",
+        m.sites[1].text
+    );
+    // A replica's shape price: its energy (the floor) plus its kW at the
+    // kW price. A: 0.10 + 1 × 0.10 = 0.20; B: 0.20 + 0 = 0.20.
+    let (wi, _) = problem
+        .workloads
+        .iter_enumerated()
+        .find(|(_, w)| w.id == "spot-rich")
+        .unwrap();
+    for (si, want) in [(0, 0.20), (1, 0.20)] {
+        let shape = spot::shape_price(&problem, &m.sites, wi, SiteIx::new(si)).unwrap();
+        assert!(
+            (shape.price_per_replica_hour - want).abs() <= 0.002,
+            "{shape:?}"
+        );
+    }
+    // The bid of 0.25 gets B (A is full); the bid of 0.15 is below every price.
+    assert_eq!(m.admitted.len(), 1, "{:?}", m.admitted);
+    assert_eq!(
+        (m.admitted[0].workload.as_str(), m.admitted[0].site.as_str()),
+        ("spot-rich", "b")
+    );
+    assert_eq!(m.left_out.len(), 1);
+    assert!(
+        m.left_out[0].text.contains("within its bid"),
+        "{:?}",
+        m.left_out
+    );
+    assert!(
+        (m.revenue_per_hour - 0.20).abs() <= 0.002,
+        "{}",
+        m.revenue_per_hour
+    );
+    // The on-demand replicas are where they would be without spot work:
+    // one at A, one at B; and the whole placement is feasible.
+    let placement = problem.placement_of(&m.x);
+    let report = verify(&inst, &placement);
+    assert!(report.feasible, "{:?}", report.violations);
+    let on = |w: &str, s: &str| placement.assignments[w].get(s).copied().unwrap_or(0);
+    assert_eq!(on("w1", "a") + on("w2", "a"), 1);
+    assert_eq!(on("w1", "b") + on("w2", "b"), 1);
+    // A spot replica left out is not an unplaced replica.
+    assert_eq!(report.unplaced_replicas, 0);
+}
+
+#[test]
+fn a_limit_reached_by_one_workload_alone_is_priced_too() {
+    // One workload of three 1 kW replicas, A's cap 1 kW (the case of
+    // known_optimum::power_cap_splits…): the cap on replicas at A carries
+    // A's limit, so the prices come from caps without the limits. One more
+    // kW at A still saves 0.20 − 0.10 = 0.10/h.
+    let mut a = site("a", 100.0, 0.10);
+    a.power.cap_kw = 1.0;
+    let inst = instance(
+        vec![a, site("b", 100.0, 0.20)],
+        vec![workload("w", 3, 10.0)],
+        &[("a", "b", 5.0)],
+    );
+    let (_, m) = market(&inst);
+    let a_kw = unit(&m, "a", "it_kw");
+    assert!((a_kw - 0.10).abs() <= 0.002, "A's kW-hour: {a_kw}");
+    assert_eq!(unit(&m, "b", "it_kw"), 0.0);
+}
+
+#[test]
+fn prices_rise_with_load_on_a_sweep() {
+    // Three sites at 0.10, 0.20, 0.30 per kWh, caps 2, 3 and 100 kW. k
+    // on-demand replicas of 1 kW, one workload each: A fills first, then B.
+    let mut last = [0.0f64; 3];
+    for k in 1..=8 {
+        let mut a = site("a", 100.0, 0.10);
+        a.power.cap_kw = 2.0;
+        let mut b = site("b", 100.0, 0.20);
+        b.power.cap_kw = 3.0;
+        let c = site("c", 100.0, 0.30);
+        let workloads = (0..k)
+            .map(|i| workload(&format!("w{i}"), 1, 10.0))
+            .collect();
+        let inst = instance(
+            vec![a, b, c],
+            workloads,
+            &[("a", "b", 5.0), ("b", "c", 5.0)],
+        );
+        let (_, m) = market(&inst);
+        let now = [
+            unit(&m, "a", "it_kw"),
+            unit(&m, "b", "it_kw"),
+            unit(&m, "c", "it_kw"),
+        ];
+        for (i, (n, l)) in now.iter().zip(&last).enumerate() {
+            assert!(*n + 1e-3 >= *l, "load {k}: site {i}'s price fell {l} → {n}");
+        }
+        // By hand: A binds from 3 replicas (0.10 saved by a kW there), B
+        // from 6 (then A saves 0.20, B 0.10).
+        let want = match k {
+            1 | 2 => [0.0, 0.0, 0.0],
+            3..=5 => [0.10, 0.0, 0.0],
+            _ => [0.20, 0.10, 0.0],
+        };
+        for (i, (n, w)) in now.iter().zip(&want).enumerate() {
+            assert!(
+                (n - w).abs() <= 0.005,
+                "load {k}: site {i} at {n}, by hand {w}"
+            );
+        }
+        last = now;
+    }
+}
+
+#[test]
+fn spot_never_displaces_on_demand_work_on_random_fleets() {
+    let options = SolveOptions {
+        method: Method::Fast,
+        deterministic: true,
+        work: Some(5_000_000),
+        ..exact()
+    };
+    let mut admitted_total = 0;
+    for seed in 0..12u64 {
+        let mut inst = gen_instance(120, 6, seed, 0.7 + 0.05 * (seed % 5) as f64);
+        // A third of the rule-free workloads become spot, with bids from
+        // far below to far above any price.
+        let mut k = 0;
+        for w in &mut inst.workloads {
+            if w.affinity_group.is_none() && w.anti_affinity_group.is_none() {
+                if (k + seed) % 3 == 0 {
+                    w.spot = spot_of([0.0005, 0.005, 0.05, 5.0][(k as usize) % 4]);
+                }
+                k += 1;
+            }
+        }
+        assert!(
+            edgeplan::validate::validate(&inst).is_empty(),
+            "seed {seed}"
+        );
+        let problem = Problem::build(&inst).unwrap();
+        let with_spot = solve(&problem, &options).unwrap();
+        // The same fleet without its spot workloads.
+        let mut od = inst.clone();
+        od.workloads.retain(|w| w.spot.is_none());
+        let od_problem = Problem::build(&od).unwrap();
+        let alone = solve(&od_problem, &options).unwrap();
+        let full = problem.placement_of(&with_spot.x);
+        let od_only = od_problem.placement_of(&alone.x);
+        for w in &od.workloads {
+            assert_eq!(
+                full.assignments.get(&w.id),
+                od_only.assignments.get(&w.id),
+                "seed {seed}: on-demand {} moved for spot work",
+                w.id
+            );
+        }
+        let report = verify(&inst, &full);
+        assert!(report.feasible, "seed {seed}: {:?}", report.violations);
+        assert_eq!(
+            report.unplaced_replicas,
+            verify(&od, &od_only).unplaced_replicas,
+            "seed {seed}: spot work changed the on-demand unplaced count"
+        );
+        // Every admitted replica pays at most its bid.
+        let m = with_spot.market.as_deref().expect("a market");
+        for a in &m.admitted {
+            let bid = inst
+                .workloads
+                .iter()
+                .find(|w| w.id == a.workload)
+                .and_then(|w| w.spot)
+                .unwrap()
+                .max_price_per_replica_hour;
+            assert!(
+                a.price_per_replica_hour <= bid + 1e-12,
+                "seed {seed}: {a:?} over {bid}"
+            );
+            admitted_total += a.replicas;
+        }
+    }
+    assert!(admitted_total > 0, "no spot replica admitted on any fleet");
+}
+
+#[test]
+fn a_bad_spot_bid_and_a_spot_workload_in_a_group_are_refused_by_name() {
+    let mut w = workload("s", 1, 10.0);
+    w.spot = Some(Spot {
+        max_price_per_replica_hour: -1.0,
+        notice_s: f64::NAN,
+    });
+    w.anti_affinity_group = Some("g".into());
+    let inst = instance(vec![site("a", 100.0, 0.1)], vec![w], &[]);
+    let issues = edgeplan::validate::validate(&inst);
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    for want in [
+        "workloads[0].spot.max_price_per_replica_hour",
+        "workloads[0].spot.notice_s",
+        "workloads[0].anti_affinity_group",
+    ] {
+        assert!(paths.contains(&want), "{want} not in {issues:?}");
+    }
+}
+
+#[test]
+fn cli_spot_prices_explains_each_site_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = site("a", 100.0, 0.10);
+    a.power.cap_kw = 1.0;
+    let mut s = workload("s", 1, 10.0);
+    s.spot = spot_of(1.0);
+    let inst = instance(
+        vec![a, site("b", 100.0, 0.20)],
+        vec![workload("w1", 1, 10.0), workload("w2", 1, 10.0), s],
+        &[("a", "b", 5.0)],
+    );
+    let path = dir.path().join("fleet.json");
+    std::fs::write(&path, serde_json::to_string(&inst).unwrap()).unwrap();
+    let out = edgeplan(&["spot-prices", "--instance", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("per kW-hour of IT power — its 1 kW power cap binds"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("admitted: 1 × s at b"), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["sites"].as_array().unwrap().len(), 2);
+    assert!(json["revenue_per_hour"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn spot_terms_cross_the_api_both_ways() {
+    let mut w = workload("s", 2, 4.0);
+    w.spot = spot_of(0.3);
+    let message = edgeplan::api::convert::workload_to_pb(&w);
+    let terms = message.spot.expect("spot in the message");
+    assert_eq!(
+        (terms.max_price_per_replica_hour, terms.notice_s),
+        (0.3, 120.0)
+    );
+    assert_eq!(edgeplan::api::convert::workload_from_pb(message), w);
+    // On-demand stays on-demand.
+    let od = workload("o", 1, 1.0);
+    assert!(edgeplan::api::convert::workload_to_pb(&od).spot.is_none());
+}
