@@ -45,7 +45,7 @@ pub fn run(args: Args) -> Result<()> {
     let market = match solved.market.as_deref() {
         Some(m) => m.clone(),
         // No spot workload: the prices alone, on the solve's placement.
-        None => spot::admit(&problem, &solved.x, &spot::multipliers(&problem)),
+        None => spot::on(&problem, &solved.x, None, 0.0),
     };
     write_out(
         out.as_deref(),

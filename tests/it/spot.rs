@@ -32,7 +32,7 @@ fn market(inst: &Instance) -> (Problem, spot::Market) {
     let solved = solve(&problem, &exact()).expect("solves");
     let m = match solved.market {
         Some(m) => *m,
-        None => spot::admit(&problem, &solved.x, &spot::multipliers(&problem)),
+        None => spot::on(&problem, &solved.x, None, 0.0),
     };
     (problem, m)
 }
@@ -311,4 +311,160 @@ fn spot_terms_cross_the_api_both_ways() {
     // On-demand stays on-demand.
     let od = workload("o", 1, 1.0);
     assert!(edgeplan::api::convert::workload_to_pb(&od).spot.is_none());
+}
+
+/// The prices over gRPC: the call gives the hand-worked price of the
+/// binding cap; the watch smooths a price change (half the step at the
+/// first message after it, then closer), and a bad smoothing is refused
+/// by name.
+#[test]
+fn grpc_gives_the_prices_and_a_watch_smooths_a_change() {
+    use crate::live::{connect, rt, server, sim};
+    use edgeplan::api::pb;
+    use edgeplan::api::pb::inventory_client::InventoryClient;
+    use edgeplan::api::pb::placement_client::PlacementClient;
+    use edgeplan::service::client::{push_instance, Connect};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &[]);
+    let srv = server(&dir.path().join("data"), &sim.url(), &[]);
+    let mut a = site("a", 100.0, 0.10);
+    a.power.cap_kw = 1.0;
+    let mut s = workload("s", 1, 10.0);
+    s.spot = spot_of(1.0);
+    let inst = instance(
+        vec![a, site("b", 100.0, 0.20)],
+        vec![workload("w1", 1, 10.0), workload("w2", 1, 10.0), s],
+        &[("a", "b", 5.0)],
+    );
+    let kw = |m: &pb::SpotPrices, site: &str| {
+        m.sites
+            .iter()
+            .find(|s| s.site == site)
+            .and_then(|s| s.units.iter().find(|u| u.row == "it_kw"))
+            .map(|u| u.price_per_unit_hour)
+            .unwrap()
+    };
+    rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let now = placement
+            .get_spot_prices(pb::GetSpotPricesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!((kw(&now, "a") - 0.10).abs() <= 0.002, "{now:?}");
+        assert_eq!(kw(&now, "b"), 0.0);
+        let text = &now.sites.iter().find(|s| s.site == "a").unwrap().text;
+        assert!(text.contains("power cap binds"), "{text}");
+        assert_eq!(now.admitted.len(), 1, "{now:?}");
+        assert_eq!(now.admitted[0].site, "b");
+        let err = placement
+            .watch_spot_prices(pb::WatchSpotPricesRequest {
+                interval_ms: 1000,
+                smoothing: Some(1.5),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("smoothing"), "{}", err.message());
+        let mut watch = placement
+            .watch_spot_prices(pb::WatchSpotPricesRequest {
+                interval_ms: 1000,
+                smoothing: Some(0.5),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert!((kw(&first, "a") - 0.10).abs() <= 0.002, "{first:?}");
+        // B's energy doubles: one more kW at A now saves 0.40 − 0.10 = 0.30.
+        let mut inventory = connect(&srv.url(), InventoryClient::new).await;
+        let snap = inventory
+            .get_inventory(pb::GetInventoryRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut b = snap.sites.into_iter().find(|s| s.id == "b").unwrap();
+        b.energy.as_mut().unwrap().price_per_kwh = 0.40;
+        let changed = inventory
+            .upsert_sites(pb::UpsertSitesRequest {
+                sites: vec![b],
+                expected_version: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .version;
+        // Each message after the change keeps half the previous price.
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let m = watch.message().await.unwrap().unwrap();
+            if m.inventory_version >= changed {
+                seen.push(kw(&m, "a"));
+            }
+        }
+        let want = [0.20, 0.25, 0.275];
+        for (got, want) in seen.iter().zip(want) {
+            assert!(
+                (got - want).abs() <= 0.004,
+                "smoothed {seen:?}, by hand {want}"
+            );
+        }
+        let raw = placement
+            .get_spot_prices(pb::GetSpotPricesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert!((kw(&raw, "a") - 0.30).abs() <= 0.004, "{raw:?}");
+    });
+}
+
+#[test]
+fn the_report_shows_spot_prices_and_what_spot_work_got() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let fleet = format!("{root}/examples/spot.yaml");
+    let placement = dir.path().join("placement.json");
+    let out = edgeplan(&[
+        "solve",
+        "--instance",
+        &fleet,
+        "--out",
+        placement.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for format in ["md", "html"] {
+        let out = edgeplan(&[
+            "report",
+            "--instance",
+            &fleet,
+            "--placement",
+            placement.to_str().unwrap(),
+            "--format",
+            format,
+        ]);
+        let page = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(page.contains("Spot capacity"), "{format}: no spot section");
+        assert!(
+            page.contains("batch-render"),
+            "{format}: no admitted spot workload"
+        );
+        assert!(page.contains("Frankfurt: "), "{format}: no site's words");
+    }
+    // Without spot workloads, no spot section.
+    let plain = format!("{root}/examples/three-cities.yaml");
+    let out = edgeplan(&["report", "--instance", &plain, "--format", "md"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Spot capacity"));
 }

@@ -40,6 +40,9 @@ struct Facts {
     slo_compliance: f64,
     unplaced: Vec<explain::UnplacedExplanation>,
     moves: Vec<explain::MoveExplanation>,
+    /// With spot workloads: the prices on the reported placement's
+    /// on-demand work, and what spot work gets at them.
+    market: Option<edgeplan_solve::spot::Market>,
 }
 
 fn facts(input: &ReportInput<'_>) -> Facts {
@@ -56,7 +59,11 @@ fn facts(input: &ReportInput<'_>) -> Facts {
         .plan
         .map(|plan| explain::moves(p, &p.current_placement(), &plan.steps))
         .unwrap_or_default();
+    let market = p
+        .has_spot()
+        .then(|| edgeplan_solve::spot::on(p, input.x, None, 0.0));
     Facts {
+        market,
         unplaced: explain::unplaced(p, input.x),
         proven_unplaced: edgeplan_solve::solver::proven_unplaced(p),
         kpis,
@@ -919,6 +926,35 @@ pub fn html(input: &ReportInput<'_>) -> String {
             h.push_str("</ul>");
         }
     }
+    if let Some(m) = &f.market {
+        h.push_str("<h2>Spot capacity</h2><p>Prices per unit-hour above the floor (energy and carbon), from the optimizer's dual prices on the on-demand work:</p><ul>");
+        for s in &m.sites {
+            let _ = write!(h, "<li>{}</li>", esc(&s.text));
+        }
+        h.push_str("</ul><table><tr><th class=\"l\">spot workload</th><th class=\"l\">site</th><th>replicas</th><th>price /replica-hour</th></tr>");
+        for a in &m.admitted {
+            let _ = write!(
+                h,
+                "<tr><td class=\"l\">{}</td><td class=\"l\">{}</td><td>{}</td><td>{:.4}</td></tr>",
+                esc(&a.workload),
+                esc(&a.site),
+                a.replicas,
+                a.price_per_replica_hour
+            );
+        }
+        let _ = write!(
+            h,
+            "</table><p>Spot revenue at these prices: {:.4}/h.</p>",
+            m.revenue_per_hour
+        );
+        if !m.left_out.is_empty() {
+            h.push_str("<p>Left out:</p><ul>");
+            for l in &m.left_out {
+                let _ = write!(h, "<li>{} replica(s): {}</li>", l.replicas, esc(&l.text));
+            }
+            h.push_str("</ul>");
+        }
+    }
     if let Some(results) = input.whatif {
         h.push_str("<h2>What-if scenarios</h2>");
         h.push_str(&whatif_chart(results));
@@ -1021,6 +1057,27 @@ pub fn markdown(input: &ReportInput<'_>) -> String {
             s.inlet_limit_c,
             s.cooling_headroom_kw,
             s.binding.describe()
+        );
+    }
+    if let Some(market) = &f.market {
+        let _ = writeln!(m, "\n## Spot capacity\n");
+        for s in &market.sites {
+            let _ = writeln!(m, "- {}", s.text);
+        }
+        for a in &market.admitted {
+            let _ = writeln!(
+                m,
+                "- admitted: {} × {} at {} for {:.4}/replica-hour",
+                a.replicas, a.workload, a.site, a.price_per_replica_hour
+            );
+        }
+        for l in &market.left_out {
+            let _ = writeln!(m, "- left out: {} replica(s) of {}", l.replicas, l.text);
+        }
+        let _ = writeln!(
+            m,
+            "- spot revenue at these prices: {:.4}/h",
+            market.revenue_per_hour
         );
     }
     if let Some(results) = input.whatif {

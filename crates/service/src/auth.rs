@@ -90,7 +90,10 @@ pub fn need_for(path: &str) -> Need {
         ("edgeplan.v1.Inventory", "GetInventory") => Need::Read,
         ("edgeplan.v1.Telemetry", "Ingest" | "IngestAcked") => Need::Telemetry,
         ("edgeplan.v1.Telemetry", "WatchSites" | "Stats") => Need::Read,
-        ("edgeplan.v1.Placement", "GetPlan" | "ListPlans" | "WatchPlan" | "Replica") => Need::Read,
+        (
+            "edgeplan.v1.Placement",
+            "GetPlan" | "ListPlans" | "WatchPlan" | "Replica" | "GetSpotPrices" | "WatchSpotPrices",
+        ) => Need::Read,
         (
             "edgeplan.v1.Placement",
             "Solve" | "WhatIf" | "ApprovePlan" | "SkipStep" | "CancelPlan",

@@ -26,6 +26,7 @@ pub mod paging;
 pub mod placement;
 pub mod provisioner_sim;
 pub mod publish;
+pub mod spot;
 pub mod store;
 pub mod telemetry;
 pub mod view;

@@ -623,6 +623,32 @@ impl pb::placement_server::Placement for PlacementApi {
         }))
     }
 
+    async fn get_spot_prices(
+        &self,
+        _req: Request<pb::GetSpotPricesRequest>,
+    ) -> Result<Response<pb::SpotPrices>, Status> {
+        let shared = self.0.clone();
+        tokio::task::spawn_blocking(move || super::spot::prices(&shared, None, 0.0))
+            .await
+            .map_err(errors::internal)?
+            .map(|(prices, _)| Response::new(prices))
+    }
+
+    type WatchSpotPricesStream = super::spot::SpotStream;
+
+    async fn watch_spot_prices(
+        &self,
+        req: Request<pb::WatchSpotPricesRequest>,
+    ) -> Result<Response<Self::WatchSpotPricesStream>, Status> {
+        let req = req.into_inner();
+        let keep = super::spot::smoothing(req.smoothing)?;
+        Ok(Response::new(super::spot::watch(
+            self.0.clone(),
+            req.interval_ms,
+            keep,
+        )))
+    }
+
     type WhatIfStream = WhatIfStream;
 
     async fn what_if(

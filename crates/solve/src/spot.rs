@@ -231,7 +231,11 @@ pub fn shape_price(
 /// the cheapest site that fits within its bid. Prices are `duals` (per
 /// site and row) on the on-demand work. On-demand replicas never move.
 pub fn admit(p: &Problem, on_demand: &Replicas, duals: &[f64]) -> Market {
-    let sites = site_prices(p, on_demand, duals);
+    admit_at(p, on_demand, site_prices(p, on_demand, duals))
+}
+
+/// [`admit`] at given site prices (smoothed ones, say).
+pub fn admit_at(p: &Problem, on_demand: &Replicas, sites: Vec<SitePrices>) -> Market {
     let rows = p.row_count();
     let mut x = on_demand.clone();
     let mut used: IndexVec<SiteIx, Vec<f64>> =
@@ -347,6 +351,48 @@ pub fn admit(p: &Problem, on_demand: &Replicas, duals: &[f64]) -> Market {
         revenue_per_hour: revenue,
         x,
     }
+}
+
+/// Prices that do not flap: each unit price keeps `keep` (0–1) of the
+/// previous one for the same site and limit (an exponential average), the
+/// rest from `next`; the words are written again for the smoothed prices.
+/// A site or limit new in `next` takes its price as it is.
+pub fn smooth(p: &Problem, previous: &[SitePrices], next: &mut [SitePrices], keep: f64) {
+    let keep = keep.clamp(0.0, 1.0);
+    for (si, site) in next.iter_mut().enumerate() {
+        let Some(before) = previous.iter().find(|b| b.site == site.site) else {
+            continue;
+        };
+        for u in &mut site.units {
+            if let Some(b) = before.units.iter().find(|b| b.row == u.row) {
+                u.price_per_unit_hour =
+                    keep * b.price_per_unit_hour + (1.0 - keep) * u.price_per_unit_hour;
+            }
+        }
+        if si < p.sites.len() && p.sites[SiteIx::new(si)].id == site.site {
+            site.text = explain(p, SiteIx::new(si), &site.units);
+        }
+    }
+}
+
+/// The market on placement `x`: its on-demand replicas where `x` puts
+/// them, prices from [`multipliers`] on the on-demand problem (smoothed
+/// against `previous` when given, keeping `keep` of it), spot admitted
+/// afresh. On today's placement (`Problem::current_placement`) it is what
+/// a spot customer would get now.
+pub fn on(p: &Problem, x: &Replicas, previous: Option<&[SitePrices]>, keep: f64) -> Market {
+    let (on_demand, _) = p.restrict(|w| p.spot(w).is_none());
+    let mut x = x.clone();
+    for wi in p.workloads.indices() {
+        if p.spot(wi).is_some() {
+            x[wi].clear();
+        }
+    }
+    let mut sites = site_prices(p, &x, &multipliers(&on_demand));
+    if let Some(previous) = previous {
+        smooth(p, previous, &mut sites, keep);
+    }
+    admit_at(p, &x, sites)
 }
 
 /// The market for `p`: on-demand work placed by `place` (a solve of the
