@@ -26,6 +26,7 @@ fn step(id: usize, from: &str, to: &str, wave: usize, deps: Vec<usize>) -> Step 
         links: Vec::new(),
         duration_s: 10.0,
         start_s: 0.0,
+        notice_s: 0.0,
     }
 }
 

@@ -467,6 +467,7 @@ fn step(id: usize, workload: &str, from: Option<&str>, to: Option<&str>) -> edge
         links: Vec::new(),
         duration_s: 30.0,
         start_s: 0.0,
+        notice_s: 0.0,
     }
 }
 

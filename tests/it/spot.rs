@@ -468,3 +468,224 @@ fn the_report_shows_spot_prices_and_what_spot_work_got() {
     let out = edgeplan(&["report", "--instance", &plain, "--format", "md"]);
     assert!(!String::from_utf8_lossy(&out.stdout).contains("Spot capacity"));
 }
+
+/// `n` spot replicas of 1 kW run at `a` (IT cap `n` kW); `n` on-demand
+/// replicas of 1 kW arrive that only `a` can hold (`b`'s cap is 0.5 kW):
+/// the on-demand work takes the spot work's room back.
+fn taken_back(n: u32, notice_s: f64) -> Instance {
+    let mut a = site("a", 100.0, 0.10);
+    a.power.cap_kw = f64::from(n);
+    let mut b = site("b", 100.0, 0.10);
+    b.power.cap_kw = 0.5;
+    let mut s = workload("spot", n, 10.0);
+    s.spot = Some(Spot {
+        max_price_per_replica_hour: 10.0,
+        notice_s,
+    });
+    s.current.insert("a".into(), n);
+    instance(
+        vec![a, b],
+        vec![s, workload("od", n, 10.0)],
+        &[("a", "b", 5.0)],
+    )
+}
+
+#[test]
+fn on_demand_work_takes_the_room_back_by_evictions_with_notice() {
+    let inst = taken_back(3, 120.0);
+    let (problem, solved, placement, _) = solve_and_verify(&inst);
+    assert_eq!(placement.assignments["od"]["a"], 3);
+    assert!(!placement.assignments.contains_key("spot"));
+    let p = edgeplan::plan::plan(&inst, &problem, &placement).unwrap();
+    let report = edgeplan::verify::verify_plan(&inst, &p);
+    assert!(report.valid, "{:?}", report.violations);
+    let evictions: Vec<_> = p
+        .steps
+        .iter()
+        .filter(|s| s.kind == edgeplan::plan::StepKind::Evict)
+        .collect();
+    assert_eq!(evictions.len(), 3, "{:?}", p.steps);
+    for e in &evictions {
+        assert_eq!((e.workload.as_str(), e.notice_s), ("spot", 120.0));
+        assert!(e.duration_s >= 120.0, "{e:?}");
+    }
+    // Every arrival at `a` waits for an eviction, and is scheduled after
+    // the notice.
+    for s in p.steps.iter().filter(|s| s.to.as_deref() == Some("a")) {
+        assert!(
+            s.depends_on
+                .iter()
+                .any(|d| p.steps[*d].kind == edgeplan::plan::StepKind::Evict),
+            "{s:?} does not wait for an eviction"
+        );
+        assert!(s.start_s >= 120.0, "{s:?} scheduled inside the notice");
+    }
+    let words = edgeplan::explain::moves(&problem, &problem.current_placement(), &p.steps);
+    assert!(
+        words.iter().any(|m| m
+            .text
+            .contains("evicts a spot replica of spot at a with 120 s notice")),
+        "{words:?}"
+    );
+    assert_eq!(solved.market.as_ref().unwrap().left_out[0].replicas, 3);
+}
+
+/// Random completion orders on a clock that moves by random amounts: an
+/// eviction's success is refused before its notice has passed and taken
+/// after it, and every state the executor reaches is safe.
+#[test]
+fn an_eviction_waits_its_notice_under_any_completion_order() {
+    use edgeplan::execution::{Execution, StepState, TransitionError};
+    use edgeplan::plan::StepKind;
+    use rand::{Rng, SeedableRng};
+    let notice = 120.0;
+    let inst = taken_back(4, notice);
+    let problem = Problem::build(&inst).unwrap();
+    let solved = solve(&problem, &exact()).unwrap();
+    let p = edgeplan::plan::plan(&inst, &problem, &problem.placement_of(&solved.x)).unwrap();
+    let (mut refused, mut taken) = (0, 0);
+    for seed in 0..300u64 {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut e = Execution::new(1, p.clone(), "test".into(), 1);
+        e.approve().unwrap();
+        let mut now = 1_000.0;
+        for _ in 0..10_000 {
+            for k in e.ready(&inst.limits) {
+                if rng.random_bool(0.7) {
+                    e.start(k).unwrap();
+                    e.steps[k].started_unix_s = now;
+                }
+            }
+            let running = e.running();
+            if running.is_empty() {
+                if e.ready(&inst.limits).is_empty() {
+                    break;
+                }
+                continue;
+            }
+            let bad = edgeplan::verify::verify_in_flight(
+                &inst,
+                &e.plan,
+                &(0..e.steps.len())
+                    .filter(|&k| e.steps[k].state == StepState::Succeeded)
+                    .collect::<Vec<_>>(),
+                &running,
+            );
+            assert!(bad.is_empty(), "seed {seed}: unsafe: {bad:?}");
+            now += rng.random_range(0.0..0.6 * notice);
+            let k = running[rng.random_range(0..running.len())];
+            let ends = e.steps[k].started_unix_s + notice;
+            match e.finish_at(k, true, "ok".into(), now, 1.0) {
+                Ok(()) => {
+                    if e.plan.steps[k].kind == StepKind::Evict {
+                        assert!(
+                            now >= ends,
+                            "seed {seed}: evicted {:.1} s early",
+                            ends - now
+                        );
+                        taken += 1;
+                    }
+                }
+                Err(TransitionError::NoticeNotPassed { .. }) => {
+                    assert!(now < ends, "seed {seed}: refused after the notice");
+                    refused += 1;
+                }
+                Err(other) => panic!("seed {seed}: {other}"),
+            }
+        }
+        assert!(
+            (0..e.steps.len()).all(|k| e.steps[k].state == StepState::Succeeded),
+            "seed {seed}: the plan did not finish"
+        );
+    }
+    assert!(refused > 0 && taken > 0, "refused {refused}, taken {taken}");
+}
+
+/// End to end: the provisioner answers an eviction at once (sim speed
+/// 0.01), the service still records its success only after the notice
+/// (scaled), and the on-demand replicas start after it.
+#[test]
+fn the_service_holds_an_evictions_success_until_its_notice_has_passed() {
+    use crate::live::{connect, rt, server, sim, watch_to_end};
+    use edgeplan::api::pb;
+    use edgeplan::api::pb::placement_client::PlacementClient;
+    use edgeplan::service::client::{push_instance, Connect};
+    use std::time::Duration;
+
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.tsv");
+    let sim = sim(&journal, &["--speed", "0.01"]);
+    // Notice 120 s at time scale 0.02: 2.4 s.
+    let srv = server(
+        &dir.path().join("data"),
+        &sim.url(),
+        &["--time-scale", "0.02"],
+    );
+    rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &taken_back(2, 120.0))
+            .await
+            .unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let solved = placement
+            .solve(pb::SolveRequest {
+                time_limit_s: Some(10.0),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        placement
+            .approve_plan(pb::PlanRef {
+                plan_id: solved.plan_id,
+                after_revision: None,
+            })
+            .await
+            .unwrap();
+        let (end, _) = watch_to_end(&srv.url(), solved.plan_id, Duration::from_secs(60)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+        let view = placement
+            .get_plan(pb::PlanRef {
+                plan_id: solved.plan_id,
+                after_revision: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let at = |s: &pb::StepView, end: bool| {
+            let t = if end { &s.ended_at } else { &s.started_at };
+            let t = t.as_ref().unwrap();
+            t.seconds as f64 + f64::from(t.nanos) * 1e-9
+        };
+        let evictions: Vec<_> = view
+            .steps
+            .iter()
+            .filter(|s| s.kind == pb::StepKind::Evict as i32)
+            .collect();
+        assert_eq!(evictions.len(), 2, "{:?}", view.steps);
+        for s in &evictions {
+            assert_eq!(s.notice_s, 120.0);
+            let held = at(s, true) - at(s, false);
+            assert!(
+                held >= 2.4 - 0.01,
+                "eviction recorded after {held:.2} s, notice 2.4 s"
+            );
+        }
+        let first_free = evictions
+            .iter()
+            .map(|s| at(s, true))
+            .fold(f64::INFINITY, f64::min);
+        for s in view.steps.iter().filter(|s| s.to_site == "a") {
+            assert!(
+                at(s, false) >= first_free - 0.01,
+                "{} started at a inside the notice",
+                s.workload
+            );
+        }
+        let log = std::fs::read_to_string(&journal).unwrap();
+        assert_eq!(
+            log.lines().filter(|l| l.contains("\tevict\t")).count(),
+            2,
+            "{log}"
+        );
+    });
+}

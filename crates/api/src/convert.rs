@@ -515,6 +515,7 @@ pub fn step_kind_to_pb(k: StepKind) -> pb::StepKind {
         StepKind::Stage => pb::StepKind::Stage,
         StepKind::Start => pb::StepKind::Start,
         StepKind::Stop => pb::StepKind::Stop,
+        StepKind::Evict => pb::StepKind::Evict,
     }
 }
 
@@ -587,6 +588,7 @@ pub fn step_to_pb(e: &Execution, step: &Step, status: &StepStatus) -> pb::StepVi
         idempotency_key: e.idempotency_key(step.id),
         started_at: timestamp(status.started_unix_s),
         ended_at: timestamp(status.ended_unix_s),
+        notice_s: step.notice_s,
     }
 }
 

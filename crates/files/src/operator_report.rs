@@ -642,7 +642,7 @@ fn gantt_chart(plan: &Plan) -> String {
         StepKind::Migrate => RGBColor(60, 120, 200),
         StepKind::Stage => RGBColor(230, 150, 40),
         StepKind::Start => RGBColor(60, 160, 90),
-        StepKind::Stop => RGBColor(200, 60, 60),
+        StepKind::Stop | StepKind::Evict => RGBColor(200, 60, 60),
     };
     let height = (80 + 12 * rows).min(1100) as u32;
     svg(720, height, |root| {

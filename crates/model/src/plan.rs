@@ -20,6 +20,10 @@ pub enum StepKind {
     Start,
     /// Stop a replica (surplus, or the first half of break-before-make).
     Stop,
+    /// Stop a spot replica with notice: the provisioner is given
+    /// `notice_s` before it must be gone, and its room counts free only
+    /// once the step has succeeded, never before the notice has passed.
+    Evict,
 }
 
 /// One action for the provisioner: one replica of one workload.
@@ -41,6 +45,13 @@ pub struct Step {
     pub links: Vec<usize>,
     pub duration_s: f64,
     pub start_s: f64,
+    /// An eviction's notice, seconds (0 for every other step).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub notice_s: f64,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

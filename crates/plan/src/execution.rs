@@ -152,6 +152,15 @@ pub enum TransitionError {
         state: StepState,
         action: &'static str,
     },
+    #[error(
+        "step {step} of plan {plan} evicts with {notice_s} s notice: it cannot succeed {left_s:.1} s before its notice has passed"
+    )]
+    NoticeNotPassed {
+        plan: u64,
+        step: usize,
+        notice_s: f64,
+        left_s: f64,
+    },
 }
 
 impl Execution {
@@ -469,6 +478,41 @@ impl Execution {
         Ok(())
     }
 
+    /// When a running eviction's notice ends (Unix seconds, notice scaled
+    /// by `time_scale` as step durations are): its success is not recorded
+    /// before. `None` for every other step.
+    pub fn notice_ends_unix_s(&self, step: usize, time_scale: f64) -> Option<f64> {
+        let s = self.plan.steps.get(step)?;
+        (s.kind == StepKind::Evict)
+            .then(|| self.steps[step].started_unix_s + s.notice_s * time_scale.max(0.0))
+    }
+
+    /// [`finish`](Self::finish) at `now_unix_s`: an eviction's success
+    /// before its notice has passed is refused (its replica still holds its
+    /// room until then, whatever the provisioner says).
+    pub fn finish_at(
+        &mut self,
+        step: usize,
+        succeeded: bool,
+        message: String,
+        now_unix_s: f64,
+        time_scale: f64,
+    ) -> Result<(), TransitionError> {
+        if succeeded {
+            if let Some(ends) = self.notice_ends_unix_s(step, time_scale) {
+                if now_unix_s < ends {
+                    return Err(TransitionError::NoticeNotPassed {
+                        plan: self.id,
+                        step,
+                        notice_s: self.plan.steps[step].notice_s,
+                        left_s: ends - now_unix_s,
+                    });
+                }
+            }
+        }
+        self.finish(step, succeeded, message)
+    }
+
     /// The provisioner's outcome for a running step.
     pub fn finish(
         &mut self,
@@ -545,6 +589,7 @@ pub fn describe(step: &Step) -> String {
         StepKind::Stage => "stage",
         StepKind::Start => "start",
         StepKind::Stop => "stop",
+        StepKind::Evict => "evict",
     };
     format!("{kind} {} {from} → {to}", step.workload)
 }

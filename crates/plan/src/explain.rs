@@ -540,6 +540,19 @@ pub fn moves(p: &Problem, before: &Replicas, steps: &[crate::plan::Step]) -> Vec
                 w.id,
                 name(f)
             ),
+            (StepKind::Evict, Some(f), None) => {
+                let site = &p.sites[f].physics;
+                format!(
+                    "evicts a spot replica of {} at {} with {:.0} s notice: the room is taken back for on-demand work ({}'s IT limit is {:.1} kW, set by its {} at {:.1} °C outside), or its spot price there passed its bid",
+                    w.id,
+                    name(f),
+                    step.notice_s,
+                    name(f),
+                    site.it_limit_kw,
+                    site.binding.describe(),
+                    site.ambient_c
+                )
+            }
             _ => format!("{} step on unknown sites", w.id),
         };
         out.push(MoveExplanation {

@@ -251,11 +251,17 @@ pub fn schedule(
                 goal: Some(to),
             });
         }
+        // A spot replica that loses its place is evicted with its notice.
+        let leaving = if problem.spot(wi).is_some() {
+            StepKind::Evict
+        } else {
+            StepKind::Stop
+        };
         for from in surplus {
             drafts.push(Draft {
                 id: drafts.len(),
                 wi,
-                kind: StepKind::Stop,
+                kind: leaving,
                 from: Some(from),
                 to: None,
                 after: Vec::new(),
@@ -274,8 +280,9 @@ pub fn schedule(
     // Stops first (they only free space), then moves away from overloaded
     // sites, then the most important workloads.
     drafts.sort_by(|a, b| {
-        (a.kind != StepKind::Stop)
-            .cmp(&(b.kind != StepKind::Stop))
+        let stop = |k: StepKind| matches!(k, StepKind::Stop | StepKind::Evict);
+        (!stop(a.kind))
+            .cmp(&!stop(b.kind))
             .then(relieves(b).cmp(&relieves(a)))
             .then(
                 problem.workloads[b.wi]
@@ -430,11 +437,18 @@ pub fn schedule(
             _ => None,
         };
         let moves_state = matches!(d.kind, StepKind::Migrate | StepKind::Stage);
+        let notice_s = match d.kind {
+            StepKind::Evict => problem.spot(d.wi).map_or(0.0, |s| s.notice_s),
+            _ => 0.0,
+        };
+        // An eviction lasts its notice at least: what waits for its room
+        // is scheduled after the notice.
         let duration_s = step_duration_s(
             limits,
             if moves_state { w.state_gib } else { 0.0 },
             route.as_ref(),
-        );
+        )
+        .max(notice_s);
         let id = steps.len();
         waves[*wave].steps.push(id);
         waves[*wave].duration_s = waves[*wave].duration_s.max(duration_s);
@@ -457,6 +471,7 @@ pub fn schedule(
             links: route.map(|r| r.links).unwrap_or_default(),
             duration_s,
             start_s: 0.0,
+            notice_s,
         });
     }
     let mut t = 0.0;

@@ -27,7 +27,7 @@ use edgeplan_api::convert;
 use edgeplan_api::pb;
 use edgeplan_api::pb::provisioner_client::ProvisionerClient;
 use edgeplan_plan::execution::{apply_step, PlanState};
-use edgeplan_plan::plan::Step;
+use edgeplan_plan::plan::{Step, StepKind};
 use edgeplan_verify::Preconditions;
 
 /// A call to make.
@@ -36,6 +36,9 @@ struct Launch {
     step: usize,
     request: pb::StepRequest,
     timeout: Duration,
+    /// An eviction: when its notice ends (Unix seconds). Its success is
+    /// held until then, whenever the provisioner answers.
+    notice_ends_unix_s: Option<f64>,
 }
 
 /// A call's end.
@@ -170,7 +173,15 @@ pub async fn run(shared: Arc<Shared>) {
             let cfg = shared.config.dispatch.clone();
             let counted = shared.clone();
             tokio::spawn(async move {
+                let notice_ends = l.notice_ends_unix_s;
                 let done = call(&provisioners, &cfg, &counted, l).await;
+                // The evicted replica holds its room until its notice ends.
+                if let Some(ends) = notice_ends.filter(|_| done.succeeded && !done.abandoned) {
+                    let left = ends - super::now_s();
+                    if left > 0.0 {
+                        tokio::time::sleep(edgeplan_model::duration_s(left)).await;
+                    }
+                }
                 let _ = tx.send(done);
             });
         }
@@ -215,7 +226,13 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
         if can_start {
             for k in orphans {
                 if e.retry(k).is_ok() {
-                    e.steps[k].started_unix_s = super::now_s();
+                    // An eviction's notice runs from its first sending:
+                    // sending it again does not move the notice's end (else
+                    // a provisioner that answers at once would be asked for
+                    // ever).
+                    if e.plan.steps[k].kind != StepKind::Evict {
+                        e.steps[k].started_unix_s = super::now_s();
+                    }
                     changed.push(k);
                 }
             }
@@ -276,7 +293,9 @@ fn launches(shared: &Shared, inflight: &HashSet<(u64, usize)>, can_start: bool) 
                     state_gib: step.state_gib,
                     expected_duration_s: expected_s,
                     fencing_token,
+                    notice_s: step.notice_s * scale,
                 },
+                notice_ends_unix_s: e.notice_ends_unix_s(k, scale),
                 // Clamped: a huge modelled duration must not panic here.
                 timeout: edgeplan_model::duration_s(
                     (expected_s * cfg.timeout_factor + cfg.timeout_slack_s).max(0.1),
@@ -480,7 +499,17 @@ fn record(shared: &Shared, done: Done) {
     let Some(mut exec) = state.plans.get(&done.plan_id).cloned() else {
         return;
     };
-    if let Err(e) = exec.finish(done.step, done.succeeded, done.message) {
+    // An eviction's success before its notice ends is refused (a wall
+    // clock stepped back): the step stays running, is sent again with the
+    // same key, and its success is held until the notice's end.
+    let scale = shared.config.dispatch.time_scale.max(0.0);
+    if let Err(e) = exec.finish_at(
+        done.step,
+        done.succeeded,
+        done.message,
+        super::now_s(),
+        scale,
+    ) {
         tracing::warn!("ignoring a step outcome: {e}");
         return;
     }
