@@ -689,3 +689,38 @@ fn the_service_holds_an_evictions_success_until_its_notice_has_passed() {
         );
     });
 }
+
+/// What-if: spot figures per scenario. Energy ten times dearer everywhere
+/// lifts every site's floor for the cheap bid (0.02/h) above it: its six
+/// replicas are evicted, the 0.5/h bid stays.
+#[test]
+fn what_if_counts_spot_replicas_revenue_and_evictions() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let scenarios = dir.path().join("spot-what-if.yaml");
+    std::fs::write(
+        &scenarios,
+        format!(
+            "base: {root}/examples/spot.yaml\nseed: 1\ntime_limit_s: 10\nscenarios:\n  - name: energy-ten-times-dearer\n    perturbations:\n      - price: {{ sites: [fra, par, mil], multiplier: 10 }}\n"
+        ),
+    )
+    .unwrap();
+    let out = edgeplan(&[
+        "whatif",
+        "--scenarios",
+        scenarios.to_str().unwrap(),
+        "--sequential",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("spot rev/h"), "{stderr}");
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (base, dear) = (&results[0], &results[1]);
+    assert_eq!(base["spot_replicas"], 10, "{base}");
+    assert_eq!(base["spot_evictions"], 0);
+    assert!(base["spot_revenue_per_h"].as_f64().unwrap() > 0.0);
+    assert_eq!(dear["spot_replicas"], 4, "{dear}");
+    assert_eq!(dear["spot_evictions"], 6, "{dear}");
+    // On-demand work is placed the same either way: spot takes nothing from it.
+    assert_eq!(base["unplaced_replicas"], dear["unplaced_replicas"]);
+}

@@ -415,6 +415,15 @@ pub struct ScenarioResult {
     /// Sites where some limit binds, with what binds.
     pub binding_sites: Vec<String>,
     pub sites: Vec<edgeplan_problem::evaluate::SiteKpi>,
+    /// Spot replicas admitted, and what they pay per hour at the published
+    /// prices (0 without spot workloads).
+    #[serde(default)]
+    pub spot_replicas: u64,
+    #[serde(default)]
+    pub spot_revenue_per_h: f64,
+    /// Spot replicas the plan from the base placement evicts (with notice).
+    #[serde(default)]
+    pub spot_evictions: u64,
 }
 
 /// Run the base and every scenario (in parallel when `parallel`), each from
@@ -548,6 +557,15 @@ fn evaluate(
             .map(|b| format!("{} ({})", b.site, b.binding.join(", ")))
             .collect(),
         sites: report.sites,
+        spot_replicas: solved.market.as_deref().map_or(0, |m| {
+            m.admitted.iter().map(|a| u64::from(a.replicas)).sum()
+        }),
+        spot_revenue_per_h: solved.market.as_deref().map_or(0.0, |m| m.revenue_per_hour),
+        spot_evictions: migration
+            .steps
+            .iter()
+            .filter(|s| s.kind == edgeplan_model::plan::StepKind::Evict)
+            .count() as u64,
     })
 }
 
@@ -557,7 +575,7 @@ pub fn comparison_table(results: &[ScenarioResult]) -> String {
         return String::new();
     };
     type Col = (&'static str, fn(&ScenarioResult) -> f64, usize);
-    let cols: [Col; 9] = [
+    let mut cols: Vec<Col> = vec![
         ("energy/h", |r| r.energy_cost_per_h, 3),
         ("CO2 kg/h", |r| r.carbon_kg_per_h, 2),
         ("p95 ms", |r| r.p95_latency_ms, 1),
@@ -568,6 +586,15 @@ pub fn comparison_table(results: &[ScenarioResult]) -> String {
         ("inlet room °C", |r| r.min_inlet_headroom_c, 1),
         ("max power %", |r| r.max_power_use * 100.0, 0),
     ];
+    // Spot figures only where there is spot work.
+    if results
+        .iter()
+        .any(|r| r.spot_replicas > 0 || r.spot_evictions > 0)
+    {
+        cols.push(("spot", |r| r.spot_replicas as f64, 0));
+        cols.push(("spot rev/h", |r| r.spot_revenue_per_h, 4));
+        cols.push(("evicted", |r| r.spot_evictions as f64, 0));
+    }
     let name_w = results
         .iter()
         .map(|r| r.scenario.chars().count())

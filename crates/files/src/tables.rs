@@ -45,6 +45,9 @@ pub fn scenario_frame(results: &[ScenarioResult]) -> PolarsResult<DataFrame> {
         "min_cooling_headroom_kw" => f(|r| r.min_cooling_headroom_kw),
         "max_power_use" => f(|r| r.max_power_use),
         "binding_sites" => results.iter().map(|r| r.binding_sites.join("; ")).collect::<Vec<_>>(),
+        "spot_replicas" => u(|r| r.spot_replicas),
+        "spot_revenue_per_h" => f(|r| r.spot_revenue_per_h),
+        "spot_evictions" => u(|r| r.spot_evictions),
     )
 }
 
