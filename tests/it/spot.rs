@@ -270,18 +270,24 @@ fn a_bad_spot_bid_and_a_spot_workload_in_a_group_are_refused_by_name() {
     }
 }
 
-#[test]
-fn cli_spot_prices_explains_each_site_and_writes_json() {
-    let dir = tempfile::tempdir().unwrap();
+/// The hand-worked fleet (A's 1 kW cap binds at 0.10 per kW-hour) with
+/// one spot replica bidding 1.0/h.
+fn two_sites_one_spot() -> Instance {
     let mut a = site("a", 100.0, 0.10);
     a.power.cap_kw = 1.0;
     let mut s = workload("s", 1, 10.0);
     s.spot = spot_of(1.0);
-    let inst = instance(
+    instance(
         vec![a, site("b", 100.0, 0.20)],
         vec![workload("w1", 1, 10.0), workload("w2", 1, 10.0), s],
         &[("a", "b", 5.0)],
-    );
+    )
+}
+
+#[test]
+fn cli_spot_prices_explains_each_site_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = two_sites_one_spot();
     let path = dir.path().join("fleet.json");
     std::fs::write(&path, serde_json::to_string(&inst).unwrap()).unwrap();
     let out = edgeplan(&["spot-prices", "--instance", path.to_str().unwrap()]);
@@ -328,15 +334,7 @@ fn grpc_gives_the_prices_and_a_watch_smooths_a_change() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim(&dir.path().join("journal.tsv"), &[]);
     let srv = server(&dir.path().join("data"), &sim.url(), &[]);
-    let mut a = site("a", 100.0, 0.10);
-    a.power.cap_kw = 1.0;
-    let mut s = workload("s", 1, 10.0);
-    s.spot = spot_of(1.0);
-    let inst = instance(
-        vec![a, site("b", 100.0, 0.20)],
-        vec![workload("w1", 1, 10.0), workload("w2", 1, 10.0), s],
-        &[("a", "b", 5.0)],
-    );
+    let inst = two_sites_one_spot();
     let kw = |m: &pb::SpotPrices, site: &str| {
         m.sites
             .iter()
@@ -606,7 +604,7 @@ fn an_eviction_waits_its_notice_under_any_completion_order() {
 /// (scaled), and the on-demand replicas start after it.
 #[test]
 fn the_service_holds_an_evictions_success_until_its_notice_has_passed() {
-    use crate::live::{connect, rt, server, sim, watch_to_end};
+    use crate::live::{connect, rt, server, sim, solve_and_approve, watch_to_end};
     use edgeplan::api::pb;
     use edgeplan::api::pb::placement_client::PlacementClient;
     use edgeplan::service::client::{push_instance, Connect};
@@ -625,27 +623,13 @@ fn the_service_holds_an_evictions_success_until_its_notice_has_passed() {
         push_instance(&Connect::plain(&srv.url()), &taken_back(2, 120.0))
             .await
             .unwrap();
-        let mut placement = connect(&srv.url(), PlacementClient::new).await;
-        let solved = placement
-            .solve(pb::SolveRequest {
-                time_limit_s: Some(10.0),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        placement
-            .approve_plan(pb::PlanRef {
-                plan_id: solved.plan_id,
-                after_revision: None,
-            })
-            .await
-            .unwrap();
-        let (end, _) = watch_to_end(&srv.url(), solved.plan_id, Duration::from_secs(60)).await;
+        let (plan_id, _) = solve_and_approve(&srv.url()).await;
+        let (end, _) = watch_to_end(&srv.url(), plan_id, Duration::from_secs(60)).await;
         assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
-        let view = placement
+        let view = connect(&srv.url(), PlacementClient::new)
+            .await
             .get_plan(pb::PlanRef {
-                plan_id: solved.plan_id,
+                plan_id,
                 after_revision: None,
             })
             .await
