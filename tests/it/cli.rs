@@ -304,6 +304,9 @@ fn whatif_writes_kpi_tables() {
         "min_cooling_headroom_kw",
         "max_power_use",
         "binding_sites",
+        "spot_replicas",
+        "spot_revenue_per_h",
+        "spot_evictions",
     ] {
         assert!(
             columns.contains(&documented.to_string()),
