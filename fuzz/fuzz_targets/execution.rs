@@ -65,16 +65,21 @@ fn build(u: &mut Unstructured) -> Result<(Plan, Limits)> {
     let n = u.int_in_range(0..=MAX_STEPS)?;
     let mut steps = Vec::with_capacity(n);
     for id in 0..n {
-        let kind = match u.int_in_range(0..=3u8)? {
+        let kind = match u.int_in_range(0..=4u8)? {
             0 => StepKind::Migrate,
             1 => StepKind::Stage,
             2 => StepKind::Start,
-            _ => StepKind::Stop,
+            3 => StepKind::Stop,
+            _ => StepKind::Evict,
         };
         let (from, to) = match kind {
             StepKind::Migrate | StepKind::Stage => (Some(site(u)?), Some(site(u)?)),
             StepKind::Start => (None, Some(site(u)?)),
-            StepKind::Stop => (Some(site(u)?), None),
+            StepKind::Stop | StepKind::Evict => (Some(site(u)?), None),
+        };
+        let notice_s = match kind {
+            StepKind::Evict => f64::from(u.int_in_range(0..=300u16)?),
+            _ => 0.0,
         };
         // Mostly earlier steps, as the planner makes them; sometimes any
         // index, an unknown one included, or itself.
@@ -102,6 +107,7 @@ fn build(u: &mut Unstructured) -> Result<(Plan, Limits)> {
             links: Vec::new(),
             duration_s: 10.0,
             start_s: 0.0,
+            notice_s,
         });
     }
     let limits = Limits {
