@@ -223,6 +223,20 @@ fn spot_never_displaces_on_demand_work_on_random_fleets() {
                 w.id
             );
         }
+        // The gap is the on-demand search's, in the solve and its report:
+        // spot replicas' cost joins the objective and the bound alike and
+        // does not dilute it.
+        assert_eq!(with_spot.gap, alone.gap, "seed {seed}");
+        assert_eq!(
+            edgeplan::report::SolveReport::new(&problem, &with_spot).gap,
+            alone.gap,
+            "seed {seed}: the report's gap"
+        );
+        assert_close(
+            with_spot.objective - with_spot.bound,
+            alone.objective - alone.bound,
+            &format!("seed {seed}: objective − bound"),
+        );
         let report = verify(&inst, &full);
         assert!(report.feasible, "seed {seed}: {:?}", report.violations);
         assert_eq!(

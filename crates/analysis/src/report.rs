@@ -60,7 +60,12 @@ impl SolveReport {
             bound,
             placed_cost: o.total - o.unplaced,
             placed_cost_bound: bound - o.unplaced,
-            gap: edgeplan_problem::gap::placed_gap(o.total, bound, o.unplaced),
+            // With spot work, the on-demand solve's gap: over a placed cost
+            // grown by spot replicas (placed by rule) it would look smaller.
+            gap: match &solved.market {
+                Some(_) => solved.gap,
+                None => edgeplan_problem::gap::placed_gap(o.total, bound, o.unplaced),
+            },
             moves: eval.moves,
             unplaced_replicas: eval.unplaced_replicas,
             unplaced_lower_bound: edgeplan_solve::solver::proven_unplaced(problem),

@@ -419,27 +419,28 @@ pub fn counted_unplaced(p: &Problem) -> u64 {
 /// Solve a problem with the method the options ask for. Spot workloads
 /// (see [`crate::spot`]) are left out of the solve: on-demand work is
 /// placed first, then spot replicas are admitted into the room left where
-/// the site's spot price for their shape is within their bid. The bound
-/// and gap are then those of the on-demand placement, plus what the
-/// admitted spot replicas cost (they are placed by the market's rule, not
-/// optimised).
+/// the site's spot price for their shape is within their bid. The
+/// objective and the bound both count what the admitted spot replicas
+/// cost (they are placed by the market's rule, not optimised); the gap is
+/// the on-demand solve's.
 pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
     if !problem.has_spot() {
         return solve_on_demand(problem, options);
     }
-    let (market, solved) = crate::spot::clear(problem, |on_demand| {
-        match solve_on_demand(on_demand, options) {
-            Ok(s) => (s.x.clone(), Ok(s)),
-            Err(e) => (Replicas::empty(on_demand.workloads.len()), Err(e)),
-        }
-    });
-    let solved = solved?;
-    let eval = problem.evaluate(&market.x).objective;
-    let spot_cost = eval.total - solved.objective;
-    let bound = solved.bound + spot_cost;
+    let (on_demand, kept) = crate::spot::on_demand(problem);
+    let solved = solve_on_demand(&on_demand, options)?;
+    let mut x = Replicas::empty(problem.workloads.len());
+    for (k, &wi) in kept.iter().enumerate() {
+        x[wi] = solved.x[WorkloadIx::new(k)].clone();
+    }
+    let market = crate::spot::on_with(problem, &on_demand, &x, None, 0.0);
+    let objective = problem.evaluate(&market.x).objective.total;
+    // What the admitted spot replicas cost joins the bound as it joins the
+    // objective; the gap stays the on-demand solve's (over a placed cost
+    // grown by spot work it would look smaller than the search earned).
+    let bound = solved.bound + (objective - solved.objective);
     Ok(Solved {
-        gap: edgeplan_problem::gap::placed_gap(eval.total, bound, eval.unplaced),
-        objective: eval.total,
+        objective,
         bound,
         x: market.x.clone(),
         market: Some(Box::new(market)),

@@ -226,15 +226,10 @@ pub fn shape_price(
 }
 
 /// Admit `p`'s spot replicas into the room `on_demand` (a placement of
-/// `p`, spot workloads empty) leaves: highest bid first, a replica where it
-/// runs today if the price there is within its bid and it fits, else at
-/// the cheapest site that fits within its bid. Prices are `duals` (per
-/// site and row) on the on-demand work. On-demand replicas never move.
-pub fn admit(p: &Problem, on_demand: &Replicas, duals: &[f64]) -> Market {
-    admit_at(p, on_demand, site_prices(p, on_demand, duals))
-}
-
-/// [`admit`] at given site prices (smoothed ones, say).
+/// `p`, spot workloads empty) leaves, at the prices `sites`: highest bid
+/// first, a replica where it runs today if the price there is within its
+/// bid and it fits, else at the cheapest site that fits within its bid.
+/// On-demand replicas never move.
 pub fn admit_at(p: &Problem, on_demand: &Replicas, sites: Vec<SitePrices>) -> Market {
     let rows = p.row_count();
     let mut x = on_demand.clone();
@@ -262,6 +257,10 @@ pub fn admit_at(p: &Problem, on_demand: &Replicas, sites: Vec<SitePrices>) -> Ma
             .filter_map(|c| Some((shape_price(p, &sites, wi, c.site)?, c.site)))
             .collect();
         shapes.extend(priced.iter().map(|(s, _)| s.clone()));
+        let cheapest = priced
+            .iter()
+            .map(|(s, _)| s.price_per_replica_hour)
+            .fold(f64::INFINITY, f64::min);
         // Where it runs today first (no move for nothing), then cheapest.
         priced.retain(|(s, _)| s.price_per_replica_hour <= bid(wi));
         priced.sort_by(|(a, sa), (b, sb)| {
@@ -311,11 +310,6 @@ pub fn admit_at(p: &Problem, on_demand: &Replicas, sites: Vec<SitePrices>) -> Ma
             });
         }
         if placed < wl.replicas {
-            let cheapest = shapes
-                .iter()
-                .filter(|s| s.workload == wl.id)
-                .map(|s| s.price_per_replica_hour)
-                .fold(f64::INFINITY, f64::min);
             let text = if priced.is_empty() {
                 if cheapest.is_finite() {
                     format!(
@@ -375,36 +369,38 @@ pub fn smooth(p: &Problem, previous: &[SitePrices], next: &mut [SitePrices], kee
     }
 }
 
+/// `p`'s on-demand work alone (its spot workloads left out), with each
+/// kept workload's index in `p`.
+pub fn on_demand(p: &Problem) -> (Problem, Vec<WorkloadIx>) {
+    p.restrict(|w| p.spot(w).is_none())
+}
+
 /// The market on placement `x`: its on-demand replicas where `x` puts
 /// them, prices from [`multipliers`] on the on-demand problem (smoothed
 /// against `previous` when given, keeping `keep` of it), spot admitted
 /// afresh. On today's placement (`Problem::current_placement`) it is what
 /// a spot customer would get now.
 pub fn on(p: &Problem, x: &Replicas, previous: Option<&[SitePrices]>, keep: f64) -> Market {
-    let (on_demand, _) = p.restrict(|w| p.spot(w).is_none());
+    on_with(p, &on_demand(p).0, x, previous, keep)
+}
+
+/// [`on`] with `p`'s [`on_demand`] problem already made (a solve made it).
+pub fn on_with(
+    p: &Problem,
+    on_demand: &Problem,
+    x: &Replicas,
+    previous: Option<&[SitePrices]>,
+    keep: f64,
+) -> Market {
     let mut x = x.clone();
     for wi in p.workloads.indices() {
         if p.spot(wi).is_some() {
             x[wi].clear();
         }
     }
-    let mut sites = site_prices(p, &x, &multipliers(&on_demand));
+    let mut sites = site_prices(p, &x, &multipliers(on_demand));
     if let Some(previous) = previous {
         smooth(p, previous, &mut sites, keep);
     }
     admit_at(p, &x, sites)
-}
-
-/// The market for `p`: on-demand work placed by `place` (a solve of the
-/// on-demand problem), prices from [`multipliers`] on it, spot admitted.
-/// Returns the market and what `place` returned besides its placement.
-pub fn clear<T>(p: &Problem, place: impl FnOnce(&Problem) -> (Replicas, T)) -> (Market, T) {
-    let (on_demand, kept) = p.restrict(|w| p.spot(w).is_none());
-    let (x_od, extra) = place(&on_demand);
-    let duals = multipliers(&on_demand);
-    let mut x = Replicas::empty(p.workloads.len());
-    for (k, &wi) in kept.iter().enumerate() {
-        x[wi] = x_od[WorkloadIx::new(k)].clone();
-    }
-    (admit(p, &x, &duals), extra)
 }
