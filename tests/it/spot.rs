@@ -722,3 +722,84 @@ fn what_if_counts_spot_replicas_revenue_and_evictions() {
     // On-demand work is placed the same either way: spot takes nothing from it.
     assert_eq!(base["unplaced_replicas"], dear["unplaced_replicas"]);
 }
+
+/// The notice runs from the eviction's first sending: a server killed
+/// while it holds an eviction sends it again after a restart (the
+/// provisioner answers at once), and still records it no sooner than the
+/// first sending's notice, with the first sending's start kept.
+#[test]
+fn a_restart_mid_eviction_keeps_the_first_notice() {
+    use crate::live::{connect, rt, server, sim, solve_and_approve, watch_to_end};
+    use edgeplan::api::pb;
+    use edgeplan::api::pb::placement_client::PlacementClient;
+    use edgeplan::service::client::{push_instance, Connect};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let sim = sim(&dir.path().join("journal.tsv"), &["--speed", "0.01"]);
+    // Notice 600 s at time scale 0.01: 6 s.
+    let args = ["--time-scale", "0.01"];
+    let srv = server(&data, &sim.url(), &args);
+    let get = |url: String, plan_id: u64| async move {
+        connect(&url, PlacementClient::new)
+            .await
+            .get_plan(pb::PlanRef {
+                plan_id,
+                after_revision: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let at = |s: &pb::StepView, end: bool| {
+        let t = if end { &s.ended_at } else { &s.started_at };
+        let t = t.as_ref().unwrap();
+        t.seconds as f64 + f64::from(t.nanos) * 1e-9
+    };
+    rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &taken_back(1, 600.0))
+            .await
+            .unwrap();
+        let (plan_id, _) = solve_and_approve(&srv.url()).await;
+        // Wait until the eviction has been sent (and answered at once).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let before = loop {
+            let view = get(srv.url(), plan_id).await;
+            let e = view
+                .steps
+                .iter()
+                .find(|s| s.kind == pb::StepKind::Evict as i32)
+                .unwrap()
+                .clone();
+            if e.state == pb::StepState::Running as i32 && e.started_at.is_some() {
+                break e;
+            }
+            assert!(Instant::now() < deadline, "the eviction never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        srv.kill9();
+        let srv = server(&data, &sim.url(), &args);
+        let (end, _) = watch_to_end(&srv.url(), plan_id, Duration::from_secs(60)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+        let view = get(srv.url(), plan_id).await;
+        let after = view
+            .steps
+            .iter()
+            .find(|s| s.kind == pb::StepKind::Evict as i32)
+            .unwrap();
+        assert!(after.attempts >= 2, "not sent again: {after:?}");
+        // Within a millisecond: the stored Unix seconds round-trip as f64.
+        let moved = at(after, false) - at(&before, false);
+        assert!(
+            moved.abs() < 1e-3,
+            "the restart moved the notice's start by {moved:.3} s"
+        );
+        let held = at(after, true) - at(after, false);
+        assert!(
+            held >= 6.0 - 0.01,
+            "recorded {held:.2} s after the first sending, notice 6 s"
+        );
+    });
+}
