@@ -189,6 +189,7 @@ fn spot_never_displaces_on_demand_work_on_random_fleets() {
         ..exact()
     };
     let mut admitted_total = 0;
+    let mut priced = 0;
     for seed in 0..12u64 {
         let mut inst = gen_instance(120, 6, seed, 0.7 + 0.05 * (seed % 5) as f64);
         // A third of the rule-free workloads become spot, with bids from
@@ -260,8 +261,31 @@ fn spot_never_displaces_on_demand_work_on_random_fleets() {
             );
             admitted_total += a.replicas;
         }
+        // Complementary slackness: a resource priced above zero has no
+        // room left for one more replica of the largest shape asking for it.
+        for site in &m.sites {
+            for u in site.units.iter().filter(|u| u.row != "it_kw") {
+                let largest = inst
+                    .workloads
+                    .iter()
+                    .filter_map(|w| w.resources.get(&u.row))
+                    .fold(0.0_f64, |a, &b| a.max(b));
+                if u.price_per_unit_hour > 0.0 {
+                    priced += 1;
+                    assert!(
+                        u.limit - u.used <= largest + 1e-9,
+                        "seed {seed}: {} priced {} with {} of {} in use",
+                        site.site,
+                        u.price_per_unit_hour,
+                        u.used,
+                        u.limit
+                    );
+                }
+            }
+        }
     }
     assert!(admitted_total > 0, "no spot replica admitted on any fleet");
+    eprintln!("{priced} resource limits priced above zero on the random fleets");
 }
 
 #[test]
@@ -802,4 +826,70 @@ fn a_restart_mid_eviction_keeps_the_first_notice() {
             "recorded {held:.2} s after the first sending, notice 6 s"
         );
     });
+}
+
+/// The demo fleet (797 workloads at twelve sites, lightly loaded) with a
+/// spot workload: no limit with room for one more replica of every shape is
+/// priced or said to bind. The multipliers leave small positive values on
+/// slack rows; before complementary slackness was applied, Sacramento's
+/// memory was "0.0000 per memory_gib-hour — memory_gib binds, 1115.5 of
+/// 18432.0 in use".
+#[test]
+fn a_limit_with_room_left_is_not_priced_on_the_demo_fleet() {
+    let mut inst: Instance = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/demo-fleet.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut w = inst.workloads[0].clone();
+    w.id = "render-batch".into();
+    w.replicas = 24;
+    w.traffic.clear();
+    w.slo = None;
+    w.current.clear();
+    w.spot = Some(Spot {
+        max_price_per_replica_hour: 0.05,
+        notice_s: 120.0,
+    });
+    inst.workloads.push(w);
+    let p = Problem::build(&inst).unwrap();
+    let x = edgeplan::replay::latency_only_start(&p);
+    let started = std::time::Instant::now();
+    let m = spot::on(&p, &x, None, 0.0);
+    eprintln!(
+        "prices for {} workloads at {} sites in {:.2} s",
+        p.workloads.len(),
+        p.sites.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut checked = 0;
+    for site in &m.sites {
+        for u in site.units.iter().filter(|u| u.row != "it_kw") {
+            let largest = inst
+                .workloads
+                .iter()
+                .filter_map(|w| w.resources.get(&u.row))
+                .fold(0.0_f64, |a, &b| a.max(b));
+            checked += 1;
+            if u.limit - u.used > largest + 1e-9 {
+                assert_eq!(
+                    u.price_per_unit_hour, 0.0,
+                    "{}: {} priced with {} of {} in use",
+                    site.site, u.row, u.used, u.limit
+                );
+            }
+        }
+        if site.units.iter().all(|u| u.price_per_unit_hour == 0.0) {
+            assert!(site.text.contains("nothing binds"), "{}", site.text);
+        }
+    }
+    assert!(checked >= 24, "{checked} limits checked");
+    assert!(
+        m.admitted.iter().map(|a| a.replicas).sum::<u32>() == 24,
+        "{:?}",
+        m.left_out
+    );
 }

@@ -18,6 +18,10 @@ use crate::fast::{self, FastOptions};
 /// not run the fast path (the exact model has no multipliers to give).
 pub const PRICE_WORK: u64 = 20_000_000;
 
+/// Subgradient iterations of the multipliers at most: the step halves
+/// after 15 without a better bound, so a search has settled well before.
+pub const PRICE_ITERATIONS: usize = 400;
+
 /// One limit's price at a site.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UnitPrice {
@@ -94,6 +98,8 @@ pub fn multipliers(on_demand: &Problem) -> Vec<f64> {
             target_gap: 0.0,
             deterministic: true,
             work: Some(PRICE_WORK),
+            max_iterations: PRICE_ITERATIONS,
+            prices_only: true,
             ..FastOptions::default()
         },
     )
@@ -113,6 +119,19 @@ pub fn site_prices(p: &Problem, x: &Replicas, duals: &[f64]) -> Vec<SitePrices> 
             p.add_use(wi, si, &mut used[si], f64::from(n));
         }
     }
+    // Per site and limit, the most one replica of any workload that may
+    // run there needs of it.
+    let mut largest: IndexVec<SiteIx, Vec<f64>> =
+        IndexVec::from_elem_n(vec![0.0; rows], p.sites.len());
+    for (wi, w) in p.workloads.iter_enumerated() {
+        for c in &w.candidates {
+            for row in p.rows() {
+                let need = p.need(wi, c.site, row);
+                let l = &mut largest[c.site][row.index(resources)];
+                *l = l.max(need);
+            }
+        }
+    }
     p.sites
         .iter_enumerated()
         .map(|(si, s)| {
@@ -126,11 +145,17 @@ pub fn site_prices(p: &Problem, x: &Replicas, duals: &[f64]) -> Vec<SitePrices> 
                         .copied()
                         .unwrap_or(0.0)
                         .max(0.0);
-                    let price = if limit.is_finite() && limit > 0.0 {
-                        dual / limit
-                    } else {
-                        0.0
-                    };
+                    // Complementary slackness: a limit with room left for
+                    // one more replica of every shape that may use it is
+                    // not scarce, whatever small multiplier the subgradient
+                    // search left on it.
+                    let slack = limit - used[si][i];
+                    let price =
+                        if limit.is_finite() && limit > 0.0 && slack <= largest[si][i] + 1e-9 {
+                            dual / limit
+                        } else {
+                            0.0
+                        };
                     UnitPrice {
                         row: row_name(p, row),
                         price_per_unit_hour: price,

@@ -56,6 +56,9 @@ pub struct FastOptions {
     pub work: Option<u64>,
     /// Stop on the work budget alone, never on the clock.
     pub deterministic: bool,
+    /// Only the multipliers are wanted (spot prices): the bound's search
+    /// gets all the work; no placement is searched beyond the first.
+    pub prices_only: bool,
 }
 
 impl Default for FastOptions {
@@ -66,6 +69,7 @@ impl Default for FastOptions {
             max_iterations: 3000,
             work: None,
             deterministic: false,
+            prices_only: false,
         }
     }
 }
@@ -1281,7 +1285,11 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
     // The bound gets the first part of the time and of the work; the rest
     // is for the final local search with ejections.
     let bound_deadline = deadline.share(0.6);
-    let bound_work = work.map_or(u64::MAX, |w| w / 5 * 3);
+    let bound_work = match work {
+        Some(w) if options.prices_only => w,
+        Some(w) => w / 5 * 3,
+        None => u64::MAX,
+    };
 
     let zero = vec![0.0; rows];
     // The gap is on the placed cost (`placed_gap`), so the penalty of the
@@ -1343,7 +1351,10 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             *pr = (*pr + step * g).max(0.0);
         }
         // A placement from the prices now and then, if one fits in the time.
-        if iterations == next_primal && limit.affords(primal_took.1, primal_took.0) {
+        if iterations == next_primal
+            && !options.prices_only
+            && limit.affords(primal_took.1, primal_took.0)
+        {
             next_primal = (next_primal as f64 * 1.6) as usize + 5;
             let ((x, obj, pen), took) = primal(&best_price);
             primal_took = took;
@@ -1365,6 +1376,19 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
         if theta < 1e-3 {
             break;
         }
+    }
+    if options.prices_only {
+        let bound = best_bound.max(trivial_bound).min(best_obj);
+        return FastSolved {
+            gap: placed_gap(best_obj, bound, best_pen),
+            x: best_x,
+            objective: best_obj,
+            bound,
+            iterations,
+            work: limit.spent(),
+            out_of_work: limit.spent() >= work.unwrap_or(u64::MAX),
+            price: best_price,
+        };
     }
     if iterations > 0 && limit.affords(primal_took.1, primal_took.0) {
         let ((x, obj, pen), _) = primal(&best_price);
