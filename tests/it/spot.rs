@@ -556,14 +556,60 @@ fn on_demand_work_takes_the_room_back_by_evictions_with_notice() {
         );
         assert!(s.start_s >= 120.0, "{s:?} scheduled inside the notice");
     }
+    // Each eviction names the on-demand work that takes its room.
     let words = edgeplan::explain::moves(&problem, &problem.current_placement(), &p.steps);
-    assert!(
-        words.iter().any(|m| m
-            .text
-            .contains("evicts a spot replica of spot at a with 120 s notice")),
-        "{words:?}"
-    );
+    let evict_words: Vec<&str> = words
+        .iter()
+        .filter(|m| m.text.starts_with("evicts"))
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(evict_words.len(), 3, "{words:?}");
+    for text in &evict_words {
+        assert!(
+            text.starts_with(
+                "evicts a spot replica of spot at a with 120 s notice: on-demand work takes the room back — od start(s) there"
+            ),
+            "{text}"
+        );
+    }
     assert_eq!(solved.market.as_ref().unwrap().left_out[0].replicas, 3);
+}
+
+/// Energy ten times dearer at the spot replicas' site, nobody else needing
+/// the room: the eviction says the price passed the bid, with the floor.
+#[test]
+fn an_eviction_for_a_price_past_the_bid_says_so() {
+    let mut inst = taken_back(2, 60.0);
+    inst.workloads.retain(|w| w.id == "spot");
+    let spot = &mut inst.workloads[0];
+    spot.spot.as_mut().unwrap().max_price_per_replica_hour = 0.5;
+    // Within the bid at 0.10/kWh, not at ten times that.
+    let floor = |inst: &Instance| {
+        let p = Problem::build(inst).unwrap();
+        let c = p.workloads[edgeplan::ix::WorkloadIx::new(0)]
+            .candidate_at(SiteIx::new(0))
+            .unwrap();
+        c.energy_cost + c.carbon_cost
+    };
+    assert!(floor(&inst) < 0.5, "{}", floor(&inst));
+    for s in &mut inst.sites {
+        s.energy.price_per_kwh = edgeplan::instance::Price::Flat(1.0);
+    }
+    assert!(floor(&inst) > 0.5, "{}", floor(&inst));
+    let (problem, _solved, placement, _) = solve_and_verify(&inst);
+    assert!(!placement.assignments.contains_key("spot"));
+    let p = edgeplan::plan::plan(&inst, &problem, &placement).unwrap();
+    let words = edgeplan::explain::moves(&problem, &problem.current_placement(), &p.steps);
+    assert_eq!(words.len(), 2, "{words:?}");
+    for m in &words {
+        assert!(
+            m.text.starts_with("evicts a spot replica of spot at a with 60 s notice: its spot price there passed its bid — energy and carbon alone cost")
+                && m.text.contains("1.000/kWh")
+                && m.text.ends_with("over its bid of 0.5000/h"),
+            "{}",
+            m.text
+        );
+    }
 }
 
 /// Random completion orders on a clock that moves by random amounts: an

@@ -540,19 +540,7 @@ pub fn moves(p: &Problem, before: &Replicas, steps: &[crate::plan::Step]) -> Vec
                 w.id,
                 name(f)
             ),
-            (StepKind::Evict, Some(f), None) => {
-                let site = &p.sites[f].physics;
-                format!(
-                    "evicts a spot replica of {} at {} with {:.0} s notice: the room is taken back for on-demand work ({}'s IT limit is {:.1} kW, set by its {} at {:.1} °C outside), or its spot price there passed its bid",
-                    w.id,
-                    name(f),
-                    step.notice_s,
-                    name(f),
-                    site.it_limit_kw,
-                    site.binding.describe(),
-                    site.ambient_c
-                )
-            }
+            (StepKind::Evict, Some(f), None) => evict_text(p, wi, f, step.notice_s, steps),
             _ => format!("{} step on unknown sites", w.id),
         };
         out.push(MoveExplanation {
@@ -563,4 +551,61 @@ pub fn moves(p: &Problem, before: &Replicas, steps: &[crate::plan::Step]) -> Vec
         });
     }
     out
+}
+
+/// Why a spot replica of `wi` is evicted at `f`: its floor there (energy
+/// and carbon alone) passed its bid; or on-demand work this plan starts
+/// there takes the room back (named); or the room's price did.
+fn evict_text(
+    p: &Problem,
+    wi: WorkloadIx,
+    f: SiteIx,
+    notice_s: f64,
+    steps: &[crate::plan::Step],
+) -> String {
+    let w = &p.workloads[wi];
+    let site = &p.sites[f];
+    let name = &site.name;
+    let physics = &site.physics;
+    let bid = p.spot(wi).map_or(0.0, |s| s.max_price_per_replica_hour);
+    let head = format!(
+        "evicts a spot replica of {} at {name} with {notice_s:.0} s notice",
+        w.id
+    );
+    let floor = w.candidate_at(f).map(|c| c.energy_cost + c.carbon_cost);
+    if let Some(floor) = floor.filter(|&floor| floor > bid) {
+        return format!(
+            "{head}: its spot price there passed its bid — energy and carbon alone cost {floor:.4}/h a replica ({:.3}/kWh at a PUE of {:.2}, {:.1} °C outside), over its bid of {bid:.4}/h",
+            physics.price_per_kwh, physics.pue, physics.ambient_c
+        );
+    }
+    let mut takers: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.to.as_deref() == Some(site.id.as_str()) && s.workload != w.id)
+        .filter(|s| {
+            p.workloads
+                .iter_enumerated()
+                .find(|(_, x)| x.id == s.workload)
+                .is_some_and(|(wj, _)| p.spot(wj).is_none())
+        })
+        .map(|s| s.workload.as_str())
+        .collect();
+    takers.dedup();
+    let limit = format!(
+        "{name}'s IT limit is {:.1} kW, set by its {} at {:.1} °C outside",
+        physics.it_limit_kw,
+        physics.binding.describe(),
+        physics.ambient_c
+    );
+    if takers.is_empty() {
+        return format!(
+            "{head}: its spot price there passed its bid of {bid:.4}/h — the room is scarce ({limit})"
+        );
+    }
+    let named = if takers.len() > 3 {
+        format!("{} and {} more", takers[..3].join(", "), takers.len() - 3)
+    } else {
+        takers.join(", ")
+    };
+    format!("{head}: on-demand work takes the room back — {named} start(s) there in this plan ({limit})")
 }

@@ -16,6 +16,7 @@ use edgeplan_model::instance::Instance;
 use edgeplan_plan::execution::PlanState;
 use edgeplan_solve::fast::{diff, Replanner, DEFAULT_REPLAN_TIME_LIMIT};
 use edgeplan_solve::solver::{SolveOptions, SolveStatus, Solved};
+use edgeplan_solve::spot;
 use edgeplan_telemetry::alarm::{Alarms, Thresholds};
 use tonic::Status;
 
@@ -247,10 +248,18 @@ const REBASES: usize = 3;
 
 impl Memory {
     /// Keep `solved` (of `view`) for incremental re-plans.
+    /// With spot workloads the replanner keeps the on-demand part (spot
+    /// replicas are admitted afresh after each re-plan: `Solved::with_spot`).
     fn keep(&mut self, view: &View, solved: &Solved, incremental: bool) {
         self.kept = incremental.then(|| {
-            let replanner = Replanner::new(view.problem.clone(), &solved.x, solved.price.clone());
-            (view.effective.clone(), replanner)
+            let replanner = if view.problem.has_spot() {
+                let (on_demand, kept) = spot::on_demand(&view.problem);
+                let x = spot::project(&kept, &solved.x);
+                Replanner::new(on_demand, &x, solved.price.clone())
+            } else {
+                Replanner::new(view.problem.clone(), &solved.x, solved.price.clone())
+            };
+            (spot::on_demand_instance(&view.effective), replanner)
         });
     }
 
@@ -264,13 +273,10 @@ impl Memory {
         incremental: bool,
     ) -> Result<Solved, Status> {
         if let Some((before, replanner)) = self.kept.as_mut().filter(|_| incremental) {
-            if let Some(changes) = diff(replanner.problem(), before, &view.effective) {
+            let now = spot::on_demand_instance(&view.effective);
+            if let Some(changes) = diff(replanner.problem(), before, &now) {
                 let started = std::time::Instant::now();
-                match replanner.apply(
-                    &view.effective,
-                    &changes,
-                    Deadline::after(DEFAULT_REPLAN_TIME_LIMIT),
-                ) {
+                match replanner.apply(&now, &changes, Deadline::after(DEFAULT_REPLAN_TIME_LIMIT)) {
                     Ok(r) => {
                         tracing::info!(
                             changes = changes.len(),
@@ -278,8 +284,12 @@ impl Memory {
                             ms = started.elapsed().as_secs_f64() * 1e3,
                             "continuous: incremental re-plan"
                         );
-                        *before = view.effective.clone();
-                        let solved = Solved::replanned(replanner.placement(), &r);
+                        *before = now;
+                        let mut solved = Solved::replanned(replanner.placement(), &r);
+                        if view.problem.has_spot() {
+                            let (on_demand, kept) = spot::on_demand(&view.problem);
+                            solved = solved.with_spot(&view.problem, &on_demand, &kept);
+                        }
                         metrics.solved(view, &solved, started.elapsed().as_secs_f64());
                         return Ok(solved);
                     }
@@ -297,31 +307,81 @@ impl Memory {
 /// `min_gain` of its placed cost? Says by how much and which term moved
 /// most. The placed cost, not the total: the unplaced penalty (10,000/h
 /// for a few replicas no site can hold) would otherwise dwarf a saving
-/// of a quarter of the energy bill.
+/// of a quarter of the energy bill. With spot workloads the costs are the
+/// on-demand work's (admitted spot replicas cost energy but earn more at
+/// their price); spot replicas that lose their place (past their bid, or
+/// their room taken) are a reason on their own, and so is spot revenue
+/// that would grow by `min_gain` of the placed cost.
 fn cheaper(min_gain: f64, view: &View, solved: &Solved) -> Option<String> {
-    let now = &view.eval.objective;
-    let best = view.problem.evaluate(&solved.x).objective;
+    let p = &view.problem;
+    let current = p.current_placement();
+    let on_demand_only = |x: &edgeplan_problem::replicas::Replicas| {
+        let mut x = x.clone();
+        for wi in p.workloads.indices().filter(|&wi| p.spot(wi).is_some()) {
+            x[wi].clear();
+        }
+        p.evaluate(&x).objective
+    };
+    let (now, best) = if p.has_spot() {
+        (on_demand_only(&current), on_demand_only(&solved.x))
+    } else {
+        (view.eval.objective.clone(), p.evaluate(&solved.x).objective)
+    };
     let gain = now.total - best.total;
     let placed_cost = (now.total - now.unplaced).abs().max(1e-9);
-    if gain <= 0.0 || gain < min_gain * placed_cost {
+    let mut reasons = Vec::new();
+    if gain > 0.0 && gain >= min_gain * placed_cost {
+        let terms = [
+            ("energy", now.energy - best.energy),
+            ("carbon", now.carbon - best.carbon),
+            ("latency", now.latency - best.latency),
+            ("thermal risk", now.thermal - best.thermal),
+            ("unplaced", now.unplaced - best.unplaced),
+        ];
+        let (term, by) = terms
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .copied()
+            .unwrap_or(("total", gain));
+        reasons.push(format!(
+            "a new placement costs {:.3}/h less ({:.1} % of the placed cost), mostly {term} ({by:.3}/h)",
+            gain,
+            100.0 * gain / placed_cost
+        ));
+    }
+    if let Some(market) = solved.market.as_deref() {
+        let (mut evicted, mut revenue_now) = (0, 0.0);
+        for wi in p.workloads.indices().filter(|&wi| p.spot(wi).is_some()) {
+            for &(si, n) in &current[wi] {
+                let kept = solved.x[wi]
+                    .iter()
+                    .find(|(s, _)| *s == si)
+                    .map_or(0, |e| e.1);
+                evicted += n.saturating_sub(kept);
+                let price = spot::shape_price(p, &market.sites, wi, si)
+                    .map_or(0.0, |s| s.price_per_replica_hour);
+                revenue_now += f64::from(n.min(kept)) * price;
+            }
+        }
+        if evicted > 0 {
+            reasons.push(format!(
+                "{evicted} spot replica(s) lose their place (past their bid, or their room taken): evicted with notice"
+            ));
+        }
+        let more = market.revenue_per_hour - revenue_now;
+        if more > 0.0 && more >= min_gain * placed_cost {
+            reasons.push(format!(
+                "spot revenue would grow by {more:.3}/h ({} replica(s) admitted)",
+                market.admitted.iter().map(|a| a.replicas).sum::<u32>()
+            ));
+        }
+    }
+    if reasons.is_empty() {
         return None;
     }
-    let terms = [
-        ("energy", now.energy - best.energy),
-        ("carbon", now.carbon - best.carbon),
-        ("latency", now.latency - best.latency),
-        ("thermal risk", now.thermal - best.thermal),
-        ("unplaced", now.unplaced - best.unplaced),
-    ];
-    let (term, by) = terms
-        .iter()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .copied()
-        .unwrap_or(("total", gain));
     Some(format!(
-        "the inventory changed (version {}): a new placement costs {:.3}/h less ({:.1} % of the placed cost), mostly {term} ({by:.3}/h)",
+        "the inventory changed (version {}): {}",
         view.version,
-        gain,
-        100.0 * gain / placed_cost
+        reasons.join("; ")
     ))
 }

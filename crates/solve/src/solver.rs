@@ -187,6 +187,26 @@ pub struct Solved {
 }
 
 impl Solved {
+    /// `self` answers `problem`'s on-demand part (`on_demand`, made by
+    /// [`crate::spot::on_demand`], whose workloads are `problem`'s `kept`):
+    /// the answer to `problem`, with spot replicas admitted into the room
+    /// left. The objective and the bound both count what the admitted
+    /// spot replicas cost (they are placed by the market's rule, not
+    /// optimised); the gap stays the on-demand one (over a placed cost
+    /// grown by spot work it would look smaller than the search earned).
+    pub fn with_spot(self, problem: &Problem, on_demand: &Problem, kept: &[WorkloadIx]) -> Solved {
+        let x = crate::spot::lift(problem, kept, &self.x);
+        let market = crate::spot::on_with(problem, on_demand, &x, None, 0.0);
+        let objective = problem.evaluate(&market.x).objective.total;
+        Solved {
+            objective,
+            bound: self.bound + (objective - self.objective),
+            x: market.x.clone(),
+            market: Some(Box::new(market)),
+            ..self
+        }
+    }
+
     /// An incremental re-plan's answer, `x` being the replanner's placement.
     pub fn replanned(x: Replicas, r: &crate::fast::Replanned) -> Solved {
         Solved {
@@ -429,23 +449,7 @@ pub fn solve(problem: &Problem, options: &SolveOptions) -> Result<Solved> {
     }
     let (on_demand, kept) = crate::spot::on_demand(problem);
     let solved = solve_on_demand(&on_demand, options)?;
-    let mut x = Replicas::empty(problem.workloads.len());
-    for (k, &wi) in kept.iter().enumerate() {
-        x[wi] = solved.x[WorkloadIx::new(k)].clone();
-    }
-    let market = crate::spot::on_with(problem, &on_demand, &x, None, 0.0);
-    let objective = problem.evaluate(&market.x).objective.total;
-    // What the admitted spot replicas cost joins the bound as it joins the
-    // objective; the gap stays the on-demand solve's (over a placed cost
-    // grown by spot work it would look smaller than the search earned).
-    let bound = solved.bound + (objective - solved.objective);
-    Ok(Solved {
-        objective,
-        bound,
-        x: market.x.clone(),
-        market: Some(Box::new(market)),
-        ..solved
-    })
+    Ok(solved.with_spot(problem, &on_demand, &kept))
 }
 
 fn solve_on_demand(problem: &Problem, options: &SolveOptions) -> Result<Solved> {

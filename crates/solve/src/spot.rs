@@ -6,6 +6,7 @@
 //! their bid. On-demand work is placed first and never moves for spot:
 //! admission only adds. Pure: values in, values out.
 
+use edgeplan_model::instance::Instance;
 use edgeplan_problem::ix::{IndexVec, SiteIx, WorkloadIx};
 use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
@@ -398,6 +399,36 @@ pub fn smooth(p: &Problem, previous: &[SitePrices], next: &mut [SitePrices], kee
 /// kept workload's index in `p`.
 pub fn on_demand(p: &Problem) -> (Problem, Vec<WorkloadIx>) {
     p.restrict(|w| p.spot(w).is_none())
+}
+
+/// A placement of [`on_demand`]'s problem (whose workloads are `p`'s
+/// `kept`) as one of `p`, spot workloads unplaced.
+pub fn lift(p: &Problem, kept: &[WorkloadIx], x: &Replicas) -> Replicas {
+    let mut all = Replicas::empty(p.workloads.len());
+    for (k, &wi) in kept.iter().enumerate() {
+        all[wi] = x[WorkloadIx::new(k)].clone();
+    }
+    all
+}
+
+/// `x`, a placement of `p`, restricted to `p`'s `kept` workloads (a
+/// placement of [`on_demand`]'s problem).
+pub fn project(kept: &[WorkloadIx], x: &Replicas) -> Replicas {
+    kept.iter().map(|&wi| x[wi].clone()).collect()
+}
+
+/// `inst` without its spot workloads: the instance [`on_demand`]'s
+/// problem answers, workloads in the same order.
+pub fn on_demand_instance(inst: &Instance) -> Instance {
+    Instance {
+        workloads: inst
+            .workloads
+            .iter()
+            .filter(|w| w.spot.is_none())
+            .cloned()
+            .collect(),
+        ..inst.clone()
+    }
 }
 
 /// The market on placement `x`: its on-demand replicas where `x` puts
