@@ -172,6 +172,21 @@ def main():
         workloads.append(w)
         placed_cores += replicas * cores
         n += 1
+    if args.region == "us":
+        # A spot customer (docs/spot.md): a render farm whose data stays in
+        # Texas, preemptible, bidding a little over what a replica's energy
+        # and carbon cost there on a summer evening; the heat wave's prices
+        # take its room back, with two minutes' notice.
+        workloads.append({
+            "id": "render-farm",
+            "replicas": 24,
+            "resources": {"cpu_cores": 16.0, "memory_gib": 32.0},
+            "utilization": 0.9,
+            "pinned_sites": [i for i in ids if i in ("dallas", "austin", "houston", "san-antonio")],
+            "priority": 1,
+            "state_gib": 0.0,
+            "spot": {"max_price_per_replica_hour": 0.008, "notice_s": 120.0},
+        })
     inst = {
         "name": args.name,
         "sites": sites,

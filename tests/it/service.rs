@@ -1141,6 +1141,30 @@ fn the_demo_replans_after_the_heat_and_the_price_spike_while_a_browser_watches()
         "no re-plan after the price spike:\n{story}"
     );
     assert!(story.contains("ERCO"), "{story}");
+    // The Texas render farm (spot) is evicted with its notice once the heat
+    // and its prices pass its bid, and each eviction is recorded no sooner
+    // than its notice after it was sent.
+    let eviction = at("SPOT EVICTION: 24 replica(s) of render-farm");
+    assert!(eviction > heat, "evicted before the heat:\n{story}");
+    assert!(
+        story[eviction..].lines().next().is_some_and(|l| l
+            .contains("get 120 s notice (2.4 s here)")
+            && l.contains("passed its bid")),
+        "{story}"
+    );
+    let kept = at("eviction(s) recorded after their notice — the shortest ");
+    let numbers: Vec<f64> = story[kept..]
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // [shortest_s, notice_s]
+    assert!(
+        numbers.len() == 2 && numbers[0] >= numbers[1] && numbers[1] > 0.0,
+        "{numbers:?}:\n{story}"
+    );
     assert!(
         story
             .lines()

@@ -31,8 +31,9 @@ struct Memory {
     /// Inventory version last checked for a cheaper placement.
     version_seen: u64,
     /// The last answer, kept for incremental re-plans, with the effective
-    /// instance it answers.
-    kept: Option<(Instance, Replanner)>,
+    /// instance it answers (without spot workloads) and, with spot work,
+    /// the multipliers its prices came from.
+    kept: Option<(Instance, Replanner, Vec<f64>)>,
 }
 
 pub async fn run(shared: Arc<Shared>) {
@@ -259,7 +260,12 @@ impl Memory {
             } else {
                 Replanner::new(view.problem.clone(), &solved.x, solved.price.clone())
             };
-            (spot::on_demand_instance(&view.effective), replanner)
+            let duals = solved
+                .market
+                .as_ref()
+                .map(|m| m.duals.clone())
+                .unwrap_or_default();
+            (spot::on_demand_instance(&view.effective), replanner, duals)
         });
     }
 
@@ -272,7 +278,7 @@ impl Memory {
         options: &SolveOptions,
         incremental: bool,
     ) -> Result<Solved, Status> {
-        if let Some((before, replanner)) = self.kept.as_mut().filter(|_| incremental) {
+        if let Some((before, replanner, duals)) = self.kept.as_mut().filter(|_| incremental) {
             let now = spot::on_demand_instance(&view.effective);
             if let Some(changes) = diff(replanner.problem(), before, &now) {
                 let started = std::time::Instant::now();
@@ -287,8 +293,16 @@ impl Memory {
                         *before = now;
                         let mut solved = Solved::replanned(replanner.placement(), &r);
                         if view.problem.has_spot() {
-                            let (on_demand, kept) = spot::on_demand(&view.problem);
-                            solved = solved.with_spot(&view.problem, &on_demand, &kept);
+                            // The last full solve's multipliers: a re-plan
+                            // stays milliseconds (a fresh search for them
+                            // takes seconds on a large fleet).
+                            let kept: Vec<_> = view
+                                .problem
+                                .workloads
+                                .indices()
+                                .filter(|&w| view.problem.spot(w).is_none())
+                                .collect();
+                            solved = solved.with_spot_at(&view.problem, &kept, duals);
                         }
                         metrics.solved(view, &solved, started.elapsed().as_secs_f64());
                         return Ok(solved);

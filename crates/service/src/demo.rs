@@ -116,6 +116,10 @@ pub fn demo_fleet(opts: &DemoOptions, year: &Year) -> anyhow::Result<(Instance, 
     Ok((fleet, first))
 }
 
+/// Plan steps take this share of their modelled duration (an eviction's
+/// notice too).
+const TIME_SCALE: f64 = 0.02;
+
 /// A price this many times the week before's median is a spike.
 const SPIKE: f64 = 3.0;
 
@@ -188,7 +192,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     config.continuous.min_gain = 0.005;
     config.continuous.min_inlet_headroom_c = 2.0;
     config.continuous.slo = false;
-    config.dispatch.time_scale = 0.02;
+    config.dispatch.time_scale = TIME_SCALE;
     config.solve_time_limit_s = 5.0;
     // Weather runs `3600 / hour_s` times faster than real time here.
     config.telemetry.max_temperature_rate_c_per_s *= 3600.0 / hour_s;
@@ -546,7 +550,7 @@ async fn story(
                 }
             }
         }
-        narrate_plans(&mut placement, &mut seen, &mut outcome, t0).await?;
+        narrate_plans(&mut placement, &mut inventory, &mut seen, &mut outcome, t0).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     feeder.abort();
@@ -651,6 +655,7 @@ fn state_name(state: i32) -> String {
 /// of a plan's state.
 async fn narrate_plans(
     placement: &mut PlacementClient<super::client::AuthChannel>,
+    inventory: &mut InventoryClient<tonic::transport::Channel>,
     seen: &mut HashSet<u64>,
     outcome: &mut DemoOutcome,
     t0: Instant,
@@ -664,7 +669,7 @@ async fn narrate_plans(
         if !seen.insert(p.plan_id) {
             continue;
         }
-        let (view, _) = super::client::plan_of(placement, p.plan_id).await?;
+        let (view, plan) = super::client::plan_of(placement, p.plan_id).await?;
         say(
             t0,
             format!(
@@ -709,9 +714,13 @@ async fn narrate_plans(
         if view.steps.len() > 3 {
             say(t0, format!("  … and {} more steps", view.steps.len() - 3));
         }
+        say_evictions(inventory, &view, &plan, t0).await?;
     }
     for p in &plans {
         let old = outcome.plans.iter().find(|o| o.plan_id == p.plan_id);
+        if p.state == pb::PlanState::Succeeded as i32 && old.is_some_and(|o| o.state != p.state) {
+            say_notice_kept(placement, p.plan_id, t0).await?;
+        }
         if old.is_none_or(|o| o.state != p.state || o.succeeded != p.succeeded)
             && (old.is_some() || p.state != pb::PlanState::Recommended as i32)
         {
@@ -728,5 +737,96 @@ async fn narrate_plans(
         }
     }
     outcome.plans = plans;
+    Ok(())
+}
+
+/// A plan's evictions, per spot workload: how many, where, the notice, and
+/// why (the plan's own words for the first, on the inventory as it is).
+async fn say_evictions(
+    inventory: &mut InventoryClient<tonic::transport::Channel>,
+    view: &pb::PlanView,
+    plan: &edgeplan_model::plan::Plan,
+    t0: Instant,
+) -> anyhow::Result<()> {
+    let evict = pb::StepKind::Evict as i32;
+    let mut by_workload: BTreeMap<&str, BTreeMap<&str, u32>> = BTreeMap::new();
+    for s in view.steps.iter().filter(|s| s.kind == evict) {
+        *by_workload
+            .entry(s.workload.as_str())
+            .or_default()
+            .entry(s.from_site.as_str())
+            .or_default() += 1;
+    }
+    if by_workload.is_empty() {
+        return Ok(());
+    }
+    let snapshot = inventory
+        .get_inventory(pb::GetInventoryRequest {
+            effective: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    let now: Instance = serde_json::from_str(&snapshot.instance_json)?;
+    let problem = Problem::build(&now)?;
+    let words = edgeplan_plan::explain::moves(&problem, &problem.current_placement(), &plan.steps);
+    for (workload, sites) in by_workload {
+        let n: u32 = sites.values().sum();
+        let notice = view
+            .steps
+            .iter()
+            .find(|s| s.kind == evict && s.workload == workload)
+            .map_or(0.0, |s| s.notice_s);
+        let at: Vec<String> = sites.iter().map(|(s, k)| format!("{s} ×{k}")).collect();
+        let why = words
+            .iter()
+            .find(|m| m.workload == workload && m.text.starts_with("evicts"))
+            .and_then(|m| {
+                m.text
+                    .split_once("notice: ")
+                    .map(|(_, why)| why.to_string())
+            })
+            .unwrap_or_default();
+        say(
+            t0,
+            format!(
+                "  SPOT EVICTION: {n} replica(s) of {workload} ({}) get {notice:.0} s notice ({:.1} s here) — {why}",
+                at.join(", "),
+                notice * TIME_SCALE
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// After a plan with evictions succeeds: each was recorded no sooner than
+/// its notice after it was sent (the shortest, against the notice).
+async fn say_notice_kept(
+    placement: &mut PlacementClient<super::client::AuthChannel>,
+    plan_id: u64,
+    t0: Instant,
+) -> anyhow::Result<()> {
+    let (view, _) = super::client::plan_of(placement, plan_id).await?;
+    let secs = |t: &Option<_>| t.map(edgeplan_api::convert::unix_s);
+    let held: Vec<(f64, f64)> = view
+        .steps
+        .iter()
+        .filter(|s| s.kind == pb::StepKind::Evict as i32)
+        .filter_map(|s| {
+            Some((
+                secs(&s.ended_at)? - secs(&s.started_at)?,
+                s.notice_s * TIME_SCALE,
+            ))
+        })
+        .collect();
+    if let Some(&(shortest, notice)) = held.iter().min_by(|a, b| a.0.total_cmp(&b.0)) {
+        say(
+            t0,
+            format!(
+                "  plan {plan_id}: {} eviction(s) recorded after their notice — the shortest {shortest:.2} s from sending to done, notice {notice:.2} s",
+                held.len()
+            ),
+        );
+    }
     Ok(())
 }

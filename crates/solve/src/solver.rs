@@ -197,6 +197,18 @@ impl Solved {
     pub fn with_spot(self, problem: &Problem, on_demand: &Problem, kept: &[WorkloadIx]) -> Solved {
         let x = crate::spot::lift(problem, kept, &self.x);
         let market = crate::spot::on_with(problem, on_demand, &x, None, 0.0);
+        self.with_market(problem, market)
+    }
+
+    /// [`Solved::with_spot`] at multipliers made before (an earlier
+    /// market's `duals`): for incremental re-plans, which must stay fast.
+    pub fn with_spot_at(self, problem: &Problem, kept: &[WorkloadIx], duals: &[f64]) -> Solved {
+        let x = crate::spot::lift(problem, kept, &self.x);
+        let market = crate::spot::admit_with(problem, &x, duals);
+        self.with_market(problem, market)
+    }
+
+    fn with_market(self, problem: &Problem, market: crate::spot::Market) -> Solved {
         let objective = problem.evaluate(&market.x).objective.total;
         Solved {
             objective,

@@ -86,6 +86,11 @@ pub struct Market {
     /// The whole placement: on-demand as given, spot admitted.
     #[serde(skip)]
     pub x: Replicas,
+    /// The multipliers the prices came from (per site and row, as the
+    /// fast path lays them out): an incremental re-plan prices with them
+    /// again ([`admit_with`]).
+    #[serde(skip)]
+    pub duals: Vec<f64>,
 }
 
 /// The fast path's multipliers for `on_demand` (a problem without spot
@@ -370,6 +375,7 @@ pub fn admit_at(p: &Problem, on_demand: &Replicas, sites: Vec<SitePrices>) -> Ma
         left_out,
         revenue_per_hour: revenue,
         x,
+        duals: Vec::new(),
     }
 }
 
@@ -448,15 +454,37 @@ pub fn on_with(
     previous: Option<&[SitePrices]>,
     keep: f64,
 ) -> Market {
+    let duals = multipliers(on_demand);
+    let x = without_spot(p, x);
+    let mut sites = site_prices(p, &x, &duals);
+    if let Some(previous) = previous {
+        smooth(p, previous, &mut sites, keep);
+    }
+    Market {
+        duals,
+        ..admit_at(p, &x, sites)
+    }
+}
+
+/// Spot admitted on placement `x` at multipliers `duals` made before (an
+/// earlier [`Market::duals`] of the same sites): an incremental re-plan's
+/// market, in milliseconds. The floors are `p`'s own (today's energy,
+/// carbon and physics); only the limits' scarcity is the earlier one's.
+pub fn admit_with(p: &Problem, x: &Replicas, duals: &[f64]) -> Market {
+    let x = without_spot(p, x);
+    let sites = site_prices(p, &x, duals);
+    Market {
+        duals: duals.to_vec(),
+        ..admit_at(p, &x, sites)
+    }
+}
+
+fn without_spot(p: &Problem, x: &Replicas) -> Replicas {
     let mut x = x.clone();
     for wi in p.workloads.indices() {
         if p.spot(wi).is_some() {
             x[wi].clear();
         }
     }
-    let mut sites = site_prices(p, &x, &multipliers(on_demand));
-    if let Some(previous) = previous {
-        smooth(p, previous, &mut sites, keep);
-    }
-    admit_at(p, &x, sites)
+    x
 }
