@@ -735,3 +735,78 @@ fn diurnal_demand_takes_the_hour_of_day_from_the_labels() {
         );
     }
 }
+
+/// The demo fleet through the ERCOT heat of 9–10 August 2023, with and
+/// without its spot render farm: edgeplan's on-demand figures are the same
+/// (spot never displaces on-demand work), the render farm is admitted at
+/// night and evicted on both evenings, and every hour's spot revenue is
+/// within what the running replicas bid. Deterministic: twice, the same.
+#[test]
+fn replay_with_spot_work_counts_it_and_leaves_on_demand_alone() {
+    let with: Instance = serde_yaml::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/demo-fleet.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let spot = with
+        .workloads
+        .iter()
+        .find(|w| w.spot.is_some())
+        .expect("the demo fleet has a spot workload")
+        .clone();
+    let bid = spot.spot.unwrap().max_price_per_replica_hour;
+    let mut without = with.clone();
+    without.workloads.retain(|w| w.spot.is_none());
+    let y = Year::shipped_2023().expect("year");
+    let opts = ReplayOptions {
+        from_hour: y.hour_of("2023-08-09").expect("hour"),
+        hours: 48,
+        policies: vec![PolicyKind::Edgeplan],
+        ..ReplayOptions::default()
+    };
+    let a = replay(&with, &y, &opts, &|_| {}).expect("replay");
+    let b = replay(&without, &y, &opts, &|_| {}).expect("replay");
+    let (ta, tb) = (&a.totals[0], &b.totals[0]);
+    eprintln!("{}", edgeplan::replay::comparison_table(&a));
+    assert_eq!(ta.unplaced_replica_hours, tb.unplaced_replica_hours);
+    assert_eq!(ta.unplaced_by_priority, tb.unplaced_by_priority);
+    assert_eq!(
+        ta.slo_violating_replica_hours,
+        tb.slo_violating_replica_hours
+    );
+    assert_eq!(tb.spot_replica_hours + tb.spot_left_out_replica_hours, 0);
+    // Every hour counts all of the render farm's replicas, run or left out.
+    for h in &a.policy_hours {
+        assert_eq!(
+            h.spot_replicas + h.spot_left_out,
+            u64::from(spot.replicas),
+            "{h:?}"
+        );
+        assert!(
+            h.spot_revenue <= bid * h.spot_replicas as f64 + 1e-9,
+            "hour {}: revenue {} over the bids",
+            h.hour,
+            h.spot_revenue
+        );
+        assert_eq!(h.spot_replicas > 0, h.spot_revenue > 0.0, "{h:?}");
+    }
+    // Run at night, left out in the heat of both evenings, evicted then.
+    let evenings: Vec<usize> = a
+        .policy_hours
+        .iter()
+        .filter(|h| h.spot_evictions > 0 && h.spot_replicas == 0)
+        .map(|h| (h.hour - opts.from_hour) / 24)
+        .collect();
+    assert!(
+        evenings.contains(&0) && evenings.contains(&1),
+        "evictions on days {evenings:?}"
+    );
+    assert!(ta.spot_replica_hours > 0 && ta.spot_left_out_replica_hours > 0);
+    assert!(ta.spot_revenue > 0.0);
+    assert!(ta.spot_evictions >= 2 * u64::from(spot.replicas));
+    let again = replay(&with, &y, &opts, &|_| {}).expect("replay");
+    assert_eq!(a, again);
+}

@@ -142,6 +142,10 @@ pub fn replay_hour_frame(replay: &Replay) -> PolarsResult<DataFrame> {
         "cooling_shortfalls" => u(|h| h.cooling_shortfalls as u64),
         "worst_inlet_excess_c" => f(|h| h.worst_inlet_excess_c),
         "worst_power_excess_kw" => f(|h| h.worst_power_excess_kw),
+        "spot_replicas" => u(|h| h.spot_replicas),
+        "spot_left_out" => u(|h| h.spot_left_out),
+        "spot_evictions" => u(|h| u64::from(h.spot_evictions)),
+        "spot_revenue" => f(|h| h.spot_revenue),
     )
 }
 

@@ -163,7 +163,8 @@ pub fn unplaced_with(p: &Problem, x: &Replicas, detail: Detail) -> Vec<UnplacedE
     let mut out = Vec::new();
     for (wi, w) in p.workloads.iter_enumerated() {
         let placed = x.placed(wi);
-        if placed >= w.replicas {
+        // A spot replica left out is not unplaced: the market says why.
+        if placed >= w.replicas || p.spot(wi).is_some() {
             continue;
         }
         let causes: Vec<Cause> = p

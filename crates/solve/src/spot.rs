@@ -262,6 +262,22 @@ pub fn shape_price(
 /// bid and it fits, else at the cheapest site that fits within its bid.
 /// On-demand replicas never move.
 pub fn admit_at(p: &Problem, on_demand: &Replicas, sites: Vec<SitePrices>) -> Market {
+    admit(p, on_demand, sites, None)
+}
+
+/// [`admit_at`] with where spot replicas run today given (`today`, a
+/// placement of `p`) rather than read from `p`'s `current`: a replay's
+/// policy keeps its own placement.
+fn admit(
+    p: &Problem,
+    on_demand: &Replicas,
+    sites: Vec<SitePrices>,
+    today: Option<&Replicas>,
+) -> Market {
+    let runs_today = |wi: WorkloadIx, si: SiteIx| match today {
+        Some(t) => t[wi].iter().find(|(s, _)| *s == si).map_or(0, |e| e.1),
+        None => p.workloads[wi].current_at(si),
+    };
     let rows = p.row_count();
     let mut x = on_demand.clone();
     let mut used: IndexVec<SiteIx, Vec<f64>> =
@@ -295,8 +311,8 @@ pub fn admit_at(p: &Problem, on_demand: &Replicas, sites: Vec<SitePrices>) -> Ma
         // Where it runs today first (no move for nothing), then cheapest.
         priced.retain(|(s, _)| s.price_per_replica_hour <= bid(wi));
         priced.sort_by(|(a, sa), (b, sb)| {
-            (wl.current_at(*sb) > 0)
-                .cmp(&(wl.current_at(*sa) > 0))
+            (runs_today(wi, *sb) > 0)
+                .cmp(&(runs_today(wi, *sa) > 0))
                 .then(
                     a.price_per_replica_hour
                         .total_cmp(&b.price_per_replica_hour),
@@ -471,11 +487,17 @@ pub fn on_with(
 /// market, in milliseconds. The floors are `p`'s own (today's energy,
 /// carbon and physics); only the limits' scarcity is the earlier one's.
 pub fn admit_with(p: &Problem, x: &Replicas, duals: &[f64]) -> Market {
+    admit_from(p, x, duals, None)
+}
+
+/// [`admit_with`], spot replicas staying where `today` runs them when
+/// their price there is within their bid.
+pub fn admit_from(p: &Problem, x: &Replicas, duals: &[f64], today: Option<&Replicas>) -> Market {
     let x = without_spot(p, x);
     let sites = site_prices(p, &x, duals);
     Market {
         duals: duals.to_vec(),
-        ..admit_at(p, &x, sites)
+        ..admit(p, &x, sites, today)
     }
 }
 

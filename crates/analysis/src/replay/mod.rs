@@ -35,6 +35,7 @@ use edgeplan_problem::problem::Problem;
 use edgeplan_problem::replicas::Replicas;
 use edgeplan_solve::fast::{Change, Replanner, DEFAULT_REPLAN_WORK};
 use edgeplan_solve::solver::{solve, Method, SolveOptions};
+use edgeplan_solve::spot;
 use edgeplan_telemetry::forecast::{HoltWinters, HwState};
 
 pub use policy::PolicyKind;
@@ -149,6 +150,14 @@ pub struct PolicyHour {
     pub cooling_shortfalls: u32,
     pub worst_inlet_excess_c: f64,
     pub worst_power_excess_kw: f64,
+    /// Spot replicas running, left out (their workloads' replicas not
+    /// running), and evicted at the hour's start (a spot replica that left
+    /// a site); what the running ones pay at the market's prices (edgeplan
+    /// policies; the rule policies run no market: 0).
+    pub spot_replicas: u64,
+    pub spot_left_out: u64,
+    pub spot_evictions: u32,
+    pub spot_revenue: f64,
 }
 
 /// One site's hour under one policy.
@@ -192,6 +201,12 @@ pub struct PolicyTotals {
     pub cooling_shortfall_site_hours: u64,
     pub worst_inlet_excess_c: f64,
     pub worst_power_excess_kw: f64,
+    /// Spot: replica-hours run and left out, evictions, revenue (see
+    /// `PolicyHour`).
+    pub spot_replica_hours: u64,
+    pub spot_left_out_replica_hours: u64,
+    pub spot_evictions: u64,
+    pub spot_revenue: f64,
 }
 
 /// Where every policy started.
@@ -594,8 +609,12 @@ impl Hour<'_> {
         let decides = (self.t - self.opts.from_hour).is_multiple_of(self.opts.step_hours);
         let target = match run.kind {
             _ if !decides => before.clone(),
-            PolicyKind::Edgeplan => optimize(run, &before, self.knowable, self.opts)?,
-            PolicyKind::EdgeplanForesight => optimize(run, &before, self.foresight, self.opts)?,
+            PolicyKind::Edgeplan => {
+                optimize(run, &before, self.knowable, Some(self.kp), self.opts)?
+            }
+            PolicyKind::EdgeplanForesight => {
+                optimize(run, &before, self.foresight, None, self.opts)?
+            }
             kind => decide(
                 self.kp,
                 &before,
@@ -624,6 +643,22 @@ impl Hour<'_> {
         }
         let (mut hour, eval) =
             judge_hour(self.judge, self.fleet, &before, &after, self.t, run.kind);
+        // What the running spot replicas pay at the hour's prices.
+        if let Some(m) = run.optimizer.as_ref().and_then(|o| o.spot.as_ref()) {
+            let p = self.kp;
+            hour.spot_revenue = 0.0
+                + p.workloads
+                    .indices()
+                    .filter(|&w| p.spot(w).is_some())
+                    .flat_map(|wi| after[wi].iter().map(move |&(si, n)| (wi, si, n)))
+                    .filter_map(|(wi, si, n)| {
+                        Some(
+                            f64::from(n)
+                                * spot::shape_price(p, &m.sites, wi, si)?.price_per_replica_hour,
+                        )
+                    })
+                    .sum::<f64>();
+        }
         if let Some(plan) = &plan {
             hour.blocked_moves = plan.blocked.len() as u32;
             hour.waves = plan.waves.len() as u32;
@@ -672,10 +707,22 @@ struct Run {
 /// The optimizer's own copy of the fleet (its workloads' `current` is its
 /// placement) and its re-planner.
 struct Optimizer {
+    /// Without spot workloads when the fleet has some: the re-planner
+    /// keeps the on-demand part, spot is admitted after each re-plan.
     inst: Instance,
     replanner: Replanner,
-    /// Workloads whose placement changed last hour.
+    /// Workloads whose placement changed last hour (of `inst`).
     changed: Vec<WorkloadIx>,
+    spot: Option<SpotMarket>,
+}
+
+/// What the optimizer keeps of the spot market: the on-demand workloads'
+/// indices in the fleet, the first solve's multipliers (re-plans price
+/// with them: `spot::admit_from`), and the last hour's prices.
+struct SpotMarket {
+    kept: Vec<WorkloadIx>,
+    duals: Vec<f64>,
+    sites: Vec<spot::SitePrices>,
 }
 
 /// The optimizer's decision for the hour: a fast-path solve the first
@@ -684,6 +731,7 @@ fn optimize(
     run: &mut Run,
     before: &Replicas,
     seen: &Instance,
+    seen_problem: Option<&Problem>,
     opts: &ReplayOptions,
 ) -> Result<Replicas> {
     let after = match &mut run.optimizer {
@@ -703,15 +751,29 @@ fn optimize(
                     ..SolveOptions::default()
                 },
             )?;
-            let mut replanner = Replanner::new(problem, &solved.x, solved.price);
+            let (replanner, inst, market) = match solved.market {
+                Some(market) => {
+                    let (on_demand, kept) = spot::on_demand(&problem);
+                    let x = spot::project(&kept, &solved.x);
+                    let replanner = Replanner::new(on_demand, &x, solved.price);
+                    let market = SpotMarket {
+                        kept,
+                        duals: market.duals,
+                        sites: market.sites,
+                    };
+                    (replanner, spot::on_demand_instance(&inst), Some(market))
+                }
+                None => (Replanner::new(problem, &solved.x, solved.price), inst, None),
+            };
+            let mut replanner = replanner;
             replanner.set_work(Some(opts.replan_work));
-            let after = replanner.placement();
             run.optimizer = Some(Optimizer {
                 inst,
                 replanner,
                 changed: Vec::new(),
+                spot: market,
             });
-            after
+            solved.x
         }
         Some(o) => {
             o.inst.sites.clone_from(&seen.sites);
@@ -723,7 +785,8 @@ fn optimize(
             // every workload every hour for a curve that moves 1–3 % an hour
             // would cost more than the rest of the re-plan.
             let mut workloads = o.changed.clone();
-            for (i, (mine, now)) in o.inst.workloads.iter_mut().zip(&seen.workloads).enumerate() {
+            let on_demand = seen.workloads.iter().filter(|w| w.spot.is_none());
+            for (i, (mine, now)) in o.inst.workloads.iter_mut().zip(on_demand).enumerate() {
                 if (now.utilization - mine.utilization).abs()
                     > DEMAND_DEADBAND * mine.utilization.max(1e-9)
                 {
@@ -735,7 +798,24 @@ fn optimize(
             workloads.dedup();
             changes.extend(workloads.into_iter().map(Change::Workload));
             o.replanner.apply(&o.inst, &changes, Deadline::NONE)?;
-            o.replanner.placement()
+            let x = o.replanner.placement();
+            match &mut o.spot {
+                Some(m) => {
+                    let built;
+                    let p = match seen_problem {
+                        Some(p) => p,
+                        None => {
+                            built = Problem::build(seen)?;
+                            &built
+                        }
+                    };
+                    let market =
+                        spot::admit_from(p, &spot::lift(p, &m.kept, &x), &m.duals, Some(before));
+                    m.sites = market.sites;
+                    market.x
+                }
+                None => x,
+            }
         }
     };
     Ok(after)
@@ -746,6 +826,13 @@ impl Optimizer {
     /// there and its moves are sunk. Where the plan did not reach the
     /// optimizer's target, the re-planner is told where the fleet is.
     fn settle(&mut self, before: &Replicas, after: &Replicas) {
+        let (before, after) = match &self.spot {
+            Some(m) => (
+                &spot::project(&m.kept, before),
+                &spot::project(&m.kept, after),
+            ),
+            None => (before, after),
+        };
         let target = self.replanner.placement();
         let reached = target
             .iter_enumerated()
@@ -985,7 +1072,11 @@ fn utc_offset_h(fleet: &Instance, w: &edgeplan_model::instance::Workload) -> i64
 /// Replicas of `x` left out, by workload priority.
 fn unplaced_by_priority(judge: &Problem, x: &Replicas) -> BTreeMap<u32, u64> {
     let mut out = BTreeMap::new();
-    for (wi, sites) in x.iter_enumerated() {
+    // Spot replicas left out are not unplaced (see `spot_left_out`).
+    for (wi, sites) in x
+        .iter_enumerated()
+        .filter(|(wi, _)| judge.spot(*wi).is_none())
+    {
         let placed: u32 = sites.iter().map(|(_, n)| n).sum();
         let w = &judge.workloads[wi];
         let missing = w.replicas.saturating_sub(placed);
@@ -1034,7 +1125,24 @@ fn judge_hour(
         cooling_shortfalls: 0,
         worst_inlet_excess_c: 0.0,
         worst_power_excess_kw: 0.0,
+        spot_replicas: 0,
+        spot_left_out: 0,
+        spot_evictions: 0,
+        spot_revenue: 0.0,
     };
+    for wi in judge
+        .workloads
+        .indices()
+        .filter(|&w| judge.spot(w).is_some())
+    {
+        let running: u32 = after[wi].iter().map(|&(_, n)| n).sum();
+        hour.spot_replicas += u64::from(running);
+        hour.spot_left_out += u64::from(judge.workloads[wi].replicas.saturating_sub(running));
+        for &(si, n) in &before[wi] {
+            let stays = after[wi].iter().find(|(s, _)| *s == si).map_or(0, |e| e.1);
+            hour.spot_evictions += n.saturating_sub(stays);
+        }
+    }
     for (s, site) in eval.sites.iter().zip(&fleet.sites) {
         let inlet_excess = s.inlet_c - (s.inlet_limit_c + site.thermal.margin_c);
         if inlet_excess > 1e-9 {
@@ -1074,6 +1182,10 @@ impl PolicyTotals {
             cooling_shortfall_site_hours: 0,
             worst_inlet_excess_c: 0.0,
             worst_power_excess_kw: 0.0,
+            spot_replica_hours: 0,
+            spot_left_out_replica_hours: 0,
+            spot_evictions: 0,
+            spot_revenue: 0.0,
         }
     }
 }
@@ -1096,6 +1208,10 @@ impl Run {
         t.cooling_shortfall_site_hours += h.cooling_shortfalls as u64;
         t.worst_inlet_excess_c = t.worst_inlet_excess_c.max(h.worst_inlet_excess_c);
         t.worst_power_excess_kw = t.worst_power_excess_kw.max(h.worst_power_excess_kw);
+        t.spot_replica_hours += h.spot_replicas;
+        t.spot_left_out_replica_hours += h.spot_left_out;
+        t.spot_evictions += u64::from(h.spot_evictions);
+        t.spot_revenue += h.spot_revenue;
         for (&p, &n) in &h.unplaced_by_priority {
             *t.unplaced_by_priority.entry(p).or_default() += n;
         }
@@ -1183,5 +1299,29 @@ pub fn comparison_table(replay: &Replay) -> String {
         out,
         "energy: the facilities' energy bill; +moves: with the objective's migration cost; inlet, power, cooling: site-hours past a limit"
     );
+    if replay
+        .totals
+        .iter()
+        .any(|t| t.spot_replica_hours + t.spot_left_out_replica_hours > 0)
+    {
+        for t in &replay.totals {
+            let replicas = (t.spot_replica_hours + t.spot_left_out_replica_hours) as f64
+                / replay.hours.max(1) as f64;
+            let _ = writeln!(
+                out,
+                "spot, {}: {} replica-hours run, {} left out, {} evictions ({:.2} per spot replica), revenue {:.2}",
+                t.policy,
+                t.spot_replica_hours,
+                t.spot_left_out_replica_hours,
+                t.spot_evictions,
+                t.spot_evictions as f64 / replicas.max(1.0),
+                t.spot_revenue
+            );
+        }
+        let _ = writeln!(
+            out,
+            "spot: edgeplan admits spot replicas at its prices within their bids and evicts them with notice; the rule policies place spot workloads like any other and run no market (revenue 0)"
+        );
+    }
     out
 }
