@@ -9,10 +9,9 @@
 
 extern crate edgeplan_fuzz;
 
-use edgeplan::api::pb;
-use edgeplan::service::telemetry::{take_batch, Tally};
-use edgeplan::service::TelemetryHub;
 use edgeplan::telemetry::{SanityLimits, SensorKind, TelemetryState};
+use edgeplan_api::intake::{take_batch, Tally, TelemetryHub};
+use edgeplan_api::pb;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 

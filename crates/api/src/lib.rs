@@ -2,6 +2,7 @@
 //! conversions between them and the core's types.
 
 pub mod convert;
+pub mod intake;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {

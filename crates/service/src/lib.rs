@@ -273,13 +273,7 @@ impl State {
     }
 }
 
-/// Telemetry and the site ids it accepts readings for.
-pub struct TelemetryHub {
-    pub state: TelemetryState,
-    pub sites: rustc_hash::FxHashSet<String>,
-    /// Accepted readings not yet on disk.
-    pub dirty: bool,
-}
+pub use edgeplan_api::intake::TelemetryHub;
 
 /// A change to a plan, for `WatchPlan`.
 #[derive(Debug, Clone)]

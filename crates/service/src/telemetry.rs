@@ -2,7 +2,6 @@
 //! sanity checks into the telemetry state; the reply comes once the accepted
 //! readings are on disk. A watch streams each site's state.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -13,57 +12,13 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::errors::{self, Reason};
-use super::{Shared, TelemetryHub};
-use edgeplan_api::convert;
+use super::Shared;
 use edgeplan_api::pb;
 
 pub struct TelemetryApi(pub Arc<Shared>);
 
-/// Rejected readings reported by example, at most this many per call.
-const EXAMPLES: usize = 100;
+pub use edgeplan_api::intake::{take_batch, Tally};
 
-/// What one `Ingest` call accepted and rejected, and why.
-#[derive(Debug, Default)]
-pub struct Tally {
-    pub accepted: u64,
-    pub rejected: u64,
-    pub by_reason: BTreeMap<String, u64>,
-    pub examples: Vec<pb::RejectedReading>,
-    pub batches: u64,
-}
-
-impl Tally {
-    fn reject(&mut self, batch: u64, index: usize, device_id: &str, reason: String) {
-        self.rejected += 1;
-        if self.examples.len() < EXAMPLES {
-            self.examples.push(pb::RejectedReading {
-                batch,
-                index: index as u32,
-                device_id: device_id.to_string(),
-                reason: reason.clone(),
-            });
-        }
-        *self.by_reason.entry(reason).or_default() += 1;
-    }
-}
-
-impl Tally {
-    /// Add another batch's tally, as batch `batch_no` of this call.
-    pub fn absorb(&mut self, other: Tally, batch_no: u64) {
-        self.accepted += other.accepted;
-        self.rejected += other.rejected;
-        for (reason, n) in other.by_reason {
-            *self.by_reason.entry(reason).or_default() += n;
-        }
-        for mut ex in other.examples {
-            if self.examples.len() >= EXAMPLES {
-                break;
-            }
-            ex.batch = batch_no;
-            self.examples.push(ex);
-        }
-    }
-}
 
 /// Take out the readings a site-scoped token may not write: each rejected
 /// (`site_not_allowed`) and counted, none reaches the state or the log.
@@ -200,46 +155,6 @@ pub async fn intake(
     }
 }
 
-/// Take one batch under the telemetry lock: every reading through the
-/// core's sanity checks, each rejection counted with its reason. `now_s`
-/// is the server's clock when the batch came in (the log's time in cluster
-/// mode, so every replica judges a batch alike): readings dated more than
-/// `telemetry.max_future_skew_s` past it are refused.
-pub fn take_batch(
-    hub: &mut TelemetryHub,
-    batch_no: u64,
-    batch: pb::ReadingBatch,
-    tally: &mut Tally,
-    now_s: f64,
-) {
-    let TelemetryHub {
-        state,
-        sites,
-        dirty,
-    } = hub;
-    let (site, timestamp_s) = (batch.site, batch.timestamp_s);
-    for (i, r) in batch.readings.iter().enumerate() {
-        let kind = match convert::sensor_kind(r.device_type, r.placement) {
-            Ok(k) => k,
-            Err(why) => {
-                tally.reject(batch_no, i, &r.device_id, why.to_string());
-                continue;
-            }
-        };
-        if r.device_id.is_empty() {
-            tally.reject(batch_no, i, "", "device_id is required".into());
-            continue;
-        }
-        let reading = convert::reading_ref(r, kind, &site, timestamp_s);
-        match state.ingest_ref_at(&reading, |s| sites.contains(s), Some(now_s)) {
-            Ok(()) => {
-                tally.accepted += 1;
-                *dirty = true;
-            }
-            Err(why) => tally.reject(batch_no, i, reading.sensor, why.to_string()),
-        }
-    }
-}
 
 /// Write accepted readings to disk every couple of seconds, so a stream
 /// that never ends still gets stored.
