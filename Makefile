@@ -21,7 +21,7 @@ services:
 test: deps services
 	$(BUILD_ENV) set -a; . ./target/services.env; set +a; cargo test --workspace
 
-# Each fuzz target for FUZZ_SECONDS (CI: 60).
+# Each fuzz target for FUZZ_SECONDS (CI: 30).
 fuzz:
 	scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 

@@ -939,3 +939,162 @@ fn a_limit_with_room_left_is_not_priced_on_the_demo_fleet() {
         m.left_out
     );
 }
+
+/// Continuous mode, nobody asking: energy ten times dearer everywhere puts
+/// the spot replicas' floor over their bid, and the service evicts them on
+/// its own, with their notice; the price back, it admits them again.
+#[test]
+fn continuous_mode_evicts_spot_work_past_its_bid_and_admits_it_again() {
+    use crate::live::{connect, rt, server, sim, watch_to_end};
+    use edgeplan::api::pb;
+    use edgeplan::api::pb::inventory_client::InventoryClient;
+    use edgeplan::api::pb::placement_client::PlacementClient;
+    use edgeplan::service::client::{push_instance, Connect};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.yaml");
+    std::fs::write(
+        &config,
+        "continuous:\n  enabled: true\n  interval_s: 0.2\n  min_interval_s: 0\n  min_gain: 0.001\n  auto_approve: true\n  slo: false\ndispatch:\n  time_scale: 0.01\n",
+    )
+    .unwrap();
+    let sim = sim(&dir.path().join("journal.tsv"), &["--speed", "0.01"]);
+    let srv = server(
+        &dir.path().join("data"),
+        &sim.url(),
+        &["--config", config.to_str().unwrap()],
+    );
+    // Two spot replicas at `a` within their bid (0.5/h; a replica's floor
+    // is 0.1/h at 0.10/kWh), on-demand work at `b`.
+    let mut inst = taken_back(2, 60.0);
+    inst.sites[0].power.cap_kw = 10.0;
+    inst.sites[1].power.cap_kw = 10.0;
+    inst.workloads[0]
+        .spot
+        .as_mut()
+        .unwrap()
+        .max_price_per_replica_hour = 0.5;
+    inst.workloads[1].replicas = 1;
+    inst.workloads[1].current.insert("b".into(), 1);
+    rt().block_on(async {
+        push_instance(&Connect::plain(&srv.url()), &inst)
+            .await
+            .unwrap();
+        let mut placement = connect(&srv.url(), PlacementClient::new).await;
+        let mut inventory = connect(&srv.url(), InventoryClient::new).await;
+        let plans = |p: &mut PlacementClient<tonic::transport::Channel>| {
+            let mut p = p.clone();
+            async move {
+                p.list_plans(pb::ListPlansRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .plans
+            }
+        };
+        let set_price = |price: f64| {
+            let mut inventory = inventory.clone();
+            async move {
+                let snap = inventory
+                    .get_inventory(pb::GetInventoryRequest::default())
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let sites: Vec<pb::Site> = snap
+                    .sites
+                    .into_iter()
+                    .map(|mut s| {
+                        let e = s.energy.as_mut().unwrap();
+                        e.price_per_kwh = price;
+                        e.price_series.clear();
+                        s
+                    })
+                    .collect();
+                inventory
+                    .upsert_sites(pb::UpsertSitesRequest {
+                        sites,
+                        expected_version: None,
+                    })
+                    .await
+                    .unwrap();
+            }
+        };
+        let next_plan = |placement: PlacementClient<tonic::transport::Channel>,
+                         after: usize,
+                         what: &'static str| async move {
+            let mut placement = placement;
+            let started = Instant::now();
+            loop {
+                let now = plans(&mut placement).await;
+                if let Some(p) = now
+                    .iter()
+                    .skip(after)
+                    .find(|p| p.reason.starts_with("continuous:"))
+                {
+                    return (p.clone(), now.len());
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(30),
+                    "no continuous plan {what} in 30 s: {now:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        // Whatever the start asks for runs out first.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let before = plans(&mut placement).await;
+        for p in &before {
+            watch_to_end(&srv.url(), p.plan_id, Duration::from_secs(30)).await;
+        }
+        set_price(1.0).await;
+        let (evict, seen) =
+            next_plan(placement.clone(), before.len(), "after the price rose").await;
+        assert!(
+            evict.reason.contains("2 spot replica(s) lose their place"),
+            "{}",
+            evict.reason
+        );
+        let (end, _) = watch_to_end(&srv.url(), evict.plan_id, Duration::from_secs(30)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+        let view = placement
+            .get_plan(pb::PlanRef {
+                plan_id: evict.plan_id,
+                after_revision: None,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let secs = |t: &Option<_>| t.map(edgeplan::api::convert::unix_s).unwrap();
+        let evictions: Vec<_> = view
+            .steps
+            .iter()
+            .filter(|s| s.kind == pb::StepKind::Evict as i32)
+            .collect();
+        assert_eq!(evictions.len(), 2, "{:?}", view.steps);
+        for s in &evictions {
+            let held = secs(&s.ended_at) - secs(&s.started_at);
+            assert!(
+                held >= 0.6 - 0.01,
+                "recorded after {held:.2} s, notice 0.6 s"
+            );
+        }
+        // The price back: the spot replicas come back on their own.
+        set_price(0.10).await;
+        let (admit, _) = next_plan(placement.clone(), seen, "after the price fell").await;
+        assert!(
+            admit.reason.contains("spot revenue would grow"),
+            "{}",
+            admit.reason
+        );
+        let (end, _) = watch_to_end(&srv.url(), admit.plan_id, Duration::from_secs(30)).await;
+        assert_eq!(end.state, pb::PlanState::Succeeded as i32, "{end:?}");
+        let snap = inventory
+            .get_inventory(pb::GetInventoryRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let spot = snap.workloads.iter().find(|w| w.id == "spot").unwrap();
+        assert_eq!(spot.current.values().sum::<u32>(), 2, "{spot:?}");
+    });
+}

@@ -296,12 +296,7 @@ impl Memory {
                             // The last full solve's multipliers: a re-plan
                             // stays milliseconds (a fresh search for them
                             // takes seconds on a large fleet).
-                            let kept: Vec<_> = view
-                                .problem
-                                .workloads
-                                .indices()
-                                .filter(|&w| view.problem.spot(w).is_none())
-                                .collect();
+                            let kept = spot::on_demand_workloads(&view.problem);
                             solved = solved.with_spot_at(&view.problem, &kept, duals);
                         }
                         metrics.solved(view, &solved, started.elapsed().as_secs_f64());

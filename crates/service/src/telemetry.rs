@@ -19,7 +19,6 @@ pub struct TelemetryApi(pub Arc<Shared>);
 
 pub use edgeplan_api::intake::{take_batch, Tally};
 
-
 /// Take out the readings a site-scoped token may not write: each rejected
 /// (`site_not_allowed`) and counted, none reaches the state or the log.
 fn keep_scoped(
@@ -154,7 +153,6 @@ pub async fn intake(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
-
 
 /// Write accepted readings to disk every couple of seconds, so a stream
 /// that never ends still gets stored.

@@ -423,6 +423,14 @@ pub fn on_demand(p: &Problem) -> (Problem, Vec<WorkloadIx>) {
     p.restrict(|w| p.spot(w).is_none())
 }
 
+/// `p`'s on-demand workloads (those [`on_demand`] keeps), in order.
+pub fn on_demand_workloads(p: &Problem) -> Vec<WorkloadIx> {
+    p.workloads
+        .indices()
+        .filter(|&w| p.spot(w).is_none())
+        .collect()
+}
+
 /// A placement of [`on_demand`]'s problem (whose workloads are `p`'s
 /// `kept`) as one of `p`, spot workloads unplaced.
 pub fn lift(p: &Problem, kept: &[WorkloadIx], x: &Replicas) -> Replicas {
