@@ -588,14 +588,7 @@ async fn story(
 
     // The operator report, from the service's state as the solver saw it
     // (the inventory made effective by telemetry: the heat shows).
-    let snapshot = inventory
-        .get_inventory(pb::GetInventoryRequest {
-            effective: true,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let live_inst: Instance = serde_json::from_str(&snapshot.instance_json)?;
+    let live_inst = effective_now(&mut inventory).await?;
     let last = outcome
         .plans
         .iter()
@@ -760,15 +753,7 @@ async fn say_evictions(
     if by_workload.is_empty() {
         return Ok(());
     }
-    let snapshot = inventory
-        .get_inventory(pb::GetInventoryRequest {
-            effective: true,
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
-    let now: Instance = serde_json::from_str(&snapshot.instance_json)?;
-    let problem = Problem::build(&now)?;
+    let problem = Problem::build(&effective_now(inventory).await?)?;
     let words = edgeplan_plan::explain::moves(&problem, &problem.current_placement(), &plan.steps);
     for (workload, sites) in by_workload {
         let n: u32 = sites.values().sum();
@@ -829,4 +814,19 @@ async fn say_notice_kept(
         );
     }
     Ok(())
+}
+
+/// The inventory as the solver sees it now (made effective by telemetry:
+/// the heat shows).
+async fn effective_now(
+    inventory: &mut InventoryClient<tonic::transport::Channel>,
+) -> anyhow::Result<Instance> {
+    let snapshot = inventory
+        .get_inventory(pb::GetInventoryRequest {
+            effective: true,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(serde_json::from_str(&snapshot.instance_json)?)
 }

@@ -1377,57 +1377,47 @@ pub fn solve(p: &Problem, options: &FastOptions) -> FastSolved {
             break;
         }
     }
-    if options.prices_only {
-        let bound = best_bound.max(trivial_bound).min(best_obj);
-        return FastSolved {
-            gap: placed_gap(best_obj, bound, best_pen),
-            x: best_x,
-            objective: best_obj,
-            bound,
-            iterations,
-            work: limit.spent(),
-            out_of_work: limit.spent() >= work.unwrap_or(u64::MAX),
-            price: best_price,
-        };
-    }
-    if iterations > 0 && limit.affords(primal_took.1, primal_took.0) {
-        let ((x, obj, pen), _) = primal(&best_price);
-        if obj < best_obj {
-            best_x = x;
-            best_obj = obj;
-            best_pen = pen;
-        }
-    }
-    // Replicas left out that a placement might hold: small exact models
-    // around them (`repair`) get half of what is left, the polish the rest.
-    if best_pen > 0.0 && !limit.out() {
-        let repair_limit = Limit::new(
-            deadline.share(REPAIR_SHARE),
-            work.map(|w| (w.saturating_sub(limit.spent()) as f64 * REPAIR_SHARE) as u64),
-        );
-        match crate::repair::repair(p, best_x.clone(), best_obj, &repair_limit, 0) {
-            Ok(r) => {
-                limit.spend(repair_limit.spent());
-                if r.objective < best_obj {
-                    best_pen = p.evaluate(&r.x).objective.unplaced;
-                    best_x = r.x;
-                    best_obj = r.objective;
-                }
+    // Prices only: the bound's search was all that was asked for.
+    if !options.prices_only {
+        if iterations > 0 && limit.affords(primal_took.1, primal_took.0) {
+            let ((x, obj, pen), _) = primal(&best_price);
+            if obj < best_obj {
+                best_x = x;
+                best_obj = obj;
+                best_pen = pen;
             }
-            Err(e) => tracing::warn!("repair failed: {e}"),
         }
-    }
-    // The final polish: ejection chains from the best placement.
-    if placed_gap(best_obj, best_bound, best_pen) > options.target_gap {
-        let mut a = Assign::new(p, &f, &limit);
-        a.load(&best_x);
-        a.improve(Eject::All, 50);
-        let x = a.placement();
-        let terms = p.evaluate(&x).objective;
-        if terms.total < best_obj {
-            best_x = x;
-            best_obj = terms.total;
-            best_pen = terms.unplaced;
+        // Replicas left out that a placement might hold: small exact models
+        // around them (`repair`) get half of what is left, the polish the rest.
+        if best_pen > 0.0 && !limit.out() {
+            let repair_limit = Limit::new(
+                deadline.share(REPAIR_SHARE),
+                work.map(|w| (w.saturating_sub(limit.spent()) as f64 * REPAIR_SHARE) as u64),
+            );
+            match crate::repair::repair(p, best_x.clone(), best_obj, &repair_limit, 0) {
+                Ok(r) => {
+                    limit.spend(repair_limit.spent());
+                    if r.objective < best_obj {
+                        best_pen = p.evaluate(&r.x).objective.unplaced;
+                        best_x = r.x;
+                        best_obj = r.objective;
+                    }
+                }
+                Err(e) => tracing::warn!("repair failed: {e}"),
+            }
+        }
+        // The final polish: ejection chains from the best placement.
+        if placed_gap(best_obj, best_bound, best_pen) > options.target_gap {
+            let mut a = Assign::new(p, &f, &limit);
+            a.load(&best_x);
+            a.improve(Eject::All, 50);
+            let x = a.placement();
+            let terms = p.evaluate(&x).objective;
+            if terms.total < best_obj {
+                best_x = x;
+                best_obj = terms.total;
+                best_pen = terms.unplaced;
+            }
         }
     }
     tracing::debug!(
