@@ -1098,3 +1098,60 @@ fn continuous_mode_evicts_spot_work_past_its_bid_and_admits_it_again() {
         assert_eq!(spot.current.values().sum::<u32>(), 2, "{spot:?}");
     });
 }
+
+/// A spot replica stays where it runs while its price there is within its
+/// bid, though a cheaper site has room (no move for nothing), as replay and
+/// continuous mode promise; past its bid there, it goes to the cheapest
+/// site within it.
+#[test]
+fn a_spot_replica_stays_where_it_runs_while_within_its_bid() {
+    let mut a = site("a", 100.0, 0.10);
+    a.power.cap_kw = 10.0;
+    let mut b = site("b", 100.0, 0.20);
+    b.power.cap_kw = 10.0;
+    let mut s = workload("spot", 2, 10.0);
+    s.spot = Some(Spot {
+        max_price_per_replica_hour: 0.5,
+        notice_s: 60.0,
+    });
+    let inst = instance(vec![a, b], vec![s], &[("a", "b", 5.0)]);
+    let p = Problem::build(&inst).unwrap();
+    let duals = spot::multipliers(&spot::on_demand(&p).0);
+    let none = edgeplan::replicas::Replicas::empty(1);
+    let at = |m: &spot::Market| m.x[edgeplan::ix::WorkloadIx::new(0)].clone();
+    let (sa, sb) = (SiteIx::new(0), SiteIx::new(1));
+    // Nowhere today: the cheapest site.
+    assert_eq!(
+        at(&spot::admit_from(&p, &none, &duals, None)),
+        vec![(sa, 2)]
+    );
+    // At the dearer site today, within the bid there: it stays.
+    let mut today = none.clone();
+    today[edgeplan::ix::WorkloadIx::new(0)] = vec![(sb, 2)];
+    assert_eq!(
+        at(&spot::admit_from(&p, &none, &duals, Some(&today))),
+        vec![(sb, 2)]
+    );
+    // A bid between the two floors: the dearer site is past it, so it moves.
+    let floor = |si| {
+        spot::shape_price(
+            &p,
+            &spot::site_prices(&p, &none, &duals),
+            edgeplan::ix::WorkloadIx::new(0),
+            si,
+        )
+        .unwrap()
+        .price_per_replica_hour
+    };
+    let mut tight = inst.clone();
+    tight.workloads[0]
+        .spot
+        .as_mut()
+        .unwrap()
+        .max_price_per_replica_hour = (floor(sa) + floor(sb)) / 2.0;
+    let p = Problem::build(&tight).unwrap();
+    assert_eq!(
+        at(&spot::admit_from(&p, &none, &duals, Some(&today))),
+        vec![(sa, 2)]
+    );
+}

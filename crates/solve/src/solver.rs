@@ -204,7 +204,7 @@ impl Solved {
     /// market's `duals`): for incremental re-plans, which must stay fast.
     pub fn with_spot_at(self, problem: &Problem, kept: &[WorkloadIx], duals: &[f64]) -> Solved {
         let x = crate::spot::lift(problem, kept, &self.x);
-        let market = crate::spot::admit_with(problem, &x, duals);
+        let market = crate::spot::admit_from(problem, &x, duals, None);
         self.with_market(problem, market)
     }
 

@@ -88,7 +88,7 @@ pub struct Market {
     pub x: Replicas,
     /// The multipliers the prices came from (per site and row, as the
     /// fast path lays them out): an incremental re-plan prices with them
-    /// again ([`admit_with`]).
+    /// again ([`admit_from`]).
     #[serde(skip)]
     pub duals: Vec<f64>,
 }
@@ -494,12 +494,8 @@ pub fn on_with(
 /// earlier [`Market::duals`] of the same sites): an incremental re-plan's
 /// market, in milliseconds. The floors are `p`'s own (today's energy,
 /// carbon and physics); only the limits' scarcity is the earlier one's.
-pub fn admit_with(p: &Problem, x: &Replicas, duals: &[f64]) -> Market {
-    admit_from(p, x, duals, None)
-}
-
-/// [`admit_with`], spot replicas staying where `today` runs them when
-/// their price there is within their bid.
+/// A spot replica stays where `today` runs it (`p`'s `current` when
+/// `None`) while its price there is within its bid.
 pub fn admit_from(p: &Problem, x: &Replicas, duals: &[f64], today: Option<&Replicas>) -> Market {
     let x = without_spot(p, x);
     let sites = site_prices(p, &x, duals);
